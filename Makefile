@@ -1,0 +1,50 @@
+# Coil Makefile. Every target installs what it needs (see scripts/setup.sh).
+SHELL := /bin/bash
+GO ?= go
+TOOLS := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+export GOFLAGS := -buildvcs=false
+
+GOLANGCI_VERSION := v2.15.0
+CNI_VERSION := v1.3.1
+PLUGINS_VERSION := v1.10.0
+
+BINARIES := bin/coil bin/coild bin/coilctl
+# Packages whose tests need root and network namespaces run one at a time.
+TEST_FLAGS ?= -count=1 -timeout 15m
+
+.PHONY: all build setup tools test test-unit vet lint bench demo demo-down clean fmt
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/coil ./cmd/coil
+	$(GO) build -o bin/coild ./cmd/coild
+	$(GO) build -o bin/coilctl ./cmd/coilctl
+
+# setup installs Debian packages (bird2, iproute2) and the CNI tools the tests use.
+setup:
+	./scripts/setup.sh
+
+tools:
+	./scripts/setup.sh tools
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -l -w $$(git ls-files '*.go')
+
+# test runs every test, privileged netns and end-to-end tests included.
+# They need root; under CI=true a missing privilege is a failure, not a skip.
+test: setup build vet
+	$(TOOLS)/gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg -- $(TEST_FLAGS) -p 2 ./...
+
+lint: tools
+	$(TOOLS)/golangci-lint run ./...
+
+bench: setup build
+	./bench/run.sh
+
+clean:
+	rm -rf bin .test.log

@@ -1,0 +1,170 @@
+package events
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/errors"
+)
+
+// SchemaVersion is the envelope schema this build writes and the newest it reads.
+const SchemaVersion = 1
+
+// Sentinel errors. Check them with errors.Is.
+var (
+	// ErrConflict: the stream's head moved since the writer read it. Catch up and decide again.
+	ErrConflict = errors.New("events: append conflict")
+	// ErrFenced: an append's fencing condition failed (the writer's lease is gone, or a
+	// lease that had to be gone is still alive).
+	ErrFenced = errors.New("events: fenced")
+	// ErrUnknownType: an event type this build does not know.
+	ErrUnknownType = errors.New("events: unknown event type")
+	// ErrFutureSchema: an event written by a newer schema than this build reads.
+	ErrFutureSchema = errors.New("events: event schema is newer than this build")
+	// ErrCorrupt: stored bytes that do not decode.
+	ErrCorrupt = errors.New("events: corrupt event")
+	// ErrChainBroken: an event whose previous-hash does not match its predecessor, or a gap.
+	ErrChainBroken = errors.New("events: hash chain broken")
+	// ErrInvalidStream: a stream name that is not cluster, pool/NAME or node/NAME.
+	ErrInvalidStream = errors.New("events: invalid stream name")
+	// ErrTooLarge: a batch beyond one transaction's limits.
+	ErrTooLarge = errors.New("events: batch too large")
+	// ErrUnavailable: the log's store could not be reached in time.
+	ErrUnavailable = errors.New("events: log store unavailable")
+	// ErrCompacted: a watch or read asked for history that is no longer stored.
+	ErrCompacted = errors.New("events: history compacted")
+)
+
+// Stream names an event stream.
+type Stream string
+
+// ClusterStream holds pool definitions.
+const ClusterStream Stream = "cluster"
+
+// PoolStream is the block-ownership stream of a pool.
+func PoolStream(pool string) Stream { return Stream("pool/" + pool) }
+
+// NodeStream is the address stream of a node.
+func NodeStream(node string) Stream { return Stream("node/" + node) }
+
+// Kind returns "cluster", "pool" or "node", and the name after the slash.
+func (s Stream) Kind() (kind, name string) {
+	k, n, ok := strings.Cut(string(s), "/")
+	if !ok {
+		return k, ""
+	}
+	return k, n
+}
+
+// Validate checks the stream name's shape.
+func (s Stream) Validate() error {
+	kind, name := s.Kind()
+	switch kind {
+	case "cluster":
+		if name == "" && s == ClusterStream {
+			return nil
+		}
+	case "pool", "node":
+		if ValidName(name) == nil {
+			return nil
+		}
+	}
+	return errors.Wrapf(ErrInvalidStream, "%q (want cluster, pool/NAME or node/NAME)", string(s))
+}
+
+// ValidName checks a pool or node name: a DNS-1123 subdomain of at most 63 characters
+// (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit).
+func ValidName(name string) error {
+	if name == "" {
+		return errors.New("name is empty")
+	}
+	if len(name) > 63 {
+		return errors.Newf("name %q is longer than 63 characters", name)
+	}
+	for i, c := range name {
+		alnum := (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+		if alnum {
+			continue
+		}
+		if (c == '-' || c == '.') && i > 0 && i < len(name)-1 {
+			continue
+		}
+		return errors.Newf("name %q is invalid: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+// Hash is a SHA-256 digest; the per-stream chain links each event to its predecessor's hash.
+type Hash [sha256.Size]byte
+
+// String is the hex form.
+func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+
+// IsZero reports the zero hash (the "previous hash" of a stream's first event).
+func (h Hash) IsZero() bool { return h == Hash{} }
+
+// MarshalText encodes the hash as hex.
+func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText decodes a hex hash.
+func (h *Hash) UnmarshalText(b []byte) error {
+	if len(b) != 2*len(h) {
+		return errors.Newf("hash %q: want %d hex digits", b, 2*len(h))
+	}
+	_, err := hex.Decode(h[:], b)
+	return errors.Wrap(err, "hash")
+}
+
+// Type is an event's stable type string. Never derive it from Go type names.
+type Type string
+
+// The event types. These strings are stored; never change one.
+const (
+	TypePoolCreated     Type = "PoolCreated"
+	TypePoolSubnetAdded Type = "PoolSubnetAdded"
+	TypePoolDeleted     Type = "PoolDeleted"
+	TypeBlockAssigned   Type = "BlockAssigned"
+	TypeBlockReleased   Type = "BlockReleased"
+	TypeBlockReclaimed  Type = "BlockReclaimed"
+	TypeAddressAssigned Type = "AddressAssigned"
+	TypeAddressReleased Type = "AddressReleased"
+	TypeNodeRegistered  Type = "NodeRegistered"
+	TypeNodeRetired     Type = "NodeRetired"
+	TypeSnapshot        Type = "Snapshot"
+)
+
+// Event is the envelope. Stream, Seq, Prev and Schema are set by the log on append;
+// the writer sets Type (through Payload), Time and Actor.
+type Event struct {
+	Schema  uint32
+	Stream  Stream
+	Seq     uint64
+	Time    time.Time
+	Actor   string
+	Prev    Hash
+	Payload Payload
+
+	// Set when read from a log: the hash of this event and the store revision that
+	// committed it (etcd's revision; the in-memory log counts its own).
+	Hash     Hash
+	Revision int64
+}
+
+// Type returns the payload's type.
+func (e *Event) Type() Type {
+	if e.Payload == nil {
+		return ""
+	}
+	return e.Payload.EventType()
+}
+
+// Clock gives the time to stamp on events. Inject it; never call time.Now in domain code.
+type Clock interface{ Now() time.Time }
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }

@@ -1,0 +1,111 @@
+package events
+
+import (
+	"context"
+)
+
+// Version is a stream's head: the last sequence written and that event's hash.
+// The zero Version is the head of an empty stream.
+type Version struct {
+	Seq  uint64
+	Hash Hash
+}
+
+// Condition fences an append on a leased key (see DESIGN.md, "Fencing"):
+// with Absent false the key must exist and be attached to Lease (the writer's own
+// liveness key); with Absent true the key must not exist (the node being reclaimed
+// is gone). A failed condition makes Append return ErrFenced.
+type Condition struct {
+	Key    string
+	Lease  int64
+	Absent bool
+}
+
+// AppendRequest appends Events to Stream if its head is still Expected.
+type AppendRequest struct {
+	Stream   Stream
+	Expected Version
+	// Events carry Payload, Time and Actor; the log sets Schema, Stream, Seq and Prev.
+	Events     []*Event
+	Conditions []Condition
+}
+
+// MaxBatch is the most events one append may carry: etcd allows 128 operations per
+// transaction and an append also writes the stream's head.
+const MaxBatch = 127
+
+// MaxBatchBytes bounds an append's encoded size (etcd's default request limit is 1.5 MiB).
+const MaxBatchBytes = 1 << 20
+
+// Log is the append-only event log.
+type Log interface {
+	// Append writes the events of req in one transaction and returns the new head.
+	// It returns ErrConflict (wrapped, with the current head in a *ConflictError) when the
+	// stream's head is not req.Expected, ErrFenced when a condition fails, ErrTooLarge for
+	// a batch over MaxBatch events or MaxBatchBytes. On return the events carry their
+	// Stream, Seq, Prev, Hash and Revision. Nothing is written on error.
+	Append(ctx context.Context, req AppendRequest) (Version, error)
+
+	// Head returns the stream's head (zero for an empty or unknown stream) and the
+	// store revision it was read at.
+	Head(ctx context.Context, stream Stream) (Version, int64, error)
+
+	// Read calls fn for each event of stream with sequence >= from, in order, as of the
+	// store revision rev (0: the latest), and returns the revision read at. Events are
+	// decoded (ErrUnknownType, ErrFutureSchema, ErrCorrupt stop the read) and their hash
+	// chain checked from the first event read (ErrChainBroken). Reading events that were
+	// archived away returns ErrCompacted.
+	Read(ctx context.Context, stream Stream, from uint64, rev int64, fn func(*Event) error) (int64, error)
+
+	// Streams lists the streams whose name starts with prefix ("" for all) with their
+	// heads, as of rev (0: latest), and returns the revision read at.
+	Streams(ctx context.Context, prefix string, rev int64) (map[Stream]Version, int64, error)
+
+	// Watch delivers events of the streams whose names start with one of prefixes,
+	// committed after revision fromRev, in revision order. After[stream] is the last
+	// sequence the caller already has for a stream; the watch never delivers an event at or
+	// below it, and if history was compacted it re-reads from there, so nothing is missed
+	// or delivered twice. The channel closes when ctx ends; a fatal error is delivered as a
+	// WatchBatch with Err set, then the channel closes.
+	Watch(ctx context.Context, req WatchRequest) <-chan WatchBatch
+
+	// Close releases the log's resources (not the etcd client it was given).
+	Close() error
+}
+
+// WatchRequest says what to watch and from where.
+type WatchRequest struct {
+	Prefixes []string
+	FromRev  int64
+	After    map[Stream]uint64
+}
+
+// WatchBatch is a group of events committed at one revision, or a terminal error.
+type WatchBatch struct {
+	Events   []*Event
+	Revision int64
+	Err      error
+}
+
+// ConflictError carries the stream's head found by a failed append.
+type ConflictError struct {
+	Stream Stream
+	Head   Version
+}
+
+func (e *ConflictError) Error() string {
+	return "stream " + string(e.Stream) + " moved on (head now at " + uitoa(e.Head.Seq) + ")"
+}
+
+func uitoa(v uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}

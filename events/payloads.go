@@ -1,0 +1,251 @@
+package events
+
+import (
+	"net/netip"
+)
+
+// Payload is the typed body of an event. The set is closed: every payload type is
+// declared in this file, has a stable Type string and a canonical binary encoding.
+type Payload interface {
+	EventType() Type
+	appendTo(w *writer)
+	readFrom(r *reader)
+}
+
+// Subnet is one subnet of a pool: IPv4, IPv6, or both (dual stack). In a dual-stack
+// subnet block i has an IPv4 and an IPv6 part, and a pod gets the same offset in each.
+type Subnet struct {
+	IPv4 netip.Prefix `json:"ipv4,omitzero"`
+	IPv6 netip.Prefix `json:"ipv6,omitzero"`
+}
+
+// PoolCreated defines a pool (stream "cluster").
+type PoolCreated struct {
+	Name          string   `json:"name"`
+	BlockSizeBits uint8    `json:"blockSizeBits"`
+	Subnets       []Subnet `json:"subnets"`
+}
+
+// PoolSubnetAdded adds a subnet to a pool; its blocks are numbered after the existing ones.
+type PoolSubnetAdded struct {
+	Name   string `json:"name"`
+	Subnet Subnet `json:"subnet"`
+}
+
+// PoolDeleted removes a pool (only when none of its blocks is in use).
+type PoolDeleted struct {
+	Name string `json:"name"`
+}
+
+// BlockAssigned gives block Index of the stream's pool to Node.
+type BlockAssigned struct {
+	Index uint32 `json:"index"`
+	Node  string `json:"node"`
+}
+
+// BlockReleased: Node gave block Index back (it stayed empty past the grace period).
+type BlockReleased struct {
+	Index  uint32 `json:"index"`
+	Node   string `json:"node"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// BlockReclaimed: block Index was taken back from Node, whose lease was gone.
+type BlockReclaimed struct {
+	Index  uint32 `json:"index"`
+	Node   string `json:"node"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// AddressAssigned: the node gave Addrs (one per family of the pool) to a container's interface.
+type AddressAssigned struct {
+	ContainerID  string       `json:"containerID"`
+	IfName       string       `json:"ifName"`
+	PodNamespace string       `json:"podNamespace,omitempty"`
+	PodName      string       `json:"podName,omitempty"`
+	PodUID       string       `json:"podUID,omitempty"`
+	Pool         string       `json:"pool"`
+	Block        uint32       `json:"block"`
+	Addrs        []netip.Addr `json:"addrs"`
+}
+
+// AddressReleased: the container's interface gave its addresses back.
+type AddressReleased struct {
+	ContainerID string       `json:"containerID"`
+	IfName      string       `json:"ifName"`
+	Pool        string       `json:"pool"`
+	Block       uint32       `json:"block"`
+	Addrs       []netip.Addr `json:"addrs"`
+	Reason      string       `json:"reason,omitempty"`
+}
+
+// NodeRegistered: a node's daemon started with a new lease (stream node/NAME).
+type NodeRegistered struct {
+	Node  string `json:"node"`
+	Lease int64  `json:"lease"`
+}
+
+// NodeRetired: a node was removed; its blocks were reclaimed.
+type NodeRetired struct {
+	Node   string `json:"node"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Snapshot holds the projected state of its stream up to the event before it, in the
+// projection package's canonical encoding, and that state's hash. Readers may start from
+// the newest snapshot instead of the stream's first event.
+type Snapshot struct {
+	StateHash Hash   `json:"stateHash"`
+	State     []byte `json:"state"`
+}
+
+func (*PoolCreated) EventType() Type     { return TypePoolCreated }
+func (*PoolSubnetAdded) EventType() Type { return TypePoolSubnetAdded }
+func (*PoolDeleted) EventType() Type     { return TypePoolDeleted }
+func (*BlockAssigned) EventType() Type   { return TypeBlockAssigned }
+func (*BlockReleased) EventType() Type   { return TypeBlockReleased }
+func (*BlockReclaimed) EventType() Type  { return TypeBlockReclaimed }
+func (*AddressAssigned) EventType() Type { return TypeAddressAssigned }
+func (*AddressReleased) EventType() Type { return TypeAddressReleased }
+func (*NodeRegistered) EventType() Type  { return TypeNodeRegistered }
+func (*NodeRetired) EventType() Type     { return TypeNodeRetired }
+func (*Snapshot) EventType() Type        { return TypeSnapshot }
+
+// newPayload returns an empty payload of type t, or nil for an unknown type.
+func newPayload(t Type) Payload {
+	switch t {
+	case TypePoolCreated:
+		return &PoolCreated{}
+	case TypePoolSubnetAdded:
+		return &PoolSubnetAdded{}
+	case TypePoolDeleted:
+		return &PoolDeleted{}
+	case TypeBlockAssigned:
+		return &BlockAssigned{}
+	case TypeBlockReleased:
+		return &BlockReleased{}
+	case TypeBlockReclaimed:
+		return &BlockReclaimed{}
+	case TypeAddressAssigned:
+		return &AddressAssigned{}
+	case TypeAddressReleased:
+		return &AddressReleased{}
+	case TypeNodeRegistered:
+		return &NodeRegistered{}
+	case TypeNodeRetired:
+		return &NodeRetired{}
+	case TypeSnapshot:
+		return &Snapshot{}
+	}
+	return nil
+}
+
+// AllTypes lists every event type, for documentation and exhaustiveness tests.
+func AllTypes() []Type {
+	return []Type{
+		TypePoolCreated, TypePoolSubnetAdded, TypePoolDeleted,
+		TypeBlockAssigned, TypeBlockReleased, TypeBlockReclaimed,
+		TypeAddressAssigned, TypeAddressReleased,
+		TypeNodeRegistered, TypeNodeRetired, TypeSnapshot,
+	}
+}
+
+// NewPayload returns an empty payload of type t and reports whether t is known.
+func NewPayload(t Type) (Payload, bool) {
+	p := newPayload(t)
+	return p, p != nil
+}
+
+func (p *PoolCreated) appendTo(w *writer) {
+	w.str(p.Name)
+	w.uvarint(uint64(p.BlockSizeBits))
+	w.uvarint(uint64(len(p.Subnets)))
+	for _, s := range p.Subnets {
+		w.subnet(s)
+	}
+}
+
+func (p *PoolCreated) readFrom(r *reader) {
+	p.Name = r.str()
+	p.BlockSizeBits = uint8(r.uvarintMax(128))
+	n := r.count(2)
+	p.Subnets = make([]Subnet, n)
+	for i := range p.Subnets {
+		p.Subnets[i] = r.subnet()
+	}
+}
+
+func (p *PoolSubnetAdded) appendTo(w *writer) { w.str(p.Name); w.subnet(p.Subnet) }
+func (p *PoolSubnetAdded) readFrom(r *reader) { p.Name = r.str(); p.Subnet = r.subnet() }
+func (p *PoolDeleted) appendTo(w *writer)     { w.str(p.Name) }
+func (p *PoolDeleted) readFrom(r *reader)     { p.Name = r.str() }
+
+func (p *BlockAssigned) appendTo(w *writer) { w.uvarint(uint64(p.Index)); w.str(p.Node) }
+func (p *BlockAssigned) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.str() }
+
+func (p *BlockReleased) appendTo(w *writer) {
+	w.uvarint(uint64(p.Index))
+	w.str(p.Node)
+	w.str(p.Reason)
+}
+
+func (p *BlockReleased) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.str(); p.Reason = r.str() }
+
+func (p *BlockReclaimed) appendTo(w *writer) {
+	w.uvarint(uint64(p.Index))
+	w.str(p.Node)
+	w.str(p.Reason)
+}
+
+func (p *BlockReclaimed) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.str(); p.Reason = r.str() }
+
+func (p *AddressAssigned) appendTo(w *writer) {
+	w.id(p.ContainerID)
+	w.str(p.IfName)
+	w.str(p.PodNamespace)
+	w.str(p.PodName)
+	w.id(p.PodUID)
+	w.str(p.Pool)
+	w.uvarint(uint64(p.Block))
+	w.addrs(p.Addrs)
+}
+
+func (p *AddressAssigned) readFrom(r *reader) {
+	p.ContainerID = r.id()
+	p.IfName = r.str()
+	p.PodNamespace = r.str()
+	p.PodName = r.str()
+	p.PodUID = r.id()
+	p.Pool = r.str()
+	p.Block = r.u32()
+	p.Addrs = r.addrs()
+}
+
+func (p *AddressReleased) appendTo(w *writer) {
+	w.id(p.ContainerID)
+	w.str(p.IfName)
+	w.str(p.Pool)
+	w.uvarint(uint64(p.Block))
+	w.addrs(p.Addrs)
+	w.str(p.Reason)
+}
+
+func (p *AddressReleased) readFrom(r *reader) {
+	p.ContainerID = r.id()
+	p.IfName = r.str()
+	p.Pool = r.str()
+	p.Block = r.u32()
+	p.Addrs = r.addrs()
+	p.Reason = r.str()
+}
+
+func (p *NodeRegistered) appendTo(w *writer) { w.str(p.Node); w.uvarint(uint64(p.Lease)) }
+func (p *NodeRegistered) readFrom(r *reader) { p.Node = r.str(); p.Lease = int64(r.uvarint()) }
+func (p *NodeRetired) appendTo(w *writer)    { w.str(p.Node); w.str(p.Reason) }
+func (p *NodeRetired) readFrom(r *reader)    { p.Node = r.str(); p.Reason = r.str() }
+
+func (p *Snapshot) appendTo(w *writer) { w.raw(p.StateHash[:]); w.bytes(p.State) }
+func (p *Snapshot) readFrom(r *reader) {
+	copy(p.StateHash[:], r.fixed(len(p.StateHash)))
+	p.State = append([]byte(nil), r.bytesField()...)
+}

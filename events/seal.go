@@ -1,0 +1,87 @@
+package events
+
+import (
+	"github.com/cockroachdb/errors"
+)
+
+// Sealed is an event ready to store: its key sequence and encoded value.
+type Sealed struct {
+	Seq   uint64
+	Value []byte
+}
+
+// Seal fills in the envelope of each event of req (Schema, Stream, Seq, Prev, Hash),
+// encodes them, and returns the stored values and the new head. Both Log implementations
+// append through it, so the chain is built the same way everywhere.
+func Seal(req *AppendRequest) ([]Sealed, Version, error) {
+	if err := req.Stream.Validate(); err != nil {
+		return nil, Version{}, err
+	}
+	if len(req.Events) == 0 {
+		return nil, req.Expected, errors.New("events: append of no events")
+	}
+	if len(req.Events) > MaxBatch {
+		return nil, Version{}, errors.Wrapf(ErrTooLarge, "%d events (at most %d per append)", len(req.Events), MaxBatch)
+	}
+	out := make([]Sealed, len(req.Events))
+	head := req.Expected
+	size := 0
+	for i, e := range req.Events {
+		e.Schema = SchemaVersion
+		e.Stream = req.Stream
+		e.Seq = head.Seq + 1
+		e.Prev = head.Hash
+		v, err := Encode(e)
+		if err != nil {
+			return nil, Version{}, errors.Wrapf(err, "%s #%d", req.Stream, e.Seq)
+		}
+		size += len(v)
+		e.Hash = HashOf(req.Stream, e.Seq, v)
+		out[i] = Sealed{Seq: e.Seq, Value: v}
+		head = Version{Seq: e.Seq, Hash: e.Hash}
+	}
+	if size > MaxBatchBytes {
+		return nil, Version{}, errors.Wrapf(ErrTooLarge, "%d bytes (at most %d per append)", size, MaxBatchBytes)
+	}
+	return out, head, nil
+}
+
+// Chain checks that events of one stream follow each other: dense sequence numbers and
+// each event's Prev equal to its predecessor's hash. The zero Chain accepts any first event
+// (a read that starts mid-stream); start it with Expect to pin the first one.
+type Chain struct {
+	Stream Stream
+	head   Version
+	primed bool
+}
+
+// Expect pins the next event to follow head.
+func (c *Chain) Expect(head Version) { c.head, c.primed = head, true }
+
+// Head is the last event accepted.
+func (c *Chain) Head() Version { return c.head }
+
+// Next checks e and advances the chain.
+func (c *Chain) Next(e *Event) error {
+	if c.primed {
+		if e.Seq != c.head.Seq+1 {
+			return errors.Wrapf(ErrChainBroken, "%s: sequence %d follows %d (gap or repeat)", e.Stream, e.Seq, c.head.Seq)
+		}
+		if e.Prev != c.head.Hash {
+			return errors.Wrapf(ErrChainBroken, "%s #%d: previous-hash %s does not match #%d's hash %s",
+				e.Stream, e.Seq, short(e.Prev), c.head.Seq, short(c.head.Hash))
+		}
+	} else if e.Seq == 1 && !e.Prev.IsZero() {
+		return errors.Wrapf(ErrChainBroken, "%s #1: first event has a previous-hash", e.Stream)
+	}
+	c.head, c.primed = Version{Seq: e.Seq, Hash: e.Hash}, true
+	return nil
+}
+
+func short(h Hash) string { return h.String()[:12] }
+
+// Conflict builds the error Append returns when the head moved: it matches ErrConflict
+// with errors.Is and yields the *ConflictError with errors.As.
+func Conflict(stream Stream, head Version) error {
+	return errors.Mark(errors.WithStack(&ConflictError{Stream: stream, Head: head}), ErrConflict)
+}
