@@ -28,6 +28,16 @@ type AppendRequest struct {
 	// Events carry Payload, Time and Actor; the log sets Schema, Stream, Seq and Prev.
 	Events     []*Event
 	Conditions []Condition
+	// Guards are other streams whose heads must still be at the given versions (for
+	// decisions that read one stream and write another, e.g. deleting a pool only while
+	// its block stream is empty). A moved guard returns ErrConflict naming that stream.
+	Guards []Guard
+}
+
+// Guard pins another stream's head for an append.
+type Guard struct {
+	Stream  Stream
+	Version Version
 }
 
 // MaxBatch is the most events one append may carry: etcd allows 128 operations per

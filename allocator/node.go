@@ -1,0 +1,614 @@
+package allocator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/projection"
+)
+
+// DefaultBlockGrace is how long an empty block stays with its node before it is released.
+const DefaultBlockGrace = 5 * time.Minute
+
+// NodeConfig configures a node's allocator.
+type NodeConfig struct {
+	Node  string
+	Log   events.Log
+	Clock events.Clock
+	// AliveKey and Lease fence every append on the node's liveness key (see DESIGN.md):
+	// the appends fail with events.ErrFenced once the lease is gone. Empty AliveKey
+	// disables fencing (tests of pure allocation only).
+	AliveKey string
+	Lease    int64
+	// MaxBatch bounds a group commit (default events.MaxBatch).
+	MaxBatch int
+	Logger   *slog.Logger
+}
+
+// Request asks for an address for a container's interface.
+type Request struct {
+	ContainerID  string
+	IfName       string
+	Pool         string
+	PodNamespace string
+	PodName      string
+	PodUID       string
+}
+
+func (r *Request) key() projection.AttachKey {
+	return projection.AttachKey{ContainerID: r.ContainerID, IfName: r.IfName}
+}
+
+// Assignment is an attachment's addresses and where they come from.
+type Assignment struct {
+	projection.AttachKey
+	projection.Assignment
+	// BlockPrefixes are the prefixes of the block the addresses come from.
+	BlockPrefixes []netip.Prefix
+}
+
+// Node is one node's allocator: the single writer of its node stream.
+type Node struct {
+	cfg NodeConfig
+	log *slog.Logger
+	ops chan *op
+
+	mu sync.Mutex
+	st *projection.State
+}
+
+type opKind int
+
+const (
+	opAlloc opKind = iota
+	opRelease
+	opReleaseBlocks
+)
+
+type op struct {
+	kind   opKind
+	req    Request
+	reason string
+	grace  time.Duration
+	done   chan opResult
+}
+
+type opResult struct {
+	asg *Assignment
+	n   int
+	err error
+}
+
+// NewNode returns a node allocator; call Load, then Run in a goroutine.
+func NewNode(cfg NodeConfig) *Node {
+	if cfg.MaxBatch <= 0 || cfg.MaxBatch > events.MaxBatch {
+		cfg.MaxBatch = events.MaxBatch
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = events.SystemClock{}
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	return &Node{cfg: cfg, log: lg.With("node", cfg.Node), ops: make(chan *op, 4096), st: projection.NewState()}
+}
+
+func (n *Node) stream() events.Stream { return events.NodeStream(n.cfg.Node) }
+
+func (n *Node) conditions() []events.Condition {
+	if n.cfg.AliveKey == "" {
+		return nil
+	}
+	return []events.Condition{{Key: n.cfg.AliveKey, Lease: n.cfg.Lease}}
+}
+
+// SetLease changes the lease appends are fenced on (after re-registering).
+func (n *Node) SetLease(lease int64) {
+	n.mu.Lock()
+	n.cfg.Lease = lease
+	n.mu.Unlock()
+}
+
+// Load replays the cluster stream, every pool stream and the node's own stream, all at
+// one revision, replacing the in-memory state. It returns that revision and the heads
+// read, to watch from.
+func (n *Node) Load(ctx context.Context) (int64, map[events.Stream]uint64, error) {
+	heads, rev, err := n.cfg.Log.Streams(ctx, "", 0)
+	if err != nil {
+		return 0, nil, errors.Wrap(err, "list streams")
+	}
+	st := projection.NewState()
+	after := map[events.Stream]uint64{}
+	for stream := range heads {
+		if !n.follows(stream) {
+			continue
+		}
+		if _, err := n.cfg.Log.Read(ctx, stream, 1, rev, st.Apply); err != nil {
+			return 0, nil, errors.Wrapf(err, "replay %s", stream)
+		}
+		after[stream] = st.Head(stream).Seq
+	}
+	n.mu.Lock()
+	n.st = st
+	n.mu.Unlock()
+	return rev, after, nil
+}
+
+// Follows reports whether the node keeps stream in its state: the cluster stream, pool
+// streams and its own node stream (not other nodes' address streams).
+func (n *Node) follows(stream events.Stream) bool {
+	kind, _ := stream.Kind()
+	return kind == "cluster" || kind == "pool" || stream == n.stream()
+}
+
+// WatchPrefixes are the stream-name prefixes the node follows.
+func (n *Node) WatchPrefixes() []string {
+	return []string{string(events.ClusterStream), "pool/", string(n.stream())}
+}
+
+// Register appends NodeRegistered with the node's lease.
+func (n *Node) Register(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ev := &events.Event{Time: n.cfg.Clock.Now(), Actor: n.cfg.Node, Payload: &events.NodeRegistered{Node: n.cfg.Node, Lease: n.cfg.Lease}}
+	return n.appendOwn(ctx, []*events.Event{ev})
+}
+
+// appendOwn appends to the node stream and applies the events. Caller holds n.mu.
+func (n *Node) appendOwn(ctx context.Context, evs []*events.Event) error {
+	stream := n.stream()
+	_, err := n.cfg.Log.Append(ctx, events.AppendRequest{
+		Stream: stream, Expected: n.st.Head(stream), Events: evs, Conditions: n.conditions(),
+	})
+	if err != nil {
+		if errors.Is(err, events.ErrConflict) {
+			if cerr := n.catchUp(ctx, stream); cerr != nil {
+				return errors.CombineErrors(err, cerr)
+			}
+		}
+		return errors.Wrapf(err, "append to %s", stream)
+	}
+	for _, e := range evs {
+		if err := n.st.Apply(e); err != nil {
+			return errors.Wrap(err, "apply own event (bug)")
+		}
+	}
+	return nil
+}
+
+// Observe folds an event seen on a watch. Events already applied are skipped; a gap
+// makes the node read the stream to catch up. Streams it does not follow are ignored.
+func (n *Node) Observe(ctx context.Context, e *events.Event) error {
+	if !n.follows(e.Stream) {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := n.st.Head(e.Stream)
+	switch {
+	case e.Seq <= h.Seq:
+		return nil
+	case e.Seq == h.Seq+1:
+		return n.st.Apply(e)
+	default:
+		return n.catchUp(ctx, e.Stream)
+	}
+}
+
+// catchUp reads a stream from the state's head. Caller holds n.mu.
+func (n *Node) catchUp(ctx context.Context, stream events.Stream) error {
+	_, err := n.cfg.Log.Read(ctx, stream, n.st.Head(stream).Seq+1, 0, n.st.Apply)
+	return errors.Wrapf(err, "catch up %s", stream)
+}
+
+// Run is the committer: it takes queued requests, decides them against the state and
+// commits them in batches (one append for as many as queued up while the previous append
+// was in flight, at most MaxBatch). It returns when ctx ends; queued requests then fail.
+func (n *Node) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			for {
+				select {
+				case o := <-n.ops:
+					o.done <- opResult{err: errors.Wrap(ErrNotRunning, "shutting down")}
+				default:
+					return
+				}
+			}
+		case o := <-n.ops:
+			batch := []*op{o}
+		collect:
+			for len(batch) < n.cfg.MaxBatch {
+				select {
+				case o := <-n.ops:
+					batch = append(batch, o)
+				default:
+					break collect
+				}
+			}
+			n.process(ctx, batch)
+		}
+	}
+}
+
+func (n *Node) submit(ctx context.Context, o *op) opResult {
+	o.done = make(chan opResult, 1)
+	select {
+	case n.ops <- o:
+	case <-ctx.Done():
+		return opResult{err: errors.Wrap(ctx.Err(), "queueing request")}
+	}
+	select {
+	case r := <-o.done:
+		return r
+	case <-ctx.Done():
+		// The committer will still decide it; the idempotent retry finds the result.
+		return opResult{err: errors.Wrap(ctx.Err(), "waiting for commit")}
+	}
+}
+
+// Allocate returns the addresses of the container's interface, assigning them if it has
+// none. It is idempotent: the same ContainerID+IfName gets the same assignment. The pool
+// must exist (ErrPoolNotFound); a full pool returns ErrExhausted.
+func (n *Node) Allocate(ctx context.Context, req Request) (*Assignment, error) {
+	if req.ContainerID == "" || req.IfName == "" {
+		return nil, errors.New("allocator: container ID and interface name are required")
+	}
+	r := n.submit(ctx, &op{kind: opAlloc, req: req})
+	return r.asg, r.err
+}
+
+// Release frees the addresses of a container's interface and returns what it held;
+// releasing an unknown attachment is success and returns nil.
+func (n *Node) Release(ctx context.Context, containerID, ifName, reason string) (*Assignment, error) {
+	r := n.submit(ctx, &op{kind: opRelease, req: Request{ContainerID: containerID, IfName: ifName}, reason: reason})
+	return r.asg, r.err
+}
+
+// ReleaseEmptyBlocks gives back blocks that have been empty for at least grace and
+// returns how many it released.
+func (n *Node) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration) (int, error) {
+	r := n.submit(ctx, &op{kind: opReleaseBlocks, grace: grace})
+	return r.n, r.err
+}
+
+// pending is the batch being built: its events and who waits for them.
+type pending struct {
+	evs     []*events.Event
+	waiters [][]*op
+	asgs    []*Assignment
+	keys    map[projection.AttachKey]int
+	held    map[netip.Addr]bool
+	last    map[string]netip.Addr
+}
+
+func newPending() *pending {
+	return &pending{keys: map[projection.AttachKey]int{}, held: map[netip.Addr]bool{}, last: map[string]netip.Addr{}}
+}
+
+func (n *Node) process(ctx context.Context, ops []*op) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := newPending()
+	for _, o := range ops {
+		switch o.kind {
+		case opAlloc:
+			n.decideAlloc(ctx, o, p)
+		case opRelease:
+			if _, ok := p.keys[o.req.key()]; ok {
+				n.commit(ctx, p)
+				p = newPending()
+			}
+			n.decideRelease(o, p)
+		case opReleaseBlocks:
+			n.commit(ctx, p)
+			p = newPending()
+			c, err := n.releaseEmptyBlocks(ctx, o.grace)
+			o.done <- opResult{n: c, err: err}
+		}
+		if len(p.evs) >= n.cfg.MaxBatch {
+			n.commit(ctx, p)
+			p = newPending()
+		}
+	}
+	n.commit(ctx, p)
+}
+
+func (n *Node) me() *projection.Node {
+	nd := n.st.Nodes[n.cfg.Node]
+	if nd == nil {
+		nd = projection.NewNode()
+		nd.Name = n.cfg.Node
+		n.st.Nodes[n.cfg.Node] = nd
+	}
+	return nd
+}
+
+func (n *Node) assignmentOf(key projection.AttachKey, a *projection.Assignment) *Assignment {
+	out := &Assignment{AttachKey: key, Assignment: *a}
+	if pool := n.st.Cluster.Pools[a.Pool]; pool != nil {
+		out.BlockPrefixes, _ = pool.Block(a.Block)
+	}
+	return out
+}
+
+func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) {
+	key := o.req.key()
+	if a, ok := n.me().Attached[key]; ok {
+		o.done <- opResult{asg: n.assignmentOf(key, a)}
+		return
+	}
+	if i, ok := p.keys[key]; ok {
+		p.waiters[i] = append(p.waiters[i], o)
+		return
+	}
+	pool := n.st.Cluster.Pools[o.req.Pool]
+	if pool == nil {
+		o.done <- opResult{err: errors.Wrapf(ErrPoolNotFound, "pool %q does not exist (see coilctl pool list)", o.req.Pool)}
+		return
+	}
+	block, addrs, ok := n.nextFree(pool, p)
+	if !ok {
+		idx, err := n.acquireBlock(ctx, pool)
+		if err != nil {
+			o.done <- opResult{err: err}
+			return
+		}
+		block = idx
+		addrs, _ = pool.Addrs(idx, 0)
+	}
+	ev := &events.Event{Time: n.cfg.Clock.Now(), Actor: n.cfg.Node, Payload: &events.AddressAssigned{
+		ContainerID: o.req.ContainerID, IfName: o.req.IfName,
+		PodNamespace: o.req.PodNamespace, PodName: o.req.PodName, PodUID: o.req.PodUID,
+		Pool: pool.Name, Block: block, Addrs: addrs,
+	}}
+	prefixes, _ := pool.Block(block)
+	asg := &Assignment{AttachKey: key, BlockPrefixes: prefixes, Assignment: projection.Assignment{
+		PodNamespace: o.req.PodNamespace, PodName: o.req.PodName, PodUID: o.req.PodUID,
+		Pool: pool.Name, Block: block, Addrs: addrs, Since: ev.Time,
+	}}
+	p.keys[key] = len(p.evs)
+	p.evs = append(p.evs, ev)
+	p.waiters = append(p.waiters, []*op{o})
+	p.asgs = append(p.asgs, asg)
+	for _, a := range addrs {
+		p.held[a] = true
+	}
+	p.last[pool.Name] = addrs[0]
+}
+
+func (n *Node) decideRelease(o *op, p *pending) {
+	key := o.req.key()
+	a, ok := n.me().Attached[key]
+	if !ok {
+		o.done <- opResult{} // unknown: success, nothing held
+		return
+	}
+	ev := &events.Event{Time: n.cfg.Clock.Now(), Actor: n.cfg.Node, Payload: &events.AddressReleased{
+		ContainerID: key.ContainerID, IfName: key.IfName, Pool: a.Pool, Block: a.Block, Addrs: a.Addrs, Reason: o.reason,
+	}}
+	p.keys[key] = len(p.evs)
+	p.evs = append(p.evs, ev)
+	p.waiters = append(p.waiters, []*op{o})
+	p.asgs = append(p.asgs, n.assignmentOf(key, a))
+}
+
+// commit appends the batch as one transaction and answers its waiters.
+func (n *Node) commit(ctx context.Context, p *pending) {
+	if len(p.evs) == 0 {
+		return
+	}
+	err := n.appendOwn(ctx, p.evs)
+	if err != nil && errors.Is(err, events.ErrConflict) {
+		err = errors.Wrap(err, "node stream changed under this allocator; request again")
+	}
+	for i, ws := range p.waiters {
+		for _, o := range ws {
+			if err != nil {
+				o.done <- opResult{err: err}
+				continue
+			}
+			a := *p.asgs[i]
+			if i < len(p.evs) {
+				a.Seq = p.evs[i].Seq
+			}
+			o.done <- opResult{asg: &a}
+		}
+	}
+}
+
+// nextFree finds the next free address after the last one handed out in the pool
+// (next-after-last, so a just-freed address is not reused at once), over the node's
+// blocks of the pool in index order, wrapping around.
+func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr, bool) {
+	blocks := n.st.Pools[pool.Name]
+	if blocks == nil {
+		return 0, nil, false
+	}
+	owned := blocks.OwnedBy(n.cfg.Node)
+	if len(owned) == 0 {
+		return 0, nil, false
+	}
+	me := n.me()
+	last, ok := p.last[pool.Name]
+	if !ok {
+		last, ok = me.Last[pool.Name]
+	}
+	startBlock, startOff := 0, uint64(0)
+	if ok {
+		if b, off, found := pool.Locate(last); found {
+			i := sort.Search(len(owned), func(i int) bool { return owned[i] >= b })
+			switch {
+			case i < len(owned) && owned[i] == b:
+				startBlock, startOff = i, off+1
+			case i < len(owned):
+				startBlock = i
+			}
+		}
+	}
+	size := pool.BlockSize()
+	for k := 0; k <= len(owned); k++ {
+		bi := (startBlock + k) % len(owned)
+		from := uint64(0)
+		if k == 0 {
+			from = startOff
+		}
+		to := size
+		if k == len(owned) { // wrapped around to the start block: the offsets before the start
+			to = startOff
+		}
+		for off := from; off < to; off++ {
+			addrs, ok := pool.Addrs(owned[bi], off)
+			if !ok {
+				break
+			}
+			if _, held := me.Held[addrs[0]]; held || p.held[addrs[0]] {
+				continue
+			}
+			return owned[bi], addrs, true
+		}
+	}
+	return 0, nil, false
+}
+
+// acquireBlock takes the lowest free block of the pool, retrying with jitter when
+// another node wins the race for it.
+func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32, error) {
+	stream := events.PoolStream(pool.Name)
+	var bo backoff
+	for {
+		blocks := n.st.Pools[pool.Name]
+		if blocks == nil {
+			blocks = projection.NewBlocks()
+			n.st.Pools[pool.Name] = blocks
+		}
+		idx, ok := lowestFree(blocks, pool.NumBlocks())
+		if !ok {
+			return 0, exhausted(pool, blocks)
+		}
+		ev := &events.Event{Time: n.cfg.Clock.Now(), Actor: n.cfg.Node, Payload: &events.BlockAssigned{Index: idx, Node: n.cfg.Node}}
+		_, err := n.cfg.Log.Append(ctx, events.AppendRequest{
+			Stream:     stream,
+			Expected:   n.st.Head(stream),
+			Events:     []*events.Event{ev},
+			Conditions: n.conditions(),
+			Guards:     []events.Guard{{Stream: events.ClusterStream, Version: n.st.Head(events.ClusterStream)}},
+		})
+		if err == nil {
+			if err := blocks.Apply(ev); err != nil {
+				return 0, errors.Wrap(err, "apply own block event (bug)")
+			}
+			prefixes, _ := pool.Block(idx)
+			n.log.Info("block acquired", "pool", pool.Name, "block", idx, "prefixes", prefixes)
+			return idx, nil
+		}
+		if !errors.Is(err, events.ErrConflict) {
+			return 0, errors.Wrapf(err, "acquire block %d of pool %q", idx, pool.Name)
+		}
+		var ce *events.ConflictError
+		moved := stream
+		if errors.As(err, &ce) {
+			moved = ce.Stream
+		}
+		if err := n.catchUp(ctx, moved); err != nil {
+			return 0, err
+		}
+		if moved == events.ClusterStream {
+			if p := n.st.Cluster.Pools[pool.Name]; p != nil {
+				pool = p
+			} else {
+				return 0, errors.Wrapf(ErrPoolNotFound, "pool %q was deleted", pool.Name)
+			}
+		}
+		if err := bo.wait(ctx); err != nil {
+			return 0, errors.Wrapf(err, "acquire a block of pool %q", pool.Name)
+		}
+	}
+}
+
+func lowestFree(b *projection.Blocks, total uint64) (uint32, bool) {
+	for i := uint64(0); i < total; i++ {
+		if _, taken := b.Owners[uint32(i)]; !taken {
+			return uint32(i), true
+		}
+	}
+	return 0, false
+}
+
+func exhausted(pool *projection.Pool, b *projection.Blocks) error {
+	per := map[string]int{}
+	for _, o := range b.Owners {
+		per[o.Node]++
+	}
+	var parts []string
+	for _, nd := range sortedKeys(per) {
+		parts = append(parts, fmt.Sprintf("%s: %d", nd, per[nd]))
+	}
+	return errors.Wrapf(ErrExhausted, "pool %q has no free block: all %d blocks of %d addresses are owned (%s); add a subnet with `coilctl pool add-subnet %s SUBNET` or free addresses",
+		pool.Name, pool.NumBlocks(), pool.BlockSize(), strings.Join(parts, ", "), pool.Name)
+}
+
+// releaseEmptyBlocks appends BlockReleased for the node's blocks that have been empty for
+// at least grace. Caller holds n.mu (it runs in the committer).
+func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int, error) {
+	now := n.cfg.Clock.Now()
+	me := n.me()
+	total := 0
+	for _, name := range sortedKeys(n.st.Pools) {
+		blocks := n.st.Pools[name]
+		var evs []*events.Event
+		for _, idx := range blocks.OwnedBy(n.cfg.Node) {
+			since := blocks.Owners[idx].Since
+			if u := me.Use[projection.BlockRef{Pool: name, Index: idx}]; u != nil {
+				if u.InUse > 0 {
+					continue
+				}
+				if u.EmptySince.After(since) {
+					since = u.EmptySince
+				}
+			}
+			if now.Sub(since) < grace || len(evs) == events.MaxBatch {
+				continue
+			}
+			evs = append(evs, &events.Event{Time: now, Actor: n.cfg.Node, Payload: &events.BlockReleased{
+				Index: idx, Node: n.cfg.Node, Reason: "empty for " + grace.String(),
+			}})
+		}
+		if len(evs) == 0 {
+			continue
+		}
+		stream := events.PoolStream(name)
+		_, err := n.cfg.Log.Append(ctx, events.AppendRequest{
+			Stream: stream, Expected: n.st.Head(stream), Events: evs, Conditions: n.conditions(),
+		})
+		if errors.Is(err, events.ErrConflict) {
+			// Another node took a block meanwhile: catch up; the next round releases these.
+			if cerr := n.catchUp(ctx, stream); cerr != nil {
+				return total, cerr
+			}
+			continue
+		}
+		if err != nil {
+			return total, errors.Wrapf(err, "release empty blocks of pool %q", name)
+		}
+		for _, e := range evs {
+			if err := blocks.Apply(e); err != nil {
+				return total, errors.Wrap(err, "apply own block event (bug)")
+			}
+		}
+		total += len(evs)
+		n.log.Info("empty blocks released", "pool", name, "count", len(evs))
+	}
+	return total, nil
+}

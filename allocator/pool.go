@@ -1,0 +1,275 @@
+package allocator
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/projection"
+)
+
+// Sentinel errors.
+var (
+	ErrInvalidPool  = errors.New("allocator: invalid pool")
+	ErrPoolExists   = errors.New("allocator: pool already exists")
+	ErrPoolNotFound = errors.New("allocator: pool not found")
+	ErrOverlap      = errors.New("allocator: subnet overlaps")
+	ErrPoolInUse    = errors.New("allocator: pool in use")
+	ErrExhausted    = errors.New("allocator: pool exhausted")
+	ErrRetries      = errors.New("allocator: too many conflicting retries")
+	ErrNotRunning   = errors.New("allocator: node allocator is not running")
+	ErrNodeAlive    = errors.New("allocator: node is still alive")
+)
+
+// DefaultBlockSizeBits is the default block size: 2^5 = 32 addresses (a /27 in IPv4).
+const DefaultBlockSizeBits = 5
+
+// MaxBlockSizeBits bounds a block to 65,536 addresses.
+const MaxBlockSizeBits = 16
+
+// ParseSubnet parses one SUBNET argument: an IPv4 or IPv6 network, or a dual-stack pair
+// "IPV4NET,IPV6NET".
+func ParseSubnet(s string) (events.Subnet, error) {
+	var out events.Subnet
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return out, errors.Wrapf(ErrInvalidPool, "subnet %q: want NET or IPV4NET,IPV6NET", s)
+	}
+	for _, part := range parts {
+		p, err := netip.ParsePrefix(strings.TrimSpace(part))
+		if err != nil {
+			return out, errors.Wrapf(ErrInvalidPool, "subnet %q is not a CIDR (like 10.1.0.0/16 or fd00:1::/112)", part)
+		}
+		if p.Addr().Is4In6() {
+			return out, errors.Wrapf(ErrInvalidPool, "subnet %q: IPv4-mapped IPv6 is not allowed; write the IPv4 network", part)
+		}
+		if p.Addr().Zone() != "" {
+			return out, errors.Wrapf(ErrInvalidPool, "subnet %q: zones are not allowed", part)
+		}
+		if p.Masked() != p {
+			return out, errors.Wrapf(ErrInvalidPool, "subnet %q has host bits set: did you mean %s?", part, p.Masked())
+		}
+		if p.Addr().Is4() {
+			if out.IPv4.IsValid() {
+				return out, errors.Wrapf(ErrInvalidPool, "subnet %q: two IPv4 networks in one pair", s)
+			}
+			out.IPv4 = p
+		} else {
+			if out.IPv6.IsValid() {
+				return out, errors.Wrapf(ErrInvalidPool, "subnet %q: two IPv6 networks in one pair", s)
+			}
+			out.IPv6 = p
+		}
+	}
+	return out, nil
+}
+
+func family(s events.Subnet) string {
+	switch {
+	case s.IPv4.IsValid() && s.IPv6.IsValid():
+		return "dual-stack"
+	case s.IPv4.IsValid():
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+func subnetString(s events.Subnet) string {
+	switch family(s) {
+	case "dual-stack":
+		return s.IPv4.String() + "," + s.IPv6.String()
+	case "IPv4":
+		return s.IPv4.String()
+	}
+	return s.IPv6.String()
+}
+
+// validateSubnet checks one subnet against the block size.
+func validateSubnet(s events.Subnet, bits uint8) error {
+	for _, p := range []netip.Prefix{s.IPv4, s.IPv6} {
+		if !p.IsValid() {
+			continue
+		}
+		fam := "IPv4"
+		if p.Addr().Is6() {
+			fam = "IPv6"
+		}
+		host := p.Addr().BitLen() - p.Bits()
+		hi := min(host, MaxBlockSizeBits)
+		if int(bits) > hi {
+			return errors.Wrapf(ErrInvalidPool, "block size %d bits is out of range for %s subnet %s: must be between 0 and %d", bits, fam, p, hi)
+		}
+	}
+	n := projection.SubnetBlocks(s, bits)
+	if n > projection.MaxBlocksPerSubnet {
+		return errors.Wrapf(ErrInvalidPool, "subnet %s holds too many blocks of %d bits (at most %d): use a longer prefix or larger blocks",
+			subnetString(s), bits, projection.MaxBlocksPerSubnet)
+	}
+	if s.IPv4.IsValid() && s.IPv6.IsValid() {
+		v6 := projection.SubnetBlocks(events.Subnet{IPv6: s.IPv6}, bits)
+		if v6 < n {
+			return errors.Wrapf(ErrInvalidPool, "dual-stack subnet %s: the IPv6 network holds %d blocks, fewer than the IPv4 network's %d", subnetString(s), v6, n)
+		}
+	}
+	return nil
+}
+
+// ValidatePool checks a pool definition against the existing pools: name, subnets,
+// block size, the same kind of subnet throughout, and no overlap with any subnet of any
+// pool (its own included).
+func ValidatePool(p *events.PoolCreated, existing map[string]*projection.Pool) error {
+	if err := events.ValidName(p.Name); err != nil {
+		return errors.Wrapf(ErrInvalidPool, "pool %s", err)
+	}
+	if _, ok := existing[p.Name]; ok {
+		return errors.Wrapf(ErrPoolExists, "pool %q", p.Name)
+	}
+	if len(p.Subnets) == 0 {
+		return errors.Wrapf(ErrInvalidPool, "pool %q: at least one subnet is required", p.Name)
+	}
+	var seen []events.Subnet
+	for _, s := range p.Subnets {
+		if err := checkSubnet(p.Name, p.Subnets[0], p.BlockSizeBits, s, seen, existing); err != nil {
+			return err
+		}
+		seen = append(seen, s)
+	}
+	return nil
+}
+
+func checkSubnet(pool string, first events.Subnet, bits uint8, s events.Subnet, same []events.Subnet, existing map[string]*projection.Pool) error {
+	if !s.IPv4.IsValid() && !s.IPv6.IsValid() {
+		return errors.Wrapf(ErrInvalidPool, "pool %q: empty subnet", pool)
+	}
+	if family(s) != family(first) {
+		return errors.Wrapf(ErrInvalidPool, "pool %q: subnet %s is %s but the pool is %s; a pool's subnets are all of one kind",
+			pool, subnetString(s), family(s), family(first))
+	}
+	if err := validateSubnet(s, bits); err != nil {
+		return errors.Wrapf(err, "pool %q", pool)
+	}
+	for _, o := range same {
+		if overlaps(s, o) {
+			return errors.Wrapf(ErrOverlap, "pool %q: subnet %s overlaps its own subnet %s", pool, subnetString(s), subnetString(o))
+		}
+	}
+	for _, name := range sortedKeys(existing) {
+		for _, o := range existing[name].Subnets {
+			if overlaps(s, o) {
+				return errors.Wrapf(ErrOverlap, "pool %q: subnet %s overlaps subnet %s of pool %q", pool, subnetString(s), subnetString(o), name)
+			}
+		}
+	}
+	return nil
+}
+
+func overlaps(a, b events.Subnet) bool {
+	return projection.Overlaps(a.IPv4, b.IPv4) || projection.Overlaps(a.IPv6, b.IPv6)
+}
+
+// Admin performs operator actions on the log: pool definitions and node reclaim.
+type Admin struct {
+	Log   events.Log
+	Clock events.Clock
+	Actor string // who acts, e.g. "coilctl:alice"; recorded in the events
+}
+
+func (a *Admin) event(p events.Payload) *events.Event {
+	return &events.Event{Time: a.Clock.Now(), Actor: a.Actor, Payload: p}
+}
+
+// Cluster reads the cluster stream.
+func (a *Admin) Cluster(ctx context.Context) (*projection.Cluster, error) {
+	c := projection.NewCluster()
+	_, err := a.Log.Read(ctx, events.ClusterStream, 1, 0, c.Apply)
+	return c, errors.Wrap(err, "read cluster stream")
+}
+
+// CreatePool validates the pool against all others and appends PoolCreated. It retries
+// when another definition raced it, re-validating each time.
+func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated) error {
+	return a.clusterChange(ctx, func(c *projection.Cluster) (events.Payload, []events.Guard, error) {
+		return p, nil, ValidatePool(p, c.Pools)
+	})
+}
+
+// AddSubnet appends a subnet to a pool; its blocks get the next indexes.
+func (a *Admin) AddSubnet(ctx context.Context, pool string, s events.Subnet) error {
+	return a.clusterChange(ctx, func(c *projection.Cluster) (events.Payload, []events.Guard, error) {
+		p, ok := c.Pools[pool]
+		if !ok {
+			return nil, nil, errors.Wrapf(ErrPoolNotFound, "%q", pool)
+		}
+		others := make(map[string]*projection.Pool, len(c.Pools))
+		for k, v := range c.Pools {
+			if k != pool {
+				others[k] = v
+			}
+		}
+		if err := checkSubnet(pool, p.Subnets[0], p.BlockSizeBits, s, p.Subnets, others); err != nil {
+			return nil, nil, err
+		}
+		return &events.PoolSubnetAdded{Name: pool, Subnet: s}, nil, nil
+	})
+}
+
+// DeletePool appends PoolDeleted, refused while any block of the pool is owned. The
+// append is guarded on the pool's block stream, so a block assigned meanwhile aborts it.
+func (a *Admin) DeletePool(ctx context.Context, pool string) error {
+	return a.clusterChange(ctx, func(c *projection.Cluster) (events.Payload, []events.Guard, error) {
+		if _, ok := c.Pools[pool]; !ok {
+			return nil, nil, errors.Wrapf(ErrPoolNotFound, "%q", pool)
+		}
+		b := projection.NewBlocks()
+		stream := events.PoolStream(pool)
+		if _, err := a.Log.Read(ctx, stream, 1, 0, b.Apply); err != nil {
+			return nil, nil, errors.Wrapf(err, "read %s", stream)
+		}
+		if n := len(b.Owners); n > 0 {
+			nodes := map[string]int{}
+			for _, o := range b.Owners {
+				nodes[o.Node]++
+			}
+			var parts []string
+			for _, nd := range sortedKeys(nodes) {
+				parts = append(parts, fmt.Sprintf("%s: %d", nd, nodes[nd]))
+			}
+			return nil, nil, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first",
+				pool, n, strings.Join(parts, ", "))
+		}
+		v := events.Version{Seq: b.Head.Seq, Hash: b.Head.Hash}
+		return &events.PoolDeleted{Name: pool}, []events.Guard{{Stream: stream, Version: v}}, nil
+	})
+}
+
+// clusterChange reads the cluster stream, lets decide build an event, and appends it;
+// on a conflict it reads again and decides again.
+func (a *Admin) clusterChange(ctx context.Context, decide func(*projection.Cluster) (events.Payload, []events.Guard, error)) error {
+	var b backoff
+	for {
+		c, err := a.Cluster(ctx)
+		if err != nil {
+			return err
+		}
+		p, guards, err := decide(c)
+		if err != nil {
+			return err
+		}
+		_, err = a.Log.Append(ctx, events.AppendRequest{
+			Stream:   events.ClusterStream,
+			Expected: events.Version{Seq: c.Head.Seq, Hash: c.Head.Hash},
+			Events:   []*events.Event{a.event(p)},
+			Guards:   guards,
+		})
+		if !errors.Is(err, events.ErrConflict) {
+			return errors.Wrapf(err, "append %s", p.EventType())
+		}
+		if err := b.wait(ctx); err != nil {
+			return err
+		}
+	}
+}

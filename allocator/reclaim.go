@@ -1,0 +1,121 @@
+package allocator
+
+import (
+	"context"
+
+	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/projection"
+)
+
+// ReclaimResult says what a reclaim did.
+type ReclaimResult struct {
+	Node      string
+	Released  int            // addresses released
+	Reclaimed map[string]int // blocks reclaimed per pool
+}
+
+// Reclaim takes a dead node's addresses and blocks back and retires it. Every append is
+// conditioned on the node's liveness key being absent (aliveKey), so a node whose lease
+// still lives is never reclaimed (ErrNodeAlive), and a node that comes back afterwards
+// starts from a state without those blocks. Reclaim is idempotent.
+func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*ReclaimResult, error) {
+	if err := events.ValidName(node); err != nil {
+		return nil, errors.Wrap(err, "node")
+	}
+	res := &ReclaimResult{Node: node, Reclaimed: map[string]int{}}
+	cond := []events.Condition{{Key: aliveKey, Absent: true}}
+	fenced := func(err error) error {
+		if errors.Is(err, events.ErrFenced) {
+			return errors.Wrapf(ErrNodeAlive, "node %q still holds its lease (%s); reclaim only a node whose coild is gone", node, aliveKey)
+		}
+		return err
+	}
+	// 1. Release the node's addresses and retire it, on its own stream.
+	stream := events.NodeStream(node)
+	var bo backoff
+	for {
+		st := projection.NewNode()
+		if _, err := a.Log.Read(ctx, stream, 1, 0, st.Apply); err != nil {
+			return nil, errors.Wrapf(err, "read %s", stream)
+		}
+		if st.Head.Seq == 0 {
+			break // never registered: nothing on its stream
+		}
+		var evs []*events.Event
+		for key, asg := range st.Attached {
+			evs = append(evs, a.event(&events.AddressReleased{
+				ContainerID: key.ContainerID, IfName: key.IfName, Pool: asg.Pool, Block: asg.Block, Addrs: asg.Addrs, Reason: "node reclaimed: " + reason,
+			}))
+		}
+		if !st.Retired {
+			evs = append(evs, a.event(&events.NodeRetired{Node: node, Reason: reason}))
+		}
+		if len(evs) == 0 {
+			break
+		}
+		if len(evs) > events.MaxBatch {
+			evs = evs[:events.MaxBatch]
+		}
+		_, err := a.Log.Append(ctx, events.AppendRequest{
+			Stream: stream, Expected: events.Version{Seq: st.Head.Seq, Hash: st.Head.Hash}, Events: evs, Conditions: cond,
+		})
+		switch {
+		case err == nil:
+			for _, e := range evs {
+				if _, ok := e.Payload.(*events.AddressReleased); ok {
+					res.Released++
+				}
+			}
+			continue // another round if the batch was cut
+		case errors.Is(err, events.ErrConflict):
+			if werr := bo.wait(ctx); werr != nil {
+				return nil, werr
+			}
+			continue
+		default:
+			return nil, errors.Wrapf(fenced(err), "retire node %q", node)
+		}
+	}
+	// 2. Reclaim its blocks in every pool.
+	heads, _, err := a.Log.Streams(ctx, "pool/", 0)
+	if err != nil {
+		return nil, errors.Wrap(err, "list pools")
+	}
+	for ps := range heads {
+		_, pool := ps.Kind()
+		bo = backoff{}
+		for {
+			b := projection.NewBlocks()
+			if _, err := a.Log.Read(ctx, ps, 1, 0, b.Apply); err != nil {
+				return nil, errors.Wrapf(err, "read %s", ps)
+			}
+			owned := b.OwnedBy(node)
+			if len(owned) == 0 {
+				break
+			}
+			var evs []*events.Event
+			for _, idx := range owned {
+				if len(evs) == events.MaxBatch {
+					break
+				}
+				evs = append(evs, a.event(&events.BlockReclaimed{Index: idx, Node: node, Reason: reason}))
+			}
+			_, err := a.Log.Append(ctx, events.AppendRequest{
+				Stream: ps, Expected: events.Version{Seq: b.Head.Seq, Hash: b.Head.Hash}, Events: evs, Conditions: cond,
+			})
+			switch {
+			case err == nil:
+				res.Reclaimed[pool] += len(evs)
+			case errors.Is(err, events.ErrConflict):
+				if werr := bo.wait(ctx); werr != nil {
+					return nil, werr
+				}
+			default:
+				return nil, errors.Wrapf(fenced(err), "reclaim blocks of %q in pool %q", node, pool)
+			}
+		}
+	}
+	return res, nil
+}

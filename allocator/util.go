@@ -1,0 +1,42 @@
+package allocator
+
+import (
+	"context"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/cockroachdb/errors"
+)
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// MaxRetries bounds how often a decision is retried after losing a race.
+const MaxRetries = 32
+
+// backoff is a bounded, jittered exponential backoff for lost races: it waits a random
+// time in [0, 2^n ms) capped at 64 ms, and gives up after MaxRetries attempts.
+type backoff struct{ n int }
+
+func (b *backoff) wait(ctx context.Context) error {
+	b.n++
+	if b.n > MaxRetries {
+		return errors.Wrapf(ErrRetries, "gave up after %d attempts", MaxRetries)
+	}
+	ceil := time.Millisecond << min(b.n, 6)
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(ceil))))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return errors.Wrap(ctx.Err(), "waiting to retry")
+	}
+}

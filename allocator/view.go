@@ -1,0 +1,98 @@
+package allocator
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/projection"
+)
+
+// BlockInfo is a block the node owns.
+type BlockInfo struct {
+	Pool     string
+	Index    uint32
+	Prefixes []netip.Prefix
+	Since    time.Time
+}
+
+// Blocks lists the blocks the node owns, by pool and index.
+func (n *Node) Blocks() []BlockInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []BlockInfo
+	for _, name := range sortedKeys(n.st.Pools) {
+		pool := n.st.Cluster.Pools[name]
+		b := n.st.Pools[name]
+		for _, idx := range b.OwnedBy(n.cfg.Node) {
+			bi := BlockInfo{Pool: name, Index: idx, Since: b.Owners[idx].Since}
+			if pool != nil {
+				bi.Prefixes, _ = pool.Block(idx)
+			}
+			out = append(out, bi)
+		}
+	}
+	return out
+}
+
+// BlockPrefixes lists the prefixes of every block the node owns (what the export table holds).
+func (n *Node) BlockPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, b := range n.Blocks() {
+		out = append(out, b.Prefixes...)
+	}
+	return out
+}
+
+// Attachments lists the node's attachments, sorted by container ID and interface.
+func (n *Node) Attachments() []Assignment {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	me := n.me()
+	out := make([]Assignment, 0, len(me.Attached))
+	for k, a := range me.Attached {
+		out = append(out, *n.assignmentOf(k, a))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].ContainerID != out[j].ContainerID {
+			return out[i].ContainerID < out[j].ContainerID
+		}
+		return out[i].IfName < out[j].IfName
+	})
+	return out
+}
+
+// Lookup returns the assignment of an attachment.
+func (n *Node) Lookup(containerID, ifName string) (*Assignment, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	key := projection.AttachKey{ContainerID: containerID, IfName: ifName}
+	a, ok := n.me().Attached[key]
+	if !ok {
+		return nil, false
+	}
+	return n.assignmentOf(key, a), true
+}
+
+// HasPool reports whether a pool exists.
+func (n *Node) HasPool(name string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.st.Cluster.Pools[name]
+	return ok
+}
+
+// StateHash is the hash of the node's whole projected state.
+func (n *Node) StateHash() (events.Hash, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.st.Hash()
+}
+
+// Head returns the node's position in a stream it follows.
+func (n *Node) Head(stream events.Stream) events.Version {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.st.Head(stream)
+}

@@ -1,0 +1,470 @@
+package projection
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/events"
+)
+
+// Sentinel errors.
+var (
+	// ErrInvalidEvent: an event that contradicts the state it is applied to.
+	ErrInvalidEvent = errors.New("projection: invalid event")
+	// ErrWrongStream: an event type that does not belong in the stream it was read from.
+	ErrWrongStream = errors.New("projection: event in wrong stream")
+	// ErrSequence: an event out of order (a gap, or applied twice).
+	ErrSequence = errors.New("projection: event out of sequence")
+	// ErrSnapshotMismatch: a snapshot whose state differs from the replayed state.
+	ErrSnapshotMismatch = errors.New("projection: snapshot does not match replayed state")
+)
+
+// head tracks a stream's position and checks each event follows it.
+type head struct {
+	Seq  uint64      `json:"seq"`
+	Hash events.Hash `json:"hash"`
+}
+
+func (h *head) check(e *events.Event) error {
+	if e.Schema > events.SchemaVersion {
+		return errors.Wrapf(events.ErrFutureSchema, "%s #%d: schema %d, this build reads up to %d", e.Stream, e.Seq, e.Schema, events.SchemaVersion)
+	}
+	if _, ok := e.Payload.(*events.Snapshot); ok && h.Seq == 0 {
+		return nil // a reader may start at a snapshot
+	}
+	if e.Seq != h.Seq+1 {
+		return errors.Wrapf(ErrSequence, "%s #%d applied at head %d", e.Stream, e.Seq, h.Seq)
+	}
+	if h.Seq > 0 && e.Prev != h.Hash {
+		return errors.Wrapf(ErrSequence, "%s #%d: previous-hash does not match #%d", e.Stream, e.Seq, h.Seq)
+	}
+	return nil
+}
+
+func (h *head) advance(e *events.Event) { h.Seq, h.Hash = e.Seq, e.Hash }
+
+func invalid(e *events.Event, format string, args ...any) error {
+	return errors.Wrapf(ErrInvalidEvent, "%s #%d %s: "+format, append([]any{e.Stream, e.Seq, e.Type()}, args...)...)
+}
+
+func wrongStream(e *events.Event) error {
+	return errors.Wrapf(ErrWrongStream, "%s #%d: %s does not belong in this stream", e.Stream, e.Seq, e.Type())
+}
+
+func unknownType(e *events.Event) error {
+	return errors.Wrapf(events.ErrUnknownType, "%s #%d: %q", e.Stream, e.Seq, e.Type())
+}
+
+// hashJSON is the state hash: SHA-256 of the canonical JSON (struct fields in declaration
+// order, map keys sorted, as encoding/json writes them).
+func hashJSON(v any) (events.Hash, []byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return events.Hash{}, nil, errors.Wrap(err, "projection: encode state")
+	}
+	return sha256.Sum256(b), b, nil
+}
+
+// snapshotApply handles a Snapshot event for any stream state s: an empty state loads it,
+// a non-empty one must match it.
+func snapshotApply[T any](h *head, s *T, reset func(*T), e *events.Event, p *events.Snapshot) error {
+	if h.Seq == 0 {
+		var loaded T
+		reset(&loaded)
+		if err := json.Unmarshal(p.State, &loaded); err != nil {
+			return invalid(e, "snapshot state does not decode: %v", err)
+		}
+		got, _, err := hashJSON(&loaded)
+		if err != nil {
+			return err
+		}
+		if got != p.StateHash {
+			return errors.Wrapf(ErrSnapshotMismatch, "%s #%d: snapshot state hash %s, recorded %s", e.Stream, e.Seq, got, p.StateHash)
+		}
+		if lh := headOf(&loaded); lh.Seq+1 != e.Seq || (lh.Seq > 0 && lh.Hash != e.Prev) {
+			return errors.Wrapf(ErrSnapshotMismatch, "%s #%d: snapshot state is at #%d, not the event before it", e.Stream, e.Seq, lh.Seq)
+		}
+		*s = loaded
+		return nil
+	}
+	got, _, err := hashJSON(s)
+	if err != nil {
+		return err
+	}
+	if got != p.StateHash {
+		return errors.Wrapf(ErrSnapshotMismatch, "%s #%d: replayed state hash %s, snapshot says %s", e.Stream, e.Seq, got, p.StateHash)
+	}
+	return nil
+}
+
+func headOf(s any) head {
+	switch s := s.(type) {
+	case *Cluster:
+		return s.Head
+	case *Blocks:
+		return s.Head
+	case *Node:
+		return s.Head
+	}
+	return head{}
+}
+
+// ---- cluster stream ----
+
+// Pool is a pool's definition.
+type Pool struct {
+	Name          string          `json:"name"`
+	BlockSizeBits uint8           `json:"blockSizeBits"`
+	Subnets       []events.Subnet `json:"subnets"`
+	Created       time.Time       `json:"created"`
+}
+
+// Cluster is the state of the "cluster" stream: the pools that exist.
+type Cluster struct {
+	Head  head             `json:"head"`
+	Pools map[string]*Pool `json:"pools"`
+}
+
+// NewCluster returns the empty cluster state.
+func NewCluster() *Cluster { return &Cluster{Pools: map[string]*Pool{}} }
+
+func resetCluster(c *Cluster) { *c = Cluster{Pools: map[string]*Pool{}} }
+
+// Apply folds one event of the cluster stream. On error c is unchanged.
+func (c *Cluster) Apply(e *events.Event) error {
+	if err := c.Head.check(e); err != nil {
+		return err
+	}
+	switch p := e.Payload.(type) {
+	case *events.PoolCreated:
+		if _, ok := c.Pools[p.Name]; ok {
+			return invalid(e, "pool %q already exists", p.Name)
+		}
+		c.Pools[p.Name] = &Pool{Name: p.Name, BlockSizeBits: p.BlockSizeBits, Subnets: append([]events.Subnet(nil), p.Subnets...), Created: e.Time}
+	case *events.PoolSubnetAdded:
+		pool, ok := c.Pools[p.Name]
+		if !ok {
+			return invalid(e, "pool %q does not exist", p.Name)
+		}
+		pool.Subnets = append(pool.Subnets, p.Subnet)
+	case *events.PoolDeleted:
+		if _, ok := c.Pools[p.Name]; !ok {
+			return invalid(e, "pool %q does not exist", p.Name)
+		}
+		delete(c.Pools, p.Name)
+	case *events.Snapshot:
+		if err := snapshotApply(&c.Head, c, resetCluster, e, p); err != nil {
+			return err
+		}
+	case *events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed,
+		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired:
+		return wrongStream(e)
+	default:
+		return unknownType(e)
+	}
+	c.Head.advance(e)
+	return nil
+}
+
+// ---- pool streams ----
+
+// Owner is who holds a block and since when.
+type Owner struct {
+	Node  string    `json:"node"`
+	Since time.Time `json:"since"`
+}
+
+// Blocks is the state of a "pool/NAME" stream: which node owns which block.
+type Blocks struct {
+	Head   head             `json:"head"`
+	Owners map[uint32]Owner `json:"owners"`
+}
+
+// NewBlocks returns the empty state of a pool stream.
+func NewBlocks() *Blocks { return &Blocks{Owners: map[uint32]Owner{}} }
+
+func resetBlocks(b *Blocks) { *b = Blocks{Owners: map[uint32]Owner{}} }
+
+// Apply folds one event of a pool stream. On error b is unchanged.
+func (b *Blocks) Apply(e *events.Event) error {
+	if err := b.Head.check(e); err != nil {
+		return err
+	}
+	switch p := e.Payload.(type) {
+	case *events.BlockAssigned:
+		if o, ok := b.Owners[p.Index]; ok {
+			return invalid(e, "block %d already owned by node %q", p.Index, o.Node)
+		}
+		b.Owners[p.Index] = Owner{Node: p.Node, Since: e.Time}
+	case *events.BlockReleased:
+		if err := b.release(e, p.Index, p.Node); err != nil {
+			return err
+		}
+	case *events.BlockReclaimed:
+		if err := b.release(e, p.Index, p.Node); err != nil {
+			return err
+		}
+	case *events.Snapshot:
+		if err := snapshotApply(&b.Head, b, resetBlocks, e, p); err != nil {
+			return err
+		}
+	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted,
+		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired:
+		return wrongStream(e)
+	default:
+		return unknownType(e)
+	}
+	b.Head.advance(e)
+	return nil
+}
+
+func (b *Blocks) release(e *events.Event, index uint32, node string) error {
+	o, ok := b.Owners[index]
+	if !ok {
+		return invalid(e, "block %d is not owned", index)
+	}
+	if o.Node != node {
+		return invalid(e, "block %d is owned by %q, not %q", index, o.Node, node)
+	}
+	delete(b.Owners, index)
+	return nil
+}
+
+// OwnedBy lists the blocks node owns, in ascending order.
+func (b *Blocks) OwnedBy(node string) []uint32 {
+	var out []uint32
+	for i, o := range b.Owners {
+		if o.Node == node {
+			out = append(out, i)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// ---- node streams ----
+
+// AttachKey identifies an attachment: a container's interface.
+type AttachKey struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// MarshalText makes AttachKey usable as a JSON map key ("id/ifname").
+func (k AttachKey) MarshalText() ([]byte, error) { return []byte(k.ContainerID + "/" + k.IfName), nil }
+
+// UnmarshalText parses "id/ifname".
+func (k *AttachKey) UnmarshalText(b []byte) error {
+	s := string(b)
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '/' {
+			k.ContainerID, k.IfName = s[:i], s[i+1:]
+			return nil
+		}
+	}
+	return errors.Newf("attachment key %q: want ID/IFNAME", s)
+}
+
+// Assignment is an address assignment held by an attachment.
+type Assignment struct {
+	PodNamespace string       `json:"podNamespace,omitempty"`
+	PodName      string       `json:"podName,omitempty"`
+	PodUID       string       `json:"podUID,omitempty"`
+	Pool         string       `json:"pool"`
+	Block        uint32       `json:"block"`
+	Addrs        []netip.Addr `json:"addrs"`
+	Since        time.Time    `json:"since"`
+	Seq          uint64       `json:"seq"`
+}
+
+// BlockRef names a block of a pool.
+type BlockRef struct {
+	Pool  string `json:"pool"`
+	Index uint32 `json:"index"`
+}
+
+// MarshalText makes BlockRef usable as a JSON map key ("pool#index").
+func (r BlockRef) MarshalText() ([]byte, error) {
+	return []byte(r.Pool + "#" + uitoa(uint64(r.Index))), nil
+}
+
+// UnmarshalText parses "pool#index".
+func (r *BlockRef) UnmarshalText(b []byte) error {
+	s := string(b)
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '#' {
+			var n uint64
+			for _, c := range s[i+1:] {
+				if c < '0' || c > '9' {
+					return errors.Newf("block ref %q: bad index", s)
+				}
+				n = n*10 + uint64(c-'0')
+			}
+			if i+1 == len(s) || n > 1<<32-1 {
+				return errors.Newf("block ref %q: bad index", s)
+			}
+			r.Pool, r.Index = s[:i], uint32(n)
+			return nil
+		}
+	}
+	return errors.Newf("block ref %q: want POOL#INDEX", s)
+}
+
+func uitoa(v uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+// BlockUse counts a block's addresses on the node and remembers when it last became empty.
+type BlockUse struct {
+	InUse      int       `json:"inUse"`
+	EmptySince time.Time `json:"emptySince,omitzero"`
+}
+
+// Node is the state of a "node/NAME" stream.
+type Node struct {
+	Head       head                       `json:"head"`
+	Name       string                     `json:"name"`
+	Lease      int64                      `json:"lease"`
+	Registered time.Time                  `json:"registered,omitzero"`
+	Retired    bool                       `json:"retired,omitempty"`
+	Attached   map[AttachKey]*Assignment  `json:"attached"`
+	Held       map[netip.Addr]AttachKey   `json:"held"`
+	Use        map[BlockRef]*BlockUse     `json:"use"`
+	Last       map[string]netip.Addr      `json:"last"` // per pool: the last address handed out (next-after-last)
+}
+
+// NewNode returns the empty state of a node stream.
+func NewNode() *Node {
+	n := &Node{}
+	resetNode(n)
+	return n
+}
+
+func resetNode(n *Node) {
+	*n = Node{Attached: map[AttachKey]*Assignment{}, Held: map[netip.Addr]AttachKey{}, Use: map[BlockRef]*BlockUse{}, Last: map[string]netip.Addr{}}
+}
+
+// Apply folds one event of a node stream. On error n is unchanged.
+func (n *Node) Apply(e *events.Event) error {
+	if err := n.Head.check(e); err != nil {
+		return err
+	}
+	switch p := e.Payload.(type) {
+	case *events.NodeRegistered:
+		if n.Name != "" && n.Name != p.Node {
+			return invalid(e, "node %q registered in the stream of %q", p.Node, n.Name)
+		}
+		n.Name, n.Lease, n.Registered, n.Retired = p.Node, p.Lease, e.Time, false
+	case *events.NodeRetired:
+		if len(n.Attached) > 0 {
+			// Retiring releases nothing by itself: the retirer releases addresses first.
+			return invalid(e, "node %q retired while %d addresses are attached", p.Node, len(n.Attached))
+		}
+		n.Retired, n.Lease = true, 0
+	case *events.AddressAssigned:
+		if err := n.assign(e, p); err != nil {
+			return err
+		}
+	case *events.AddressReleased:
+		if err := n.release(e, p); err != nil {
+			return err
+		}
+	case *events.Snapshot:
+		if err := snapshotApply(&n.Head, n, resetNode, e, p); err != nil {
+			return err
+		}
+	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted,
+		*events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed:
+		return wrongStream(e)
+	default:
+		return unknownType(e)
+	}
+	n.Head.advance(e)
+	return nil
+}
+
+func (n *Node) assign(e *events.Event, p *events.AddressAssigned) error {
+	key := AttachKey{ContainerID: p.ContainerID, IfName: p.IfName}
+	if p.ContainerID == "" || p.IfName == "" {
+		return invalid(e, "empty container ID or interface name")
+	}
+	if a, ok := n.Attached[key]; ok {
+		return invalid(e, "%s/%s already holds %v", p.ContainerID, p.IfName, a.Addrs)
+	}
+	if len(p.Addrs) == 0 {
+		return invalid(e, "no address")
+	}
+	for _, a := range p.Addrs {
+		if holder, ok := n.Held[a]; ok {
+			return invalid(e, "address %s already held by %s/%s", a, holder.ContainerID, holder.IfName)
+		}
+	}
+	n.Attached[key] = &Assignment{
+		PodNamespace: p.PodNamespace, PodName: p.PodName, PodUID: p.PodUID,
+		Pool: p.Pool, Block: p.Block, Addrs: append([]netip.Addr(nil), p.Addrs...), Since: e.Time, Seq: e.Seq,
+	}
+	for _, a := range p.Addrs {
+		n.Held[a] = key
+	}
+	ref := BlockRef{Pool: p.Pool, Index: p.Block}
+	u := n.Use[ref]
+	if u == nil {
+		u = &BlockUse{}
+		n.Use[ref] = u
+	}
+	u.InUse++
+	u.EmptySince = time.Time{}
+	n.Last[p.Pool] = p.Addrs[0]
+	return nil
+}
+
+func (n *Node) release(e *events.Event, p *events.AddressReleased) error {
+	key := AttachKey{ContainerID: p.ContainerID, IfName: p.IfName}
+	a, ok := n.Attached[key]
+	if !ok {
+		return invalid(e, "%s/%s holds no address", p.ContainerID, p.IfName)
+	}
+	delete(n.Attached, key)
+	for _, addr := range a.Addrs {
+		delete(n.Held, addr)
+	}
+	ref := BlockRef{Pool: a.Pool, Index: a.Block}
+	if u := n.Use[ref]; u != nil {
+		u.InUse--
+		if u.InUse <= 0 {
+			u.InUse, u.EmptySince = 0, e.Time
+		}
+	}
+	return nil
+}
+
+// ---- hashes and snapshots ----
+
+// StateHash returns the deterministic hash of a stream state (*Cluster, *Blocks or *Node).
+func StateHash(s any) (events.Hash, error) {
+	h, _, err := hashJSON(s)
+	return h, err
+}
+
+// SnapshotOf returns the Snapshot payload for a stream state.
+func SnapshotOf(s any) (*events.Snapshot, error) {
+	h, b, err := hashJSON(s)
+	if err != nil {
+		return nil, err
+	}
+	return &events.Snapshot{StateHash: h, State: b}, nil
+}

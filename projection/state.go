@@ -1,0 +1,115 @@
+package projection
+
+import (
+	"crypto/sha256"
+	"sort"
+
+	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/events"
+)
+
+// State is the projection of a set of streams: the cluster stream, pool streams and
+// node streams. A node daemon holds the cluster, every pool and its own node; an
+// operator's tool may hold everything.
+type State struct {
+	Cluster *Cluster
+	Pools   map[string]*Blocks
+	Nodes   map[string]*Node
+}
+
+// NewState returns the empty state.
+func NewState() *State {
+	return &State{Cluster: NewCluster(), Pools: map[string]*Blocks{}, Nodes: map[string]*Node{}}
+}
+
+// Apply folds e into the state of its stream. On error the state is unchanged.
+func (s *State) Apply(e *events.Event) error {
+	kind, name := e.Stream.Kind()
+	switch kind {
+	case "cluster":
+		return s.Cluster.Apply(e)
+	case "pool":
+		b := s.Pools[name]
+		if b == nil {
+			b = NewBlocks()
+			if err := b.Apply(e); err != nil {
+				return err
+			}
+			s.Pools[name] = b
+			return nil
+		}
+		return b.Apply(e)
+	case "node":
+		n := s.Nodes[name]
+		if n == nil {
+			n = NewNode()
+			if err := n.Apply(e); err != nil {
+				return err
+			}
+			s.Nodes[name] = n
+			return nil
+		}
+		return n.Apply(e)
+	}
+	return errors.Wrapf(events.ErrInvalidStream, "%q", string(e.Stream))
+}
+
+// Head returns the position of a stream in this state (zero if absent).
+func (s *State) Head(stream events.Stream) events.Version {
+	kind, name := stream.Kind()
+	var h head
+	switch kind {
+	case "cluster":
+		h = s.Cluster.Head
+	case "pool":
+		if b := s.Pools[name]; b != nil {
+			h = b.Head
+		}
+	case "node":
+		if n := s.Nodes[name]; n != nil {
+			h = n.Head
+		}
+	}
+	return events.Version{Seq: h.Seq, Hash: h.Hash}
+}
+
+// Hash is the deterministic hash of the whole state: the streams' state hashes in
+// stream-name order.
+func (s *State) Hash() (events.Hash, error) {
+	type entry struct {
+		name string
+		st   any
+	}
+	all := []entry{{"cluster", s.Cluster}}
+	for n, b := range s.Pools {
+		all = append(all, entry{string(events.PoolStream(n)), b})
+	}
+	for n, st := range s.Nodes {
+		all = append(all, entry{string(events.NodeStream(n)), st})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].name < all[j].name })
+	h := sha256.New()
+	for _, e := range all {
+		sh, err := StateHash(e.st)
+		if err != nil {
+			return events.Hash{}, err
+		}
+		h.Write([]byte(e.name))
+		h.Write([]byte{0})
+		h.Write(sh[:])
+	}
+	var out events.Hash
+	h.Sum(out[:0])
+	return out, nil
+}
+
+// Owner returns the owner of a block, if any.
+func (s *State) Owner(pool string, index uint32) (Owner, bool) {
+	b := s.Pools[pool]
+	if b == nil {
+		return Owner{}, false
+	}
+	o, ok := b.Owners[index]
+	return o, ok
+}
