@@ -1,0 +1,554 @@
+package netplumb
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/cockroachdb/errors"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Pod describes one pod interface to plumb.
+type Pod struct {
+	// ContainerID and IfName identify the attachment (they name the host veth).
+	ContainerID string
+	IfName      string
+	// NetNS is the path of the pod's network namespace.
+	NetNS string
+	// Addrs holds at most one IPv4 and at most one IPv6 address, at least one in all.
+	Addrs []netip.Addr
+}
+
+// Attachment is the result of Setup: what the pod interface looks like.
+type Attachment struct {
+	HostVeth  string
+	HostIndex int
+	PodIndex  int // index of IfName inside the pod namespace
+	IfName    string
+	PodMAC    net.HardwareAddr
+	HostMAC   net.HardwareAddr
+	// Addrs are the pod's addresses, IPv4 first.
+	Addrs    []netip.Addr
+	Gateway4 netip.Addr // valid when the pod has an IPv4 address
+	Gateway6 netip.Addr // valid when the pod has an IPv6 address
+}
+
+func (pod Pod) validate() (v4, v6 netip.Addr, err error) {
+	if pod.ContainerID == "" {
+		return v4, v6, errors.Wrap(ErrInvalidArgument, "empty container ID")
+	}
+	if pod.IfName == "" || len(pod.IfName) > 15 || strings.ContainsAny(pod.IfName, "/ \t\n:") || pod.IfName == "." || pod.IfName == ".." {
+		return v4, v6, errors.Wrapf(ErrInvalidArgument, "interface name %q", pod.IfName)
+	}
+	if pod.NetNS == "" {
+		return v4, v6, errors.Wrap(ErrInvalidArgument, "empty netns path")
+	}
+	for _, a := range pod.Addrs {
+		switch {
+		case !a.IsValid() || a.IsUnspecified() || a.Zone() != "":
+			return v4, v6, errors.Wrapf(ErrInvalidArgument, "address %s", a)
+		case a.Is4() || a.Is4In6():
+			if v4.IsValid() {
+				return v4, v6, errors.Wrap(ErrInvalidArgument, "more than one IPv4 address")
+			}
+			v4 = a.Unmap()
+		default:
+			if v6.IsValid() {
+				return v4, v6, errors.Wrap(ErrInvalidArgument, "more than one IPv6 address")
+			}
+			v6 = a
+		}
+	}
+	if !v4.IsValid() && !v6.IsValid() {
+		return v4, v6, errors.Wrap(ErrInvalidArgument, "no address")
+	}
+	return v4, v6, nil
+}
+
+func addrList(v4, v6 netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	if v4.IsValid() {
+		out = append(out, v4)
+	}
+	if v6.IsValid() {
+		out = append(out, v6)
+	}
+	return out
+}
+
+// Setup plumbs a pod interface and returns its attachment.
+//
+// It creates a veth pair inside the host namespace with the peer born in the pod
+// namespace under the name pod.IfName; a host link of the same name that is not this
+// pod's pair (stale) is deleted first. Then it configures the pod side (up, addresses as
+// /32 and /128, gateway route, default routes) and the host side (up, gateway addresses,
+// one scope-link route per pod address in the main table with Config.RouteProtocol; a
+// route to the same destination through another link is taken over).
+//
+// Idempotent: when the pair already exists and is correct, Setup changes nothing and
+// returns the same Attachment; when it exists but parts are missing or wrong, Setup
+// converges it (extra global addresses on the pod interface and extra Coil routes on the
+// host veth are removed). Errors: ErrInvalidArgument, ErrNetNSNotFound if pod.NetNS does
+// not exist, ErrIfNameInUse if the pod has a foreign interface named pod.IfName. When
+// Setup created the pair and a later step fails, it deletes the pair before returning.
+func (p *Plumber) Setup(ctx context.Context, pod Pod) (Attachment, error) {
+	v4, v6, err := pod.validate()
+	if err != nil {
+		return Attachment{}, err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return Attachment{}, err
+	}
+	podNS, err := openNetNS(pod.NetNS)
+	if err != nil {
+		return Attachment{}, err
+	}
+	defer func() { _ = podNS.Close() }()
+	ph, err := netlink.NewHandleAt(podNS, unix.NETLINK_ROUTE)
+	if err != nil {
+		return Attachment{}, errors.Wrapf(err, "netplumb: netlink handle in %s", pod.NetNS)
+	}
+	defer ph.Close()
+
+	name := HostVethName(pod.ContainerID, pod.IfName)
+	hostLink, podLink, err := p.findPair(ph, podNS, name, pod.IfName)
+	if err != nil {
+		return Attachment{}, err
+	}
+	created := false
+	if hostLink == nil {
+		hostLink, podLink, err = p.createPair(ph, podNS, name, pod.IfName)
+		if err != nil {
+			return Attachment{}, err
+		}
+		created = true
+	}
+
+	att, err := p.configure(ctx, ph, hostLink, podLink, pod.IfName, v4, v6)
+	if err != nil {
+		if created {
+			if derr := p.host.LinkDel(hostLink); derr != nil && !isNotFound(derr) {
+				err = errors.CombineErrors(err, errors.Wrapf(derr, "netplumb: roll back %s", name))
+			}
+		}
+		return Attachment{}, errors.Wrapf(err, "netplumb: setup %s/%s", pod.ContainerID, pod.IfName)
+	}
+	if created {
+		p.log.Debug("netplumb: pod plumbed", "container", pod.ContainerID, "if", pod.IfName, "hostVeth", name, "addrs", att.Addrs)
+	}
+	return att, nil
+}
+
+// findPair returns the existing, matching pair, or (nil, nil) after removing a stale host
+// link of that name. It fails with ErrIfNameInUse when the pod has a foreign ifName.
+func (p *Plumber) findPair(ph *netlink.Handle, podNS netns.NsHandle, name, ifName string) (netlink.Link, netlink.Link, error) {
+	hostLink, err := p.host.LinkByName(name)
+	if err != nil && !isNotFound(err) {
+		return nil, nil, errors.Wrapf(err, "netplumb: look up %s", name)
+	}
+	if err != nil {
+		hostLink = nil
+	}
+	podLink, err := ph.LinkByName(ifName)
+	if err != nil && !isNotFound(err) {
+		return nil, nil, errors.Wrapf(err, "netplumb: look up %s in pod", ifName)
+	}
+	if err != nil {
+		podLink = nil
+	}
+	if hostLink != nil && podLink != nil && p.isPair(hostLink, podLink, podNS) {
+		return hostLink, podLink, nil
+	}
+	if hostLink != nil {
+		p.log.Info("netplumb: deleting stale host veth", "hostVeth", name)
+		if err := p.host.LinkDel(hostLink); err != nil && !isNotFound(err) {
+			return nil, nil, errors.Wrapf(err, "netplumb: delete stale %s", name)
+		}
+	}
+	if podLink != nil {
+		// Deleting the stale host link may have removed it (if it was its peer).
+		if _, err := ph.LinkByName(ifName); err == nil {
+			return nil, nil, errors.Wrapf(ErrIfNameInUse, "%s", ifName)
+		} else if !isNotFound(err) {
+			return nil, nil, errors.Wrapf(err, "netplumb: look up %s in pod", ifName)
+		}
+	}
+	return nil, nil, nil
+}
+
+// isPair tells whether hostLink (in the host ns) and podLink (in podNS) are the two ends
+// of one veth pair.
+func (p *Plumber) isPair(hostLink, podLink netlink.Link, podNS netns.NsHandle) bool {
+	if hostLink.Type() != "veth" || podLink.Type() != "veth" {
+		return false
+	}
+	h, c := hostLink.Attrs(), podLink.Attrs()
+	if h.ParentIndex != c.Index || c.ParentIndex != h.Index {
+		return false
+	}
+	id, err := p.host.GetNetNsIdByFd(int(podNS))
+	if err != nil || id < 0 {
+		return false
+	}
+	return h.NetNsID == id
+}
+
+func (p *Plumber) createPair(ph *netlink.Handle, podNS netns.NsHandle, name, ifName string) (netlink.Link, netlink.Link, error) {
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.NewLinkAttrs(),
+		PeerName:      ifName,
+		PeerNamespace: netlink.NsFd(int(podNS)),
+	}
+	veth.Name = name
+	veth.Group = p.cfg.LinkGroup
+	veth.MTU = p.cfg.MTU
+	if err := p.host.LinkAdd(veth); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			// The host name was freed by findPair, so the clash is in the pod (a race with
+			// another agent, or a non-veth device).
+			return nil, nil, errors.Wrapf(ErrIfNameInUse, "create %s/%s: %v", name, ifName, err)
+		}
+		return nil, nil, errors.Wrapf(err, "netplumb: create veth %s/%s", name, ifName)
+	}
+	hostLink, err := p.host.LinkByName(name)
+	if err == nil {
+		var podLink netlink.Link
+		podLink, err = ph.LinkByName(ifName)
+		if err == nil {
+			return hostLink, podLink, nil
+		}
+	}
+	if derr := p.host.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}}); derr != nil && !isNotFound(derr) {
+		err = errors.CombineErrors(err, derr)
+	}
+	return nil, nil, errors.Wrapf(err, "netplumb: read back veth %s/%s", name, ifName)
+}
+
+// configure converges both sides of an existing pair and describes the result.
+func (p *Plumber) configure(ctx context.Context, ph *netlink.Handle, hostLink, podLink netlink.Link, ifName string, v4, v6 netip.Addr) (Attachment, error) {
+	if err := ctxErr(ctx); err != nil {
+		return Attachment{}, err
+	}
+	if err := p.configurePod(ph, podLink, v4, v6); err != nil {
+		return Attachment{}, err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return Attachment{}, err
+	}
+	if err := p.configureHost(hostLink, v4, v6); err != nil {
+		return Attachment{}, err
+	}
+	att := Attachment{
+		HostVeth:  hostLink.Attrs().Name,
+		HostIndex: hostLink.Attrs().Index,
+		PodIndex:  podLink.Attrs().Index,
+		IfName:    ifName,
+		PodMAC:    slices.Clone(podLink.Attrs().HardwareAddr),
+		HostMAC:   slices.Clone(hostLink.Attrs().HardwareAddr),
+		Addrs:     addrList(v4, v6),
+	}
+	if v4.IsValid() {
+		att.Gateway4 = p.cfg.Gateway4
+	}
+	if v6.IsValid() {
+		att.Gateway6 = p.cfg.Gateway6
+	}
+	return att, nil
+}
+
+func (p *Plumber) configurePod(ph *netlink.Handle, link netlink.Link, v4, v6 netip.Addr) error {
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := ph.LinkSetUp(link); err != nil {
+			return errors.Wrap(err, "pod link up")
+		}
+	}
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return ph.AddrList(link, netlink.FAMILY_ALL) })
+	if err != nil {
+		return errors.Wrap(err, "list pod addresses")
+	}
+	want := addrList(v4, v6)
+	have := map[netip.Prefix]bool{}
+	for _, a := range addrs {
+		pfx, ok := ipNetToPrefix(a.IPNet)
+		if !ok || pfx.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		if slices.Contains(want, pfx.Addr()) && pfx.IsSingleIP() {
+			have[pfx] = true
+			continue
+		}
+		if err := ph.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return errors.Wrapf(err, "remove extra pod address %s", pfx)
+		}
+	}
+	for _, a := range want {
+		if have[hostPrefix(a)] {
+			continue
+		}
+		nla := &netlink.Addr{IPNet: prefixToIPNet(hostPrefix(a))}
+		if a.Is6() {
+			nla.Flags = unix.IFA_F_NODAD
+		}
+		if err := ph.AddrAdd(link, nla); err != nil && !errors.Is(err, unix.EEXIST) {
+			return errors.Wrapf(err, "add pod address %s", a)
+		}
+	}
+
+	routes, err := p.podRoutes(ph, link)
+	if err != nil {
+		return err
+	}
+	idx := link.Attrs().Index
+	var wantRoutes []netlink.Route
+	if v4.IsValid() {
+		gw := p.cfg.Gateway4
+		wantRoutes = append(wantRoutes,
+			netlink.Route{LinkIndex: idx, Dst: prefixToIPNet(hostPrefix(gw)), Scope: netlink.SCOPE_LINK},
+			netlink.Route{LinkIndex: idx, Dst: prefixToIPNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0)), Gw: addrToIP(gw)})
+	}
+	if v6.IsValid() {
+		wantRoutes = append(wantRoutes,
+			netlink.Route{LinkIndex: idx, Dst: prefixToIPNet(netip.PrefixFrom(netip.IPv6Unspecified(), 0)), Gw: addrToIP(p.cfg.Gateway6)})
+	}
+	for _, r := range wantRoutes {
+		if hasRoute(routes, r) {
+			continue
+		}
+		if err := ph.RouteReplace(&r); err != nil {
+			return errors.Wrapf(err, "pod route %s", r)
+		}
+	}
+	return nil
+}
+
+func (p *Plumber) podRoutes(ph *netlink.Handle, link netlink.Link) ([]netlink.Route, error) {
+	routes, err := retryDump(func() ([]netlink.Route, error) {
+		return ph.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: link.Attrs().Index, Table: MainTable},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	})
+	return routes, errors.Wrap(err, "list pod routes")
+}
+
+// hasRoute tells whether routes contain one with r's destination, gateway and (when r
+// sets it) scope.
+func hasRoute(routes []netlink.Route, r netlink.Route) bool {
+	want, _ := ipNetToPrefix(r.Dst)
+	for _, have := range routes {
+		dst, ok := ipNetToPrefix(have.Dst)
+		if !ok {
+			// A default route may come without a destination.
+			if r.Gw == nil || want.Bits() != 0 || (have.Gw != nil && (have.Gw.To4() == nil) != (r.Gw.To4() == nil)) {
+				continue
+			}
+			dst = want
+		}
+		if dst != want || have.LinkIndex != r.LinkIndex {
+			continue
+		}
+		if !have.Gw.Equal(r.Gw) && (have.Gw != nil || r.Gw != nil) {
+			continue
+		}
+		if r.Scope != 0 && have.Scope != r.Scope {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+func (p *Plumber) configureHost(link netlink.Link, v4, v6 netip.Addr) error {
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := p.host.LinkSetUp(link); err != nil {
+			return errors.Wrap(err, "host link up")
+		}
+	}
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return p.host.AddrList(link, netlink.FAMILY_ALL) })
+	if err != nil {
+		return errors.Wrap(err, "list host veth addresses")
+	}
+	type gwAddr struct {
+		pfx   netip.Prefix
+		scope netlink.Scope
+		flags int
+	}
+	var gws []gwAddr
+	if v4.IsValid() {
+		gws = append(gws, gwAddr{pfx: hostPrefix(p.cfg.Gateway4), scope: netlink.SCOPE_LINK})
+	}
+	if v6.IsValid() {
+		gws = append(gws, gwAddr{pfx: netip.PrefixFrom(p.cfg.Gateway6, 64), scope: netlink.SCOPE_LINK, flags: unix.IFA_F_NODAD})
+	}
+	for _, g := range gws {
+		found := false
+		for _, a := range addrs {
+			if pfx, ok := ipNetToPrefix(a.IPNet); ok && pfx == g.pfx {
+				found = true
+				break
+			}
+		}
+		if found {
+			continue
+		}
+		nla := &netlink.Addr{IPNet: prefixToIPNet(g.pfx), Scope: int(g.scope), Flags: g.flags}
+		if err := p.host.AddrAdd(link, nla); err != nil && !errors.Is(err, unix.EEXIST) {
+			return errors.Wrapf(err, "add gateway %s", g.pfx)
+		}
+	}
+
+	routes, err := p.hostRoutes(link.Attrs().Index)
+	if err != nil {
+		return err
+	}
+	want := addrList(v4, v6)
+	have := map[netip.Prefix]bool{}
+	for _, r := range routes {
+		dst, ok := ipNetToPrefix(r.Dst)
+		if ok && dst.IsSingleIP() && slices.Contains(want, dst.Addr()) && (dst.Addr().Is6() || r.Scope == netlink.SCOPE_LINK) {
+			have[dst] = true
+			continue
+		}
+		if err := p.host.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			return errors.Wrapf(err, "remove extra host route %s", r.Dst)
+		}
+	}
+	for _, a := range want {
+		dst := hostPrefix(a)
+		if have[dst] {
+			continue
+		}
+		r := &netlink.Route{
+			LinkIndex: link.Attrs().Index,
+			Dst:       prefixToIPNet(dst),
+			Scope:     netlink.SCOPE_LINK,
+			Protocol:  netlink.RouteProtocol(p.cfg.RouteProtocol),
+			Table:     MainTable,
+		}
+		if a.Is6() {
+			r.Scope = netlink.SCOPE_UNIVERSE
+		}
+		if err := p.host.RouteReplace(r); err != nil {
+			return errors.Wrapf(err, "host route %s", dst)
+		}
+	}
+	return nil
+}
+
+// hostRoutes lists Coil's routes in the host's main table; index > 0 restricts them to
+// one link.
+func (p *Plumber) hostRoutes(index int) ([]netlink.Route, error) {
+	filter := &netlink.Route{Table: MainTable, Protocol: netlink.RouteProtocol(p.cfg.RouteProtocol), LinkIndex: index}
+	mask := netlink.RT_FILTER_TABLE | netlink.RT_FILTER_PROTOCOL
+	if index > 0 {
+		mask |= netlink.RT_FILTER_OIF
+	}
+	routes, err := retryDump(func() ([]netlink.Route, error) {
+		return p.host.RouteListFiltered(netlink.FAMILY_ALL, filter, mask)
+	})
+	return routes, errors.Wrap(err, "list host routes")
+}
+
+// Check verifies that a pod's attachment is in place: the pod interface exists and is
+// up, has exactly pod.Addrs among its global addresses and a default route via the
+// gateway for each family, and the host veth is up and routes each address to the pod.
+// It changes nothing. Errors: ErrNetNSNotFound, ErrLinkNotFound (host veth or pod
+// interface missing), ErrCheckFailed (anything else different), ErrInvalidArgument.
+func (p *Plumber) Check(ctx context.Context, pod Pod) error {
+	v4, v6, err := pod.validate()
+	if err != nil {
+		return err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	podNS, err := openNetNS(pod.NetNS)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = podNS.Close() }()
+	ph, err := netlink.NewHandleAt(podNS, unix.NETLINK_ROUTE)
+	if err != nil {
+		return errors.Wrapf(err, "netplumb: netlink handle in %s", pod.NetNS)
+	}
+	defer ph.Close()
+
+	name := HostVethName(pod.ContainerID, pod.IfName)
+	hostLink, err := p.host.LinkByName(name)
+	if isNotFound(err) {
+		return errors.Wrapf(ErrLinkNotFound, "host veth %s", name)
+	} else if err != nil {
+		return errors.Wrapf(err, "netplumb: look up %s", name)
+	}
+	podLink, err := ph.LinkByName(pod.IfName)
+	if isNotFound(err) {
+		return errors.Wrapf(ErrLinkNotFound, "pod interface %s", pod.IfName)
+	} else if err != nil {
+		return errors.Wrapf(err, "netplumb: look up %s in pod", pod.IfName)
+	}
+
+	var problems []string
+	if !p.isPair(hostLink, podLink, podNS) {
+		problems = append(problems, fmt.Sprintf("%s is not the peer of %s", pod.IfName, name))
+	}
+	if podLink.Attrs().Flags&net.FlagUp == 0 {
+		problems = append(problems, pod.IfName+" is down")
+	}
+	if hostLink.Attrs().Flags&net.FlagUp == 0 {
+		problems = append(problems, name+" is down")
+	}
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return ph.AddrList(podLink, netlink.FAMILY_ALL) })
+	if err != nil {
+		return errors.Wrap(err, "netplumb: list pod addresses")
+	}
+	want := addrList(v4, v6)
+	var got []netip.Addr
+	for _, a := range addrs {
+		if pfx, ok := ipNetToPrefix(a.IPNet); ok && !pfx.Addr().IsLinkLocalUnicast() {
+			got = append(got, pfx.Addr())
+			if !slices.Contains(want, pfx.Addr()) {
+				problems = append(problems, "unexpected pod address "+pfx.String())
+			}
+		}
+	}
+	for _, a := range want {
+		if !slices.Contains(got, a) {
+			problems = append(problems, "missing pod address "+a.String())
+		}
+	}
+	routes, err := p.podRoutes(ph, podLink)
+	if err != nil {
+		return errors.Wrap(err, "netplumb")
+	}
+	idx := podLink.Attrs().Index
+	if v4.IsValid() && !hasRoute(routes, netlink.Route{LinkIndex: idx, Dst: prefixToIPNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0)), Gw: addrToIP(p.cfg.Gateway4)}) {
+		problems = append(problems, "missing pod IPv4 default route via "+p.cfg.Gateway4.String())
+	}
+	if v6.IsValid() && !hasRoute(routes, netlink.Route{LinkIndex: idx, Dst: prefixToIPNet(netip.PrefixFrom(netip.IPv6Unspecified(), 0)), Gw: addrToIP(p.cfg.Gateway6)}) {
+		problems = append(problems, "missing pod IPv6 default route via "+p.cfg.Gateway6.String())
+	}
+	hostRoutes, err := p.hostRoutes(hostLink.Attrs().Index)
+	if err != nil {
+		return errors.Wrap(err, "netplumb")
+	}
+	for _, a := range want {
+		found := false
+		for _, r := range hostRoutes {
+			if dst, ok := ipNetToPrefix(r.Dst); ok && dst == hostPrefix(a) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			problems = append(problems, "missing host route "+hostPrefix(a).String()+" dev "+name)
+		}
+	}
+	if len(problems) > 0 {
+		return errors.Wrapf(ErrCheckFailed, "%s/%s: %s", pod.ContainerID, pod.IfName, strings.Join(problems, "; "))
+	}
+	return nil
+}
