@@ -336,15 +336,15 @@ type BlockUse struct {
 
 // Node is the state of a "node/NAME" stream.
 type Node struct {
-	Head       head                       `json:"head"`
-	Name       string                     `json:"name"`
-	Lease      int64                      `json:"lease"`
-	Registered time.Time                  `json:"registered,omitzero"`
-	Retired    bool                       `json:"retired,omitempty"`
-	Attached   map[AttachKey]*Assignment  `json:"attached"`
-	Held       map[netip.Addr]AttachKey   `json:"held"`
-	Use        map[BlockRef]*BlockUse     `json:"use"`
-	Last       map[string]netip.Addr      `json:"last"` // per pool: the last address handed out (next-after-last)
+	Head       head                      `json:"head"`
+	Name       string                    `json:"name"`
+	Lease      int64                     `json:"lease"`
+	Registered time.Time                 `json:"registered,omitzero"`
+	Retired    bool                      `json:"retired,omitempty"`
+	Attached   map[AttachKey]*Assignment `json:"attached"`
+	Held       map[netip.Addr]AttachKey  `json:"held"`
+	Use        map[BlockRef]*BlockUse    `json:"use"`
+	Last       map[string]netip.Addr     `json:"last"` // per pool: the last address handed out (next-after-last)
 }
 
 // NewNode returns the empty state of a node stream.
