@@ -1,0 +1,18 @@
+// Package cniproto is the wire protocol between the CNI plugin `coil` and the node
+// daemon `coild`: HTTP/1.1 over a UNIX socket with JSON bodies.
+//
+// The protocol is versioned by path: every call is a POST to /v1/<op> (add, del, check,
+// gc, status). A request body is JSON (Request or GCRequest); a successful reply is
+// 200 with a JSON body (AddResult for add, {} otherwise); a failed reply is a non-200
+// status with an Error as JSON body, which carries the CNI error code the plugin
+// reports to the container runtime. A future incompatible protocol gets /v2 paths, and
+// a server answers 404 to a version it does not speak, which the client reports as
+// ErrProtocol.
+//
+// The server half (NewServer, Server) is run by coild with a Handler; the client half
+// (NewClient, Client) is used by the plugin. The client never retries: the container
+// runtime retries CNI calls itself.
+//
+// This package must stay light: the plugin imports it and is exec'd for every pod, so
+// it imports neither etcd nor client-go.
+package cniproto

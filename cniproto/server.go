@@ -1,0 +1,240 @@
+package cniproto
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/errors"
+)
+
+// maxBody bounds request bodies; a GC list of 10k attachments is ~1 MiB.
+const maxBody = 8 << 20
+
+// shutdownGrace is how long Serve waits for in-flight calls after its context ends.
+const shutdownGrace = 10 * time.Second
+
+// Server serves a Handler on a UNIX socket.
+type Server struct {
+	h      Handler
+	path   string
+	log    *slog.Logger
+	ln     *net.UnixListener
+	info   os.FileInfo // the socket file we created, to remove only our own
+	srv    *http.Server
+	closed sync.Once
+}
+
+// NewServer creates the socket at socketPath with mode 0600 (owner only; coild runs as
+// root, and so does the plugin) and returns a server that is not yet serving.
+//
+// A stale socket file (nothing listening) is removed first. If a server answers on
+// the path it returns ErrSocketInUse; if the path is a file that is not a socket, it
+// returns ErrNotSocket and leaves the file alone. The parent directory must exist.
+//
+// The socket is bound under a temporary name, chmod'ed, then renamed into place, so
+// it is never reachable with a wider mode and there is no process-wide umask change.
+func NewServer(h Handler, socketPath string, logger *slog.Logger) (*Server, error) {
+	if h == nil {
+		return nil, errors.New("cniproto: nil handler")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := removeStale(socketPath); err != nil {
+		return nil, err
+	}
+	tmp := filepath.Join(filepath.Dir(socketPath),
+		"."+filepath.Base(socketPath)+".tmp"+strconv.Itoa(os.Getpid()))
+	_ = os.Remove(tmp) // a leftover of a crashed NewServer of the same pid namespace
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, errors.Wrapf(err, "cniproto: listen on %s", tmp)
+	}
+	ln.SetUnlinkOnClose(false)
+	fail := func(err error) (*Server, error) {
+		_ = ln.Close()
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		return fail(errors.Wrapf(err, "cniproto: chmod 0600 %s", tmp))
+	}
+	if err := os.Rename(tmp, socketPath); err != nil {
+		return fail(errors.Wrapf(err, "cniproto: rename socket into %s", socketPath))
+	}
+	info, err := os.Lstat(socketPath)
+	if err != nil {
+		return fail(errors.Wrapf(err, "cniproto: stat %s", socketPath))
+	}
+	s := &Server{h: h, path: socketPath, log: logger, ln: ln, info: info}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+PathAdd, s.serveAdd)
+	mux.HandleFunc("POST "+PathDel, s.serveReq("del", h.Del))
+	mux.HandleFunc("POST "+PathCheck, s.serveReq("check", h.Check))
+	mux.HandleFunc("POST "+PathGC, s.serveGC)
+	mux.HandleFunc("POST "+PathStatus, s.serveStatus)
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// removeStale removes a socket file nobody listens on.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return errors.Wrapf(err, "cniproto: stat %s", path)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return errors.Wrapf(ErrNotSocket, "%s (mode %s)", path, fi.Mode())
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		_ = c.Close()
+		return errors.Wrapf(ErrSocketInUse, "%s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return errors.Wrapf(err, "cniproto: remove stale socket %s", path)
+	}
+	return nil
+}
+
+// Path returns the socket path.
+func (s *Server) Path() string { return s.path }
+
+// Serve serves calls until ctx ends or Close is called, then returns nil. When ctx
+// ends, calls in flight get up to 10 s to finish. Serve removes the socket on return.
+// Call it once.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if err := s.srv.Shutdown(sctx); err != nil {
+			s.log.Warn("cniproto: shutdown did not finish in time; closing", "err", err)
+			_ = s.srv.Close()
+		}
+	})
+	defer stop()
+	err := s.srv.Serve(s.ln)
+	s.removeSocket()
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return errors.Wrap(err, "cniproto: serve")
+}
+
+// Close stops serving at once (in-flight calls are cut) and removes the socket file if
+// it is still the one NewServer created. Safe to call more than once and without Serve.
+func (s *Server) Close() {
+	s.closed.Do(func() {
+		_ = s.srv.Close()
+		_ = s.ln.Close() // not yet served: srv.Close does not know the listener
+		s.removeSocket()
+	})
+}
+
+func (s *Server) removeSocket() {
+	if fi, err := os.Lstat(s.path); err == nil && os.SameFile(fi, s.info) {
+		_ = os.Remove(s.path)
+	}
+}
+
+func (s *Server) serveAdd(w http.ResponseWriter, r *http.Request) {
+	var req Request
+	if !s.decode(w, r, &req) {
+		return
+	}
+	res, err := s.h.Add(r.Context(), &req)
+	if err == nil && res == nil {
+		err = errors.New("cniproto: handler returned no result and no error")
+	}
+	if err != nil {
+		s.fail(w, "add", &req, err)
+		return
+	}
+	s.log.Debug("cniproto: add", "container", req.ContainerID, "ifname", req.IfName, "addrs", res.Addrs)
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) serveReq(op string, call func(context.Context, *Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Request
+		if !s.decode(w, r, &req) {
+			return
+		}
+		if err := call(r.Context(), &req); err != nil {
+			s.fail(w, op, &req, err)
+			return
+		}
+		s.log.Debug("cniproto: "+op, "container", req.ContainerID, "ifname", req.IfName)
+		writeJSON(w, http.StatusOK, struct{}{})
+	}
+}
+
+func (s *Server) serveGC(w http.ResponseWriter, r *http.Request) {
+	var req GCRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	if err := s.h.GC(r.Context(), &req); err != nil {
+		s.fail(w, "gc", nil, err)
+		return
+	}
+	s.log.Debug("cniproto: gc", "valid", len(req.ValidAttachments))
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
+	if err := s.h.Status(r.Context()); err != nil {
+		s.fail(w, "status", nil, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	// Unknown fields are ignored: a newer plugin may send optional fields within v1.
+	if err := dec.Decode(v); err != nil {
+		e := NewError(CodeDecodingFailure, "coild could not decode the request", err.Error())
+		s.log.Warn("cniproto: bad request", "path", r.URL.Path, "err", err)
+		writeJSON(w, http.StatusBadRequest, e)
+		return false
+	}
+	_, _ = io.Copy(io.Discard, r.Body)
+	return true
+}
+
+// fail reports a handler error to the client. This is the boundary where the error
+// leaves coild, so it is logged here (once) and not returned further.
+func (s *Server) fail(w http.ResponseWriter, op string, req *Request, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = NewError(CodeInternal, "coild: "+op+" failed", err.Error())
+	}
+	attrs := []any{"op", op, "code", e.Code, "err", err}
+	if req != nil {
+		attrs = append(attrs, "container", req.ContainerID, "ifname", req.IfName)
+	}
+	s.log.Warn("cniproto: call failed", attrs...)
+	writeJSON(w, http.StatusInternalServerError, e)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
