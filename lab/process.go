@@ -1,0 +1,102 @@
+package lab
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/errors"
+)
+
+// StopTimeout is how long Stop waits after SIGTERM before SIGKILL.
+const StopTimeout = 5 * time.Second
+
+// Process is a long-running process the lab started inside a node namespace.
+type Process struct {
+	Name    string // command name
+	LogPath string // stdout and stderr go here
+
+	cmd      *exec.Cmd
+	done     chan struct{}
+	waitErr  error
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// StartProcess starts `ip netns exec <ns> name args...` in the background (ip execs the
+// command, so the PID is the command's own). Its output goes to a log file in the node's
+// Dir (Process.LogPath). The process lives until Stop or Close, not until ctx ends (ctx only
+// aborts the start); it is killed by the kernel if the lab's process dies.
+func (n *Node) StartProcess(ctx context.Context, name string, args ...string) (*Process, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, errors.Wrap(err, "lab: start process")
+	}
+	f, err := os.CreateTemp(n.Dir, filepath.Base(name)+"-*.log")
+	if err != nil {
+		return nil, errors.Wrap(err, "lab: process log")
+	}
+	defer f.Close()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.NetNS, name}, args...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:   true,            // a terminal's Ctrl-C reaches the lab, which stops it in order
+		Pdeathsig: syscall.SIGKILL, // and dies with the lab if the lab is killed
+	}
+	p := &Process{Name: name, LogPath: f.Name(), cmd: cmd, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		return nil, errors.Wrapf(err, "lab: start %s in %s", name, n.NetNS)
+	}
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	if err := n.lab.track(p); err != nil {
+		_ = p.Stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// PID is the process id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err is the exit status once Done is closed (nil before).
+func (p *Process) Err() error {
+	select {
+	case <-p.done:
+		return p.waitErr
+	default:
+		return nil
+	}
+}
+
+// Stop sends SIGTERM to the process (by PID), then SIGKILL after StopTimeout, and waits for
+// it to exit. Stopping an exited process is not an error; Stop is idempotent.
+func (p *Process) Stop() error {
+	p.stopOnce.Do(func() {
+		select {
+		case <-p.done:
+			return
+		default:
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		t := time.NewTimer(StopTimeout)
+		defer t.Stop()
+		select {
+		case <-p.done:
+		case <-t.C:
+			if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				p.stopErr = errors.Wrapf(err, "lab: kill %s (pid %d)", p.Name, p.PID())
+			}
+			<-p.done
+		}
+	})
+	return p.stopErr
+}
