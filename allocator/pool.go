@@ -241,7 +241,7 @@ func (a *Admin) DeletePool(ctx context.Context, pool string) error {
 			return nil, nil, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first",
 				pool, n, strings.Join(parts, ", "))
 		}
-		v := events.Version{Seq: b.Head.Seq, Hash: b.Head.Hash}
+		v := b.Head()
 		return &events.PoolDeleted{Name: pool}, []events.Guard{{Stream: stream, Version: v}}, nil
 	})
 }
@@ -261,7 +261,7 @@ func (a *Admin) clusterChange(ctx context.Context, decide func(*projection.Clust
 		}
 		_, err = a.Log.Append(ctx, events.AppendRequest{
 			Stream:   events.ClusterStream,
-			Expected: events.Version{Seq: c.Head.Seq, Hash: c.Head.Hash},
+			Expected: c.Head(),
 			Events:   []*events.Event{a.event(p)},
 			Guards:   guards,
 		})

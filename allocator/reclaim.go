@@ -40,7 +40,7 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 		if _, err := a.Log.Read(ctx, stream, 1, 0, st.Apply); err != nil {
 			return nil, errors.Wrapf(err, "read %s", stream)
 		}
-		if st.Head.Seq == 0 {
+		if st.Head().Seq == 0 {
 			break // never registered: nothing on its stream
 		}
 		var evs []*events.Event
@@ -59,7 +59,7 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 			evs = evs[:events.MaxBatch]
 		}
 		_, err := a.Log.Append(ctx, events.AppendRequest{
-			Stream: stream, Expected: events.Version{Seq: st.Head.Seq, Hash: st.Head.Hash}, Events: evs, Conditions: cond,
+			Stream: stream, Expected: st.Head(), Events: evs, Conditions: cond,
 		})
 		switch {
 		case err == nil:
@@ -103,7 +103,7 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 				evs = append(evs, a.event(&events.BlockReclaimed{Index: idx, Node: node, Reason: reason}))
 			}
 			_, err := a.Log.Append(ctx, events.AppendRequest{
-				Stream: ps, Expected: events.Version{Seq: b.Head.Seq, Hash: b.Head.Hash}, Events: evs, Conditions: cond,
+				Stream: ps, Expected: b.Head(), Events: evs, Conditions: cond,
 			})
 			switch {
 			case err == nil:

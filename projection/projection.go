@@ -105,14 +105,17 @@ func snapshotApply[T any](h *head, s *T, reset func(*T), e *events.Event, p *eve
 func headOf(s any) head {
 	switch s := s.(type) {
 	case *Cluster:
-		return s.Head
+		return s.At
 	case *Blocks:
-		return s.Head
+		return s.At
 	case *Node:
-		return s.Head
+		return s.At
 	}
 	return head{}
 }
+
+// Version returns a stream state's head as an events.Version.
+func (h head) Version() events.Version { return events.Version{Seq: h.Seq, Hash: h.Hash} }
 
 // ---- cluster stream ----
 
@@ -126,7 +129,7 @@ type Pool struct {
 
 // Cluster is the state of the "cluster" stream: the pools that exist.
 type Cluster struct {
-	Head  head             `json:"head"`
+	At    head             `json:"head"`
 	Pools map[string]*Pool `json:"pools"`
 }
 
@@ -137,7 +140,7 @@ func resetCluster(c *Cluster) { *c = Cluster{Pools: map[string]*Pool{}} }
 
 // Apply folds one event of the cluster stream. On error c is unchanged.
 func (c *Cluster) Apply(e *events.Event) error {
-	if err := c.Head.check(e); err != nil {
+	if err := c.At.check(e); err != nil {
 		return err
 	}
 	switch p := e.Payload.(type) {
@@ -158,7 +161,7 @@ func (c *Cluster) Apply(e *events.Event) error {
 		}
 		delete(c.Pools, p.Name)
 	case *events.Snapshot:
-		if err := snapshotApply(&c.Head, c, resetCluster, e, p); err != nil {
+		if err := snapshotApply(&c.At, c, resetCluster, e, p); err != nil {
 			return err
 		}
 	case *events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed,
@@ -167,7 +170,7 @@ func (c *Cluster) Apply(e *events.Event) error {
 	default:
 		return unknownType(e)
 	}
-	c.Head.advance(e)
+	c.At.advance(e)
 	return nil
 }
 
@@ -181,7 +184,7 @@ type Owner struct {
 
 // Blocks is the state of a "pool/NAME" stream: which node owns which block.
 type Blocks struct {
-	Head   head             `json:"head"`
+	At     head             `json:"head"`
 	Owners map[uint32]Owner `json:"owners"`
 }
 
@@ -192,7 +195,7 @@ func resetBlocks(b *Blocks) { *b = Blocks{Owners: map[uint32]Owner{}} }
 
 // Apply folds one event of a pool stream. On error b is unchanged.
 func (b *Blocks) Apply(e *events.Event) error {
-	if err := b.Head.check(e); err != nil {
+	if err := b.At.check(e); err != nil {
 		return err
 	}
 	switch p := e.Payload.(type) {
@@ -210,7 +213,7 @@ func (b *Blocks) Apply(e *events.Event) error {
 			return err
 		}
 	case *events.Snapshot:
-		if err := snapshotApply(&b.Head, b, resetBlocks, e, p); err != nil {
+		if err := snapshotApply(&b.At, b, resetBlocks, e, p); err != nil {
 			return err
 		}
 	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted,
@@ -219,7 +222,7 @@ func (b *Blocks) Apply(e *events.Event) error {
 	default:
 		return unknownType(e)
 	}
-	b.Head.advance(e)
+	b.At.advance(e)
 	return nil
 }
 
@@ -336,7 +339,7 @@ type BlockUse struct {
 
 // Node is the state of a "node/NAME" stream.
 type Node struct {
-	Head       head                      `json:"head"`
+	At         head                      `json:"head"`
 	Name       string                    `json:"name"`
 	Lease      int64                     `json:"lease"`
 	Registered time.Time                 `json:"registered,omitzero"`
@@ -360,7 +363,7 @@ func resetNode(n *Node) {
 
 // Apply folds one event of a node stream. On error n is unchanged.
 func (n *Node) Apply(e *events.Event) error {
-	if err := n.Head.check(e); err != nil {
+	if err := n.At.check(e); err != nil {
 		return err
 	}
 	switch p := e.Payload.(type) {
@@ -384,7 +387,7 @@ func (n *Node) Apply(e *events.Event) error {
 			return err
 		}
 	case *events.Snapshot:
-		if err := snapshotApply(&n.Head, n, resetNode, e, p); err != nil {
+		if err := snapshotApply(&n.At, n, resetNode, e, p); err != nil {
 			return err
 		}
 	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted,
@@ -393,7 +396,7 @@ func (n *Node) Apply(e *events.Event) error {
 	default:
 		return unknownType(e)
 	}
-	n.Head.advance(e)
+	n.At.advance(e)
 	return nil
 }
 
@@ -468,3 +471,12 @@ func SnapshotOf(s any) (*events.Snapshot, error) {
 	}
 	return &events.Snapshot{StateHash: h, State: b}, nil
 }
+
+// Head returns the cluster stream's position.
+func (c *Cluster) Head() events.Version { return c.At.Version() }
+
+// Head returns the pool stream's position.
+func (b *Blocks) Head() events.Version { return b.At.Version() }
+
+// Head returns the node stream's position.
+func (n *Node) Head() events.Version { return n.At.Version() }

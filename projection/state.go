@@ -58,20 +58,19 @@ func (s *State) Apply(e *events.Event) error {
 // Head returns the position of a stream in this state (zero if absent).
 func (s *State) Head(stream events.Stream) events.Version {
 	kind, name := stream.Kind()
-	var h head
 	switch kind {
 	case "cluster":
-		h = s.Cluster.Head
+		return s.Cluster.Head()
 	case "pool":
 		if b := s.Pools[name]; b != nil {
-			h = b.Head
+			return b.Head()
 		}
 	case "node":
 		if n := s.Nodes[name]; n != nil {
-			h = n.Head
+			return n.Head()
 		}
 	}
-	return events.Version{Seq: h.Seq, Hash: h.Hash}
+	return events.Version{}
 }
 
 // Hash is the deterministic hash of the whole state: the streams' state hashes in
