@@ -176,5 +176,242 @@ func TestTwoNodesAnnounceBlocks(t *testing.T) {
 		"%s withdrawn from %s", block6, n0.Name)
 }
 
-var _ = fmt.Sprintf
-var _ = errors.Is
+func TestRouteReflector(t *testing.T) {
+	requireLab(t)
+	l := startLab(t, Config{Nodes: 3, RouteReflector: true})
+	waitEstablished(t, l)
+	for _, n := range l.Nodes[1:] {
+		s, err := n.BGPSessions(context.Background())
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		if len(s) != 1 || s[0].Name != "n0" {
+			t.Errorf("%s: sessions %v, want only n0 (the reflector)", n.Name, s)
+		}
+	}
+	// A client's block reaches the other client through the reflector, with the
+	// originator's next hop; the reflector's own block reaches both clients.
+	n0, n1, n2 := l.Nodes[0], l.Nodes[1], l.Nodes[2]
+	b1 := netip.MustParsePrefix("10.100.1.0/27")
+	b0 := netip.MustParsePrefix("10.100.0.0/27")
+	mustIP(t, n1, "route", "add", "blackhole", b1.String(), "table", "119", "proto", "30")
+	mustIP(t, n0, "route", "add", "blackhole", b0.String(), "table", "119", "proto", "30")
+	for _, c := range []struct {
+		n   *Node
+		dst netip.Prefix
+		via *Node
+	}{{n2, b1, n1}, {n0, b1, n1}, {n1, b0, n0}, {n2, b0, n0}} {
+		testutil.Eventually(t, 10*time.Second, func() bool { return routeVia(t, c.n, c.dst, c.via.FabricAddr) },
+			"%s via %s in %s's main table", c.dst, c.via.FabricAddr, c.n.Name)
+	}
+	if hasRoute(t, n1, b1) {
+		t.Errorf("the reflector sent %s back to its originator %s", b1, n1.Name)
+	}
+	mustIP(t, n1, "route", "del", "blackhole", b1.String(), "table", "119", "proto", "30")
+	testutil.Eventually(t, 10*time.Second, func() bool { return !hasRoute(t, n2, b1) },
+		"%s withdrawn from %s", b1, n2.Name)
+}
+
+func TestFiveNodeMesh(t *testing.T) {
+	requireLab(t)
+	l := startLab(t, Config{Nodes: 5})
+	waitEstablished(t, l)
+	blocks := make([]netip.Prefix, len(l.Nodes))
+	for i, n := range l.Nodes {
+		blocks[i] = netip.MustParsePrefix(fmt.Sprintf("10.100.%d.0/27", i))
+		mustIP(t, n, "route", "add", "blackhole", blocks[i].String(), "table", "119", "proto", "30")
+	}
+	for _, n := range l.Nodes {
+		for j, peer := range l.Nodes {
+			if peer == n {
+				continue
+			}
+			testutil.Eventually(t, 10*time.Second, func() bool { return routeVia(t, n, blocks[j], peer.FabricAddr) },
+				"%s via %s in %s's main table", blocks[j], peer.FabricAddr, n.Name)
+		}
+	}
+}
+
+// A failure in the middle of Start (here: the OnNode hook of the second node, after every
+// namespace and BIRD exist) leaves nothing behind.
+func TestStartFailureTearsDown(t *testing.T) {
+	requireLab(t)
+	hookErr := errors.New("hook failed on purpose")
+	var seen *Lab
+	var pids []int
+	cfg := Config{Nodes: 3, Dir: t.TempDir(), OnNode: func(ctx context.Context, l *Lab, n *Node) error {
+		seen = l
+		p, err := n.StartProcess(ctx, "sleep", "1000")
+		if err != nil {
+			return err
+		}
+		pids = append(pids, p.PID(), n.Bird.PID())
+		if n.Index == 1 {
+			return hookErr
+		}
+		return nil
+	}}
+	l, err := Start(context.Background(), cfg)
+	if !errors.Is(err, hookErr) {
+		t.Fatalf("Start: got %v, %+v; want the hook's error", l, err)
+	}
+	if seen == nil || len(pids) != 4 {
+		t.Fatalf("hook ran %d times", len(pids)/2)
+	}
+	assertNoNamespaces(t, seen.Name)
+	for _, pid := range pids {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			t.Errorf("process %d still running after failed Start", pid)
+		}
+	}
+	if err := seen.Close(); err != nil {
+		t.Errorf("second Close: %+v", err)
+	}
+}
+
+func TestCloseIdempotent(t *testing.T) {
+	requireLab(t)
+	l, err := Start(context.Background(), Config{Nodes: 1, DisableIPv6: true})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	pod, err := l.AddPodNS(l.Nodes[0], "p1")
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	dir := l.Dir
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close: %+v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second Close: %+v", err)
+	}
+	assertNoNamespaces(t, l.Name)
+	if _, err := os.Stat(pod); !os.IsNotExist(err) {
+		t.Errorf("pod namespace %s left: %v", pod, err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("work dir %s left: %v", dir, err)
+	}
+	if _, err := l.AddPodNS(l.Nodes[0], "p2"); !errors.Is(err, ErrClosed) {
+		t.Errorf("AddPodNS after Close: %v, want ErrClosed", err)
+	}
+}
+
+// Sweep removes a crashed lab's namespaces (and processes in them) but never a live lab's.
+func TestSweep(t *testing.T) {
+	requireLab(t)
+	live := startLab(t, Config{Nodes: 1, DisableIPv6: true})
+
+	// Fake a crashed lab: an owner record naming a process that has exited, a namespace,
+	// and a process left inside it.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	name := "sw" + live.Name[:6]
+	if err := os.WriteFile(OwnerDir+"/"+name, fmt.Appendf(nil, "%d 1\n", dead.Process.Pid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns := Prefix + name + "-n0"
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	orphan := exec.Command("ip", "netns", "exec", ns, "sleep", "1000")
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = orphan.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = orphan.Process.Kill(); <-exited })
+
+	removed, err := Sweep(context.Background(), "sw")
+	if err != nil {
+		t.Fatalf("Sweep: %+v", err)
+	}
+	if !slices.Equal(removed, []string{ns}) {
+		t.Errorf("Sweep removed %v, want [%s]", removed, ns)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return isDone(exited) }, "orphan process killed")
+	assertNoNamespaces(t, name)
+
+	// The live lab is untouched even by a sweep of every lab.
+	if _, err := Sweep(context.Background(), live.Name); err != nil {
+		t.Fatalf("Sweep: %+v", err)
+	}
+	for _, n := range live.Namespaces() {
+		if !nsExists(n) {
+			t.Errorf("Sweep removed %s of a live lab", n)
+		}
+	}
+}
+
+func TestCNI(t *testing.T) {
+	requireLab(t)
+	testutil.RequireCommand(t, "cnitool")
+	ptp := testutil.RequireCommand(t, "ptp")
+	testutil.RequireCommand(t, "host-local")
+	l := startLab(t, Config{Nodes: 1, DisableIPv6: true})
+	n := l.Nodes[0]
+	confDir := t.TempDir()
+	conf := `{"cniVersion":"1.0.0","name":"labnet","type":"ptp","ipam":{"type":"host-local","subnet":"10.100.0.0/27"}}`
+	if err := os.WriteFile(confDir+"/10-labnet.conf", []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod, err := l.AddPodNS(n, "pod1")
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	cniPath := ptp[:strings.LastIndex(ptp, "/")]
+	ctx := context.Background()
+	out, err := n.CNI(ctx, "add", confDir, cniPath, "labnet", pod)
+	if err != nil {
+		t.Fatalf("cnitool add: %+v", err)
+	}
+	if !strings.Contains(string(out), "10.100.0.") {
+		t.Errorf("cnitool add result has no address from the subnet: %s", out)
+	}
+	// host-local's state is in the node's own /var/lib, not the machine's.
+	if _, err := os.Stat(n.Dir + "/varlib/cni/networks/labnet"); err != nil {
+		t.Errorf("host-local state not in the lab: %v", err)
+	}
+	if _, err := n.CNI(ctx, "del", confDir, cniPath, "labnet", pod); err != nil {
+		t.Fatalf("cnitool del: %+v", err)
+	}
+	if err := l.RemovePodNS(n, "pod1"); err != nil {
+		t.Fatalf("%+v", err)
+	}
+	if nsExists(Prefix + l.Name + "-n0-pod1") {
+		t.Errorf("pod namespace still exists")
+	}
+}
+
+func TestRenderBirdConfig(t *testing.T) {
+	l := &Lab{Config: Config{ASN: 64512, ExportTable: 119, RouteProtocol: 30, RouteReflector: true},
+		Fabric: Fabric{Prefix4: DefaultFabric4, Prefix6: DefaultFabric6}}
+	for i := range 3 {
+		l.Nodes = append(l.Nodes, &Node{Name: fmt.Sprintf("n%d", i), Index: i,
+			FabricAddr: nthAddr(DefaultFabric4, i+1), Dir: "/x"})
+	}
+	rr, err := RenderBirdConfig(l.birdConfig(l.Nodes[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := RenderBirdConfig(l.birdConfig(l.Nodes[2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"router id 10.255.0.1;", "rr client;", "neighbor 10.255.0.3 as 64512;",
+		"kernel table 119;", "krt_source = 30", "table blocks6;"} {
+		if !strings.Contains(string(rr), want) {
+			t.Errorf("reflector config lacks %q:\n%s", want, rr)
+		}
+	}
+	if strings.Contains(string(client), "rr client") || strings.Contains(string(client), "10.255.0.2 as") {
+		t.Errorf("client config peers with another client or reflects:\n%s", client)
+	}
+	if got := nthAddr(netip.MustParsePrefix("fd00:255::/64"), 300); got.String() != "fd00:255::12c" {
+		t.Errorf("nthAddr = %s", got)
+	}
+}
