@@ -1,0 +1,84 @@
+package netplumb_test
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/netplumb"
+)
+
+func TestRoutePrimitives(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const table, proto = 119, 30
+	v4 := netip.MustParsePrefix("10.2.0.0/27")
+	v6 := netip.MustParsePrefix("fd00:2::/120")
+	for range 2 { // idempotent
+		for _, p := range []netip.Prefix{v4, v6} {
+			if err := e.p.AddBlackhole(ctx, table, proto, p); err != nil {
+				t.Fatalf("AddBlackhole %s: %v", p, err)
+			}
+		}
+	}
+	if r := ipIn(t, e.node, "-4", "route", "show", "table", "119"); strings.TrimSpace(r) != "blackhole 10.2.0.0/27 proto 30" {
+		t.Fatalf("table 119 = %q", r)
+	}
+	if r := ipIn(t, e.node, "-6", "route", "show", "table", "119"); !strings.HasPrefix(strings.TrimSpace(r), "blackhole fd00:2::/120 dev lo proto 30") {
+		t.Fatalf("table 119 (v6) = %q", r)
+	}
+	// Foreign routes in the same table: another protocol, one with a Coil-like prefix.
+	ipIn(t, e.node, "route", "add", "blackhole", "10.3.0.0/27", "table", "119", "proto", "31")
+	ipIn(t, e.node, "-6", "route", "add", "blackhole", "fd00:3::/120", "table", "119", "proto", "static")
+	// Coil's protocol in another table is not listed either.
+	ipIn(t, e.node, "route", "add", "blackhole", "10.4.0.0/27", "table", "120", "proto", "30")
+
+	got, err := e.p.ListRoutes(ctx, table, proto)
+	if err != nil {
+		t.Fatalf("ListRoutes: %v", err)
+	}
+	if !slices.Equal(got, []netip.Prefix{v4, v6}) {
+		t.Fatalf("ListRoutes = %v", got)
+	}
+	foreign := netip.MustParsePrefix("10.3.0.0/27")
+	if err := e.p.AddBlackhole(ctx, table, proto, foreign); !errors.Is(err, netplumb.ErrRouteConflict) {
+		t.Fatalf("AddBlackhole over a foreign route = %v, want ErrRouteConflict", err)
+	}
+	if err := e.p.DelRoute(ctx, table, proto, foreign); err != nil {
+		t.Fatalf("DelRoute of a foreign route: %v", err)
+	}
+	if r := ipIn(t, e.node, "route", "show", "table", "119", "10.3.0.0/27"); !strings.Contains(r, "proto 31") {
+		t.Fatalf("foreign route touched: %q", r)
+	}
+	for range 2 {
+		for _, p := range []netip.Prefix{v4, v6} {
+			if err := e.p.DelRoute(ctx, table, proto, p); err != nil {
+				t.Fatalf("DelRoute %s: %v", p, err)
+			}
+		}
+	}
+	if got, err := e.p.ListRoutes(ctx, table, proto); err != nil || len(got) != 0 {
+		t.Fatalf("ListRoutes after DelRoute = %v, %v", got, err)
+	}
+	if r := ipIn(t, e.node, "-6", "route", "show", "table", "119"); !strings.Contains(r, "fd00:3::/120") {
+		t.Fatalf("foreign IPv6 route gone: %q", r)
+	}
+	// A Coil route of another type at the prefix is replaced by a blackhole.
+	ipIn(t, e.node, "route", "add", "unreachable", "10.2.0.0/27", "table", "119", "proto", "30")
+	if err := e.p.AddBlackhole(ctx, table, proto, v4); err != nil {
+		t.Fatalf("AddBlackhole over an unreachable route: %v", err)
+	}
+	if r := ipIn(t, e.node, "route", "show", "table", "119", "10.2.0.0/27"); strings.TrimSpace(r) != "blackhole 10.2.0.0/27 proto 30" {
+		t.Fatalf("replaced route = %q", r)
+	}
+	if err := e.p.AddBlackhole(ctx, table, proto, netip.MustParsePrefix("10.2.0.1/27")); !errors.Is(err, netplumb.ErrInvalidArgument) {
+		t.Fatalf("unmasked prefix = %v, want ErrInvalidArgument", err)
+	}
+	if _, err := e.p.ListRoutes(ctx, 0, proto); !errors.Is(err, netplumb.ErrInvalidArgument) {
+		t.Fatalf("table 0 = %v, want ErrInvalidArgument", err)
+	}
+}
