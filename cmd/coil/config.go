@@ -1,0 +1,245 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/coil-net/coil/cniproto"
+)
+
+// pluginType is the only accepted value of the netconf "type" key.
+const pluginType = "coil"
+
+// defaultTimeout bounds one call to coild when the netconf has no "timeout". It is
+// shorter than the runtimes' own CNI deadlines (kubelet's CRI calls default to 2 min;
+// containerd and CRI-O use the same), so the plugin's clearer error wins the race.
+const defaultTimeout = 30 * time.Second
+
+// maxTimeout is the largest accepted "timeout".
+const maxTimeout = 5 * time.Minute
+
+// maxSocketPath is the longest socket path bind/connect accept (sun_path is 108 bytes
+// with the terminating NUL).
+const maxSocketPath = 107
+
+// netConf is the validated network configuration.
+type netConf struct {
+	CNIVersion string
+	Name       string
+	Socket     string
+	Pool       string // "" when absent: coild chooses
+	Timeout    time.Duration
+	// PrevResult is the parsed "prevResult" (CHECK, and DEL from CNI 1.0), nil if absent.
+	PrevResult types.Result
+	// ValidAttachments is the GC list from "cni.dev/valid-attachments" and the older
+	// "cni.dev/attachments" (merged); nil when neither key is present or both are null.
+	ValidAttachments []cniproto.Attachment
+}
+
+// Keys that may appear in the plugin's configuration; any other key without a '/' is
+// rejected with code 2, so a typo ("sokcet") never silently falls back to a default.
+// Keys with a '/' are namespaced conventions (cni.dev/..., vendor keys) and ignored.
+var knownKeys = map[string]bool{
+	// ours
+	"socket": true, "pool": true, "timeout": true,
+	// CNI spec keys and what runtimes inject
+	"cniVersion": true, "cniVersions": true, "name": true, "type": true,
+	"disableCheck": true, "disableGC": true, "capabilities": true, "runtimeConfig": true,
+	"args": true, "dns": true, "prevResult": true,
+	"cni.dev/valid-attachments": true, "cni.dev/attachments": true,
+}
+
+// parseConfig decodes and validates the netconf the runtime passes on stdin. Errors
+// are *types.Error: code 6 when it is not JSON (or prevResult cannot be parsed),
+// code 2 for an unsupported key, code 7 for an invalid value.
+func parseConfig(data []byte) (*netConf, *types.Error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "network config is not valid JSON", err.Error())
+	}
+	if raw == nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "network config is not a JSON object", string(data))
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		switch {
+		case k == "ipam":
+			return nil, types.NewError(types.ErrUnsupportedField,
+				fmt.Sprintf("unsupported field \"ipam\" = %s: coil allocates addresses itself (through coild); remove \"ipam\"", raw[k]), "")
+		case !knownKeys[k] && !strings.Contains(k, "/"):
+			return nil, types.NewError(types.ErrUnsupportedField,
+				fmt.Sprintf("unsupported field %q = %s in network config (coil knows \"socket\", \"pool\", \"timeout\")", k, raw[k]), "")
+		}
+	}
+
+	c := &netConf{Socket: cniproto.DefaultSocketPath, Timeout: defaultTimeout}
+	str := func(key string, dst *string) *types.Error {
+		v, ok := raw[key]
+		if !ok || string(v) == "null" {
+			return nil
+		}
+		if err := json.Unmarshal(v, dst); err != nil {
+			return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("%q must be a string, got %s", key, v), "")
+		}
+		return nil
+	}
+	var typ, socket, timeout string
+	for _, f := range []struct {
+		key string
+		dst *string
+	}{{"cniVersion", &c.CNIVersion}, {"name", &c.Name}, {"type", &typ}, {"socket", &socket}, {"pool", &c.Pool}, {"timeout", &timeout}} {
+		if e := str(f.key, f.dst); e != nil {
+			return nil, e
+		}
+	}
+	if c.Name == "" {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "missing network name (\"name\")", "")
+	}
+	if typ != pluginType {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("\"type\" is %q, want %q", typ, pluginType), "")
+	}
+	if _, ok := raw["socket"]; ok {
+		if e := validSocket(socket); e != nil {
+			return nil, e
+		}
+		c.Socket = socket
+	}
+	if _, ok := raw["pool"]; ok && c.Pool != "" {
+		if err := validPoolName(c.Pool); err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid \"pool\": "+err.Error(), "")
+		}
+	}
+	if _, ok := raw["timeout"]; ok {
+		d, err := time.ParseDuration(timeout)
+		if err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("invalid \"timeout\" %q: want a Go duration such as \"10s\"", timeout), "")
+		}
+		if d <= 0 || d > maxTimeout {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("invalid \"timeout\" %q: must be more than 0 and at most %s", timeout, maxTimeout), "")
+		}
+		c.Timeout = d
+	}
+	if v, ok := raw["prevResult"]; ok && string(v) != "null" {
+		pc := types.PluginConf{CNIVersion: c.CNIVersion}
+		if err := json.Unmarshal(v, &pc.RawPrevResult); err != nil {
+			return nil, types.NewError(types.ErrDecodingFailure, "\"prevResult\" is not a JSON object", err.Error())
+		}
+		if err := version.ParsePrevResult(&pc); err != nil {
+			return nil, types.NewError(types.ErrDecodingFailure, "cannot parse \"prevResult\"", err.Error())
+		}
+		c.PrevResult = pc.PrevResult
+	}
+	for _, key := range []string{"cni.dev/valid-attachments", "cni.dev/attachments"} {
+		v, ok := raw[key]
+		if !ok || string(v) == "null" {
+			continue
+		}
+		var list []types.GCAttachment
+		if err := json.Unmarshal(v, &list); err != nil {
+			return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("cannot parse %q", key), err.Error())
+		}
+		if c.ValidAttachments == nil {
+			c.ValidAttachments = []cniproto.Attachment{}
+		}
+		c.ValidAttachments = mergeAttachments(c.ValidAttachments, list)
+	}
+	return c, nil
+}
+
+func validSocket(p string) *types.Error {
+	bad := func(why string) *types.Error {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid \"socket\" %q: %s", p, why), "")
+	}
+	switch {
+	case p == "":
+		return bad("empty (omit the key for the default " + cniproto.DefaultSocketPath + ")")
+	case !filepath.IsAbs(p):
+		return bad("must be an absolute path")
+	case filepath.Clean(p) != p || strings.HasSuffix(p, "/"):
+		return bad(fmt.Sprintf("not a clean path (did you mean %q?)", filepath.Clean(p)))
+	case len(p) > maxSocketPath:
+		return bad(fmt.Sprintf("longer than %d bytes, the limit of a UNIX socket path", maxSocketPath))
+	}
+	return nil
+}
+
+// validPoolName applies the rule of events.ValidName (the plugin does not import
+// events; config_test.go checks the two agree): a DNS-1123 subdomain of at most 63
+// characters.
+func validPoolName(name string) error {
+	if len(name) > 63 {
+		return fmt.Errorf("%q is longer than 63 characters", name)
+	}
+	for i, c := range name {
+		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') {
+			continue
+		}
+		if (c == '-' || c == '.') && i > 0 && i < len(name)-1 {
+			continue
+		}
+		return fmt.Errorf("%q: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+func mergeAttachments(dst []cniproto.Attachment, src []types.GCAttachment) []cniproto.Attachment {
+	seen := make(map[cniproto.Attachment]bool, len(dst))
+	for _, a := range dst {
+		seen[a] = true
+	}
+	for _, g := range src {
+		a := cniproto.Attachment{ContainerID: g.ContainerID, IfName: g.IfName}
+		if !seen[a] {
+			seen[a] = true
+			dst = append(dst, a)
+		}
+	}
+	return dst
+}
+
+// podArgs are the Kubernetes keys of CNI_ARGS.
+type podArgs struct {
+	Namespace, Name, UID string
+}
+
+// parseArgs reads CNI_ARGS ("K=V;K=V"). Unknown keys are ignored; a pair without '='
+// is code 4.
+func parseArgs(s string) (podArgs, *types.Error) {
+	var a podArgs
+	if s == "" {
+		return a, nil
+	}
+	for _, kv := range strings.Split(s, ";") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return a, types.NewError(types.ErrInvalidEnvironmentVariables,
+				fmt.Sprintf("CNI_ARGS: %q is not KEY=VALUE", kv), s)
+		}
+		switch k {
+		case "K8S_POD_NAMESPACE":
+			a.Namespace = v
+		case "K8S_POD_NAME":
+			a.Name = v
+		case "K8S_POD_UID":
+			a.UID = v
+		}
+	}
+	return a, nil
+}

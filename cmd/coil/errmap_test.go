@@ -1,0 +1,47 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/errors"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/coil-net/coil/cniproto"
+)
+
+func TestToCNIError(t *testing.T) {
+	unavailable := errors.Wrap(cniproto.ErrUnavailable, "socket /run/coild.sock does not exist")
+	timeout := errors.Wrap(cniproto.ErrTimeout, "/run/coild.sock")
+	perm := errors.Wrap(cniproto.ErrPermissionDenied, "cannot open /run/coild.sock as uid 65534")
+	for _, tc := range []struct {
+		op   op
+		err  error
+		code uint
+		msg  string
+	}{
+		{opAdd, cniproto.PoolExhausted("blue"), types.ErrTryAgainLater, `pool "blue" is exhausted`},
+		{opAdd, cniproto.UnknownPool("x"), types.ErrInvalidNetworkConfig, `pool "x" does not exist`},
+		{opAdd, unavailable, types.ErrTryAgainLater, "ADD: coild is unreachable"},
+		{opDel, unavailable, types.ErrTryAgainLater, "DEL: coild is unreachable"},
+		{opAdd, timeout, types.ErrTryAgainLater, "did not answer in time"},
+		{opGC, unavailable, types.ErrTryAgainLater, "GC: coild is unreachable"},
+		{opStatus, unavailable, types.ErrPluginNotAvailable, "STATUS: coild is unreachable"},
+		{opStatus, timeout, types.ErrPluginNotAvailable, "did not answer in time"},
+		{opStatus, cniproto.NotReady("replaying"), types.ErrPluginNotAvailable, "coild is not ready"},
+		{opStatus, cniproto.NewError(cniproto.CodeInternal, "boom", ""), types.ErrPluginNotAvailable, "boom"},
+		{opStatus, cniproto.NewError(cniproto.CodeLimitedConnectivity, "no BGP peer", ""), types.ErrLimitedConnectivity, "no BGP peer"},
+		{opAdd, perm, types.ErrIOFailure, "permission denied"},
+		{opCheck, cniproto.UnknownContainer("c", "eth0"), types.ErrUnknownContainer, "no attachment"},
+		{opAdd, errors.Wrap(cniproto.ErrProtocol, "HTTP 404"), types.ErrInternal, "talking to coild failed"},
+	} {
+		e := toCNIError(tc.op, tc.err)
+		if e.Code != tc.code || !strings.Contains(e.Msg, tc.msg) {
+			t.Errorf("%s %v: got %d %q, want %d %q", tc.op, tc.err, e.Code, e.Msg, tc.code, tc.msg)
+		}
+	}
+	// The socket path reaches the runtime's error text.
+	if e := toCNIError(opAdd, perm); !strings.Contains(e.Error(), "/run/coild.sock") {
+		t.Errorf("path missing from %q", e.Error())
+	}
+}

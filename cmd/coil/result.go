@@ -1,0 +1,65 @@
+package main
+
+import (
+	"net"
+
+	"github.com/cockroachdb/errors"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/coil-net/coil/cniproto"
+)
+
+// errBadResult: coild's AddResult cannot be turned into a CNI result.
+var errBadResult = errors.New("coil: bad add result")
+
+// buildResult turns coild's answer into a CNI 1.0 result: the host veth (no sandbox),
+// the pod interface (with the netns path as sandbox), one /32 or /128 per address with
+// its link-local gateway, and a default route per family via that gateway.
+func buildResult(res *cniproto.AddResult, ifName, netns string) (*types100.Result, error) {
+	if len(res.Addrs) == 0 {
+		return nil, errors.Wrap(errBadResult, "no address")
+	}
+	podIf := res.PodIfName
+	if podIf == "" {
+		podIf = ifName
+	}
+	r := &types100.Result{CNIVersion: types100.ImplementedSpecVersion}
+	if res.HostVeth != "" {
+		r.Interfaces = append(r.Interfaces, &types100.Interface{Name: res.HostVeth, Mac: res.HostMAC})
+	}
+	r.Interfaces = append(r.Interfaces, &types100.Interface{Name: podIf, Mac: res.PodMAC, Sandbox: netns})
+	podIdx := len(r.Interfaces) - 1
+	var have4, have6 bool
+	for _, a := range res.Addrs {
+		if !a.IsValid() {
+			return nil, errors.Wrap(errBadResult, "invalid address")
+		}
+		a = a.Unmap()
+		gw, bits, dst := res.Gateway4, 32, "0.0.0.0/0"
+		if a.Is6() {
+			gw, bits, dst = res.Gateway6, 128, "::/0"
+			if have6 {
+				return nil, errors.Wrapf(errBadResult, "two IPv6 addresses (%s)", a)
+			}
+			have6 = true
+		} else {
+			if have4 {
+				return nil, errors.Wrapf(errBadResult, "two IPv4 addresses (%s)", a)
+			}
+			have4 = true
+		}
+		if !gw.IsValid() || gw.Is4() != a.Is4() {
+			return nil, errors.Wrapf(errBadResult, "no gateway of the family of %s", a)
+		}
+		idx := podIdx
+		r.IPs = append(r.IPs, &types100.IPConfig{
+			Interface: &idx,
+			Address:   net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, bits)},
+			Gateway:   gw.AsSlice(),
+		})
+		_, dstNet, _ := net.ParseCIDR(dst)
+		r.Routes = append(r.Routes, &types.Route{Dst: *dstNet, GW: gw.AsSlice()})
+	}
+	return r, nil
+}
