@@ -32,7 +32,8 @@
 // links it deletes to the group LinkGroup+1 (the "doomed" group) and deletes that group
 // in one kernel call. List reports links of both groups. Routes Coil owns carry the route
 // protocol Config.RouteProtocol; nothing with another protocol is modified or deleted.
-// One Plumber per host namespace: two Plumbers sharing a namespace and LinkGroup must
+// Calls for different pods may run concurrently; the caller serialises calls for the
+// same pod (same container ID and interface). One Plumber per host namespace: two Plumbers sharing a namespace and LinkGroup must
 // not run TeardownMany concurrently.
 //
 // # Errors and contexts

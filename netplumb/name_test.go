@@ -19,6 +19,10 @@ func TestHostVethName(t *testing.T) {
 	if a == HostVethName("0123456789abcdef", "eth1") || a == HostVethName("0123456789abcdee", "eth0") {
 		t.Fatal("HostVethName collides for different inputs")
 	}
+	// Pinned: the name is part of the on-node state (a change would leak every veth).
+	if got := HostVethName("x", "y"); got != "coil748fdbd6c0b" {
+		t.Fatalf(`HostVethName("x", "y") = %q, want sha1("x/y")[:11]`, got)
+	}
 }
 
 func TestPodValidate(t *testing.T) {

@@ -2,6 +2,7 @@ package netplumb_test
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"reflect"
 	"slices"
@@ -346,5 +347,16 @@ func TestList(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("List = %v, want %v", got, want)
+	}
+	// A link left in the doomed group by an interrupted TeardownMany is listed as doomed.
+	ipIn(t, e.node, "link", "set", "dev", b.HostVeth, "group", fmt.Sprint(e.p.DoomedGroup()))
+	ls, err = e.p.List(ctx)
+	if err != nil || len(ls) != 2 {
+		t.Fatalf("List = %v, %v", ls, err)
+	}
+	for _, l := range ls {
+		if l.Doomed != (l.Name == b.HostVeth) {
+			t.Fatalf("link %s Doomed=%v", l.Name, l.Doomed)
+		}
 	}
 }
