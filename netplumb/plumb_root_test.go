@@ -3,9 +3,11 @@ package netplumb_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -358,5 +360,32 @@ func TestList(t *testing.T) {
 		if l.Doomed != (l.Name == b.HostVeth) {
 			t.Fatalf("link %s Doomed=%v", l.Name, l.Doomed)
 		}
+	}
+}
+
+func TestSetupByProcPath(t *testing.T) {
+	e := newEnv(t)
+	cmd := exec.Command("ip", "netns", "exec", e.pod, "sleep", "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start sleeper: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	// ip netns exec execs the command, so the PID is the sleeper's once it has switched.
+	path := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/net"
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		a, err1 := os.Readlink(path)
+		b, err2 := os.Readlink("/proc/self/ns/net")
+		return err1 == nil && err2 == nil && a != b
+	}, "sleeper in pod namespace")
+	pod := mustPod("c-proc", "eth0", path, "10.1.0.20")
+	setup(t, e, pod)
+	if !linkExists(t, e.pod, "eth0") {
+		t.Fatal("eth0 not in the pod namespace")
+	}
+	if err := e.p.Check(context.Background(), pod); err != nil {
+		t.Fatalf("Check: %v", err)
 	}
 }
