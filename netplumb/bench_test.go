@@ -24,26 +24,33 @@ func median(d []time.Duration) float64 {
 // the pod namespace, addresses, routes on both sides) and Teardown (veth deletion).
 // Reported: medians in ms.
 func BenchmarkSetupTeardown(b *testing.B) {
-	e := newEnv(b)
-	ctx := context.Background()
-	pod := mustPod("bench", "eth0", e.podPath, "10.1.3.1", "fd00::3:1")
-	var setups, teardowns []time.Duration
-	b.ResetTimer()
-	for range b.N {
-		t0 := time.Now()
-		if _, err := e.p.Setup(ctx, pod); err != nil {
-			b.Fatalf("Setup: %v", err)
-		}
-		t1 := time.Now()
-		if err := e.p.Teardown(ctx, pod.ContainerID, pod.IfName); err != nil {
-			b.Fatalf("Teardown: %v", err)
-		}
-		t2 := time.Now()
-		setups = append(setups, t1.Sub(t0))
-		teardowns = append(teardowns, t2.Sub(t1))
+	for _, c := range []struct {
+		name  string
+		addrs []string
+	}{{"dual-stack", []string{"10.1.3.1", "fd00::3:1"}}, {"ipv4", []string{"10.1.3.1"}}} {
+		b.Run(c.name, func(b *testing.B) {
+			e := newEnv(b)
+			ctx := context.Background()
+			pod := mustPod("bench", "eth0", e.podPath, c.addrs...)
+			var setups, teardowns []time.Duration
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				if _, err := e.p.Setup(ctx, pod); err != nil {
+					b.Fatalf("Setup: %v", err)
+				}
+				t1 := time.Now()
+				if err := e.p.Teardown(ctx, pod.ContainerID, pod.IfName); err != nil {
+					b.Fatalf("Teardown: %v", err)
+				}
+				t2 := time.Now()
+				setups = append(setups, t1.Sub(t0))
+				teardowns = append(teardowns, t2.Sub(t1))
+			}
+			b.ReportMetric(median(setups), "setup-ms-p50")
+			b.ReportMetric(median(teardowns), "teardown-ms-p50")
+		})
 	}
-	b.ReportMetric(median(setups), "setup-ms-p50")
-	b.ReportMetric(median(teardowns), "teardown-ms-p50")
 }
 
 // BenchmarkTeardown20 compares deleting 20 host veths one by one (Teardown) with one
