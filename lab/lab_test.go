@@ -415,3 +415,43 @@ func TestRenderBirdConfig(t *testing.T) {
 		t.Errorf("nthAddr = %s", got)
 	}
 }
+
+// The example configuration for real nodes and every rendered lab variant parse in BIRD.
+func TestBirdConfigsParse(t *testing.T) {
+	bird := testutil.RequireCommand(t, "bird")
+	root, ok := testutil.RepoRoot()
+	if !ok {
+		t.Fatal("no repository root")
+	}
+	files := []string{root + "/examples/bird/bird.conf"}
+	for _, cfg := range []Config{{Nodes: 3}, {Nodes: 3, RouteReflector: true}, {Nodes: 2, DisableIPv6: true}} {
+		if err := cfg.defaults(); err != nil {
+			t.Fatal(err)
+		}
+		l := &Lab{Config: cfg, Fabric: Fabric{Prefix4: DefaultFabric4}}
+		if !cfg.DisableIPv6 {
+			l.Fabric.Prefix6 = DefaultFabric6
+		}
+		for i := range cfg.Nodes {
+			l.Nodes = append(l.Nodes, &Node{Name: fmt.Sprintf("n%d", i), Index: i,
+				FabricAddr: nthAddr(DefaultFabric4, i+1), Dir: t.TempDir()})
+		}
+		for _, n := range l.Nodes {
+			b, err := RenderBirdConfig(l.birdConfig(n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := fmt.Sprintf("%s/%s-rr%v-v6%v.conf", t.TempDir(), n.Name, cfg.RouteReflector, !cfg.DisableIPv6)
+			if err := os.WriteFile(f, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, f)
+		}
+	}
+	for _, f := range files {
+		if out, err := exec.Command(bird, "-p", "-c", f).CombinedOutput(); err != nil {
+			b, _ := os.ReadFile(f)
+			t.Errorf("bird -p -c %s: %v: %s\n%s", f, err, out, b)
+		}
+	}
+}
