@@ -108,7 +108,7 @@ func (l *Lab) WaitBGPEstablished(ctx context.Context) error {
 	for {
 		ready := true
 		for _, n := range l.Nodes {
-			if n.Bird != nil && n.Bird.Err() != nil || n.Bird != nil && isDone(n.Bird.Done()) {
+			if n.Bird != nil && isDone(n.Bird.Done()) {
 				return errors.Wrapf(ErrNotReady, "lab: bird of %s exited (%v); see %s", n.Name, n.Bird.Err(), n.Bird.LogPath)
 			}
 			s, err := n.BGPSessions(ctx)

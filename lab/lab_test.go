@@ -455,3 +455,27 @@ func TestBirdConfigsParse(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRoutes(t *testing.T) {
+	out := `[{"type":"blackhole","dst":"10.100.0.0/27","protocol":"30","flags":[]},
+{"dst":"default","gateway":"10.255.0.1","dev":"fab0","flags":[]},
+{"dst":"10.1.2.3","dev":"veth1","protocol":"kernel","scope":"link","flags":[]}]`
+	rs, err := parseRoutes([]byte(out), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Route{
+		{Dst: netip.MustParsePrefix("10.100.0.0/27"), Type: "blackhole", Protocol: "30"},
+		{Dst: netip.MustParsePrefix("0.0.0.0/0"), Type: "unicast", Gateway: netip.MustParseAddr("10.255.0.1"), Dev: "fab0"},
+		{Dst: netip.MustParsePrefix("10.1.2.3/32"), Type: "unicast", Dev: "veth1", Protocol: "kernel"},
+	}
+	if !slices.Equal(rs, want) {
+		t.Errorf("got %+v\nwant %+v", rs, want)
+	}
+	if rs, err := parseRoutes([]byte("\n"), false); err != nil || len(rs) != 0 {
+		t.Errorf("empty table: %v, %v", rs, err)
+	}
+	if _, err := parseRoutes([]byte("not json"), false); err == nil {
+		t.Error("garbage parsed")
+	}
+}
