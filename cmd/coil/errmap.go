@@ -21,21 +21,27 @@ const (
 
 // toCNIError maps a cniproto client error to the CNI error the runtime sees.
 //
-//   - coild's own *cniproto.Error: passed through unchanged (coild chose the code);
-//     for STATUS any code but 51 becomes 50, the only codes STATUS may return.
-//   - coild unreachable (no socket, refused) or too slow: 11 (try again later) for
-//     ADD, DEL, CHECK and GC, 50 (plugin not available) for STATUS.
+//   - coild's own *cniproto.Error: passed through unchanged (coild chose the code).
+//   - coild unreachable (no socket, refused) or too slow: 11 (try again later).
 //   - permission denied on the socket: 5 (I/O failure) with the path: retrying as
 //     the same user cannot help.
 //   - anything else (protocol mismatch): 999.
+//
+// STATUS is the exception: the spec gives it 50 (plugin not available) and 51
+// (limited connectivity), so every failure of STATUS is 50, keeping the message,
+// unless coild itself answered 51.
 func toCNIError(o op, err error) *types.Error {
+	e := mapError(o, err)
+	if o == opStatus && e.Code != types.ErrLimitedConnectivity {
+		e.Code = types.ErrPluginNotAvailable
+	}
+	return e
+}
+
+func mapError(o op, err error) *types.Error {
 	var pe *cniproto.Error
 	if errors.As(err, &pe) {
-		code := pe.Code
-		if o == opStatus && code != cniproto.CodeLimitedConnectivity {
-			code = cniproto.CodePluginNotAvailable
-		}
-		return types.NewError(code, pe.Msg, pe.Details)
+		return types.NewError(pe.Code, pe.Msg, pe.Details)
 	}
 	switch {
 	case errors.Is(err, cniproto.ErrPermissionDenied):
@@ -46,10 +52,10 @@ func toCNIError(o op, err error) *types.Error {
 		if errors.Is(err, cniproto.ErrTimeout) {
 			what = "coild did not answer in time"
 		}
-		if o == opStatus {
-			return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("%s: %s", o, what), err.Error())
+		if o != opStatus {
+			what += "; try again later"
 		}
-		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("%s: %s; try again later", o, what), err.Error())
+		return types.NewError(types.ErrTryAgainLater, fmt.Sprintf("%s: %s", o, what), err.Error())
 	default:
 		return types.NewError(types.ErrInternal, fmt.Sprintf("%s: talking to coild failed", o), err.Error())
 	}

@@ -32,6 +32,7 @@ func TestToCNIError(t *testing.T) {
 		{opStatus, cniproto.NewError(cniproto.CodeInternal, "boom", ""), types.ErrPluginNotAvailable, "boom"},
 		{opStatus, cniproto.NewError(cniproto.CodeLimitedConnectivity, "no BGP peer", ""), types.ErrLimitedConnectivity, "no BGP peer"},
 		{opAdd, perm, types.ErrIOFailure, "permission denied"},
+		{opStatus, perm, types.ErrPluginNotAvailable, "permission denied"},
 		{opCheck, cniproto.UnknownContainer("c", "eth0"), types.ErrUnknownContainer, "no attachment"},
 		{opAdd, errors.Wrap(cniproto.ErrProtocol, "HTTP 404"), types.ErrInternal, "talking to coild failed"},
 	} {
