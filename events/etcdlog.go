@@ -1,0 +1,717 @@
+package events
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// maxTxnOps is etcd's default limit of operations per transaction, counted separately
+// for compares, success ops and failure ops.
+const maxTxnOps = 128
+
+// DefaultReadChunk is how many events Read asks etcd for at once.
+const DefaultReadChunk = 10000
+
+// EtcdConfig configures an EtcdLog.
+type EtcdConfig struct {
+	// Prefix of every key ("" means DefaultPrefix).
+	Prefix string
+	// Logger for the log's own notes (compaction recovery); nil discards them.
+	Logger *slog.Logger
+	// ReadChunk is the number of events fetched per request by Read; 0 means DefaultReadChunk.
+	ReadChunk int
+}
+
+// EtcdLog is the Log kept in etcd (key layout: see Keys). It is safe for concurrent use.
+type EtcdLog struct {
+	cli   *clientv3.Client
+	keys  Keys
+	log   *slog.Logger
+	chunk int
+
+	base  context.Context // cancelled by Close
+	close context.CancelFunc
+	wg    sync.WaitGroup
+}
+
+var _ Log = (*EtcdLog)(nil)
+
+// NewEtcdLog returns the log stored in etcd through cli. The caller keeps ownership of cli
+// (Close does not close it).
+func NewEtcdLog(cli *clientv3.Client, cfg EtcdConfig) *EtcdLog {
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	chunk := cfg.ReadChunk
+	if chunk <= 0 {
+		chunk = DefaultReadChunk
+	}
+	base, cancel := context.WithCancel(context.Background())
+	return &EtcdLog{cli: cli, keys: NewKeys(cfg.Prefix), log: lg, chunk: chunk, base: base, close: cancel}
+}
+
+// Keys returns the key layout the log uses.
+func (l *EtcdLog) Keys() Keys { return l.keys }
+
+// Close stops the log's watches and waits for them to end. It does not close the client.
+// Closing twice is fine.
+func (l *EtcdLog) Close() error {
+	l.close()
+	l.wg.Wait()
+	return nil
+}
+
+// storeErr classifies an etcd client error: compaction becomes ErrCompacted, an
+// unreachable or leaderless etcd (or a deadline passed while waiting for it) becomes
+// ErrUnavailable with advice; the caller's own cancellation is returned wrapped as is.
+func (l *EtcdLog) storeErr(ctx context.Context, err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	err = errors.Wrapf(err, format, args...)
+	switch {
+	case errors.Is(err, rpctypes.ErrCompacted):
+		return errors.Mark(err, ErrCompacted)
+	case errors.Is(err, context.Canceled) && ctx.Err() == context.Canceled:
+		return err
+	}
+	code := status.Code(errors.UnwrapAll(err))
+	if errors.Is(err, context.DeadlineExceeded) || code == codes.Unavailable || code == codes.DeadlineExceeded ||
+		errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) ||
+		errors.Is(err, clientv3.ErrNoAvailableEndpoints) || errors.Is(err, context.Canceled) {
+		return errors.Mark(errors.Wrapf(err, "etcd at %s unreachable (is etcd running? check --etcd-endpoints)",
+			strings.Join(l.cli.Endpoints(), ",")), ErrUnavailable)
+	}
+	return err
+}
+
+func withRev(rev int64) clientv3.OpOption { return clientv3.WithRev(rev) }
+
+// Append implements Log. It runs one etcd transaction: compare the head's stored value
+// (sequence and hash) with req.Expected (for an empty stream: the head key does not exist)
+// and each condition, then put every event and the new head.
+func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error) {
+	sealed, head, err := Seal(&req)
+	if err != nil {
+		return Version{}, err
+	}
+	if err := checkSeq(req.Stream, head.Seq); err != nil {
+		return Version{}, err
+	}
+	if 1+len(req.Conditions) > maxTxnOps {
+		return Version{}, errors.Wrapf(ErrTooLarge, "%d conditions (at most %d)", len(req.Conditions), maxTxnOps-1)
+	}
+	hk := l.keys.Head(req.Stream)
+	cmps := make([]clientv3.Cmp, 0, 1+len(req.Conditions))
+	if req.Expected.Seq == 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(hk), "=", 0))
+	} else {
+		cmps = append(cmps, clientv3.Compare(clientv3.Value(hk), "=", string(EncodeHead(req.Expected))))
+	}
+	failOps := make([]clientv3.Op, 0, 1+len(req.Conditions))
+	failOps = append(failOps, clientv3.OpGet(hk))
+	for _, c := range req.Conditions {
+		if c.Key == "" {
+			return Version{}, errors.New("events: append: condition with an empty key")
+		}
+		if c.Absent {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(c.Key), "=", 0))
+		} else {
+			if c.Lease == 0 {
+				return Version{}, errors.Newf("events: append: condition on %s needs a lease", c.Key)
+			}
+			cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(c.Key), "=", clientv3.LeaseID(c.Lease)))
+		}
+		failOps = append(failOps, clientv3.OpGet(c.Key, clientv3.WithKeysOnly()))
+	}
+	ops := make([]clientv3.Op, 0, len(sealed)+1)
+	for _, s := range sealed {
+		ops = append(ops, clientv3.OpPut(l.keys.Event(req.Stream, s.Seq), string(s.Value)))
+	}
+	ops = append(ops, clientv3.OpPut(hk, string(EncodeHead(head))))
+
+	resp, err := l.cli.Txn(ctx).If(cmps...).Then(ops...).Else(failOps...).Commit()
+	if err != nil {
+		return Version{}, l.storeErr(ctx, err, "append to %s", req.Stream)
+	}
+	if !resp.Succeeded {
+		return Version{}, l.appendFailure(req, resp)
+	}
+	for _, e := range req.Events {
+		e.Revision = resp.Header.Revision
+	}
+	return head, nil
+}
+
+// appendFailure tells which compare of a failed append failed, from the failure ops' reads.
+func (l *EtcdLog) appendFailure(req AppendRequest, resp *clientv3.TxnResponse) error {
+	var cur Version
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		v, err := DecodeHead(kvs[0].Value)
+		if err != nil {
+			return errors.Wrapf(ErrCorrupt, "%s: head: %v", req.Stream, err)
+		}
+		cur = v
+	}
+	for i, c := range req.Conditions {
+		kvs := resp.Responses[i+1].GetResponseRange().GetKvs()
+		switch {
+		case c.Absent && len(kvs) > 0:
+			return errors.Wrapf(ErrFenced, "append to %s: %s still exists (lease %x): its holder is alive", req.Stream, c.Key, kvs[0].Lease)
+		case !c.Absent && len(kvs) == 0:
+			return errors.Wrapf(ErrFenced, "append to %s: %s is gone (lease %x expired?)", req.Stream, c.Key, c.Lease)
+		case !c.Absent && kvs[0].Lease != c.Lease:
+			return errors.Wrapf(ErrFenced, "append to %s: %s is held by lease %x, not %x", req.Stream, c.Key, kvs[0].Lease, c.Lease)
+		}
+	}
+	return Conflict(req.Stream, cur)
+}
+
+// Head implements Log.
+func (l *EtcdLog) Head(ctx context.Context, stream Stream) (Version, int64, error) {
+	if err := stream.Validate(); err != nil {
+		return Version{}, 0, err
+	}
+	resp, err := l.cli.Get(ctx, l.keys.Head(stream))
+	if err != nil {
+		return Version{}, 0, l.storeErr(ctx, err, "head of %s", stream)
+	}
+	if len(resp.Kvs) == 0 {
+		return Version{}, resp.Header.Revision, nil
+	}
+	v, err := DecodeHead(resp.Kvs[0].Value)
+	if err != nil {
+		return Version{}, 0, errors.Wrapf(ErrCorrupt, "%s: head: %v", stream, err)
+	}
+	return v, resp.Header.Revision, nil
+}
+
+// Streams implements Log with one range read of the head keys.
+func (l *EtcdLog) Streams(ctx context.Context, prefix string, rev int64) (map[Stream]Version, int64, error) {
+	resp, err := l.cli.Get(ctx, l.keys.HeadPrefix()+prefix, clientv3.WithPrefix(), withRev(rev))
+	if err != nil {
+		return nil, 0, l.storeErr(ctx, err, "list streams %q", prefix)
+	}
+	if rev == 0 {
+		rev = resp.Header.Revision // etcd's header holds the latest revision, not the one read at
+	}
+	out := make(map[Stream]Version, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		s, err := l.keys.ParseHead(string(kv.Key))
+		if err != nil {
+			return nil, 0, errors.Mark(err, ErrCorrupt)
+		}
+		v, err := DecodeHead(kv.Value)
+		if err != nil {
+			return nil, 0, errors.Wrapf(ErrCorrupt, "%s: head: %v", s, err)
+		}
+		out[s] = v
+	}
+	return out, rev, nil
+}
+
+type readChunk struct {
+	kvs []*mvccpb.KeyValue
+	err error
+}
+
+// Read implements Log. It reads the head at rev, then the events in key ranges of
+// ReadChunk sequences (so etcd never counts the rest of a long stream), all pinned to the
+// same revision, fetching the next chunk while the current one is decoded.
+func (l *EtcdLog) Read(ctx context.Context, stream Stream, from uint64, rev int64, fn func(*Event) error) (int64, error) {
+	if err := stream.Validate(); err != nil {
+		return 0, err
+	}
+	if from == 0 {
+		from = 1
+	}
+	resp, err := l.cli.Get(ctx, l.keys.Head(stream), withRev(rev))
+	if err != nil {
+		return 0, l.storeErr(ctx, err, "read %s", stream)
+	}
+	if rev == 0 {
+		rev = resp.Header.Revision // etcd's header holds the latest revision, not the one read at
+	}
+	if len(resp.Kvs) == 0 {
+		return rev, nil
+	}
+	head, err := DecodeHead(resp.Kvs[0].Value)
+	if err != nil {
+		return rev, errors.Wrapf(ErrCorrupt, "%s: head: %v", stream, err)
+	}
+	if head.Seq < from {
+		return rev, nil
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	chunks := make(chan readChunk, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(chunks)
+		for lo := from; lo <= head.Seq; lo += uint64(l.chunk) {
+			hi := lo + uint64(l.chunk)
+			end := clientv3.GetPrefixRangeEnd(l.keys.StreamPrefix(stream))
+			if hi <= head.Seq {
+				end = l.keys.Event(stream, hi)
+			}
+			r, err := l.cli.Get(cctx, l.keys.Event(stream, lo), clientv3.WithRange(end), withRev(rev))
+			var c readChunk
+			if err != nil {
+				c.err = l.storeErr(ctx, err, "read %s from #%d at revision %d", stream, lo, rev)
+			} else {
+				c.kvs = r.Kvs
+			}
+			select {
+			case chunks <- c:
+			case <-cctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	chain := Chain{Stream: stream}
+	if from == 1 {
+		chain.Expect(Version{})
+	}
+	next := from
+	for c := range chunks {
+		if c.err != nil {
+			return rev, c.err
+		}
+		for _, kv := range c.kvs {
+			s, seq, err := l.keys.ParseEvent(string(kv.Key))
+			if err != nil || s != stream {
+				return rev, errors.Wrapf(ErrCorrupt, "%s: stray key %q in the stream's range", stream, kv.Key)
+			}
+			if seq != next && next == from {
+				return rev, errors.Wrapf(ErrCompacted, "%s: events before #%d were archived (read asked from #%d)", stream, seq, from)
+			}
+			ev, err := Decode(stream, seq, kv.Value)
+			if err != nil {
+				return rev, err
+			}
+			ev.Revision = kv.ModRevision
+			if err := chain.Next(ev); err != nil {
+				return rev, err
+			}
+			if err := fn(ev); err != nil {
+				return rev, err
+			}
+			next = seq + 1
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return rev, l.storeErr(ctx, err, "read %s", stream)
+	}
+	return rev, checkTail(stream, from, next, head, chain.Head())
+}
+
+// checkTail checks that a read reached the head it started from.
+func checkTail(stream Stream, from, next uint64, head, last Version) error {
+	switch {
+	case next == from:
+		return errors.Wrapf(ErrCompacted, "%s: events from #%d to #%d are not stored (archived?)", stream, from, head.Seq)
+	case next-1 != head.Seq:
+		return errors.Wrapf(ErrChainBroken, "%s: head is #%d but the last stored event is #%d", stream, head.Seq, next-1)
+	case last.Hash != head.Hash:
+		return errors.Wrapf(ErrChainBroken, "%s #%d: stored event's hash %s does not match the head's %s",
+			stream, head.Seq, short(last.Hash), short(head.Hash))
+	}
+	return nil
+}
+
+// Watch implements Log. An empty Prefixes watches every stream.
+//
+// One etcd watch per prefix, all on one gRPC stream and started at FromRev+1; their events
+// are merged in revision order (an event is held until every watch has progressed past its
+// revision, asking etcd for progress notifications while something is held). Events at or
+// below the caller's After[stream] are skipped; a gap in a stream is filled by reading it.
+// When etcd reports the watched revision compacted, the watch re-reads every stream under
+// the prefixes from its last delivered sequence at the current revision and watches again
+// from there. A lost leader or unreachable etcd ends the watch with ErrUnavailable.
+func (l *EtcdLog) Watch(ctx context.Context, req WatchRequest) <-chan WatchBatch {
+	out := make(chan WatchBatch)
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(l.base, cancel)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer close(out)
+		defer cancel()
+		defer stop()
+		w := newWatchState(req, out)
+		err := l.watch(ctx, w, req.FromRev)
+		if err != nil && ctx.Err() == nil {
+			select {
+			case out <- WatchBatch{Err: err}:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return out
+}
+
+// errWatchCompacted signals that the watched revision was compacted away.
+var errWatchCompacted = errors.New("watch revision compacted")
+
+func (l *EtcdLog) watch(ctx context.Context, w *watchState, rev int64) error {
+	for {
+		err := l.watchFrom(ctx, w, rev)
+		if !errors.Is(err, errWatchCompacted) {
+			return err
+		}
+		l.log.Info("watch: history compacted, re-reading streams", "fromRevision", rev)
+		rev, err = w.catchUp(ctx, l.Streams, l.Read)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+type watchItem struct {
+	i    int
+	resp clientv3.WatchResponse
+	end  bool
+}
+
+func (l *EtcdLog) watchFrom(ctx context.Context, w *watchState, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+
+	merged := make(chan watchItem)
+	for i, p := range w.prefixes {
+		wch := l.cli.Watch(wctx, l.keys.LogPrefix()+p, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for resp := range wch {
+				select {
+				case merged <- watchItem{i: i, resp: resp}:
+				case <-wctx.Done():
+					return
+				}
+			}
+			select {
+			case merged <- watchItem{i: i, end: true}:
+			case <-wctx.Done():
+			}
+		}()
+	}
+
+	progress := make([]int64, len(w.prefixes))
+	for i := range progress {
+		progress[i] = rev
+	}
+	var held []*clientv3.Event
+	var tick <-chan time.Time
+	var ticker *time.Ticker
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick:
+			_ = l.cli.RequestProgress(wctx)
+			continue
+		case it := <-merged:
+			if it.end {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				return errors.Mark(errors.Newf("events: watch of %s closed by the client (is etcd running? check --etcd-endpoints)",
+					strings.Join(l.cli.Endpoints(), ",")), ErrUnavailable)
+			}
+			resp := it.resp
+			if resp.CompactRevision != 0 {
+				return errWatchCompacted
+			}
+			if err := resp.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					return errWatchCompacted
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				return errors.Mark(l.storeErr(ctx, err, "watch %q", w.prefixes[it.i]), ErrUnavailable)
+			}
+			switch {
+			case len(resp.Events) > 0:
+				held = append(held, resp.Events...)
+				progress[it.i] = max(progress[it.i], resp.Events[len(resp.Events)-1].Kv.ModRevision)
+			case resp.IsProgressNotify():
+				progress[it.i] = max(progress[it.i], resp.Header.Revision)
+			}
+		}
+		through := progress[0]
+		for _, p := range progress[1:] {
+			through = min(through, p)
+		}
+		var ready []*clientv3.Event
+		ready, held = releaseThrough(held, through)
+		raws, err := l.toRaw(ready)
+		if err != nil {
+			return err
+		}
+		if err := w.deliverRaw(ctx, raws, l.Read); err != nil {
+			return err
+		}
+		if len(held) > 0 && ticker == nil {
+			_ = l.cli.RequestProgress(wctx)
+			ticker = time.NewTicker(50 * time.Millisecond)
+			tick = ticker.C
+		} else if len(held) == 0 && ticker != nil {
+			ticker.Stop()
+			ticker, tick = nil, nil
+		}
+	}
+}
+
+// releaseThrough splits held events into those at or below rev (sorted by revision) and
+// the rest.
+func releaseThrough(held []*clientv3.Event, rev int64) (ready, rest []*clientv3.Event) {
+	for _, e := range held {
+		if e.Kv.ModRevision <= rev {
+			ready = append(ready, e)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	sort.SliceStable(ready, func(a, b int) bool { return ready[a].Kv.ModRevision < ready[b].Kv.ModRevision })
+	return ready, rest
+}
+
+// rawEvent is an event as stored, before decoding.
+type rawEvent struct {
+	stream Stream
+	seq    uint64
+	rev    int64
+	value  []byte
+}
+
+// readFunc is Log.Read.
+type readFunc func(ctx context.Context, stream Stream, from uint64, rev int64, fn func(*Event) error) (int64, error)
+
+// toRaw keeps the puts of watched events (a delete is an archived event going away).
+func (l *EtcdLog) toRaw(evs []*clientv3.Event) ([]rawEvent, error) {
+	out := make([]rawEvent, 0, len(evs))
+	for _, e := range evs {
+		if e.Type != clientv3.EventTypePut {
+			continue
+		}
+		s, seq, err := l.keys.ParseEvent(string(e.Kv.Key))
+		if err != nil {
+			return nil, errors.Mark(err, ErrCorrupt)
+		}
+		out = append(out, rawEvent{stream: s, seq: seq, rev: e.Kv.ModRevision, value: e.Kv.Value})
+	}
+	return out, nil
+}
+
+// deliverRaw decodes stored events (in revision order) and delivers them grouped by
+// revision, skipping what the caller has and filling gaps with read.
+func (w *watchState) deliverRaw(ctx context.Context, evs []rawEvent, read readFunc) error {
+	for len(evs) > 0 {
+		rev := evs[0].rev
+		n := 1
+		for n < len(evs) && evs[n].rev == rev {
+			n++
+		}
+		batch := WatchBatch{Revision: rev}
+		for _, e := range evs[:n] {
+			if e.seq <= w.after[e.stream] {
+				continue
+			}
+			if e.seq > w.after[e.stream]+1 {
+				// A gap: the caller's After was behind FromRev. Fill it by reading.
+				if err := w.deliver(ctx, batch); err != nil {
+					return err
+				}
+				batch = WatchBatch{Revision: rev}
+				var gap []*Event
+				if _, err := read(ctx, e.stream, w.after[e.stream]+1, rev, func(ev *Event) error {
+					if ev.Seq <= e.seq {
+						gap = append(gap, ev)
+					}
+					return nil
+				}); err != nil {
+					return err
+				}
+				if err := w.deliverRead(ctx, gap); err != nil {
+					return err
+				}
+				continue
+			}
+			ev, err := Decode(e.stream, e.seq, e.value)
+			if err != nil {
+				return err
+			}
+			ev.Revision = rev
+			if err := w.accept(ev); err != nil {
+				return err
+			}
+			batch.Events = append(batch.Events, ev)
+		}
+		if err := w.deliver(ctx, batch); err != nil {
+			return err
+		}
+		evs = evs[n:]
+	}
+	return nil
+}
+
+// watchState is what a watch knows of each stream: the last sequence delivered (or the
+// caller's After) and, once it delivered one, that event's hash.
+type watchState struct {
+	prefixes []string
+	after    map[Stream]uint64
+	heads    map[Stream]Hash
+	out      chan<- WatchBatch
+}
+
+func newWatchState(req WatchRequest, out chan<- WatchBatch) *watchState {
+	w := &watchState{
+		prefixes: minimalPrefixes(req.Prefixes),
+		after:    make(map[Stream]uint64, len(req.After)),
+		heads:    map[Stream]Hash{},
+		out:      out,
+	}
+	for s, seq := range req.After {
+		w.after[s] = seq
+	}
+	return w
+}
+
+// catchUp reads every watched stream past the last delivered sequence at the current
+// revision, delivers it in revision order and returns that revision.
+func (w *watchState) catchUp(ctx context.Context,
+	streams func(context.Context, string, int64) (map[Stream]Version, int64, error), read readFunc) (int64, error) {
+	var rev int64
+	heads := map[Stream]Version{}
+	for _, p := range w.prefixes {
+		m, r, err := streams(ctx, p, rev)
+		if err != nil {
+			return 0, err
+		}
+		rev = r
+		for s, v := range m {
+			heads[s] = v
+		}
+	}
+	var evs []*Event
+	for s, v := range heads {
+		if v.Seq <= w.after[s] {
+			continue
+		}
+		if _, err := read(ctx, s, w.after[s]+1, rev, func(e *Event) error {
+			evs = append(evs, e)
+			return nil
+		}); err != nil {
+			return 0, err
+		}
+	}
+	if err := w.deliverRead(ctx, evs); err != nil {
+		return 0, err
+	}
+	return rev, nil
+}
+
+// minimalPrefixes drops duplicates and prefixes covered by a shorter one; none means all.
+func minimalPrefixes(ps []string) []string {
+	if len(ps) == 0 {
+		return []string{""}
+	}
+	sorted := append([]string(nil), ps...)
+	sort.Strings(sorted)
+	var out []string
+	for _, p := range sorted {
+		if len(out) > 0 && strings.HasPrefix(p, out[len(out)-1]) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func matchesAny(prefixes []string, s Stream) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(string(s), p) {
+			return true
+		}
+	}
+	return false
+}
+
+// accept checks that ev follows what the watch delivered of its stream and records it.
+func (w *watchState) accept(ev *Event) error {
+	if ev.Seq != w.after[ev.Stream]+1 {
+		return errors.Wrapf(ErrChainBroken, "%s: watch got #%d after #%d", ev.Stream, ev.Seq, w.after[ev.Stream])
+	}
+	if h, ok := w.heads[ev.Stream]; ok && ev.Prev != h {
+		return errors.Wrapf(ErrChainBroken, "%s #%d: previous-hash %s does not match #%d's hash %s",
+			ev.Stream, ev.Seq, short(ev.Prev), ev.Seq-1, short(h))
+	}
+	if ev.Seq == 1 && !ev.Prev.IsZero() {
+		return errors.Wrapf(ErrChainBroken, "%s #1: first event has a previous-hash", ev.Stream)
+	}
+	w.after[ev.Stream] = ev.Seq
+	w.heads[ev.Stream] = ev.Hash
+	return nil
+}
+
+// deliverRead delivers events read from the log (already decoded and chain-checked per
+// stream) in revision order, grouped by revision, skipping what was delivered.
+func (w *watchState) deliverRead(ctx context.Context, evs []*Event) error {
+	sort.SliceStable(evs, func(a, b int) bool { return evs[a].Revision < evs[b].Revision })
+	var batch WatchBatch
+	for _, ev := range evs {
+		if ev.Seq <= w.after[ev.Stream] {
+			continue
+		}
+		if ev.Revision != batch.Revision {
+			if err := w.deliver(ctx, batch); err != nil {
+				return err
+			}
+			batch = WatchBatch{Revision: ev.Revision}
+		}
+		if err := w.accept(ev); err != nil {
+			return err
+		}
+		batch.Events = append(batch.Events, ev)
+	}
+	return w.deliver(ctx, batch)
+}
+
+func (w *watchState) deliver(ctx context.Context, b WatchBatch) error {
+	if len(b.Events) == 0 {
+		return nil
+	}
+	select {
+	case w.out <- b:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,148 @@
+package events
+
+import (
+	"encoding/binary"
+	"strconv"
+	"strings"
+
+	"github.com/cockroachdb/errors"
+)
+
+// DefaultPrefix is the etcd key prefix of Coil's data.
+const DefaultPrefix = "/coil/"
+
+// MaxSeq is the largest sequence number a stream can hold: keys carry the sequence as
+// 12 zero-padded decimal digits, so key order is stream order.
+const MaxSeq = 999_999_999_999
+
+// ErrBadKey: an etcd key that is not one of the log's keys, or a malformed head value.
+var ErrBadKey = errors.New("events: malformed log key")
+
+// Keys is the etcd key layout under a prefix:
+//
+//	<prefix>log/<stream>/<seq as %012d>   one event (value: its encoded bytes)
+//	<prefix>head/<stream>                 the stream's head (value: uvarint seq + 32-byte hash)
+//	<prefix>snap/<stream>                 the sequence of the stream's newest snapshot (uvarint)
+//	<prefix>alive/<node>                  a node's liveness key, attached to its lease
+type Keys struct{ prefix string }
+
+// NewKeys returns the layout under prefix; "" means DefaultPrefix, and a missing
+// trailing "/" is added.
+func NewKeys(prefix string) Keys {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return Keys{prefix: prefix}
+}
+
+// Prefix is the layout's prefix (ending in "/").
+func (k Keys) Prefix() string { return k.prefix }
+
+// LogPrefix is the prefix of all event keys.
+func (k Keys) LogPrefix() string { return k.prefix + "log/" }
+
+// HeadPrefix is the prefix of all head keys.
+func (k Keys) HeadPrefix() string { return k.prefix + "head/" }
+
+// StreamPrefix is the prefix of the event keys of one stream (ends in "/").
+func (k Keys) StreamPrefix(s Stream) string { return k.prefix + "log/" + string(s) + "/" }
+
+// Event is the key of event seq of stream s.
+func (k Keys) Event(s Stream, seq uint64) string {
+	return k.StreamPrefix(s) + fmtSeq(seq)
+}
+
+// Head is the key of stream s's head.
+func (k Keys) Head(s Stream) string { return k.prefix + "head/" + string(s) }
+
+// Snap is the key of stream s's snapshot pointer.
+func (k Keys) Snap(s Stream) string { return k.prefix + "snap/" + string(s) }
+
+// Alive is the liveness key of node.
+func (k Keys) Alive(node string) string { return k.prefix + "alive/" + node }
+
+// AliveKey is the liveness key of node under prefix ("" means DefaultPrefix).
+func AliveKey(prefix, node string) string { return NewKeys(prefix).Alive(node) }
+
+func fmtSeq(seq uint64) string {
+	s := strconv.FormatUint(seq, 10)
+	if len(s) < 12 {
+		s = "000000000000"[len(s):] + s
+	}
+	return s
+}
+
+// ParseEvent splits an event key into stream and sequence. It rejects keys outside the
+// log prefix, invalid stream names, and sequences that are not exactly 12 digits or are 0.
+func (k Keys) ParseEvent(key string) (Stream, uint64, error) {
+	rest, ok := strings.CutPrefix(key, k.LogPrefix())
+	if !ok {
+		return "", 0, errors.Wrapf(ErrBadKey, "%q is not under %s", key, k.LogPrefix())
+	}
+	i := strings.LastIndexByte(rest, '/')
+	if i < 0 {
+		return "", 0, errors.Wrapf(ErrBadKey, "%q has no sequence", key)
+	}
+	s, digits := Stream(rest[:i]), rest[i+1:]
+	if err := s.Validate(); err != nil {
+		return "", 0, errors.Wrapf(ErrBadKey, "%q: %v", key, err)
+	}
+	if len(digits) != 12 {
+		return "", 0, errors.Wrapf(ErrBadKey, "%q: sequence is not 12 digits", key)
+	}
+	var seq uint64
+	for j := 0; j < len(digits); j++ {
+		c := digits[j]
+		if c < '0' || c > '9' {
+			return "", 0, errors.Wrapf(ErrBadKey, "%q: sequence is not 12 digits", key)
+		}
+		seq = seq*10 + uint64(c-'0')
+	}
+	if seq == 0 {
+		return "", 0, errors.Wrapf(ErrBadKey, "%q: sequence 0", key)
+	}
+	return s, seq, nil
+}
+
+// ParseHead returns the stream of a head key.
+func (k Keys) ParseHead(key string) (Stream, error) {
+	rest, ok := strings.CutPrefix(key, k.HeadPrefix())
+	if !ok {
+		return "", errors.Wrapf(ErrBadKey, "%q is not under %s", key, k.HeadPrefix())
+	}
+	s := Stream(rest)
+	if err := s.Validate(); err != nil {
+		return "", errors.Wrapf(ErrBadKey, "%q: %v", key, err)
+	}
+	return s, nil
+}
+
+// EncodeHead is the stored value of a head: uvarint seq followed by the 32-byte hash.
+func EncodeHead(v Version) []byte {
+	b := make([]byte, 0, binary.MaxVarintLen64+len(v.Hash))
+	b = binary.AppendUvarint(b, v.Seq)
+	return append(b, v.Hash[:]...)
+}
+
+// DecodeHead parses a stored head value.
+func DecodeHead(b []byte) (Version, error) {
+	seq, n := binary.Uvarint(b)
+	if n <= 0 || len(b)-n != len(Hash{}) || seq == 0 || seq > MaxSeq {
+		return Version{}, errors.Wrapf(ErrBadKey, "head value of %d bytes does not decode", len(b))
+	}
+	var v Version
+	v.Seq = seq
+	copy(v.Hash[:], b[n:])
+	return v, nil
+}
+
+// checkSeq rejects heads past MaxSeq.
+func checkSeq(s Stream, seq uint64) error {
+	if seq > MaxSeq {
+		return errors.Wrapf(ErrTooLarge, "%s: sequence %d beyond the key format's %d", s, seq, uint64(MaxSeq))
+	}
+	return nil
+}
