@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,8 +30,9 @@ type fakeHandler struct {
 	addErr  error
 	delErr  error
 	status  error
-	block   bool // Add waits for its context to end
+	block   bool // Add waits for its context to end (or for release, when set)
 	started chan struct{}
+	release chan struct{}
 }
 
 func (f *fakeHandler) Add(ctx context.Context, r *cniproto.Request) (*cniproto.AddResult, error) {
@@ -40,6 +42,10 @@ func (f *fakeHandler) Add(ctx context.Context, r *cniproto.Request) (*cniproto.A
 	f.mu.Unlock()
 	if block {
 		close(f.started)
+		if f.release != nil {
+			<-f.release
+			return &cniproto.AddResult{PodIfName: "eth0", Addrs: []netip.Addr{netip.MustParseAddr("10.1.0.9")}}, nil
+		}
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
@@ -270,5 +276,65 @@ func TestProtocolMismatch(t *testing.T) {
 	err = cniproto.NewClient(path, time.Second).Status(context.Background())
 	if !errors.Is(err, cniproto.ErrProtocol) {
 		t.Fatalf("want ErrProtocol, got %v", err)
+	}
+}
+
+func TestCloseCancelsCalls(t *testing.T) {
+	h := &fakeHandler{block: true, started: make(chan struct{})}
+	path := filepath.Join(t.TempDir(), "coild.sock")
+	srv, err := cniproto.NewServer(h, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background()) }()
+	callErr := make(chan error, 1)
+	go func() {
+		_, err := cniproto.NewClient(path, time.Minute).Add(context.Background(), &cniproto.Request{ContainerID: "c"})
+		callErr <- err
+	}()
+	<-h.started
+	srv.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if err := <-callErr; !errors.Is(err, cniproto.ErrUnavailable) {
+		t.Fatalf("call cut by Close: want ErrUnavailable, got %v", err)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket left: %v", err)
+	}
+}
+
+func TestServeShutdownIsGraceful(t *testing.T) {
+	h := &fakeHandler{block: true, started: make(chan struct{}), release: make(chan struct{})}
+	path := filepath.Join(t.TempDir(), "coild.sock")
+	srv, err := cniproto.NewServer(h, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	callErr := make(chan error, 1)
+	go func() {
+		_, err := cniproto.NewClient(path, time.Minute).Add(context.Background(), &cniproto.Request{ContainerID: "c"})
+		callErr <- err
+	}()
+	<-h.started
+	cancel()
+	// New calls are refused once shutdown began (the socket is closed for accepting).
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return errors.Is(cniproto.NewClient(path, time.Second).Status(context.Background()), cniproto.ErrUnavailable)
+	}, "new calls still accepted after shutdown began")
+	close(h.release)
+	if err := <-callErr; err != nil {
+		t.Fatalf("in-flight call cut by a graceful shutdown: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket left: %v", err)
 	}
 }

@@ -31,6 +31,9 @@ type Server struct {
 	info   os.FileInfo // the socket file we created, to remove only our own
 	srv    *http.Server
 	closed sync.Once
+	// stop cancels the context of every call; Close and a shutdown past its grace
+	// period call it, so handlers stop working for a client that is gone.
+	stop context.CancelFunc
 }
 
 // NewServer creates the socket at socketPath with mode 0600 (owner only; coild runs as
@@ -75,7 +78,8 @@ func NewServer(h Handler, socketPath string, logger *slog.Logger) (*Server, erro
 	if err != nil {
 		return fail(errors.Wrapf(err, "cniproto: stat %s", socketPath))
 	}
-	s := &Server{h: h, path: socketPath, log: logger, ln: ln, info: info}
+	base, stop := context.WithCancel(context.Background())
+	s := &Server{h: h, path: socketPath, log: logger, ln: ln, info: info, stop: stop}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathAdd, s.serveAdd)
 	mux.HandleFunc("POST "+PathDel, s.serveReq("del", h.Del))
@@ -85,6 +89,7 @@ func NewServer(h Handler, socketPath string, logger *slog.Logger) (*Server, erro
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil
@@ -116,32 +121,42 @@ func removeStale(path string) error {
 func (s *Server) Path() string { return s.path }
 
 // Serve serves calls until ctx ends or Close is called, then returns nil. When ctx
-// ends, calls in flight get up to 10 s to finish. Serve removes the socket on return.
-// Call it once.
+// ends, calls in flight get up to 10 s to finish; after that their contexts are
+// cancelled and their connections closed. Serve removes the socket on return. Call it
+// once.
 func (s *Server) Serve(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() {
+	shutdownDone := make(chan struct{})
+	stopAfter := context.AfterFunc(ctx, func() {
+		defer close(shutdownDone)
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
 		if err := s.srv.Shutdown(sctx); err != nil {
-			s.log.Warn("cniproto: shutdown did not finish in time; closing", "err", err)
-			_ = s.srv.Close()
+			s.log.Warn("cniproto: shutdown did not finish in time; closing", "err", err.Error())
 		}
+		s.Close()
 	})
-	defer stop()
 	err := s.srv.Serve(s.ln)
-	s.removeSocket()
+	if !stopAfter() {
+		// ctx ended: Serve returned as soon as Shutdown closed the listener; wait for
+		// the calls in flight (bounded by the grace period).
+		<-shutdownDone
+	}
 	if errors.Is(err, http.ErrServerClosed) {
+		s.removeSocket()
 		return nil
 	}
+	s.Close()
 	return errors.Wrap(err, "cniproto: serve")
 }
 
-// Close stops serving at once (in-flight calls are cut) and removes the socket file if
-// it is still the one NewServer created. Safe to call more than once and without Serve.
+// Close stops serving at once: connections are closed and the contexts of calls in
+// flight are cancelled. It removes the socket file if it is still the one NewServer
+// created. Safe to call more than once and without Serve.
 func (s *Server) Close() {
 	s.closed.Do(func() {
 		_ = s.srv.Close()
 		_ = s.ln.Close() // not yet served: srv.Close does not know the listener
+		s.stop()         // after the connections are closed, so a cancelled call cannot still answer
 		s.removeSocket()
 	})
 }
@@ -210,7 +225,7 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	// Unknown fields are ignored: a newer plugin may send optional fields within v1.
 	if err := dec.Decode(v); err != nil {
 		e := NewError(CodeDecodingFailure, "coild could not decode the request", err.Error())
-		s.log.Warn("cniproto: bad request", "path", r.URL.Path, "err", err)
+		s.log.Warn("cniproto: bad request", "path", r.URL.Path, "err", err.Error())
 		writeJSON(w, http.StatusBadRequest, e)
 		return false
 	}
@@ -225,7 +240,7 @@ func (s *Server) fail(w http.ResponseWriter, op string, req *Request, err error)
 	if !errors.As(err, &e) {
 		e = NewError(CodeInternal, "coild: "+op+" failed", err.Error())
 	}
-	attrs := []any{"op", op, "code", e.Code, "err", err}
+	attrs := []any{"op", op, "code", e.Code, "err", err.Error()}
 	if req != nil {
 		attrs = append(attrs, "container", req.ContainerID, "ifname", req.IfName)
 	}
