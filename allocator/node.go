@@ -300,29 +300,45 @@ func newPending() *pending {
 func (n *Node) process(ctx context.Context, ops []*op) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.processLocked(ctx, ops, 0)
+}
+
+// maxRedecide bounds how often a batch is decided again after its append lost a race
+// (someone else appended to this node's stream: a snapshot, or an operator's reclaim).
+const maxRedecide = 3
+
+func (n *Node) processLocked(ctx context.Context, ops []*op, depth int) {
 	p := newPending()
+	flush := func() {
+		if retry := n.commit(ctx, p, depth); len(retry) > 0 {
+			n.processLocked(ctx, retry, depth+1)
+		}
+		p = newPending()
+	}
 	for _, o := range ops {
 		switch o.kind {
 		case opAlloc:
+			if i, ok := p.keys[o.req.key()]; ok {
+				if _, rel := p.evs[i].Payload.(*events.AddressReleased); rel {
+					flush() // a release of this attachment is pending: commit it first
+				}
+			}
 			n.decideAlloc(ctx, o, p)
 		case opRelease:
 			if _, ok := p.keys[o.req.key()]; ok {
-				n.commit(ctx, p)
-				p = newPending()
+				flush()
 			}
 			n.decideRelease(o, p)
 		case opReleaseBlocks:
-			n.commit(ctx, p)
-			p = newPending()
+			flush()
 			c, err := n.releaseEmptyBlocks(ctx, o.grace)
 			o.done <- opResult{n: c, err: err}
 		}
 		if len(p.evs) >= n.cfg.MaxBatch {
-			n.commit(ctx, p)
-			p = newPending()
+			flush()
 		}
 	}
-	n.commit(ctx, p)
+	flush()
 }
 
 func (n *Node) me() *projection.Node {
@@ -404,14 +420,23 @@ func (n *Node) decideRelease(o *op, p *pending) {
 	p.asgs = append(p.asgs, n.assignmentOf(key, a))
 }
 
-// commit appends the batch as one transaction and answers its waiters.
-func (n *Node) commit(ctx context.Context, p *pending) {
+// commit appends the batch as one transaction and answers its waiters. When the append
+// lost a race on the node stream (after catching up) it returns the batch's requests to
+// be decided again instead, up to maxRedecide times.
+func (n *Node) commit(ctx context.Context, p *pending, depth int) []*op {
 	if len(p.evs) == 0 {
-		return
+		return nil
 	}
 	err := n.appendOwn(ctx, p.evs)
 	if err != nil && errors.Is(err, events.ErrConflict) {
-		err = errors.Wrap(err, "node stream changed under this allocator; request again")
+		if depth < maxRedecide {
+			var retry []*op
+			for _, ws := range p.waiters {
+				retry = append(retry, ws...)
+			}
+			return retry
+		}
+		err = errors.Wrap(err, "node stream keeps changing under this allocator; request again")
 	}
 	for i, ws := range p.waiters {
 		for _, o := range ws {
@@ -420,12 +445,11 @@ func (n *Node) commit(ctx context.Context, p *pending) {
 				continue
 			}
 			a := *p.asgs[i]
-			if i < len(p.evs) {
-				a.Seq = p.evs[i].Seq
-			}
+			a.Seq = p.evs[i].Seq
 			o.done <- opResult{asg: &a}
 		}
 	}
+	return nil
 }
 
 // nextFree finds the next free address after the last one handed out in the pool

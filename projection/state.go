@@ -112,3 +112,24 @@ func (s *State) Owner(pool string, index uint32) (Owner, bool) {
 	o, ok := b.Owners[index]
 	return o, ok
 }
+
+// StreamState returns the state of one stream (*Cluster, *Blocks or *Node), the empty
+// state if the stream has no events yet; nil for an invalid stream name.
+func (s *State) StreamState(stream events.Stream) any {
+	kind, name := stream.Kind()
+	switch kind {
+	case "cluster":
+		return s.Cluster
+	case "pool":
+		if b := s.Pools[name]; b != nil {
+			return b
+		}
+		return NewBlocks()
+	case "node":
+		if n := s.Nodes[name]; n != nil {
+			return n
+		}
+		return NewNode()
+	}
+	return nil
+}

@@ -10,6 +10,7 @@ need_pkgs=()
 command -v bird >/dev/null 2>&1 || need_pkgs+=(bird2)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "setup: need Debian packages ${need_pkgs[*]} and root to install them" >&2

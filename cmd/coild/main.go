@@ -1,0 +1,90 @@
+// Command coild is Coil's node daemon. See docs/coild.md.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coil-net/coil/daemon"
+	"github.com/coil-net/coil/internal/etcdclient"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var (
+		cfg       daemon.Config
+		endpoints string
+		logLevel  string
+		logJSON   bool
+	)
+	host, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "coild",
+		Short: "Coil node daemon: allocates pod addresses from the event log, plumbs pods, exports block routes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			opts := &slog.HandlerOptions{Level: lvl}
+			var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+			if logJSON {
+				h = slog.NewJSONHandler(os.Stderr, opts)
+			}
+			cfg.Logger = slog.New(h)
+			eps, err := etcdclient.ParseEndpoints(endpoints)
+			if err != nil {
+				return err
+			}
+			cfg.EtcdEndpoints = eps
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			d, err := daemon.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			return d.Run(ctx)
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Node, "node", host, "this node's name (default: the hostname)")
+	f.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "etcd client URLs, comma-separated (http://, https://, unix://)")
+	f.StringVar(&cfg.EtcdCACert, "etcd-cacert", "", "CA certificate to verify etcd's server certificate")
+	f.StringVar(&cfg.EtcdCert, "etcd-cert", "", "client certificate for etcd")
+	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "client key for etcd")
+	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/coil/", "key prefix of Coil's data in etcd")
+	f.StringVar(&cfg.EmbeddedEtcdDir, "embedded-etcd", "", "start a single-member etcd in-process with its data in DIR, serving the first --etcd-endpoints URL")
+	f.StringVar(&cfg.Socket, "socket", "/run/coild.sock", "UNIX socket the CNI plugin talks to (created mode 0600)")
+	f.StringVar(&cfg.StateDir, "state-dir", "/run/coild", "directory for DEL intents and the last lease ID")
+	f.IntVar(&cfg.ExportTable, "export-table", 119, "routing table holding one route per block of this node, for BIRD")
+	f.IntVar(&cfg.RouteProtocol, "route-protocol", 30, "route protocol number marking Coil's routes")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9384", "address of the Prometheus metrics endpoint (empty: off)")
+	f.StringVar(&cfg.DefaultPool, "default-pool", "default", "pool used when the request names none")
+	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 15*time.Second, "TTL of the node's etcd lease (fencing)")
+	f.DurationVar(&cfg.ReconcileEvery, "reconcile-interval", 30*time.Second, "how often the kernel is reconciled with the log")
+	f.DurationVar(&cfg.BlockGrace, "block-grace", 5*time.Minute, "how long an empty block stays before it is released")
+	f.StringVar(&cfg.HostNetNS, "host-netns", "", "path of the node network namespace (default: coild's own)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&logJSON, "log-json", false, "log JSON lines instead of text")
+	f.StringVar(&cfg.CrashAt, "crash-at", "", "fault injection for tests: SIGKILL self at this point")
+	_ = f.MarkHidden("crash-at")
+	cmd.SetArgs(args)
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "coild: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,347 @@
+package daemon
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/netplumb"
+)
+
+// The daemon implements cniproto.Handler.
+var _ cniproto.Handler = (*Daemon)(nil)
+
+func (d *Daemon) notReady() error {
+	if d.ready.Load() {
+		return nil
+	}
+	return cniproto.NotReady("coild is replaying the log or re-acquiring its lease; try again")
+}
+
+// cniError maps allocator and log errors to CNI errors with the right codes.
+func cniError(err error, pool string) error {
+	var ce *cniproto.Error
+	switch {
+	case errors.As(err, &ce):
+		return ce
+	case errors.Is(err, allocator.ErrPoolNotFound):
+		return cniproto.NewError(cniproto.CodeUnknownPool, "pool "+quote(pool)+" does not exist", "create it with `coilctl pool create` or set \"pool\" in the network config")
+	case errors.Is(err, allocator.ErrExhausted):
+		return cniproto.NewError(cniproto.CodePoolExhausted, "pool "+quote(pool)+" is exhausted", err.Error())
+	case errors.Is(err, events.ErrFenced), errors.Is(err, events.ErrConflict), errors.Is(err, events.ErrUnavailable),
+		errors.Is(err, allocator.ErrRetries), errors.Is(err, allocator.ErrNotRunning):
+		return cniproto.NewError(cniproto.CodeTryAgainLater, "coild cannot commit now; try again", err.Error())
+	case errors.Is(err, netplumb.ErrNetNSNotFound):
+		return cniproto.NewError(cniproto.CodeInvalidEnv, "network namespace not found", err.Error())
+	case errors.Is(err, netplumb.ErrIfNameInUse):
+		return cniproto.NewError(cniproto.CodeInvalidEnv, "interface name already in use in the pod", err.Error())
+	}
+	return cniproto.NewError(cniproto.CodeInternal, "coild: "+err.Error(), "")
+}
+
+func quote(s string) string { return "\"" + s + "\"" }
+
+// Add allocates (idempotently) and plumbs. A failed plumbing releases the address again,
+// explicitly, with the reason in the event.
+func (d *Daemon) Add(ctx context.Context, req *cniproto.Request) (*cniproto.AddResult, error) {
+	start := time.Now()
+	res, err := d.add(ctx, req)
+	d.metrics.observeCNI("ADD", start, err)
+	return res, err
+}
+
+func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddResult, error) {
+	if err := d.notReady(); err != nil {
+		return nil, err
+	}
+	if req.ContainerID == "" || req.IfName == "" || req.NetNS == "" {
+		return nil, cniproto.NewError(cniproto.CodeInvalidEnv, "CNI_CONTAINERID, CNI_IFNAME and CNI_NETNS are required for ADD", "")
+	}
+	veth := netplumb.HostVethName(req.ContainerID, req.IfName)
+	d.waitDeleted(ctx, veth)
+	d.mu.Lock()
+	d.inflight[veth]++
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		if d.inflight[veth]--; d.inflight[veth] <= 0 {
+			delete(d.inflight, veth)
+		}
+		d.mu.Unlock()
+	}()
+	pool := req.Pool
+	if pool == "" {
+		pool = d.cfg.DefaultPool
+	}
+	asg, err := d.node.Allocate(ctx, allocator.Request{
+		ContainerID: req.ContainerID, IfName: req.IfName, Pool: pool,
+		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID,
+	})
+	if err != nil {
+		return nil, cniError(err, pool)
+	}
+	d.metrics.allocations.WithLabelValues(pool).Inc()
+	d.ensureExported(ctx, asg)
+	crashPoint(d.cfg.CrashAt, "add-after-alloc")
+	att, err := d.plumber.Setup(ctx, netplumb.Pod{ContainerID: req.ContainerID, IfName: req.IfName, NetNS: req.NetNS, Addrs: asg.Addrs})
+	if err != nil {
+		// Roll back explicitly: the address goes back, recorded with why.
+		if _, rerr := d.node.Release(context.WithoutCancel(ctx), req.ContainerID, req.IfName, "ADD failed: "+err.Error()); rerr != nil {
+			d.log.Error("release after failed ADD", "container", req.ContainerID, "err", rerr)
+		} else {
+			d.metrics.releases.WithLabelValues("add_failed").Inc()
+		}
+		return nil, cniError(err, pool)
+	}
+	crashPoint(d.cfg.CrashAt, "add-after-setup")
+	return &cniproto.AddResult{
+		HostVeth: att.HostVeth, HostMAC: att.HostMAC.String(), PodIfName: req.IfName, PodMAC: att.PodMAC.String(),
+		Addrs: att.Addrs, Gateway4: att.Gateway4, Gateway6: att.Gateway6,
+	}, nil
+}
+
+// ensureExported syncs the export table when the assignment's block is not in it yet,
+// so a pod's block route exists before its ADD returns.
+func (d *Daemon) ensureExported(ctx context.Context, asg *allocator.Assignment) {
+	d.mu.Lock()
+	missing := false
+	for _, p := range asg.BlockPrefixes {
+		if !d.exported[p] {
+			missing = true
+		}
+	}
+	d.mu.Unlock()
+	if missing {
+		d.syncExport(ctx)
+	}
+}
+
+// Check verifies the attachment against the log and the kernel.
+func (d *Daemon) Check(ctx context.Context, req *cniproto.Request) error {
+	start := time.Now()
+	err := d.check(ctx, req)
+	d.metrics.observeCNI("CHECK", start, err)
+	return err
+}
+
+func (d *Daemon) check(ctx context.Context, req *cniproto.Request) error {
+	if err := d.notReady(); err != nil {
+		return err
+	}
+	asg, ok := d.node.Lookup(req.ContainerID, req.IfName)
+	if !ok {
+		return cniproto.UnknownContainer(req.ContainerID, req.IfName)
+	}
+	if len(req.PrevAddrs) > 0 {
+		want := map[string]bool{}
+		for _, a := range asg.Addrs {
+			want[a.String()] = true
+		}
+		for _, a := range req.PrevAddrs {
+			if !want[a.String()] {
+				return cniproto.NewError(cniproto.CodeInternal, "prevResult address "+a.String()+" is not the one coild assigned", "coild holds "+addrList(asg.Addrs))
+			}
+		}
+	}
+	if err := d.plumber.Check(ctx, netplumb.Pod{ContainerID: req.ContainerID, IfName: req.IfName, NetNS: req.NetNS, Addrs: asg.Addrs}); err != nil {
+		return cniproto.NewError(cniproto.CodeInternal, "pod network is not as coild set it up", err.Error())
+	}
+	return nil
+}
+
+func addrList(as []netip.Addr) string {
+	s := ""
+	for i, a := range as {
+		if i > 0 {
+			s += ","
+		}
+		s += a.String()
+	}
+	return s
+}
+
+// Del records the intent, answers, and deletes the veth and releases the address in the
+// background, in batches: the address is released only once its link is gone. A DEL of
+// an unknown attachment is success.
+func (d *Daemon) Del(ctx context.Context, req *cniproto.Request) error {
+	start := time.Now()
+	err := d.del(ctx, req)
+	d.metrics.observeCNI("DEL", start, err)
+	return err
+}
+
+func (d *Daemon) del(ctx context.Context, req *cniproto.Request) error {
+	if req.ContainerID == "" || req.IfName == "" {
+		return cniproto.NewError(cniproto.CodeInvalidEnv, "CNI_CONTAINERID and CNI_IFNAME are required for DEL", "")
+	}
+	return d.enqueueDel(ctx, req.ContainerID, req.IfName, "CNI DEL")
+}
+
+// GC releases every attachment of this node not in the valid list. With no list (an old
+// runtime, or cnitool gc) it does nothing.
+func (d *Daemon) GC(ctx context.Context, req *cniproto.GCRequest) error {
+	start := time.Now()
+	err := d.gc(ctx, req)
+	d.metrics.observeCNI("GC", start, err)
+	return err
+}
+
+func (d *Daemon) gc(ctx context.Context, req *cniproto.GCRequest) error {
+	if err := d.notReady(); err != nil {
+		return err
+	}
+	if req.ValidAttachments == nil {
+		return nil
+	}
+	valid := map[[2]string]bool{}
+	for _, a := range req.ValidAttachments {
+		valid[[2]string{a.ContainerID, a.IfName}] = true
+	}
+	var waits []chan struct{}
+	for _, a := range d.node.Attachments() {
+		if valid[[2]string{a.ContainerID, a.IfName}] {
+			continue
+		}
+		if err := d.enqueueDel(ctx, a.ContainerID, a.IfName, "CNI GC: not in the runtime's valid attachments"); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		if ch := d.deleting[netplumb.HostVethName(a.ContainerID, a.IfName)]; ch != nil {
+			waits = append(waits, ch)
+		}
+		d.mu.Unlock()
+	}
+	for _, ch := range waits {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Status is nil when coild can serve ADD.
+func (d *Daemon) Status(ctx context.Context) error {
+	return d.notReady()
+}
+
+// ---- DEL in the background ----
+
+type delItem struct {
+	containerID, ifName, veth, reason string
+}
+
+func (d *Daemon) intentPath(veth string) string { return filepath.Join(d.cfg.StateDir, "del", veth) }
+
+func (d *Daemon) enqueueDel(ctx context.Context, containerID, ifName, reason string) error {
+	veth := netplumb.HostVethName(containerID, ifName)
+	d.mu.Lock()
+	if _, busy := d.deleting[veth]; busy {
+		d.mu.Unlock()
+		return nil
+	}
+	d.deleting[veth] = make(chan struct{})
+	d.mu.Unlock()
+	// The intent survives a crash of coild: the reconciler finishes it.
+	if err := os.WriteFile(d.intentPath(veth), []byte(containerID+"\n"+ifName+"\n"+reason+"\n"), 0o600); err != nil {
+		d.finishDel(veth)
+		return cniproto.NewError(cniproto.CodeIOFailure, "record DEL intent", err.Error())
+	}
+	crashPoint(d.cfg.CrashAt, "del-after-intent")
+	select {
+	case d.delq <- delItem{containerID: containerID, ifName: ifName, veth: veth, reason: reason}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *Daemon) finishDel(veth string) {
+	d.mu.Lock()
+	if ch := d.deleting[veth]; ch != nil {
+		close(ch)
+		delete(d.deleting, veth)
+	}
+	d.mu.Unlock()
+}
+
+// waitDeleted blocks an ADD while a DEL of the same attachment is still running.
+func (d *Daemon) waitDeleted(ctx context.Context, veth string) {
+	d.mu.Lock()
+	ch := d.deleting[veth]
+	d.mu.Unlock()
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// delWorker deletes queued veths in batches (one kernel call for the batch), then
+// releases their addresses.
+func (d *Daemon) delWorker(ctx context.Context) {
+	for {
+		var batch []delItem
+		select {
+		case <-ctx.Done():
+			return
+		case it := <-d.delq:
+			batch = append(batch, it)
+		}
+	collect:
+		for len(batch) < 256 {
+			select {
+			case it := <-d.delq:
+				batch = append(batch, it)
+			default:
+				break collect
+			}
+		}
+		d.runDels(ctx, batch)
+	}
+}
+
+func (d *Daemon) runDels(ctx context.Context, batch []delItem) {
+	names := make([]string, len(batch))
+	for i, it := range batch {
+		names[i] = it.veth
+	}
+	if err := d.plumber.TeardownMany(ctx, names); err != nil {
+		d.log.Error("delete veths", "count", len(names), "err", err)
+		for _, it := range batch {
+			d.finishDel(it.veth) // intents stay; the reconciler retries
+		}
+		return
+	}
+	crashPoint(d.cfg.CrashAt, "del-after-teardown")
+	for _, it := range batch {
+		if asg, err := d.node.Release(ctx, it.containerID, it.ifName, it.reason); err != nil {
+			d.log.Error("release after DEL", "container", it.containerID, "err", err)
+		} else {
+			if asg != nil {
+				d.metrics.releases.WithLabelValues(reasonLabel(it.reason)).Inc()
+			}
+			_ = os.Remove(d.intentPath(it.veth))
+		}
+		d.finishDel(it.veth)
+	}
+}
+
+func reasonLabel(reason string) string {
+	switch {
+	case len(reason) >= 6 && reason[:6] == "CNI GC":
+		return "cni_gc"
+	case reason == "CNI DEL":
+		return "cni_del"
+	}
+	return "other"
+}

@@ -1,0 +1,328 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/exporter"
+	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/internal/etcdembed"
+	"github.com/coil-net/coil/netplumb"
+)
+
+// Sentinel errors.
+var (
+	ErrNotReady     = errors.New("coild: not ready")
+	ErrNodeTaken    = errors.New("coild: another coild holds this node's lease")
+	ErrInvalidInput = errors.New("coild: invalid request")
+)
+
+// Daemon is a running coild.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	etcd    *embed.Etcd
+	cli     *clientv3.Client
+	elog    *events.EtcdLog
+	keys    events.Keys
+	node    *allocator.Node
+	plumber *netplumb.Plumber
+	exp     *exporter.Exporter
+	server  *cniproto.Server
+	metrics *metrics
+
+	ready atomic.Bool
+	lease atomic.Int64
+
+	mu       sync.Mutex
+	inflight map[string]int           // host veth -> ADDs in progress
+	deleting map[string]chan struct{} // host veth -> closed when its DEL finished
+	exported map[netip.Prefix]bool
+
+	delq    chan delItem
+	syncReq chan struct{}
+}
+
+// New prepares a daemon: starts the embedded etcd if asked, connects to etcd, opens the
+// netlink handles and the CNI socket. Run starts the work.
+func New(ctx context.Context, cfg Config) (*Daemon, error) {
+	cfg.Defaults()
+	if err := events.ValidName(cfg.Node); err != nil {
+		return nil, errors.Wrapf(ErrInvalidInput, "--node: %v", err)
+	}
+	d := &Daemon{
+		cfg: cfg, log: cfg.Logger.With("node", cfg.Node), keys: events.NewKeys(cfg.EtcdPrefix),
+		inflight: map[string]int{}, deleting: map[string]chan struct{}{}, exported: map[netip.Prefix]bool{},
+		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1),
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			d.Close()
+		}
+	}()
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "del"), 0o700); err != nil {
+		return nil, errors.Wrap(err, "state dir")
+	}
+	if cfg.EmbeddedEtcdDir != "" {
+		if len(cfg.EtcdEndpoints) == 0 {
+			return nil, errors.Wrap(ErrInvalidInput, "--embedded-etcd needs an --etcd-endpoints URL to serve")
+		}
+		e, err := etcdembed.StartEmbedded(cfg.EmbeddedEtcdDir, cfg.EtcdEndpoints[0], true)
+		if err != nil {
+			return nil, errors.Wrapf(err, "start embedded etcd in %s", cfg.EmbeddedEtcdDir)
+		}
+		d.etcd = e
+		d.log.Info("embedded etcd started", "dir", cfg.EmbeddedEtcdDir, "url", cfg.EtcdEndpoints[0])
+	}
+	cli, err := etcdclient.New(etcdclient.Config{
+		Endpoints: cfg.EtcdEndpoints, CACert: cfg.EtcdCACert, Cert: cfg.EtcdCert, Key: cfg.EtcdKey, DialTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.cli = cli
+	d.elog = events.NewEtcdLog(cli, events.EtcdConfig{Prefix: cfg.EtcdPrefix, Logger: d.log})
+	d.plumber, err = netplumb.New(netplumb.Config{HostNetNS: cfg.HostNetNS, RouteProtocol: cfg.RouteProtocol, Logger: d.log})
+	if err != nil {
+		return nil, errors.Wrap(err, "netlink")
+	}
+	d.exp = exporter.New(d.plumber, exporter.Config{Table: cfg.ExportTable, Protocol: cfg.RouteProtocol})
+	d.metrics = newMetrics()
+	d.node = allocator.NewNode(allocator.NodeConfig{
+		Node: cfg.Node, Log: &metricLog{Log: d.elog, m: d.metrics}, Clock: events.SystemClock{},
+		AliveKey: d.keys.Alive(cfg.Node), Logger: cfg.Logger,
+	})
+	d.server, err = cniproto.NewServer(d, cfg.Socket, d.log)
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return d, nil
+}
+
+// Close releases everything New acquired. It does not touch pods.
+func (d *Daemon) Close() {
+	if d.server != nil {
+		d.server.Close()
+	}
+	if d.elog != nil {
+		_ = d.elog.Close()
+	}
+	if d.cli != nil {
+		_ = d.cli.Close()
+	}
+	if d.plumber != nil {
+		_ = d.plumber.Close()
+	}
+	if d.etcd != nil {
+		d.etcd.Close()
+	}
+}
+
+// Run registers the node and serves until ctx ends. A lost lease starts a new session
+// (new lease, reload, re-register) without dropping the CNI socket; meanwhile requests
+// get "try again".
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(4)
+	go func() { defer wg.Done(); d.node.Run(ctx) }()
+	go func() { defer wg.Done(); d.delWorker(ctx) }()
+	go func() {
+		defer wg.Done()
+		if err := d.server.Serve(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error("CNI server stopped", "err", err)
+			cancel()
+		}
+	}()
+	go func() { defer wg.Done(); d.serveMetrics(ctx) }()
+
+	first := true
+	for ctx.Err() == nil {
+		err := d.session(ctx, first)
+		first = false
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrNodeTaken) || errors.Is(err, events.ErrUnknownType) || errors.Is(err, events.ErrFutureSchema) ||
+			errors.Is(err, events.ErrCorrupt) || errors.Is(err, events.ErrChainBroken) {
+			return err
+		}
+		d.log.Warn("session ended; starting a new one", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+// session: lease, registration, replay, watch, reconcile loop. It returns when the lease
+// is lost or the watch fails.
+func (d *Daemon) session(ctx context.Context, first bool) error {
+	d.ready.Store(false)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lease, lost, err := d.acquireLease(sctx)
+	if err != nil {
+		return err
+	}
+	d.node.SetLease(lease)
+	// Load after the liveness key exists: a reclaim that happened before is then visible.
+	rev, after, err := d.node.Load(sctx)
+	if err != nil {
+		return errors.Wrap(err, "replay the log")
+	}
+	if err := d.node.Register(sctx); err != nil {
+		return errors.Wrap(err, "register node")
+	}
+	watch := d.elog.Watch(sctx, events.WatchRequest{Prefixes: d.node.WatchPrefixes(), FromRev: rev, After: after})
+	if err := d.reconcile(sctx, first); err != nil {
+		d.log.Error("reconcile", "err", err)
+	}
+	d.ready.Store(true)
+	d.log.Info("ready", "lease", lease, "revision", rev, "blocks", len(d.node.Blocks()), "addresses", len(d.node.Attachments()))
+	tick := time.NewTicker(d.cfg.ReconcileEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-lost:
+			d.ready.Store(false)
+			return errors.Newf("lease %d lost", lease)
+		case b, ok := <-watch:
+			if !ok {
+				return errors.New("watch closed")
+			}
+			if b.Err != nil {
+				return errors.Wrap(b.Err, "watch")
+			}
+			d.metrics.watchRevision.Set(float64(b.Revision))
+			for _, e := range b.Events {
+				if err := d.node.Observe(sctx, e); err != nil {
+					return errors.Wrapf(err, "apply %s #%d", e.Stream, e.Seq)
+				}
+			}
+			d.requestSync()
+		case <-d.syncReq:
+			d.syncExport(sctx)
+		case <-tick.C:
+			if n, err := d.node.ReleaseEmptyBlocks(sctx, d.cfg.BlockGrace); err != nil {
+				d.log.Warn("release empty blocks", "err", err)
+			} else if n > 0 {
+				d.requestSync()
+			}
+			if err := d.reconcile(sctx, false); err != nil {
+				d.log.Error("reconcile", "err", err)
+			}
+		}
+	}
+}
+
+func (d *Daemon) requestSync() {
+	select {
+	case d.syncReq <- struct{}{}:
+	default:
+	}
+}
+
+// syncExport makes the export table equal to the node's blocks.
+func (d *Daemon) syncExport(ctx context.Context) {
+	want := d.node.BlockPrefixes()
+	added, removed, err := d.exp.Sync(ctx, want)
+	if err != nil {
+		d.log.Error("export table sync", "err", err)
+		return
+	}
+	d.mu.Lock()
+	d.exported = map[netip.Prefix]bool{}
+	for _, p := range want {
+		d.exported[p] = true
+	}
+	d.mu.Unlock()
+	if added+removed > 0 {
+		d.metrics.reconcileActions.WithLabelValues("export_add").Add(float64(added))
+		d.metrics.reconcileActions.WithLabelValues("export_del").Add(float64(removed))
+		d.log.Info("export table synced", "blocks", len(want), "added", added, "removed", removed)
+	}
+}
+
+// acquireLease grants a lease and creates the node's liveness key on it. If the key
+// exists under the lease this machine recorded last time (a crashed coild), that lease is
+// revoked first; under any other lease coild waits for it to expire, up to twice the TTL.
+func (d *Daemon) acquireLease(ctx context.Context) (int64, <-chan struct{}, error) {
+	key := d.keys.Alive(d.cfg.Node)
+	leaseFile := filepath.Join(d.cfg.StateDir, "lease")
+	if b, err := os.ReadFile(leaseFile); err == nil {
+		if old, perr := strconv.ParseInt(string(b), 10, 64); perr == nil && old != 0 {
+			_, _ = d.cli.Revoke(ctx, clientv3.LeaseID(old)) // ours from a previous run; gone is fine
+		}
+	}
+	ttl := int64(d.cfg.LeaseTTL / time.Second)
+	if ttl < 2 {
+		ttl = 2
+	}
+	deadline := time.Now().Add(2 * d.cfg.LeaseTTL)
+	for {
+		g, err := d.cli.Grant(ctx, ttl)
+		if err != nil {
+			return 0, nil, errors.Wrap(err, "grant lease")
+		}
+		resp, err := d.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, d.cfg.Node, clientv3.WithLease(g.ID))).
+			Commit()
+		if err != nil {
+			return 0, nil, errors.Wrap(err, "create liveness key")
+		}
+		if resp.Succeeded {
+			if err := os.WriteFile(leaseFile, []byte(strconv.FormatInt(int64(g.ID), 10)), 0o600); err != nil {
+				d.log.Warn("record lease", "err", err)
+			}
+			kctx, kcancel := context.WithCancel(ctx)
+			ka, err := d.cli.KeepAlive(kctx, g.ID)
+			if err != nil {
+				kcancel()
+				return 0, nil, errors.Wrap(err, "keep lease alive")
+			}
+			lost := make(chan struct{})
+			go func() {
+				defer kcancel()
+				defer close(lost)
+				for range ka {
+				}
+			}()
+			d.lease.Store(int64(g.ID))
+			return int64(g.ID), lost, nil
+		}
+		_, _ = d.cli.Revoke(ctx, g.ID)
+		if time.Now().After(deadline) {
+			return 0, nil, errors.Wrapf(ErrNodeTaken, "node %q: liveness key %s is held by another lease; is another coild running with --node %s?", d.cfg.Node, key, d.cfg.Node)
+		}
+		d.log.Info("waiting for the previous lease of this node to expire", "key", key)
+		select {
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}

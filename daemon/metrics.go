@@ -1,0 +1,118 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/events"
+)
+
+// metrics are coild's Prometheus metrics (documented in docs/metrics.md).
+type metrics struct {
+	reg              *prometheus.Registry
+	cniDuration      *prometheus.HistogramVec
+	allocations      *prometheus.CounterVec
+	releases         *prometheus.CounterVec
+	appendConflicts  *prometheus.CounterVec
+	appends          *prometheus.CounterVec
+	reconcileActions *prometheus.CounterVec
+	watchRevision    prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		cniDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "coil_cni_request_duration_seconds", Help: "Time coild took to serve a CNI request, by command and result.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"command", "result"}),
+		allocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coil_address_allocations_total", Help: "Addresses assigned by this node, by pool.",
+		}, []string{"pool"}),
+		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coil_address_releases_total", Help: "Addresses released by this node, by reason.",
+		}, []string{"reason"}),
+		appendConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coil_log_append_conflicts_total", Help: "Appends that lost an optimistic-concurrency race, by stream kind.",
+		}, []string{"stream_kind"}),
+		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coil_log_appends_total", Help: "Appends (transactions) to the event log, by stream kind and result.",
+		}, []string{"stream_kind", "result"}),
+		reconcileActions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coil_reconcile_actions_total", Help: "Changes the reconciler made to the kernel or the log, by action.",
+		}, []string{"action"}),
+		watchRevision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coil_log_watch_revision", Help: "The etcd revision of the last log event this node applied.",
+		}),
+	}
+	m.reg.MustRegister(m.cniDuration, m.allocations, m.releases, m.appendConflicts, m.appends, m.reconcileActions, m.watchRevision,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observeCNI(cmd string, start time.Time, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+		var ce *cniproto.Error
+		if errors.As(err, &ce) && ce.Code == cniproto.CodeTryAgainLater {
+			result = "try_again"
+		}
+	}
+	m.cniDuration.WithLabelValues(cmd, result).Observe(time.Since(start).Seconds())
+}
+
+// metricLog counts appends and conflicts.
+type metricLog struct {
+	events.Log
+	m *metrics
+}
+
+func (l *metricLog) Append(ctx context.Context, req events.AppendRequest) (events.Version, error) {
+	v, err := l.Log.Append(ctx, req)
+	kind, _ := req.Stream.Kind()
+	switch {
+	case err == nil:
+		l.m.appends.WithLabelValues(kind, "ok").Inc()
+	case errors.Is(err, events.ErrConflict):
+		l.m.appends.WithLabelValues(kind, "conflict").Inc()
+		l.m.appendConflicts.WithLabelValues(kind).Inc()
+	default:
+		l.m.appends.WithLabelValues(kind, "error").Inc()
+	}
+	return v, err
+}
+
+func (d *Daemon) serveMetrics(ctx context.Context) {
+	if d.cfg.MetricsAddr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !d.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	ln, err := net.Listen("tcp", d.cfg.MetricsAddr)
+	if err != nil {
+		d.log.Error("metrics listener", "addr", d.cfg.MetricsAddr, "err", err)
+		return
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	_ = srv.Serve(ln)
+}

@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/netplumb"
+)
+
+// reconcile makes the kernel agree with the projection:
+//   - DEL intents left by a crash are finished (veth deleted, then address released);
+//   - a Coil veth with no attachment in the log is deleted (leaked by a crash mid-ADD
+//     after a rollback, or by a DEL whose release was lost);
+//   - an attachment whose veth is missing is released, with an event saying why (the ADD
+//     was interrupted before plumbing, or the pod's namespace went away);
+//   - the export table is synced to the node's blocks.
+//
+// Attachments with an ADD in progress are left alone.
+func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
+	var errs error
+	if err := d.resumeIntents(ctx); err != nil {
+		errs = errors.CombineErrors(errs, err)
+	}
+	links, err := d.plumber.List(ctx)
+	if err != nil {
+		return errors.CombineErrors(errs, errors.Wrap(err, "list veths"))
+	}
+	have := map[string]bool{}
+	for _, l := range links {
+		have[l.Name] = true
+	}
+	want := map[string]bool{}
+	d.mu.Lock()
+	inflight := make(map[string]bool, len(d.inflight)+len(d.deleting))
+	for v := range d.inflight {
+		inflight[v] = true
+	}
+	for v := range d.deleting {
+		inflight[v] = true
+	}
+	d.mu.Unlock()
+	for _, a := range d.node.Attachments() {
+		veth := netplumb.HostVethName(a.ContainerID, a.IfName)
+		want[veth] = true
+		if have[veth] || inflight[veth] {
+			continue
+		}
+		reason := "reconcile: host veth " + veth + " missing (the pod's namespace is gone or its ADD was interrupted)"
+		if _, err := d.node.Release(ctx, a.ContainerID, a.IfName, reason); err != nil {
+			errs = errors.CombineErrors(errs, errors.Wrapf(err, "release %s/%s", a.ContainerID, a.IfName))
+			continue
+		}
+		d.metrics.reconcileActions.WithLabelValues("release_missing_veth").Inc()
+		d.metrics.releases.WithLabelValues("reconcile").Inc()
+		d.log.Info("released address of a missing veth", "container", a.ContainerID, "if", a.IfName, "addrs", a.Addrs)
+	}
+	var leaked []string
+	for _, l := range links {
+		if !want[l.Name] && !inflight[l.Name] {
+			leaked = append(leaked, l.Name)
+		}
+	}
+	if len(leaked) > 0 {
+		if err := d.plumber.TeardownMany(ctx, leaked); err != nil {
+			errs = errors.CombineErrors(errs, errors.Wrap(err, "delete leaked veths"))
+		} else {
+			d.metrics.reconcileActions.WithLabelValues("delete_leaked_veth").Add(float64(len(leaked)))
+			d.log.Info("deleted leaked veths", "veths", leaked, "startup", startup)
+		}
+	}
+	d.syncExport(ctx)
+	return errs
+}
+
+// resumeIntents finishes DELs that were answered but not completed before a crash.
+func (d *Daemon) resumeIntents(ctx context.Context) error {
+	dir := filepath.Join(d.cfg.StateDir, "del")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return errors.Wrap(err, "read DEL intents")
+	}
+	var batch []delItem
+	for _, e := range ents {
+		d.mu.Lock()
+		_, busy := d.deleting[e.Name()]
+		d.mu.Unlock()
+		if busy {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		parts := strings.SplitN(string(b), "\n", 4)
+		if len(parts) < 3 || netplumb.HostVethName(parts[0], parts[1]) != e.Name() {
+			d.log.Warn("dropping unreadable DEL intent", "file", e.Name())
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+			continue
+		}
+		d.mu.Lock()
+		d.deleting[e.Name()] = make(chan struct{})
+		d.mu.Unlock()
+		batch = append(batch, delItem{containerID: parts[0], ifName: parts[1], veth: e.Name(), reason: parts[2]})
+	}
+	if len(batch) > 0 {
+		d.log.Info("finishing interrupted DELs", "count", len(batch))
+		d.metrics.reconcileActions.WithLabelValues("resume_del").Add(float64(len(batch)))
+		d.runDels(ctx, batch)
+	}
+	return nil
+}
