@@ -1,0 +1,279 @@
+package events_test
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/events/eventstest"
+	"github.com/coil-net/coil/internal/etcdtest"
+)
+
+// realisticAssigned is an AddressAssigned as coild writes it: a 64-hex container ID, a
+// Kubernetes UID with dashes, pod namespace and name, pool, block and IPv4 address.
+func realisticAssigned(rng *rand.Rand, i int) *events.Event {
+	var id [32]byte
+	for j := range id {
+		id[j] = byte(rng.Uint32())
+	}
+	var uid [16]byte
+	for j := range uid {
+		uid[j] = byte(rng.Uint32())
+	}
+	u := hex.EncodeToString(uid[:])
+	return &events.Event{
+		Time:  eventstest.Base.Add(time.Duration(i) * time.Millisecond),
+		Actor: "coild/worker-017",
+		Payload: &events.AddressAssigned{
+			ContainerID:  hex.EncodeToString(id[:]),
+			IfName:       "eth0",
+			PodNamespace: "team-payments",
+			PodName:      fmt.Sprintf("checkout-api-7d9f8c6b5-%05d", i%100000),
+			PodUID:       u[0:8] + "-" + u[8:12] + "-" + u[12:16] + "-" + u[16:20] + "-" + u[20:],
+			Pool:         "default",
+			Block:        uint32(i / 32),
+			Addrs:        []netip.Addr{netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})},
+		},
+	}
+}
+
+func bctx(b *testing.B) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	b.Cleanup(cancel)
+	return ctx
+}
+
+// BenchmarkAppend: events/s through EtcdLog.Append with fsync on, 64 concurrent producers
+// each on its own node stream, one event per transaction versus batches (group commit).
+func BenchmarkAppend(b *testing.B) {
+	for _, batch := range []int{1, 32, events.MaxBatch} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			c := etcdtest.Start(b, etcdtest.WithFsync())
+			l := events.NewEtcdLog(c.Client(b), events.EtcdConfig{})
+			defer l.Close()
+			ctx := bctx(b)
+			const producers = 64
+			per := max(1, (b.N+producers-1)/producers)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			errc := make(chan error, producers)
+			for p := 0; p < producers; p++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(uint64(p), 1))
+					s := events.NodeStream(fmt.Sprintf("worker-%03d", p))
+					var head events.Version
+					for done := 0; done < per; {
+						k := min(batch, per-done)
+						evs := make([]*events.Event, k)
+						for i := range evs {
+							evs[i] = realisticAssigned(rng, done+i)
+						}
+						h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head, Events: evs})
+						if err != nil {
+							errc <- err
+							return
+						}
+						head = h
+						done += k
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			close(errc)
+			for err := range errc {
+				b.Fatal(err)
+			}
+			total := per * producers
+			b.ReportMetric(float64(total)/elapsed.Seconds(), "events/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// fill writes n realistic events to stream quickly for read benchmarks: sealed in order,
+// committed by parallel transactions without compares, then the head.
+func fill(b *testing.B, cli *clientv3.Client, keys events.Keys, s events.Stream, n int) {
+	ctx := bctx(b)
+	rng := rand.New(rand.NewPCG(1, 2))
+	type job struct{ ops []clientv3.Op }
+	jobs := make(chan job, 16)
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if _, err := cli.Txn(ctx).Then(j.ops...).Commit(); err != nil {
+					errc <- err
+					for range jobs {
+					}
+					return
+				}
+			}
+		}()
+	}
+	var head events.Version
+	for done := 0; done < n; {
+		k := min(events.MaxBatch, n-done)
+		evs := make([]*events.Event, k)
+		for i := range evs {
+			evs[i] = realisticAssigned(rng, done+i)
+		}
+		req := events.AppendRequest{Stream: s, Expected: head, Events: evs}
+		sealed, h, err := events.Seal(&req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ops := make([]clientv3.Op, len(sealed))
+		for i, x := range sealed {
+			ops[i] = clientv3.OpPut(keys.Event(s, x.Seq), string(x.Value))
+		}
+		jobs <- job{ops}
+		head = h
+		done += k
+	}
+	close(jobs)
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		b.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, keys.Head(s), string(events.EncodeHead(head))); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkRead: read a whole stream from etcd into decoded, chain-checked events.
+// 100k events by default; COIL_BENCH_1M=1 reads 1M. The fill runs without fsync.
+func BenchmarkRead(b *testing.B) {
+	n := 100_000
+	if os.Getenv("COIL_BENCH_1M") == "1" {
+		n = 1_000_000
+	}
+	c := etcdtest.Start(b, etcdtest.WithQuota(8<<30))
+	cli := c.Client(b)
+	l := events.NewEtcdLog(cli, events.EtcdConfig{})
+	defer l.Close()
+	s := events.NodeStream("big")
+	fillStart := time.Now()
+	fill(b, cli, l.Keys(), s, n)
+	b.Logf("filled %d events in %s", n, time.Since(fillStart).Round(time.Millisecond))
+	ctx := bctx(b)
+	b.ResetTimer()
+	var total time.Duration
+	runs := 0
+	for b.Loop() {
+		start := time.Now()
+		got := 0
+		if _, err := l.Read(ctx, s, 1, 0, func(*events.Event) error { got++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+		runs++
+		if got != n {
+			b.Fatalf("read %d events, want %d", got, n)
+		}
+	}
+	per := total.Seconds() / float64(runs)
+	b.ReportMetric(float64(n)/per, "events/s")
+	b.ReportMetric(per, "s/read")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkDecode: decoding (and hashing) one stored AddressAssigned.
+func BenchmarkDecode(b *testing.B) {
+	e := realisticAssigned(rand.New(rand.NewPCG(3, 4)), 5)
+	e.Stream, e.Seq = events.NodeStream("worker-017"), 1
+	v, err := events.Encode(e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(len(v)), "bytes/event")
+	for b.Loop() {
+		if _, err := events.Decode(e.Stream, 1, v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBytesPerEvent: etcd database bytes per realistic AddressAssigned event, before
+// and after compaction + defragmentation (fsync on). Appends 100k events in batches of
+// MaxBatch through EtcdLog.
+func BenchmarkBytesPerEvent(b *testing.B) {
+	const n = 100_000
+	for b.Loop() {
+		c := etcdtest.Start(b, etcdtest.WithFsync())
+		cli := c.Client(b)
+		l := events.NewEtcdLog(cli, events.EtcdConfig{})
+		ctx := bctx(b)
+		ep := c.Endpoints()[0]
+		status := func() (int64, int64) {
+			st, err := cli.Status(ctx, ep)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return st.DbSize, st.DbSizeInUse
+		}
+		// Defragment the fresh database so the baseline is what it really holds.
+		if _, err := cli.Defragment(ctx, ep); err != nil {
+			b.Fatal(err)
+		}
+		size0, use0 := status()
+		rng := rand.New(rand.NewPCG(5, 6))
+		s := events.NodeStream("worker-017")
+		var head events.Version
+		var encoded int
+		for done := 0; done < n; {
+			k := min(events.MaxBatch, n-done)
+			evs := make([]*events.Event, k)
+			for i := range evs {
+				evs[i] = realisticAssigned(rng, done+i)
+			}
+			h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head, Events: evs})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, e := range evs {
+				v, _ := events.Encode(e)
+				encoded += len(v)
+			}
+			head = h
+			done += k
+		}
+		size1, use1 := status()
+		_, rev, err := l.Head(ctx, s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cli.Compact(ctx, rev, clientv3.WithCompactPhysical()); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cli.Defragment(ctx, ep); err != nil {
+			b.Fatal(err)
+		}
+		size2, use2 := status()
+		l.Close()
+		b.Logf("db size: fresh %d (in use %d), after %d events %d (in use %d), after compact+defrag %d (in use %d)",
+			size0, use0, n, size1, use1, size2, use2)
+		b.ReportMetric(float64(encoded)/n, "value-B/event")
+		b.ReportMetric(float64(size1-size0)/n, "db-B/event")
+		b.ReportMetric(float64(use1-use0)/n, "inuse-B/event")
+		b.ReportMetric(float64(size2-size0)/n, "defrag-B/event")
+		b.ReportMetric(0, "ns/op")
+	}
+}
