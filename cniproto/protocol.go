@@ -69,7 +69,8 @@ type GCRequest struct {
 	ValidAttachments []Attachment `json:"validAttachments"`
 }
 
-// Handler serves the protocol; coild implements it. Every method receives a context
+// Handler serves the protocol; coild implements it. Methods are called concurrently,
+// one goroutine per call (several pods start at once). Every method receives a context
 // that is cancelled when the plugin gives up (its timeout) or disconnects. Return an
 // *Error (see the constructors in errors.go) to choose the CNI error code the plugin
 // reports; any other error is reported with CodeInternal and its message.
