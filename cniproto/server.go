@@ -43,8 +43,10 @@ type Server struct {
 // the path it returns ErrSocketInUse; if the path is a file that is not a socket, it
 // returns ErrNotSocket and leaves the file alone. The parent directory must exist.
 //
-// The socket is bound under a temporary name, chmod'ed, then renamed into place, so
-// it is never reachable with a wider mode and there is no process-wide umask change.
+// The socket is bound under a temporary name in the same directory (".NAME.tmpPID", a
+// few bytes longer than socketPath, which must stay under 108 bytes), chmod'ed, then
+// renamed into place: it never appears under its final name with a wider mode, and no
+// process-wide umask is changed.
 func NewServer(h Handler, socketPath string, logger *slog.Logger) (*Server, error) {
 	if h == nil {
 		return nil, errors.New("cniproto: nil handler")
