@@ -1,0 +1,300 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/internal/etcdclient"
+)
+
+// Exit codes. They are a contract with scripts: see docs/coilctl.md.
+const (
+	ExitOK          = 0 // success
+	ExitFailure     = 1 // any other failure
+	ExitUsage       = 2 // bad flags or arguments
+	ExitNotFound    = 3 // the pool, address or node named does not exist (or the address is free)
+	ExitRefused     = 4 // refused: conflict, in use, overlap, already exists, node still alive
+	ExitUnreachable = 5 // etcd could not be reached
+)
+
+// Sentinel errors of the command line.
+var (
+	// ErrUsage: bad flags or arguments (exit 2).
+	ErrUsage = errors.New("cli: usage error")
+	// ErrNotFound: the thing named does not exist (exit 3).
+	ErrNotFound = errors.New("cli: not found")
+	// ErrRefused: the operation is refused in the current state (exit 4).
+	ErrRefused = errors.New("cli: refused")
+)
+
+// Env is what a run of coilctl sees of the outside world.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// Getenv reads environment variables (USER for the actor); nil means os.Getenv.
+	Getenv func(string) string
+	// Clock stamps the events written; nil means the system clock.
+	Clock events.Clock
+}
+
+// options are the global flags, filled by cobra.
+type options struct {
+	endpoints string
+	cacert    string
+	cert      string
+	key       string
+	prefix    string
+	timeout   time.Duration
+	output    string
+}
+
+// app is one run of coilctl: the environment, the global flags and, once connected,
+// the etcd client and the log.
+type app struct {
+	env  Env
+	opts options
+
+	cli *clientv3.Client
+	log events.Log
+}
+
+// Main runs coilctl with args (without the program name), writing results to env.Stdout
+// and errors to env.Stderr as "coilctl: <message>", and returns the exit code.
+func Main(ctx context.Context, args []string, env Env) int {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	if env.Clock == nil {
+		env.Clock = events.SystemClock{}
+	}
+	a := &app{env: env}
+	defer a.close()
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	code := exitCode(err)
+	msg := errMessage(err)
+	if code == ExitUsage && cmd != nil {
+		msg += fmt.Sprintf(" (see '%s --help')", cmd.CommandPath())
+	}
+	fmt.Fprintf(env.Stderr, "coilctl: %s\n", msg)
+	return code
+}
+
+// runError marks an error returned by a command's RunE; anything else that reaches Main
+// comes from cobra itself (unknown command or flag, wrong number of arguments): usage.
+type runError struct{ err error }
+
+func (e *runError) Error() string { return e.err.Error() }
+func (e *runError) Unwrap() error { return e.err }
+
+func errMessage(err error) string {
+	var re *runError
+	if errors.As(err, &re) {
+		err = re.err
+	}
+	return err.Error()
+}
+
+// exitCode maps an error to the documented exit codes.
+func exitCode(err error) int {
+	var re *runError
+	if !errors.As(err, &re) {
+		return ExitUsage
+	}
+	switch {
+	case errors.Is(err, ErrUsage), errors.Is(err, allocator.ErrInvalidPool),
+		errors.Is(err, etcdclient.ErrInvalidEndpoint), errors.Is(err, events.ErrInvalidStream):
+		return ExitUsage
+	case errors.Is(err, etcdclient.ErrUnreachable), errors.Is(err, events.ErrUnavailable):
+		return ExitUnreachable
+	case errors.Is(err, ErrNotFound), errors.Is(err, allocator.ErrPoolNotFound):
+		return ExitNotFound
+	case errors.Is(err, ErrRefused), errors.Is(err, allocator.ErrPoolExists), errors.Is(err, allocator.ErrOverlap),
+		errors.Is(err, allocator.ErrPoolInUse), errors.Is(err, allocator.ErrNodeAlive),
+		errors.Is(err, allocator.ErrExhausted), errors.Is(err, allocator.ErrRetries),
+		errors.Is(err, events.ErrConflict), errors.Is(err, events.ErrFenced):
+		return ExitRefused
+	}
+	return ExitFailure
+}
+
+// usagef returns a usage error (exit 2).
+func usagef(format string, args ...any) error {
+	return errors.Mark(errors.Newf(format, args...), ErrUsage)
+}
+
+// run adapts a command body to cobra's RunE, marking its errors as the command's own.
+func (a *app) run(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := fn(cmd, args); err != nil {
+			return &runError{err: err}
+		}
+		return nil
+	}
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "coilctl",
+		Short: "Operate Coil: pools, blocks, addresses, nodes and the event log",
+		Long: `coilctl operates Coil, the event-sourced BGP network plugin.
+
+It reads Coil's event log from etcd (every listing is replayed at one etcd revision)
+and appends operator events (pool definitions, node reclaim) to it.
+
+Exit codes: 0 ok, 1 failure, 2 usage error, 3 not found, 4 refused (conflict,
+in use, overlap, exists, node alive), 5 etcd unreachable.`,
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		PersistentPreRunE: a.run(func(*cobra.Command, []string) error { return a.checkGlobal() }),
+	}
+	f := root.PersistentFlags()
+	f.StringVar(&a.opts.endpoints, "etcd-endpoints", etcdclient.DefaultEndpoint,
+		"comma-separated etcd endpoints: http://HOST:PORT, https://HOST:PORT or unix:///PATH")
+	f.StringVar(&a.opts.cacert, "etcd-cacert", "", "PEM file of CAs trusted for etcd's certificate (turns TLS on)")
+	f.StringVar(&a.opts.cert, "etcd-cert", "", "PEM client certificate for etcd (with --etcd-key)")
+	f.StringVar(&a.opts.key, "etcd-key", "", "PEM client key for etcd (with --etcd-cert)")
+	f.StringVar(&a.opts.prefix, "etcd-prefix", events.DefaultPrefix, "key prefix of Coil's data in etcd")
+	f.DurationVar(&a.opts.timeout, "timeout", 5*time.Second, "longest wait for etcd: to connect, and for each request")
+	f.StringVarP(&a.opts.output, "output", "o", "table", "output format: table, json or yaml")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
+
+	root.AddCommand(a.poolCommand(), a.eventsCommand(), a.addressCommand(), a.blockCommand(), a.nodeCommand())
+	return root
+}
+
+// group is a command that only holds subcommands: run without one it is a usage error.
+func (a *app) group(use, short string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			names := make([]string, 0, len(subs))
+			for _, s := range subs {
+				names = append(names, s.Name())
+			}
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q (one of: %s)", args[0], cmd.CommandPath(), strings.Join(names, ", "))
+			}
+			return usagef("%q needs a subcommand (one of: %s)", cmd.CommandPath(), strings.Join(names, ", "))
+		}),
+	}
+	c.AddCommand(subs...)
+	return c
+}
+
+// checkGlobal validates the global flags before any command runs.
+func (a *app) checkGlobal() error {
+	switch a.opts.output {
+	case "table", "json", "yaml":
+	default:
+		return usagef("--output %q: want table, json or yaml", a.opts.output)
+	}
+	if a.opts.timeout <= 0 {
+		return usagef("--timeout %s: must be positive", a.opts.timeout)
+	}
+	if _, err := etcdclient.ParseEndpoints(a.opts.endpoints); err != nil {
+		return errors.Mark(err, ErrUsage)
+	}
+	if !strings.HasPrefix(a.opts.prefix, "/") {
+		return usagef("--etcd-prefix %q: must start with /", a.opts.prefix)
+	}
+	return nil
+}
+
+// connect opens the etcd client and the log (once per run).
+func (a *app) connect() error {
+	if a.log != nil {
+		return nil
+	}
+	eps, err := etcdclient.ParseEndpoints(a.opts.endpoints)
+	if err != nil {
+		return errors.Mark(err, ErrUsage)
+	}
+	cli, err := etcdclient.New(etcdclient.Config{
+		Endpoints: eps, CACert: a.opts.cacert, Cert: a.opts.cert, Key: a.opts.key, DialTimeout: a.opts.timeout,
+	})
+	if err != nil {
+		if errors.Is(err, etcdclient.ErrTLS) {
+			return errors.Mark(err, ErrUsage)
+		}
+		return err
+	}
+	a.cli = cli
+	a.log = &timeoutLog{Log: events.NewEtcdLog(cli, events.EtcdConfig{Prefix: a.opts.prefix}), timeout: a.opts.timeout}
+	return nil
+}
+
+func (a *app) close() {
+	if a.log != nil {
+		_ = a.log.Close()
+	}
+	if a.cli != nil {
+		_ = a.cli.Close()
+	}
+}
+
+// actor is who the events written by this run are attributed to.
+func (a *app) actor() string {
+	if u := a.env.Getenv("USER"); u != "" {
+		return "coilctl:" + u
+	}
+	return "coilctl:" + strconv.Itoa(os.Getuid())
+}
+
+func (a *app) admin() *allocator.Admin {
+	return &allocator.Admin{Log: a.log, Clock: a.env.Clock, Actor: a.actor()}
+}
+
+// requestCtx bounds one etcd request by --timeout.
+func (a *app) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, a.opts.timeout)
+}
+
+// timeoutLog bounds every call on the log by timeout, so a command never hangs on an
+// etcd that went away after connecting.
+type timeoutLog struct {
+	events.Log
+	timeout time.Duration
+}
+
+func (l *timeoutLog) Append(ctx context.Context, req events.AppendRequest) (events.Version, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Log.Append(ctx, req)
+}
+
+func (l *timeoutLog) Head(ctx context.Context, s events.Stream) (events.Version, int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Log.Head(ctx, s)
+}
+
+func (l *timeoutLog) Read(ctx context.Context, s events.Stream, from uint64, rev int64, fn func(*events.Event) error) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Log.Read(ctx, s, from, rev, fn)
+}
+
+func (l *timeoutLog) Streams(ctx context.Context, prefix string, rev int64) (map[events.Stream]events.Version, int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.Log.Streams(ctx, prefix, rev)
+}

@@ -1,0 +1,328 @@
+package cli
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"github.com/spf13/cobra"
+
+	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/projection"
+)
+
+func (a *app) poolCommand() *cobra.Command {
+	return a.group("pool", "Create, list, show and delete address pools",
+		a.poolCreateCommand(), a.poolAddSubnetCommand(), a.poolListCommand(), a.poolShowCommand(), a.poolDeleteCommand())
+}
+
+// argsUsage checks the argument count with a message naming the arguments.
+func argsUsage(min, max int, want string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < min || (max >= 0 && len(args) > max) {
+			return usagef("%s takes %s (got %d arguments)", cmd.CommandPath(), want, len(args))
+		}
+		return nil
+	}
+}
+
+func validName(kind, name string) error {
+	if err := events.ValidName(name); err != nil {
+		return errors.Mark(errors.Wrapf(err, "%s", kind), ErrUsage)
+	}
+	return nil
+}
+
+func (a *app) poolCreateCommand() *cobra.Command {
+	var bits int
+	c := &cobra.Command{
+		Use:   "create NAME SUBNET...",
+		Short: "Create a pool from one or more subnets",
+		Long: `Create a pool from one or more subnets. A SUBNET is an IPv4 network (10.0.0.0/16),
+an IPv6 network (fd00::/112) or a dual-stack pair (10.0.0.0/16,fd00::/112); all
+subnets of a pool are of one kind, and no subnet may overlap any other pool's.`,
+		Example: `  coilctl pool create default 10.64.0.0/16
+  coilctl pool create dual 10.65.0.0/16,fd00:65::/112 --block-size-bits 6`,
+		Args: argsUsage(2, -1, "NAME and at least one SUBNET"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName("pool", name); err != nil {
+				return err
+			}
+			if bits < 0 || bits > allocator.MaxBlockSizeBits {
+				return usagef("--block-size-bits %d is out of range: must be between 0 and %d", bits, allocator.MaxBlockSizeBits)
+			}
+			p := &events.PoolCreated{Name: name, BlockSizeBits: uint8(bits)}
+			for _, arg := range args[1:] {
+				s, err := allocator.ParseSubnet(arg)
+				if err != nil {
+					return err
+				}
+				p.Subnets = append(p.Subnets, s)
+			}
+			if err := a.connect(); err != nil {
+				return err
+			}
+			if err := a.admin().CreatePool(cmd.Context(), p); err != nil {
+				return poolErr(name, err)
+			}
+			return a.printPoolResult(cmd, name, "created")
+		}),
+	}
+	c.Flags().IntVar(&bits, "block-size-bits", allocator.DefaultBlockSizeBits,
+		fmt.Sprintf("block size as a power of two: a block holds 2^N addresses (0-%d; 5 = 32 addresses, a /27)", allocator.MaxBlockSizeBits))
+	return c
+}
+
+func (a *app) poolAddSubnetCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "add-subnet NAME SUBNET",
+		Short:   "Add a subnet to a pool (its blocks are numbered after the existing ones)",
+		Example: `  coilctl pool add-subnet default 10.66.0.0/16`,
+		Args:    argsUsage(2, 2, "NAME and one SUBNET"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName("pool", name); err != nil {
+				return err
+			}
+			s, err := allocator.ParseSubnet(args[1])
+			if err != nil {
+				return err
+			}
+			if err := a.connect(); err != nil {
+				return err
+			}
+			if err := a.admin().AddSubnet(cmd.Context(), name, s); err != nil {
+				return poolErr(name, err)
+			}
+			return a.printPoolResult(cmd, name, "now has "+subnetString(s)+";")
+		}),
+	}
+}
+
+// poolErr words the allocator's errors for the command line. Its messages already name
+// the pool; a missing pool is said plainly.
+func poolErr(name string, err error) error {
+	if errors.Is(err, allocator.ErrPoolNotFound) {
+		return errors.Mark(errors.Newf("pool %q not found", name), allocator.ErrPoolNotFound)
+	}
+	return err
+}
+
+// printPoolResult reports a pool after a change: a sentence in table mode, the pool's
+// view in json and yaml.
+func (a *app) printPoolResult(cmd *cobra.Command, name, what string) error {
+	st, err := loadState(cmd.Context(), a.log)
+	if err != nil {
+		return err
+	}
+	p, ok := st.Cluster.Pools[name]
+	if !ok {
+		return errors.Wrapf(ErrNotFound, "pool %q vanished after the change (deleted meanwhile?)", name)
+	}
+	v := st.poolView(p, false)
+	if a.opts.output != "table" {
+		return a.printValue(v)
+	}
+	_, err = fmt.Fprintf(a.env.Stdout, "pool %q %s %s, %d blocks of %s\n", name, what, strings.Join(v.Subnets, " "), v.Blocks.Total, v.BlockSize)
+	return errors.Wrap(err, "write output")
+}
+
+type blockCounts struct {
+	Used  uint64 `json:"used"`
+	Free  uint64 `json:"free"`
+	Total uint64 `json:"total"`
+}
+
+type poolNodeView struct {
+	Node           string   `json:"node"`
+	Blocks         int      `json:"blocks"`
+	AddressesInUse int      `json:"addressesInUse"`
+	Prefixes       []string `json:"prefixes"`
+}
+
+type poolView struct {
+	Name           string         `json:"name"`
+	Subnets        []string       `json:"subnets"`
+	BlockSizeBits  uint8          `json:"blockSizeBits"`
+	BlockSize      string         `json:"blockSize"`
+	Blocks         blockCounts    `json:"blocks"`
+	AddressesInUse int            `json:"addressesInUse"`
+	Created        time.Time      `json:"created"`
+	Nodes          []poolNodeView `json:"nodes,omitempty"`
+}
+
+// blockSize describes a block: "32 (/27)", "32 (/27,/123)" for dual stack.
+func blockSize(p *projection.Pool) string {
+	var lens []string
+	if len(p.Subnets) > 0 {
+		s := p.Subnets[0]
+		if s.IPv4.IsValid() {
+			lens = append(lens, fmt.Sprintf("/%d", 32-int(p.BlockSizeBits)))
+		}
+		if s.IPv6.IsValid() {
+			lens = append(lens, fmt.Sprintf("/%d", 128-int(p.BlockSizeBits)))
+		}
+	}
+	return fmt.Sprintf("%d (%s)", p.BlockSize(), strings.Join(lens, ","))
+}
+
+func (s *snapshot) poolView(p *projection.Pool, withNodes bool) *poolView {
+	v := &poolView{
+		Name: p.Name, Subnets: subnetStrings(p.Subnets), BlockSizeBits: p.BlockSizeBits,
+		BlockSize: blockSize(p), Created: p.Created,
+	}
+	v.Blocks.Total = p.NumBlocks()
+	use := s.addressesInUse(p.Name)
+	for _, n := range use {
+		v.AddressesInUse += n
+	}
+	b := s.Pools[p.Name]
+	if b != nil {
+		v.Blocks.Used = uint64(len(b.Owners))
+	}
+	if v.Blocks.Total > v.Blocks.Used {
+		v.Blocks.Free = v.Blocks.Total - v.Blocks.Used
+	}
+	if !withNodes || b == nil {
+		return v
+	}
+	byNode := map[string]*poolNodeView{}
+	idx := make([]uint32, 0, len(b.Owners))
+	for i := range b.Owners {
+		idx = append(idx, i)
+	}
+	sort.Slice(idx, func(i, j int) bool { return idx[i] < idx[j] })
+	for _, i := range idx {
+		o := b.Owners[i]
+		nv := byNode[o.Node]
+		if nv == nil {
+			nv = &poolNodeView{Node: o.Node, Prefixes: []string{}}
+			byNode[o.Node] = nv
+		}
+		nv.Blocks++
+		nv.AddressesInUse += use[i]
+		ps, _ := p.Block(i)
+		for _, pf := range ps {
+			nv.Prefixes = append(nv.Prefixes, pf.String())
+		}
+	}
+	for _, name := range sortedKeys(byNode) {
+		v.Nodes = append(v.Nodes, *byNode[name])
+	}
+	return v
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (a *app) poolListCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List pools: subnets, block size, blocks used/total",
+		Args:  argsUsage(0, 0, "no arguments"),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			if err := a.connect(); err != nil {
+				return err
+			}
+			st, err := loadState(cmd.Context(), a.log)
+			if err != nil {
+				return err
+			}
+			views := []*poolView{}
+			for _, name := range sortedKeys(st.Cluster.Pools) {
+				views = append(views, st.poolView(st.Cluster.Pools[name], false))
+			}
+			if a.opts.output != "table" {
+				return a.printValue(views)
+			}
+			t := newTable(a.env.Stdout, "NAME", "SUBNETS", "BLOCK SIZE", "BLOCKS USED/TOTAL", "ADDRESSES IN USE")
+			for _, v := range views {
+				t.row(v.Name, strings.Join(v.Subnets, " "), v.BlockSize,
+					fmt.Sprintf("%d/%d", v.Blocks.Used, v.Blocks.Total), fmt.Sprint(v.AddressesInUse))
+			}
+			return t.flush()
+		}),
+	}
+}
+
+func (a *app) poolShowCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "show NAME",
+		Short:   "Show a pool: blocks used and free, and per node its blocks and their prefixes",
+		Example: `  coilctl pool show default`,
+		Args:    argsUsage(1, 1, "one pool NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName("pool", name); err != nil {
+				return err
+			}
+			if err := a.connect(); err != nil {
+				return err
+			}
+			st, err := loadState(cmd.Context(), a.log)
+			if err != nil {
+				return err
+			}
+			p, ok := st.Cluster.Pools[name]
+			if !ok {
+				return errors.Wrapf(ErrNotFound, "pool %q not found", name)
+			}
+			v := st.poolView(p, true)
+			if a.opts.output != "table" {
+				return a.printValue(v)
+			}
+			w := a.env.Stdout
+			fmt.Fprintf(w, "Name:              %s\n", v.Name)
+			fmt.Fprintf(w, "Subnets:           %s\n", strings.Join(v.Subnets, " "))
+			fmt.Fprintf(w, "Block size:        %s, %d bits\n", v.BlockSize, v.BlockSizeBits)
+			fmt.Fprintf(w, "Blocks:            %d used, %d free, %d total\n", v.Blocks.Used, v.Blocks.Free, v.Blocks.Total)
+			fmt.Fprintf(w, "Addresses in use:  %d\n", v.AddressesInUse)
+			fmt.Fprintf(w, "Created:           %s\n", fmtTime(v.Created))
+			if len(v.Nodes) == 0 {
+				_, err := fmt.Fprintln(w, "\nNo node holds a block of this pool.")
+				return errors.Wrap(err, "write output")
+			}
+			fmt.Fprintln(w)
+			t := newTable(w, "NODE", "BLOCKS", "ADDRESSES IN USE", "PREFIXES")
+			for _, n := range v.Nodes {
+				t.row(n.Node, fmt.Sprint(n.Blocks), fmt.Sprint(n.AddressesInUse), strings.Join(n.Prefixes, " "))
+			}
+			return t.flush()
+		}),
+	}
+}
+
+func (a *app) poolDeleteCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a pool (refused while any of its blocks is in use)",
+		Args:  argsUsage(1, 1, "one pool NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName("pool", name); err != nil {
+				return err
+			}
+			if err := a.connect(); err != nil {
+				return err
+			}
+			if err := a.admin().DeletePool(cmd.Context(), name); err != nil {
+				return poolErr(name, err)
+			}
+			if a.opts.output != "table" {
+				return a.printValue(map[string]any{"name": name, "deleted": true})
+			}
+			_, err := fmt.Fprintf(a.env.Stdout, "pool %q deleted\n", name)
+			return errors.Wrap(err, "write output")
+		}),
+	}
+}
