@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"sort"
 	"strings"
@@ -517,7 +518,7 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 			blocks = projection.NewBlocks()
 			n.st.Pools[pool.Name] = blocks
 		}
-		idx, ok := lowestFree(blocks, pool.NumBlocks())
+		idx, ok := freeBlock(blocks, pool.NumBlocks(), bo.n)
 		if !ok {
 			return 0, exhausted(pool, blocks)
 		}
@@ -561,13 +562,21 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 	}
 }
 
-func lowestFree(b *projection.Blocks, total uint64) (uint32, bool) {
-	for i := uint64(0); i < total; i++ {
+// freeBlock picks the lowest free block on the first attempt. After lost races it picks
+// at random among the lowest few free blocks (up to 8), so contending nodes stop
+// colliding on the same index while blocks still fill from the bottom.
+func freeBlock(b *projection.Blocks, total uint64, attempt int) (uint32, bool) {
+	spread := min(attempt+1, 8)
+	var cands []uint32
+	for i := uint64(0); i < total && len(cands) < spread; i++ {
 		if _, taken := b.Owners[uint32(i)]; !taken {
-			return uint32(i), true
+			cands = append(cands, uint32(i))
 		}
 	}
-	return 0, false
+	if len(cands) == 0 {
+		return 0, false
+	}
+	return cands[rand.IntN(len(cands))], true
 }
 
 func exhausted(pool *projection.Pool, b *projection.Blocks) error {
