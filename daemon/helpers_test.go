@@ -473,3 +473,9 @@ func (e *env) expectNoLeak(containerID string) {
 }
 
 func join(s []string) string { return strings.Join(s, " | ") }
+
+// waitFor waits (generously) for cond.
+func waitFor(t *testing.T, cond func() bool, msg string) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, cond, msg)
+}
