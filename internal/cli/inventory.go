@@ -330,7 +330,7 @@ func (s *snapshot) nodes(alive map[string]bool) []nodeView {
 	for _, name := range sortedSet(names) {
 		v := nodeView{Node: name, Alive: alive[name]}
 		if n := s.Nodes[name]; n != nil {
-			v.Registered, v.Lease, v.Retired, v.Addresses = n.Registered, n.Lease, n.Retired, len(n.Held)
+			v.Registered, v.Lease, v.Retired, v.Addresses = n.Registered, n.Lease, n.Retired, len(n.Attached)
 		}
 		for _, b := range s.Pools {
 			v.Blocks += len(b.OwnedBy(name))

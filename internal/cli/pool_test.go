@@ -1,0 +1,168 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/coil-net/coil/events"
+)
+
+func TestPoolLifecycle(t *testing.T) {
+	e := newEnv(t)
+	out := e.ok("pool", "create", "default", "10.0.0.0/16")
+	if want := `pool "default" created 10.0.0.0/16, 2048 blocks of 32 (/27)`; !strings.Contains(out, want) {
+		t.Fatalf("create said %q, want %q", out, want)
+	}
+	e.ok("pool", "create", "dual", "10.1.0.0/24,fd00:1::/120", "--block-size-bits", "4")
+	e.ok("pool", "add-subnet", "default", "10.2.0.0/24")
+
+	list := e.ok("pool", "list")
+	if got := lines(list)[0]; strings.Join(got, " ") != "NAME SUBNETS BLOCK SIZE BLOCKS USED/TOTAL ADDRESSES IN USE" {
+		t.Fatalf("header = %q", got)
+	}
+	if got := strings.Join(row(t, list, "default"), " "); got != "default 10.0.0.0/16 10.2.0.0/24 32 (/27) 0/2056 0" {
+		t.Fatalf("default row = %q\n%s", got, list)
+	}
+	if got := strings.Join(row(t, list, "dual"), " "); got != "dual 10.1.0.0/24,fd00:1::/120 16 (/28,/124) 0/16 0" {
+		t.Fatalf("dual row = %q\n%s", got, list)
+	}
+
+	var pools []struct {
+		Name          string   `json:"name"`
+		Subnets       []string `json:"subnets"`
+		BlockSizeBits int      `json:"blockSizeBits"`
+		Blocks        struct{ Used, Free, Total int }
+	}
+	js := e.ok("pool", "list", "-o", "json")
+	if err := json.Unmarshal([]byte(js), &pools); err != nil {
+		t.Fatalf("pool list -o json: %v\n%s", err, js)
+	}
+	if !strings.HasPrefix(js, "[\n  {") {
+		t.Fatalf("pool list -o json is not indented: %q", js[:10])
+	}
+	if len(pools) != 2 || pools[0].Name != "default" || pools[0].Blocks.Total != 2056 || pools[0].Blocks.Free != 2056 ||
+		pools[1].Name != "dual" || pools[1].BlockSizeBits != 4 {
+		t.Fatalf("pools = %+v", pools)
+	}
+	var y []map[string]any
+	if err := yaml.Unmarshal([]byte(e.ok("pool", "list", "-o", "yaml")), &y); err != nil || len(y) != 2 || y[1]["name"] != "dual" {
+		t.Fatalf("pool list -o yaml = %v, %v", y, err)
+	}
+
+	show := e.ok("pool", "show", "default")
+	for _, want := range []string{"Name:              default", "Subnets:           10.0.0.0/16 10.2.0.0/24",
+		"Block size:        32 (/27), 5 bits", "Blocks:            0 used, 2056 free, 2056 total",
+		"Created:           2030-01-02T03:04:05Z", "No node holds a block of this pool."} {
+		if !strings.Contains(show, want) {
+			t.Errorf("pool show lacks %q:\n%s", want, show)
+		}
+	}
+
+	if out := e.ok("pool", "delete", "dual"); out != "pool \"dual\" deleted\n" {
+		t.Fatalf("delete said %q", out)
+	}
+	if out := e.ok("pool", "list", "-o", "json"); strings.Contains(out, "dual") {
+		t.Fatalf("dual still listed after delete:\n%s", out)
+	}
+	// The events record who did it.
+	evs := e.ok("events", "--stream", "cluster", "-o", "json")
+	if !strings.Contains(evs, `"actor":"coilctl:tester"`) {
+		t.Fatalf("actor not recorded:\n%s", evs)
+	}
+}
+
+func TestPoolBadInput(t *testing.T) {
+	e := newEnv(t)
+	e.ok("pool", "create", "a", "10.0.0.0/16")
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"invalid CIDR", []string{"pool", "create", "p", "10.0.0.0/33"}, 2, []string{`subnet "10.0.0.0/33" is not a CIDR`}},
+		{"not an address", []string{"pool", "create", "p", "banana"}, 2, []string{`subnet "banana" is not a CIDR`}},
+		{"host bits", []string{"pool", "create", "p", "10.9.0.1/16"}, 2, []string{"has host bits set: did you mean 10.9.0.0/16?"}},
+		{"block size over max", []string{"pool", "create", "p", "10.9.0.0/16", "--block-size-bits", "17"}, 2,
+			[]string{"--block-size-bits 17 is out of range: must be between 0 and 16"}},
+		{"block size negative", []string{"pool", "create", "p", "10.9.0.0/16", "--block-size-bits", "-1"}, 2, []string{"out of range"}},
+		{"block size not a number", []string{"pool", "create", "p", "10.9.0.0/16", "--block-size-bits", "x"}, 2, []string{"--block-size-bits"}},
+		{"block larger than subnet", []string{"pool", "create", "p", "10.9.0.0/28", "--block-size-bits", "5"}, 2,
+			[]string{"block size 5 bits is out of range for IPv4 subnet 10.9.0.0/28: must be between 0 and 4"}},
+		{"overlap", []string{"pool", "create", "b", "10.0.1.0/24"}, 4, []string{`subnet 10.0.1.0/24 overlaps subnet 10.0.0.0/16 of pool "a"`}},
+		{"overlap own", []string{"pool", "create", "b", "10.8.0.0/16", "10.8.1.0/24"}, 4, []string{"overlaps its own subnet"}},
+		{"duplicate name", []string{"pool", "create", "a", "10.7.0.0/16"}, 4, []string{`pool "a"`, "already exists"}},
+		{"invalid name", []string{"pool", "create", "Bad_Name", "10.7.0.0/16"}, 2, []string{`name "Bad_Name" is invalid`}},
+		{"mixed kinds", []string{"pool", "create", "m", "10.7.0.0/16", "fd00::/112"}, 2, []string{"subnets are all of one kind"}},
+		{"no subnet", []string{"pool", "create", "p"}, 2, []string{"takes NAME and at least one SUBNET"}},
+		{"show unknown", []string{"pool", "show", "nope"}, 3, []string{`pool "nope" not found`}},
+		{"delete unknown", []string{"pool", "delete", "nope"}, 3, []string{`pool "nope" not found`}},
+		{"add-subnet unknown", []string{"pool", "add-subnet", "nope", "10.5.0.0/16"}, 3, []string{`pool "nope" not found`}},
+		{"add-subnet overlap", []string{"pool", "add-subnet", "a", "10.0.3.0/24"}, 4, []string{"overlaps its own subnet 10.0.0.0/16"}},
+		{"add-subnet wrong kind", []string{"pool", "add-subnet", "a", "fd00::/112"}, 2, []string{"is IPv6 but the pool is IPv4"}},
+		{"add-subnet args", []string{"pool", "add-subnet", "a"}, 2, []string{"takes NAME and one SUBNET"}},
+		{"show two args", []string{"pool", "show", "a", "b"}, 2, []string{"takes one pool NAME (got 2 arguments)"}},
+		{"unknown subcommand", []string{"pool", "frobnicate"}, 2, []string{`unknown command "frobnicate"`}},
+		{"bad output", []string{"pool", "list", "-o", "xml"}, 2, []string{`--output "xml": want table, json or yaml`}},
+		{"unknown flag", []string{"pool", "list", "--frob"}, 2, []string{"unknown flag: --frob"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.run(tc.args...)
+			checkFail(t, r, tc.code, tc.args, tc.want...)
+		})
+	}
+	// Nothing of the refused commands reached the log.
+	if out := e.ok("pool", "list"); len(lines(out)) != 2 {
+		t.Fatalf("pools after refused commands:\n%s", out)
+	}
+}
+
+func TestPoolDeleteInUse(t *testing.T) {
+	e := newEnv(t)
+	e.ok("pool", "create", "busy", "10.0.0.0/24", "--block-size-bits", "4")
+	n, _ := e.startNode("n1")
+	a := e.alloc(n, "c1", "busy", "p1")
+	prefix := a.BlockPrefixes[0].String()
+	e.fails(4, []string{"pool", "delete", "busy"}, `pool "busy": 1 blocks are in use (n1: 1); delete its pods first`)
+	show := e.ok("pool", "show", "busy")
+	for _, want := range []string{"Blocks:            1 used, 15 free, 16 total", "Addresses in use:  1"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("pool show lacks %q:\n%s", want, show)
+		}
+	}
+	if got := strings.Join(row(t, show, "n1"), " "); got != "n1 1 1 "+prefix {
+		t.Errorf("node row = %q\n%s", got, show)
+	}
+	var v struct {
+		Nodes []struct {
+			Node     string   `json:"node"`
+			Blocks   int      `json:"blocks"`
+			Prefixes []string `json:"prefixes"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("pool", "show", "busy", "-o", "json")), &v); err != nil ||
+		len(v.Nodes) != 1 || v.Nodes[0].Prefixes[0] != prefix {
+		t.Fatalf("pool show -o json = %+v, %v", v, err)
+	}
+}
+
+// A block appended directly (no node stream at all) also keeps a pool from deletion.
+func TestPoolDeleteInUseRawBlock(t *testing.T) {
+	e := newEnv(t)
+	e.ok("pool", "create", "raw", "10.0.0.0/24")
+	ctx := t.Context()
+	_, err := e.log.Append(ctx, events.AppendRequest{
+		Stream: events.PoolStream("raw"),
+		Events: []*events.Event{{Time: t0, Actor: "test", Payload: &events.BlockAssigned{Index: 2, Node: "ghost"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fails(4, []string{"pool", "delete", "raw"}, "in use (ghost: 1)")
+	if got := strings.Join(row(t, e.ok("block", "list"), "raw"), " "); got != "raw 2 10.0.0.64/27 ghost 2030-01-02T03:04:05Z 0" {
+		t.Fatalf("block row = %q", got)
+	}
+}
