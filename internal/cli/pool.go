@@ -98,7 +98,7 @@ func (a *app) poolAddSubnetCommand() *cobra.Command {
 			if err := a.admin().AddSubnet(cmd.Context(), name, s); err != nil {
 				return poolErr(name, err)
 			}
-			return a.printPoolResult(cmd, name, "now has "+subnetString(s)+";")
+			return a.printPoolResult(cmd, name, "extended")
 		}),
 	}
 }
@@ -127,7 +127,8 @@ func (a *app) printPoolResult(cmd *cobra.Command, name, what string) error {
 	if a.opts.output != "table" {
 		return a.printValue(v)
 	}
-	_, err = fmt.Fprintf(a.env.Stdout, "pool %q %s %s, %d blocks of %s\n", name, what, strings.Join(v.Subnets, " "), v.Blocks.Total, v.BlockSize)
+	_, err = fmt.Fprintf(a.env.Stdout, "pool %q %s: %s (%d blocks of %d addresses, %s)\n",
+		name, what, strings.Join(v.Subnets, " "), v.Blocks.Total, p.BlockSize(), blockLens(p))
 	return errors.Wrap(err, "write output")
 }
 
@@ -157,6 +158,11 @@ type poolView struct {
 
 // blockSize describes a block: "32 (/27)", "32 (/27,/123)" for dual stack.
 func blockSize(p *projection.Pool) string {
+	return fmt.Sprintf("%d (%s)", p.BlockSize(), blockLens(p))
+}
+
+// blockLens is a block's prefix length per family: "/27", "/27,/123" for dual stack.
+func blockLens(p *projection.Pool) string {
 	var lens []string
 	if len(p.Subnets) > 0 {
 		s := p.Subnets[0]
@@ -167,7 +173,7 @@ func blockSize(p *projection.Pool) string {
 			lens = append(lens, fmt.Sprintf("/%d", 128-int(p.BlockSizeBits)))
 		}
 	}
-	return fmt.Sprintf("%d (%s)", p.BlockSize(), strings.Join(lens, ","))
+	return strings.Join(lens, ",")
 }
 
 func (s *snapshot) poolView(p *projection.Pool, withNodes bool) *poolView {

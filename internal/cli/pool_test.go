@@ -13,11 +13,13 @@ import (
 func TestPoolLifecycle(t *testing.T) {
 	e := newEnv(t)
 	out := e.ok("pool", "create", "default", "10.0.0.0/16")
-	if want := `pool "default" created 10.0.0.0/16, 2048 blocks of 32 (/27)`; !strings.Contains(out, want) {
+	if want := "pool \"default\" created: 10.0.0.0/16 (2048 blocks of 32 addresses, /27)\n"; out != want {
 		t.Fatalf("create said %q, want %q", out, want)
 	}
 	e.ok("pool", "create", "dual", "10.1.0.0/24,fd00:1::/120", "--block-size-bits", "4")
-	e.ok("pool", "add-subnet", "default", "10.2.0.0/24")
+	if out := e.ok("pool", "add-subnet", "default", "10.2.0.0/24"); out != "pool \"default\" extended: 10.0.0.0/16 10.2.0.0/24 (2056 blocks of 32 addresses, /27)\n" {
+		t.Fatalf("add-subnet said %q", out)
+	}
 
 	list := e.ok("pool", "list")
 	if got := lines(list)[0]; strings.Join(got, " ") != "NAME SUBNETS BLOCK SIZE BLOCKS USED/TOTAL ADDRESSES IN USE" {
