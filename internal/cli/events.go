@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/spf13/cobra"
@@ -85,33 +84,12 @@ func typeMatcher(ts []string) (func(events.Type) bool, error) {
 	return func(t events.Type) bool { return want[t] }, nil
 }
 
-// eventJSON is the readable JSON form of an event.
-type eventJSON struct {
-	Revision int64          `json:"revision"`
-	Stream   events.Stream  `json:"stream"`
-	Seq      uint64         `json:"seq"`
-	Type     events.Type    `json:"type"`
-	Time     time.Time      `json:"time"`
-	Actor    string         `json:"actor"`
-	Schema   uint32         `json:"schema"`
-	Prev     events.Hash    `json:"prev"`
-	Hash     events.Hash    `json:"hash"`
-	Payload  events.Payload `json:"payload"`
-}
-
-func toJSON(e *events.Event) eventJSON {
-	return eventJSON{
-		Revision: e.Revision, Stream: e.Stream, Seq: e.Seq, Type: e.Type(), Time: e.Time, Actor: e.Actor,
-		Schema: e.Schema, Prev: e.Prev, Hash: e.Hash, Payload: e.Payload,
-	}
-}
-
 // printEvents prints the events show accepts; every cluster event (shown or not) is folded
 // to know the pools' geometry at that point of the log.
 func (a *app) printEvents(evs []*events.Event, show func(*events.Event) bool) error {
 	cluster := projection.NewCluster()
 	var t *table
-	var all []eventJSON
+	all := []*events.Event{}
 	if a.opts.output == "table" {
 		t = newTable(a.env.Stdout, "REV", "TIME", "STREAM", "SEQ", "TYPE", "ACTOR", "SUMMARY")
 	}
@@ -121,7 +99,7 @@ func (a *app) printEvents(evs []*events.Event, show func(*events.Event) bool) er
 			case "table":
 				t.row(fmt.Sprint(e.Revision), fmtTime(e.Time), string(e.Stream), fmt.Sprint(e.Seq), string(e.Type()), e.Actor, summary(e, cluster))
 			case "json":
-				b, err := json.Marshal(toJSON(e))
+				b, err := json.Marshal(e) // events' own JSON form (events/json.go)
 				if err != nil {
 					return errors.Wrapf(err, "render %s #%d", e.Stream, e.Seq)
 				}
@@ -129,7 +107,7 @@ func (a *app) printEvents(evs []*events.Event, show func(*events.Event) bool) er
 					return errors.Wrap(err, "write output")
 				}
 			default:
-				all = append(all, toJSON(e))
+				all = append(all, e)
 			}
 		}
 		if e.Stream == events.ClusterStream {
@@ -142,9 +120,6 @@ func (a *app) printEvents(evs []*events.Event, show func(*events.Event) bool) er
 	case "table":
 		return t.flush()
 	case "yaml":
-		if all == nil {
-			all = []eventJSON{}
-		}
 		return a.printValue(all)
 	}
 	return nil
