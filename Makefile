@@ -46,5 +46,13 @@ lint: tools
 bench: setup build
 	./bench/run.sh
 
+# demo runs a 2-node BGP lab with pods pinging across nodes, then tears it down (docs/demo.md).
+demo: setup build
+	$(GO) run ./cmd/coil-demo -bin bin
+
+# demo-down removes what a crashed or killed demo left (its namespaces and processes).
+demo-down:
+	$(GO) run ./cmd/coil-demo down
+
 clean:
 	rm -rf bin .test.log

@@ -1,0 +1,583 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/lab"
+)
+
+// Sentinel errors of the package, checked with errors.Is.
+var (
+	ErrConfig   = errors.New("demo: invalid config")
+	ErrNotReady = errors.New("demo: coild not ready")
+	ErrCommand  = errors.New("demo: command failed")
+	ErrNoPod    = errors.New("demo: no such pod")
+)
+
+// NetName is the CNI network name of the pods.
+const NetName = "coilnet"
+
+// Config describes a cluster. The zero value (with BinDir set) is a 2-node full mesh.
+type Config struct {
+	// Nodes is the number of nodes (default 2).
+	Nodes int
+	// Name is the lab name ([a-z0-9], at most 10 characters; default random). Namespaces are
+	// "coillab-<Name>-...", and lab.Sweep(ctx, Name) removes what a crashed run left.
+	Name string
+	// BinDir holds coil, coild and coilctl. Required.
+	BinDir string
+	// Dir is the lab's work directory (default: a temporary one removed by Close).
+	Dir string
+	// RouteReflector makes node 0 a BGP route reflector instead of a full mesh.
+	RouteReflector bool
+	// DisableIPv6 leaves the fabric and BIRD IPv4-only.
+	DisableIPv6 bool
+	// BlockGrace, ReconcileInterval and LeaseTTL are passed to every coild when non-zero.
+	BlockGrace        time.Duration
+	ReconcileInterval time.Duration
+	LeaseTTL          time.Duration
+	// CoildLogLevel is coild's --log-level (default "info").
+	CoildLogLevel string
+	// Logger receives progress messages (default: discard).
+	Logger *slog.Logger
+}
+
+// Cluster is a running lab with coild on every node. Its methods are safe for concurrent
+// use.
+type Cluster struct {
+	Lab *lab.Lab
+	// EtcdURL is the embedded etcd's client URL (unix://...), served by node 0's coild.
+	EtcdURL string
+	Nodes   []*Node
+	Config  Config
+
+	log     *slog.Logger
+	mu      sync.Mutex
+	etcdCli *clientv3.Client
+	elog    *events.EtcdLog
+}
+
+// Node is a lab node running coild.
+type Node struct {
+	*lab.Node
+	// Socket is coild's CNI socket; StateDir its --state-dir; ConfDir the CNI netconf
+	// directory of the default pool.
+	Socket   string
+	StateDir string
+	ConfDir  string
+
+	c     *Cluster
+	mu    sync.Mutex
+	coild *lab.Process
+	pods  map[string]*Pod
+	confs map[string]string // pool -> netconf dir
+}
+
+// Pod is a pod namespace attached to the Coil network.
+type Pod struct {
+	Name   string // short name, unique per node
+	Node   *Node
+	NetNS  string // namespace name
+	Path   string // /var/run/netns/NAME
+	Addr   netip.Addr
+	Addr6  netip.Addr // invalid without IPv6
+	Result []byte     // cnitool's output (the CNI result)
+}
+
+// BuildBinaries builds coil, coild and coilctl of the module that holds the working
+// directory into dir.
+func BuildBinaries(ctx context.Context, dir string) error {
+	for _, b := range []struct{ name, pkg string }{
+		{"coil", "./cmd/coil"}, {"coild", "./cmd/coild"}, {"coilctl", "./cmd/coilctl"},
+	} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b.name), "github.com/coil-net/coil/"+strings.TrimPrefix(b.pkg, "./"))
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return errors.Wrapf(errors.Mark(err, ErrCommand), "demo: go build %s: %s", b.pkg, out)
+		}
+	}
+	return nil
+}
+
+// Start starts a lab with cfg.Nodes nodes and one coild per node (node 0's serves the
+// embedded etcd), waits until every coild answers STATUS and every BGP session is
+// Established. On error everything is torn down.
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	if cfg.BinDir == "" {
+		return nil, errors.Wrap(ErrConfig, "BinDir is required")
+	}
+	for _, b := range []string{"coil", "coild", "coilctl"} {
+		if _, err := os.Stat(filepath.Join(cfg.BinDir, b)); err != nil {
+			return nil, errors.Wrapf(ErrConfig, "binary %s: %v (run make build)", b, err)
+		}
+	}
+	if cfg.Nodes == 0 {
+		cfg.Nodes = 2
+	}
+	if cfg.CoildLogLevel == "" {
+		cfg.CoildLogLevel = "info"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Cluster{Config: cfg, log: cfg.Logger}
+	l, err := lab.Start(ctx, lab.Config{
+		Nodes: cfg.Nodes, Name: cfg.Name, Dir: cfg.Dir, RouteReflector: cfg.RouteReflector,
+		DisableIPv6: cfg.DisableIPv6, Logger: cfg.Logger,
+		OnNode: func(ctx context.Context, l *lab.Lab, ln *lab.Node) error {
+			c.Lab = l
+			if ln.Index == 0 {
+				c.EtcdURL = "unix://" + filepath.Join(l.Dir, "etcd.sock")
+			}
+			n, err := c.newNode(ln)
+			if err != nil {
+				return err
+			}
+			c.Nodes = append(c.Nodes, n)
+			return n.StartCoild(ctx)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Lab = l
+	if err := c.start(ctx); err != nil {
+		if cerr := c.Close(); cerr != nil {
+			err = errors.WithSecondaryError(err, cerr)
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) start(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := c.Lab.WaitBGPEstablished(wctx); err != nil {
+		return err
+	}
+	cli, err := etcdclient.New(etcdclient.Config{Endpoints: []string{c.EtcdURL}, DialTimeout: 10 * time.Second})
+	if err != nil {
+		return err
+	}
+	c.etcdCli = cli
+	c.elog = events.NewEtcdLog(cli, events.EtcdConfig{Prefix: events.DefaultPrefix})
+	return nil
+}
+
+func (c *Cluster) newNode(ln *lab.Node) (*Node, error) {
+	n := &Node{
+		Node:     ln,
+		Socket:   filepath.Join(ln.Dir, "coild.sock"),
+		StateDir: filepath.Join(ln.Dir, "coild-state"),
+		c:        c,
+		pods:     map[string]*Pod{},
+		confs:    map[string]string{},
+	}
+	if len(n.Socket) > 107 {
+		return nil, errors.Wrapf(ErrConfig, "socket path %s too long; use a shorter Dir", n.Socket)
+	}
+	dir, err := n.netconf("")
+	if err != nil {
+		return nil, err
+	}
+	n.ConfDir = dir
+	return n, nil
+}
+
+// netconf returns (writing it once) the netconf directory of a network on pool (""
+// means coild's default pool).
+func (n *Node) netconf(pool string) (string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if d, ok := n.confs[pool]; ok {
+		return d, nil
+	}
+	d := filepath.Join(n.Dir, "netconf")
+	conf := map[string]any{"cniVersion": "1.1.0", "name": NetName, "type": "coil", "socket": n.Socket, "timeout": "30s"}
+	if pool != "" {
+		d += "-" + pool
+		conf["pool"] = pool
+	}
+	b, err := json.Marshal(conf)
+	if err != nil {
+		return "", errors.Wrap(err, "demo: netconf")
+	}
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return "", errors.Wrap(err, "demo: netconf dir")
+	}
+	if err := os.WriteFile(filepath.Join(d, "10-"+NetName+".conf"), b, 0o644); err != nil {
+		return "", errors.Wrap(err, "demo: write netconf")
+	}
+	n.confs[pool] = d
+	return d, nil
+}
+
+// Close stops every coild and BIRD and removes the lab (lab.Lab.Close). Idempotent.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	elog, cli := c.elog, c.etcdCli
+	c.elog, c.etcdCli = nil, nil
+	c.mu.Unlock()
+	if elog != nil {
+		_ = elog.Close()
+	}
+	if cli != nil {
+		_ = cli.Close()
+	}
+	if c.Lab == nil {
+		return nil
+	}
+	return c.Lab.Close()
+}
+
+// Log is the event log, read through the cluster's own etcd client.
+func (c *Cluster) Log() *events.EtcdLog { return c.elog }
+
+// EtcdClient is the cluster's etcd client.
+func (c *Cluster) EtcdClient() *clientv3.Client { return c.etcdCli }
+
+// Coilctl runs bin/coilctl against the cluster's etcd and returns its stdout.
+func (c *Cluster) Coilctl(ctx context.Context, args ...string) ([]byte, error) {
+	args = append([]string{"--etcd-endpoints", c.EtcdURL}, args...)
+	return run(ctx, filepath.Join(c.Config.BinDir, "coilctl"), args...)
+}
+
+// CreatePool creates a pool with `coilctl pool create NAME SUBNET --block-size-bits BITS`.
+func (c *Cluster) CreatePool(ctx context.Context, name, subnet string, bits int) error {
+	_, err := c.Coilctl(ctx, "pool", "create", name, subnet, "--block-size-bits", strconv.Itoa(bits))
+	return err
+}
+
+// StartCoild starts the node's coild (node 0's with the embedded etcd) and waits until it
+// answers STATUS. Starting a running coild is an error.
+func (n *Node) StartCoild(ctx context.Context) error {
+	n.mu.Lock()
+	running := n.coild != nil && !isDone(n.coild.Done())
+	n.mu.Unlock()
+	if running {
+		return errors.Wrapf(ErrConfig, "coild of %s is running", n.Name)
+	}
+	cfg := n.c.Config
+	args := []string{
+		"--node", n.Name, "--etcd-endpoints", n.c.EtcdURL, "--socket", n.Socket, "--state-dir", n.StateDir,
+		"--metrics-addr", "", "--log-level", cfg.CoildLogLevel,
+	}
+	if n.Index == 0 {
+		args = append(args, "--embedded-etcd", filepath.Join(n.c.Lab.Dir, "etcd"))
+	}
+	if cfg.BlockGrace != 0 {
+		args = append(args, "--block-grace", cfg.BlockGrace.String())
+	}
+	if cfg.ReconcileInterval != 0 {
+		args = append(args, "--reconcile-interval", cfg.ReconcileInterval.String())
+	}
+	if cfg.LeaseTTL != 0 {
+		args = append(args, "--lease-ttl", cfg.LeaseTTL.String())
+	}
+	p, err := n.StartProcess(ctx, filepath.Join(cfg.BinDir, "coild"), args...)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.coild = p
+	n.mu.Unlock()
+	return n.waitReady(ctx, p)
+}
+
+func (n *Node) waitReady(ctx context.Context, p *lab.Process) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cl := cniproto.NewClient(n.Socket, 2*time.Second)
+	var last error
+	for {
+		if isDone(p.Done()) {
+			return errors.Wrapf(ErrNotReady, "coild of %s exited (%v): %s", n.Name, p.Err(), tail(p.LogPath, 20))
+		}
+		if last = cl.Status(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Wrapf(ErrNotReady, "coild of %s: %v (last STATUS: %v): %s", n.Name, ctx.Err(), last, tail(p.LogPath, 20))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// StopCoild stops the node's coild (SIGTERM, by PID). Pods stay as they are. Stopping a
+// stopped coild is not an error.
+func (n *Node) StopCoild() error {
+	n.mu.Lock()
+	p := n.coild
+	n.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.Stop()
+}
+
+// RestartCoild stops and starts the node's coild and waits until it is ready.
+func (n *Node) RestartCoild(ctx context.Context) error {
+	if err := n.StopCoild(); err != nil {
+		return err
+	}
+	return n.StartCoild(ctx)
+}
+
+// CoildLog is the path of the current coild's log file ("" before the first start).
+func (n *Node) CoildLog() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.coild == nil {
+		return ""
+	}
+	return n.coild.LogPath
+}
+
+// AddPod creates a pod namespace and adds it to the network through cnitool and the coil
+// plugin, from coild's default pool.
+func (n *Node) AddPod(ctx context.Context, name string) (*Pod, error) {
+	return n.AddPodInPool(ctx, name, "")
+}
+
+// AddPodInPool is AddPod with the pool named in the network configuration ("" = coild's
+// default). On failure the pod namespace is removed.
+func (n *Node) AddPodInPool(ctx context.Context, name, pool string) (*Pod, error) {
+	conf, err := n.netconf(pool)
+	if err != nil {
+		return nil, err
+	}
+	path, err := n.c.Lab.AddPodNS(n.Node, name)
+	if err != nil {
+		return nil, err
+	}
+	out, err := n.CNI(ctx, "add", conf, n.c.Config.BinDir, NetName, path,
+		"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME="+name)
+	if err != nil {
+		return nil, errors.CombineErrors(errors.Wrapf(err, "demo: add pod %s on %s", name, n.Name), n.c.Lab.RemovePodNS(n.Node, name))
+	}
+	p := &Pod{Name: name, Node: n, NetNS: filepath.Base(path), Path: path, Result: out}
+	if err := p.parseResult(out); err != nil {
+		return nil, errors.CombineErrors(err, n.c.Lab.RemovePodNS(n.Node, name))
+	}
+	n.mu.Lock()
+	n.pods[name] = p
+	n.mu.Unlock()
+	return p, nil
+}
+
+func (p *Pod) parseResult(out []byte) error {
+	var r struct {
+		IPs []struct {
+			Address string `json:"address"`
+		} `json:"ips"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return errors.Wrapf(err, "demo: parse CNI result %q", out)
+	}
+	for _, ip := range r.IPs {
+		pf, err := netip.ParsePrefix(ip.Address)
+		if err != nil {
+			return errors.Wrapf(err, "demo: CNI result address %q", ip.Address)
+		}
+		if pf.Addr().Is4() {
+			p.Addr = pf.Addr()
+		} else {
+			p.Addr6 = pf.Addr()
+		}
+	}
+	if !p.Addr.IsValid() {
+		return errors.Wrapf(ErrCommand, "demo: CNI result has no IPv4 address: %s", out)
+	}
+	return nil
+}
+
+// DelPod deletes the pod through cnitool (DEL) and removes its namespace. Deleting an
+// unknown pod is ErrNoPod.
+func (n *Node) DelPod(ctx context.Context, name string) error {
+	n.mu.Lock()
+	p, ok := n.pods[name]
+	n.mu.Unlock()
+	if !ok {
+		return errors.Wrapf(ErrNoPod, "%s on %s", name, n.Name)
+	}
+	conf := n.ConfDir
+	if _, err := n.CNI(ctx, "del", conf, n.c.Config.BinDir, NetName, p.Path,
+		"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME="+name); err != nil {
+		return errors.Wrapf(err, "demo: del pod %s on %s", name, n.Name)
+	}
+	if err := n.c.Lab.RemovePodNS(n.Node, name); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	delete(n.pods, name)
+	n.mu.Unlock()
+	return nil
+}
+
+// Pods lists the node's pods, sorted by name.
+func (n *Node) Pods() []*Pod {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ps := make([]*Pod, 0, len(n.pods))
+	for _, p := range n.pods {
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, func(a, b *Pod) int { return strings.Compare(a.Name, b.Name) })
+	return ps
+}
+
+// Ping sends count echo requests from the pod's namespace to addr (`ping -c COUNT -W 2`)
+// and returns ping's output; any loss is an error marked ErrCommand.
+func (p *Pod) Ping(ctx context.Context, addr netip.Addr, count int) ([]byte, error) {
+	return p.Exec(ctx, "ping", "-n", "-q", "-c", strconv.Itoa(count), "-W", "2", addr.String())
+}
+
+// Exec runs a command in the pod's namespace and returns its stdout.
+func (p *Pod) Exec(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return run(ctx, "ip", append([]string{"netns", "exec", p.NetNS, name}, args...)...)
+}
+
+// ExportedBlocks lists the node's IPv4 blocks as coild exports them: its export table
+// (119), sorted.
+func (n *Node) ExportedBlocks(ctx context.Context) ([]netip.Prefix, error) {
+	rs, err := n.Routes(ctx, lab.DefaultExportTable)
+	if err != nil {
+		return nil, err
+	}
+	var ps []netip.Prefix
+	for _, r := range rs {
+		if r.Protocol == strconv.Itoa(lab.DefaultRouteProtocol) {
+			ps = append(ps, r.Dst)
+		}
+	}
+	slices.SortFunc(ps, comparePrefix)
+	return ps, nil
+}
+
+// BGPRoutes lists the IPv4 routes BIRD installed in the node's main table (protocol bird),
+// sorted, with their gateways.
+func (n *Node) BGPRoutes(ctx context.Context) ([]lab.Route, error) {
+	rs, err := n.Routes(ctx, 254)
+	if err != nil {
+		return nil, err
+	}
+	var out []lab.Route
+	for _, r := range rs {
+		if r.Protocol == "bird" {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b lab.Route) int { return comparePrefix(a.Dst, b.Dst) })
+	return out, nil
+}
+
+// Remove takes the node out of the cluster as a crashed machine would leave it: coild and
+// BIRD stopped, its pods' namespaces and its own namespace deleted. Node 0 serves etcd and
+// cannot be removed.
+func (n *Node) Remove(ctx context.Context) error {
+	if n.Index == 0 {
+		return errors.Wrap(ErrConfig, "node 0 serves the embedded etcd")
+	}
+	err := n.StopCoild()
+	if n.Bird != nil {
+		err = errors.CombineErrors(err, n.Bird.Stop())
+	}
+	for _, p := range n.Pods() {
+		err = errors.CombineErrors(err, n.c.Lab.RemovePodNS(n.Node, p.Name))
+	}
+	n.mu.Lock()
+	n.pods = map[string]*Pod{}
+	n.mu.Unlock()
+	if _, derr := run(ctx, "ip", "netns", "del", n.NetNS); derr != nil {
+		err = errors.CombineErrors(err, derr)
+	}
+	return err
+}
+
+// Events reads every event of the log, ordered by commit revision.
+func (c *Cluster) Events(ctx context.Context) ([]*events.Event, error) {
+	streams, rev, err := c.elog.Streams(ctx, "", 0)
+	if err != nil {
+		return nil, err
+	}
+	var evs []*events.Event
+	for s := range streams {
+		if _, err := c.elog.Read(ctx, s, 1, rev, func(e *events.Event) error {
+			evs = append(evs, e)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortStableFunc(evs, func(a, b *events.Event) int {
+		if a.Revision != b.Revision {
+			return int(a.Revision - b.Revision)
+		}
+		return strings.Compare(string(a.Stream), string(b.Stream))
+	})
+	return evs, nil
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// tail returns the last n lines of a file (for error messages).
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Tail returns the last n lines of a log file, or a note saying why it cannot be read.
+func Tail(path string, n int) string { return tail(path, n) }
+
+func run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), errors.Wrapf(errors.Mark(err, ErrCommand), "demo: %s %s: %s%s",
+			name, strings.Join(args, " "), strings.TrimSpace(stderr.String()), strings.TrimSpace(stdout.String()))
+	}
+	return stdout.Bytes(), nil
+}
