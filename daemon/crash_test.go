@@ -1,0 +1,328 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/coil-net/coil/internal/testutil"
+)
+
+// proc is coild run as a subprocess inside the node namespace.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error // set when done is closed
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startCoild starts coild in the node namespace (with --crash-at when crashAt is set)
+// and, unless it is meant to crash, waits until it is ready. The process is stopped at
+// the end of the test if it still runs; its log is shown when the test failed.
+func (e *env) startCoild(crashAt string) *proc {
+	e.t.Helper()
+	args := []string{"netns", "exec", e.nodeNS, coildBin(e.t),
+		"--node", nodeName, "--etcd-endpoints", e.etcd.Endpoints()[0], "--socket", e.sock, "--state-dir", e.stateDir,
+		"--metrics-addr", "", "--lease-ttl", "3s", "--reconcile-interval", "200ms", "--log-level", "debug"}
+	if crashAt != "" {
+		args = append(args, "--crash-at", crashAt)
+	}
+	p := &proc{cmd: exec.Command("ip", args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		e.t.Fatalf("start coild: %v", err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t := e.t
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("coild (crash-at %q) output:\n%s", crashAt, p.out.String())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM to the process it started (by PID) and waits; SIGKILL after 20s.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Errorf("coild did not exit cleanly on SIGTERM: %v", p.err)
+		}
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("coild ignored SIGTERM for 20s")
+	}
+}
+
+// waitKilled waits for the process to die of SIGKILL (a crash point).
+func (p *proc) waitKilled(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("coild did not crash within 30s")
+	}
+	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("coild exited with %v, want killed by SIGKILL", p.err)
+	}
+}
+
+// divergence describes how the node's kernel state differs from the log ("" when it
+// agrees): the veths are exactly those of the held attachments, each with the /32 and
+// /128 of its addresses and no other pod route, table 119 holds exactly the node's
+// blocks, and no DEL intent is pending.
+func (e *env) divergence() string {
+	t := e.t
+	var diffs []string
+	held := e.held()
+	var wantVeths, wantRoutes []string
+	for k, addrs := range held {
+		v := hostVeth(k.ContainerID)
+		wantVeths = append(wantVeths, v)
+		for _, a := range addrs {
+			wantRoutes = append(wantRoutes, a.String()+" dev "+v)
+		}
+	}
+	sort.Strings(wantVeths)
+	sort.Strings(wantRoutes)
+	if got := veths(t, e.nodeNS); join(got) != join(wantVeths) {
+		diffs = append(diffs, fmt.Sprintf("veths %v, attachments want %v", got, wantVeths))
+	}
+	if got := coilHostRoutes(t, e.nodeNS); join(got) != join(wantRoutes) {
+		diffs = append(diffs, fmt.Sprintf("pod routes %v, want %v", got, wantRoutes))
+	}
+	if got, want := table(t, e.nodeNS, 119), blockRoutes(pool4, pool6, bits, e.nodeBlocks("default")); join(got) != join(want) {
+		diffs = append(diffs, fmt.Sprintf("table 119 %v, want %v", got, want))
+	}
+	if ents, err := os.ReadDir(filepath.Join(e.stateDir, "del")); err != nil || len(ents) != 0 {
+		diffs = append(diffs, fmt.Sprintf("DEL intents pending: %v %v", ents, err))
+	}
+	return strings.Join(diffs, "; ")
+}
+
+func (e *env) waitConverged() {
+	e.t.Helper()
+	var last string
+	testutil.Eventually(e.t, 30*time.Second, func() bool {
+		last = e.divergence()
+		return last == ""
+	}, "kernel converges to the log: %s", &last)
+}
+
+func TestCrashConsistency(t *testing.T) {
+	for _, point := range []string{"add-after-alloc", "add-after-setup", "del-after-intent", "del-after-teardown"} {
+		t.Run(point, func(t *testing.T) {
+			e := newEnv(t)
+			e.defaultPool()
+			ctx := context.Background()
+			c, list := e.cni(), e.netList()
+			const victim, bystander = "dead0001", "live0002"
+			victimNS, victimPath := e.pod("victim")
+			_, bystanderPath := e.pod("bystander")
+			var bystanderAddrs []netip.Addr
+
+			isAdd := strings.HasPrefix(point, "add-")
+			var p *proc
+			if isAdd {
+				p = e.startCoild(point)
+			} else {
+				// Two pods up, then coild restarted with the crash point.
+				first := e.startCoild("")
+				e.waitReady()
+				if _, err := c.AddNetworkList(ctx, list, podRT(victim, victimPath)); err != nil {
+					t.Fatalf("ADD %s: %v", victim, err)
+				}
+				first.stop(t)
+				p = e.startCoild(point)
+			}
+			e.waitReady()
+			if !isAdd {
+				res, err := c.AddNetworkList(ctx, list, podRT(bystander, bystanderPath))
+				if err != nil {
+					t.Fatalf("ADD %s: %v", bystander, err)
+				}
+				bystanderAddrs = addrsOf(t, res)
+			}
+
+			// Trigger the crash.
+			if isAdd {
+				_, err := c.AddNetworkList(ctx, list, podRT(victim, victimPath))
+				if code, msg := cniCode(t, err); code != types.ErrTryAgainLater {
+					t.Errorf("ADD answered by a crashing coild: %d %s, want 11", code, msg)
+				}
+			} else {
+				err := c.DelNetworkList(ctx, list, podRT(victim, victimPath))
+				if point == "del-after-intent" {
+					if code, msg := cniCode(t, err); code != types.ErrTryAgainLater {
+						t.Errorf("DEL answered by a crashing coild: %d %s, want 11", code, msg)
+					}
+				} else if err != nil {
+					t.Errorf("DEL (answered before the crash): %v", err)
+				}
+			}
+			p.waitKilled(t)
+
+			e.startCoild("")
+			e.waitReady()
+			if isAdd {
+				// A bystander ADDed after the restart must not be disturbed by the recovery.
+				res, err := c.AddNetworkList(ctx, list, podRT(bystander, bystanderPath))
+				if err != nil {
+					t.Fatalf("ADD %s after restart: %v", bystander, err)
+				}
+				bystanderAddrs = addrsOf(t, res)
+			}
+			e.waitConverged()
+
+			held := e.held()
+			if got := held[attachKey{bystander, "eth0"}]; !slices.Equal(got, bystanderAddrs) {
+				t.Errorf("bystander holds %v, want %v", got, bystanderAddrs)
+			}
+			if err := ping(t, e.nodeNS, bystanderAddrs[0]); err != nil {
+				t.Errorf("bystander after recovery: %v", err)
+			}
+			switch point {
+			case "add-after-alloc":
+				e.expectNoLeak(victim)
+				rel := e.released(victim)
+				if len(rel) != 1 || !strings.Contains(rel[0].Reason, "veth") || !strings.Contains(rel[0].Reason, "missing") {
+					t.Errorf("victim released with %+v, want one release saying its veth is missing", rel)
+				}
+				// The runtime's retry of the ADD works.
+				if _, err := c.AddNetworkList(ctx, list, podRT(victim, victimPath)); err != nil {
+					t.Fatalf("ADD retried after recovery: %v", err)
+				}
+			case "add-after-setup":
+				// The pod is plumbed and its address committed: it stays.
+				addrs, ok := held[attachKey{victim, "eth0"}]
+				if !ok {
+					t.Fatalf("victim's address was released; the pod was fully set up")
+				}
+				if got, want := join(podAddrs(t, victimNS)), join([]string{addrs[0].String() + "/32", addrs[1].String() + "/128"}); got != want {
+					t.Errorf("victim pod addresses %q, want %q", got, want)
+				}
+				if err := ping(t, e.nodeNS, addrs[0]); err != nil {
+					t.Errorf("victim after recovery: %v", err)
+				}
+			default:
+				e.expectNoLeak(victim)
+				rel := e.released(victim)
+				if len(rel) != 1 || rel[0].Reason != "CNI DEL" {
+					t.Errorf("victim released with %+v, want one release for CNI DEL", rel)
+				}
+			}
+			// A DEL of everything leaves the node clean.
+			for _, id := range []string{victim, bystander} {
+				if err := c.DelNetworkList(ctx, list, podRT(id, "")); err != nil {
+					t.Fatalf("DEL %s: %v", id, err)
+				}
+			}
+			e.waitConverged()
+			e.expectClean("after DEL of all pods")
+		})
+	}
+}
+
+// TestRestartKeepsPods: a graceful restart of coild leaves a running pod alone.
+func TestRestartKeepsPods(t *testing.T) {
+	e := newEnv(t)
+	e.defaultPool()
+	ctx := context.Background()
+	c, list := e.cni(), e.netList()
+	podNS, podPath := e.pod("pod")
+	const id = "beef0001"
+
+	p := e.startCoild("")
+	e.waitReady()
+	res, err := c.AddNetworkList(ctx, list, podRT(id, podPath))
+	if err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	addrs := addrsOf(t, res)
+	if err := ping(t, e.nodeNS, addrs[0]); err != nil {
+		t.Fatalf("before restart: %v", err)
+	}
+	link := linkIndex(t, e.nodeNS, hostVeth(id))
+	p.stop(t)
+	// coild is down: the pod's network does not need it.
+	if err := ping(t, e.nodeNS, addrs[0]); err != nil {
+		t.Errorf("while coild is stopped: %v", err)
+	}
+	e.startCoild("")
+	e.waitReady()
+	e.waitConverged()
+	if got := e.held()[attachKey{id, "eth0"}]; !slices.Equal(got, addrs) {
+		t.Errorf("after restart the pod holds %v, want %v", got, addrs)
+	}
+	if got := linkIndex(t, e.nodeNS, hostVeth(id)); got != link {
+		t.Errorf("veth was re-created (index %d, was %d)", got, link)
+	}
+	if got, want := join(podAddrs(t, podNS)), join([]string{addrs[0].String() + "/32", addrs[1].String() + "/128"}); got != want {
+		t.Errorf("pod addresses after restart %q, want %q", got, want)
+	}
+	if err := ping(t, e.nodeNS, addrs[0]); err != nil {
+		t.Errorf("after restart: %v", err)
+	}
+	if err := c.CheckNetworkList(ctx, list, podRT(id, podPath)); err != nil {
+		t.Errorf("CHECK after restart: %v", err)
+	}
+	if rel := e.released(id); len(rel) != 0 {
+		t.Errorf("restart released the pod's address: %+v", rel)
+	}
+}
+
+func linkIndex(t *testing.T, ns, name string) int {
+	t.Helper()
+	var links []struct {
+		IfIndex int `json:"ifindex"`
+	}
+	ipJSON(t, &links, "-n", ns, "-j", "link", "show", "dev", name)
+	if len(links) != 1 {
+		t.Fatalf("link %s in %s: %v", name, ns, links)
+	}
+	return links[0].IfIndex
+}
