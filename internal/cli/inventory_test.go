@@ -24,6 +24,7 @@ type fixture struct {
 }
 
 func cluster2(t *testing.T) *fixture {
+	t.Helper()
 	e := newEnv(t)
 	e.ok("pool", "create", "default", "10.0.0.0/24", "--block-size-bits", "4")
 	e.ok("pool", "create", "dual", "10.1.0.0/24,fd00:1::/120", "--block-size-bits", "3")
