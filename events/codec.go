@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cockroachdb/errors"
 )
@@ -43,6 +44,9 @@ func Encode(e *Event) ([]byte, error) {
 	w.str(e.Actor)
 	w.raw(e.Prev[:])
 	e.Payload.appendTo(&w)
+	if w.err != nil {
+		return nil, errors.Wrapf(w.err, "events: encode %s", e.Payload.EventType())
+	}
 	return w.b, nil
 }
 
@@ -95,6 +99,9 @@ func decodeInto(e *Event, value []byte) error {
 		return errors.Wrapf(ErrUnknownType, "%q: this build of coil does not know it; upgrade before reading this log", string(t))
 	}
 	ns := r.uvarint()
+	if ns > 1<<63-1 {
+		return errors.Wrap(ErrCorrupt, "time out of range")
+	}
 	e.Time = time.Unix(0, int64(ns)).UTC()
 	e.Actor = r.str()
 	copy(e.Prev[:], r.fixed(len(e.Prev)))
@@ -109,12 +116,22 @@ func decodeInto(e *Event, value []byte) error {
 	return nil
 }
 
-type writer struct{ b []byte }
+type writer struct {
+	b   []byte
+	err error
+}
 
 func (w *writer) uvarint(v uint64) { w.b = binary.AppendUvarint(w.b, v) }
 func (w *writer) raw(p []byte)     { w.b = append(w.b, p...) }
-func (w *writer) str(s string)     { w.uvarint(uint64(len(s))); w.b = append(w.b, s...) }
-func (w *writer) bytes(p []byte)   { w.uvarint(uint64(len(p))); w.b = append(w.b, p...) }
+func (w *writer) str(s string) {
+	if w.err == nil && !utf8.ValidString(s) {
+		// Strings must survive JSON export/import unchanged.
+		w.err = errors.Newf("string %q is not valid UTF-8", s)
+	}
+	w.uvarint(uint64(len(s)))
+	w.b = append(w.b, s...)
+}
+func (w *writer) bytes(p []byte) { w.uvarint(uint64(len(p))); w.b = append(w.b, p...) }
 
 // id stores lower-case even-length hex as raw bytes (tag 1), anything else as a string (tag 0).
 func (w *writer) id(s string) {
@@ -205,6 +222,12 @@ func (r *reader) uvarint() uint64 {
 		r.fail("bad varint")
 		return 0
 	}
+	if n > 1 && r.b[n-1] == 0 {
+		// An overlong varint decodes to the same value as the minimal one: accepting it
+		// would let two byte strings (two hashes) stand for one event.
+		r.fail("non-minimal varint")
+		return 0
+	}
 	r.b = r.b[n:]
 	return v
 }
@@ -252,13 +275,24 @@ func (r *reader) bytesField() []byte {
 	return r.fixed(int(n))
 }
 
-func (r *reader) str() string { return string(r.bytesField()) }
+func (r *reader) str() string {
+	s := string(r.bytesField())
+	if r.err == nil && !utf8.ValidString(s) {
+		r.fail("string is not valid UTF-8")
+		return ""
+	}
+	return s
+}
 
 func (r *reader) id() string {
 	tag := r.fixed(1)[0]
 	switch tag {
 	case 0:
-		return r.str()
+		s := r.str()
+		if isLowerHex(s) {
+			r.fail("hex id stored as a string") // the writer stores it as bytes (tag 1)
+		}
+		return s
 	case 1:
 		p := r.bytesField()
 		if len(p) == 0 && r.err == nil {

@@ -306,6 +306,12 @@ func TestKeys(t *testing.T) {
 			t.Errorf("ParseHead(%q): %v, want ErrBadKey", bad, err)
 		}
 	}
+	if got, err := events.DecodeSnapSeq(events.EncodeSnapSeq(77)); err != nil || got != 77 {
+		t.Fatalf("snapshot pointer round trip: %d, %v", got, err)
+	}
+	if _, err := events.DecodeSnapSeq([]byte{0}); !errors.Is(err, events.ErrBadKey) {
+		t.Fatalf("snapshot pointer 0: %v", err)
+	}
 	v := events.Version{Seq: events.MaxSeq, Hash: events.HashOf(s, 1, []byte("x"))}
 	if got, err := events.DecodeHead(events.EncodeHead(v)); err != nil || got != v {
 		t.Fatalf("head round trip: %v, %v", got, err)
@@ -314,5 +320,27 @@ func TestKeys(t *testing.T) {
 		if _, err := events.DecodeHead(bad); !errors.Is(err, events.ErrBadKey) {
 			t.Errorf("DecodeHead(%x): %v", bad, err)
 		}
+	}
+}
+
+// Decoding is canonical: bytes the writer would never produce are rejected, so one event
+// has exactly one stored form and one hash.
+func TestDecodeRejectsNonCanonical(t *testing.T) {
+	good, err := events.Encode(eventstest.SampleEvent(0, &events.BlockAssigned{Index: 5, Node: "n"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The index (5) is the byte after the 32-byte previous hash; spell it as an overlong varint.
+	i := len(good) - 3
+	if good[i] != 5 {
+		t.Fatalf("layout changed: %x", good)
+	}
+	overlong := append(append(append([]byte{}, good[:i]...), 0x85, 0x00), good[i+1:]...)
+	if _, err := events.Decode(events.PoolStream("p"), 1, overlong); !errors.Is(err, events.ErrCorrupt) {
+		t.Errorf("overlong varint: %v, want ErrCorrupt", err)
+	}
+	bad := eventstest.SampleEvent(0, &events.BlockAssigned{Index: 5, Node: "n\xff"})
+	if _, err := events.Encode(bad); err == nil {
+		t.Error("Encode accepted a string that is not UTF-8 (it would not survive JSON export)")
 	}
 }

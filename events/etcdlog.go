@@ -134,7 +134,7 @@ func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error
 			}
 			cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(c.Key), "=", clientv3.LeaseID(c.Lease)))
 		}
-		failOps = append(failOps, clientv3.OpGet(c.Key, clientv3.WithKeysOnly()))
+		failOps = append(failOps, clientv3.OpGet(c.Key)) // not keys-only: the lease is needed to tell what failed
 	}
 	ops := make([]clientv3.Op, 0, len(sealed)+1)
 	for _, s := range sealed {
@@ -338,7 +338,10 @@ func checkTail(stream Stream, from, next uint64, head, last Version) error {
 	return nil
 }
 
-// Watch implements Log. An empty Prefixes watches every stream.
+// Watch implements Log. An empty Prefixes watches every stream. A stream missing from
+// After counts as 0: the watch delivers it from #1 (reading what came before FromRev), so
+// put every stream the caller already holds in After. While etcd cannot be reached the
+// watch waits for it (clientv3 retries); a member that lost its leader ends the watch.
 //
 // One etcd watch per prefix, all on one gRPC stream and started at FromRev+1; their events
 // are merged in revision order (an event is held until every watch has progressed past its

@@ -146,3 +146,16 @@ func checkSeq(s Stream, seq uint64) error {
 	}
 	return nil
 }
+
+// EncodeSnapSeq is the stored value of a snapshot pointer: the snapshot event's sequence
+// as a uvarint.
+func EncodeSnapSeq(seq uint64) []byte { return binary.AppendUvarint(nil, seq) }
+
+// DecodeSnapSeq parses a snapshot pointer's value.
+func DecodeSnapSeq(b []byte) (uint64, error) {
+	seq, n := binary.Uvarint(b)
+	if n <= 0 || n != len(b) || seq == 0 || seq > MaxSeq {
+		return 0, errors.Wrapf(ErrBadKey, "snapshot pointer of %d bytes does not decode", len(b))
+	}
+	return seq, nil
+}

@@ -193,7 +193,11 @@ func (l *MemLog) Append(ctx context.Context, req AppendRequest) (Version, error)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return Version{}, errors.Mark(errors.Wrapf(err, "append to %s", req.Stream), ErrUnavailable)
+		err = errors.Wrapf(err, "append to %s", req.Stream)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = errors.Mark(err, ErrUnavailable)
+		}
+		return Version{}, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
