@@ -204,6 +204,60 @@ func (b *bench) setup(ctx context.Context, root string) error {
 	return nil
 }
 
+// metricsAddr is coild's metrics endpoint: on the coil node namespace's own loopback,
+// read with curl run inside that namespace.
+const metricsAddr = "127.0.0.1:9384"
+
+// scrape reads coild's metrics as series -> value (histogram buckets left out).
+func (b *bench) scrape(ctx context.Context) (map[string]float64, error) {
+	out, err := b.coil.node.Exec(ctx, "curl", "-sf", "http://"+metricsAddr+"/metrics")
+	if err != nil {
+		return nil, errors.Wrap(err, "scrape coild metrics")
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if line == "" || line[0] == '#' || strings.Contains(line, "_bucket{") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[i+1:], &v); err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m, nil
+}
+
+// serverSide is what coild itself reports for a phase: its own time per request (from
+// coil_cni_request_duration_seconds) and how many log appends (etcd Txns) it made.
+type serverSide struct {
+	addMean, delMean time.Duration
+	adds, dels       float64
+	appends          float64
+}
+
+func diffServer(before, after map[string]float64) serverSide {
+	d := func(k string) float64 { return after[k] - before[k] }
+	var s serverSide
+	s.adds = d(`coil_cni_request_duration_seconds_count{command="ADD",result="ok"}`)
+	s.dels = d(`coil_cni_request_duration_seconds_count{command="DEL",result="ok"}`)
+	if s.adds > 0 {
+		s.addMean = time.Duration(d(`coil_cni_request_duration_seconds_sum{command="ADD",result="ok"}`) / s.adds * float64(time.Second))
+	}
+	if s.dels > 0 {
+		s.delMean = time.Duration(d(`coil_cni_request_duration_seconds_sum{command="DEL",result="ok"}`) / s.dels * float64(time.Second))
+	}
+	for k := range after {
+		if strings.HasPrefix(k, "coil_log_appends_total{") {
+			s.appends += d(k)
+		}
+	}
+	return s
+}
+
 // startCoild runs coild in the coil node, waits for its socket to answer STATUS, creates
 // the pool and ADDs a first pod until it succeeds (coild sees the pool through its watch).
 func (b *bench) startCoild(ctx context.Context) error {
@@ -212,7 +266,7 @@ func (b *bench) startCoild(ctx context.Context) error {
 	etcdURL := "unix://" + filepath.Join(n.Dir, "etcd.sock")
 	p, err := n.StartProcess(ctx, b.o.coild, "--node", n.Name,
 		"--embedded-etcd", filepath.Join(n.Dir, "etcd"), "--etcd-endpoints", etcdURL,
-		"--socket", sock, "--state-dir", b.stateDir, "--metrics-addr", "")
+		"--socket", sock, "--state-dir", b.stateDir, "--metrics-addr", metricsAddr)
 	if err != nil {
 		return err
 	}
@@ -351,8 +405,15 @@ func (b *bench) latency(ctx context.Context, rep *report) error {
 	}
 	defer b.removePods(total, func(i int) string { return fmt.Sprintf("l%04d", i) })
 	b.log.Info("latency: interleaved ADD/DEL", "warmup", b.o.warmup, "samples", b.o.n)
+	var before map[string]float64
 	for i := range total {
 		timed := i >= b.o.warmup
+		if i == b.o.warmup {
+			var err error
+			if before, err = b.scrape(ctx); err != nil {
+				return err
+			}
+		}
 		order := rotate(b.kinds, i)
 		veth := ""
 		for _, k := range order {
@@ -401,6 +462,11 @@ func (b *bench) latency(ctx context.Context, rep *report) error {
 			b.log.Info("latency progress", "rounds", i+1, "of", total)
 		}
 	}
+	after, err := b.scrape(ctx)
+	if err != nil {
+		return err
+	}
+	rep.latServer = diffServer(before, after)
 	return nil
 }
 
@@ -465,6 +531,7 @@ type burstResult struct {
 	addEach, delEach  []time.Duration
 	distinct, failed  int
 	coilGone, coilRel time.Duration // coil only: from the start of the DEL burst
+	server            serverSide    // coil only
 }
 
 // bursts runs o.rounds rounds; each round, per kind in rotating order: create o.burst pod
@@ -522,8 +589,21 @@ func (b *bench) concurrently(ctx context.Context, k *kind, cmd string, pods []st
 	return time.Since(t0), each, outs, errs
 }
 
-func (b *bench) burst(ctx context.Context, k *kind, pods []string) (burstResult, error) {
-	res := burstResult{kind: k.name}
+func (b *bench) burst(ctx context.Context, k *kind, pods []string) (res burstResult, err error) {
+	res.kind = k.name
+	if k == b.coil {
+		before, err := b.scrape(ctx)
+		if err != nil {
+			return res, err
+		}
+		defer func() {
+			after, serr := b.scrape(ctx)
+			if err == nil && serr != nil {
+				err = serr
+			}
+			res.server = diffServer(before, after)
+		}()
+	}
 	var outs [][]byte
 	var errs []error
 	res.addWall, res.addEach, outs, errs = b.concurrently(ctx, k, "add", pods)
@@ -633,6 +713,7 @@ type report struct {
 	kinds              []*kind
 	add, del           samples
 	linkGone, released []time.Duration
+	latServer          serverSide
 	bursts             []burstResult
 	burstFailed        string
 }
@@ -678,6 +759,8 @@ func (r *report) write(w io.Writer) {
 	}
 	fmt.Fprintf(w, "| coil: DEL call until its veth is gone | %s | %s | %s | | | |\n", ms(pct(r.linkGone, 50)), ms(pct(r.linkGone, 90)), ms(pct(r.linkGone, 99)))
 	fmt.Fprintf(w, "| coil: DEL call until its address is released | %s | %s | %s | | | |\n\n", ms(pct(r.released, 50)), ms(pct(r.released, 90)), ms(pct(r.released, 99)))
+	fmt.Fprintf(w, "coild's own time per request in this phase (its histogram, mean): ADD %s ms over %.0f, DEL %s ms over %.0f; %.0f log appends (etcd Txns).\n\n",
+		ms(r.latServer.addMean), r.latServer.adds, ms(r.latServer.delMean), r.latServer.dels, r.latServer.appends)
 	ca, pa := pct(r.add["coil"], 50), pct(r.add["ptp"], 50)
 	cd, pd := pct(r.del["coil"], 50), pct(r.del["ptp"], 50)
 	fmt.Fprintf(w, "- coil/ptp ADD median: %.2f (target ≤ 0.75: %s); p99: %.2f\n", ratio(ca, pa), verdict(ratio(ca, pa) <= 0.75),
@@ -705,8 +788,15 @@ func (r *report) write(w io.Writer) {
 			ms(pct(br.addEach, 50)), ms(pct(br.addEach, 99)), br.failed, distinct, ms(br.delWall), gone, rel)
 		walls[br.kind] = append(walls[br.kind], br.addWall)
 	}
+	fmt.Fprintln(w)
+	for n, br := range r.bursts {
+		if br.kind == "coil" {
+			fmt.Fprintf(w, "- round %d, coild's own time (mean): ADD %s ms, DEL %s ms; %.0f log appends for %.0f ADDs\n",
+				n/len(r.kinds), ms(br.server.addMean), ms(br.server.delMean), br.server.appends, br.server.adds)
+		}
+	}
 	cw, pw := pct(walls["coil"], 50), pct(walls["ptp"], 50)
-	fmt.Fprintf(w, "\n- burst ADD wall, median of rounds: coil %s ms, ptp %s ms, noop %s ms; coil/ptp %.2f (target ≤ 0.7: %s)\n",
+	fmt.Fprintf(w, "- burst ADD wall, median of rounds: coil %s ms, ptp %s ms, noop %s ms; coil/ptp %.2f (target ≤ 0.7: %s)\n",
 		ms(cw), ms(pw), ms(pct(walls["noop"], 50)), ratio(cw, pw), verdict(ratio(cw, pw) <= 0.7))
 	if r.burstFailed != "" {
 		fmt.Fprintf(w, "- **burst check failed**: %s\n", r.burstFailed)
