@@ -65,15 +65,15 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 		return nil, cniproto.NewError(cniproto.CodeInvalidEnv, "CNI_CONTAINERID, CNI_IFNAME and CNI_NETNS are required for ADD", "")
 	}
 	veth := netplumb.HostVethName(req.ContainerID, req.IfName)
-	d.waitDeleted(ctx, veth)
-	d.mu.Lock()
-	d.inflight[veth]++
-	d.mu.Unlock()
+	if err := d.beginAdd(ctx, veth); err != nil {
+		return nil, err
+	}
 	defer func() {
 		d.mu.Lock()
 		if d.inflight[veth]--; d.inflight[veth] <= 0 {
 			delete(d.inflight, veth)
 		}
+		d.recent[veth] = true
 		d.mu.Unlock()
 	}()
 	pool := req.Pool
@@ -270,18 +270,27 @@ func (d *Daemon) finishDel(veth string) {
 		close(ch)
 		delete(d.deleting, veth)
 	}
+	d.recent[veth] = true
 	d.mu.Unlock()
 }
 
-// waitDeleted blocks an ADD while a DEL of the same attachment is still running.
-func (d *Daemon) waitDeleted(ctx context.Context, veth string) {
-	d.mu.Lock()
-	ch := d.deleting[veth]
-	d.mu.Unlock()
-	if ch != nil {
+// beginAdd waits while a DEL (or a reconciler action) of the same attachment is running,
+// then marks the ADD in progress, atomically with the check so that nothing can start
+// deleting the attachment in between.
+func (d *Daemon) beginAdd(ctx context.Context, veth string) error {
+	for {
+		d.mu.Lock()
+		ch := d.deleting[veth]
+		if ch == nil {
+			d.inflight[veth]++
+			d.mu.Unlock()
+			return nil
+		}
+		d.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			return cniproto.NewError(cniproto.CodeTryAgainLater, "a DEL of this attachment is still running; try again", ctx.Err().Error())
 		}
 	}
 }

@@ -51,7 +51,14 @@ type Daemon struct {
 	mu       sync.Mutex
 	inflight map[string]int           // host veth -> ADDs in progress
 	deleting map[string]chan struct{} // host veth -> closed when its DEL finished
+	// recent holds the host veths whose ADD or DEL finished since the current reconcile
+	// pass took its snapshots: the pass leaves them alone (its snapshots may predate them).
+	recent   map[string]bool
 	exported map[netip.Prefix]bool
+
+	// exportMu serialises export syncs: each reads the node's blocks and then the table,
+	// so two overlapping syncs could undo each other's newer view.
+	exportMu sync.Mutex
 
 	delq    chan delItem
 	syncReq chan struct{}
@@ -66,7 +73,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d := &Daemon{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.Node), keys: events.NewKeys(cfg.EtcdPrefix),
-		inflight: map[string]int{}, deleting: map[string]chan struct{}{}, exported: map[netip.Prefix]bool{},
+		inflight: map[string]int{}, deleting: map[string]chan struct{}{}, recent: map[string]bool{}, exported: map[netip.Prefix]bool{},
 		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1),
 	}
 	ok := false
@@ -247,6 +254,8 @@ func (d *Daemon) requestSync() {
 
 // syncExport makes the export table equal to the node's blocks.
 func (d *Daemon) syncExport(ctx context.Context) {
+	d.exportMu.Lock()
+	defer d.exportMu.Unlock()
 	want := d.node.BlockPrefixes()
 	added, removed, err := d.exp.Sync(ctx, want)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/coil-net/coil/events"
 )
 
-// metrics are coild's Prometheus metrics (documented in docs/metrics.md).
+// metrics are coild's Prometheus metrics (documented in docs/coild.md).
 type metrics struct {
 	reg              *prometheus.Registry
 	cniDuration      *prometheus.HistogramVec
@@ -55,6 +55,25 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(m.cniDuration, m.allocations, m.releases, m.appendConflicts, m.appends, m.reconcileActions, m.watchRevision,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every series whose labels are known in advance exists from the start (at zero), so
+	// a rate() or an alert sees the first increment and a scrape shows every metric.
+	for _, cmd := range []string{"ADD", "DEL", "CHECK", "GC"} {
+		for _, res := range []string{"ok", "error", "try_again"} {
+			m.cniDuration.WithLabelValues(cmd, res)
+		}
+	}
+	for _, r := range []string{"cni_del", "cni_gc", "add_failed", "reconcile", "other"} {
+		m.releases.WithLabelValues(r)
+	}
+	for _, kind := range []string{"cluster", "pool", "node"} {
+		m.appendConflicts.WithLabelValues(kind)
+		for _, res := range []string{"ok", "conflict", "error"} {
+			m.appends.WithLabelValues(kind, res)
+		}
+	}
+	for _, a := range []string{"export_add", "export_del", "release_missing_veth", "delete_leaked_veth", "resume_del"} {
+		m.reconcileActions.WithLabelValues(a)
+	}
 	return m
 }
 

@@ -19,12 +19,23 @@ import (
 //     was interrupted before plumbing, or the pod's namespace went away);
 //   - the export table is synced to the node's blocks.
 //
-// Attachments with an ADD in progress are left alone.
+// Attachments with an ADD or DEL in progress, or one that finished during the pass, are
+// left alone.
 func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 	var errs error
 	if err := d.resumeIntents(ctx); err != nil {
 		errs = errors.CombineErrors(errs, err)
 	}
+	// Snapshots in this order: attachments, then links. An attachment whose veth is
+	// missing from the links had its ADD in progress at the listing, or nothing will make
+	// the veth; a veth with no attachment was listed after the attachments were read, so
+	// an ADD that made it is busy or finished since the pass began. Each action first
+	// claims its veth (claim), which skips busy and recently finished ones and makes a
+	// new ADD of that attachment wait until the action is done.
+	d.mu.Lock()
+	d.recent = map[string]bool{}
+	d.mu.Unlock()
+	attachments := d.node.Attachments()
 	links, err := d.plumber.List(ctx)
 	if err != nil {
 		return errors.CombineErrors(errs, errors.Wrap(err, "list veths"))
@@ -34,23 +45,16 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 		have[l.Name] = true
 	}
 	want := map[string]bool{}
-	d.mu.Lock()
-	inflight := make(map[string]bool, len(d.inflight)+len(d.deleting))
-	for v := range d.inflight {
-		inflight[v] = true
-	}
-	for v := range d.deleting {
-		inflight[v] = true
-	}
-	d.mu.Unlock()
-	for _, a := range d.node.Attachments() {
+	for _, a := range attachments {
 		veth := netplumb.HostVethName(a.ContainerID, a.IfName)
 		want[veth] = true
-		if have[veth] || inflight[veth] {
+		if have[veth] || !d.claim(veth) {
 			continue
 		}
 		reason := "reconcile: host veth " + veth + " missing (the pod's namespace is gone or its ADD was interrupted)"
-		if _, err := d.node.Release(ctx, a.ContainerID, a.IfName, reason); err != nil {
+		_, err := d.node.Release(ctx, a.ContainerID, a.IfName, reason)
+		d.finishDel(veth)
+		if err != nil {
 			errs = errors.CombineErrors(errs, errors.Wrapf(err, "release %s/%s", a.ContainerID, a.IfName))
 			continue
 		}
@@ -60,12 +64,16 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 	}
 	var leaked []string
 	for _, l := range links {
-		if !want[l.Name] && !inflight[l.Name] {
+		if !want[l.Name] && d.claim(l.Name) {
 			leaked = append(leaked, l.Name)
 		}
 	}
 	if len(leaked) > 0 {
-		if err := d.plumber.TeardownMany(ctx, leaked); err != nil {
+		err := d.plumber.TeardownMany(ctx, leaked)
+		for _, v := range leaked {
+			d.finishDel(v)
+		}
+		if err != nil {
 			errs = errors.CombineErrors(errs, errors.Wrap(err, "delete leaked veths"))
 		} else {
 			d.metrics.reconcileActions.WithLabelValues("delete_leaked_veth").Add(float64(len(leaked)))
@@ -74,6 +82,19 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 	}
 	d.syncExport(ctx)
 	return errs
+}
+
+// claim marks veth as being deleted by the reconciler unless an ADD or DEL of it is in
+// progress or finished since the pass began; finishDel releases the claim. A new ADD of
+// the attachment waits for it.
+func (d *Daemon) claim(veth string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inflight[veth] > 0 || d.recent[veth] || d.deleting[veth] != nil {
+		return false
+	}
+	d.deleting[veth] = make(chan struct{})
+	return true
 }
 
 // resumeIntents finishes DELs that were answered but not completed before a crash.
@@ -85,12 +106,6 @@ func (d *Daemon) resumeIntents(ctx context.Context) error {
 	}
 	var batch []delItem
 	for _, e := range ents {
-		d.mu.Lock()
-		_, busy := d.deleting[e.Name()]
-		d.mu.Unlock()
-		if busy {
-			continue
-		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue
@@ -101,9 +116,9 @@ func (d *Daemon) resumeIntents(ctx context.Context) error {
 			_ = os.Remove(filepath.Join(dir, e.Name()))
 			continue
 		}
-		d.mu.Lock()
-		d.deleting[e.Name()] = make(chan struct{})
-		d.mu.Unlock()
+		if !d.claim(e.Name()) {
+			continue // its DEL (or an ADD) is running
+		}
 		batch = append(batch, delItem{containerID: parts[0], ifName: parts[1], veth: e.Name(), reason: parts[2]})
 	}
 	if len(batch) > 0 {
