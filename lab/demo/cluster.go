@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -463,6 +464,10 @@ func (p *Pod) Exec(ctx context.Context, name string, args ...string) ([]byte, er
 func (n *Node) ExportedBlocks(ctx context.Context) ([]netip.Prefix, error) {
 	rs, err := n.Routes(ctx, lab.DefaultExportTable)
 	if err != nil {
+		// A table that never held a route does not exist yet: no blocks.
+		if strings.Contains(err.Error(), "FIB table does not exist") {
+			return nil, nil
+		}
 		return nil, err
 	}
 	var ps []netip.Prefix
@@ -492,16 +497,27 @@ func (n *Node) BGPRoutes(ctx context.Context) ([]lab.Route, error) {
 	return out, nil
 }
 
-// Remove takes the node out of the cluster as a crashed machine would leave it: coild and
-// BIRD stopped, its pods' namespaces and its own namespace deleted. Node 0 serves etcd and
-// cannot be removed.
-func (n *Node) Remove(ctx context.Context) error {
+// Crash takes the node out of the cluster as a crashed machine would leave it: its fabric
+// link goes down first (so not even a TCP FIN reaches the peers: they notice only when
+// their BGP hold timer expires), then coild and BIRD are killed with SIGKILL (by PID), and
+// its pods' namespaces and its own namespace are deleted. Node 0 serves etcd and cannot be
+// removed.
+func (n *Node) Crash(ctx context.Context) error {
 	if n.Index == 0 {
 		return errors.Wrap(ErrConfig, "node 0 serves the embedded etcd")
 	}
-	err := n.StopCoild()
-	if n.Bird != nil {
-		err = errors.CombineErrors(err, n.Bird.Stop())
+	_, err := n.IP(ctx, "link", "set", n.Link, "down")
+	n.mu.Lock()
+	procs := []*lab.Process{n.coild, n.Bird}
+	n.mu.Unlock()
+	for _, p := range procs {
+		if p == nil {
+			continue
+		}
+		if !isDone(p.Done()) {
+			_ = syscall.Kill(p.PID(), syscall.SIGKILL)
+		}
+		err = errors.CombineErrors(err, p.Stop())
 	}
 	for _, p := range n.Pods() {
 		err = errors.CombineErrors(err, n.c.Lab.RemovePodNS(n.Node, p.Name))
@@ -580,4 +596,36 @@ func run(ctx context.Context, name string, args ...string) ([]byte, error) {
 			name, strings.Join(args, " "), strings.TrimSpace(stderr.String()), strings.TrimSpace(stdout.String()))
 	}
 	return stdout.Bytes(), nil
+}
+
+// BlocksFromLog returns the IPv4 blocks every node holds according to the event log
+// (`coilctl block list -o json`), by node name, each list sorted.
+func (c *Cluster) BlocksFromLog(ctx context.Context) (map[string][]netip.Prefix, error) {
+	out, err := c.Coilctl(ctx, "block", "list", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var views []struct {
+		Node     string   `json:"node"`
+		Prefixes []string `json:"prefixes"`
+	}
+	if err := json.Unmarshal(out, &views); err != nil {
+		return nil, errors.Wrapf(err, "demo: parse coilctl block list: %q", out)
+	}
+	m := map[string][]netip.Prefix{}
+	for _, v := range views {
+		for _, s := range v.Prefixes {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, errors.Wrapf(err, "demo: block prefix %q", s)
+			}
+			if p.Addr().Is4() {
+				m[v.Node] = append(m[v.Node], p)
+			}
+		}
+	}
+	for _, ps := range m {
+		slices.SortFunc(ps, comparePrefix)
+	}
+	return m, nil
 }
