@@ -47,6 +47,7 @@ func realisticAssigned(rng *rand.Rand, i int) *events.Event {
 }
 
 func bctx(b *testing.B) context.Context {
+	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	b.Cleanup(cancel)
 	return ctx
@@ -107,6 +108,7 @@ func BenchmarkAppend(b *testing.B) {
 // fill writes n realistic events to stream quickly for read benchmarks: sealed in order,
 // committed by parallel transactions without compares, then the head.
 func fill(b *testing.B, cli *clientv3.Client, keys events.Keys, s events.Stream, n int) {
+	b.Helper()
 	ctx := bctx(b)
 	rng := rand.New(rand.NewPCG(1, 2))
 	type job struct{ ops []clientv3.Op }

@@ -22,8 +22,8 @@ const goldenDir = "../testdata/events"
 
 // sealed returns sample i as a sealed first event of its stream (seq 1, zero prev) or,
 // for odd i, as event 42 following a fixed hash, with its stored bytes.
-func sealed(t testing.TB, i int, s eventstest.Sample) (*events.Event, []byte) {
-	t.Helper()
+func sealed(tb testing.TB, i int, s eventstest.Sample) (*events.Event, []byte) {
+	tb.Helper()
 	e := eventstest.SampleEvent(i, s.Payload)
 	e.Schema, e.Stream, e.Seq = events.SchemaVersion, s.Stream, 1
 	if i%2 == 1 {
@@ -32,7 +32,7 @@ func sealed(t testing.TB, i int, s eventstest.Sample) (*events.Event, []byte) {
 	}
 	v, err := events.Encode(e)
 	if err != nil {
-		t.Fatalf("encode %s: %v", s.Name, err)
+		tb.Fatalf("encode %s: %v", s.Name, err)
 	}
 	e.Hash = events.HashOf(e.Stream, e.Seq, v)
 	return e, v
@@ -112,11 +112,11 @@ func TestGolden(t *testing.T) {
 			j = append(j, '\n')
 			bin, js := filepath.Join(goldenDir, s.Name+".bin"), filepath.Join(goldenDir, s.Name+".json")
 			if *update {
-				if err := os.WriteFile(bin, v, 0o644); err != nil {
-					t.Fatal(err)
+				if werr := os.WriteFile(bin, v, 0o644); werr != nil {
+					t.Fatal(werr)
 				}
-				if err := os.WriteFile(js, j, 0o644); err != nil {
-					t.Fatal(err)
+				if werr := os.WriteFile(js, j, 0o644); werr != nil {
+					t.Fatal(werr)
 				}
 			}
 			wantBin, err := os.ReadFile(bin)
@@ -159,8 +159,8 @@ func TestJSONRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			var d events.Event
-			if err := json.Unmarshal(j, &d); err != nil {
-				t.Fatalf("%+v\n%s", err, j)
+			if uerr := json.Unmarshal(j, &d); uerr != nil {
+				t.Fatalf("%+v\n%s", uerr, j)
 			}
 			requireSame(t, &d, e)
 			v2, err := events.Encode(&d)

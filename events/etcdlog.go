@@ -107,7 +107,7 @@ func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error
 	if err != nil {
 		return Version{}, err
 	}
-	if err := checkSeq(req.Stream, head.Seq); err != nil {
+	if err = checkSeq(req.Stream, head.Seq); err != nil {
 		return Version{}, err
 	}
 	if 1+len(req.Conditions) > maxTxnOps {
@@ -455,8 +455,8 @@ func (l *EtcdLog) watchFrom(ctx context.Context, w *watchState, rev int64) error
 				if errors.Is(err, rpctypes.ErrCompacted) {
 					return errWatchCompacted
 				}
-				if err := ctx.Err(); err != nil {
-					return err
+				if cerr := ctx.Err(); cerr != nil {
+					return cerr
 				}
 				return errors.Mark(l.storeErr(ctx, err, "watch %q", w.prefixes[it.i]), ErrUnavailable)
 			}

@@ -62,9 +62,11 @@ func (h *etcdHarness) Corrupt(s events.Stream, seq uint64, value []byte) {
 
 // newEtcdLogs returns a factory of logs sharing one etcd, each under its own prefix.
 func newEtcdLogs(t *testing.T, c *etcdtest.Cluster, cfg events.EtcdConfig) eventstest.NewLog {
+	t.Helper()
 	cli := c.Client(t)
 	n := 0
 	return func(t *testing.T) (events.Log, eventstest.Harness) {
+		t.Helper()
 		n++
 		cfg := cfg
 		cfg.Prefix = fmt.Sprintf("/t%d/", n)

@@ -12,6 +12,7 @@ import (
 
 func TestMemLogConformance(t *testing.T) {
 	eventstest.Run(t, func(t *testing.T) (events.Log, eventstest.Harness) {
+		t.Helper()
 		l := events.NewMemLog()
 		t.Cleanup(func() { _ = l.Close() })
 		return l, l

@@ -51,15 +51,16 @@ type Cluster struct {
 
 // Start starts etcd with data in t.TempDir() and stops it when the test ends (after
 // closing every client it handed out). It fails the test if etcd does not start.
-func Start(t testing.TB, opts ...Option) *Cluster {
-	t.Helper()
+func Start(tb testing.TB, opts ...Option) *Cluster {
+	tb.Helper()
 	var o options
 	for _, f := range opts {
 		f(&o)
 	}
-	c := &Cluster{t: t}
+	c := &Cluster{t: tb}
+	tb.Cleanup(c.cleanup) // also removes the socket directory if the start fails
 	c.cfg = etcdembed.Config{
-		Dir:               filepath.Join(t.TempDir(), "etcd"),
+		Dir:               filepath.Join(tb.TempDir(), "etcd"),
 		NoFsync:           !o.fsync,
 		QuotaBackendBytes: o.quota,
 		Logger:            zap.NewNop(),
@@ -70,29 +71,30 @@ func Start(t testing.TB, opts ...Option) *Cluster {
 	if o.tcp {
 		u, err := etcdembed.FreeLoopbackURL()
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		c.cfg.ClientURL = u
 	} else {
-		// Unix socket paths are limited to ~107 bytes and t.TempDir() can be long.
+		// Unix socket paths are limited to ~107 bytes and tb.TempDir() can be long.
 		dir, err := os.MkdirTemp("", "etcd")
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		c.sockDir = dir
 		c.cfg.ClientURL = "unix://" + filepath.Join(dir, "etcd.sock")
 	}
 	peer, err := etcdembed.FreeLoopbackURL()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	c.cfg.PeerURL = peer
 	e, err := etcdembed.Start(c.cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	c.mu.Lock()
 	c.etcd = e
-	t.Cleanup(c.cleanup)
+	c.mu.Unlock()
 	return c
 }
 
@@ -124,20 +126,20 @@ func (c *Cluster) Etcd() *embed.Etcd {
 
 // Client returns a new client of the cluster, closed when t ends (or when the cluster is
 // cleaned up, whichever is first). Closing it earlier is fine.
-func (c *Cluster) Client(t testing.TB) *clientv3.Client {
-	t.Helper()
+func (c *Cluster) Client(tb testing.TB) *clientv3.Client {
+	tb.Helper()
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   c.Endpoints(),
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
-		t.Fatalf("etcd client for %v: %v", c.Endpoints(), err)
+		tb.Fatalf("etcd client for %v: %v", c.Endpoints(), err)
 	}
 	c.mu.Lock()
 	c.clients = append(c.clients, cli)
 	c.mu.Unlock()
-	t.Cleanup(func() { _ = cli.Close() })
+	tb.Cleanup(func() { _ = cli.Close() })
 	return cli
 }
 
