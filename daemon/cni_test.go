@@ -104,13 +104,13 @@ func TestCNILifecycle(t *testing.T) {
 	if got, want := table(t, e.nodeNS, 119), blockRoutes(pool4, pool6, bits, blocks); join(got) != join(want) {
 		t.Errorf("table 119 %q, want %q", got, want)
 	}
-	if err := ping(t, e.nodeNS, addrs[0]); err != nil {
-		t.Errorf("node -> pod: %v", err)
+	if perr := ping(t, e.nodeNS, addrs[0]); perr != nil {
+		t.Errorf("node -> pod: %v", perr)
 	}
 
 	// CHECK with the cached prevResult.
-	if err := c.CheckNetworkList(ctx, list, rt); err != nil {
-		t.Errorf("CHECK: %v", err)
+	if cerr := c.CheckNetworkList(ctx, list, rt); cerr != nil {
+		t.Errorf("CHECK: %v", cerr)
 	}
 	// A second ADD of the same container gives the same addresses.
 	res2, err := c.AddNetworkList(ctx, list, rt)

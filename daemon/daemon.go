@@ -198,6 +198,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return errors.Wrap(err, "replay the log")
 	}
+	d.metrics.noteRevision(rev)
 	if err := d.node.Register(sctx); err != nil {
 		return errors.Wrap(err, "register node")
 	}
@@ -223,7 +224,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 			if b.Err != nil {
 				return errors.Wrap(b.Err, "watch")
 			}
-			d.metrics.watchRevision.Set(float64(b.Revision))
+			d.metrics.noteRevision(b.Revision)
 			for _, e := range b.Events {
 				if err := d.node.Observe(sctx, e); err != nil {
 					return errors.Wrapf(err, "apply %s #%d", e.Stream, e.Seq)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/errors"
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -61,7 +62,7 @@ func goBuild(out, pkg string) error {
 	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+		return errors.Wrapf(err, "go build %s: %s", pkg, b)
 	}
 	return nil
 }
@@ -174,6 +175,7 @@ func (e *env) startDaemon(cfg daemon.Config) *running {
 }
 
 func (r *running) stop(t *testing.T) {
+	t.Helper()
 	r.once.Do(func() {
 		r.cancel()
 		select {
@@ -209,15 +211,7 @@ func (e *env) pod(prefix string) (string, string) {
 
 func (e *env) netList() *libcni.NetworkConfigList {
 	e.t.Helper()
-	conf, err := libcni.ConfFromBytes([]byte(`{"cniVersion":"1.1.0","name":"coilnet","type":"coil","socket":"` + e.sock + `","timeout":"20s"}`))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	list, err := libcni.ConfListFromConf(conf)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return list
+	return e.netListWith("")
 }
 
 func (e *env) cni() *libcni.CNIConfig {
@@ -238,25 +232,10 @@ func cniCode(t *testing.T, err error) (uint, string) {
 		t.Fatal("want a CNI error, got success")
 	}
 	var e *types.Error
-	if !asTypesError(err, &e) {
+	if !errors.As(err, &e) {
 		t.Fatalf("not a CNI error: %T %v", err, err)
 	}
 	return e.Code, e.Error()
-}
-
-func asTypesError(err error, target **types.Error) bool {
-	for err != nil {
-		if e, ok := err.(*types.Error); ok {
-			*target = e
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
 }
 
 // ---- kernel state, read with ip(8) ----
@@ -266,7 +245,8 @@ func ipJSON(t *testing.T, out any, args ...string) {
 	b, err := exec.Command("ip", args...).Output()
 	if err != nil {
 		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			stderr = string(ee.Stderr)
 		}
 		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, stderr)

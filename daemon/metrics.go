@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,8 @@ type metrics struct {
 	appends          *prometheus.CounterVec
 	reconcileActions *prometheus.CounterVec
 	watchRevision    prometheus.Gauge
+	revMu            sync.Mutex
+	rev              int64
 }
 
 func newMetrics() *metrics {
@@ -50,7 +53,7 @@ func newMetrics() *metrics {
 			Name: "coil_reconcile_actions_total", Help: "Changes the reconciler made to the kernel or the log, by action.",
 		}, []string{"action"}),
 		watchRevision: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "coil_log_watch_revision", Help: "The etcd revision of the last log event this node applied.",
+			Name: "coil_log_watch_revision", Help: "The etcd revision of the last log event this node applied (replayed, watched or appended itself).",
 		}),
 	}
 	m.reg.MustRegister(m.cniDuration, m.allocations, m.releases, m.appendConflicts, m.appends, m.reconcileActions, m.watchRevision,
@@ -77,6 +80,16 @@ func newMetrics() *metrics {
 	return m
 }
 
+// noteRevision raises coil_log_watch_revision to rev (it never goes back).
+func (m *metrics) noteRevision(rev int64) {
+	m.revMu.Lock()
+	defer m.revMu.Unlock()
+	if rev > m.rev {
+		m.rev = rev
+		m.watchRevision.Set(float64(rev))
+	}
+}
+
 func (m *metrics) observeCNI(cmd string, start time.Time, err error) {
 	result := "ok"
 	if err != nil {
@@ -101,6 +114,10 @@ func (l *metricLog) Append(ctx context.Context, req events.AppendRequest) (event
 	switch {
 	case err == nil:
 		l.m.appends.WithLabelValues(kind, "ok").Inc()
+		// The node applies its own events without waiting for the watch (which skips them).
+		for _, e := range req.Events {
+			l.m.noteRevision(e.Revision)
+		}
 	case errors.Is(err, events.ErrConflict):
 		l.m.appends.WithLabelValues(kind, "conflict").Inc()
 		l.m.appendConflicts.WithLabelValues(kind).Inc()

@@ -123,7 +123,8 @@ func TestMetrics(t *testing.T) {
 	if got := sample(text, `coil_log_appends_total{result="ok",stream_kind="node"}`); got < 3 {
 		t.Errorf("node appends %v, want at least 3 (registration, assignment, release)", got)
 	}
-	if got := sample(text, "coil_log_watch_revision"); got <= 0 {
-		t.Errorf("coil_log_watch_revision = %v, want > 0", got)
+	evs := e.nodeEvents()
+	if got, last := sample(text, "coil_log_watch_revision"), evs[len(evs)-1].Revision; got < float64(last) {
+		t.Errorf("coil_log_watch_revision = %v, want at least %d (the node's last event)", got, last)
 	}
 }
