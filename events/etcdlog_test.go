@@ -182,3 +182,51 @@ func TestEtcdLogCloseEndsWatches(t *testing.T) {
 		}
 	}
 }
+
+// A watch outlives an etcd restart: clientv3 resumes it from the last revision it saw.
+func TestEtcdLogWatchSurvivesRestart(t *testing.T) {
+	c := etcdtest.Start(t)
+	cli := c.Client(t)
+	l := events.NewEtcdLog(cli, events.EtcdConfig{})
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s := events.PoolStream("r")
+	_, rev, err := l.Head(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := l.Watch(ctx, events.WatchRequest{Prefixes: []string{"pool/"}, FromRev: rev})
+	head := appendBlocks(t, l, s, events.Version{}, 3)
+	next := uint64(1)
+	recv := func(upto uint64) {
+		t.Helper()
+		for next <= upto {
+			select {
+			case b := <-ch:
+				if b.Err != nil {
+					t.Fatalf("watch: %+v", b.Err)
+				}
+				for _, e := range b.Events {
+					if e.Seq != next {
+						t.Fatalf("got #%d, want #%d", e.Seq, next)
+					}
+					next++
+				}
+			case <-ctx.Done():
+				t.Fatalf("watch stalled before #%d", next)
+			}
+		}
+	}
+	recv(3)
+	c.Restart()
+	for i := 0; i < 3; i++ {
+		h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head,
+			Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint32(10 + i), Node: "n"})}})
+		if err != nil {
+			t.Fatalf("append after restart: %+v", err)
+		}
+		head = h
+	}
+	recv(6)
+}
