@@ -332,6 +332,14 @@ func (d *Daemon) runDels(ctx context.Context, batch []delItem) {
 		return
 	}
 	crashPoint(d.cfg.CrashAt, "del-after-teardown")
+	if !d.loaded.Load() {
+		// Not read the log yet (starting, or a new session): the intents stay, and the
+		// session's first reconcile releases the addresses.
+		for _, it := range batch {
+			d.finishDel(it.veth)
+		}
+		return
+	}
 	for _, it := range batch {
 		if asg, err := d.node.Release(ctx, it.containerID, it.ifName, it.reason); err != nil {
 			d.log.Error("release after DEL", "container", it.containerID, "err", err)

@@ -18,6 +18,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/events"
+
 	"github.com/coil-net/coil/internal/testutil"
 )
 
@@ -325,4 +328,49 @@ func linkIndex(t *testing.T, ns, name string) int {
 		t.Fatalf("link %s in %s: %v", name, ns, links)
 	}
 	return links[0].IfIndex
+}
+
+// TestDelBeforeReady: a DEL answered while coild is still waiting for its lease (before
+// it has read the log) is finished once it has, and recorded as the DEL it was.
+func TestDelBeforeReady(t *testing.T) {
+	e := newEnv(t)
+	e.defaultPool()
+	ctx := context.Background()
+	c, list := e.cni(), e.netList()
+	_, podPath := e.pod("pod")
+	const id = "e0e00001"
+	first := e.startDaemon(e.config())
+	if _, err := c.AddNetworkList(ctx, list, podRT(id, podPath)); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	first.stop(t)
+
+	// A state dir without the last lease (as after /run was wiped): the new coild waits
+	// for the old lease to expire before it reads the log, with its socket already open.
+	cfg := e.config()
+	cfg.StateDir = filepath.Join(t.TempDir(), "fresh-state")
+	e.stateDir = cfg.StateDir
+	e.startDaemonNoWait(cfg)
+	client := cniproto.NewClient(e.sock, 5*time.Second)
+	var statusErr error
+	waitFor(t, func() bool {
+		statusErr = client.Status(ctx)
+		return statusErr != nil && strings.Contains(statusErr.Error(), "try again")
+	}, "coild up but not ready")
+	if err := client.Del(ctx, &cniproto.Request{ContainerID: id, IfName: "eth0"}); err != nil {
+		t.Fatalf("DEL while not ready: %v", err)
+	}
+	e.waitReady()
+	e.waitConverged()
+	e.expectNoLeak(id)
+	if rel := e.released(id); len(rel) != 1 || rel[0].Reason != "CNI DEL" {
+		t.Errorf("released %d times (first reason %q), want once for CNI DEL", len(rel), reasonOf(rel))
+	}
+}
+
+func reasonOf(rel []*events.AddressReleased) string {
+	if len(rel) == 0 {
+		return ""
+	}
+	return rel[0].Reason
 }

@@ -46,7 +46,10 @@ type Daemon struct {
 	metrics *metrics
 
 	ready atomic.Bool
-	lease atomic.Int64
+	// loaded is true once the current session has read the log: only then may a DEL
+	// release (before it, the attachment is not known yet and the release would be lost).
+	loaded atomic.Bool
+	lease  atomic.Int64
 
 	mu       sync.Mutex
 	inflight map[string]int           // host veth -> ADDs in progress
@@ -186,6 +189,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // is lost or the watch fails.
 func (d *Daemon) session(ctx context.Context, first bool) error {
 	d.ready.Store(false)
+	d.loaded.Store(false)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	lease, lost, err := d.acquireLease(sctx)
@@ -202,6 +206,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 	if err := d.node.Register(sctx); err != nil {
 		return errors.Wrap(err, "register node")
 	}
+	d.loaded.Store(true)
 	watch := d.elog.Watch(sctx, events.WatchRequest{Prefixes: d.node.WatchPrefixes(), FromRev: rev, After: after})
 	if err := d.reconcile(sctx, first); err != nil {
 		d.log.Error("reconcile", "err", err)

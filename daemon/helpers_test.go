@@ -161,6 +161,14 @@ type running struct {
 // is ready.
 func (e *env) startDaemon(cfg daemon.Config) *running {
 	e.t.Helper()
+	r := e.startDaemonNoWait(cfg)
+	e.waitReady()
+	return r
+}
+
+// startDaemonNoWait runs coild in-process without waiting for it to be ready.
+func (e *env) startDaemonNoWait(cfg daemon.Config) *running {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d, err := daemon.New(ctx, cfg)
 	if err != nil {
@@ -170,7 +178,6 @@ func (e *env) startDaemon(cfg daemon.Config) *running {
 	r := &running{d: d, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- d.Run(ctx) }()
 	e.t.Cleanup(func() { r.stop(e.t) })
-	e.waitReady()
 	return r
 }
 

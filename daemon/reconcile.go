@@ -22,6 +22,9 @@ import (
 // Attachments with an ADD or DEL in progress, or one that finished during the pass, are
 // left alone.
 func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
+	d.mu.Lock()
+	d.recent = map[string]bool{}
+	d.mu.Unlock()
 	var errs error
 	if err := d.resumeIntents(ctx); err != nil {
 		errs = errors.CombineErrors(errs, err)
@@ -32,9 +35,6 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 	// an ADD that made it is busy or finished since the pass began. Each action first
 	// claims its veth (claim), which skips busy and recently finished ones and makes a
 	// new ADD of that attachment wait until the action is done.
-	d.mu.Lock()
-	d.recent = map[string]bool{}
-	d.mu.Unlock()
 	attachments := d.node.Attachments()
 	links, err := d.plumber.List(ctx)
 	if err != nil {
@@ -48,7 +48,7 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 	for _, a := range attachments {
 		veth := netplumb.HostVethName(a.ContainerID, a.IfName)
 		want[veth] = true
-		if have[veth] || !d.claim(veth) {
+		if have[veth] || !d.claim(veth, true) {
 			continue
 		}
 		reason := "reconcile: host veth " + veth + " missing (the pod's namespace is gone or its ADD was interrupted)"
@@ -64,7 +64,7 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 	}
 	var leaked []string
 	for _, l := range links {
-		if !want[l.Name] && d.claim(l.Name) {
+		if !want[l.Name] && d.claim(l.Name, true) {
 			leaked = append(leaked, l.Name)
 		}
 	}
@@ -85,12 +85,12 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 }
 
 // claim marks veth as being deleted by the reconciler unless an ADD or DEL of it is in
-// progress or finished since the pass began; finishDel releases the claim. A new ADD of
-// the attachment waits for it.
-func (d *Daemon) claim(veth string) bool {
+// progress or (with skipRecent) finished since the pass began; finishDel releases the
+// claim. A new ADD of the attachment waits for it.
+func (d *Daemon) claim(veth string, skipRecent bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.inflight[veth] > 0 || d.recent[veth] || d.deleting[veth] != nil {
+	if d.inflight[veth] > 0 || (skipRecent && d.recent[veth]) || d.deleting[veth] != nil {
 		return false
 	}
 	d.deleting[veth] = make(chan struct{})
@@ -116,7 +116,7 @@ func (d *Daemon) resumeIntents(ctx context.Context) error {
 			_ = os.Remove(filepath.Join(dir, e.Name()))
 			continue
 		}
-		if !d.claim(e.Name()) {
+		if !d.claim(e.Name(), false) {
 			continue // its DEL (or an ADD) is running
 		}
 		batch = append(batch, delItem{containerID: parts[0], ifName: parts[1], veth: e.Name(), reason: parts[2]})
