@@ -80,6 +80,7 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	if pool == "" {
 		pool = d.cfg.DefaultPool
 	}
+	_, existed := d.node.Lookup(req.ContainerID, req.IfName) // a repeated ADD is not a new allocation
 	asg, err := d.node.Allocate(ctx, allocator.Request{
 		ContainerID: req.ContainerID, IfName: req.IfName, Pool: pool,
 		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID,
@@ -87,7 +88,9 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	if err != nil {
 		return nil, cniError(err, pool)
 	}
-	d.metrics.allocations.WithLabelValues(pool).Inc()
+	if !existed {
+		d.metrics.allocations.WithLabelValues(pool).Inc()
+	}
 	d.ensureExported(ctx, asg)
 	crashPoint(d.cfg.CrashAt, "add-after-alloc")
 	att, err := d.plumber.Setup(ctx, netplumb.Pod{ContainerID: req.ContainerID, IfName: req.IfName, NetNS: req.NetNS, Addrs: asg.Addrs})
