@@ -41,7 +41,7 @@ func main() {
 	samples := flag.Int("samples", 30, "block-to-peer samples")
 	nodes := flag.Int("nodes", 3, "nodes for the scale run")
 	pods := flag.Int("pods", 100, "pods per node for the scale run")
-	par := flag.Int("parallel", 8, "concurrent ADDs per node")
+	par := flag.Int("parallel", 16, "concurrent ADDs per node")
 	bin := flag.String("bin", "", "directory with coil, coild, coilctl (default: build them)")
 	only := flag.String("only", "", "run only \"latency\" or \"scale\"")
 	flag.Parse()
