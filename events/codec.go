@@ -12,10 +12,11 @@ import (
 
 // The stored form of an event is compact binary (see docs/design.md, "Encoding"):
 //
-//	magic(1) schema(uvarint) type(string) time(uvarint ns) actor(string) prev(32) payload
+//	magic(1) schema(uvarint) type(uvarint code) time(uvarint ns) actor prev(32) payload
 //
-// Strings are uvarint-length-prefixed; IDs that are lower-case hex (container IDs, pod UIDs)
-// are stored as raw bytes. Stream and sequence are not stored in the value (the key holds
+// Strings are uvarint-length-prefixed; IDs that are lower-case hex (container IDs) or
+// canonical UUIDs (pod UIDs) are stored as raw bytes. The type is a code from an
+// append-only table (typeCodes); the actor of a node stream's own events is implied. Stream and sequence are not stored in the value (the key holds
 // them) but are part of the hash:
 //
 //	hash = sha256(stream || 0x00 || uvarint(seq) || value)
@@ -39,9 +40,9 @@ func Encode(e *Event) ([]byte, error) {
 		schema = SchemaVersion
 	}
 	w.uvarint(uint64(schema))
-	w.str(string(e.Payload.EventType()))
+	w.uvarint(uint64(typeCode(e.Payload.EventType())))
 	w.uvarint(uint64(e.Time.UnixNano()))
-	w.str(e.Actor)
+	w.actor(e.Stream, e.Actor)
 	w.raw(e.Prev[:])
 	e.Payload.appendTo(&w)
 	if w.err != nil {
@@ -90,20 +91,17 @@ func decodeInto(e *Event, value []byte) error {
 		return errors.Wrap(ErrCorrupt, "schema 0")
 	}
 	e.Schema = uint32(schema)
-	t := Type(r.str())
-	if r.err != nil {
-		return errors.Wrap(ErrCorrupt, r.err.Error())
+	t, err := r.typ()
+	if err != nil {
+		return err
 	}
 	p := newPayload(t)
-	if p == nil {
-		return errors.Wrapf(ErrUnknownType, "%q: this build of coil does not know it; upgrade before reading this log", string(t))
-	}
 	ns := r.uvarint()
 	if ns > 1<<63-1 {
 		return errors.Wrap(ErrCorrupt, "time out of range")
 	}
 	e.Time = time.Unix(0, int64(ns)).UTC()
-	e.Actor = r.str()
+	e.Actor = r.actor(e.Stream)
 	copy(e.Prev[:], r.fixed(len(e.Prev)))
 	p.readFrom(&r)
 	if r.err != nil {
@@ -133,8 +131,52 @@ func (w *writer) str(s string) {
 }
 func (w *writer) bytes(p []byte) { w.uvarint(uint64(len(p))); w.b = append(w.b, p...) }
 
+// typeCodes is the stored code of each event type: an append-only table (never reuse
+// or renumber a code). Code 0 means the type's name follows as a string, the form a
+// future type may take before it gets a code; this build writes codes only.
+var typeCodes = [...]Type{
+	1: TypePoolCreated, 2: TypePoolSubnetAdded, 3: TypePoolDeleted,
+	4: TypeBlockAssigned, 5: TypeBlockReleased, 6: TypeBlockReclaimed,
+	7: TypeAddressAssigned, 8: TypeAddressReleased,
+	9: TypeNodeRegistered, 10: TypeNodeRetired, 11: TypeSnapshot,
+}
+
+func typeCode(t Type) int {
+	for i, u := range typeCodes {
+		if i > 0 && u == t {
+			return i
+		}
+	}
+	return 0
+}
+
+// actor stores the actor; on a node stream the node itself (the usual actor there) is
+// stored as a zero length, and any other actor as its length + 1 and bytes.
+func (w *writer) actor(s Stream, a string) {
+	if kind, name := s.Kind(); kind == "node" && a == name {
+		w.uvarint(0)
+		return
+	}
+	if w.err == nil && !utf8.ValidString(a) {
+		w.err = errors.Newf("actor %q is not valid UTF-8", a)
+	}
+	w.uvarint(uint64(len(a)) + 1)
+	w.b = append(w.b, a...)
+}
+
 // id stores lower-case even-length hex as raw bytes (tag 1), anything else as a string (tag 0).
 func (w *writer) id(s string) {
+	if isLowerUUID(s) {
+		w.b = append(w.b, 2)
+		for i := 0; i < len(s); i++ {
+			if s[i] == '-' {
+				continue
+			}
+			w.b = append(w.b, unhex(s[i])<<4|unhex(s[i+1]))
+			i++
+		}
+		return
+	}
 	if isLowerHex(s) {
 		w.b = append(w.b, 1)
 		w.uvarint(uint64(len(s) / 2))
@@ -177,6 +219,27 @@ func (w *writer) prefix(p netip.Prefix) {
 }
 
 func (w *writer) subnet(s Subnet) { w.prefix(s.IPv4); w.prefix(s.IPv6) }
+
+// isLowerUUID reports the canonical lower-case UUID form (8-4-4-4-12 hex digits), as
+// Kubernetes writes pod UIDs.
+func isLowerUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return false
+			}
+			continue
+		}
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 func isLowerHex(s string) bool {
 	if len(s) == 0 || len(s)%2 != 0 {
@@ -284,15 +347,71 @@ func (r *reader) str() string {
 	return s
 }
 
+// typ reads the type: a code from typeCodes, or 0 and a name (a type this build does
+// not know, or ErrCorrupt if it is one that has a code).
+func (r *reader) typ() (Type, error) {
+	code := r.uvarint()
+	if r.err != nil {
+		return "", errors.Wrap(ErrCorrupt, r.err.Error())
+	}
+	if code == 0 {
+		name := Type(r.str())
+		if r.err != nil {
+			return "", errors.Wrap(ErrCorrupt, r.err.Error())
+		}
+		if typeCode(name) != 0 {
+			return "", errors.Wrapf(ErrCorrupt, "type %q stored by name, not by its code", name)
+		}
+		return "", errors.Wrapf(ErrUnknownType, "%q: this build of coil does not know it; upgrade before reading this log", string(name))
+	}
+	if code >= uint64(len(typeCodes)) {
+		return "", errors.Wrapf(ErrUnknownType, "type code %d: this build of coil knows codes 1-%d; upgrade before reading this log", code, len(typeCodes)-1)
+	}
+	return typeCodes[code], nil
+}
+
+func (r *reader) actor(s Stream) string {
+	n := r.uvarint()
+	if n == 0 {
+		kind, name := s.Kind()
+		if kind != "node" && r.err == nil {
+			r.fail("implied actor outside a node stream")
+		}
+		return name
+	}
+	if n-1 > uint64(len(r.b)) {
+		r.fail("actor beyond end of data")
+		return ""
+	}
+	a := string(r.fixed(int(n - 1)))
+	if kind, name := s.Kind(); kind == "node" && a == name {
+		r.fail("node actor stored in full") // the writer stores it as implied
+	}
+	if !utf8.ValidString(a) {
+		r.fail("actor is not valid UTF-8")
+	}
+	return a
+}
+
 func (r *reader) id() string {
 	tag := r.fixed(1)[0]
 	switch tag {
 	case 0:
 		s := r.str()
-		if isLowerHex(s) {
-			r.fail("hex id stored as a string") // the writer stores it as bytes (tag 1)
+		if isLowerHex(s) || isLowerUUID(s) {
+			r.fail("hex id stored as a string") // the writer stores it as bytes (tag 1 or 2)
 		}
 		return s
+	case 2:
+		p := r.fixed(16)
+		out := make([]byte, 0, 36)
+		for i, c := range p {
+			if i == 4 || i == 6 || i == 8 || i == 10 {
+				out = append(out, '-')
+			}
+			out = append(out, hexdigits[c>>4], hexdigits[c&0xf])
+		}
+		return string(out)
 	case 1:
 		p := r.bytesField()
 		if len(p) == 0 && r.err == nil {

@@ -222,7 +222,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"bad magic", []byte{0x00, 1}, events.ErrCorrupt},
 		{"schema 0", []byte{0xC1, 0}, events.ErrCorrupt},
 		{"future schema", []byte{0xC1, 9, 1, 'X'}, events.ErrFutureSchema},
-		{"unknown type", []byte{0xC1, 1, 3, 'F', 'o', 'o'}, events.ErrUnknownType},
+		{"unknown type", []byte{0xC1, 1, 0, 3, 'F', 'o', 'o'}, events.ErrUnknownType},
+		{"unknown type code", []byte{0xC1, 1, 99}, events.ErrUnknownType},
+		{"known type by name", []byte{0xC1, 1, 0, 13, 'B', 'l', 'o', 'c', 'k', 'A', 's', 's', 'i', 'g', 'n', 'e', 'd'}, events.ErrCorrupt},
 		{"bad varint", []byte{0xC1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, events.ErrCorrupt},
 	} {
 		_, err := events.Decode(s, 12, tc.value)
