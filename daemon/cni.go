@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -343,17 +344,24 @@ func (d *Daemon) runDels(ctx context.Context, batch []delItem) {
 		}
 		return
 	}
+	// Released concurrently, so the node's committer groups them into few appends.
+	var wg sync.WaitGroup
 	for _, it := range batch {
-		if asg, err := d.node.Release(ctx, it.containerID, it.ifName, it.reason); err != nil {
-			d.log.Error("release after DEL", "container", it.containerID, "err", err)
-		} else {
-			if asg != nil {
-				d.metrics.releases.WithLabelValues(reasonLabel(it.reason)).Inc()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if asg, err := d.node.Release(ctx, it.containerID, it.ifName, it.reason); err != nil {
+				d.log.Error("release after DEL", "container", it.containerID, "err", err)
+			} else {
+				if asg != nil {
+					d.metrics.releases.WithLabelValues(reasonLabel(it.reason)).Inc()
+				}
+				_ = os.Remove(d.intentPath(it.veth))
 			}
-			_ = os.Remove(d.intentPath(it.veth))
-		}
-		d.finishDel(it.veth)
+			d.finishDel(it.veth)
+		}()
 	}
+	wg.Wait()
 }
 
 func reasonLabel(reason string) string {
