@@ -374,3 +374,42 @@ func reasonOf(rel []*events.AddressReleased) string {
 	}
 	return rel[0].Reason
 }
+
+// TestFlagsDocumented: docs/coild.md lists exactly the flags `coild --help` shows.
+func TestFlagsDocumented(t *testing.T) {
+	out, err := exec.Command(coildBin(t), "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("coild --help: %v\n%s", err, out)
+	}
+	var help []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && strings.HasPrefix(f[0], "--") && f[0] != "--help" {
+			help = append(help, f[0])
+		} else if len(f) > 1 && strings.HasPrefix(f[0], "-") && strings.HasPrefix(f[1], "--") && f[1] != "--help" {
+			help = append(help, f[1]) // "-x, --long"
+		}
+	}
+	root, ok := testutil.RepoRoot()
+	if !ok {
+		t.Fatal("repository root not found")
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "coild.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var documented []string
+	for _, line := range strings.Split(string(doc), "\n") {
+		if rest, ok := strings.CutPrefix(line, "| `--"); ok {
+			documented = append(documented, "--"+rest[:strings.Index(rest, "`")])
+		}
+	}
+	sort.Strings(help)
+	sort.Strings(documented)
+	if join(help) != join(documented) || len(help) < 10 {
+		t.Errorf("coild --help shows %v\ndocs/coild.md documents %v", help, documented)
+	}
+	if strings.Contains(string(out), "crash-at") {
+		t.Errorf("--crash-at must stay hidden")
+	}
+}
