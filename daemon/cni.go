@@ -185,7 +185,7 @@ func (d *Daemon) del(ctx context.Context, req *cniproto.Request) error {
 	if req.ContainerID == "" || req.IfName == "" {
 		return cniproto.NewError(cniproto.CodeInvalidEnv, "CNI_CONTAINERID and CNI_IFNAME are required for DEL", "")
 	}
-	return d.enqueueDel(ctx, req.ContainerID, req.IfName, "CNI DEL")
+	return d.enqueueDel(ctx, req.ContainerID, req.IfName, "CNI DEL", false)
 }
 
 // GC releases every attachment of this node not in the valid list. With no list (an old
@@ -213,7 +213,9 @@ func (d *Daemon) gc(ctx context.Context, req *cniproto.GCRequest) error {
 		if valid[[2]string{a.ContainerID, a.IfName}] {
 			continue
 		}
-		if err := d.enqueueDel(ctx, a.ContainerID, a.IfName, "CNI GC: not in the runtime's valid attachments"); err != nil {
+		// An attachment whose ADD is running now is left alone: the runtime's list may
+		// predate that ADD.
+		if err := d.enqueueDel(ctx, a.ContainerID, a.IfName, "CNI GC: not in the runtime's valid attachments", true); err != nil {
 			return err
 		}
 		d.mu.Lock()
@@ -245,10 +247,13 @@ type delItem struct {
 
 func (d *Daemon) intentPath(veth string) string { return filepath.Join(d.cfg.StateDir, "del", veth) }
 
-func (d *Daemon) enqueueDel(ctx context.Context, containerID, ifName, reason string) error {
+// enqueueDel records a DEL intent and queues the DEL. A DEL already running for the
+// attachment covers this one; with skipAdding, an attachment with an ADD in progress is
+// skipped (for GC).
+func (d *Daemon) enqueueDel(ctx context.Context, containerID, ifName, reason string, skipAdding bool) error {
 	veth := netplumb.HostVethName(containerID, ifName)
 	d.mu.Lock()
-	if _, busy := d.deleting[veth]; busy {
+	if _, busy := d.deleting[veth]; busy || (skipAdding && d.inflight[veth] > 0) {
 		d.mu.Unlock()
 		return nil
 	}
