@@ -173,7 +173,7 @@ func (n *Node) appendOwn(ctx context.Context, evs []*events.Event) error {
 	})
 	if err != nil {
 		if errors.Is(err, events.ErrConflict) {
-			if cerr := n.catchUp(ctx, stream); cerr != nil {
+			if _, cerr := n.absorb(ctx, stream, err); cerr != nil {
 				return errors.CombineErrors(err, cerr)
 			}
 		}
@@ -204,6 +204,25 @@ func (n *Node) Observe(ctx context.Context, e *events.Event) error {
 	default:
 		return n.catchUp(ctx, e.Stream)
 	}
+}
+
+// absorb catches up after a conflict: with the missed events the conflict carries when
+// they follow the state's head, else by reading the stream that moved (stream, or the
+// guard named in the conflict). It returns that stream. Caller holds n.mu.
+func (n *Node) absorb(ctx context.Context, stream events.Stream, conflict error) (events.Stream, error) {
+	var ce *events.ConflictError
+	if !errors.As(conflict, &ce) {
+		return stream, n.catchUp(ctx, stream)
+	}
+	if len(ce.Missed) > 0 && ce.Missed[0].Seq == n.st.Head(ce.Stream).Seq+1 {
+		for _, e := range ce.Missed {
+			if err := n.st.Apply(e); err != nil {
+				return ce.Stream, errors.Wrapf(err, "apply missed %s #%d", e.Stream, e.Seq)
+			}
+		}
+		return ce.Stream, nil
+	}
+	return ce.Stream, n.catchUp(ctx, ce.Stream)
 }
 
 // catchUp reads a stream from the state's head. Caller holds n.mu.
@@ -541,12 +560,8 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 		if !errors.Is(err, events.ErrConflict) {
 			return 0, errors.Wrapf(err, "acquire block %d of pool %q", idx, pool.Name)
 		}
-		var ce *events.ConflictError
-		moved := stream
-		if errors.As(err, &ce) {
-			moved = ce.Stream
-		}
-		if err := n.catchUp(ctx, moved); err != nil {
+		moved, err := n.absorb(ctx, stream, err)
+		if err != nil {
 			return 0, err
 		}
 		if moved == events.ClusterStream {

@@ -110,8 +110,8 @@ func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error
 	if err = checkSeq(req.Stream, head.Seq); err != nil {
 		return Version{}, err
 	}
-	if 1+len(req.Conditions) > maxTxnOps {
-		return Version{}, errors.Wrapf(ErrTooLarge, "%d conditions (at most %d)", len(req.Conditions), maxTxnOps-1)
+	if 2+len(req.Conditions)+len(req.Guards) > maxTxnOps {
+		return Version{}, errors.Wrapf(ErrTooLarge, "%d conditions and guards (at most %d)", len(req.Conditions)+len(req.Guards), maxTxnOps-2)
 	}
 	hk := l.keys.Head(req.Stream)
 	cmps := make([]clientv3.Cmp, 0, 1+len(req.Conditions))
@@ -136,6 +136,22 @@ func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error
 		}
 		failOps = append(failOps, clientv3.OpGet(c.Key)) // not keys-only: the lease is needed to tell what failed
 	}
+	for _, g := range req.Guards {
+		if err = g.Stream.Validate(); err != nil {
+			return Version{}, errors.Wrap(err, "guard")
+		}
+		gk := l.keys.Head(g.Stream)
+		if g.Version.Seq == 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(gk), "=", 0))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.Value(gk), "=", string(EncodeHead(g.Version))))
+		}
+		failOps = append(failOps, clientv3.OpGet(gk))
+	}
+	// On a conflict, also read the events the writer missed (up to a batch), so a loser
+	// can catch up without another round trip.
+	failOps = append(failOps, clientv3.OpGet(l.keys.Event(req.Stream, req.Expected.Seq+1),
+		clientv3.WithRange(l.keys.Event(req.Stream, min(req.Expected.Seq+1+MaxBatch, MaxSeq)))))
 	ops := make([]clientv3.Op, 0, len(sealed)+1)
 	for _, s := range sealed {
 		ops = append(ops, clientv3.OpPut(l.keys.Event(req.Stream, s.Seq), string(s.Value)))
@@ -176,7 +192,53 @@ func (l *EtcdLog) appendFailure(req AppendRequest, resp *clientv3.TxnResponse) e
 			return errors.Wrapf(ErrFenced, "append to %s: %s is held by lease %x, not %x", req.Stream, c.Key, kvs[0].Lease, c.Lease)
 		}
 	}
-	return Conflict(req.Stream, cur)
+	for i, g := range req.Guards {
+		var gv Version
+		if kvs := resp.Responses[1+len(req.Conditions)+i].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			v, err := DecodeHead(kvs[0].Value)
+			if err != nil {
+				return errors.Wrapf(ErrCorrupt, "%s: head: %v", g.Stream, err)
+			}
+			gv = v
+		}
+		if gv != g.Version {
+			return Conflict(g.Stream, gv)
+		}
+	}
+	if cur == req.Expected {
+		// Every compare read back as expected: the state changed between the compare and
+		// the reads? Not in one transaction; treat it as a plain conflict.
+		return Conflict(req.Stream, cur)
+	}
+	missed := l.decodeMissed(req.Stream, req.Expected, cur, resp.Responses[len(resp.Responses)-1].GetResponseRange().GetKvs())
+	return ConflictWith(req.Stream, cur, missed)
+}
+
+// decodeMissed decodes the events a losing writer missed, if they chain onto its head;
+// otherwise (too many, or anything odd) it returns nil and the writer reads.
+func (l *EtcdLog) decodeMissed(stream Stream, from, head Version, kvs []*mvccpb.KeyValue) []*Event {
+	if head.Seq <= from.Seq || uint64(len(kvs)) != head.Seq-from.Seq {
+		return nil
+	}
+	c := Chain{Stream: stream}
+	c.Expect(from)
+	out := make([]*Event, 0, len(kvs))
+	for _, kv := range kvs {
+		s, seq, err := l.keys.ParseEvent(string(kv.Key))
+		if err != nil || s != stream {
+			return nil
+		}
+		e, err := Decode(stream, seq, kv.Value)
+		if err != nil || c.Next(e) != nil {
+			return nil
+		}
+		e.Revision = kv.ModRevision
+		out = append(out, e)
+	}
+	if c.Head() != head {
+		return nil
+	}
+	return out
 }
 
 // Head implements Log.

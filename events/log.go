@@ -101,6 +101,9 @@ type WatchBatch struct {
 type ConflictError struct {
 	Stream Stream
 	Head   Version
+	// Missed, when set, holds the events from the writer's expected head up to Head
+	// (decoded and chain-checked), so the writer can catch up without reading.
+	Missed []*Event
 }
 
 func (e *ConflictError) Error() string {

@@ -215,6 +215,18 @@ func (l *MemLog) Append(ctx context.Context, req AppendRequest) (Version, error)
 			return Version{}, errors.Wrapf(ErrFenced, "append to %s: %s is held by lease %x, not %x", req.Stream, c.Key, lease, c.Lease)
 		}
 	}
+	for _, g := range req.Guards {
+		if err := g.Stream.Validate(); err != nil {
+			return Version{}, errors.Wrap(err, "guard")
+		}
+		var gv Version
+		if gs := l.streams[g.Stream]; gs != nil {
+			gv = gs.head()
+		}
+		if gv != g.Version {
+			return Version{}, Conflict(g.Stream, gv)
+		}
+	}
 	st := l.streams[req.Stream]
 	if st == nil {
 		st = &memStream{}

@@ -85,3 +85,9 @@ func short(h Hash) string { return h.String()[:12] }
 func Conflict(stream Stream, head Version) error {
 	return errors.Mark(errors.WithStack(&ConflictError{Stream: stream, Head: head}), ErrConflict)
 }
+
+// ConflictWith is Conflict carrying the events the writer missed (decoded, chain-checked,
+// from its expected head up to head), so it can catch up without reading.
+func ConflictWith(stream Stream, head Version, missed []*Event) error {
+	return errors.Mark(errors.WithStack(&ConflictError{Stream: stream, Head: head, Missed: missed}), ErrConflict)
+}

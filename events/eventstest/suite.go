@@ -46,6 +46,7 @@ func Run(t *testing.T, newLog NewLog) {
 	t.Run("Conflict", su.testConflict)
 	t.Run("ConcurrentWriters", su.testConcurrentWriters)
 	t.Run("Fencing", su.testFencing)
+	t.Run("Guards", su.testGuards)
 	t.Run("BatchLimits", su.testBatch)
 	t.Run("ReadFrom", su.testReadFrom)
 	t.Run("ReadAndStreamsAtRevision", su.testAtRevision)
@@ -173,6 +174,49 @@ func (su suite) testConflict(t *testing.T) {
 	got, _ := readAll(t, l, s, 1, 0)
 	if len(got) != 2 || got[0].Payload.(*events.BlockAssigned).Node != "a" {
 		t.Fatalf("after conflicts the stream holds %d events", len(got))
+	}
+}
+
+// testGuards: an append guarded on another stream's head fails with a conflict naming
+// that stream once it moved, and writes nothing.
+func (su suite) testGuards(t *testing.T) {
+	l, _ := su.newLog(t)
+	ctx := ctxT(t)
+	s, g := events.ClusterStream, events.PoolStream("p")
+	mk := func(i int) []*events.Event {
+		return []*events.Event{SampleEvent(i, &events.PoolDeleted{Name: "p"})}
+	}
+	// A guard on an empty stream holds while it stays empty.
+	hs, err := l.Append(ctx, events.AppendRequest{Stream: s, Events: mk(1), Guards: []events.Guard{{Stream: g}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hg := appendN(t, l, g, events.Version{}, 1, 1)
+	_, err = l.Append(ctx, events.AppendRequest{Stream: s, Expected: hs, Events: mk(2), Guards: []events.Guard{{Stream: g}}})
+	requireConflict(t, err, g, hg)
+	// Pinned at its current head, the guard holds.
+	hs2, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: hs, Events: mk(3), Guards: []events.Guard{{Stream: g, Version: hg}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Moved again: conflict on the guard, and nothing written to s.
+	hg2 := appendN(t, l, g, hg, 1, 1)
+	_, err = l.Append(ctx, events.AppendRequest{Stream: s, Expected: hs2, Events: mk(4), Guards: []events.Guard{{Stream: g, Version: hg}}})
+	requireConflict(t, err, g, hg2)
+	if got, _ := readAll(t, l, s, 1, 0); len(got) != 2 {
+		t.Fatalf("stream holds %d events after a failed guarded append, want 2", len(got))
+	}
+	// A plain conflict may carry the missed events; if it does, they chain onto the
+	// writer's head and end at the current head.
+	_, err = l.Append(ctx, events.AppendRequest{Stream: g, Expected: events.Version{}, Events: mk(5)})
+	var ce *events.ConflictError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v, want a conflict", err)
+	}
+	if len(ce.Missed) > 0 {
+		if len(ce.Missed) != 2 || ce.Missed[0].Seq != 1 || ce.Missed[1].Hash != hg2.Hash {
+			t.Fatalf("missed events %d do not lead to the head", len(ce.Missed))
+		}
 	}
 }
 
