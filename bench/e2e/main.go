@@ -207,6 +207,9 @@ func latency(ctx context.Context, bin string, samples int) error {
 	go func() {
 		for b := range ch {
 			now := time.Now()
+			if b.Err != nil {
+				fmt.Fprintf(os.Stderr, "bench/e2e: watch: %v\n", b.Err)
+			}
 			cmu.Lock()
 			for _, e := range b.Events {
 				if ba, ok := e.Payload.(*events.BlockAssigned); ok {
@@ -313,7 +316,7 @@ func scale(ctx context.Context, bin string, nodes, pods, par int) error {
 		return *e
 	}
 	tAdded := time.Since(t0)
-	if err := waitConverged(ctx, c, 30*time.Second); err != nil {
+	if err := c.WaitConverged(ctx, 30*time.Second); err != nil {
 		return err
 	}
 	tRoutes := time.Since(t0)
@@ -379,53 +382,6 @@ func scale(ctx context.Context, bin string, nodes, pods, par int) error {
 		return errors.Newf("%d of %d cross-node pings failed", failed.Load(), pings.Load())
 	}
 	return nil
-}
-
-func waitConverged(ctx context.Context, c *demo.Cluster, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
-		ok := true
-		for _, n := range c.Nodes {
-			rs, err := n.BGPRoutes(ctx)
-			if err != nil {
-				return err
-			}
-			var want []netip.Prefix
-			for _, m := range c.Nodes {
-				if m != n {
-					b, err := m.ExportedBlocks(ctx)
-					if err != nil {
-						return err
-					}
-					want = append(want, b...)
-				}
-			}
-			if len(rs) != len(want) {
-				ok = false
-				break
-			}
-			got := map[netip.Prefix]bool{}
-			for _, r := range rs {
-				got[r.Dst] = true
-			}
-			for _, w := range want {
-				if !got[w] {
-					ok = false
-				}
-			}
-		}
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return errors.Newf("routes did not converge within %s", within)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 }
 
 type summary struct{ min, med, p90, max time.Duration }

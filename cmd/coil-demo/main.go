@@ -149,7 +149,7 @@ func (d *demoRun) run(ctx context.Context, cfg demo.Config, podsPerNode int, sub
 	}
 
 	d.step("waiting until every node has learnt the other nodes' blocks over BGP")
-	if err := waitConverged(ctx, c); err != nil {
+	if err := c.WaitConverged(ctx, 15*time.Second); err != nil {
 		return err
 	}
 
@@ -222,56 +222,6 @@ func allPods(c *demo.Cluster) []*demo.Pod {
 		ps = append(ps, n.Pods()...)
 	}
 	return ps
-}
-
-// waitConverged waits until every node's BGP routes are the other nodes' exported blocks.
-func waitConverged(ctx context.Context, c *demo.Cluster) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	for {
-		done, err := converged(ctx, c)
-		if err != nil || done {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Wrap(ctx.Err(), "coil-demo: routes did not converge")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-func converged(ctx context.Context, c *demo.Cluster) (bool, error) {
-	for _, n := range c.Nodes {
-		rs, err := n.BGPRoutes(ctx)
-		if err != nil {
-			return false, err
-		}
-		got := map[netip.Prefix]bool{}
-		for _, r := range rs {
-			got[r.Dst] = true
-		}
-		want := 0
-		for _, m := range c.Nodes {
-			if m == n {
-				continue
-			}
-			bs, err := m.ExportedBlocks(ctx)
-			if err != nil {
-				return false, err
-			}
-			for _, b := range bs {
-				want++
-				if !got[b] {
-					return false, nil
-				}
-			}
-		}
-		if want != len(got) {
-			return false, nil
-		}
-	}
-	return true, nil
 }
 
 func rtt(pingOut []byte) string {

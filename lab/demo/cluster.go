@@ -629,3 +629,58 @@ func (c *Cluster) BlocksFromLog(ctx context.Context) (map[string][]netip.Prefix,
 	}
 	return m, nil
 }
+
+// Converged reports whether the kernel matches the log on every node: each node exports
+// exactly the blocks the log says it owns, and its BGP routes are exactly the blocks the
+// other nodes own. When not, the string says what differs.
+func (c *Cluster) Converged(ctx context.Context) (bool, string, error) {
+	owned, err := c.BlocksFromLog(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	for _, n := range c.Nodes {
+		exp, err := n.ExportedBlocks(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		if !slices.Equal(exp, owned[n.Name]) {
+			return false, fmt.Sprintf("%s exports %v, owns %v", n.Name, exp, owned[n.Name]), nil
+		}
+		rs, err := n.BGPRoutes(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		got := make([]netip.Prefix, 0, len(rs))
+		for _, r := range rs {
+			got = append(got, r.Dst)
+		}
+		var want []netip.Prefix
+		for _, m := range c.Nodes {
+			if m != n {
+				want = append(want, owned[m.Name]...)
+			}
+		}
+		slices.SortFunc(want, comparePrefix)
+		if !slices.Equal(got, want) {
+			return false, fmt.Sprintf("%s learnt %v, the other nodes own %v", n.Name, got, want), nil
+		}
+	}
+	return true, "", nil
+}
+
+// WaitConverged polls Converged until it holds or within passes.
+func (c *Cluster) WaitConverged(ctx context.Context, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		ok, diff, err := c.Converged(ctx)
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Wrapf(ctx.Err(), "demo: routes not converged: %s", diff)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

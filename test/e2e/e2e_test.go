@@ -129,32 +129,31 @@ func sortPrefixes(ps []netip.Prefix) []netip.Prefix {
 	return ps
 }
 
-// othersExported is the union of the export tables of every node but n.
-func othersExported(t *testing.T, c *demo.Cluster, n *demo.Node) []netip.Prefix {
+// waitExported waits until node n exports exactly count blocks (coild exports a new block
+// asynchronously, possibly just after the ADD that took it returned) and returns them.
+func waitExported(t *testing.T, n *demo.Node, count int) []netip.Prefix {
 	t.Helper()
-	var ps []netip.Prefix
-	for _, m := range c.Nodes {
-		if m != n {
-			ps = append(ps, exported(t, m)...)
-		}
-	}
-	return sortPrefixes(ps)
+	var last []netip.Prefix
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		last = exported(t, n)
+		return len(last) == count
+	}, "%s exports %d blocks (exports %v)", n.Name, count, &last)
+	return last
 }
 
-// waitConverged waits until every node's BGP routes are exactly the other nodes' blocks.
+// waitConverged waits until every node exports the blocks the log says it owns and has
+// learnt exactly the blocks the other nodes own.
 func waitConverged(t *testing.T, c *demo.Cluster) {
 	t.Helper()
 	var last string
 	testutil.Eventually(t, 20*time.Second, func() bool {
-		for _, n := range c.Nodes {
-			got, want := bgpPrefixes(t, n), othersExported(t, c, n)
-			if !slices.Equal(got, want) {
-				last = fmt.Sprintf("%s learnt %v, other nodes export %v", n.Name, got, want)
-				return false
-			}
+		ok, diff, err := c.Converged(context.Background())
+		if err != nil {
+			t.Fatalf("%+v", err)
 		}
-		return true
-	}, "BGP routes converge: %s", &last)
+		last = diff
+		return ok
+	}, "routes converge: %s", &last)
 }
 
 func ping(t *testing.T, from *demo.Pod, to netip.Addr) {
@@ -170,6 +169,7 @@ func TestPodsReachEachOtherAcrossNodes(t *testing.T) {
 	var pods []*demo.Pod
 	for _, n := range c.Nodes {
 		pods = append(pods, addPods(t, n, 2, "p")...)
+		waitExported(t, n, 1)
 	}
 	waitConverged(t, c)
 	pairs := 0
@@ -204,7 +204,7 @@ func TestRoutesEqualBlocksOwnedElsewhere(t *testing.T) {
 	}
 	owner := map[netip.Prefix]*demo.Node{}
 	for _, n := range c.Nodes {
-		if got := exported(t, n); !slices.Equal(got, fromLog[n.Name]) {
+		if got := waitExported(t, n, len(fromLog[n.Name])); !slices.Equal(got, fromLog[n.Name]) {
 			t.Errorf("%s exports %v, the log says it owns %v", n.Name, got, fromLog[n.Name])
 		}
 		for _, p := range fromLog[n.Name] {
@@ -252,7 +252,7 @@ func TestBlockAppearsAndIsWithdrawn(t *testing.T) {
 		t.Fatalf("n1 has BGP routes before any pod: %v", got)
 	}
 	pods := addPods(t, n0, 2, "p")
-	blocks := exported(t, n0)
+	blocks := waitExported(t, n0, 1)
 	if len(blocks) != 1 || !blocks[0].Contains(pods[0].Addr) || !blocks[0].Contains(pods[1].Addr) {
 		t.Fatalf("n0 exports %v for pods %s, %s; want the one block holding both", blocks, pods[0].Addr, pods[1].Addr)
 	}
@@ -271,9 +271,7 @@ func TestBlockAppearsAndIsWithdrawn(t *testing.T) {
 		last = bgpPrefixes(t, n1)
 		return len(last) == 0
 	}, "n1 drops the released block %s (routes: %v)", block, &last)
-	if got := exported(t, n0); len(got) != 0 {
-		t.Errorf("n0 still exports %v after releasing its block", got)
-	}
+	waitExported(t, n0, 0)
 	out, err := c.Coilctl(ctx, "events", "--stream", "pool/default", "--type", "BlockReleased", "-o", "json")
 	if err != nil {
 		t.Fatalf("%+v", err)
@@ -298,13 +296,11 @@ func TestNodeLossWithdrawsRoutes(t *testing.T) {
 	var pods []*demo.Pod
 	for _, n := range c.Nodes {
 		pods = append(pods, addPods(t, n, 1, "p")...)
+		waitExported(t, n, 1)
 	}
 	waitConverged(t, c)
 	lost := c.Nodes[2]
 	lostBlocks := exported(t, lost)
-	if len(lostBlocks) != 1 {
-		t.Fatalf("n2 exports %v, want one block", lostBlocks)
-	}
 	if err := lost.Crash(context.Background()); err != nil {
 		t.Fatalf("remove n2: %+v", err)
 	}
@@ -343,6 +339,8 @@ func TestCoildRestartKeepsPodTraffic(t *testing.T) {
 	n0, n1 := c.Nodes[0], c.Nodes[1]
 	src := addPods(t, n0, 1, "src")[0]
 	dst := addPods(t, n1, 1, "dst")[0]
+	waitExported(t, n0, 1)
+	waitExported(t, n1, 1)
 	waitConverged(t, c)
 	ping(t, src, dst.Addr)
 
