@@ -63,8 +63,9 @@ type Node struct {
 	log *slog.Logger
 	ops chan *op
 
-	mu sync.Mutex
-	st *projection.State
+	mu         sync.Mutex
+	st         *projection.State
+	ownedCache map[string]ownedEntry // per pool: the node's blocks at a pool-stream head
 }
 
 type opKind int
@@ -311,10 +312,11 @@ type pending struct {
 	keys    map[projection.AttachKey]int
 	held    map[netip.Addr]bool
 	last    map[string]netip.Addr
+	inBlock map[projection.BlockRef]int
 }
 
 func newPending() *pending {
-	return &pending{keys: map[projection.AttachKey]int{}, held: map[netip.Addr]bool{}, last: map[string]netip.Addr{}}
+	return &pending{keys: map[projection.AttachKey]int{}, held: map[netip.Addr]bool{}, last: map[string]netip.Addr{}, inBlock: map[projection.BlockRef]int{}}
 }
 
 func (n *Node) process(ctx context.Context, ops []*op) {
@@ -422,6 +424,7 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) {
 		p.held[a] = true
 	}
 	p.last[pool.Name] = addrs[0]
+	p.inBlock[projection.BlockRef{Pool: pool.Name, Index: block}]++
 }
 
 func (n *Node) decideRelease(o *op, p *pending) {
@@ -476,11 +479,7 @@ func (n *Node) commit(ctx context.Context, p *pending, depth int) []*op {
 // (next-after-last, so a just-freed address is not reused at once), over the node's
 // blocks of the pool in index order, wrapping around.
 func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr, bool) {
-	blocks := n.st.Pools[pool.Name]
-	if blocks == nil {
-		return 0, nil, false
-	}
-	owned := blocks.OwnedBy(n.cfg.Node)
+	owned := n.owned(pool.Name)
 	if len(owned) == 0 {
 		return 0, nil, false
 	}
@@ -504,6 +503,18 @@ func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr
 	size := pool.BlockSize()
 	for k := 0; k <= len(owned); k++ {
 		bi := (startBlock + k) % len(owned)
+		ref := projection.BlockRef{Pool: pool.Name, Index: owned[bi]}
+		used := p.inBlock[ref]
+		if u := me.Use[ref]; u != nil {
+			used += u.InUse
+		}
+		if uint64(used) >= size {
+			continue // full: skip without probing its addresses
+		}
+		prefixes, ok := pool.Block(owned[bi])
+		if !ok {
+			continue
+		}
 		from := uint64(0)
 		if k == 0 {
 			from = startOff
@@ -513,17 +524,42 @@ func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr
 			to = startOff
 		}
 		for off := from; off < to; off++ {
-			addrs, ok := pool.Addrs(owned[bi], off)
-			if !ok {
-				break
-			}
-			if _, held := me.Held[addrs[0]]; held || p.held[addrs[0]] {
+			a := projection.AddrAt(prefixes[0], off)
+			if _, held := me.Held[a]; held || p.held[a] {
 				continue
+			}
+			addrs := make([]netip.Addr, len(prefixes))
+			for i, pf := range prefixes {
+				addrs[i] = projection.AddrAt(pf, off)
 			}
 			return owned[bi], addrs, true
 		}
 	}
 	return 0, nil, false
+}
+
+// owned returns the node's blocks of a pool in index order, cached until the pool
+// stream moves. Caller holds n.mu.
+func (n *Node) owned(pool string) []uint32 {
+	blocks := n.st.Pools[pool]
+	if blocks == nil {
+		return nil
+	}
+	head := blocks.Head()
+	if c, ok := n.ownedCache[pool]; ok && c.head == head {
+		return c.blocks
+	}
+	list := blocks.OwnedBy(n.cfg.Node)
+	if n.ownedCache == nil {
+		n.ownedCache = map[string]ownedEntry{}
+	}
+	n.ownedCache[pool] = ownedEntry{head: head, blocks: list}
+	return list
+}
+
+type ownedEntry struct {
+	head   events.Version
+	blocks []uint32
 }
 
 // acquireBlock takes the lowest free block of the pool, retrying with jitter when

@@ -108,6 +108,9 @@ func Overlaps(a, b netip.Prefix) bool {
 	return a.IsValid() && b.IsValid() && a.Overlaps(b)
 }
 
+// AddrAt returns the address at offset off within prefix p.
+func AddrAt(p netip.Prefix, off uint64) netip.Addr { return addOffset(p.Addr(), off) }
+
 // addOffset returns a+off (indexes are bounded by MaxBlocksPerSubnet and block sizes by
 // 16 bits, so offsets within a subnet fit in 64 bits).
 func addOffset(a netip.Addr, off uint64) netip.Addr {
