@@ -133,3 +133,20 @@ func (s *State) StreamState(stream events.Stream) any {
 	}
 	return nil
 }
+
+// Merge takes stream's state from other (a state that folded that stream alone) into s.
+func (s *State) Merge(stream events.Stream, other *State) {
+	kind, name := stream.Kind()
+	switch kind {
+	case "cluster":
+		s.Cluster = other.Cluster
+	case "pool":
+		if b := other.Pools[name]; b != nil {
+			s.Pools[name] = b
+		}
+	case "node":
+		if n := other.Nodes[name]; n != nil {
+			s.Nodes[name] = n
+		}
+	}
+}
