@@ -47,7 +47,9 @@ func (p *podChurn) next() *events.Event {
 	}}
 }
 
-func (p *podChurn) addr(k int) netip.Addr { return projection.AddrAt(netip.PrefixFrom(p.base, 24), uint64(k%256)) }
+func (p *podChurn) addr(k int) netip.Addr {
+	return projection.AddrAt(netip.PrefixFrom(p.base, 24), uint64(k%256))
+}
 
 // fillStream writes n events of gen to a stream with raw batched puts (no compares: the
 // benchmark set-up only), continuing from head, and returns the new head.
