@@ -122,7 +122,8 @@ func (n *Node) SetLease(lease int64) {
 }
 
 // Load replays the cluster stream, every pool stream and the node's own stream, all at
-// one revision, replacing the in-memory state. It returns that revision and the heads
+// one revision, each from its newest snapshot (events.StartSeq: the cost is the tail after
+// it, and streams whose older events were archived load), replacing the in-memory state. It returns that revision and the heads
 // read, to watch from.
 func (n *Node) Load(ctx context.Context) (int64, map[events.Stream]uint64, error) {
 	heads, rev, err := n.cfg.Log.Streams(ctx, "", 0)
@@ -135,8 +136,12 @@ func (n *Node) Load(ctx context.Context) (int64, map[events.Stream]uint64, error
 		if !n.follows(stream) {
 			continue
 		}
-		if _, err := n.cfg.Log.Read(ctx, stream, 1, rev, st.Apply); err != nil {
+		from, err := events.StartSeq(ctx, n.cfg.Log, stream, rev)
+		if err != nil {
 			return 0, nil, errors.Wrapf(err, "replay %s", stream)
+		}
+		if _, err := n.cfg.Log.Read(ctx, stream, from, rev, st.Apply); err != nil {
+			return 0, nil, errors.Wrapf(err, "replay %s from #%d", stream, from)
 		}
 		after[stream] = st.Head(stream).Seq
 	}

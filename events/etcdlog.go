@@ -157,6 +157,12 @@ func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error
 		ops = append(ops, clientv3.OpPut(l.keys.Event(req.Stream, s.Seq), string(s.Value)))
 	}
 	ops = append(ops, clientv3.OpPut(hk, string(EncodeHead(head))))
+	if snap := lastSnapshot(req.Events); snap > 0 {
+		ops = append(ops, clientv3.OpPut(l.keys.Snap(req.Stream), string(EncodeSnapSeq(snap))))
+	}
+	if len(ops) > maxTxnOps {
+		return Version{}, errors.Wrapf(ErrTooLarge, "%d events, the head and a snapshot pointer (at most %d operations)", len(sealed), maxTxnOps)
+	}
 
 	resp, err := l.cli.Txn(ctx).If(cmps...).Then(ops...).Else(failOps...).Commit()
 	if err != nil {

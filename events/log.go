@@ -52,8 +52,9 @@ type Log interface {
 	// Append writes the events of req in one transaction and returns the new head.
 	// It returns ErrConflict (wrapped, with the current head in a *ConflictError) when the
 	// stream's head is not req.Expected, ErrFenced when a condition fails, ErrTooLarge for
-	// a batch over MaxBatch events or MaxBatchBytes. On return the events carry their
-	// Stream, Seq, Prev, Hash and Revision. Nothing is written on error.
+	// a batch over MaxBatch events or MaxBatchBytes (or MaxBatch events and a Snapshot:
+	// a batch holding a Snapshot event also moves the stream's snapshot pointer). On return
+	// the events carry their Stream, Seq, Prev, Hash and Revision. Nothing is written on error.
 	Append(ctx context.Context, req AppendRequest) (Version, error)
 
 	// Head returns the stream's head (zero for an empty or unknown stream) and the
@@ -78,6 +79,13 @@ type Log interface {
 	// or delivered twice. The channel closes when ctx ends; a fatal error is delivered as a
 	// WatchBatch with Err set, then the channel closes.
 	Watch(ctx context.Context, req WatchRequest) <-chan WatchBatch
+
+	// SnapshotSeq returns the sequence of stream's newest Snapshot event as of rev (0: the
+	// latest), 0 when the stream has none (or does not exist), and the revision read at.
+	// An Append whose batch holds a Snapshot event moves this pointer in the same
+	// transaction. Readers that do not need the stream's history start there (see
+	// ReadFrom): events before it may have been archived away.
+	SnapshotSeq(ctx context.Context, stream Stream, rev int64) (uint64, int64, error)
 
 	// Close releases the log's resources (not the etcd client it was given).
 	Close() error

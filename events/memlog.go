@@ -32,6 +32,7 @@ type MemLog struct {
 type memStream struct {
 	events []memEvent // events[i] is sequence i+1
 	heads  []memHead  // in revision order
+	snaps  []memSnap  // snapshot pointer values, in revision order
 }
 
 type memEvent struct {
@@ -181,6 +182,9 @@ func (l *MemLog) Append(ctx context.Context, req AppendRequest) (Version, error)
 	if err := checkSeq(req.Stream, head.Seq); err != nil {
 		return Version{}, err
 	}
+	if snap := lastSnapshot(req.Events); snap > 0 && len(sealed)+2 > maxTxnOps {
+		return Version{}, errors.Wrapf(ErrTooLarge, "%d events, the head and a snapshot pointer (at most %d operations)", len(sealed), maxTxnOps)
+	}
 	if 1+len(req.Conditions) > maxTxnOps {
 		return Version{}, errors.Wrapf(ErrTooLarge, "%d conditions (at most %d)", len(req.Conditions), maxTxnOps-1)
 	}
@@ -242,6 +246,9 @@ func (l *MemLog) Append(ctx context.Context, req AppendRequest) (Version, error)
 		req.Events[i].Revision = l.rev
 	}
 	st.heads = append(st.heads, memHead{rev: l.rev, v: head})
+	if snap := lastSnapshot(req.Events); snap > 0 {
+		st.snaps = append(st.snaps, memSnap{rev: l.rev, seq: snap})
+	}
 	l.notifyLocked()
 	return head, nil
 }

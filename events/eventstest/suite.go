@@ -56,6 +56,7 @@ func Run(t *testing.T, newLog NewLog) {
 	t.Run("WatchSurvivesCompaction", su.testWatchCompaction)
 	t.Run("DamagedLog", su.testDamaged)
 	t.Run("InvalidRequests", su.testInvalid)
+	t.Run("SnapshotPointer", su.testSnapshotPointer)
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -16,7 +16,8 @@ type snapshot struct {
 	Rev int64
 }
 
-// loadState replays every stream of the log at one revision into a projection.State.
+// loadState replays every stream of the log at one revision into a projection.State,
+// each from its newest snapshot (events.StartSeq).
 func loadState(ctx context.Context, log events.Log) (*snapshot, error) {
 	heads, rev, err := log.Streams(ctx, "", 0)
 	if err != nil {
@@ -24,8 +25,12 @@ func loadState(ctx context.Context, log events.Log) (*snapshot, error) {
 	}
 	st := projection.NewState()
 	for _, s := range sortedStreams(heads) {
-		if _, err := log.Read(ctx, s, 1, rev, st.Apply); err != nil {
+		from, err := events.StartSeq(ctx, log, s, rev)
+		if err != nil {
 			return nil, errors.Wrapf(err, "replay %s at revision %d", s, rev)
+		}
+		if _, err := log.Read(ctx, s, from, rev, st.Apply); err != nil {
+			return nil, errors.Wrapf(err, "replay %s from #%d at revision %d", s, from, rev)
 		}
 	}
 	return &snapshot{State: st, Rev: rev}, nil
