@@ -50,7 +50,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "bursts per plugin (interleaved)")
 	flag.StringVar(&o.coil, "coil", "bin/coil", "the coil CNI plugin binary")
 	flag.StringVar(&o.coild, "coild", "bin/coild", "the coild binary")
-	flag.StringVar(&o.pluginDir, "plugins", ".tools/bin", "directory holding ptp and host-local (scripts/setup.sh)")
+	flag.StringVar(&o.pluginDir, "plugins", ".tools/bin", "directory holding cnitool, ptp and host-local (scripts/setup.sh)")
 	flag.StringVar(&o.dir, "dir", "", "lab work directory to keep (coild's log, etcd); default: a temporary one, removed")
 	flag.StringVar(&o.poolSubnet, "pool", "10.100.0.0/16", "subnet of coil's pool \"default\"")
 	flag.Parse()
@@ -94,13 +94,17 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 		return filepath.Join(root, p)
 	}
 	o.coil, o.coild, o.pluginDir = abs(o.coil), abs(o.coild), abs(o.pluginDir)
-	for _, f := range []string{o.coil, o.coild, filepath.Join(o.pluginDir, "ptp"), filepath.Join(o.pluginDir, "host-local")} {
+	for _, f := range []string{o.coil, o.coild, filepath.Join(o.pluginDir, "cnitool"), filepath.Join(o.pluginDir, "ptp"), filepath.Join(o.pluginDir, "host-local")} {
 		if _, serr := os.Stat(f); serr != nil {
 			return errors.Wrapf(errSetup, "%s missing (make build; scripts/setup.sh tools): %v", f, serr)
 		}
 	}
 	if o.dir != "" {
 		o.dir = abs(o.dir)
+	}
+	// lab finds cnitool on PATH first.
+	if err := os.Setenv("PATH", o.pluginDir+string(os.PathListSeparator)+os.Getenv("PATH")); err != nil {
+		return errors.Wrap(err, "set PATH")
 	}
 	info := machineInfo()
 
@@ -420,10 +424,14 @@ func (b *bench) latency(ctx context.Context, rep *report) error {
 			d, out, err := b.cni(ctx, k, "add", pods[i][k.name])
 			if err != nil && !timed && k == b.coil && ctx.Err() == nil {
 				// The first ADD may race coild's view of the new pool: retry once it is there.
+				last := err
 				err = poll(ctx, 30*time.Second, 100*time.Millisecond, func() (bool, error) {
-					d, out, err = b.cni(ctx, k, "add", pods[i][k.name])
-					return err == nil, nil
+					d, out, last = b.cni(ctx, k, "add", pods[i][k.name])
+					return last == nil, nil
 				})
+				if err != nil {
+					err = errors.WithSecondaryError(err, last)
+				}
 			}
 			if err != nil {
 				return err
@@ -564,7 +572,101 @@ func (b *bench) bursts(ctx context.Context, rep *report) error {
 		}
 		b.removePods(b.o.burst, name)
 	}
+	for r := range b.o.rounds {
+		res, err := b.directBurst(ctx, r)
+		if err != nil {
+			return err
+		}
+		rep.direct = append(rep.direct, res)
+		if res.failed > 0 || res.distinct != b.o.burst {
+			rep.burstFailed += fmt.Sprintf("direct round %d: %d failed, %d distinct; ", r, res.failed, res.distinct)
+		}
+	}
 	return nil
+}
+
+// directBurst sends o.burst ADDs to coild at once straight over its socket (cniproto, no
+// exec, no cnitool), then as many DELs, and waits until coild's background DELs are done:
+// what coild alone costs for a burst.
+func (b *bench) directBurst(ctx context.Context, r int) (res burstResult, err error) {
+	res.kind = "coild direct"
+	name := func(i int) string { return fmt.Sprintf("d%d-%04d", r, i) }
+	defer b.removePods(b.o.burst, name)
+	pods := make([]string, b.o.burst)
+	for i := range pods {
+		if pods[i], err = b.lab.AddPodNS(b.coil.node, name(i)); err != nil {
+			return res, err
+		}
+	}
+	b.log.Info("burst straight to coild", "round", r, "pods", len(pods))
+	before, err := b.scrape(ctx)
+	if err != nil {
+		return res, err
+	}
+	cl := cniproto.NewClient(filepath.Join(b.coil.node.Dir, "coild.sock"), time.Minute)
+	req := func(i int) *cniproto.Request {
+		return &cniproto.Request{ContainerID: fmt.Sprintf("direct-%d-%04d", r, i), IfName: "eth0", NetNS: pods[i]}
+	}
+	run := func(call func(i int) error) (time.Duration, []time.Duration, []error) {
+		each := make([]time.Duration, len(pods))
+		errs := make([]error, len(pods))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range pods {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				t := time.Now()
+				errs[i] = call(i)
+				each[i] = time.Since(t)
+			}()
+		}
+		t0 := time.Now()
+		close(start)
+		wg.Wait()
+		return time.Since(t0), each, errs
+	}
+	addrs := make([][]netip.Addr, len(pods))
+	veths := make([]string, len(pods))
+	var errs []error
+	res.addWall, res.addEach, errs = run(func(i int) error {
+		a, err := cl.Add(ctx, req(i))
+		if err == nil {
+			addrs[i], veths[i] = a.Addrs, a.HostVeth
+		}
+		return err
+	})
+	seen := map[netip.Addr]bool{}
+	for i, err := range errs {
+		if err != nil {
+			res.failed++
+			b.log.Error("direct ADD failed", "pod", pods[i], "err", err)
+		}
+		for _, a := range addrs[i] {
+			seen[a] = true
+		}
+	}
+	res.distinct = len(seen)
+	t0 := time.Now()
+	res.delWall, res.delEach, errs = run(func(i int) error { return cl.Del(ctx, req(i)) })
+	for i, err := range errs {
+		if err != nil {
+			return res, errors.Wrapf(err, "direct DEL %s", pods[i])
+		}
+	}
+	waitFrom := time.Now()
+	gone, rel, err := b.waitCoilDone(ctx, slices.DeleteFunc(veths, func(v string) bool { return v == "" }))
+	if err != nil {
+		return res, err
+	}
+	res.coilGone, res.coilRel = waitFrom.Sub(t0)+gone, waitFrom.Sub(t0)+rel
+	after, err := b.scrape(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.server = diffServer(before, after)
+	return res, b.checkNoCoilLinks(ctx)
 }
 
 // concurrently runs cmd on every pod at once and returns the wall time, each call's time
@@ -715,6 +817,7 @@ type report struct {
 	linkGone, released []time.Duration
 	latServer          serverSide
 	bursts             []burstResult
+	direct             []burstResult
 	burstFailed        string
 }
 
@@ -794,6 +897,16 @@ func (r *report) write(w io.Writer) {
 			fmt.Fprintf(w, "- round %d, coild's own time (mean): ADD %s ms, DEL %s ms; %.0f log appends for %.0f ADDs\n",
 				n/len(r.kinds), ms(br.server.addMean), ms(br.server.delMean), br.server.appends, br.server.adds)
 		}
+	}
+	if len(r.direct) > 0 {
+		fmt.Fprintf(w, "\ncoild alone: %d ADDs sent at once straight to its socket (no exec, no cnitool), then %d DELs (ms).\n\n", r.o.burst, r.o.burst)
+		fmt.Fprintln(w, "| round | ADD wall | ADD each p50 / p99 | coild ADD mean | log appends | distinct addresses | DEL wall | DEL start until all veths gone | until all released |")
+		fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+		for n, d := range r.direct {
+			fmt.Fprintf(w, "| %d | %s | %s / %s | %s | %.0f | %d | %s | %s | %s |\n", n, ms(d.addWall), ms(pct(d.addEach, 50)), ms(pct(d.addEach, 99)),
+				ms(d.server.addMean), d.server.appends, d.distinct, ms(d.delWall), ms(d.coilGone), ms(d.coilRel))
+		}
+		fmt.Fprintln(w)
 	}
 	cw, pw := pct(walls["coil"], 50), pct(walls["ptp"], 50)
 	fmt.Fprintf(w, "- burst ADD wall, median of rounds: coil %s ms, ptp %s ms, noop %s ms; coil/ptp %.2f (target ≤ 0.7: %s)\n",
