@@ -176,7 +176,8 @@ in use, overlap, exists, node alive), 5 etcd unreachable.`,
 	f.StringVarP(&a.opts.output, "output", "o", "table", "output format: table, json or yaml")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 
-	root.AddCommand(a.poolCommand(), a.eventsCommand(), a.addressCommand(), a.blockCommand(), a.nodeCommand())
+	root.AddCommand(a.poolCommand(), a.eventsCommand(), a.addressCommand(), a.blockCommand(), a.nodeCommand(),
+		a.historyCommand(), a.stateCommand(), a.diffCommand())
 	return root
 }
 

@@ -1,55 +1,376 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/projection"
 )
 
 func (a *app) eventsCommand() *cobra.Command {
-	var streamFilter string
-	var typeFilter []string
+	var f eventFlags
 	c := &cobra.Command{
 		Use:   "events",
-		Short: "Print the event log in commit order across streams",
+		Short: "Print the event log in commit order across streams; -f to follow it",
 		Long: `Print the event log in commit (etcd revision) order across all streams, read at one
-revision. Filter by stream (exact name, or a prefix ending in "/") and by type.
-With -o json every event is one JSON object on its own line.`,
+revision. Filter by stream (exact name, or a prefix ending in "/"), type, node, pool,
+container, pod and a window of revisions or times; the filters combine (all must hold).
+
+--since and --until each take an RFC 3339 time (2030-01-07T14:00:00Z), a duration
+meaning that long ago (2h, 3d, 1d12h) or an etcd revision (a plain integer); both ends
+are inclusive: --since keeps events at or after it, --until at or before it.
+
+With -f/--follow, after printing the matching history, keep printing matching events
+as they are committed, like tail -f, until interrupted. Nothing is missed or printed
+twice, also across etcd restarts and compaction.
+
+-o json prints every event as one JSON object on its own line; -o wide adds the
+event's hash and previous hash to the table.`,
 		Example: `  coilctl events
   coilctl events --stream pool/ --type BlockAssigned,BlockReleased
-  coilctl events --stream node/worker-1 -o json | jq .payload`,
-		Args: argsUsage(0, 0, "no arguments (filter with --stream and --type)"),
-		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			keepStream, err := streamMatcher(streamFilter)
-			if err != nil {
-				return err
+  coilctl events --node worker-1 --since 2h
+  coilctl events --pod default/web-0 -o wide
+  coilctl events --stream node/worker-1 -o json | jq .payload
+  coilctl events --pool default -f`,
+		Args: argsUsage(0, 0, "no arguments (filter with --stream, --type, --node, --pool, --container, --pod, --since, --until)"),
+		PersistentPreRunE: a.run(func(*cobra.Command, []string) error {
+			// -o wide exists only here; the global check knows table, json and yaml.
+			if a.opts.output == "wide" {
+				f.wide = true
+				a.opts.output = "table"
 			}
-			keepType, err := typeMatcher(typeFilter)
+			return a.checkGlobal()
+		}),
+		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			flt, err := f.filter(a.env.Clock.Now())
 			if err != nil {
 				return err
 			}
 			if err := a.connect(); err != nil {
 				return err
 			}
-			// The cluster stream is always read: summaries need the pools' geometry.
-			evs, _, err := readEvents(cmd.Context(), a.log, "", func(s events.Stream) bool {
-				return s == events.ClusterStream || keepStream(s)
-			})
-			if err != nil {
-				return err
-			}
-			return a.printEvents(evs, func(e *events.Event) bool { return keepStream(e.Stream) && keepType(e.Type()) })
+			return a.runEvents(cmd.Context(), flt, f.follow, f.wide)
 		}),
 	}
-	c.Flags().StringVar(&streamFilter, "stream", "", `only this stream ("cluster", "pool/NAME", "node/NAME"), or streams under a prefix ending in "/" ("pool/", "node/")`)
-	c.Flags().StringSliceVar(&typeFilter, "type", nil, "only these event types (repeat the flag or separate with commas), e.g. AddressAssigned,AddressReleased")
+	f.add(c)
 	return c
+}
+
+// eventFlags are the filters of coilctl events.
+type eventFlags struct {
+	stream       string
+	types        []string
+	node, pool   string
+	container    string
+	pod          string
+	since, until string
+	follow       bool
+	wide         bool
+}
+
+func (f *eventFlags) add(c *cobra.Command) {
+	fl := c.Flags()
+	fl.StringVar(&f.stream, "stream", "", `only this stream ("cluster", "pool/NAME", "node/NAME"), or streams under a prefix ending in "/" ("pool/", "node/")`)
+	fl.StringSliceVar(&f.types, "type", nil, "only these event types (repeat the flag or separate with commas), e.g. AddressAssigned,AddressReleased")
+	fl.StringVar(&f.node, "node", "", "only events of node N: its stream node/N and block events about N in pool streams")
+	fl.StringVar(&f.pool, "pool", "", "only events of pool P: its stream pool/P, address events in P, and P's definition in the cluster stream")
+	fl.StringVar(&f.container, "container", "", "only address events of containers whose ID starts with this")
+	fl.StringVar(&f.pod, "pod", "", "only address events of pod NAMESPACE/NAME (its assignments and their releases)")
+	fl.StringVar(&f.since, "since", "", "only events at or after this: RFC 3339 time, duration ago (2h) or revision")
+	fl.StringVar(&f.until, "until", "", "only events at or before this: RFC 3339 time, duration ago (2h) or revision")
+	fl.BoolVarP(&f.follow, "follow", "f", false, "after the history, keep printing new events as they are committed (until interrupted)")
+}
+
+// eventFilter decides which events coilctl events shows. It is stateful (--pod pairs a
+// release with the pod's assignment), so it must see every event of the streams it
+// reads, in order.
+type eventFilter struct {
+	keepStream     func(events.Stream) bool
+	keepType       func(events.Type) bool
+	node, pool     string
+	container      string
+	podNS, podName string
+	since, until   *point
+	// podKeys are the node streams' attachments assigned to the --pod, until released.
+	podKeys map[[3]string]bool
+}
+
+func (f *eventFlags) filter(now time.Time) (*eventFilter, error) {
+	var flt eventFilter
+	var err error
+	if flt.keepStream, err = streamMatcher(f.stream); err != nil {
+		return nil, err
+	}
+	if flt.keepType, err = typeMatcher(f.types); err != nil {
+		return nil, err
+	}
+	if f.node != "" {
+		if err := validName("--node", f.node); err != nil {
+			return nil, err
+		}
+		flt.node = f.node
+	}
+	if f.pool != "" {
+		if err := validName("--pool", f.pool); err != nil {
+			return nil, err
+		}
+		flt.pool = f.pool
+	}
+	flt.container = strings.ToLower(f.container)
+	if f.pod != "" {
+		ns, name, ok := strings.Cut(f.pod, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return nil, usagef("--pod %q: want NAMESPACE/NAME", f.pod)
+		}
+		flt.podNS, flt.podName, flt.podKeys = ns, name, map[[3]string]bool{}
+	}
+	if f.since != "" {
+		p, err := parsePoint("--since", f.since, now)
+		if err != nil {
+			return nil, err
+		}
+		flt.since = &p
+	}
+	if f.until != "" {
+		if f.follow {
+			return nil, usagef("--until and --follow do not go together")
+		}
+		p, err := parsePoint("--until", f.until, now)
+		if err != nil {
+			return nil, err
+		}
+		flt.until = &p
+	}
+	return &flt, nil
+}
+
+// reads tells whether a stream can hold events the filter shows.
+func (f *eventFilter) reads(s events.Stream) bool {
+	if !f.keepStream(s) {
+		return false
+	}
+	kind, name := s.Kind()
+	switch {
+	case f.node != "" && !(kind == "pool" || (kind == "node" && name == f.node)):
+		return false
+	case f.pool != "" && kind == "node":
+	case f.pool != "" && !(kind == "cluster" || name == f.pool):
+		return false
+	case (f.container != "" || f.podName != "") && kind != "node":
+		return false
+	}
+	return true
+}
+
+// show decides one event; call it for every event read, in revision order.
+func (f *eventFilter) show(e *events.Event) bool {
+	if !f.reads(e.Stream) {
+		return false
+	}
+	_, streamName := e.Stream.Kind()
+	var container, ifName, pool, node string
+	switch p := e.Payload.(type) {
+	case *events.PoolCreated:
+		pool = p.Name
+	case *events.PoolSubnetAdded:
+		pool = p.Name
+	case *events.PoolDeleted:
+		pool = p.Name
+	case *events.BlockAssigned:
+		node = p.Node
+	case *events.BlockReleased:
+		node = p.Node
+	case *events.BlockReclaimed:
+		node = p.Node
+	case *events.AddressAssigned:
+		container, ifName, pool = p.ContainerID, p.IfName, p.Pool
+	case *events.AddressReleased:
+		container, ifName, pool = p.ContainerID, p.IfName, p.Pool
+	}
+	if f.podKeys != nil {
+		k := [3]string{string(e.Stream), container, ifName}
+		switch p := e.Payload.(type) {
+		case *events.AddressAssigned:
+			if p.PodNamespace != f.podNS || p.PodName != f.podName {
+				return false
+			}
+			f.podKeys[k] = true
+		case *events.AddressReleased:
+			if !f.podKeys[k] {
+				return false
+			}
+			delete(f.podKeys, k)
+		default:
+			return false
+		}
+	}
+	kind, _ := e.Stream.Kind()
+	switch {
+	case !f.keepType(e.Type()):
+		return false
+	case f.node != "" && kind == "pool" && node != f.node:
+		return false
+	case f.pool != "" && kind != "pool" && pool != f.pool:
+		return false
+	case f.pool != "" && kind == "pool" && streamName != f.pool:
+		return false
+	case f.container != "" && (container == "" || !strings.HasPrefix(container, f.container)):
+		return false
+	case f.since != nil && !f.since.notBefore(e):
+		return false
+	case f.until != nil && !f.until.includes(e):
+		return false
+	}
+	return true
+}
+
+// runEvents prints the matching history at one revision, then, with follow, watches from
+// that revision (every stream's head as read) and prints what matches until ctx ends.
+func (a *app) runEvents(ctx context.Context, flt *eventFilter, follow, wide bool) error {
+	heads, rev, err := a.log.Streams(ctx, "", 0)
+	if err != nil {
+		return errors.Wrap(err, "list streams")
+	}
+	// The cluster stream is always read: summaries need the pools' geometry.
+	streams := streamsOf(heads, func(s events.Stream) bool { return s == events.ClusterStream || flt.reads(s) })
+	per := make([][]*events.Event, len(streams))
+	err = eachStream(ctx, a.log, streams, rev, func(i int, _ events.Stream) func(*events.Event) error {
+		return func(e *events.Event) error {
+			per[i] = append(per[i], e)
+			return nil
+		}
+	})
+	if err != nil {
+		return err
+	}
+	var evs []*events.Event
+	for _, p := range per {
+		evs = append(evs, p...)
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Revision < evs[j].Revision })
+
+	pr := a.newEventPrinter(wide, follow)
+	if err := pr.print(evs, flt.show); err != nil {
+		return err
+	}
+	if err := pr.flush(); err != nil || !follow {
+		return err
+	}
+	after := make(map[events.Stream]uint64, len(heads))
+	for s, v := range heads {
+		after[s] = v.Seq
+	}
+	for b := range a.log.Watch(ctx, events.WatchRequest{FromRev: rev, After: after}) {
+		if b.Err != nil {
+			return errors.Wrap(b.Err, "follow the log")
+		}
+		if err := pr.print(b.Events, flt.show); err != nil {
+			return err
+		}
+		if err := pr.flush(); err != nil {
+			return err
+		}
+	}
+	return nil // interrupted: tail -f ends with success
+}
+
+// eventPrinter prints events in one output format, folding the cluster stream as it goes
+// (summaries show block prefixes as the pools were at that point of the log).
+type eventPrinter struct {
+	a       *app
+	wide    bool
+	follow  bool
+	cluster *projection.Cluster
+	t       *table
+	all     []*events.Event // -o yaml without --follow: printed as one list at the end
+}
+
+func (a *app) newEventPrinter(wide, follow bool) *eventPrinter {
+	p := &eventPrinter{a: a, wide: wide, follow: follow, cluster: projection.NewCluster(), all: []*events.Event{}}
+	if a.opts.output == "table" {
+		if wide {
+			p.t = newTable(a.env.Stdout, "REV", "TIME", "STREAM", "SEQ", "TYPE", "ACTOR", "HASH", "PREV", "SUMMARY")
+		} else {
+			p.t = newTable(a.env.Stdout, "REV", "TIME", "STREAM", "SEQ", "TYPE", "ACTOR", "SUMMARY")
+		}
+	}
+	return p
+}
+
+// print prints the events show accepts; every cluster event (shown or not) is folded.
+func (p *eventPrinter) print(evs []*events.Event, show func(*events.Event) bool) error {
+	for _, e := range evs {
+		if show(e) {
+			if err := p.one(e); err != nil {
+				return err
+			}
+		}
+		if e.Stream == events.ClusterStream {
+			if err := p.cluster.Apply(e); err != nil {
+				return errors.Wrapf(err, "fold cluster #%d", e.Seq)
+			}
+		}
+	}
+	return nil
+}
+
+func (p *eventPrinter) one(e *events.Event) error {
+	w := p.a.env.Stdout
+	switch p.a.opts.output {
+	case "table":
+		if p.wide {
+			prev := "-"
+			if !e.Prev.IsZero() {
+				prev = e.Prev.String()[:12]
+			}
+			p.t.row(fmt.Sprint(e.Revision), e.Time.UTC().Format(time.RFC3339Nano), string(e.Stream), fmt.Sprint(e.Seq),
+				string(e.Type()), e.Actor, e.Hash.String()[:12], prev, summary(e, p.cluster))
+		} else {
+			p.t.row(fmt.Sprint(e.Revision), fmtTime(e.Time), string(e.Stream), fmt.Sprint(e.Seq), string(e.Type()), e.Actor, summary(e, p.cluster))
+		}
+	case "json":
+		b, err := json.Marshal(e) // events' own JSON form (events/json.go)
+		if err != nil {
+			return errors.Wrapf(err, "render %s #%d", e.Stream, e.Seq)
+		}
+		if _, err := fmt.Fprintf(w, "%s\n", b); err != nil {
+			return errors.Wrap(err, "write output")
+		}
+	default:
+		if !p.follow {
+			p.all = append(p.all, e)
+			return nil
+		}
+		// Following: one YAML list item per event, so the output stays one valid list.
+		b, err := yaml.Marshal([]*events.Event{e})
+		if err != nil {
+			return errors.Wrapf(err, "render %s #%d", e.Stream, e.Seq)
+		}
+		if _, err := w.Write(b); err != nil {
+			return errors.Wrap(err, "write output")
+		}
+	}
+	return nil
+}
+
+// flush writes what is buffered: the table's rows, or (-o yaml, not following) the list.
+func (p *eventPrinter) flush() error {
+	switch {
+	case p.t != nil:
+		return p.t.flush()
+	case p.a.opts.output == "yaml" && !p.follow:
+		return p.a.printValue(p.all)
+	}
+	return nil
 }
 
 func streamMatcher(f string) (func(events.Stream) bool, error) {
@@ -82,47 +403,6 @@ func typeMatcher(ts []string) (func(events.Type) bool, error) {
 		want[events.Type(t)] = true
 	}
 	return func(t events.Type) bool { return want[t] }, nil
-}
-
-// printEvents prints the events show accepts; every cluster event (shown or not) is folded
-// to know the pools' geometry at that point of the log.
-func (a *app) printEvents(evs []*events.Event, show func(*events.Event) bool) error {
-	cluster := projection.NewCluster()
-	var t *table
-	all := []*events.Event{}
-	if a.opts.output == "table" {
-		t = newTable(a.env.Stdout, "REV", "TIME", "STREAM", "SEQ", "TYPE", "ACTOR", "SUMMARY")
-	}
-	for _, e := range evs {
-		if show(e) {
-			switch a.opts.output {
-			case "table":
-				t.row(fmt.Sprint(e.Revision), fmtTime(e.Time), string(e.Stream), fmt.Sprint(e.Seq), string(e.Type()), e.Actor, summary(e, cluster))
-			case "json":
-				b, err := json.Marshal(e) // events' own JSON form (events/json.go)
-				if err != nil {
-					return errors.Wrapf(err, "render %s #%d", e.Stream, e.Seq)
-				}
-				if _, err := fmt.Fprintf(a.env.Stdout, "%s\n", b); err != nil {
-					return errors.Wrap(err, "write output")
-				}
-			default:
-				all = append(all, e)
-			}
-		}
-		if e.Stream == events.ClusterStream {
-			if err := cluster.Apply(e); err != nil {
-				return errors.Wrapf(err, "fold cluster #%d", e.Seq)
-			}
-		}
-	}
-	switch a.opts.output {
-	case "table":
-		return t.flush()
-	case "yaml":
-		return a.printValue(all)
-	}
-	return nil
 }
 
 // summary is a one-line readable account of an event; cluster is the pools' state just

@@ -36,30 +36,6 @@ func loadState(ctx context.Context, log events.Log) (*snapshot, error) {
 	return &snapshot{State: st, Rev: rev}, nil
 }
 
-// readEvents reads the streams accepted by keep, all at one revision, and returns their
-// events in revision order (stream and sequence order within a revision), and the revision.
-func readEvents(ctx context.Context, log events.Log, prefix string, keep func(events.Stream) bool) ([]*events.Event, int64, error) {
-	heads, rev, err := log.Streams(ctx, prefix, 0)
-	if err != nil {
-		return nil, 0, errors.Wrap(err, "list streams")
-	}
-	var out []*events.Event
-	for _, s := range sortedStreams(heads) {
-		if !keep(s) {
-			continue
-		}
-		_, err := log.Read(ctx, s, 1, rev, func(e *events.Event) error {
-			out = append(out, e)
-			return nil
-		})
-		if err != nil {
-			return nil, 0, errors.Wrapf(err, "read %s at revision %d", s, rev)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Revision < out[j].Revision })
-	return out, rev, nil
-}
-
 func sortedStreams(heads map[events.Stream]events.Version) []events.Stream {
 	out := make([]events.Stream, 0, len(heads))
 	for s := range heads {
