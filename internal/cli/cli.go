@@ -177,7 +177,7 @@ in use, overlap, exists, node alive), 5 etcd unreachable.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 
 	root.AddCommand(a.poolCommand(), a.eventsCommand(), a.addressCommand(), a.blockCommand(), a.nodeCommand(),
-		a.historyCommand(), a.stateCommand(), a.diffCommand())
+		a.historyCommand(), a.stateCommand(), a.diffCommand(), a.logCommand())
 	return root
 }
 
