@@ -234,7 +234,13 @@ func (a *app) printDiff(fp, tp point, d *diffView) error {
 		return a.printValue(d)
 	}
 	w := a.env.Stdout
-	fmt.Fprintf(w, "From %s (revision %d) to %s (revision %d)\n", fp, d.From.Revision, tp, d.To.Revision)
+	end := func(p point, e diffEnd) string {
+		if p.rev > 0 {
+			return p.String()
+		}
+		return fmt.Sprintf("%s (revision %d)", p, e.Revision)
+	}
+	fmt.Fprintf(w, "From %s to %s\n", end(fp, d.From), end(tp, d.To))
 	n := len(d.Pools.Added) + len(d.Pools.Extended) + len(d.Pools.Removed) + len(d.Blocks.Assigned) +
 		len(d.Blocks.Released) + len(d.Addresses.Assigned) + len(d.Addresses.Released)
 	if n == 0 {

@@ -221,7 +221,7 @@ Exit 3 when nothing matches.`,
 				if atPoint != nil {
 					when = "at " + atPoint.time.UTC().Format(time.RFC3339)
 				}
-				return errors.Wrapf(ErrNotFound, "no assignment of %s %s (log read at revision %d)", q.String(), when, rev)
+				return errors.Mark(errors.Newf("no assignment of %s %s (log read at revision %d)", q.String(), when, rev), ErrNotFound)
 			}
 			return a.printHistory(hs)
 		}),
