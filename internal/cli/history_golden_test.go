@@ -502,3 +502,41 @@ func runArgsClock(t *testing.T, clk events.Clock, args ...string) result {
 	})
 	return result{stdout: out.String(), stderr: errb.String(), code: code}
 }
+
+// TestGoldenWeekCompacted: once etcd compacted its history, state --revision folds the
+// current log up to the revision and prints the same state.
+func TestGoldenWeekCompacted(t *testing.T) {
+	e := weekEnv(t)
+	want, err := os.ReadFile(filepath.Join(logsDir(t), "week", "state-revision-40.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := e.cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	if got := "$ coilctl state --revision 40\n" + e.ok("state", "--revision", "40"); got != string(want) {
+		t.Fatalf("state --revision 40 after compaction:\n%s\nwant\n%s", got, want)
+	}
+	// A time is folded the same way, compacted or not.
+	at := e.ok("state", "--at", "2030-01-07T13:30:00Z")
+	if !strings.Contains(at, "(revision 40, last event 2030-01-07T13:30:00Z") {
+		t.Fatalf("state --at 13:30 is not revision 40:\n%s", at)
+	}
+	e.fails(2, []string{"state", "--revision", "100000"}, "revision 100000 is in the future: the log is at revision")
+	e.fails(2, []string{"state"}, "give exactly one of --at or --revision")
+	e.fails(2, []string{"state", "--at", "1h", "--revision", "3"}, "give exactly one of --at or --revision")
+	e.fails(2, []string{"state", "--revision", "2h"}, `--revision "2h": want a positive integer`)
+	e.fails(2, []string{"diff", "1"}, "FROM and TO")
+	e.fails(2, []string{"diff", "1", "tuesday"}, `TO "tuesday"`)
+	e.fails(2, []string{"history"}, "give exactly one of ADDRESS, --container or --pod")
+	e.fails(2, []string{"history", "10.1.2.3", "--pod", "a/b"}, "give exactly one of ADDRESS, --container or --pod")
+	e.fails(2, []string{"history", "10.1.2"}, `"10.1.2" is not an IP address`)
+	e.fails(2, []string{"history", "10.1.2.3", "--at", "40"}, "not a revision")
+	e.fails(3, []string{"history", "--pod", "shop/nope"}, "no assignment of pod shop/nope in the log")
+}
