@@ -44,13 +44,12 @@ func newEventWriter(w io.Writer, p Progress, total int64) *eventWriter {
 			defer ew.wg.Done()
 			for b := range ew.jobs {
 				for _, e := range b.evs {
-					j, err := e.MarshalJSON()
+					out, err := appendEventJSON(b.out, e)
 					if err != nil {
-						b.err = errors.Wrapf(err, "logio: encode %s #%d", e.Stream, e.Seq)
+						b.err = err
 						break
 					}
-					b.out = append(b.out, j...)
-					b.out = append(b.out, '\n')
+					b.out = append(out, '\n')
 				}
 				close(b.done)
 			}
