@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/projection"
 )
 
 // holding is one attachment's tenure of its addresses: from its AddressAssigned to the
@@ -77,9 +78,10 @@ func (q *historyQuery) String() string {
 	return "pod " + q.podNS + "/" + q.podName
 }
 
-// history reads every node stream at one revision (readWorkers streams at once) and pairs
+// history reads the node streams at one revision (readWorkers streams at once) and pairs
 // each matching AddressAssigned with the next AddressReleased of the same container and
-// interface in that node's stream. Events of other types and of other attachments are
+// interface in that node's stream. For an address, only the streams of the nodes that ever
+// owned its block are read (blockOwners). Events of other types and of other attachments are
 // skipped as soon as their type or key is seen. It returns the holdings ordered by
 // assignment time (then revision, node, sequence) and the revision read at.
 func history(ctx context.Context, log events.Log, q *historyQuery) ([]*holding, int64, error) {
@@ -87,7 +89,17 @@ func history(ctx context.Context, log events.Log, q *historyQuery) ([]*holding, 
 	if err != nil {
 		return nil, 0, errors.Wrap(err, "list node streams")
 	}
-	streams := streamsOf(heads, nil)
+	keep := func(events.Stream) bool { return true }
+	if q.addr.IsValid() {
+		nodes, ok, err := blockOwners(ctx, log, rev, q.addr)
+		if err != nil {
+			return nil, 0, err
+		}
+		if ok {
+			keep = func(s events.Stream) bool { _, n := s.Kind(); return nodes[n] }
+		}
+	}
+	streams := streamsOf(heads, keep)
 	per := make([][]*holding, len(streams))
 	err = eachStream(ctx, log, streams, rev, func(i int, s events.Stream) func(*events.Event) error {
 		_, node := s.Kind()
@@ -140,6 +152,65 @@ func history(ctx context.Context, log events.Log, q *historyQuery) ([]*holding, 
 		return a.seq < b.seq
 	})
 	return out, rev, nil
+}
+
+// blockOwners returns every node that ever owned a block holding addr, as of rev: the
+// cluster stream tells which blocks of which pools ever held addr (every definition of
+// every pool, deleted ones too), the pool streams which nodes were assigned those blocks.
+// Only those nodes can have assigned addr (a node assigns addresses from its own blocks
+// only), so history reads just their streams. ok is false when the pool streams cannot
+// tell (their early events were archived): then every node stream must be read.
+func blockOwners(ctx context.Context, log events.Log, rev int64, addr netip.Addr) (map[string]bool, bool, error) {
+	type ref struct {
+		pool  string
+		index uint32
+	}
+	refs := map[ref]bool{}
+	pools := map[string]bool{}
+	cluster := projection.NewCluster()
+	_, err := log.Read(ctx, events.ClusterStream, 1, rev, func(e *events.Event) error {
+		if err := cluster.Apply(e); err != nil {
+			return errors.Wrapf(err, "fold cluster #%d", e.Seq)
+		}
+		var name string
+		switch p := e.Payload.(type) {
+		case *events.PoolCreated:
+			name = p.Name
+		case *events.PoolSubnetAdded:
+			name = p.Name
+		default:
+			return nil
+		}
+		if p := cluster.Pools[name]; p != nil {
+			if idx, _, ok := p.Locate(addr); ok {
+				refs[ref{name, idx}] = true
+				pools[name] = true
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, events.ErrCompacted) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, errors.Wrapf(err, "read %s at revision %d", events.ClusterStream, rev)
+	}
+	nodes := map[string]bool{}
+	for pool := range pools {
+		_, err := log.Read(ctx, events.PoolStream(pool), 1, rev, func(e *events.Event) error {
+			if p, ok := e.Payload.(*events.BlockAssigned); ok && refs[ref{pool, p.Index}] {
+				nodes[p.Node] = true
+			}
+			return nil
+		})
+		if errors.Is(err, events.ErrCompacted) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, errors.Wrapf(err, "read %s at revision %d", events.PoolStream(pool), rev)
+		}
+	}
+	return nodes, true, nil
 }
 
 func (a *app) historyCommand() *cobra.Command {

@@ -1,0 +1,157 @@
+package cli_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/internal/cli"
+	"github.com/coil-net/coil/internal/etcdtest"
+)
+
+// fillNodeStreams writes a log of about total events into etcd: pool "default"
+// (10.0.0.0/8 in /24 blocks), block i assigned to node-i, and node streams of alternating
+// AddressAssigned / AddressReleased, each node cycling through 250 addresses of its
+// block (10.0.i.3 to 10.0.i.252). The node streams are sealed as the log seals them and
+// put with raw transactions of events.MaxBatch events plus the head. Node i's address
+// 10.0.i.3 is held about total/nodes/500 times.
+func fillNodeStreams(tb testing.TB, cli *clientv3.Client, nodes, total int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	keys := events.NewKeys("")
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	lg := events.NewEtcdLog(cli, events.EtcdConfig{})
+	defer lg.Close()
+	pool := &events.PoolCreated{Name: "default", BlockSizeBits: 8,
+		Subnets: []events.Subnet{{IPv4: netip.MustParsePrefix("10.0.0.0/8")}}}
+	if _, err := lg.Append(ctx, events.AppendRequest{Stream: events.ClusterStream,
+		Events: []*events.Event{{Time: t0, Actor: "coilctl:bench", Payload: pool}}}); err != nil {
+		tb.Fatal(err)
+	}
+	var head events.Version
+	for lo := 0; lo < nodes; lo += events.MaxBatch {
+		var evs []*events.Event
+		for n := lo; n < min(nodes, lo+events.MaxBatch); n++ {
+			evs = append(evs, &events.Event{Time: t0, Actor: fmt.Sprintf("node-%03d", n),
+				Payload: &events.BlockAssigned{Index: uint32(n), Node: fmt.Sprintf("node-%03d", n)}})
+		}
+		var err error
+		if head, err = lg.Append(ctx, events.AppendRequest{Stream: events.PoolStream("default"), Expected: head, Events: evs}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	per := total / nodes
+	var wg sync.WaitGroup
+	errs := make(chan error, nodes)
+	sem := make(chan struct{}, 4)
+	for n := range nodes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			name := fmt.Sprintf("node-%03d", n)
+			stream := events.NodeStream(name)
+			var head events.Version
+			seq := 0
+			for seq < per {
+				batch := min(events.MaxBatch, per-seq)
+				req := events.AppendRequest{Stream: stream, Expected: head}
+				for k := range batch {
+					i := seq + k
+					slot := (i / 2) % 250
+					addr := netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), byte(slot + 3)})
+					sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", name, i/2)))
+					id := hex.EncodeToString(sum[:])
+					tm := t0.Add(time.Duration(i) * time.Second)
+					var p events.Payload
+					if i%2 == 0 {
+						p = &events.AddressAssigned{ContainerID: id, IfName: "eth0", PodNamespace: "bench",
+							PodName: fmt.Sprintf("pod-%d-%d", n, i/2), Pool: "default", Block: uint32(n), Addrs: []netip.Addr{addr}}
+					} else {
+						p = &events.AddressReleased{ContainerID: id, IfName: "eth0", Pool: "default", Block: uint32(n),
+							Addrs: []netip.Addr{addr}, Reason: "CNI DEL"}
+					}
+					req.Events = append(req.Events, &events.Event{Time: tm, Actor: name, Payload: p})
+				}
+				sealed, next, err := events.Seal(&req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				ops := make([]clientv3.Op, 0, len(sealed)+1)
+				for _, s := range sealed {
+					ops = append(ops, clientv3.OpPut(keys.Event(stream, s.Seq), string(s.Value)))
+				}
+				ops = append(ops, clientv3.OpPut(keys.Head(stream), string(events.EncodeHead(next))))
+				if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+					errs <- err
+					return
+				}
+				head = next
+				seq += batch
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		tb.Fatal(err)
+	}
+}
+
+// BenchmarkHistory measures coilctl history end to end (connect, read the streams at one
+// revision, pair assignments and releases, print) on a log of 100k events in 100 node
+// streams, or 1M with COIL_BENCH_1M=1: "address" asks for an address (only the node
+// streams of its block's owners are read), "pod" for a pod (every node stream is read).
+func BenchmarkHistory(b *testing.B) {
+	total := 100_000
+	if os.Getenv("COIL_BENCH_1M") == "1" {
+		total = 1_000_000
+	}
+	const nodes = 100
+	c := etcdtest.Start(b, etcdtest.WithQuota(8<<30))
+	cl := c.Client(b)
+	start := time.Now()
+	fillNodeStreams(b, cl, nodes, total)
+	b.Logf("filled %d events in %d node streams in %s", total, nodes, time.Since(start).Round(time.Millisecond))
+	for _, bc := range []struct {
+		name  string
+		query []string
+		want  string
+	}{
+		{"address", []string{"10.0.7.3"}, `"node": "node-007"`},
+		{"pod", []string{"--pod", "bench/pod-42-0"}, `"node": "node-042"`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			args := append([]string{"--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--timeout", "60s", "history", "-o", "json"}, bc.query...)
+			// One run outside the timing, checked.
+			var out, errb strings.Builder
+			if code := cli.Main(context.Background(), args, cli.Env{Stdout: &out, Stderr: &errb}); code != 0 {
+				b.Fatalf("history: exit %d: %s", code, errb.String())
+			}
+			if !strings.Contains(out.String(), bc.want) {
+				b.Fatalf("history %v found no holding on the expected node:\n%.500s", bc.query, out.String())
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if code := cli.Main(context.Background(), args, cli.Env{Stdout: io.Discard, Stderr: io.Discard}); code != 0 {
+					b.Fatalf("history: exit %d", code)
+				}
+			}
+			b.ReportMetric(float64(total)*float64(b.N)/b.Elapsed().Seconds(), "log-events/s")
+		})
+	}
+}
