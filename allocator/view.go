@@ -96,3 +96,24 @@ func (n *Node) Head(stream events.Stream) events.Version {
 	defer n.mu.Unlock()
 	return n.st.Head(stream)
 }
+
+// PoolUsage is how many of a pool's blocks are owned (by any node) out of how many exist.
+type PoolUsage struct {
+	Used, Total uint64
+}
+
+// PoolUsage returns the block usage of every pool, as this node's projection sees it
+// (it follows every pool stream).
+func (n *Node) PoolUsage() map[string]PoolUsage {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := map[string]PoolUsage{}
+	for name, pool := range n.st.Cluster.Pools {
+		u := PoolUsage{Total: pool.NumBlocks()}
+		if b := n.st.Pools[name]; b != nil {
+			u.Used = uint64(len(b.Owners))
+		}
+		out[name] = u
+	}
+	return out
+}

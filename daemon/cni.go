@@ -13,6 +13,7 @@ import (
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/kube"
 	"github.com/coil-net/coil/netplumb"
 )
 
@@ -77,16 +78,27 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 		d.recent[veth] = true
 		d.mu.Unlock()
 	}()
-	pool := req.Pool
-	if pool == "" {
-		pool = d.cfg.DefaultPool
+	// A repeated ADD is not a new allocation: it keeps its pool.
+	prev, existed := d.node.Lookup(req.ContainerID, req.IfName)
+	var sel kube.Selection
+	if existed {
+		sel = kube.Selection{Pool: prev.Pool, Source: "existing attachment", PodUID: prev.PodUID}
+	} else {
+		var err error
+		if sel, err = d.selectPool(ctx, req); err != nil {
+			return nil, err
+		}
 	}
-	_, existed := d.node.Lookup(req.ContainerID, req.IfName) // a repeated ADD is not a new allocation
+	pool := sel.Pool
 	asg, err := d.node.Allocate(ctx, allocator.Request{
 		ContainerID: req.ContainerID, IfName: req.IfName, Pool: pool,
-		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID,
+		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: sel.PodUID,
 	})
 	if err != nil {
+		if errors.Is(err, allocator.ErrPoolNotFound) {
+			return nil, cniproto.NewError(cniproto.CodeUnknownPool, "pool "+quote(pool)+" ("+string(sel.Source)+") does not exist",
+				"create it with `coilctl pool create` or fix the "+string(sel.Source))
+		}
 		return nil, cniError(err, pool)
 	}
 	if !existed {
@@ -243,6 +255,8 @@ func (d *Daemon) Status(ctx context.Context) error {
 
 type delItem struct {
 	containerID, ifName, veth, reason string
+	// gc is the leak collector's kind of release ("pod_deleted", "pod_replaced"), or "".
+	gc string
 }
 
 func (d *Daemon) intentPath(veth string) string { return filepath.Join(d.cfg.StateDir, "del", veth) }
@@ -251,6 +265,17 @@ func (d *Daemon) intentPath(veth string) string { return filepath.Join(d.cfg.Sta
 // attachment covers this one; with skipAdding, an attachment with an ADD in progress is
 // skipped (for GC).
 func (d *Daemon) enqueueDel(ctx context.Context, containerID, ifName, reason string, skipAdding bool) error {
+	return d.enqueue(ctx, delItem{containerID: containerID, ifName: ifName, reason: reason}, skipAdding)
+}
+
+// enqueueDelGC queues the release of a leaked attachment (kind: the leak collector's
+// kind, counted in coil_gc_releases_total). An attachment with an ADD in progress is skipped.
+func (d *Daemon) enqueueDelGC(ctx context.Context, containerID, ifName, reason, kind string) error {
+	return d.enqueue(ctx, delItem{containerID: containerID, ifName: ifName, reason: reason, gc: kind}, true)
+}
+
+func (d *Daemon) enqueue(ctx context.Context, it delItem, skipAdding bool) error {
+	containerID, ifName, reason := it.containerID, it.ifName, it.reason
 	veth := netplumb.HostVethName(containerID, ifName)
 	d.mu.Lock()
 	if _, busy := d.deleting[veth]; busy || (skipAdding && d.inflight[veth] > 0) {
@@ -266,7 +291,7 @@ func (d *Daemon) enqueueDel(ctx context.Context, containerID, ifName, reason str
 	}
 	crashPoint(d.cfg.CrashAt, "del-after-intent")
 	select {
-	case d.delq <- delItem{containerID: containerID, ifName: ifName, veth: veth, reason: reason}:
+	case d.delq <- delItem{containerID: containerID, ifName: ifName, veth: veth, reason: reason, gc: it.gc}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -359,7 +384,10 @@ func (d *Daemon) runDels(ctx context.Context, batch []delItem) {
 				d.log.Error("release after DEL", "container", it.containerID, "err", err)
 			} else {
 				if asg != nil {
-					d.metrics.releases.WithLabelValues(reasonLabel(it.reason)).Inc()
+					d.metrics.releases.WithLabelValues(reasonLabel(it)).Inc()
+					if it.gc != "" {
+						d.metrics.gcReleases.WithLabelValues(it.gc).Inc()
+					}
 				}
 				_ = os.Remove(d.intentPath(it.veth))
 			}
@@ -369,8 +397,11 @@ func (d *Daemon) runDels(ctx context.Context, batch []delItem) {
 	wg.Wait()
 }
 
-func reasonLabel(reason string) string {
+func reasonLabel(it delItem) string {
+	reason := it.reason
 	switch {
+	case it.gc != "":
+		return "leak_gc"
 	case len(reason) >= 6 && reason[:6] == "CNI GC":
 		return "cni_gc"
 	case reason == "CNI DEL":

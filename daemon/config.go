@@ -24,6 +24,16 @@ type Config struct {
 	ReconcileEvery  time.Duration
 	BlockGrace      time.Duration
 	HostNetNS       string // "" = the namespace coild runs in
+	// Kubeconfig is the kubeconfig file; "" means the in-cluster configuration when
+	// coild runs in a pod (KUBERNETES_SERVICE_HOST set), else Kubernetes features off.
+	Kubeconfig string
+	// LeakGrace is how long an attachment's pod must be missing before the fresh
+	// re-check that releases its address; LeakCheckInterval how often attachments are
+	// checked (also soon after a pod of the node is deleted).
+	LeakGrace         time.Duration
+	LeakCheckInterval time.Duration
+	// MetricsInterval is how often the sampled gauges (pool blocks, log lag) are updated.
+	MetricsInterval time.Duration
 	Logger          *slog.Logger
 
 	// CrashAt names a fault-injection point where coild kills itself with SIGKILL (tests
@@ -59,6 +69,15 @@ func (c *Config) Defaults() {
 	}
 	if c.BlockGrace == 0 {
 		c.BlockGrace = 5 * time.Minute
+	}
+	if c.LeakGrace == 0 {
+		c.LeakGrace = time.Minute
+	}
+	if c.LeakCheckInterval == 0 {
+		c.LeakCheckInterval = 30 * time.Second
+	}
+	if c.MetricsInterval == 0 {
+		c.MetricsInterval = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

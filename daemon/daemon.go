@@ -21,6 +21,7 @@ import (
 	"github.com/coil-net/coil/exporter"
 	"github.com/coil-net/coil/internal/etcdclient"
 	"github.com/coil-net/coil/internal/etcdembed"
+	"github.com/coil-net/coil/kube"
 	"github.com/coil-net/coil/netplumb"
 )
 
@@ -44,6 +45,12 @@ type Daemon struct {
 	exp     *exporter.Exporter
 	server  *cniproto.Server
 	metrics *metrics
+
+	// Kubernetes (nil when off): informers, the leak collector, and a nudge after a
+	// pod of the node is deleted.
+	pods     *kube.PodCache
+	leaks    *kube.LeakCollector
+	kubeWake chan struct{}
 
 	ready atomic.Bool
 	// loaded is true once the current session has read the log: only then may a DEL
@@ -117,6 +124,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		Node: cfg.Node, Log: &metricLog{Log: d.elog, m: d.metrics}, Clock: events.SystemClock{},
 		AliveKey: d.keys.Alive(cfg.Node), Logger: cfg.Logger,
 	})
+	if err := d.setupKube(); err != nil {
+		return nil, err
+	}
 	d.server, err = cniproto.NewServer(d, cfg.Socket, d.log)
 	if err != nil {
 		return nil, err
@@ -153,8 +163,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Add(4)
+	wg.Add(6)
 	go func() { defer wg.Done(); d.node.Run(ctx) }()
+	go func() { defer wg.Done(); d.runKube(ctx) }()
+	go func() { defer wg.Done(); d.metricsLoop(ctx) }()
 	go func() { defer wg.Done(); d.delWorker(ctx) }()
 	go func() {
 		defer wg.Done()

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/events"
@@ -26,8 +27,18 @@ type metrics struct {
 	appends          *prometheus.CounterVec
 	reconcileActions *prometheus.CounterVec
 	watchRevision    prometheus.Gauge
+	appendRetries    *prometheus.CounterVec
+	gcReleases       *prometheus.CounterVec
+	poolBlocks       *prometheus.GaugeVec
+	logLag           prometheus.Gauge
 	revMu            sync.Mutex
 	rev              int64
+
+	// conflicted holds the streams whose last append by this process lost a race: the
+	// next append to them is a retry.
+	conflictMu sync.Mutex
+	conflicted map[events.Stream]bool
+	pools      map[string]bool // pools with coil_pool_blocks series
 }
 
 func newMetrics() *metrics {
@@ -55,8 +66,23 @@ func newMetrics() *metrics {
 		watchRevision: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "coil_log_watch_revision", Help: "The etcd revision of the last log event this node applied (replayed, watched or appended itself).",
 		}),
+		appendRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coil_log_append_retries_total", Help: "Appends made to a stream right after this node's previous append to it lost a race, by stream kind.",
+		}, []string{"stream_kind"}),
+		gcReleases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coil_gc_releases_total", Help: "Addresses released by the Kubernetes leak collector (pod gone, confirmed after the grace period), by reason.",
+		}, []string{"reason"}),
+		poolBlocks: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "coil_pool_blocks", Help: "Blocks of each pool, owned by any node (used) or not (free), as this node's log view sees them.",
+		}, []string{"pool", "state"}),
+		logLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coil_log_lag_revisions", Help: "How many etcd revisions the newest event of the streams this node follows is ahead of the last one it applied (0: caught up).",
+		}),
+		conflicted: map[events.Stream]bool{},
+		pools:      map[string]bool{},
 	}
 	m.reg.MustRegister(m.cniDuration, m.allocations, m.releases, m.appendConflicts, m.appends, m.reconcileActions, m.watchRevision,
+		m.appendRetries, m.gcReleases, m.poolBlocks, m.logLag,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every series whose labels are known in advance exists from the start (at zero), so
 	// a rate() or an alert sees the first increment and a scrape shows every metric.
@@ -65,11 +91,15 @@ func newMetrics() *metrics {
 			m.cniDuration.WithLabelValues(cmd, res)
 		}
 	}
-	for _, r := range []string{"cni_del", "cni_gc", "add_failed", "reconcile", "other"} {
+	for _, r := range []string{"cni_del", "cni_gc", "add_failed", "reconcile", "leak_gc", "other"} {
 		m.releases.WithLabelValues(r)
+	}
+	for _, r := range []string{"pod_deleted", "pod_replaced"} {
+		m.gcReleases.WithLabelValues(r)
 	}
 	for _, kind := range []string{"cluster", "pool", "node"} {
 		m.appendConflicts.WithLabelValues(kind)
+		m.appendRetries.WithLabelValues(kind)
 		for _, res := range []string{"ok", "conflict", "error"} {
 			m.appends.WithLabelValues(kind, res)
 		}
@@ -111,6 +141,16 @@ type metricLog struct {
 func (l *metricLog) Append(ctx context.Context, req events.AppendRequest) (events.Version, error) {
 	v, err := l.Log.Append(ctx, req)
 	kind, _ := req.Stream.Kind()
+	l.m.conflictMu.Lock()
+	if l.m.conflicted[req.Stream] {
+		l.m.appendRetries.WithLabelValues(kind).Inc()
+	}
+	if errors.Is(err, events.ErrConflict) {
+		l.m.conflicted[req.Stream] = true
+	} else {
+		delete(l.m.conflicted, req.Stream)
+	}
+	l.m.conflictMu.Unlock()
 	switch {
 	case err == nil:
 		l.m.appends.WithLabelValues(kind, "ok").Inc()
@@ -151,4 +191,73 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 		_ = srv.Close()
 	}()
 	_ = srv.Serve(ln)
+}
+
+// metricsLoop updates the sampled gauges every MetricsInterval.
+func (d *Daemon) metricsLoop(ctx context.Context) {
+	tick := time.NewTicker(d.cfg.MetricsInterval)
+	defer tick.Stop()
+	for {
+		d.updatePoolBlocks()
+		if d.loaded.Load() {
+			if err := d.updateLogLag(ctx); err != nil && ctx.Err() == nil {
+				d.log.Debug("log lag", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// updatePoolBlocks sets coil_pool_blocks from the node's projection; series of deleted
+// pools are removed.
+func (d *Daemon) updatePoolBlocks() {
+	m := d.metrics
+	usage := d.node.PoolUsage()
+	m.conflictMu.Lock()
+	defer m.conflictMu.Unlock()
+	for pool := range m.pools {
+		if _, ok := usage[pool]; !ok {
+			m.poolBlocks.DeleteLabelValues(pool, "used")
+			m.poolBlocks.DeleteLabelValues(pool, "free")
+			delete(m.pools, pool)
+		}
+	}
+	for pool, u := range usage {
+		m.pools[pool] = true
+		m.poolBlocks.WithLabelValues(pool, "used").Set(float64(u.Used))
+		m.poolBlocks.WithLabelValues(pool, "free").Set(float64(u.Total - u.Used))
+	}
+}
+
+// updateLogLag reads the heads of the streams the node follows (the cluster stream,
+// every pool stream, its own node stream) in one transaction and sets
+// coil_log_lag_revisions to how far the newest of them is past the last revision the
+// node applied. Writes the node does not follow (other nodes' streams, leases,
+// anything else in etcd) do not count as lag.
+func (d *Daemon) updateLogLag(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := d.cli.Txn(ctx).Then(
+		clientv3.OpGet(d.keys.Head(events.ClusterStream), clientv3.WithKeysOnly()),
+		clientv3.OpGet(d.keys.HeadPrefix()+"pool/", clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(d.keys.Head(events.NodeStream(d.cfg.Node)), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return err
+	}
+	var head int64
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			head = max(head, kv.ModRevision)
+		}
+	}
+	d.metrics.revMu.Lock()
+	applied := d.metrics.rev
+	d.metrics.revMu.Unlock()
+	d.metrics.logLag.Set(float64(max(0, head-applied)))
+	return nil
 }
