@@ -40,6 +40,7 @@ type options struct {
 	coil, coild, pluginDir   string
 	dir                      string
 	poolSubnet               string
+	directOnly               bool
 }
 
 func main() {
@@ -53,6 +54,7 @@ func main() {
 	flag.StringVar(&o.pluginDir, "plugins", ".tools/bin", "directory holding cnitool, ptp and host-local (scripts/setup.sh)")
 	flag.StringVar(&o.dir, "dir", "", "lab work directory to keep (coild's log, etcd); default: a temporary one, removed")
 	flag.StringVar(&o.poolSubnet, "pool", "10.100.0.0/16", "subnet of coil's pool \"default\"")
+	flag.BoolVar(&o.directOnly, "direct-only", false, "only the warm-up and the bursts straight to coild's socket (investigating coild)")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := lab.Signals(context.Background())
@@ -128,7 +130,15 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 	if err := b.latency(ctx, rep); err != nil {
 		return err
 	}
-	if err := b.bursts(ctx, rep); err != nil {
+	if o.directOnly {
+		for r := range o.rounds {
+			res, err := b.directBurst(ctx, r)
+			if err != nil {
+				return err
+			}
+			rep.direct = append(rep.direct, res)
+		}
+	} else if err := b.bursts(ctx, rep); err != nil {
 		return err
 	}
 	rep.info.loadEnd = loadavg()
@@ -393,6 +403,9 @@ type samples map[string][]time.Duration
 // work for that pod is done, so it never overlaps another plugin's timed call.
 func (b *bench) latency(ctx context.Context, rep *report) error {
 	rep.add, rep.del = samples{}, samples{}
+	if b.o.directOnly {
+		b.o.n = 0
+	}
 	rep.linkGone, rep.released = nil, nil
 	total := b.o.warmup + b.o.n
 	pods := make([]map[string]string, total)
