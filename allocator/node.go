@@ -591,7 +591,7 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 			Guards:     []events.Guard{{Stream: events.ClusterStream, Version: n.st.Head(events.ClusterStream)}},
 		})
 		if err == nil {
-			if err := blocks.Apply(ev); err != nil {
+			if err = blocks.Apply(ev); err != nil {
 				return 0, errors.Wrap(err, "apply own block event (bug)")
 			}
 			prefixes, _ := pool.Block(idx)

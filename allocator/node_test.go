@@ -42,6 +42,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
+	t.Helper()
 	log := events.NewMemLog()
 	clock := newClock()
 	e := &env{t: t, log: log, clock: clock, admin: &allocator.Admin{Log: log, Clock: clock, Actor: "test"}}

@@ -36,6 +36,7 @@ func replayAll(t testing.TB, log events.Log) *projection.State {
 // block its node owns, no block owned twice (the fold refuses that), replay is
 // deterministic, and folding each stream from its newest snapshot equals full replay.
 func checkInvariants(t testing.TB, log events.Log, snaps map[events.Stream]uint64) {
+	t.Helper()
 	st := replayAll(t, log)
 	h1, err := st.Hash()
 	if err != nil {
@@ -88,6 +89,7 @@ func checkInvariants(t testing.TB, log events.Log, snaps map[events.Stream]uint6
 
 // appendSnapshot appends a Snapshot of a stream's current state, as `coilctl log snapshot` does.
 func appendSnapshot(t testing.TB, log events.Log, stream events.Stream) (uint64, bool) {
+	t.Helper()
 	ctx := context.Background()
 	st := projection.NewState()
 	if _, err := log.Read(ctx, stream, 1, 0, st.Apply); err != nil {

@@ -105,6 +105,7 @@ func fillStream(b *testing.B, cli *clientv3.Client, keys events.Keys, s events.S
 // replayFixture: 8 node streams of pod churn, 1M events in all with COIL_BENCH_1M=1
 // (else 100k), in an etcd without fsync (set-up speed; reads do not fsync).
 func replayFixture(b *testing.B) (events.Log, *clientv3.Client, []events.Stream, map[events.Stream]*podChurn, map[events.Stream]events.Version, int) {
+	b.Helper()
 	total := 100_000
 	if os.Getenv("COIL_BENCH_1M") == "1" {
 		total = 1_000_000

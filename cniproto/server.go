@@ -70,10 +70,10 @@ func NewServer(h Handler, socketPath string, logger *slog.Logger) (*Server, erro
 		_ = os.Remove(tmp)
 		return nil, err
 	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
+	if err = os.Chmod(tmp, 0o600); err != nil {
 		return fail(errors.Wrapf(err, "cniproto: chmod 0600 %s", tmp))
 	}
-	if err := os.Rename(tmp, socketPath); err != nil {
+	if err = os.Rename(tmp, socketPath); err != nil {
 		return fail(errors.Wrapf(err, "cniproto: rename socket into %s", socketPath))
 	}
 	info, err := os.Lstat(socketPath)

@@ -80,7 +80,7 @@ func (l *Lab) startBird(ctx context.Context, n *Node) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(n.BirdConf, conf, 0o644); err != nil {
+	if err = os.WriteFile(n.BirdConf, conf, 0o644); err != nil {
 		return errors.Wrap(err, "lab: write bird config")
 	}
 	// -f keeps BIRD in the foreground: it is our child and we stop it by PID.

@@ -102,7 +102,7 @@ func (p *Plumber) Setup(ctx context.Context, pod Pod) (Attachment, error) {
 	if err != nil {
 		return Attachment{}, err
 	}
-	if err := ctxErr(ctx); err != nil {
+	if err = ctxErr(ctx); err != nil {
 		return Attachment{}, err
 	}
 	podNS, err := openNetNS(pod.NetNS)
@@ -283,7 +283,7 @@ func (p *Plumber) configurePod(ph *netlink.Handle, link netlink.Link, v4, v6 net
 			have[pfx] = true
 			continue
 		}
-		if err := ph.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		if err = ph.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return errors.Wrapf(err, "remove extra pod address %s", pfx)
 		}
 	}
@@ -295,7 +295,7 @@ func (p *Plumber) configurePod(ph *netlink.Handle, link netlink.Link, v4, v6 net
 		if a.Is6() {
 			nla.Flags = unix.IFA_F_NODAD
 		}
-		if err := ph.AddrAdd(link, nla); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err = ph.AddrAdd(link, nla); err != nil && !errors.Is(err, unix.EEXIST) {
 			return errors.Wrapf(err, "add pod address %s", a)
 		}
 	}
@@ -396,7 +396,7 @@ func (p *Plumber) configureHost(link netlink.Link, v4, v6 netip.Addr) error {
 			continue
 		}
 		nla := &netlink.Addr{IPNet: prefixToIPNet(g.pfx), Scope: int(g.scope), Flags: g.flags}
-		if err := p.host.AddrAdd(link, nla); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err = p.host.AddrAdd(link, nla); err != nil && !errors.Is(err, unix.EEXIST) {
 			return errors.Wrapf(err, "add gateway %s", g.pfx)
 		}
 	}
@@ -463,7 +463,7 @@ func (p *Plumber) Check(ctx context.Context, pod Pod) error {
 	if err != nil {
 		return err
 	}
-	if err := ctxErr(ctx); err != nil {
+	if err = ctxErr(ctx); err != nil {
 		return err
 	}
 	podNS, err := openNetNS(pod.NetNS)

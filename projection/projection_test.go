@@ -198,7 +198,7 @@ func TestPoolGeometry(t *testing.T) {
 	if !ok || b[0] != pfx("10.1.0.0/27") || b[1] != pfx("fd01::/123") {
 		t.Fatalf("Block(2) = %v", b)
 	}
-	if _, ok := p.Block(3); ok {
+	if _, ok = p.Block(3); ok {
 		t.Fatal("Block(3) exists")
 	}
 	as, ok := p.Addrs(1, 3)

@@ -176,6 +176,7 @@ func coilPlugin(socket string) string {
 }
 
 func cni(t *testing.T) *libcni.CNIConfig {
+	t.Helper()
 	return libcni.NewCNIConfigWithCacheDir([]string{binDir}, t.TempDir(), nil)
 }
 

@@ -26,8 +26,8 @@ func TestExampleConfigs(t *testing.T) {
 		var list *libcni.NetworkConfigList
 		if filepath.Ext(f) == ".conf" {
 			var c *libcni.PluginConfig
-			if c, err = libcni.ConfFromFile(f); err == nil {
-				list, err = libcni.ConfListFromConf(c)
+			if c, err = libcni.ConfFromFile(f); err == nil { //nolint:staticcheck // .conf files are still in the wild; the test reads them as runtimes do
+				list, err = libcni.ConfListFromConf(c) //nolint:staticcheck // as above
 			}
 		} else {
 			list, err = libcni.NetworkConfFromFile(f)
