@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"net/netip"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -53,32 +54,51 @@ func Encode(e *Event) ([]byte, error) {
 
 // HashOf computes the chain hash of an event stored as value at stream/seq.
 func HashOf(stream Stream, seq uint64, value []byte) Hash {
-	h := sha256.New()
-	var hdr [len("node/") + 64 + 1 + binary.MaxVarintLen64]byte
-	b := append(hdr[:0], stream...)
+	bp := hashBufs.Get().(*[]byte)
+	b := append((*bp)[:0], stream...)
 	b = append(b, 0)
 	b = binary.AppendUvarint(b, seq)
-	h.Write(b)
-	h.Write(value)
-	var out Hash
-	h.Sum(out[:0])
+	b = append(b, value...)
+	out := Hash(sha256.Sum256(b))
+	*bp = b
+	hashBufs.Put(bp)
 	return out
 }
+
+// hashBufs recycles HashOf's buffers (sha256.Sum256 over one buffer does not allocate,
+// a hash.Hash does).
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // Decode parses the stored bytes of the event at stream/seq and computes its hash.
 // An unknown type returns ErrUnknownType, a newer schema ErrFutureSchema, bad bytes
 // ErrCorrupt; each names the stream and sequence.
 func Decode(stream Stream, seq uint64, value []byte) (*Event, error) {
+	return decode(stream, seq, value, nil)
+}
+
+// Decoder decodes many events (a replay): it interns the names that repeat across
+// events. Not safe for concurrent use; make one per reader.
+type Decoder struct{ in map[string]string }
+
+// NewDecoder returns a Decoder.
+func NewDecoder() *Decoder { return &Decoder{in: make(map[string]string, 64)} }
+
+// Decode is Decode through the decoder's name table.
+func (d *Decoder) Decode(stream Stream, seq uint64, value []byte) (*Event, error) {
+	return decode(stream, seq, value, d.in)
+}
+
+func decode(stream Stream, seq uint64, value []byte, in map[string]string) (*Event, error) {
 	e := &Event{Stream: stream, Seq: seq}
-	if err := decodeInto(e, value); err != nil {
+	if err := decodeInto(e, value, in); err != nil {
 		return nil, errors.Wrapf(err, "%s #%d", stream, seq)
 	}
 	e.Hash = HashOf(stream, seq, value)
 	return e, nil
 }
 
-func decodeInto(e *Event, value []byte) error {
-	r := reader{b: value}
+func decodeInto(e *Event, value []byte, in map[string]string) error {
+	r := reader{b: value, in: in}
 	if len(value) == 0 || value[0] != magic {
 		return errors.Wrap(ErrCorrupt, "not a Coil event (bad magic byte)")
 	}
@@ -267,6 +287,31 @@ const hexdigits = "0123456789abcdef"
 type reader struct {
 	b   []byte
 	err error
+	in  map[string]string // interned names, when decoding through a Decoder
+}
+
+// maxInterned bounds a Decoder's table of names.
+const maxInterned = 4096
+
+// name reads a string that repeats across events (pool, node, interface, namespace,
+// reason): through a Decoder it is interned, so a replay does not allocate it per event.
+func (r *reader) name() string {
+	if r.in == nil {
+		return r.str()
+	}
+	b := r.bytesField()
+	if s, ok := r.in[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if r.err == nil && !utf8.ValidString(s) {
+		r.fail("string is not valid UTF-8")
+		return ""
+	}
+	if len(r.in) < maxInterned {
+		r.in[s] = s
+	}
+	return s
 }
 
 func (r *reader) fail(msg string) {

@@ -360,19 +360,21 @@ func (l *EtcdLog) Read(ctx context.Context, stream Stream, from uint64, rev int6
 		chain.Expect(Version{})
 	}
 	next := from
+	dec := NewDecoder()
+	prefix := l.keys.StreamPrefix(stream)
 	for c := range chunks {
 		if c.err != nil {
 			return rev, c.err
 		}
 		for _, kv := range c.kvs {
-			s, seq, err := l.keys.ParseEvent(string(kv.Key))
-			if err != nil || s != stream {
+			seq, ok := seqOfKey(kv.Key, prefix)
+			if !ok {
 				return rev, errors.Wrapf(ErrCorrupt, "%s: stray key %q in the stream's range", stream, kv.Key)
 			}
 			if seq != next && next == from {
 				return rev, errors.Wrapf(ErrCompacted, "%s: events before #%d were archived (read asked from #%d)", stream, seq, from)
 			}
-			ev, err := Decode(stream, seq, kv.Value)
+			ev, err := dec.Decode(stream, seq, kv.Value)
 			if err != nil {
 				return rev, err
 			}

@@ -159,3 +159,19 @@ func DecodeSnapSeq(b []byte) (uint64, error) {
 	}
 	return seq, nil
 }
+
+// seqOfKey parses the sequence of an event key known to start with a stream's prefix,
+// without allocating (the hot path of Read). It accepts exactly 12 digits, not 0.
+func seqOfKey(key []byte, streamPrefix string) (uint64, bool) {
+	if len(key) != len(streamPrefix)+12 || string(key[:len(streamPrefix)]) != streamPrefix {
+		return 0, false
+	}
+	var seq uint64
+	for _, c := range key[len(streamPrefix):] {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		seq = seq*10 + uint64(c-'0')
+	}
+	return seq, seq != 0
+}

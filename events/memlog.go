@@ -326,12 +326,13 @@ func (l *MemLog) Read(ctx context.Context, stream Stream, from uint64, rev int64
 	if from == 1 {
 		chain.Expect(Version{})
 	}
+	dec := NewDecoder()
 	for i, m := range stored {
 		if err := ctx.Err(); err != nil {
 			return rev, errors.Wrapf(err, "read %s", stream)
 		}
 		seq := from + uint64(i)
-		ev, err := Decode(stream, seq, m.value)
+		ev, err := dec.Decode(stream, seq, m.value)
 		if err != nil {
 			return rev, err
 		}

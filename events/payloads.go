@@ -166,7 +166,7 @@ func (p *PoolCreated) appendTo(w *writer) {
 }
 
 func (p *PoolCreated) readFrom(r *reader) {
-	p.Name = r.str()
+	p.Name = r.name()
 	p.BlockSizeBits = uint8(r.uvarintMax(128))
 	n := r.count(2)
 	p.Subnets = make([]Subnet, n)
@@ -176,12 +176,12 @@ func (p *PoolCreated) readFrom(r *reader) {
 }
 
 func (p *PoolSubnetAdded) appendTo(w *writer) { w.str(p.Name); w.subnet(p.Subnet) }
-func (p *PoolSubnetAdded) readFrom(r *reader) { p.Name = r.str(); p.Subnet = r.subnet() }
+func (p *PoolSubnetAdded) readFrom(r *reader) { p.Name = r.name(); p.Subnet = r.subnet() }
 func (p *PoolDeleted) appendTo(w *writer)     { w.str(p.Name) }
-func (p *PoolDeleted) readFrom(r *reader)     { p.Name = r.str() }
+func (p *PoolDeleted) readFrom(r *reader)     { p.Name = r.name() }
 
 func (p *BlockAssigned) appendTo(w *writer) { w.uvarint(uint64(p.Index)); w.str(p.Node) }
-func (p *BlockAssigned) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.str() }
+func (p *BlockAssigned) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.name() }
 
 func (p *BlockReleased) appendTo(w *writer) {
 	w.uvarint(uint64(p.Index))
@@ -189,7 +189,7 @@ func (p *BlockReleased) appendTo(w *writer) {
 	w.str(p.Reason)
 }
 
-func (p *BlockReleased) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.str(); p.Reason = r.str() }
+func (p *BlockReleased) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.name(); p.Reason = r.name() }
 
 func (p *BlockReclaimed) appendTo(w *writer) {
 	w.uvarint(uint64(p.Index))
@@ -197,7 +197,7 @@ func (p *BlockReclaimed) appendTo(w *writer) {
 	w.str(p.Reason)
 }
 
-func (p *BlockReclaimed) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.str(); p.Reason = r.str() }
+func (p *BlockReclaimed) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.name(); p.Reason = r.name() }
 
 func (p *AddressAssigned) appendTo(w *writer) {
 	w.id(p.ContainerID)
@@ -212,11 +212,11 @@ func (p *AddressAssigned) appendTo(w *writer) {
 
 func (p *AddressAssigned) readFrom(r *reader) {
 	p.ContainerID = r.id()
-	p.IfName = r.str()
-	p.PodNamespace = r.str()
+	p.IfName = r.name()
+	p.PodNamespace = r.name()
 	p.PodName = r.str()
 	p.PodUID = r.id()
-	p.Pool = r.str()
+	p.Pool = r.name()
 	p.Block = r.u32()
 	p.Addrs = r.addrs()
 }
@@ -232,17 +232,17 @@ func (p *AddressReleased) appendTo(w *writer) {
 
 func (p *AddressReleased) readFrom(r *reader) {
 	p.ContainerID = r.id()
-	p.IfName = r.str()
-	p.Pool = r.str()
+	p.IfName = r.name()
+	p.Pool = r.name()
 	p.Block = r.u32()
 	p.Addrs = r.addrs()
-	p.Reason = r.str()
+	p.Reason = r.name()
 }
 
 func (p *NodeRegistered) appendTo(w *writer) { w.str(p.Node); w.uvarint(uint64(p.Lease)) }
-func (p *NodeRegistered) readFrom(r *reader) { p.Node = r.str(); p.Lease = int64(r.uvarint()) }
+func (p *NodeRegistered) readFrom(r *reader) { p.Node = r.name(); p.Lease = int64(r.uvarint()) }
 func (p *NodeRetired) appendTo(w *writer)    { w.str(p.Node); w.str(p.Reason) }
-func (p *NodeRetired) readFrom(r *reader)    { p.Node = r.str(); p.Reason = r.str() }
+func (p *NodeRetired) readFrom(r *reader)    { p.Node = r.name(); p.Reason = r.name() }
 
 func (p *Snapshot) appendTo(w *writer) { w.raw(p.StateHash[:]); w.bytes(p.State) }
 func (p *Snapshot) readFrom(r *reader) {
