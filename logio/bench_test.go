@@ -7,9 +7,11 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,7 +19,7 @@ import (
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdtest"
-	"github.com/coil-net/coil/logio"
+	"github.com/coil-net/coil/internal/testutil"
 )
 
 // benchEvents is the log size: 100k, or 1M with COIL_BENCH_1M=1.
@@ -29,14 +31,26 @@ func benchEvents() int {
 }
 
 // BenchmarkLogIO fills an fsync-on etcd with n realistic events (AddressAssigned and
-// AddressReleased pairs on 20 node streams), then measures export (to a file, sampling
-// the heap in use meanwhile), verify of the live log, verify of the file, and import into
-// a second fsync-on etcd.
+// AddressReleased pairs on 20 node streams), then runs the coilctl binary (a separate
+// process, as an operator would) for: log export to a file, log verify (live), log verify
+// --file, and log import into a second fsync-on etcd. It reports each rate and coilctl's
+// maximum resident set size (getrusage of the child) per command.
 func BenchmarkLogIO(b *testing.B) {
 	n := benchEvents()
 	const nodes = 20
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
+	root, ok := testutil.RepoRoot()
+	if !ok {
+		b.Fatal("repository root not found")
+	}
+	dir := b.TempDir()
+	coilctl := filepath.Join(dir, "coilctl")
+	build := exec.CommandContext(ctx, "go", "build", "-o", coilctl, "./cmd/coilctl")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build coilctl: %v\n%s", err, out)
+	}
 	src := etcdtest.Start(b, etcdtest.WithFsync(), etcdtest.WithQuota(8<<30))
 	cli := src.Client(b)
 	lg := events.NewEtcdLog(cli, events.EtcdConfig{})
@@ -44,81 +58,48 @@ func BenchmarkLogIO(b *testing.B) {
 	start := time.Now()
 	fillNodes(b, ctx, cli, lg.Keys(), nodes, n)
 	b.Logf("filled %d events in %s", n, time.Since(start).Round(time.Millisecond))
-	path := filepath.Join(b.TempDir(), "export.jsonl")
+	path := filepath.Join(dir, "export.jsonl")
 
-	for b.Loop() {
-		runtime.GC()
-		var base runtime.MemStats
-		runtime.ReadMemStats(&base)
-		stop := make(chan struct{})
-		var peak uint64
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(20 * time.Millisecond)
-			defer t.Stop()
-			var ms runtime.MemStats
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
-					runtime.ReadMemStats(&ms)
-					peak = max(peak, ms.HeapInuse)
-				}
-			}
-		}()
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
+	run := func(endpoint string, args ...string) (float64, int64) {
+		b.Helper()
+		cmd := exec.CommandContext(ctx, coilctl, append([]string{"--etcd-endpoints", endpoint, "--timeout", "60s"}, args...)...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
 		t0 := time.Now()
-		if _, err := logio.Export(ctx, lg, f, logio.ExportOptions{}); err != nil {
-			b.Fatal(err)
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("coilctl %v: %v: %s", args, err, stderr.String())
 		}
-		exportS := time.Since(t0).Seconds()
-		close(stop)
-		wg.Wait()
-		_ = f.Close()
-		st, _ := os.Stat(path)
-
-		t0 = time.Now()
-		if _, err := logio.NewVerifier().Live(ctx, lg); err != nil {
-			b.Fatal(err)
+		sec := time.Since(t0).Seconds()
+		ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		var rss int64
+		if ru != nil {
+			rss = ru.Maxrss // KiB on Linux
 		}
-		liveS := time.Since(t0).Seconds()
-
-		f, err = os.Open(path)
+		return sec, rss
+	}
+	for b.Loop() {
+		_ = os.Remove(path)
+		ep := src.Endpoints()[0]
+		exportS, exportRSS := run(ep, "log", "export", path)
+		st, err := os.Stat(path)
 		if err != nil {
 			b.Fatal(err)
 		}
-		t0 = time.Now()
-		if _, err := logio.NewVerifier().File(ctx, f); err != nil {
-			b.Fatal(err)
-		}
-		fileS := time.Since(t0).Seconds()
-		_ = f.Close()
-
+		liveS, liveRSS := run(ep, "log", "verify")
+		fileS, fileRSS := run(ep, "log", "verify", "--file", path)
 		dst := etcdtest.Start(b, etcdtest.WithFsync(), etcdtest.WithQuota(8<<30))
-		dl := events.NewEtcdLog(dst.Client(b), events.EtcdConfig{})
-		t0 = time.Now()
-		if _, err := logio.Import(ctx, dl, path, logio.ImportOptions{}); err != nil {
-			b.Fatal(err)
-		}
-		importS := time.Since(t0).Seconds()
-		_ = dl.Close()
+		importS, importRSS := run(dst.Endpoints()[0], "log", "import", path)
 		dst.Stop()
 
 		b.ReportMetric(float64(n)/exportS, "export-events/s")
 		b.ReportMetric(float64(n)/liveS, "verify-live-events/s")
 		b.ReportMetric(float64(n)/fileS, "verify-file-events/s")
 		b.ReportMetric(float64(n)/importS, "import-events/s")
-		b.ReportMetric(float64(peak-min(peak, base.HeapInuse))/(1<<20), "export-heap-MiB")
+		b.ReportMetric(float64(exportRSS)/1024, "export-maxRSS-MiB")
 		b.ReportMetric(float64(st.Size())/float64(n), "file-B/event")
 		b.ReportMetric(0, "ns/op")
-		b.Logf("n=%d export %.2fs, verify live %.2fs, verify file %.2fs, import %.2fs; heap in use during export: peak %.1f MiB (base %.1f MiB); file %d MB",
-			n, exportS, liveS, fileS, importS, float64(peak)/(1<<20), float64(base.HeapInuse)/(1<<20), st.Size()>>20)
+		b.Logf("n=%d: export %.2fs (max RSS %d MiB), verify live %.2fs (%d MiB), verify file %.2fs (%d MiB), import %.2fs (%d MiB); file %d MB",
+			n, exportS, exportRSS>>10, liveS, liveRSS>>10, fileS, fileRSS>>10, importS, importRSS>>10, st.Size()>>20)
 	}
 }
 

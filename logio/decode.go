@@ -111,6 +111,9 @@ func decodeEvents(ctx context.Context, lr *lineReader, fn func(line int64, ev *e
 // against the content). On error the returned event holds the line's stream and sequence
 // if they could be read.
 func decodeLine(line []byte) (*events.Event, error) {
+	if ev, ok := fastDecode(line); ok {
+		return ev, nil
+	}
 	ev := &events.Event{}
 	err := ev.UnmarshalJSON(line)
 	if err == nil && ev.Hash.IsZero() {

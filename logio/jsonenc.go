@@ -3,6 +3,7 @@ package logio
 import (
 	"encoding/hex"
 	"encoding/json"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -17,9 +18,17 @@ func appendEventJSON(b []byte, e *events.Event) ([]byte, error) {
 	if e.Payload == nil {
 		return nil, errors.Newf("logio: %s #%d: event without payload", e.Stream, e.Seq)
 	}
-	p, err := json.Marshal(e.Payload)
-	if err != nil {
-		return nil, errors.Wrapf(err, "logio: %s #%d: payload", e.Stream, e.Seq)
+	var p []byte
+	switch pl := e.Payload.(type) {
+	case *events.AddressAssigned:
+		p = appendAssigned(make([]byte, 0, 256), pl)
+	case *events.AddressReleased:
+		p = appendReleased(make([]byte, 0, 256), pl)
+	default:
+		var err error
+		if p, err = json.Marshal(e.Payload); err != nil {
+			return nil, errors.Wrapf(err, "logio: %s #%d: payload", e.Stream, e.Seq)
+		}
 	}
 	schema := e.Schema
 	if schema == 0 {
@@ -67,4 +76,65 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
+}
+
+// appendAssigned and appendReleased write the payloads as encoding/json does (field
+// order and omitempty of their struct tags).
+func appendAssigned(b []byte, p *events.AddressAssigned) []byte {
+	b = append(b, `{"containerID":`...)
+	b = appendString(b, p.ContainerID)
+	b = append(b, `,"ifName":`...)
+	b = appendString(b, p.IfName)
+	if p.PodNamespace != "" {
+		b = append(b, `,"podNamespace":`...)
+		b = appendString(b, p.PodNamespace)
+	}
+	if p.PodName != "" {
+		b = append(b, `,"podName":`...)
+		b = appendString(b, p.PodName)
+	}
+	if p.PodUID != "" {
+		b = append(b, `,"podUID":`...)
+		b = appendString(b, p.PodUID)
+	}
+	b = append(b, `,"pool":`...)
+	b = appendString(b, p.Pool)
+	b = append(b, `,"block":`...)
+	b = strconv.AppendUint(b, uint64(p.Block), 10)
+	b = append(b, `,"addrs":`...)
+	b = appendAddrs(b, p.Addrs)
+	return append(b, '}')
+}
+
+func appendReleased(b []byte, p *events.AddressReleased) []byte {
+	b = append(b, `{"containerID":`...)
+	b = appendString(b, p.ContainerID)
+	b = append(b, `,"ifName":`...)
+	b = appendString(b, p.IfName)
+	b = append(b, `,"pool":`...)
+	b = appendString(b, p.Pool)
+	b = append(b, `,"block":`...)
+	b = strconv.AppendUint(b, uint64(p.Block), 10)
+	b = append(b, `,"addrs":`...)
+	b = appendAddrs(b, p.Addrs)
+	if p.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, p.Reason)
+	}
+	return append(b, '}')
+}
+
+func appendAddrs(b []byte, as []netip.Addr) []byte {
+	if as == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, a := range as {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		t, _ := a.MarshalText()
+		b = appendString(b, string(t))
+	}
+	return append(b, ']')
 }
