@@ -117,6 +117,9 @@ func Start(t testing.TB) *APIServer {
 		"--cert-dir="+filepath.Join(dir, "certs"),
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--endpoint-reconciler-type=none",
+		// No controller-manager runs to create the "default" ServiceAccount of new
+		// namespaces; tests create pods directly.
+		"--disable-admission-plugins=ServiceAccount",
 	)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
