@@ -189,7 +189,11 @@ func (p *BlockReleased) appendTo(w *writer) {
 	w.str(p.Reason)
 }
 
-func (p *BlockReleased) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.name(); p.Reason = r.name() }
+func (p *BlockReleased) readFrom(r *reader) {
+	p.Index = r.u32()
+	p.Node = r.name()
+	p.Reason = r.name()
+}
 
 func (p *BlockReclaimed) appendTo(w *writer) {
 	w.uvarint(uint64(p.Index))
@@ -197,7 +201,11 @@ func (p *BlockReclaimed) appendTo(w *writer) {
 	w.str(p.Reason)
 }
 
-func (p *BlockReclaimed) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.name(); p.Reason = r.name() }
+func (p *BlockReclaimed) readFrom(r *reader) {
+	p.Index = r.u32()
+	p.Node = r.name()
+	p.Reason = r.name()
+}
 
 func (p *AddressAssigned) appendTo(w *writer) {
 	w.id(p.ContainerID)
