@@ -213,7 +213,7 @@ changed hands shows as released by the old holder and assigned to the new one.`,
 			if err != nil {
 				return err
 			}
-			if err := a.connect(); err != nil {
+			if err = a.connect(); err != nil {
 				return err
 			}
 			from, err := loadStateAt(cmd.Context(), a.log, fp)

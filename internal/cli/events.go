@@ -160,10 +160,10 @@ func (f *eventFilter) reads(s events.Stream) bool {
 	}
 	kind, name := s.Kind()
 	switch {
-	case f.node != "" && !(kind == "pool" || (kind == "node" && name == f.node)):
+	case f.node != "" && kind != "pool" && (kind != "node" || name != f.node):
 		return false
 	case f.pool != "" && kind == "node":
-	case f.pool != "" && !(kind == "cluster" || name == f.pool):
+	case f.pool != "" && kind != "cluster" && name != f.pool:
 		return false
 	case (f.container != "" || f.podName != "") && kind != "node":
 		return false

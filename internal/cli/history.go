@@ -91,9 +91,9 @@ func history(ctx context.Context, log events.Log, q *historyQuery) ([]*holding, 
 	}
 	keep := func(events.Stream) bool { return true }
 	if q.addr.IsValid() {
-		nodes, ok, err := blockOwners(ctx, log, rev, q.addr)
-		if err != nil {
-			return nil, 0, err
+		nodes, ok, berr := blockOwners(ctx, log, rev, q.addr)
+		if berr != nil {
+			return nil, 0, berr
 		}
 		if ok {
 			keep = func(s events.Stream) bool { _, n := s.Kind(); return nodes[n] }

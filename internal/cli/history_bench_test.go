@@ -31,20 +31,20 @@ func fillNodeStreams(tb testing.TB, cli *clientv3.Client, nodes, total int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	keys := events.NewKeys("")
-	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	lg := events.NewEtcdLog(cli, events.EtcdConfig{})
 	defer lg.Close()
 	pool := &events.PoolCreated{Name: "default", BlockSizeBits: 8,
 		Subnets: []events.Subnet{{IPv4: netip.MustParsePrefix("10.0.0.0/8")}}}
 	if _, err := lg.Append(ctx, events.AppendRequest{Stream: events.ClusterStream,
-		Events: []*events.Event{{Time: t0, Actor: "coilctl:bench", Payload: pool}}}); err != nil {
+		Events: []*events.Event{{Time: start, Actor: "coilctl:bench", Payload: pool}}}); err != nil {
 		tb.Fatal(err)
 	}
 	var head events.Version
 	for lo := 0; lo < nodes; lo += events.MaxBatch {
 		var evs []*events.Event
 		for n := lo; n < min(nodes, lo+events.MaxBatch); n++ {
-			evs = append(evs, &events.Event{Time: t0, Actor: fmt.Sprintf("node-%03d", n),
+			evs = append(evs, &events.Event{Time: start, Actor: fmt.Sprintf("node-%03d", n),
 				Payload: &events.BlockAssigned{Index: uint32(n), Node: fmt.Sprintf("node-%03d", n)}})
 		}
 		var err error
@@ -75,7 +75,7 @@ func fillNodeStreams(tb testing.TB, cli *clientv3.Client, nodes, total int) {
 					addr := netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), byte(slot + 3)})
 					sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", name, i/2)))
 					id := hex.EncodeToString(sum[:])
-					tm := t0.Add(time.Duration(i) * time.Second)
+					tm := start.Add(time.Duration(i) * time.Second)
 					var p events.Payload
 					if i%2 == 0 {
 						p = &events.AddressAssigned{ContainerID: id, IfName: "eth0", PodNamespace: "bench",

@@ -152,21 +152,21 @@ func foldStreams(ctx context.Context, log events.Log, rev int64, keep func(*even
 	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
 		s := streams[i]
 		var from uint64 = 1
-		var err error
+		var serr error
 		if keep == nil {
-			if from, err = events.StartSeq(ctx, log, s, rev); err != nil {
-				return errors.Wrapf(err, "snapshot of %s at revision %d", s, rev)
+			if from, serr = events.StartSeq(ctx, log, s, rev); serr != nil {
+				return errors.Wrapf(serr, "snapshot of %s at revision %d", s, rev)
 			}
 		}
-		f, err := foldStream(ctx, log, s, from, rev, keep)
-		if errors.Is(err, events.ErrCompacted) && from == 1 {
-			if from, err = events.StartSeq(ctx, log, s, rev); err != nil {
-				return errors.Wrapf(err, "snapshot of %s at revision %d", s, rev)
+		f, serr := foldStream(ctx, log, s, from, rev, keep)
+		if errors.Is(serr, events.ErrCompacted) && from == 1 {
+			if from, serr = events.StartSeq(ctx, log, s, rev); serr != nil {
+				return errors.Wrapf(serr, "snapshot of %s at revision %d", s, rev)
 			}
-			f, err = foldStream(ctx, log, s, from, rev, keep)
+			f, serr = foldStream(ctx, log, s, from, rev, keep)
 		}
 		folds[i] = f
-		return err
+		return serr
 	})
 	if err != nil {
 		return nil, err

@@ -115,13 +115,13 @@ func loadStateAt(ctx context.Context, log events.Log, p point) (*stateAt, error)
 		return nil, usagef("revision %d is in the future: the log is at revision %d", p.rev, current)
 	}
 	if p.rev > 0 {
-		res, err := foldStreams(ctx, log, p.rev, nil)
+		res, ferr := foldStreams(ctx, log, p.rev, nil)
 		switch {
-		case err == nil:
+		case ferr == nil:
 			return &stateAt{snapshot: &snapshot{State: res.state, Rev: p.rev}, Current: current,
 				Time: unixTime(res.lastTime), ReadAtRevision: true}, nil
-		case !errors.Is(err, events.ErrCompacted):
-			return nil, err
+		case !errors.Is(ferr, events.ErrCompacted):
+			return nil, ferr
 		}
 		// etcd compacted that revision away: fold the current log up to it.
 	}
@@ -200,7 +200,7 @@ duration meaning that long ago (2h, 3d), or a revision (a plain integer, as --re
 					return err
 				}
 			}
-			if err := a.connect(); err != nil {
+			if err = a.connect(); err != nil {
 				return err
 			}
 			st, err := loadStateAt(cmd.Context(), a.log, p)
