@@ -130,20 +130,21 @@ func (n *Node) Load(ctx context.Context) (int64, map[events.Stream]uint64, error
 	if err != nil {
 		return 0, nil, errors.Wrap(err, "list streams")
 	}
-	st := projection.NewState()
-	after := map[events.Stream]uint64{}
+	var streams []events.Stream
 	for stream := range heads {
-		if !n.follows(stream) {
-			continue
+		if n.follows(stream) {
+			streams = append(streams, stream)
 		}
-		from, err := events.StartSeq(ctx, n.cfg.Log, stream, rev)
-		if err != nil {
-			return 0, nil, errors.Wrapf(err, "replay %s", stream)
-		}
-		if _, err := n.cfg.Log.Read(ctx, stream, from, rev, st.Apply); err != nil {
-			return 0, nil, errors.Wrapf(err, "replay %s from #%d", stream, from)
-		}
-		after[stream] = st.Head(stream).Seq
+	}
+	st, err := Replay(ctx, n.cfg.Log, streams, rev, func(ctx context.Context, s events.Stream) (uint64, error) {
+		return events.StartSeq(ctx, n.cfg.Log, s, rev)
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	after := map[events.Stream]uint64{}
+	for _, s := range streams {
+		after[s] = st.Head(s).Seq
 	}
 	n.mu.Lock()
 	n.st = st

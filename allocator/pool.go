@@ -185,7 +185,7 @@ func (a *Admin) event(p events.Payload) *events.Event {
 // Cluster reads the cluster stream.
 func (a *Admin) Cluster(ctx context.Context) (*projection.Cluster, error) {
 	c := projection.NewCluster()
-	_, err := a.Log.Read(ctx, events.ClusterStream, 1, 0, c.Apply)
+	_, err := events.ReadFrom(ctx, a.Log, events.ClusterStream, 0, c.Apply)
 	return c, errors.Wrap(err, "read cluster stream")
 }
 
@@ -226,7 +226,7 @@ func (a *Admin) DeletePool(ctx context.Context, pool string) error {
 		}
 		b := projection.NewBlocks()
 		stream := events.PoolStream(pool)
-		if _, err := a.Log.Read(ctx, stream, 1, 0, b.Apply); err != nil {
+		if _, err := events.ReadFrom(ctx, a.Log, stream, 0, b.Apply); err != nil {
 			return nil, nil, errors.Wrapf(err, "read %s", stream)
 		}
 		if n := len(b.Owners); n > 0 {

@@ -37,7 +37,7 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 	var bo backoff
 	for {
 		st := projection.NewNode()
-		if _, err := a.Log.Read(ctx, stream, 1, 0, st.Apply); err != nil {
+		if _, err := events.ReadFrom(ctx, a.Log, stream, 0, st.Apply); err != nil {
 			return nil, errors.Wrapf(err, "read %s", stream)
 		}
 		if st.Head().Seq == 0 {
@@ -88,7 +88,7 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 		bo = backoff{}
 		for {
 			b := projection.NewBlocks()
-			if _, err := a.Log.Read(ctx, ps, 1, 0, b.Apply); err != nil {
+			if _, err := events.ReadFrom(ctx, a.Log, ps, 0, b.Apply); err != nil {
 				return nil, errors.Wrapf(err, "read %s", ps)
 			}
 			owned := b.OwnedBy(node)

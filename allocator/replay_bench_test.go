@@ -187,7 +187,7 @@ func BenchmarkReplayFromSnapshot(b *testing.B) {
 	runs := 0
 	for b.Loop() {
 		t0 := time.Now()
-		if _, err := allocator.Replay(ctx, log, streams, 0, func(s events.Stream) uint64 { return snapAt[s] }); err != nil {
+		if _, err := allocator.Replay(ctx, log, streams, 0, func(_ context.Context, s events.Stream) (uint64, error) { return snapAt[s], nil }); err != nil {
 			b.Fatal(err)
 		}
 		sum += time.Since(t0)
