@@ -120,6 +120,8 @@ func Start(t testing.TB) *APIServer {
 		// No controller-manager runs to create the "default" ServiceAccount of new
 		// namespaces; tests create pods directly.
 		"--disable-admission-plugins=ServiceAccount",
+		// As on real clusters (kubeadm sets it): coild runs privileged.
+		"--allow-privileged=true",
 	)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
