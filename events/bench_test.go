@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -218,11 +219,18 @@ func BenchmarkDecode(b *testing.B) {
 // and after compaction + defragmentation (fsync on). Appends 100k events in batches of
 // MaxBatch through EtcdLog.
 func BenchmarkBytesPerEvent(b *testing.B) {
+	b.Run("binary", func(b *testing.B) { bytesPerEvent(b, false) })
+	// The baseline: the same events stored as their JSON form (what a plain JSON envelope costs).
+	b.Run("json-baseline", func(b *testing.B) { bytesPerEvent(b, true) })
+}
+
+func bytesPerEvent(b *testing.B, asJSON bool) {
 	const n = 100_000
 	for b.Loop() {
 		c := etcdtest.Start(b, etcdtest.WithFsync())
 		cli := c.Client(b)
 		l := events.NewEtcdLog(cli, events.EtcdConfig{})
+		keys := l.Keys()
 		ctx := bctx(b)
 		ep := c.Endpoints()[0]
 		status := func() (int64, int64) {
@@ -247,15 +255,36 @@ func BenchmarkBytesPerEvent(b *testing.B) {
 			for i := range evs {
 				evs[i] = realisticAssigned(rng, done+i)
 			}
-			h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head, Events: evs})
-			if err != nil {
-				b.Fatal(err)
+			if !asJSON {
+				h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head, Events: evs})
+				if err != nil {
+					b.Fatal(err)
+				}
+				head = h
+				for _, e := range evs {
+					v, _ := events.Encode(e)
+					encoded += len(v)
+				}
+			} else {
+				sealed, h, err := events.Seal(&events.AppendRequest{Stream: s, Expected: head, Events: evs})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ops := make([]clientv3.Op, 0, len(sealed)+1)
+				for i, x := range sealed {
+					j, err := json.Marshal(evs[i])
+					if err != nil {
+						b.Fatal(err)
+					}
+					encoded += len(j)
+					ops = append(ops, clientv3.OpPut(keys.Event(s, x.Seq), string(j)))
+				}
+				ops = append(ops, clientv3.OpPut(keys.Head(s), string(events.EncodeHead(h))))
+				if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+					b.Fatal(err)
+				}
+				head = h
 			}
-			for _, e := range evs {
-				v, _ := events.Encode(e)
-				encoded += len(v)
-			}
-			head = h
 			done += k
 		}
 		size1, use1 := status()
