@@ -206,13 +206,40 @@ func BenchmarkDecode(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportMetric(float64(len(v)), "bytes/event")
-	dec := events.NewDecoder() // as a replay decodes: names interned
-	for b.Loop() {
-		if _, err := dec.Decode(e.Stream, 1, v); err != nil {
+	b.Run("binary", func(b *testing.B) {
+		b.ReportMetric(float64(len(v)), "bytes/event")
+		dec := events.NewDecoder() // as a replay decodes: names interned
+		for b.Loop() {
+			if _, err := dec.Decode(e.Stream, 1, v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The baseline: a plain JSON envelope with a typed payload through encoding/json
+	// (no hashing), what storing events as JSON would cost per decode.
+	type jsonEnvelope struct {
+		Schema  int                     `json:"schema"`
+		Stream  string                  `json:"stream"`
+		Seq     uint64                  `json:"seq"`
+		Type    string                  `json:"type"`
+		Time    time.Time               `json:"time"`
+		Actor   string                  `json:"actor"`
+		Prev    events.Hash             `json:"prev"`
+		Payload *events.AddressAssigned `json:"payload"`
+	}
+	b.Run("json-baseline", func(b *testing.B) {
+		j, err := json.Marshal(jsonEnvelope{Schema: 1, Stream: string(e.Stream), Seq: 1, Type: string(e.Type()), Time: e.Time, Actor: e.Actor, Prev: e.Prev, Payload: e.Payload.(*events.AddressAssigned)})
+		if err != nil {
 			b.Fatal(err)
 		}
-	}
+		b.ReportMetric(float64(len(j)), "bytes/event")
+		for b.Loop() {
+			var got jsonEnvelope
+			if err := json.Unmarshal(j, &got); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkBytesPerEvent: etcd database bytes per realistic AddressAssigned event, before
