@@ -1,0 +1,109 @@
+package kube_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/coil-net/coil/internal/testutil"
+	"github.com/coil-net/coil/kube/kubetest"
+)
+
+// documentedMetrics returns the metric names in the table under "## section" of
+// docs/metrics.md.
+func documentedMetrics(t *testing.T, section string) []string {
+	t.Helper()
+	root, ok := testutil.RepoRoot()
+	if !ok {
+		t.Fatal("repository root not found")
+	}
+	b, err := os.ReadFile(filepath.Join(root, "docs", "metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "\n## "+section+"\n")
+	if !ok {
+		t.Fatalf("docs/metrics.md has no section %q", section)
+	}
+	rest, _, _ = strings.Cut(rest, "\n## ")
+	var names []string
+	for _, m := range regexp.MustCompile("(?m)^\\| `(coil_[a-z_]+)` \\|").FindAllStringSubmatch(rest, -1) {
+		names = append(names, m[1])
+	}
+	if len(names) == 0 {
+		t.Fatalf("no metrics in section %q", section)
+	}
+	return names
+}
+
+// The coil-controller binary runs against the API server and etcd, becomes leader, and
+// serves every metric docs/metrics.md lists for it (and no undocumented coil_ metric).
+func TestControllerMetricsDocumented(t *testing.T) {
+	s := kubetest.Start(t)
+	bin := filepath.Join(t.TempDir(), "coil-controller")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/coil-net/coil/cmd/coil-controller").CombinedOutput(); err != nil {
+		t.Fatalf("build coil-controller: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	cmd := exec.Command(bin, "--kubeconfig", s.Kubeconfig, "--etcd-endpoints", strings.Join(s.Etcd.Endpoints(), ","),
+		"--leader-election-namespace", "kube-system", "--identity", "ctl-test", "--metrics-addr", addr,
+		"--leader-election-lease-duration", "3s", "--leader-election-renew-deadline", "2s", "--leader-election-retry-period", "200ms")
+	cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Signal(os.Interrupt); <-exited })
+	ctx := context.Background()
+	cs := s.Client(t)
+	testutil.Eventually(t, 60*time.Second, func() bool {
+		l, err := cs.CoordinationV1().Leases("kube-system").Get(ctx, "coil-controller", metav1.GetOptions{})
+		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == "ctl-test"
+	}, "coil-controller holds the leader Lease")
+	var text string
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics") //nolint:noctx // test
+		if err != nil {
+			return false
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, _ := io.ReadAll(resp.Body)
+		text = string(b)
+		return strings.Contains(text, "\ncoil_controller_leader 1\n")
+	}, "coil_controller_leader 1 scraped")
+	checkDocumented(t, text, documentedMetrics(t, "coil-controller"))
+}
+
+// checkDocumented fails if a documented metric is missing from a scrape, or the scrape
+// has a coil_ metric the docs do not list.
+func checkDocumented(t *testing.T, text string, documented []string) {
+	t.Helper()
+	doc := map[string]bool{}
+	for _, n := range documented {
+		doc[n] = true
+		if !strings.Contains(text, "\n# TYPE "+n+" ") {
+			t.Errorf("documented metric %s not served", n)
+		}
+	}
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (coil_[a-z_]+) `).FindAllStringSubmatch(text, -1) {
+		if !doc[m[1]] {
+			t.Errorf("metric %s served but not documented in docs/metrics.md", m[1])
+		}
+	}
+}
