@@ -20,15 +20,16 @@ type lineBatch struct {
 	ends  []int
 	first int64 // line number of the first line
 	evs   []*events.Event
+	vals  [][]byte
 	errs  []error
 	done  chan struct{}
 }
 
 // decodeEvents reads the event lines of a file (after its header) and calls fn with each
-// decoded event in file order, or with the first line that does not decode (err set, ev
+// decoded event and its canonical encoding (its stored bytes) in file order, or with the first line that does not decode (err set, ev
 // holding what could be read of its stream and sequence). Lines are decoded (JSON parse,
 // re-encode, hash check) by several goroutines; fn runs on the caller's goroutine.
-func decodeEvents(ctx context.Context, lr *lineReader, fn func(line int64, ev *events.Event, err error) error) error {
+func decodeEvents(ctx context.Context, lr *lineReader, fn func(line int64, ev *events.Event, value []byte, err error) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	workers := max(1, runtime.GOMAXPROCS(0))
 	jobs := make(chan *lineBatch, workers)
@@ -79,10 +80,11 @@ func decodeEvents(ctx context.Context, lr *lineReader, fn func(line int64, ev *e
 			defer wg.Done()
 			for b := range jobs {
 				b.evs = make([]*events.Event, len(b.ends))
+				b.vals = make([][]byte, len(b.ends))
 				b.errs = make([]error, len(b.ends))
 				start := 0
 				for i, end := range b.ends {
-					b.evs[i], b.errs[i] = decodeLine(b.buf[start:end])
+					b.evs[i], b.vals[i], b.errs[i] = decodeLine(b.buf[start:end])
 					start = end
 				}
 				close(b.done)
@@ -96,7 +98,7 @@ func decodeEvents(ctx context.Context, lr *lineReader, fn func(line int64, ev *e
 			return ctx.Err()
 		}
 		for i, ev := range b.evs {
-			if err := fn(b.first+int64(i), ev, b.errs[i]); err != nil {
+			if err := fn(b.first+int64(i), ev, b.vals[i], b.errs[i]); err != nil {
 				return err
 			}
 		}
@@ -107,17 +109,21 @@ func decodeEvents(ctx context.Context, lr *lineReader, fn func(line int64, ev *e
 	return ctx.Err()
 }
 
-// decodeLine decodes one event line. An event must carry its hash (the decoder checks it
-// against the content). On error the returned event holds the line's stream and sequence
-// if they could be read.
-func decodeLine(line []byte) (*events.Event, error) {
-	if ev, ok := fastDecode(line); ok {
-		return ev, nil
+// decodeLine decodes one event line and returns the event's canonical encoding. An event
+// must carry its hash (the decoder checks it against the content). On error the returned
+// event holds the line's stream and sequence if they could be read.
+func decodeLine(line []byte) (*events.Event, []byte, error) {
+	if ev, v, ok := fastDecode(line); ok {
+		return ev, v, nil
 	}
 	ev := &events.Event{}
 	err := ev.UnmarshalJSON(line)
 	if err == nil && ev.Hash.IsZero() {
 		err = errors.Wrapf(events.ErrCorrupt, "%s #%d: no \"hash\"", ev.Stream, ev.Seq)
+	}
+	var v []byte
+	if err == nil {
+		v, err = events.Encode(ev)
 	}
 	if err != nil {
 		var where struct {
@@ -125,7 +131,7 @@ func decodeLine(line []byte) (*events.Event, error) {
 			Seq    uint64        `json:"seq"`
 		}
 		_ = json.Unmarshal(line, &where)
-		return &events.Event{Stream: where.Stream, Seq: where.Seq}, err
+		return &events.Event{Stream: where.Stream, Seq: where.Seq}, nil, err
 	}
-	return ev, nil
+	return ev, v, nil
 }

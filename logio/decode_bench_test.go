@@ -29,7 +29,7 @@ func sampleLine(b *testing.B) []byte {
 func BenchmarkDecodeLine(b *testing.B) {
 	line := sampleLine(b)
 	for b.Loop() {
-		if _, err := decodeLine(line); err != nil {
+		if _, _, err := decodeLine(line); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -37,7 +37,7 @@ func BenchmarkDecodeLine(b *testing.B) {
 
 func BenchmarkEncodeLine(b *testing.B) {
 	line := sampleLine(b)
-	e, err := decodeLine(line)
+	e, _, err := decodeLine(line)
 	if err != nil {
 		b.Fatal(err)
 	}

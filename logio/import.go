@@ -1,7 +1,10 @@
 package logio
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
+	"io"
 	"os"
 	"sync"
 
@@ -12,7 +15,7 @@ import (
 )
 
 // DefaultWriters is how many transactions Import keeps in flight.
-const DefaultWriters = 8
+const DefaultWriters = 16
 
 // maxTxnOps is etcd's default limit of operations per transaction.
 const maxTxnOps = 128
@@ -32,11 +35,12 @@ type ImportOptions struct {
 // Import loads an export file into the log's etcd under the log's prefix. It refuses
 // (ErrNotEmpty) when etcd holds any event, head or snapshot pointer under the prefix,
 // unless opt.Force. It verifies the whole file first (ErrBroken, ErrFormat: nothing is
-// written), then writes the events with their original bytes (the canonical encoding of
-// each JSON event, whose hash the file carries) in transactions of up to 128 puts,
-// several in flight, and finally every stream's head and snapshot pointer (in
-// transactions that check no head appeared meanwhile). The events get new etcd
-// revisions (in import order); the file keeps the original ones.
+// written), keeping each event's stored bytes (the canonical encoding of the JSON event,
+// whose hash the file carries) in a spool file in the temporary directory ($TMPDIR; about
+// 300 bytes per event, removed on return); then it writes them in transactions of up to 127 puts, several in flight,
+// and finally every stream's head and snapshot pointer (in transactions that check no
+// head appeared meanwhile). The events get new etcd revisions (in import order); the
+// file keeps the original ones.
 //
 // A failure while writing leaves a partial log without heads; run Import again with
 // Force. Archive files cannot be imported (their events are history, not state).
@@ -45,31 +49,59 @@ func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOpt
 	if err := prepareEmpty(ctx, cli, keys, opt.Force); err != nil {
 		return Header{}, err
 	}
-	isExport := func(h *Header) error {
-		if h.Kind != KindExport {
-			return errors.Wrapf(ErrFormat, "%s is an %s, not an export: import the export of the live log", path, h.Kind)
-		}
-		return nil
-	}
 	f, err := os.Open(path)
 	if err != nil {
 		return Header{}, errors.Wrap(err, "logio: import")
 	}
+	defer f.Close()
+	spool, err := os.CreateTemp("", "coil-import-*.spool")
+	if err != nil {
+		return Header{}, errors.Wrap(err, "logio: import: spool")
+	}
+	defer func() { _ = spool.Close(); _ = os.Remove(spool.Name()) }()
+	sw := bufio.NewWriterSize(spool, 1<<20)
+	var rec []byte
 	ver := NewVerifier()
 	ver.Progress = opt.VerifyProgress
-	h, err := ver.file(ctx, f, isExport, nil)
-	_ = f.Close()
+	h, err := ver.file(ctx, f, func(h *Header) error {
+		if h.Kind != KindExport {
+			return errors.Wrapf(ErrFormat, "%s is an %s, not an export: import the export of the live log", path, h.Kind)
+		}
+		return nil
+	}, func(e *events.Event, v []byte) error {
+		rec = binary.AppendUvarint(rec[:0], uint64(len(e.Stream)))
+		rec = append(rec, e.Stream...)
+		rec = binary.AppendUvarint(rec, e.Seq)
+		rec = binary.AppendUvarint(rec, uint64(len(v)))
+		rec = append(rec, v...)
+		_, err := sw.Write(rec)
+		return errors.Wrap(err, "logio: import: spool")
+	})
 	if err != nil {
 		return h, err
 	}
-
-	// Second pass: the file is read (and verified) again, so what is written is exactly
-	// what was checked even if the file changed in between.
-	f, err = os.Open(path)
-	if err != nil {
-		return h, errors.Wrap(err, "logio: import")
+	if err := sw.Flush(); err != nil {
+		return h, errors.Wrap(err, "logio: import: spool")
 	}
-	defer f.Close()
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return h, errors.Wrap(err, "logio: import: spool")
+	}
+	n, err := writeSpool(ctx, cli, keys, bufio.NewReaderSize(spool, 1<<20), h.Total(), opt)
+	if err != nil {
+		return h, err
+	}
+	if n != h.Total() {
+		return h, errors.Newf("logio: import: spooled %d events, the file holds %d", n, h.Total())
+	}
+	if err := writeHeads(ctx, cli, keys, &h); err != nil {
+		return h, err
+	}
+	opt.Progress.report(n, h.Total())
+	return h, nil
+}
+
+// writeSpool puts the spooled events, several transactions in flight.
+func writeSpool(ctx context.Context, cli *clientv3.Client, keys events.Keys, r *bufio.Reader, total int64, opt ImportOptions) (int64, error) {
 	writers := opt.Writers
 	if writers <= 0 {
 		writers = DefaultWriters
@@ -91,58 +123,73 @@ func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOpt
 			}
 		}()
 	}
-	total := h.Total()
 	var done int64
-	batch := make([]clientv3.Op, 0, maxTxnOps)
-	ver2 := NewVerifier()
-	h2, err := ver2.file(ctx, f, func(h2 *Header) error {
-		if err := isExport(h2); err != nil {
-			return err
+	batch := make([]clientv3.Op, 0, events.MaxBatch)
+	send := func() bool {
+		select {
+		case txns <- batch:
+			batch = make([]clientv3.Op, 0, events.MaxBatch)
+			return true
+		case <-ctx.Done():
+			return false
 		}
-		if h2.Revision != h.Revision || h2.Total() != total {
-			return errors.Wrap(ErrFormat, "the file changed while it was imported")
+	}
+	var rerr error
+	for {
+		s, seq, v, err := readSpool(r)
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		return nil
-	}, func(e *events.Event) error {
-		v, err := events.Encode(e)
 		if err != nil {
-			return errors.Wrapf(err, "logio: import %s #%d", e.Stream, e.Seq)
+			rerr = err
+			break
 		}
-		batch = append(batch, clientv3.OpPut(keys.Event(e.Stream, e.Seq), string(v)))
-		if len(batch) == maxTxnOps-1 {
-			select {
-			case txns <- batch:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			batch = make([]clientv3.Op, 0, maxTxnOps)
-		}
+		batch = append(batch, clientv3.OpPut(keys.Event(events.Stream(s), seq), v))
 		done++
+		if len(batch) == events.MaxBatch && !send() {
+			break
+		}
 		if done%progressEvery == 0 {
 			opt.Progress.report(done, total)
 		}
-		return nil
-	})
-	if err == nil && len(batch) > 0 {
-		select {
-		case txns <- batch:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
+	}
+	if rerr == nil && len(batch) > 0 {
+		send()
 	}
 	close(txns)
 	wg.Wait()
 	if writeErr != nil {
-		return h, writeErr
+		return done, writeErr
 	}
+	if rerr != nil {
+		return done, rerr
+	}
+	return done, ctx.Err()
+}
+
+func readSpool(r *bufio.Reader) (stream string, seq uint64, value string, err error) {
+	n, err := binary.ReadUvarint(r)
 	if err != nil {
-		return h, err
+		if errors.Is(err, io.EOF) {
+			return "", 0, "", io.EOF
+		}
+		return "", 0, "", errors.Wrap(err, "logio: import: spool")
 	}
-	if err := writeHeads(ctx, cli, keys, &h2); err != nil {
-		return h, err
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", 0, "", errors.Wrap(err, "logio: import: spool")
 	}
-	opt.Progress.report(done, total)
-	return h, nil
+	if seq, err = binary.ReadUvarint(r); err != nil {
+		return "", 0, "", errors.Wrap(err, "logio: import: spool")
+	}
+	if n, err = binary.ReadUvarint(r); err != nil {
+		return "", 0, "", errors.Wrap(err, "logio: import: spool")
+	}
+	v := make([]byte, n)
+	if _, err := io.ReadFull(r, v); err != nil {
+		return "", 0, "", errors.Wrap(err, "logio: import: spool")
+	}
+	return string(b), seq, string(v), nil
 }
 
 // prepareEmpty refuses a non-empty log, or with force deletes it.

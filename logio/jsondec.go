@@ -13,11 +13,12 @@ import (
 // else, and the caller falls back to events.Event.UnmarshalJSON, which defines the
 // format; so does a fast decode whose re-encoded bytes do not hash to the line's "hash"
 // (the fallback then reports the error in its words). A fast decode can therefore only
-// accept an event the full decoder would accept with the same content.
-func fastDecode(line []byte) (*events.Event, bool) {
+// accept an event the full decoder would accept with the same content. It returns the
+// event's canonical encoding too.
+func fastDecode(line []byte) (*events.Event, []byte, bool) {
 	l := lexer{b: line}
 	if !l.next('{') {
-		return nil, false
+		return nil, nil, false
 	}
 	e := &events.Event{}
 	var typ string
@@ -28,60 +29,60 @@ func fastDecode(line []byte) (*events.Event, bool) {
 			break
 		}
 		if !first && !l.next(',') {
-			return nil, false
+			return nil, nil, false
 		}
 		key, ok := l.str()
 		if !ok || !l.next(':') {
-			return nil, false
+			return nil, nil, false
 		}
 		switch key {
 		case "schema":
 			v, ok := l.uint()
 			if !ok || v != events.SchemaVersion {
-				return nil, false
+				return nil, nil, false
 			}
 			e.Schema, hasSchema = uint32(v), true
 		case "stream":
 			s, ok := l.str()
 			if !ok {
-				return nil, false
+				return nil, nil, false
 			}
 			e.Stream = events.Stream(s)
 		case "seq":
 			if e.Seq, ok = l.uint(); !ok {
-				return nil, false
+				return nil, nil, false
 			}
 		case "type":
 			if typ, ok = l.str(); !ok {
-				return nil, false
+				return nil, nil, false
 			}
 		case "time":
 			s, ok := l.str()
 			if !ok {
-				return nil, false
+				return nil, nil, false
 			}
 			t, err := time.Parse(time.RFC3339Nano, s)
 			if err != nil {
-				return nil, false
+				return nil, nil, false
 			}
 			e.Time, hasTime = t.UTC(), true
 		case "actor":
 			if e.Actor, ok = l.str(); !ok {
-				return nil, false
+				return nil, nil, false
 			}
 		case "prev":
 			if !l.hash(&e.Prev) {
-				return nil, false
+				return nil, nil, false
 			}
 		case "hash":
 			if !l.hash(&hash) {
-				return nil, false
+				return nil, nil, false
 			}
 			hasHash = true
 		case "revision":
 			v, ok := l.uint()
 			if !ok {
-				return nil, false
+				return nil, nil, false
 			}
 			e.Revision = int64(v)
 		case "payload":
@@ -92,26 +93,26 @@ func fastDecode(line []byte) (*events.Event, bool) {
 			case events.TypeAddressReleased:
 				p, ok = l.released()
 			default:
-				return nil, false
+				return nil, nil, false
 			}
 			if !ok {
-				return nil, false
+				return nil, nil, false
 			}
 			e.Payload = p
 		default:
-			return nil, false
+			return nil, nil, false
 		}
 	}
 	l.ws()
 	if l.i != len(l.b) || !hasHash || !hasSchema || !hasTime || e.Payload == nil || e.Payload.EventType() != events.Type(typ) {
-		return nil, false
+		return nil, nil, false
 	}
 	v, err := events.Encode(e)
 	if err != nil || events.HashOf(e.Stream, e.Seq, v) != hash {
-		return nil, false
+		return nil, nil, false
 	}
 	e.Hash = hash
-	return e, true
+	return e, v, true
 }
 
 type lexer struct {

@@ -62,7 +62,7 @@ func TestFastDecode(t *testing.T) {
 		if err := want.UnmarshalJSON(line); err != nil {
 			t.Fatal(err)
 		}
-		got, ok := fastDecode(line)
+		got, _, ok := fastDecode(line)
 		if ok {
 			fast++
 			gj, _ := appendEventJSON(nil, got)
@@ -74,10 +74,10 @@ func TestFastDecode(t *testing.T) {
 		j := bytes.Index(line, []byte(`"payload":`)) + len(`"payload":`) + 3
 		bad := bytes.Clone(line)
 		bad[j] ^= 1
-		if _, ok := fastDecode(bad); ok {
+		if _, _, ok := fastDecode(bad); ok {
 			t.Fatalf("%s: fast decode accepted a changed line %s", s.Name, bad)
 		}
-		if _, err := decodeLine(bad); err == nil {
+		if _, _, err := decodeLine(bad); err == nil {
 			t.Fatalf("%s: decodeLine accepted a changed line %s", s.Name, bad)
 		}
 	}

@@ -86,8 +86,8 @@ func (v *Verifier) File(ctx context.Context, r io.Reader) (Header, error) {
 }
 
 // file is File calling check with the header before the events and each with every
-// event once it verified.
-func (v *Verifier) file(ctx context.Context, r io.Reader, check func(*Header) error, each func(*events.Event) error) (Header, error) {
+// event (and its stored bytes) once it verified.
+func (v *Verifier) file(ctx context.Context, r io.Reader, check func(*Header) error, each func(*events.Event, []byte) error) (Header, error) {
 	lr := newLineReader(r)
 	h, err := readHeader(lr)
 	if err != nil {
@@ -116,7 +116,7 @@ func (v *Verifier) file(ctx context.Context, r io.Reader, check func(*Header) er
 		cur = nil
 		return nil
 	}
-	err = decodeEvents(ctx, lr, func(line int64, e *events.Event, derr error) error {
+	err = decodeEvents(ctx, lr, func(line int64, e *events.Event, value []byte, derr error) error {
 		if derr != nil {
 			if e.Stream == "" {
 				return errors.Mark(errors.Wrapf(derr, "line %d", line), ErrBroken)
@@ -149,7 +149,7 @@ func (v *Verifier) file(ctx context.Context, r io.Reader, check func(*Header) er
 			}
 		}
 		if each != nil {
-			if err := each(e); err != nil {
+			if err := each(e, value); err != nil {
 				return err
 			}
 		}

@@ -83,8 +83,12 @@ func TestLogCommands(t *testing.T) {
 	e.ok("log", "verify", "--file", arch, "--then-live")
 	e.fails(cli.ExitRefused, []string{"log", "archive", "--before", "5", "--to", arch}, "exists")
 	e.fails(cli.ExitUsage, []string{"log", "archive", "--to", filepath.Join(dir, "x")}, "--before")
-	// Readers start at the snapshots: listings still work after archiving.
+	// Readers start at the snapshots: listings and pool changes still work after archiving.
 	if out := e.ok("address", "list"); !strings.Contains(out, "a5") {
 		t.Fatalf("address list after archive: %q", out)
+	}
+	e.ok("pool", "create", "more", "10.31.0.0/24")
+	if out := e.ok("pool", "list"); !strings.Contains(out, "more") {
+		t.Fatalf("pool list after archive: %q", out)
 	}
 }
