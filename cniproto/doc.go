@@ -7,12 +7,16 @@
 // status with an Error as JSON body, which carries the CNI error code the plugin
 // reports to the container runtime. A future incompatible protocol gets /v2 paths, and
 // a server answers 404 to a version it does not speak, which the client reports as
-// ErrProtocol.
+// ErrProtocol. Bodies are at most MaxBody bytes.
 //
-// The server half (NewServer, Server) is run by coild with a Handler; the client half
-// (NewClient, Client) is used by the plugin. The client never retries: the container
-// runtime retries CNI calls itself.
+// This package holds the types, the error codes and the client (NewClient, Client),
+// used by the plugin. The server (package cniproto/cniserver) is run by coild with a
+// Handler. The client never retries: the container runtime retries CNI calls itself.
 //
-// This package must stay light: the plugin imports it and is exec'd for every pod, so
-// it imports neither etcd nor client-go.
+// This package must stay light: the plugin imports it and is exec'd for every pod. It
+// imports only the standard library, and not net/http: the client writes its
+// request and reads the reply by hand (one request per connection). Its errors are the
+// standard library's (sentinels wrapped with fmt.Errorf and %w), a deliberate exception
+// to the project's use of cockroachdb/errors, which links sentry-go, gogo/protobuf and
+// net/http into whatever imports it. cmd/coil/deps_test.go enforces both.
 package cniproto

@@ -1,9 +1,8 @@
 package cniproto
 
 import (
+	"errors"
 	"fmt"
-
-	"github.com/cockroachdb/errors"
 )
 
 // CNI error codes (CNI SPEC 1.1.0, "Error"). The values equal the
@@ -49,7 +48,7 @@ func NewError(code uint, msg, details string) *Error {
 	return &Error{Code: code, Msg: msg, Details: details}
 }
 
-// Error implements error: "msg (details)" or "msg".
+// Error implements error: "msg: details" or "msg".
 func (e *Error) Error() string {
 	if e.Details == "" {
 		return e.Msg
@@ -93,8 +92,4 @@ var (
 	// ErrProtocol: the reply was not understood (unknown path, bad JSON): coil and
 	// coild probably differ in version.
 	ErrProtocol = errors.New("cniproto: protocol error")
-	// ErrSocketInUse: NewServer found a live server on the socket path.
-	ErrSocketInUse = errors.New("cniproto: socket in use by a live server")
-	// ErrNotSocket: NewServer found a file that is not a socket on the socket path.
-	ErrNotSocket = errors.New("cniproto: path exists and is not a socket")
 )

@@ -17,6 +17,10 @@ const (
 	PathStatus = "/" + Version + "/status"
 )
 
+// MaxBody bounds the body of a request and of a reply; a GC list of 10k attachments
+// is ~1 MiB. The server refuses a larger request, the client a larger reply.
+const MaxBody = 8 << 20
+
 // DefaultSocketPath is where coild listens unless configured otherwise.
 const DefaultSocketPath = "/run/coild.sock"
 

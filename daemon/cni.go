@@ -123,22 +123,6 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	}, nil
 }
 
-// ensureExported syncs the export table when the assignment's block is not in it yet,
-// so a pod's block route exists before its ADD returns.
-func (d *Daemon) ensureExported(ctx context.Context, asg *allocator.Assignment) {
-	d.mu.Lock()
-	missing := false
-	for _, p := range asg.BlockPrefixes {
-		if !d.exported[p] {
-			missing = true
-		}
-	}
-	d.mu.Unlock()
-	if missing {
-		d.syncExport(ctx)
-	}
-}
-
 // Check verifies the attachment against the log and the kernel.
 func (d *Daemon) Check(ctx context.Context, req *cniproto.Request) error {
 	start := time.Now()

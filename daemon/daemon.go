@@ -16,7 +16,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/coil-net/coil/allocator"
-	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/cniproto/cniserver"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/exporter"
 	"github.com/coil-net/coil/internal/etcdclient"
@@ -43,7 +43,7 @@ type Daemon struct {
 	node    *allocator.Node
 	plumber *netplumb.Plumber
 	exp     *exporter.Exporter
-	server  *cniproto.Server
+	server  *cniserver.Server
 	metrics *metrics
 
 	// Kubernetes (nil when off): informers, the leak collector, and a nudge after a
@@ -127,7 +127,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.setupKube(); err != nil {
 		return nil, err
 	}
-	d.server, err = cniproto.NewServer(d, cfg.Socket, d.log)
+	d.server, err = cniserver.New(d, cfg.Socket, d.log)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +249,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 			}
 			d.requestSync()
 		case <-d.syncReq:
-			d.syncExport(sctx)
+			d.syncExport(sctx, syncForWatch)
 		case <-tick.C:
 			if n, err := d.node.ReleaseEmptyBlocks(sctx, d.cfg.BlockGrace); err != nil {
 				d.log.Warn("release empty blocks", "err", err)
@@ -270,26 +270,118 @@ func (d *Daemon) requestSync() {
 	}
 }
 
-// syncExport makes the export table equal to the node's blocks.
-func (d *Daemon) syncExport(ctx context.Context) {
+// Why an export sync runs (logged with it).
+const (
+	syncForAdd       = "add"       // an ADD's block is not in the table yet
+	syncForWatch     = "watch"     // the log changed the node's blocks (session loop)
+	syncForReconcile = "reconcile" // the end of a reconcile pass
+)
+
+// slowExportSync: a sync taking longer than this is logged at Info with its timings.
+const slowExportSync = 500 * time.Millisecond
+
+// ensureExported returns once every block of asg is in the export table, so a pod's
+// block route exists before its ADD returns. It syncs the table if a block is missing
+// (a failed sync is logged by syncExportLocked and the ADD goes on:
+// the session loop and the next reconcile pass retry it).
+//
+// The ADDs of a burst that land in a new block all find it missing at once and queue on
+// exportMu. Each re-checks under the lock, so only the first runs a Sync; the others
+// return as soon as it is done instead of each running a full Sync of its own (which,
+// with the kernel busy creating the burst's veths, once added up to 2 s before a later
+// block's first sync could start).
+func (d *Daemon) ensureExported(ctx context.Context, asg *allocator.Assignment) {
+	if d.isExported(asg.BlockPrefixes) {
+		return
+	}
+	queued := time.Now()
 	d.exportMu.Lock()
 	defer d.exportMu.Unlock()
+	if d.isExported(asg.BlockPrefixes) {
+		return // a sync that ran while this ADD waited covered its block
+	}
+	d.syncExportLocked(ctx, syncForAdd, time.Since(queued))
+}
+
+// isExported reports whether the last successful sync put every prefix in the table.
+func (d *Daemon) isExported(prefixes []netip.Prefix) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range prefixes {
+		if !d.exported[p] {
+			return false
+		}
+	}
+	return true
+}
+
+// syncExport makes the export table equal to the node's blocks. It holds exportMu for
+// the sync only (read the blocks, list the table, add and delete the difference). A
+// reconcile pass calls it at its end, after listing links and releasing, so an ADD
+// waiting for its block's route waits at most for one sync in progress, never for the
+// rest of a reconcile pass.
+//
+// The session loop asks for a sync after every batch of watched events, most of which
+// (the node's own address events, during a burst one per ADD) leave the blocks as they
+// are: with syncForWatch it syncs only when the node's blocks differ from what the last
+// successful sync exported, so it does not hold exportMu (and the kernel) while ADDs
+// wait for their block's route. A reconcile pass always syncs: it also repairs a table
+// changed behind coild's back.
+func (d *Daemon) syncExport(ctx context.Context, trigger string) {
+	if trigger == syncForWatch && d.exportedEqual(d.node.BlockPrefixes()) {
+		return
+	}
+	queued := time.Now()
+	d.exportMu.Lock()
+	defer d.exportMu.Unlock()
+	if trigger == syncForWatch && d.exportedEqual(d.node.BlockPrefixes()) {
+		return // an ADD's sync while this one waited did it
+	}
+	d.syncExportLocked(ctx, trigger, time.Since(queued))
+}
+
+// exportedEqual reports whether want is exactly the set the last successful sync exported.
+func (d *Daemon) exportedEqual(want []netip.Prefix) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, p := range want {
+		if !d.exported[p] {
+			return false
+		}
+		n++
+	}
+	return n == len(d.exported)
+}
+
+// syncExportLocked does the sync; exportMu is held. The blocks are read under the lock,
+// so a sync never writes an older view over a newer one.
+func (d *Daemon) syncExportLocked(ctx context.Context, trigger string, waited time.Duration) {
+	start := time.Now()
 	want := d.node.BlockPrefixes()
 	added, removed, err := d.exp.Sync(ctx, want)
+	took := time.Since(start)
 	if err != nil {
-		d.log.Error("export table sync", "err", err)
+		d.log.Error("export table sync", "trigger", trigger, "err", err)
 		return
 	}
 	d.mu.Lock()
-	d.exported = map[netip.Prefix]bool{}
+	d.exported = make(map[netip.Prefix]bool, len(want))
 	for _, p := range want {
 		d.exported[p] = true
 	}
 	d.mu.Unlock()
-	if added+removed > 0 {
+	attrs := []any{"trigger", trigger, "blocks", len(want), "added", added, "removed", removed,
+		"waited", waited.Round(time.Microsecond), "took", took.Round(time.Microsecond)}
+	switch {
+	case added+removed > 0:
 		d.metrics.reconcileActions.WithLabelValues("export_add").Add(float64(added))
 		d.metrics.reconcileActions.WithLabelValues("export_del").Add(float64(removed))
-		d.log.Info("export table synced", "blocks", len(want), "added", added, "removed", removed)
+		d.log.Info("export table synced", attrs...)
+	case waited+took > slowExportSync:
+		d.log.Info("export table sync was slow", attrs...)
+	default:
+		d.log.Debug("export table sync", attrs...)
 	}
 }
 

@@ -80,7 +80,7 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 			d.log.Info("deleted leaked veths", "veths", leaked, "startup", startup)
 		}
 	}
-	d.syncExport(ctx)
+	d.syncExport(ctx, syncForReconcile)
 	return errs
 }
 

@@ -1,9 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
-	"github.com/cockroachdb/errors"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/coil-net/coil/cniproto"

@@ -1,19 +1,19 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
-	"github.com/cockroachdb/errors"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/coil-net/coil/cniproto"
 )
 
 func TestToCNIError(t *testing.T) {
-	unavailable := errors.Wrap(cniproto.ErrUnavailable, "socket /run/coild.sock does not exist")
-	timeout := errors.Wrap(cniproto.ErrTimeout, "/run/coild.sock")
-	perm := errors.Wrap(cniproto.ErrPermissionDenied, "cannot open /run/coild.sock as uid 65534")
+	unavailable := fmt.Errorf("socket /run/coild.sock does not exist: %w", cniproto.ErrUnavailable)
+	timeout := fmt.Errorf("/run/coild.sock: %w", cniproto.ErrTimeout)
+	perm := fmt.Errorf("cannot open /run/coild.sock as uid 65534: %w", cniproto.ErrPermissionDenied)
 	for _, tc := range []struct {
 		op   op
 		err  error
@@ -34,7 +34,7 @@ func TestToCNIError(t *testing.T) {
 		{opAdd, perm, types.ErrIOFailure, "permission denied"},
 		{opStatus, perm, types.ErrPluginNotAvailable, "permission denied"},
 		{opCheck, cniproto.UnknownContainer("c", "eth0"), types.ErrUnknownContainer, "no attachment"},
-		{opAdd, errors.Wrap(cniproto.ErrProtocol, "HTTP 404"), types.ErrInternal, "talking to coild failed"},
+		{opAdd, fmt.Errorf("HTTP 404: %w", cniproto.ErrProtocol), types.ErrInternal, "talking to coild failed"},
 	} {
 		e := toCNIError(tc.op, tc.err)
 		if e.Code != tc.code || !strings.Contains(e.Msg, tc.msg) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -15,7 +16,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/cockroachdb/errors"
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	types040 "github.com/containernetworking/cni/pkg/types/040"
@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/cniproto/cniserver"
 	"github.com/coil-net/coil/internal/testutil"
 )
 
@@ -146,7 +147,7 @@ func sockDir(t *testing.T) string {
 func startCoild(t *testing.T, h cniproto.Handler) string {
 	t.Helper()
 	path := filepath.Join(sockDir(t), "coild.sock")
-	srv, err := cniproto.NewServer(h, path, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	srv, err := cniserver.New(h, path, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,10 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"net"
 
-	"github.com/cockroachdb/errors"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
@@ -18,7 +19,7 @@ var errBadResult = errors.New("coil: bad add result")
 // its link-local gateway, and a default route per family via that gateway.
 func buildResult(res *cniproto.AddResult, ifName, netns string) (*types100.Result, error) {
 	if len(res.Addrs) == 0 {
-		return nil, errors.Wrap(errBadResult, "no address")
+		return nil, fmt.Errorf("no address: %w", errBadResult)
 	}
 	podIf := res.PodIfName
 	if podIf == "" {
@@ -33,24 +34,24 @@ func buildResult(res *cniproto.AddResult, ifName, netns string) (*types100.Resul
 	var have4, have6 bool
 	for _, a := range res.Addrs {
 		if !a.IsValid() {
-			return nil, errors.Wrap(errBadResult, "invalid address")
+			return nil, fmt.Errorf("invalid address: %w", errBadResult)
 		}
 		a = a.Unmap()
 		gw, bits, dst := res.Gateway4, 32, "0.0.0.0/0"
 		if a.Is6() {
 			gw, bits, dst = res.Gateway6, 128, "::/0"
 			if have6 {
-				return nil, errors.Wrapf(errBadResult, "two IPv6 addresses (%s)", a)
+				return nil, fmt.Errorf("two IPv6 addresses (%s): %w", a, errBadResult)
 			}
 			have6 = true
 		} else {
 			if have4 {
-				return nil, errors.Wrapf(errBadResult, "two IPv4 addresses (%s)", a)
+				return nil, fmt.Errorf("two IPv4 addresses (%s): %w", a, errBadResult)
 			}
 			have4 = true
 		}
 		if !gw.IsValid() || gw.Is4() != a.Is4() {
-			return nil, errors.Wrapf(errBadResult, "no gateway of the family of %s", a)
+			return nil, fmt.Errorf("no gateway of the family of %s: %w", a, errBadResult)
 		}
 		idx := podIdx
 		r.IPs = append(r.IPs, &types100.IPConfig{

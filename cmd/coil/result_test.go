@@ -1,10 +1,10 @@
 package main
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 
-	"github.com/cockroachdb/errors"
 	types040 "github.com/containernetworking/cni/pkg/types/040"
 
 	"github.com/coil-net/coil/cniproto"

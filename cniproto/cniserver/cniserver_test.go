@@ -1,22 +1,24 @@
-package cniproto_test
+package cniserver_test
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/errors"
-	"github.com/containernetworking/cni/pkg/types"
 	"go.uber.org/goleak"
 
 	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/cniproto/cniserver"
 	"github.com/coil-net/coil/internal/testutil"
 )
 
@@ -90,7 +92,7 @@ func (f *fakeHandler) Status(context.Context) error {
 func serve(t *testing.T, h cniproto.Handler) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "coild.sock")
-	srv, err := cniproto.NewServer(h, path, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	srv, err := cniserver.New(h, path, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,26 +175,6 @@ func TestErrorsCarryCodes(t *testing.T) {
 	}
 }
 
-func TestCodesMatchCNI(t *testing.T) {
-	for _, c := range []struct{ ours, cni uint }{
-		{cniproto.CodeIncompatibleVersion, types.ErrIncompatibleCNIVersion},
-		{cniproto.CodeUnsupportedField, types.ErrUnsupportedField},
-		{cniproto.CodeUnknownContainer, types.ErrUnknownContainer},
-		{cniproto.CodeInvalidEnv, types.ErrInvalidEnvironmentVariables},
-		{cniproto.CodeIOFailure, types.ErrIOFailure},
-		{cniproto.CodeDecodingFailure, types.ErrDecodingFailure},
-		{cniproto.CodeInvalidNetworkConfig, types.ErrInvalidNetworkConfig},
-		{cniproto.CodeTryAgainLater, types.ErrTryAgainLater},
-		{cniproto.CodePluginNotAvailable, types.ErrPluginNotAvailable},
-		{cniproto.CodeLimitedConnectivity, types.ErrLimitedConnectivity},
-		{cniproto.CodeInternal, types.ErrInternal},
-	} {
-		if c.ours != c.cni {
-			t.Errorf("code %d != CNI %d", c.ours, c.cni)
-		}
-	}
-}
-
 func TestUnavailable(t *testing.T) {
 	dir := t.TempDir()
 	// No file at all.
@@ -212,10 +194,10 @@ func TestUnavailable(t *testing.T) {
 	if !errors.Is(err, cniproto.ErrUnavailable) {
 		t.Fatalf("stale socket: %v", err)
 	}
-	// NewServer removes the stale socket and serves.
-	srv, err := cniproto.NewServer(&fakeHandler{}, stale, nil)
+	// New removes the stale socket and serves.
+	srv, err := cniserver.New(&fakeHandler{}, stale, nil)
 	if err != nil {
-		t.Fatalf("NewServer over a stale socket: %v", err)
+		t.Fatalf("New over a stale socket: %v", err)
 	}
 	defer srv.Close()
 	fi, err := os.Lstat(stale)
@@ -231,16 +213,16 @@ func TestUnavailable(t *testing.T) {
 	}
 }
 
-func TestNewServerRefuses(t *testing.T) {
+func TestNewRefuses(t *testing.T) {
 	path := serve(t, &fakeHandler{})
-	if _, err := cniproto.NewServer(&fakeHandler{}, path, nil); !errors.Is(err, cniproto.ErrSocketInUse) {
+	if _, err := cniserver.New(&fakeHandler{}, path, nil); !errors.Is(err, cniserver.ErrSocketInUse) {
 		t.Fatalf("second server on a live socket: %v", err)
 	}
 	file := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(file, []byte("keep me"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cniproto.NewServer(&fakeHandler{}, file, nil); !errors.Is(err, cniproto.ErrNotSocket) {
+	if _, err := cniserver.New(&fakeHandler{}, file, nil); !errors.Is(err, cniserver.ErrNotSocket) {
 		t.Fatalf("regular file: %v", err)
 	}
 	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me" {
@@ -262,27 +244,10 @@ func TestTimeout(t *testing.T) {
 	<-h.started
 }
 
-func TestProtocolMismatch(t *testing.T) {
-	// A server that speaks no v1 (e.g. a future coild with only /v2) answers 404.
-	path := filepath.Join(t.TempDir(), "other.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: time.Second}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = hs.Serve(ln) }()
-	defer func() { _ = hs.Close(); <-done }()
-	err = cniproto.NewClient(path, time.Second).Status(context.Background())
-	if !errors.Is(err, cniproto.ErrProtocol) {
-		t.Fatalf("want ErrProtocol, got %v", err)
-	}
-}
-
 func TestCloseCancelsCalls(t *testing.T) {
 	h := &fakeHandler{block: true, started: make(chan struct{})}
 	path := filepath.Join(t.TempDir(), "coild.sock")
-	srv, err := cniproto.NewServer(h, path, nil)
+	srv, err := cniserver.New(h, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +274,7 @@ func TestCloseCancelsCalls(t *testing.T) {
 func TestServeShutdownIsGraceful(t *testing.T) {
 	h := &fakeHandler{block: true, started: make(chan struct{}), release: make(chan struct{})}
 	path := filepath.Join(t.TempDir(), "coild.sock")
-	srv, err := cniproto.NewServer(h, path, nil)
+	srv, err := cniserver.New(h, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,5 +301,53 @@ func TestServeShutdownIsGraceful(t *testing.T) {
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket left: %v", err)
+	}
+}
+
+// TestPlainHTTPClient: the server is ordinary HTTP (curl --unix-socket works), and
+// every reply has a Content-Length, even one larger than net/http's buffer, so it is
+// never chunked.
+func TestPlainHTTPClient(t *testing.T) {
+	long := strings.Repeat("d", 10000)
+	path := serve(t, &fakeHandler{delErr: errors.New(long)})
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		DisableKeepAlives: true,
+	}}
+	defer hc.CloseIdleConnections()
+	post := func(p, body string) (*http.Response, string) {
+		t.Helper()
+		resp, err := hc.Post("http://coild"+p, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, string(b)
+	}
+	resp, body := post(cniproto.PathStatus, "{}")
+	if resp.StatusCode != http.StatusOK || body != "{}\n" || resp.ContentLength != 3 || resp.TransferEncoding != nil {
+		t.Fatalf("status: %d %q length %d te %v", resp.StatusCode, body, resp.ContentLength, resp.TransferEncoding)
+	}
+	resp, body = post(cniproto.PathDel, `{"containerID":"c","ifName":"eth0"}`)
+	if resp.StatusCode != http.StatusInternalServerError || resp.ContentLength != int64(len(body)) ||
+		resp.TransferEncoding != nil || !strings.Contains(body, long) {
+		t.Fatalf("del: %d length %d te %v body of %d bytes", resp.StatusCode, resp.ContentLength, resp.TransferEncoding, len(body))
+	}
+	resp, body = post(cniproto.PathAdd, `{"containerID":`)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `"code":6`) {
+		t.Fatalf("bad add: %d %q", resp.StatusCode, body)
+	}
+	// The hand-written client reads the same long error.
+	err := cniproto.NewClient(path, 10*time.Second).Del(context.Background(), &cniproto.Request{ContainerID: "c"})
+	var e *cniproto.Error
+	if !errors.As(err, &e) || e.Code != cniproto.CodeInternal || e.Details != long {
+		t.Fatalf("client: %.200v", err)
 	}
 }

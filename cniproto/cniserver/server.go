@@ -1,4 +1,4 @@
-package cniproto
+package cniserver
 
 import (
 	"context"
@@ -14,17 +14,24 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/cniproto"
 )
 
-// maxBody bounds request bodies; a GC list of 10k attachments is ~1 MiB.
-const maxBody = 8 << 20
+// Sentinel errors of New; test with errors.Is.
+var (
+	// ErrSocketInUse: New found a live server on the socket path.
+	ErrSocketInUse = errors.New("cniserver: socket in use by a live server")
+	// ErrNotSocket: New found a file that is not a socket on the socket path.
+	ErrNotSocket = errors.New("cniserver: path exists and is not a socket")
+)
 
 // shutdownGrace is how long Serve waits for in-flight calls after its context ends.
 const shutdownGrace = 10 * time.Second
 
-// Server serves a Handler on a UNIX socket.
+// Server serves a cniproto.Handler on a UNIX socket.
 type Server struct {
-	h      Handler
+	h      cniproto.Handler
 	path   string
 	log    *slog.Logger
 	ln     *net.UnixListener
@@ -36,7 +43,7 @@ type Server struct {
 	stop context.CancelFunc
 }
 
-// NewServer creates the socket at socketPath with mode 0600 (owner only; coild runs as
+// New creates the socket at socketPath with mode 0600 (owner only; coild runs as
 // root, and so does the plugin) and returns a server that is not yet serving.
 //
 // A stale socket file (nothing listening) is removed first. If a server answers on
@@ -47,9 +54,9 @@ type Server struct {
 // few bytes longer than socketPath, which must stay under 108 bytes), chmod'ed, then
 // renamed into place: it never appears under its final name with a wider mode, and no
 // process-wide umask is changed.
-func NewServer(h Handler, socketPath string, logger *slog.Logger) (*Server, error) {
+func New(h cniproto.Handler, socketPath string, logger *slog.Logger) (*Server, error) {
 	if h == nil {
-		return nil, errors.New("cniproto: nil handler")
+		return nil, errors.New("cniserver: nil handler")
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -59,10 +66,10 @@ func NewServer(h Handler, socketPath string, logger *slog.Logger) (*Server, erro
 	}
 	tmp := filepath.Join(filepath.Dir(socketPath),
 		"."+filepath.Base(socketPath)+".tmp"+strconv.Itoa(os.Getpid()))
-	_ = os.Remove(tmp) // a leftover of a crashed NewServer of the same pid namespace
+	_ = os.Remove(tmp) // a leftover of a crashed New of the same pid namespace
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {
-		return nil, errors.Wrapf(err, "cniproto: listen on %s", tmp)
+		return nil, errors.Wrapf(err, "cniserver: listen on %s", tmp)
 	}
 	ln.SetUnlinkOnClose(false)
 	fail := func(err error) (*Server, error) {
@@ -71,23 +78,23 @@ func NewServer(h Handler, socketPath string, logger *slog.Logger) (*Server, erro
 		return nil, err
 	}
 	if err = os.Chmod(tmp, 0o600); err != nil {
-		return fail(errors.Wrapf(err, "cniproto: chmod 0600 %s", tmp))
+		return fail(errors.Wrapf(err, "cniserver: chmod 0600 %s", tmp))
 	}
 	if err = os.Rename(tmp, socketPath); err != nil {
-		return fail(errors.Wrapf(err, "cniproto: rename socket into %s", socketPath))
+		return fail(errors.Wrapf(err, "cniserver: rename socket into %s", socketPath))
 	}
 	info, err := os.Lstat(socketPath)
 	if err != nil {
-		return fail(errors.Wrapf(err, "cniproto: stat %s", socketPath))
+		return fail(errors.Wrapf(err, "cniserver: stat %s", socketPath))
 	}
 	base, stop := context.WithCancel(context.Background())
 	s := &Server{h: h, path: socketPath, log: logger, ln: ln, info: info, stop: stop}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+PathAdd, s.serveAdd)
-	mux.HandleFunc("POST "+PathDel, s.serveReq("del", h.Del))
-	mux.HandleFunc("POST "+PathCheck, s.serveReq("check", h.Check))
-	mux.HandleFunc("POST "+PathGC, s.serveGC)
-	mux.HandleFunc("POST "+PathStatus, s.serveStatus)
+	mux.HandleFunc("POST "+cniproto.PathAdd, s.serveAdd)
+	mux.HandleFunc("POST "+cniproto.PathDel, s.serveReq("del", h.Del))
+	mux.HandleFunc("POST "+cniproto.PathCheck, s.serveReq("check", h.Check))
+	mux.HandleFunc("POST "+cniproto.PathGC, s.serveGC)
+	mux.HandleFunc("POST "+cniproto.PathStatus, s.serveStatus)
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -104,7 +111,7 @@ func removeStale(path string) error {
 		return nil
 	}
 	if err != nil {
-		return errors.Wrapf(err, "cniproto: stat %s", path)
+		return errors.Wrapf(err, "cniserver: stat %s", path)
 	}
 	if fi.Mode()&os.ModeSocket == 0 {
 		return errors.Wrapf(ErrNotSocket, "%s (mode %s)", path, fi.Mode())
@@ -114,7 +121,7 @@ func removeStale(path string) error {
 		return errors.Wrapf(ErrSocketInUse, "%s", path)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return errors.Wrapf(err, "cniproto: remove stale socket %s", path)
+		return errors.Wrapf(err, "cniserver: remove stale socket %s", path)
 	}
 	return nil
 }
@@ -133,7 +140,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
 		if err := s.srv.Shutdown(sctx); err != nil {
-			s.log.Warn("cniproto: shutdown did not finish in time; closing", "err", err.Error())
+			s.log.Warn("cniserver: shutdown did not finish in time; closing", "err", err.Error())
 		}
 		s.Close()
 	})
@@ -148,7 +155,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return nil
 	}
 	s.Close()
-	return errors.Wrap(err, "cniproto: serve")
+	return errors.Wrap(err, "cniserver: serve")
 }
 
 // Close stops serving at once: connections are closed and the contexts of calls in
@@ -170,25 +177,25 @@ func (s *Server) removeSocket() {
 }
 
 func (s *Server) serveAdd(w http.ResponseWriter, r *http.Request) {
-	var req Request
+	var req cniproto.Request
 	if !s.decode(w, r, &req) {
 		return
 	}
 	res, err := s.h.Add(r.Context(), &req)
 	if err == nil && res == nil {
-		err = errors.New("cniproto: handler returned no result and no error")
+		err = errors.New("cniserver: handler returned no result and no error")
 	}
 	if err != nil {
 		s.fail(w, "add", &req, err)
 		return
 	}
-	s.log.Debug("cniproto: add", "container", req.ContainerID, "ifname", req.IfName, "addrs", res.Addrs)
+	s.log.Debug("cniserver: add", "container", req.ContainerID, "ifname", req.IfName, "addrs", res.Addrs)
 	writeJSON(w, http.StatusOK, res)
 }
 
-func (s *Server) serveReq(op string, call func(context.Context, *Request) error) http.HandlerFunc {
+func (s *Server) serveReq(op string, call func(context.Context, *cniproto.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var req Request
+		var req cniproto.Request
 		if !s.decode(w, r, &req) {
 			return
 		}
@@ -196,13 +203,13 @@ func (s *Server) serveReq(op string, call func(context.Context, *Request) error)
 			s.fail(w, op, &req, err)
 			return
 		}
-		s.log.Debug("cniproto: "+op, "container", req.ContainerID, "ifname", req.IfName)
+		s.log.Debug("cniserver: "+op, "container", req.ContainerID, "ifname", req.IfName)
 		writeJSON(w, http.StatusOK, struct{}{})
 	}
 }
 
 func (s *Server) serveGC(w http.ResponseWriter, r *http.Request) {
-	var req GCRequest
+	var req cniproto.GCRequest
 	if !s.decode(w, r, &req) {
 		return
 	}
@@ -210,7 +217,7 @@ func (s *Server) serveGC(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "gc", nil, err)
 		return
 	}
-	s.log.Debug("cniproto: gc", "valid", len(req.ValidAttachments))
+	s.log.Debug("cniserver: gc", "valid", len(req.ValidAttachments))
 	writeJSON(w, http.StatusOK, struct{}{})
 }
 
@@ -223,11 +230,11 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, cniproto.MaxBody))
 	// Unknown fields are ignored: a newer plugin may send optional fields within v1.
 	if err := dec.Decode(v); err != nil {
-		e := NewError(CodeDecodingFailure, "coild could not decode the request", err.Error())
-		s.log.Warn("cniproto: bad request", "path", r.URL.Path, "err", err.Error())
+		e := cniproto.NewError(cniproto.CodeDecodingFailure, "coild could not decode the request", err.Error())
+		s.log.Warn("cniserver: bad request", "path", r.URL.Path, "err", err.Error())
 		writeJSON(w, http.StatusBadRequest, e)
 		return false
 	}
@@ -237,21 +244,31 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // fail reports a handler error to the client. This is the boundary where the error
 // leaves coild, so it is logged here (once) and not returned further.
-func (s *Server) fail(w http.ResponseWriter, op string, req *Request, err error) {
-	var e *Error
+func (s *Server) fail(w http.ResponseWriter, op string, req *cniproto.Request, err error) {
+	var e *cniproto.Error
 	if !errors.As(err, &e) {
-		e = NewError(CodeInternal, "coild: "+op+" failed", err.Error())
+		e = cniproto.NewError(cniproto.CodeInternal, "coild: "+op+" failed", err.Error())
 	}
 	attrs := []any{"op", op, "code", e.Code, "err", err.Error()}
 	if req != nil {
 		attrs = append(attrs, "container", req.ContainerID, "ifname", req.IfName)
 	}
-	s.log.Warn("cniproto: call failed", attrs...)
+	s.log.Warn("cniserver: call failed", attrs...)
 	writeJSON(w, http.StatusInternalServerError, e)
 }
 
+// writeJSON writes v with an explicit Content-Length, so a reply is never chunked
+// (the client reads chunks too, but a length is simpler and cheaper for both sides).
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Our reply types always encode; report the impossible as a protocol-level 500.
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(cniproto.NewError(cniproto.CodeInternal, "coild could not encode its reply", err.Error()))
+	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(b)
 }

@@ -1,0 +1,9 @@
+// Package cniserver is the server half of the cniproto protocol, run by coild: it
+// serves a cniproto.Handler over HTTP/1.1 (net/http) on a UNIX socket created with
+// mode 0600. Being net/http, it can be probed by hand:
+//
+//	curl --unix-socket /run/coild.sock -X POST -d '{}' http://coild/v1/status
+//
+// It lives apart from package cniproto so that the CNI plugin, which imports cniproto
+// for the types and the client, links neither net/http nor cockroachdb/errors.
+package cniserver
