@@ -65,6 +65,12 @@ func BenchmarkAllocate(b *testing.B) {
 // as they can, so they contend for the pool stream: the latency of the allocations that
 // had to take a new block (the first address of each block) is reported.
 func BenchmarkBlockAcquire3Nodes(b *testing.B) {
+	b.Run("3-nodes", func(b *testing.B) { blockAcquire(b, 3) })
+	// The baseline: one node alone, no contention.
+	b.Run("1-node-baseline", func(b *testing.B) { blockAcquire(b, 1) })
+}
+
+func blockAcquire(b *testing.B, nodeCount int) {
 	ctx := context.Background()
 	c := etcdtest.Start(b, etcdtest.WithFsync())
 	admin := &allocator.Admin{Log: events.NewEtcdLog(c.Client(b), events.EtcdConfig{Prefix: "/coil/"}), Clock: events.SystemClock{}, Actor: "bench"}
@@ -75,7 +81,7 @@ func BenchmarkBlockAcquire3Nodes(b *testing.B) {
 		b.Fatal(err)
 	}
 	var nodes []*allocator.Node
-	for i := range 3 {
+	for i := range nodeCount {
 		n, _, _ := etcdNode(b, ctx, c, fmt.Sprint("n", i), 0)
 		nodes = append(nodes, n)
 	}

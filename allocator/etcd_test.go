@@ -30,6 +30,18 @@ func etcdNode(t testing.TB, ctx context.Context, c *etcdtest.Cluster, name strin
 	if _, err := cli.Put(ctx, keys.Alive(name), name, clientv3.WithLease(g.ID)); err != nil {
 		t.Fatal(err)
 	}
+	// Keep the lease alive as coild does (benchmarks run longer than its TTL).
+	kctx, kcancel := context.WithCancel(context.Background())
+	ka, err := cli.KeepAlive(kctx, g.ID)
+	if err != nil {
+		kcancel()
+		t.Fatal(err)
+	}
+	go func() {
+		for range ka {
+		}
+	}()
+	t.Cleanup(kcancel)
 	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: log, AliveKey: keys.Alive(name), Lease: int64(g.ID), MaxBatch: maxBatch})
 	if _, _, err := n.Load(ctx); err != nil {
 		t.Fatal(err)
