@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/cockroachdb/errors"
 	"github.com/spf13/cobra"
@@ -23,11 +24,17 @@ func (a *app) logCommand() *cobra.Command {
 // rawLog is the log on the run's etcd client without coilctl's per-call timeout: export,
 // import, verify and archive run as long as the log is long.
 func (a *app) rawLog() (*events.EtcdLog, error) {
+	bulkGC()
 	if err := a.connect(); err != nil {
 		return nil, err
 	}
 	return events.NewEtcdLog(a.cli, events.EtcdConfig{Prefix: a.opts.prefix}), nil
 }
+
+// bulkGC lets the heap grow 4x between collections instead of 2x: the bulk commands
+// stream with a small live heap (tens of MiB), so this trades a little memory for less
+// collector CPU (about 15% of an export's time otherwise).
+func bulkGC() { debug.SetGCPercent(400) }
 
 // logErr marks logio's errors for the exit codes: a refused import is 4, a broken log 1.
 func logErr(err error) error {
@@ -205,6 +212,7 @@ Exit 0 if everything verifies; 1 naming the first bad stream and sequence
 }
 
 func (a *app) verifyFile(ctx context.Context, ver *logio.Verifier, path string) (logio.Header, error) {
+	bulkGC()
 	f, err := os.Open(path)
 	if err != nil {
 		return logio.Header{}, errors.Wrap(err, "verify")
