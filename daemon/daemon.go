@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		Node: cfg.Node, Log: &metricLog{Log: d.elog, m: d.metrics}, Clock: events.SystemClock{},
 		AliveKey: d.keys.Alive(cfg.Node), Logger: cfg.Logger,
 	})
-	if err := d.setupKube(); err != nil {
+	if err = d.setupKube(); err != nil {
 		return nil, err
 	}
 	d.server, err = cniserver.New(d, cfg.Socket, d.log)

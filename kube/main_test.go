@@ -6,10 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // mkNamespace creates a namespace with the given annotations.
 func mkNamespace(t *testing.T, cs kubernetes.Interface, name string, ann map[string]string) *corev1.Namespace {

@@ -110,7 +110,7 @@ func TestNodeReclaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.CreatePool(ctx, &events.PoolCreated{Name: "p", BlockSizeBits: 4, Subnets: []events.Subnet{sub}}); err != nil {
+	if err = admin.CreatePool(ctx, &events.PoolCreated{Name: "p", BlockSizeBits: 4, Subnets: []events.Subnet{sub}}); err != nil {
 		t.Fatal(err)
 	}
 	mkNode(t, cs, "n1")
@@ -118,9 +118,9 @@ func TestNodeReclaim(t *testing.T) {
 	n1 := startNode(t, cli, elog, "n1")
 	var old []netip.Addr
 	for _, id := range []string{"a", "b", "c"} {
-		asg, err := n1.Allocate(ctx, allocator.Request{ContainerID: id, IfName: "eth0", Pool: "p"})
-		if err != nil {
-			t.Fatal(err)
+		asg, aerr := n1.Allocate(ctx, allocator.Request{ContainerID: id, IfName: "eth0", Pool: "p"})
+		if aerr != nil {
+			t.Fatal(aerr)
 		}
 		old = append(old, asg.Addrs...)
 	}
@@ -141,24 +141,24 @@ func TestNodeReclaim(t *testing.T) {
 			LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond,
 			Registerer: reg, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 		}, func(ctx context.Context) {
-			if err := rec.Run(ctx); err != nil {
-				t.Errorf("reclaimer: %v", err)
+			if rerr := rec.Run(ctx); rerr != nil {
+				t.Errorf("reclaimer: %v", rerr)
 			}
 		})
 	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("RunLeader: %v", err)
+		if lerr := <-done; lerr != nil {
+			t.Errorf("RunLeader: %v", lerr)
 		}
 	})
 	testutil.Eventually(t, 30*time.Second, func() bool {
-		l, err := cs.CoordinationV1().Leases("kube-system").Get(ctx, "coil-controller", metav1.GetOptions{})
-		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == "test-1"
+		l, gerr := cs.CoordinationV1().Leases("kube-system").Get(ctx, "coil-controller", metav1.GetOptions{})
+		return gerr == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == "test-1"
 	}, "test-1 holds the leader Lease")
 
 	// Node deleted while its coild still holds the lease: refused, again and again.
-	if err := cs.CoreV1().Nodes().Delete(ctx, "n1", metav1.DeleteOptions{}); err != nil {
+	if err = cs.CoreV1().Nodes().Delete(ctx, "n1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 30*time.Second, func() bool {
@@ -167,7 +167,7 @@ func TestNodeReclaim(t *testing.T) {
 	if got := owners(t, elog, "p"); got[0] != "n1" {
 		t.Fatalf("block 0 taken from n1 while its lease lives: owners %v", got)
 	}
-	if _, err := n1.Allocate(ctx, allocator.Request{ContainerID: "d", IfName: "eth0", Pool: "p"}); err != nil {
+	if _, err = n1.Allocate(ctx, allocator.Request{ContainerID: "d", IfName: "eth0", Pool: "p"}); err != nil {
 		t.Fatalf("n1 cannot allocate while alive: %v", err)
 	}
 	if got := rec.Pending(); len(got) != 1 || got[0] != "n1" {
@@ -175,7 +175,7 @@ func TestNodeReclaim(t *testing.T) {
 	}
 
 	// The lease ends (coild gone, TTL expired): reclaimed.
-	if _, err := cli.Revoke(ctx, n1.lease); err != nil {
+	if _, err = cli.Revoke(ctx, n1.lease); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 30*time.Second, func() bool {
@@ -185,7 +185,7 @@ func TestNodeReclaim(t *testing.T) {
 		t.Fatalf("owners after reclaim %v, want none", got)
 	}
 	st := projection.NewNode()
-	if _, err := elog.Read(ctx, events.NodeStream("n1"), 1, 0, st.Apply); err != nil {
+	if _, err = elog.Read(ctx, events.NodeStream("n1"), 1, 0, st.Apply); err != nil {
 		t.Fatal(err)
 	}
 	if !st.Retired || len(st.Attached) != 0 {
@@ -193,7 +193,7 @@ func TestNodeReclaim(t *testing.T) {
 	}
 
 	// The stale allocator of n1 (lease gone) cannot hand out anything.
-	if _, err := n1.Allocate(ctx, allocator.Request{ContainerID: "e", IfName: "eth0", Pool: "p"}); !errors.Is(err, events.ErrFenced) {
+	if _, err = n1.Allocate(ctx, allocator.Request{ContainerID: "e", IfName: "eth0", Pool: "p"}); !errors.Is(err, events.ErrFenced) {
 		t.Fatalf("stale n1 allocation: %v, want ErrFenced", err)
 	}
 	// n2 takes the freed block 0; n1 comes back with a new lease and gets another block.

@@ -98,7 +98,7 @@ func TestResolvePool(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns.Annotations = map[string]string{kube.PoolAnnotation: "later"}
-	if _, err := cs.CoreV1().Namespaces().Update(ctx, ns, metav1UpdateOptions()); err != nil {
+	if _, err = cs.CoreV1().Namespaces().Update(ctx, ns, metav1UpdateOptions()); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 20*time.Second, func() bool {
