@@ -101,9 +101,9 @@ func Archive(ctx context.Context, log *events.EtcdLog, path string, opt ArchiveO
 	h.Before = opt.Cut.String()
 	keep := map[events.Stream]int64{} // the snapshot kept: its ModRevision
 	for _, s := range sortedStreams(heads) {
-		first, snap, snapRev, err := archiveRange(ctx, log, s, rev, opt.Cut)
-		if err != nil {
-			return ArchiveResult{}, err
+		first, snap, snapRev, aerr := archiveRange(ctx, log, s, rev, opt.Cut)
+		if aerr != nil {
+			return ArchiveResult{}, aerr
 		}
 		if snap <= first {
 			continue
@@ -116,7 +116,7 @@ func Archive(ctx context.Context, log *events.EtcdLog, path string, opt ArchiveO
 		return res, nil
 	}
 	// The last hash of each range is the kept snapshot's previous-hash: read while writing.
-	if err := writeArchive(ctx, log, path, &h, rev, opt.Progress); err != nil {
+	if err = writeArchive(ctx, log, path, &h, rev, opt.Progress); err != nil {
 		return res, err
 	}
 	res.Header = h
@@ -171,7 +171,7 @@ func archiveRange(ctx context.Context, log *events.EtcdLog, s events.Stream, rev
 	}
 	// The newest snapshot qualifies most of the time.
 	var pe *events.Event
-	if _, err := log.Read(ctx, s, ptr, rev, func(e *events.Event) error { pe = e; return errStop }); err != nil && !errors.Is(err, errStop) {
+	if _, err = log.Read(ctx, s, ptr, rev, func(e *events.Event) error { pe = e; return errStop }); err != nil && !errors.Is(err, errStop) {
 		return 0, 0, 0, errors.Wrapf(err, "read %s #%d", s, ptr)
 	}
 	if pe != nil && cut.before(pe) {

@@ -112,18 +112,6 @@ func (p Progress) report(done, total int64) {
 // progressEvery is how often (in events) progress is reported.
 const progressEvery = 4096
 
-// countingReader counts bytes read (progress of a file by its size).
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // lineReader reads a file's lines, counting them.
 type lineReader struct {
 	sc   *bufio.Scanner

@@ -74,16 +74,16 @@ func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOpt
 		rec = binary.AppendUvarint(rec, e.Seq)
 		rec = binary.AppendUvarint(rec, uint64(len(v)))
 		rec = append(rec, v...)
-		_, err := sw.Write(rec)
-		return errors.Wrap(err, "logio: import: spool")
+		_, werr := sw.Write(rec)
+		return errors.Wrap(werr, "logio: import: spool")
 	})
 	if err != nil {
 		return h, err
 	}
-	if err := sw.Flush(); err != nil {
+	if err = sw.Flush(); err != nil {
 		return h, errors.Wrap(err, "logio: import: spool")
 	}
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+	if _, err = spool.Seek(0, io.SeekStart); err != nil {
 		return h, errors.Wrap(err, "logio: import: spool")
 	}
 	n, err := writeSpool(ctx, cli, keys, bufio.NewReaderSize(spool, 1<<20), h.Total(), opt)
@@ -176,7 +176,7 @@ func readSpool(r *bufio.Reader) (stream string, seq uint64, value string, err er
 		return "", 0, "", errors.Wrap(err, "logio: import: spool")
 	}
 	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
+	if _, err = io.ReadFull(r, b); err != nil {
 		return "", 0, "", errors.Wrap(err, "logio: import: spool")
 	}
 	if seq, err = binary.ReadUvarint(r); err != nil {

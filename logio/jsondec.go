@@ -37,14 +37,14 @@ func fastDecode(line []byte) (*events.Event, []byte, bool) {
 		}
 		switch key {
 		case "schema":
-			v, ok := l.uint()
-			if !ok || v != events.SchemaVersion {
+			v, good := l.uint()
+			if !good || v != events.SchemaVersion {
 				return nil, nil, false
 			}
 			e.Schema, hasSchema = uint32(v), true
 		case "stream":
-			s, ok := l.str()
-			if !ok {
+			s, good := l.str()
+			if !good {
 				return nil, nil, false
 			}
 			e.Stream = events.Stream(s)
@@ -57,8 +57,8 @@ func fastDecode(line []byte) (*events.Event, []byte, bool) {
 				return nil, nil, false
 			}
 		case "time":
-			s, ok := l.str()
-			if !ok {
+			s, good := l.str()
+			if !good {
 				return nil, nil, false
 			}
 			t, err := time.Parse(time.RFC3339Nano, s)
@@ -80,8 +80,8 @@ func fastDecode(line []byte) (*events.Event, []byte, bool) {
 			}
 			hasHash = true
 		case "revision":
-			v, ok := l.uint()
-			if !ok {
+			v, good := l.uint()
+			if !good {
 				return nil, nil, false
 			}
 			e.Revision = int64(v)

@@ -141,7 +141,7 @@ func fullState(t *testing.T, lg events.Log, from func(events.Stream) uint64) (*p
 	}
 	st := projection.NewState()
 	for s := range heads {
-		if _, err := lg.Read(ctx, s, from(s), rev, st.Apply); err != nil {
+		if _, err = lg.Read(ctx, s, from(s), rev, st.Apply); err != nil {
 			t.Fatalf("replay %s: %+v", s, err)
 		}
 	}
@@ -295,7 +295,7 @@ func TestTamperedExport(t *testing.T) {
 	}
 	lines[victim] = string(b)
 	bad := filepath.Join(t.TempDir(), "bad.jsonl")
-	if err := os.WriteFile(bad, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+	if err = os.WriteFile(bad, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -309,7 +309,7 @@ func TestTamperedExport(t *testing.T) {
 	}
 
 	c := newSite(t)
-	if _, err := logio.Import(ctxT(t), c.log, bad, logio.ImportOptions{}); !errors.Is(err, logio.ErrBroken) {
+	if _, err = logio.Import(ctxT(t), c.log, bad, logio.ImportOptions{}); !errors.Is(err, logio.ErrBroken) {
 		t.Fatalf("import: err = %v, want ErrBroken", err)
 	}
 	r, err := c.cli.Get(ctxT(t), "/coil/", clientv3.WithPrefix(), clientv3.WithCountOnly())
@@ -322,7 +322,7 @@ func TestTamperedExport(t *testing.T) {
 
 	// A dropped line (a gap) is named too.
 	gap := append(append([]string{}, lines[:victim]...), lines[victim+1:]...)
-	if err := os.WriteFile(bad, []byte(strings.Join(gap, "\n")), 0o600); err != nil {
+	if err = os.WriteFile(bad, []byte(strings.Join(gap, "\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err = verifyFile(t, logio.NewVerifier(), bad)
@@ -345,13 +345,13 @@ func TestSnapshotAndArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	for s := range heads {
-		r, err := logio.Snapshot(ctx, a.log, s, a.clock.Now, "test")
-		if err != nil || r.Skipped {
-			t.Fatalf("snapshot %s: %+v %+v", s, r, err)
+		r, serr := logio.Snapshot(ctx, a.log, s, a.clock.Now, "test")
+		if serr != nil || r.Skipped {
+			t.Fatalf("snapshot %s: %+v %+v", s, r, serr)
 		}
 		// Idempotent: the last event is a snapshot now.
-		if r2, err := logio.Snapshot(ctx, a.log, s, a.clock.Now, "test"); err != nil || !r2.Skipped || r2.Seq != r.Seq {
-			t.Fatalf("second snapshot %s: %+v %v", s, r2, err)
+		if r2, serr := logio.Snapshot(ctx, a.log, s, a.clock.Now, "test"); serr != nil || !r2.Skipped || r2.Seq != r.Seq {
+			t.Fatalf("second snapshot %s: %+v %v", s, r2, serr)
 		}
 	}
 	_, rev, err := a.log.Head(ctx, events.ClusterStream)
@@ -376,18 +376,18 @@ func TestSnapshotAndArchive(t *testing.T) {
 		t.Fatalf("archive: %+v", res)
 	}
 	// Reading archived streams from #1 fails clearly; from the snapshot it works.
-	if _, err := a.log.Read(ctx, events.NodeStream("n1"), 1, 0, func(*events.Event) error { return nil }); !errors.Is(err, events.ErrCompacted) {
+	if _, err = a.log.Read(ctx, events.NodeStream("n1"), 1, 0, func(*events.Event) error { return nil }); !errors.Is(err, events.ErrCompacted) {
 		t.Fatalf("read archived stream from #1: %v", err)
 	}
-	if _, err := logio.NewVerifier().Live(ctx, a.log); err != nil {
+	if _, err = logio.NewVerifier().Live(ctx, a.log); err != nil {
 		t.Fatalf("live log after archive: %+v", err)
 	}
 	v := logio.NewVerifier()
-	if _, err := verifyFile(t, v, path); err != nil {
-		t.Fatalf("archive alone: %+v", err)
+	if _, verr := verifyFile(t, v, path); verr != nil {
+		t.Fatalf("archive alone: %+v", verr)
 	}
-	if _, err := v.Live(ctx, a.log); err != nil {
-		t.Fatalf("archive then live: %+v", err)
+	if _, verr := v.Live(ctx, a.log); verr != nil {
+		t.Fatalf("archive then live: %+v", verr)
 	}
 	// Nothing more to archive before the same cut.
 	res2, err := logio.Archive(ctx, a.log, path+".2", logio.ArchiveOptions{Cut: logio.Cut{Revision: rev + 1}})
@@ -404,11 +404,11 @@ func TestSnapshotAndArchive(t *testing.T) {
 	defer f.Close()
 	for _, l := range strings.Split(strings.TrimSpace(readAll(t, f)), "\n")[1:] {
 		var e events.Event
-		if err := e.UnmarshalJSON([]byte(l)); err != nil {
-			t.Fatal(err)
+		if verr := e.UnmarshalJSON([]byte(l)); verr != nil {
+			t.Fatal(verr)
 		}
-		if err := st.Apply(&e); err != nil {
-			t.Fatalf("replay archive: %+v", err)
+		if verr := st.Apply(&e); verr != nil {
+			t.Fatalf("replay archive: %+v", verr)
 		}
 	}
 	heads, rev2, err := a.log.Streams(ctx, "", 0)
@@ -417,8 +417,8 @@ func TestSnapshotAndArchive(t *testing.T) {
 	}
 	for s := range heads {
 		from := res.Header.Streams[s].Last + 1
-		if _, err := a.log.Read(ctx, s, from, rev2, st.Apply); err != nil {
-			t.Fatalf("replay live %s from #%d: %+v", s, from, err)
+		if _, verr := a.log.Read(ctx, s, from, rev2, st.Apply); verr != nil {
+			t.Fatalf("replay live %s from #%d: %+v", s, from, verr)
 		}
 	}
 	replayed, err := st.Hash()
@@ -453,8 +453,8 @@ func TestSnapshotAndArchive(t *testing.T) {
 	exp := filepath.Join(t.TempDir(), "after.jsonl")
 	export(t, a.log, exp)
 	b := newSite(t)
-	if _, err := logio.Import(ctx, b.log, exp, logio.ImportOptions{}); err != nil {
-		t.Fatalf("import of an archived log's export: %+v", err)
+	if _, verr := logio.Import(ctx, b.log, exp, logio.ImportOptions{}); verr != nil {
+		t.Fatalf("import of an archived log's export: %+v", verr)
 	}
 	got, err := loadFromSnapshots(ctx, b.log)
 	if err != nil {

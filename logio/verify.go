@@ -94,7 +94,7 @@ func (v *Verifier) file(ctx context.Context, r io.Reader, check func(*Header) er
 		return Header{}, err
 	}
 	if check != nil {
-		if err := check(&h); err != nil {
+		if err = check(&h); err != nil {
 			return h, err
 		}
 	}
@@ -124,8 +124,8 @@ func (v *Verifier) file(ctx context.Context, r io.Reader, check func(*Header) er
 			return broken(e.Stream, e.Seq, derr)
 		}
 		if cur == nil || e.Stream != cur.stream {
-			if err := finish(); err != nil {
-				return err
+			if ferr := finish(); ferr != nil {
+				return ferr
 			}
 			want, ok := h.Streams[e.Stream]
 			if !ok {
@@ -140,8 +140,8 @@ func (v *Verifier) file(ctx context.Context, r io.Reader, check func(*Header) er
 			seen[e.Stream] = true
 			cur = v.begin(e.Stream)
 		}
-		if err := cur.next(e); err != nil {
-			return err
+		if ferr := cur.next(e); ferr != nil {
+			return ferr
 		}
 		if e.Seq == h.Streams[e.Stream].Snapshot {
 			if _, ok := e.Payload.(*events.Snapshot); !ok {
@@ -149,8 +149,8 @@ func (v *Verifier) file(ctx context.Context, r io.Reader, check func(*Header) er
 			}
 		}
 		if each != nil {
-			if err := each(e, value); err != nil {
-				return err
+			if ferr := each(e, value); ferr != nil {
+				return ferr
 			}
 		}
 		done++
@@ -190,13 +190,13 @@ func (v *Verifier) Live(ctx context.Context, log *events.EtcdLog) (Report, error
 	spans := make(map[events.Stream]span, len(heads))
 	var total int64
 	for s, h := range heads {
-		first, _, err := log.OldestStored(ctx, s, rev)
-		if err != nil {
-			return rep, errors.Wrapf(err, "oldest event of %s", s)
+		first, _, serr := log.OldestStored(ctx, s, rev)
+		if serr != nil {
+			return rep, errors.Wrapf(serr, "oldest event of %s", s)
 		}
-		snap, _, err := log.SnapshotSeq(ctx, s, rev)
-		if err != nil {
-			return rep, errors.Wrapf(err, "snapshot pointer of %s", s)
+		snap, _, serr := log.SnapshotSeq(ctx, s, rev)
+		if serr != nil {
+			return rep, errors.Wrapf(serr, "snapshot pointer of %s", s)
 		}
 		if first == 0 {
 			return rep, brokenf(s, h.Seq, "the head names #%d but no event of the stream is stored", h.Seq)

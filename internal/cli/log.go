@@ -31,10 +31,10 @@ func (a *app) rawLog() (*events.EtcdLog, error) {
 	return events.NewEtcdLog(a.cli, events.EtcdConfig{Prefix: a.opts.prefix}), nil
 }
 
-// bulkGC lets the heap grow 4x between collections instead of 2x: the bulk commands
+// bulkGC lets the heap grow 3x between collections instead of 2x: the bulk commands
 // stream with a small live heap (tens of MiB), so this trades a little memory for less
 // collector CPU (about 15% of an export's time otherwise).
-func bulkGC() { debug.SetGCPercent(400) }
+func bulkGC() { debug.SetGCPercent(200) }
 
 // logErr marks logio's errors for the exit codes: a refused import is 4, a broken log 1.
 func logErr(err error) error {
@@ -345,7 +345,7 @@ Streams without such a snapshot are left alone; with none at all no file is writ
 			if err != nil {
 				return errors.Mark(err, ErrUsage)
 			}
-			if _, err := os.Stat(to); err == nil {
+			if _, err = os.Stat(to); err == nil {
 				return errors.Mark(errors.Newf("%s exists: archive to a new file", to), ErrRefused)
 			}
 			lg, err := a.rawLog()

@@ -27,14 +27,14 @@ func TestLogCommands(t *testing.T) {
 	if !strings.HasPrefix(stdout, `{"coilLogExport":1,"kind":"export"`) {
 		t.Fatalf("export to stdout starts %q", stdout[:min(80, len(stdout))])
 	}
-	if out := e.ok("log", "verify"); !strings.Contains(out, "live log at revision") {
-		t.Fatalf("verify: %q", out)
+	if got := e.ok("log", "verify"); !strings.Contains(got, "live log at revision") {
+		t.Fatalf("verify: %q", got)
 	}
-	if out := e.ok("log", "verify", "--file", exp); !strings.Contains(out, "ok") {
-		t.Fatalf("verify --file: %q", out)
+	if got := e.ok("log", "verify", "--file", exp); !strings.Contains(got, "ok") {
+		t.Fatalf("verify --file: %q", got)
 	}
-	if out := e.ok("-o", "json", "log", "verify", "--file", exp, "--then-live"); !strings.Contains(out, `"node/n1"`) {
-		t.Fatalf("verify --then-live -o json: %q", out)
+	if got := e.ok("-o", "json", "log", "verify", "--file", exp, "--then-live"); !strings.Contains(got, `"node/n1"`) {
+		t.Fatalf("verify --then-live -o json: %q", got)
 	}
 
 	// Tampered: exit 1 naming stream and sequence; import refuses.
@@ -56,8 +56,8 @@ func TestLogCommands(t *testing.T) {
 	e.fails(cli.ExitRefused, []string{"log", "import", exp}, "already holds a Coil log", "--force")
 	f := newEnv(t)
 	f.fails(cli.ExitFailure, []string{"log", "import", bad}, "chain broken at node/n1 #")
-	if out := f.ok("log", "import", exp); !strings.Contains(out, "imported") {
-		t.Fatalf("import: %q", out)
+	if got := f.ok("log", "import", exp); !strings.Contains(got, "imported") {
+		t.Fatalf("import: %q", got)
 	}
 	f.ok("log", "verify")
 	if a, b := e.ok("-o", "json", "address", "list"), f.ok("-o", "json", "address", "list"); a != b {
