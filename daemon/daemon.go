@@ -63,11 +63,14 @@ type Daemon struct {
 	deleting map[string]chan struct{} // host veth -> closed when its DEL finished
 	// recent holds the host veths whose ADD or DEL finished since the current reconcile
 	// pass took its snapshots: the pass leaves them alone (its snapshots may predate them).
-	recent   map[string]bool
+	recent map[string]bool
+	// exported holds the blocks known to be in the export table: the set of the last
+	// successful full sync plus the routes ADDs added since (ensureExported).
 	exported map[netip.Prefix]bool
 
-	// exportMu serialises export syncs: each reads the node's blocks and then the table,
-	// so two overlapping syncs could undo each other's newer view.
+	// exportMu serialises changes to the export table: a full sync reads the node's
+	// blocks and then the table, so two overlapping syncs could undo each other's newer
+	// view; ensureExported adds under it too.
 	exportMu sync.Mutex
 
 	delq    chan delItem
@@ -281,15 +284,19 @@ const (
 const slowExportSync = 500 * time.Millisecond
 
 // ensureExported returns once every block of asg is in the export table, so a pod's
-// block route exists before its ADD returns. It syncs the table if a block is missing
-// (a failed sync is logged by syncExportLocked and the ADD goes on:
-// the session loop and the next reconcile pass retry it).
+// block route exists before its ADD returns. A missing block gets its route with one
+// netlink call (AddBlackhole, idempotent), not a full Sync: a Sync dumps the routes,
+// and during a burst, with the burst's pod routes being added, that dump costs
+// 35-260 ms here (the kernel restarts an interrupted dump). Routes to remove are left to
+// the next full sync (the session loop's when the blocks change, and every reconcile
+// pass). A failed add is logged, asks the session loop for a full sync, and the ADD goes
+// on.
 //
 // The ADDs of a burst that land in a new block all find it missing at once and queue on
-// exportMu. Each re-checks under the lock, so only the first runs a Sync; the others
-// return as soon as it is done instead of each running a full Sync of its own (which,
-// with the kernel busy creating the burst's veths, once added up to 2 s before a later
-// block's first sync could start).
+// exportMu. Each re-checks under the lock, so only the first adds the route; the others
+// return as soon as it is there. (Before, each ran a full Sync of its own, one after the
+// other: with the kernel busy creating the burst's veths, a later block's ADDs once
+// waited 2 s behind them.)
 func (d *Daemon) ensureExported(ctx context.Context, asg *allocator.Assignment) {
 	if d.isExported(asg.BlockPrefixes) {
 		return
@@ -297,13 +304,36 @@ func (d *Daemon) ensureExported(ctx context.Context, asg *allocator.Assignment) 
 	queued := time.Now()
 	d.exportMu.Lock()
 	defer d.exportMu.Unlock()
-	if d.isExported(asg.BlockPrefixes) {
-		return // a sync that ran while this ADD waited covered its block
+	waited := time.Since(queued)
+	var missing []netip.Prefix
+	d.mu.Lock()
+	for _, p := range asg.BlockPrefixes {
+		if !d.exported[p] {
+			missing = append(missing, p)
+		}
 	}
-	d.syncExportLocked(ctx, syncForAdd, time.Since(queued))
+	d.mu.Unlock()
+	if len(missing) == 0 {
+		return // a sync or another ADD covered these blocks while this one waited
+	}
+	start := time.Now()
+	cfg := d.exp.Config()
+	for _, p := range missing {
+		if err := d.plumber.AddBlackhole(ctx, cfg.Table, cfg.Protocol, p); err != nil {
+			d.log.Error("export route", "trigger", syncForAdd, "block", p, "err", err)
+			d.requestSync()
+			return
+		}
+		d.mu.Lock()
+		d.exported[p] = true
+		d.mu.Unlock()
+	}
+	d.metrics.reconcileActions.WithLabelValues("export_add").Add(float64(len(missing)))
+	d.log.Info("export table synced", "trigger", syncForAdd, "added", len(missing), "blocks", missing,
+		"waited", waited.Round(time.Microsecond), "took", time.Since(start).Round(time.Microsecond))
 }
 
-// isExported reports whether the last successful sync put every prefix in the table.
+// isExported reports whether every prefix is known to be in the export table.
 func (d *Daemon) isExported(prefixes []netip.Prefix) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()

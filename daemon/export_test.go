@@ -12,8 +12,9 @@ import (
 	"github.com/coil-net/coil/cniproto"
 )
 
-// syncCounter is a slog handler that counts export syncs by trigger (every sync is
-// logged, at Debug when it changed nothing) and passes records at its level on.
+// syncCounter is a slog handler that counts export syncs by trigger (every sync, and
+// every route an ADD adds, is logged, at Debug when it changed nothing) and passes
+// records at its level on.
 type syncCounter struct {
 	next  slog.Handler
 	count *sync.Map // trigger -> *atomic.Int64
@@ -54,8 +55,9 @@ func (h syncCounter) get(trigger string) int64 {
 }
 
 // TestBurstSyncsExportOncePerBlock: concurrent ADDs that land in new blocks each need
-// their block's route before they return, but they queue for the same sync: an
-// ADD-triggered sync runs at most once per new block, not once per ADD.
+// their block's route before they return, but they queue for the same work: the ADD
+// path exports (adds a block route) at most once per new block, not once per ADD, and
+// the session loop does not run a sync per watched batch of address events.
 func TestBurstSyncsExportOncePerBlock(t *testing.T) {
 	e := newEnv(t)
 	e.defaultPool()
