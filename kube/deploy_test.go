@@ -56,7 +56,7 @@ func TestManifestsServerDryRun(t *testing.T) {
 	}{
 		{coild, []string{"list", "pods", "-A"}, "yes"},
 		{coild, []string{"watch", "namespaces"}, "yes"},
-		{coild, []string{"get", "nodes"}, "yes"},
+		{coild, []string{"get", "nodes"}, "no"},
 		{coild, []string{"update", "pods", "-n", "default"}, "no"},
 		{coild, []string{"delete", "pods", "-n", "default"}, "no"},
 		{coild, []string{"get", "secrets", "-n", "kube-system"}, "no"},
