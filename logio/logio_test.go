@@ -320,6 +320,35 @@ func TestTamperedExport(t *testing.T) {
 		t.Fatalf("import of a tampered file wrote %d keys", r.Count)
 	}
 
+	// The live log: one changed byte in a stored event, then a stray key.
+	ctx := ctxT(t)
+	key := a.log.Keys().Event("node/n2", 3)
+	got, err := a.cli.Get(ctx, key)
+	if err != nil || len(got.Kvs) != 1 {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	val := bytes.Clone(got.Kvs[0].Value)
+	val[len(val)-1] ^= 1
+	if _, err = a.cli.Put(ctx, key, string(val)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = logio.NewVerifier().Live(ctx, a.log)
+	if !errors.As(err, &be) || be.Stream != "node/n2" || (be.Seq != 3 && be.Seq != 4) {
+		t.Fatalf("verify live with a changed value: err = %v, want chain broken at node/n2 #3 or #4", err)
+	}
+	if _, err = a.cli.Put(ctx, key, string(got.Kvs[0].Value)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = logio.NewVerifier().Live(ctx, a.log); err != nil {
+		t.Fatalf("verify live after repair: %+v", err)
+	}
+	if _, err = a.cli.Put(ctx, a.log.Keys().Event("node/zz", 1), "stray"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = logio.NewVerifier().Live(ctx, a.log); !errors.Is(err, logio.ErrBroken) || !strings.Contains(err.Error(), "stray") {
+		t.Fatalf("verify live with a stray key: %v", err)
+	}
+
 	// A dropped line (a gap) is named too.
 	gap := append(append([]string{}, lines[:victim]...), lines[victim+1:]...)
 	if err = os.WriteFile(bad, []byte(strings.Join(gap, "\n")), 0o600); err != nil {
