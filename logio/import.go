@@ -34,7 +34,7 @@ type ImportOptions struct {
 
 // Import loads an export file into the log's etcd under the log's prefix. It refuses
 // (ErrNotEmpty) when etcd holds any event, head or snapshot pointer under the prefix,
-// unless opt.Force. It verifies the whole file first (ErrBroken, ErrFormat: nothing is
+// unless opt.Force (which deletes them once the file verified). It verifies the whole file first (ErrBroken, ErrFormat: nothing is
 // written), keeping each event's stored bytes (the canonical encoding of the JSON event,
 // whose hash the file carries) in a spool file in the temporary directory ($TMPDIR; about
 // 300 bytes per event, removed on return); then it writes them in transactions of up to 127 puts, several in flight,
@@ -46,7 +46,8 @@ type ImportOptions struct {
 // Force. Archive files cannot be imported (their events are history, not state).
 func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOptions) (Header, error) {
 	cli, keys := log.Client(), log.Keys()
-	if err := prepareEmpty(ctx, cli, keys, opt.Force); err != nil {
+	// Refuse early (before reading the file), but delete only once the file verified.
+	if err := prepareEmpty(ctx, cli, keys, opt.Force, false); err != nil {
 		return Header{}, err
 	}
 	f, err := os.Open(path)
@@ -82,6 +83,9 @@ func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOpt
 	}
 	if err = sw.Flush(); err != nil {
 		return h, errors.Wrap(err, "logio: import: spool")
+	}
+	if err = prepareEmpty(ctx, cli, keys, opt.Force, opt.Force); err != nil {
+		return h, err
 	}
 	if _, err = spool.Seek(0, io.SeekStart); err != nil {
 		return h, errors.Wrap(err, "logio: import: spool")
@@ -192,8 +196,8 @@ func readSpool(r *bufio.Reader) (stream string, seq uint64, value string, err er
 	return string(b), seq, string(v), nil
 }
 
-// prepareEmpty refuses a non-empty log, or with force deletes it.
-func prepareEmpty(ctx context.Context, cli *clientv3.Client, keys events.Keys, force bool) error {
+// prepareEmpty refuses a non-empty log unless force; with del it deletes it.
+func prepareEmpty(ctx context.Context, cli *clientv3.Client, keys events.Keys, force, del bool) error {
 	prefixes := []string{keys.LogPrefix(), keys.HeadPrefix(), keys.Prefix() + "snap/"}
 	var n int64
 	for _, p := range prefixes {
@@ -208,6 +212,9 @@ func prepareEmpty(ctx context.Context, cli *clientv3.Client, keys events.Keys, f
 	}
 	if !force {
 		return errors.Wrapf(ErrNotEmpty, "%d keys under %s (log/, head/, snap/); import needs an empty etcd (or --force, which deletes them)", n, keys.Prefix())
+	}
+	if !del {
+		return nil
 	}
 	ops := make([]clientv3.Op, 0, len(prefixes))
 	for _, p := range prefixes {

@@ -235,6 +235,28 @@ func TestRecovery(t *testing.T) {
 	if _, err := logio.Import(ctxT(t), b.log, path, logio.ImportOptions{}); !errors.Is(err, logio.ErrNotEmpty) {
 		t.Fatalf("second import: err = %v, want ErrNotEmpty", err)
 	}
+	// --force with a file that does not verify keeps the log there; with a good one it
+	// replaces it.
+	bad := filepath.Join(t.TempDir(), "bad.jsonl")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = os.WriteFile(bad, raw[:len(raw)-40], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = logio.Import(ctxT(t), b.log, bad, logio.ImportOptions{Force: true}); !errors.Is(err, logio.ErrBroken) {
+		t.Fatalf("forced import of a truncated file: err = %v, want ErrBroken", err)
+	}
+	if _, h := fullState(t, b.log, fromOne); h != before {
+		t.Fatal("a forced import of a bad file changed the log")
+	}
+	if _, err = logio.Import(ctxT(t), b.log, path, logio.ImportOptions{Force: true}); err != nil {
+		t.Fatalf("forced import: %+v", err)
+	}
+	if _, h := fullState(t, b.log, fromOne); h != before {
+		t.Fatal("forced import: state differs")
+	}
 
 	// Restart the node allocators on the new etcd: every container keeps its address
 	// (a repeated ADD is idempotent) and new ones never get a held address.

@@ -233,7 +233,7 @@ func (a *app) logImportCommand() *cobra.Command {
 		Long: `Load an export file (coilctl log export) into etcd under --etcd-prefix. The whole
 file is verified before anything is written (a file that does not verify: exit 1, nothing
 written). Refused (exit 4) when etcd already holds events, heads or snapshot pointers
-under the prefix, unless --force, which deletes them first (liveness keys are kept).
+under the prefix, unless --force, which deletes them once the file verified (liveness keys are kept).
 Events keep their bytes and hashes; they get new etcd revisions.`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
@@ -253,7 +253,7 @@ Events keep their bytes and hashes; they get new etcd revisions.`,
 			return a.printLogSummary("imported", args[0], h)
 		}),
 	}
-	c.Flags().BoolVar(&force, "force", false, "delete the log etcd holds under the prefix, then import")
+	c.Flags().BoolVar(&force, "force", false, "replace the log etcd holds under the prefix (deleted once FILE verified)")
 	return c
 }
 
