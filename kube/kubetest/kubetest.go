@@ -99,6 +99,7 @@ func Start(t testing.TB) *APIServer {
 	write(t, filepath.Join(dir, "sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))
 	write(t, filepath.Join(dir, "tokens.csv"), []byte(s.Token+",admin,admin-uid,system:masters\n"))
 	port := freePort(t)
+	started := time.Now()
 	s.URL = "https://127.0.0.1:" + strconv.Itoa(port)
 	logPath := filepath.Join(dir, "kube-apiserver.log")
 	logf, err := os.Create(logPath)
@@ -159,6 +160,7 @@ current-context: test
 		default:
 		}
 		if s.ready(hc) {
+			t.Logf("kube-apiserver %s ready at %s in %s", Version, s.URL, time.Since(started).Round(time.Millisecond))
 			break
 		}
 		if time.Now().After(deadline) {
