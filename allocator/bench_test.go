@@ -71,6 +71,7 @@ func BenchmarkBlockAcquire3Nodes(b *testing.B) {
 }
 
 func blockAcquire(b *testing.B, nodeCount int) {
+	b.Helper()
 	ctx := context.Background()
 	c := etcdtest.Start(b, etcdtest.WithFsync())
 	admin := &allocator.Admin{Log: events.NewEtcdLog(c.Client(b), events.EtcdConfig{Prefix: "/coil/"}), Clock: events.SystemClock{}, Actor: "bench"}

@@ -27,7 +27,7 @@ func etcdNode(t testing.TB, ctx context.Context, c *etcdtest.Cluster, name strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Put(ctx, keys.Alive(name), name, clientv3.WithLease(g.ID)); err != nil {
+	if _, err = cli.Put(ctx, keys.Alive(name), name, clientv3.WithLease(g.ID)); err != nil {
 		t.Fatal(err)
 	}
 	// Keep the lease alive as coild does (benchmarks run longer than its TTL).

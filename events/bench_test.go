@@ -252,6 +252,7 @@ func BenchmarkBytesPerEvent(b *testing.B) {
 }
 
 func bytesPerEvent(b *testing.B, asJSON bool) {
+	b.Helper()
 	const n = 100_000
 	for b.Loop() {
 		c := etcdtest.Start(b, etcdtest.WithFsync())

@@ -134,8 +134,8 @@ func TestAddressBlockNodeListings(t *testing.T) {
 	if n := len(lines(blocks)); n != 4 {
 		t.Fatalf("block list has %d lines, want 4", n)
 	}
-	for i, w := range want {
-		if w, got := e.subst(w), strings.Join(lines(blocks)[i+1], " "); got != w {
+	for i, row := range want {
+		if w, got := e.subst(row), strings.Join(lines(blocks)[i+1], " "); got != w {
 			t.Errorf("block row %d = %q, want %q", i, got, w)
 		}
 	}
