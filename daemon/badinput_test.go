@@ -51,7 +51,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("unknown pool", func(t *testing.T) {
 		_, err := c.AddNetworkList(ctx, e.netListWith(`,"pool":"nope"`), podRT("bad00001", podPath))
 		code, msg := cniCode(t, err)
-		if code != types.ErrInvalidNetworkConfig || !strings.Contains(msg, `pool "nope" does not exist`) {
+		if code != types.ErrInvalidNetworkConfig || !strings.Contains(msg, `pool "nope" (network config "pool") does not exist`) {
 			t.Errorf("got %d %q, want 7 naming the pool", code, msg)
 		}
 		e.expectClean("after unknown pool")
