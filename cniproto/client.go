@@ -91,8 +91,8 @@ func (c *Client) call(ctx context.Context, path string, in, out any) error {
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	if _, err := conn.Write(appendRequest(make([]byte, 0, 160+len(body)), path, body)); err != nil {
-		return c.transportError(ctx, path, err)
+	if _, werr := conn.Write(appendRequest(make([]byte, 0, 160+len(body)), path, body)); werr != nil {
+		return c.transportError(ctx, path, werr)
 	}
 	status, data, err := readResponse(bufio.NewReaderSize(conn, 4096))
 	if err != nil {
@@ -113,7 +113,7 @@ func (c *Client) call(ctx context.Context, path string, in, out any) error {
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s on %s: bad reply %q: %v: %w", c.path, path, truncate(data), err, ErrProtocol)
+		return fmt.Errorf("%s on %s: bad reply %q: %w: %w", c.path, path, truncate(data), err, ErrProtocol)
 	}
 	return nil
 }
@@ -254,7 +254,7 @@ func (c *Client) transportError(ctx context.Context, path string, err error) err
 		return fmt.Errorf("%s on %s (timeout %s): %w", c.path, path, c.timeout, ErrTimeout)
 	default:
 		// Connection reset or closed mid-call: coild went away.
-		return fmt.Errorf("%s on %s: %v: %w", c.path, path, err, ErrUnavailable)
+		return fmt.Errorf("%s on %s: %w: %w", c.path, path, err, ErrUnavailable)
 	}
 }
 

@@ -318,7 +318,13 @@ func TestPlainHTTPClient(t *testing.T) {
 		DisableKeepAlives: true,
 	}}
 	defer hc.CloseIdleConnections()
-	post := func(p, body string) (*http.Response, string) {
+	type reply struct {
+		status int
+		length int64
+		te     []string
+		body   string
+	}
+	post := func(p, body string) reply {
 		t.Helper()
 		resp, err := hc.Post("http://coild"+p, "application/json", strings.NewReader(body))
 		if err != nil {
@@ -329,20 +335,19 @@ func TestPlainHTTPClient(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return resp, string(b)
+		return reply{resp.StatusCode, resp.ContentLength, resp.TransferEncoding, string(b)}
 	}
-	resp, body := post(cniproto.PathStatus, "{}")
-	if resp.StatusCode != http.StatusOK || body != "{}\n" || resp.ContentLength != 3 || resp.TransferEncoding != nil {
-		t.Fatalf("status: %d %q length %d te %v", resp.StatusCode, body, resp.ContentLength, resp.TransferEncoding)
+	r := post(cniproto.PathStatus, "{}")
+	if r.status != http.StatusOK || r.body != "{}\n" || r.length != 3 || r.te != nil {
+		t.Fatalf("status: %+v", r)
 	}
-	resp, body = post(cniproto.PathDel, `{"containerID":"c","ifName":"eth0"}`)
-	if resp.StatusCode != http.StatusInternalServerError || resp.ContentLength != int64(len(body)) ||
-		resp.TransferEncoding != nil || !strings.Contains(body, long) {
-		t.Fatalf("del: %d length %d te %v body of %d bytes", resp.StatusCode, resp.ContentLength, resp.TransferEncoding, len(body))
+	r = post(cniproto.PathDel, `{"containerID":"c","ifName":"eth0"}`)
+	if r.status != http.StatusInternalServerError || r.length != int64(len(r.body)) || r.te != nil || !strings.Contains(r.body, long) {
+		t.Fatalf("del: %d length %d te %v body of %d bytes", r.status, r.length, r.te, len(r.body))
 	}
-	resp, body = post(cniproto.PathAdd, `{"containerID":`)
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `"code":6`) {
-		t.Fatalf("bad add: %d %q", resp.StatusCode, body)
+	r = post(cniproto.PathAdd, `{"containerID":`)
+	if r.status != http.StatusBadRequest || !strings.Contains(r.body, `"code":6`) {
+		t.Fatalf("bad add: %+v", r)
 	}
 	// The hand-written client reads the same long error.
 	err := cniproto.NewClient(path, 10*time.Second).Del(context.Background(), &cniproto.Request{ContainerID: "c"})
