@@ -5,6 +5,9 @@
 // maps failures to CNI error codes. docs/cni.md lists the configuration keys, CNI_ARGS
 // used, and which error code each failure returns.
 //
-// It is exec'd per pod, so it stays small and quick to start: it imports neither etcd
-// nor client-go (deps_test.go enforces it). Build it with CGO_ENABLED=0 -ldflags "-s -w".
+// It is exec'd per pod, so it stays small and quick to start: it imports neither etcd,
+// client-go, net/http nor cockroachdb/errors (deps_test.go enforces it); its errors are
+// the standard library's, sentinels wrapped with fmt.Errorf and %w, a deliberate
+// exception to the project's rule (docs/cni.md, "Why so few dependencies"). Build it
+// with CGO_ENABLED=0 -ldflags "-s -w".
 package main
