@@ -204,6 +204,7 @@ changed hands shows as released by the old holder and assigned to the new one.`,
   coilctl diff 1d 0s`,
 		Args: argsUsage(2, 2, "FROM and TO"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			bulkGC() // reads whole streams: see log.go
 			now := a.env.Clock.Now()
 			fp, err := parsePoint("FROM", args[0], now)
 			if err != nil {

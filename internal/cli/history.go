@@ -235,6 +235,7 @@ Exit 3 when nothing matches.`,
   coilctl history --container 4f2a91 -o json`,
 		Args: argsUsage(0, 1, "one ADDRESS, or none with --container or --pod"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			bulkGC() // reads whole streams: see log.go
 			var q historyQuery
 			given := 0
 			if len(args) == 1 {

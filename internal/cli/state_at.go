@@ -184,6 +184,7 @@ duration meaning that long ago (2h, 3d), or a revision (a plain integer, as --re
   coilctl state --revision 1234 -o json`,
 		Args: argsUsage(0, 0, "no arguments (give --at or --revision)"),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
+			bulkGC() // reads whole streams: see log.go
 			var p point
 			var err error
 			switch {
