@@ -50,8 +50,10 @@ func cniError(err error, pool string) error {
 
 func quote(s string) string { return "\"" + s + "\"" }
 
-// Add allocates (idempotently) and plumbs. A failed plumbing releases the address again,
-// explicitly, with the reason in the event.
+// Add allocates (idempotently) and plumbs. The veth pair is prepared while the address
+// commits; addresses and routes are put on it only once the address is committed. A
+// failed allocation deletes the prepared pair; a failed plumbing releases the address
+// again, explicitly, with the reason in the event.
 func (d *Daemon) Add(ctx context.Context, req *cniproto.Request) (*cniproto.AddResult, error) {
 	start := time.Now()
 	res, err := d.add(ctx, req)
@@ -78,6 +80,21 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 		d.recent[veth] = true
 		d.mu.Unlock()
 	}()
+	// The veth pair does not depend on the address: it is made (or found) while the
+	// address commits. Until Finish it carries no address or route, and the reconciler
+	// leaves it alone while the ADD is in flight (inflight, above).
+	prep := make(chan prepared, 1)
+	go func() {
+		pd, err := d.plumber.Prepare(ctx, netplumb.Pod{ContainerID: req.ContainerID, IfName: req.IfName, NetNS: req.NetNS})
+		prep <- prepared{pd, err}
+	}()
+	abort := func() {
+		if r := <-prep; r.pd != nil {
+			if err := r.pd.Abort(); err != nil {
+				d.log.Error("delete the prepared veth of a failed ADD", "container", req.ContainerID, "err", err)
+			}
+		}
+	}
 	// A repeated ADD is not a new allocation: it keeps its pool.
 	prev, existed := d.node.Lookup(req.ContainerID, req.IfName)
 	var sel kube.Selection
@@ -86,6 +103,7 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	} else {
 		var err error
 		if sel, err = d.selectPool(ctx, req); err != nil {
+			abort()
 			return nil, err
 		}
 	}
@@ -95,6 +113,7 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: sel.PodUID,
 	})
 	if err != nil {
+		abort()
 		if errors.Is(err, allocator.ErrPoolNotFound) {
 			return nil, cniproto.NewError(cniproto.CodeUnknownPool, "pool "+quote(pool)+" ("+string(sel.Source)+") does not exist",
 				"create it with `coilctl pool create` or fix the "+string(sel.Source))
@@ -106,7 +125,12 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	}
 	d.ensureExported(ctx, asg)
 	crashPoint(d.cfg.CrashAt, "add-after-alloc")
-	att, err := d.plumber.Setup(ctx, netplumb.Pod{ContainerID: req.ContainerID, IfName: req.IfName, NetNS: req.NetNS, Addrs: asg.Addrs})
+	r := <-prep
+	crashPoint(d.cfg.CrashAt, "add-after-prepare")
+	var att netplumb.Attachment
+	if err = r.err; err == nil {
+		att, err = r.pd.Finish(ctx, asg.Addrs)
+	}
 	if err != nil {
 		// Roll back explicitly: the address goes back, recorded with why.
 		if _, rerr := d.node.Release(context.WithoutCancel(ctx), req.ContainerID, req.IfName, "ADD failed: "+err.Error()); rerr != nil {
@@ -121,6 +145,12 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 		HostVeth: att.HostVeth, HostMAC: att.HostMAC.String(), PodIfName: req.IfName, PodMAC: att.PodMAC.String(),
 		Addrs: att.Addrs, Gateway4: att.Gateway4, Gateway6: att.Gateway6,
 	}, nil
+}
+
+// prepared is the outcome of Plumber.Prepare run beside the allocation.
+type prepared struct {
+	pd  *netplumb.Pending
+	err error
 }
 
 // Check verifies the attachment against the log and the kernel.

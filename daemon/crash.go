@@ -7,7 +7,10 @@ import (
 
 // CrashPoints are the fault-injection points of --crash-at (tests only): coild kills
 // itself with SIGKILL there, leaving whatever half-done state a real crash would.
-var CrashPoints = []string{"add-after-alloc", "add-after-setup", "del-after-intent", "del-after-teardown"}
+// add-after-alloc: the address committed, the veth pair possibly being prepared;
+// add-after-prepare: the address committed and the pair prepared (pending), not
+// configured.
+var CrashPoints = []string{"add-after-alloc", "add-after-prepare", "add-after-setup", "del-after-intent", "del-after-teardown"}
 
 func crashPoint(configured, here string) {
 	if configured != "" && configured == here {

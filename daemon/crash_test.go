@@ -157,7 +157,7 @@ func (e *env) waitConverged() {
 }
 
 func TestCrashConsistency(t *testing.T) {
-	for _, point := range []string{"add-after-alloc", "add-after-setup", "del-after-intent", "del-after-teardown"} {
+	for _, point := range []string{"add-after-alloc", "add-after-prepare", "add-after-setup", "del-after-intent", "del-after-teardown"} {
 		t.Run(point, func(t *testing.T) {
 			e := newEnv(t)
 			e.defaultPool()
@@ -229,11 +229,16 @@ func TestCrashConsistency(t *testing.T) {
 				t.Errorf("bystander after recovery: %v", err)
 			}
 			switch point {
-			case "add-after-alloc":
+			case "add-after-alloc", "add-after-prepare":
+				// add-after-prepare leaves the veth pending (no address, no route): the
+				// reconciler deletes it, then releases the address.
 				e.expectNoLeak(victim)
 				rel := e.released(victim)
 				if len(rel) != 1 || !strings.Contains(rel[0].Reason, "veth") || !strings.Contains(rel[0].Reason, "missing") {
 					t.Errorf("victim released with %+v, want one release saying its veth is missing", rel)
+				}
+				if point == "add-after-prepare" && len(rel) == 1 && !strings.Contains(rel[0].Reason, "addresses and routes") {
+					t.Errorf("victim released with %q, want the reason to name the unplumbed veth", rel[0].Reason)
 				}
 				// The runtime's retry of the ADD works.
 				if _, err := c.AddNetworkList(ctx, list, podRT(victim, victimPath)); err != nil {

@@ -16,7 +16,9 @@ import (
 //   - a Coil veth with no attachment in the log is deleted (leaked by a crash mid-ADD
 //     after a rollback, or by a DEL whose release was lost);
 //   - an attachment whose veth is missing is released, with an event saying why (the ADD
-//     was interrupted before plumbing, or the pod's namespace went away);
+//     was interrupted before plumbing, or the pod's namespace went away); one whose veth
+//     is still pending (prepared, never configured: the ADD was interrupted mid-way)
+//     has the veth deleted first, then the address released;
 //   - the export table is synced to the node's blocks.
 //
 // Attachments with an ADD or DEL in progress, or one that finished during the pass, are
@@ -40,25 +42,38 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 	if err != nil {
 		return errors.CombineErrors(errs, errors.Wrap(err, "list veths"))
 	}
-	have := map[string]bool{}
+	have, pending := map[string]bool{}, map[string]bool{}
 	for _, l := range links {
 		have[l.Name] = true
+		pending[l.Name] = l.Pending
 	}
 	want := map[string]bool{}
 	for _, a := range attachments {
 		veth := netplumb.HostVethName(a.ContainerID, a.IfName)
 		want[veth] = true
-		if have[veth] || !d.claim(veth, true) {
+		if (have[veth] && !pending[veth]) || !d.claim(veth, true) {
 			continue
 		}
 		reason := "reconcile: host veth " + veth + " missing (the pod's namespace is gone or its ADD was interrupted)"
+		action := "release_missing_veth"
+		if have[veth] {
+			// Prepared but never configured: the ADD stopped between the allocation and
+			// the end of the plumbing. The link goes first, then the address.
+			reason = "reconcile: host veth " + veth + " missing its addresses and routes (its ADD was interrupted)"
+			action = "release_unplumbed_veth"
+			if err := d.plumber.TeardownMany(ctx, []string{veth}); err != nil {
+				d.finishDel(veth)
+				errs = errors.CombineErrors(errs, errors.Wrapf(err, "delete unplumbed veth %s", veth))
+				continue
+			}
+		}
 		_, err := d.node.Release(ctx, a.ContainerID, a.IfName, reason)
 		d.finishDel(veth)
 		if err != nil {
 			errs = errors.CombineErrors(errs, errors.Wrapf(err, "release %s/%s", a.ContainerID, a.IfName))
 			continue
 		}
-		d.metrics.reconcileActions.WithLabelValues("release_missing_veth").Inc()
+		d.metrics.reconcileActions.WithLabelValues(action).Inc()
 		d.metrics.releases.WithLabelValues("reconcile").Inc()
 		d.log.Info("released address of a missing veth", "container", a.ContainerID, "if", a.IfName, "addrs", a.Addrs)
 	}

@@ -30,7 +30,10 @@
 //
 // Coil's host veths carry the link group Config.LinkGroup; TeardownMany briefly moves the
 // links it deletes to the group LinkGroup+1 (the "doomed" group) and deletes that group
-// in one kernel call. List reports links of both groups. Routes Coil owns carry the route
+// in one kernel call. Prepare creates a pair in the group LinkGroup+2 (the "pending"
+// group) and Finish moves it to LinkGroup once configured, so a pair whose Setup was
+// interrupted (a crash between the two) is recognisable. List reports links of all three
+// groups. Routes Coil owns carry the route
 // protocol Config.RouteProtocol; nothing with another protocol is modified or deleted.
 // Calls for different pods may run concurrently; the caller serialises calls for the
 // same pod (same container ID and interface). One Plumber per host namespace: two Plumbers sharing a namespace and LinkGroup must

@@ -41,7 +41,7 @@ var (
 const (
 	DefaultRouteProtocol = 30
 	// DefaultLinkGroup tags Coil's host veths ("C011"). DefaultLinkGroup+1 is the doomed
-	// group used by TeardownMany.
+	// group used by TeardownMany, DefaultLinkGroup+2 the pending group of Prepare.
 	DefaultLinkGroup uint32 = 0xC011
 	// MainTable is the kernel's main routing table (254).
 	MainTable = unix.RT_TABLE_MAIN
@@ -68,7 +68,7 @@ type Config struct {
 	// (BIRD's own).
 	RouteProtocol int
 	// LinkGroup tags Coil's host veths (default DefaultLinkGroup). LinkGroup+1 is
-	// reserved for TeardownMany.
+	// reserved for TeardownMany, LinkGroup+2 for Prepare.
 	LinkGroup uint32
 	// MTU of both veth ends; 0 keeps the kernel default (1500).
 	MTU int
@@ -111,8 +111,8 @@ func New(cfg Config) (*Plumber, error) {
 	if cfg.LinkGroup == 0 {
 		cfg.LinkGroup = DefaultLinkGroup
 	}
-	if cfg.LinkGroup == ^uint32(0) {
-		return nil, errors.Wrapf(ErrInvalidArgument, "link group %d leaves no room for the doomed group", cfg.LinkGroup)
+	if cfg.LinkGroup >= ^uint32(0)-1 {
+		return nil, errors.Wrapf(ErrInvalidArgument, "link group %d leaves no room for the doomed and pending groups", cfg.LinkGroup)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -162,6 +162,15 @@ func (p *Plumber) Config() Config { return p.cfg }
 
 // DoomedGroup is the link group TeardownMany uses for links about to be deleted.
 func (p *Plumber) DoomedGroup() uint32 { return p.cfg.LinkGroup + 1 }
+
+// PendingGroup is the link group of host veths that Prepare created and Finish has not
+// configured yet.
+func (p *Plumber) PendingGroup() uint32 { return p.cfg.LinkGroup + 2 }
+
+// isCoilGroup tells whether g is one of Coil's link groups.
+func (p *Plumber) isCoilGroup(g uint32) bool {
+	return g == p.cfg.LinkGroup || g == p.DoomedGroup() || g == p.PendingGroup()
+}
 
 // HostVethName is the deterministic host-side veth name for a pod interface:
 // "coil" + the first 11 hex digits of sha1(containerID + "/" + ifName), 15 characters

@@ -39,15 +39,23 @@ type Attachment struct {
 	Gateway6 netip.Addr // valid when the pod has an IPv6 address
 }
 
-func (pod Pod) validate() (v4, v6 netip.Addr, err error) {
+// validateID checks the fields that identify the attachment (all but Addrs).
+func (pod Pod) validateID() error {
 	if pod.ContainerID == "" {
-		return v4, v6, errors.Wrap(ErrInvalidArgument, "empty container ID")
+		return errors.Wrap(ErrInvalidArgument, "empty container ID")
 	}
 	if pod.IfName == "" || len(pod.IfName) > 15 || strings.ContainsAny(pod.IfName, "/ \t\n:") || pod.IfName == "." || pod.IfName == ".." {
-		return v4, v6, errors.Wrapf(ErrInvalidArgument, "interface name %q", pod.IfName)
+		return errors.Wrapf(ErrInvalidArgument, "interface name %q", pod.IfName)
 	}
 	if pod.NetNS == "" {
-		return v4, v6, errors.Wrap(ErrInvalidArgument, "empty netns path")
+		return errors.Wrap(ErrInvalidArgument, "empty netns path")
+	}
+	return nil
+}
+
+func (pod Pod) validate() (v4, v6 netip.Addr, err error) {
+	if err = pod.validateID(); err != nil {
+		return v4, v6, err
 	}
 	for _, a := range pod.Addrs {
 		switch {
@@ -82,7 +90,8 @@ func addrList(v4, v6 netip.Addr) []netip.Addr {
 	return out
 }
 
-// Setup plumbs a pod interface and returns its attachment.
+// Setup plumbs a pod interface and returns its attachment: Prepare, then Finish with
+// pod.Addrs.
 //
 // It creates a veth pair inside the host namespace with the peer born in the pod
 // namespace under the name pod.IfName; a host link of the same name that is not this
@@ -98,51 +107,150 @@ func addrList(v4, v6 netip.Addr) []netip.Addr {
 // not exist, ErrIfNameInUse if the pod has a foreign interface named pod.IfName. When
 // Setup created the pair and a later step fails, it deletes the pair before returning.
 func (p *Plumber) Setup(ctx context.Context, pod Pod) (Attachment, error) {
-	v4, v6, err := pod.validate()
+	if _, _, err := pod.validate(); err != nil {
+		return Attachment{}, err
+	}
+	pd, err := p.Prepare(ctx, pod)
 	if err != nil {
 		return Attachment{}, err
 	}
-	if err = ctxErr(ctx); err != nil {
-		return Attachment{}, err
+	return pd.Finish(ctx, pod.Addrs)
+}
+
+// Pending is a pod's veth pair made ready by Prepare, waiting for its addresses. Exactly
+// one of Finish or Abort must be called (both release the pod namespace's handle); a
+// Pending is not safe for concurrent use.
+type Pending struct {
+	p                 *Plumber
+	pod               Pod
+	podNS             netns.NsHandle
+	ph                *netlink.Handle
+	hostLink, podLink netlink.Link
+	// created: this Prepare made the pair, so it holds nothing yet (Finish skips the
+	// listings that converge an existing pair).
+	created bool
+	done    bool
+}
+
+// Prepare does the part of Setup that does not depend on the addresses, so that it can
+// run while they are being allocated: it finds the pod's pair (Setup's idempotent path)
+// or creates it, deleting a stale host link of the name first, and brings both ends up.
+// pod.Addrs is ignored. A pair Prepare creates sits in the pending link group
+// (PendingGroup) until Finish has configured it, so that a pair left by a crash before
+// Finish is recognisable (List reports it with Pending set). Errors: ErrInvalidArgument,
+// ErrNetNSNotFound, ErrIfNameInUse, as Setup.
+func (p *Plumber) Prepare(ctx context.Context, pod Pod) (*Pending, error) {
+	if err := pod.validateID(); err != nil {
+		return nil, err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
 	}
 	podNS, err := openNetNS(pod.NetNS)
 	if err != nil {
-		return Attachment{}, err
+		return nil, err
 	}
-	defer func() { _ = podNS.Close() }()
 	ph, err := netlink.NewHandleAt(podNS, unix.NETLINK_ROUTE)
 	if err != nil {
-		return Attachment{}, errors.Wrapf(err, "netplumb: netlink handle in %s", pod.NetNS)
+		_ = podNS.Close()
+		return nil, errors.Wrapf(err, "netplumb: netlink handle in %s", pod.NetNS)
 	}
-	defer ph.Close()
-
+	pd := &Pending{p: p, pod: pod, podNS: podNS, ph: ph}
 	name := HostVethName(pod.ContainerID, pod.IfName)
-	hostLink, podLink, err := p.findPair(ph, podNS, name, pod.IfName)
-	if err != nil {
-		return Attachment{}, err
+	pd.hostLink, pd.podLink, err = p.findPair(ph, podNS, name, pod.IfName)
+	if err == nil && pd.hostLink == nil {
+		pd.hostLink, pd.podLink, err = p.createPair(ph, podNS, name, pod.IfName)
+		pd.created = err == nil
 	}
-	created := false
-	if hostLink == nil {
-		hostLink, podLink, err = p.createPair(ph, podNS, name, pod.IfName)
-		if err != nil {
-			return Attachment{}, err
+	if err == nil {
+		err = pd.linksUp()
+	}
+	if err != nil {
+		if aerr := pd.Abort(); aerr != nil {
+			err = errors.CombineErrors(err, aerr)
 		}
-		created = true
+		return nil, errors.Wrapf(err, "netplumb: prepare %s/%s", pod.ContainerID, pod.IfName)
 	}
+	return pd, nil
+}
 
-	att, err := p.configure(ctx, ph, hostLink, podLink, pod.IfName, v4, v6)
-	if err != nil {
-		if created {
-			if derr := p.host.LinkDel(hostLink); derr != nil && !isNotFound(derr) {
-				err = errors.CombineErrors(err, errors.Wrapf(derr, "netplumb: roll back %s", name))
+func (pd *Pending) linksUp() error {
+	if pd.podLink.Attrs().Flags&net.FlagUp == 0 {
+		if err := pd.ph.LinkSetUp(pd.podLink); err != nil {
+			return errors.Wrap(err, "pod link up")
+		}
+		pd.podLink.Attrs().Flags |= net.FlagUp
+	}
+	if pd.hostLink.Attrs().Flags&net.FlagUp == 0 {
+		if err := pd.p.host.LinkSetUp(pd.hostLink); err != nil {
+			return errors.Wrap(err, "host link up")
+		}
+		pd.hostLink.Attrs().Flags |= net.FlagUp
+	}
+	return nil
+}
+
+// pending tells whether the pair is not (yet) a finished Coil pair: Finish's rollback
+// and Abort delete such a pair.
+func (pd *Pending) pending() bool {
+	return pd.created || (pd.hostLink != nil && pd.hostLink.Attrs().Group == pd.p.PendingGroup())
+}
+
+// Finish configures the prepared pair with addrs (at most one IPv4 and one IPv6
+// address) and returns the attachment, as Setup does; it then moves the host veth from
+// the pending to Coil's link group. When it fails and the pair was pending, it deletes
+// the pair. Errors: as Setup. It may be called once.
+func (pd *Pending) Finish(ctx context.Context, addrs []netip.Addr) (Attachment, error) {
+	if pd.done {
+		return Attachment{}, errors.Wrap(ErrInvalidArgument, "Finish after Finish or Abort")
+	}
+	pod := pd.pod
+	pod.Addrs = addrs
+	v4, v6, err := pod.validate()
+	if err == nil {
+		var att Attachment
+		att, err = pd.p.configure(ctx, pd.ph, pd.hostLink, pd.podLink, pod.IfName, v4, v6, pd.created)
+		if err == nil && pd.hostLink.Attrs().Group != pd.p.cfg.LinkGroup {
+			if err = pd.p.host.LinkSetGroup(pd.hostLink, int(pd.p.cfg.LinkGroup)); err != nil {
+				err = errors.Wrap(err, "link group")
 			}
 		}
-		return Attachment{}, errors.Wrapf(err, "netplumb: setup %s/%s", pod.ContainerID, pod.IfName)
+		if err == nil {
+			pd.close()
+			if pd.created {
+				pd.p.log.Debug("netplumb: pod plumbed", "container", pod.ContainerID, "if", pod.IfName, "hostVeth", att.HostVeth, "addrs", att.Addrs)
+			}
+			return att, nil
+		}
+		err = errors.Wrapf(err, "netplumb: setup %s/%s", pod.ContainerID, pod.IfName)
 	}
-	if created {
-		p.log.Debug("netplumb: pod plumbed", "container", pod.ContainerID, "if", pod.IfName, "hostVeth", name, "addrs", att.Addrs)
+	if aerr := pd.Abort(); aerr != nil {
+		err = errors.CombineErrors(err, aerr)
 	}
-	return att, nil
+	return Attachment{}, err
+}
+
+// Abort gives the prepared pair up: a pending pair (one Prepare created, or one left
+// pending by an earlier interrupted Setup) is deleted, an existing finished pair is left
+// as it is. Idempotent; the pair already gone is success.
+func (pd *Pending) Abort() error {
+	if pd.done {
+		return nil
+	}
+	var err error
+	if pd.hostLink != nil && pd.pending() {
+		if derr := pd.p.host.LinkDel(pd.hostLink); derr != nil && !isNotFound(derr) {
+			err = errors.Wrapf(derr, "netplumb: roll back %s", pd.hostLink.Attrs().Name)
+		}
+	}
+	pd.close()
+	return err
+}
+
+func (pd *Pending) close() {
+	pd.done = true
+	pd.ph.Close()
+	_ = pd.podNS.Close()
 }
 
 // findPair returns the existing, matching pair, or (nil, nil) after removing a stale host
@@ -206,8 +314,9 @@ func (p *Plumber) createPair(ph *netlink.Handle, podNS netns.NsHandle, name, ifN
 		PeerNamespace: netlink.NsFd(int(podNS)),
 	}
 	veth.Name = name
-	veth.Group = p.cfg.LinkGroup
+	veth.Group = p.PendingGroup()
 	veth.MTU = p.cfg.MTU
+	veth.Flags = net.FlagUp
 	if err := p.host.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			// The host name was freed by findPair, so the clash is in the pod (a race with
@@ -230,18 +339,20 @@ func (p *Plumber) createPair(ph *netlink.Handle, podNS netns.NsHandle, name, ifN
 	return nil, nil, errors.Wrapf(err, "netplumb: read back veth %s/%s", name, ifName)
 }
 
-// configure converges both sides of an existing pair and describes the result.
-func (p *Plumber) configure(ctx context.Context, ph *netlink.Handle, hostLink, podLink netlink.Link, ifName string, v4, v6 netip.Addr) (Attachment, error) {
+// configure converges both sides of an existing pair and describes the result. fresh
+// says the pair was just created (no addresses or routes of its own yet), which spares
+// the listings.
+func (p *Plumber) configure(ctx context.Context, ph *netlink.Handle, hostLink, podLink netlink.Link, ifName string, v4, v6 netip.Addr, fresh bool) (Attachment, error) {
 	if err := ctxErr(ctx); err != nil {
 		return Attachment{}, err
 	}
-	if err := p.configurePod(ph, podLink, v4, v6); err != nil {
+	if err := p.configurePod(ph, podLink, v4, v6, fresh); err != nil {
 		return Attachment{}, err
 	}
 	if err := ctxErr(ctx); err != nil {
 		return Attachment{}, err
 	}
-	if err := p.configureHost(hostLink, v4, v6); err != nil {
+	if err := p.configureHost(hostLink, v4, v6, fresh); err != nil {
 		return Attachment{}, err
 	}
 	att := Attachment{
@@ -262,15 +373,19 @@ func (p *Plumber) configure(ctx context.Context, ph *netlink.Handle, hostLink, p
 	return att, nil
 }
 
-func (p *Plumber) configurePod(ph *netlink.Handle, link netlink.Link, v4, v6 netip.Addr) error {
+func (p *Plumber) configurePod(ph *netlink.Handle, link netlink.Link, v4, v6 netip.Addr, fresh bool) error {
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		if err := ph.LinkSetUp(link); err != nil {
 			return errors.Wrap(err, "pod link up")
 		}
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return ph.AddrList(link, netlink.FAMILY_ALL) })
-	if err != nil {
-		return errors.Wrap(err, "list pod addresses")
+	var addrs []netlink.Addr
+	var err error
+	if !fresh {
+		addrs, err = retryDump(func() ([]netlink.Addr, error) { return ph.AddrList(link, netlink.FAMILY_ALL) })
+		if err != nil {
+			return errors.Wrap(err, "list pod addresses")
+		}
 	}
 	want := addrList(v4, v6)
 	have := map[netip.Prefix]bool{}
@@ -300,9 +415,11 @@ func (p *Plumber) configurePod(ph *netlink.Handle, link netlink.Link, v4, v6 net
 		}
 	}
 
-	routes, err := p.podRoutes(ph, link)
-	if err != nil {
-		return err
+	var routes []netlink.Route
+	if !fresh {
+		if routes, err = p.podRoutes(ph, link); err != nil {
+			return err
+		}
 	}
 	idx := link.Attrs().Index
 	var wantRoutes []netlink.Route
@@ -362,15 +479,19 @@ func hasRoute(routes []netlink.Route, r netlink.Route) bool {
 	return false
 }
 
-func (p *Plumber) configureHost(link netlink.Link, v4, v6 netip.Addr) error {
+func (p *Plumber) configureHost(link netlink.Link, v4, v6 netip.Addr, fresh bool) error {
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		if err := p.host.LinkSetUp(link); err != nil {
 			return errors.Wrap(err, "host link up")
 		}
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return p.host.AddrList(link, netlink.FAMILY_ALL) })
-	if err != nil {
-		return errors.Wrap(err, "list host veth addresses")
+	var addrs []netlink.Addr
+	var err error
+	if !fresh {
+		addrs, err = retryDump(func() ([]netlink.Addr, error) { return p.host.AddrList(link, netlink.FAMILY_ALL) })
+		if err != nil {
+			return errors.Wrap(err, "list host veth addresses")
+		}
 	}
 	type gwAddr struct {
 		pfx   netip.Prefix
@@ -401,9 +522,11 @@ func (p *Plumber) configureHost(link netlink.Link, v4, v6 netip.Addr) error {
 		}
 	}
 
-	routes, err := p.hostRoutes(link.Attrs().Index)
-	if err != nil {
-		return err
+	var routes []netlink.Route
+	if !fresh {
+		if routes, err = p.hostRoutes(link.Attrs().Index); err != nil {
+			return err
+		}
 	}
 	want := addrList(v4, v6)
 	have := map[netip.Prefix]bool{}

@@ -64,7 +64,7 @@ func (p *Plumber) TeardownMany(ctx context.Context, hostVeths []string) error {
 			return errors.Wrapf(err, "netplumb: look up %s", name)
 		}
 		g := link.Attrs().Group
-		if link.Type() != "veth" || (g != p.cfg.LinkGroup && g != doomed) {
+		if link.Type() != "veth" || !p.isCoilGroup(g) {
 			return errors.Wrapf(ErrInvalidArgument, "%s (type %s, group %d) is not a Coil veth", name, link.Type(), g)
 		}
 		links = append(links, link)
@@ -123,6 +123,9 @@ type HostLink struct {
 	// Doomed is true when the link sits in the doomed group (a TeardownMany that did not
 	// finish); it should be deleted.
 	Doomed bool
+	// Pending is true when the link sits in the pending group: Prepare made it and Finish
+	// has not configured it (yet, or ever when the Setup was interrupted).
+	Pending bool
 	// PeerNetNSID is the peer's namespace id as seen from the host namespace, -1 if the
 	// kernel reports none.
 	PeerNetNSID int
@@ -130,8 +133,8 @@ type HostLink struct {
 	Routes []netip.Prefix
 }
 
-// List returns Coil's host veths in the host namespace (link group Config.LinkGroup or
-// the doomed group) with Coil's routes through each, sorted by name. A link that is not
+// List returns Coil's host veths in the host namespace (link group Config.LinkGroup, the
+// doomed or the pending group) with Coil's routes through each, sorted by name. A link that is not
 // a veth is never reported. Routes of Coil's protocol in the main table through other
 // links are not reported.
 func (p *Plumber) List(ctx context.Context) ([]HostLink, error) {
@@ -147,7 +150,7 @@ func (p *Plumber) List(ctx context.Context) ([]HostLink, error) {
 	var out []*HostLink
 	for _, l := range links {
 		a := l.Attrs()
-		if l.Type() != "veth" || (a.Group != p.cfg.LinkGroup && a.Group != doomed) {
+		if l.Type() != "veth" || !p.isCoilGroup(a.Group) {
 			continue
 		}
 		hl := &HostLink{
@@ -156,6 +159,7 @@ func (p *Plumber) List(ctx context.Context) ([]HostLink, error) {
 			MAC:         slices.Clone(a.HardwareAddr),
 			Up:          a.Flags&net.FlagUp != 0,
 			Doomed:      a.Group == doomed,
+			Pending:     a.Group == p.PendingGroup(),
 			PeerNetNSID: a.NetNsID,
 		}
 		byIndex[a.Index] = hl

@@ -1,0 +1,166 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/daemon"
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/internal/etcdtest"
+	"github.com/coil-net/coil/internal/testutil"
+	"github.com/coil-net/coil/netplumb"
+)
+
+// benchDaemon runs coild in-process on an etcd with fsync (as in production), with pool
+// "default" (IPv4, /27 blocks), and returns it with a Plumber on its node namespace (for
+// waiting until DELs are done) and a pod namespace path.
+func benchDaemon(b *testing.B) (*daemon.Daemon, *netplumb.Plumber, string, string) {
+	b.Helper()
+	testutil.RequireRoot(b)
+	etcd := etcdtest.Start(b, etcdtest.WithFsync())
+	cli := etcd.Client(b)
+	elog := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
+	b.Cleanup(func() { _ = elog.Close() })
+	sub, err := allocator.ParseSubnet("10.100.0.0/16")
+	if err != nil {
+		b.Fatal(err)
+	}
+	admin := allocator.Admin{Log: elog, Clock: events.SystemClock{}, Actor: "bench"}
+	if err := admin.CreatePool(context.Background(), &events.PoolCreated{Name: "default", BlockSizeBits: 5, Subnets: []events.Subnet{sub}}); err != nil {
+		b.Fatal(err)
+	}
+	_, nodePath := testutil.NetNS(b, "node")
+	_, podPath := testutil.NetNS(b, "pod")
+	dir, err := os.MkdirTemp("", "coild-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = os.RemoveAll(dir) })
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := daemon.New(ctx, daemon.Config{
+		Node: nodeName, EtcdEndpoints: etcd.Endpoints(), Socket: filepath.Join(dir, "coild.sock"),
+		StateDir: filepath.Join(dir, "state"), HostNetNS: nodePath, LeaseTTL: 3 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("Run: %v", err)
+		}
+		d.Close()
+	})
+	testutil.Eventually(b, 30*time.Second, func() bool { return d.Status(ctx) == nil }, "coild ready")
+	p, err := netplumb.New(netplumb.Config{HostNetNS: nodePath})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Close() })
+	return d, p, podPath, filepath.Join(dir, "state", "del")
+}
+
+// waitDelsDone waits until the node has no Coil veth left and no DEL intent (DELs finish
+// in the background; the intent goes once the address is released, after the veth
+// deletion returned).
+func waitDelsDone(b *testing.B, p *netplumb.Plumber, intents string) {
+	b.Helper()
+	testutil.Eventually(b, 30*time.Second, func() bool {
+		links, err := p.List(context.Background())
+		ents, derr := os.ReadDir(intents)
+		return err == nil && len(links) == 0 && derr == nil && len(ents) == 0
+	}, "all DELs done")
+}
+
+func p50(d []time.Duration) float64 {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return float64(s[len(s)/2].Microseconds()) / 1000
+}
+
+// BenchmarkAdd measures coild's ADD called in-process (no socket, no plugin exec):
+// allocation with an fsynced etcd append, block export when new, veth and routes.
+// "sequential": one ADD at a time, each followed by an untimed DEL and wait; reported
+// the median ADD in ms. "burst16": 16 concurrent ADDs into 16 pods; reported the median ADD and the
+// median wall time of the 16.
+func BenchmarkAdd(b *testing.B) {
+	b.Run("sequential", func(b *testing.B) {
+		d, p, podPath, intents := benchDaemon(b)
+		ctx := context.Background()
+		var took []time.Duration
+		for i := range b.N + 5 {
+			req := &cniproto.Request{ContainerID: fmt.Sprintf("bench-%d", i), IfName: "eth0", NetNS: podPath}
+			t0 := time.Now()
+			if _, err := d.Add(ctx, req); err != nil {
+				b.Fatalf("ADD: %v", err)
+			}
+			if i >= 5 { // the first ones take the block
+				took = append(took, time.Since(t0))
+			}
+			if err := d.Del(ctx, req); err != nil {
+				b.Fatalf("DEL: %v", err)
+			}
+			waitDelsDone(b, p, intents)
+		}
+		b.ReportMetric(p50(took), "add-ms-p50")
+	})
+	b.Run("burst16", func(b *testing.B) {
+		const n = 16
+		d, p, _, intents := benchDaemon(b)
+		var pods []string
+		for range n {
+			_, path := testutil.NetNS(b, "pod")
+			pods = append(pods, path)
+		}
+		ctx := context.Background()
+		var took, walls []time.Duration
+		for i := range b.N + 1 {
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			var each []time.Duration
+			t0 := time.Now()
+			for j := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					req := &cniproto.Request{ContainerID: fmt.Sprintf("bench-%d-%d", i, j), IfName: "eth0", NetNS: pods[j]}
+					s := time.Now()
+					if _, err := d.Add(ctx, req); err != nil {
+						b.Errorf("ADD: %v", err)
+					}
+					mu.Lock()
+					each = append(each, time.Since(s))
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			wall := time.Since(t0)
+			if i > 0 {
+				took = append(took, each...)
+				walls = append(walls, wall)
+			}
+			for j := range n {
+				if err := d.Del(ctx, &cniproto.Request{ContainerID: fmt.Sprintf("bench-%d-%d", i, j), IfName: "eth0"}); err != nil {
+					b.Fatalf("DEL: %v", err)
+				}
+			}
+			waitDelsDone(b, p, intents)
+		}
+		b.ReportMetric(p50(took), "add-ms-p50")
+		b.ReportMetric(p50(walls), "wall-ms-p50")
+	})
+}
