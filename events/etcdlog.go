@@ -421,17 +421,24 @@ func checkTail(stream Stream, from, next uint64, head, last Version) error {
 // the prefixes from its last delivered sequence at the current revision and watches again
 // from there. A lost leader or unreachable etcd ends the watch with ErrUnavailable.
 func (l *EtcdLog) Watch(ctx context.Context, req WatchRequest) <-chan WatchBatch {
+	return startWatch(ctx, l.base, &l.wg, req, l.watch)
+}
+
+// startWatch runs a log's watch loop in a goroutine tracked by wg, ended by ctx or by the
+// log's base context (Close); a fatal error is delivered as the last batch.
+func startWatch(ctx, base context.Context, wg *sync.WaitGroup, req WatchRequest,
+	run func(ctx context.Context, w *watchState, fromRev int64) error) <-chan WatchBatch {
 	out := make(chan WatchBatch)
 	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(l.base, cancel)
-	l.wg.Add(1)
+	stop := context.AfterFunc(base, cancel)
+	wg.Add(1)
 	go func() {
-		defer l.wg.Done()
+		defer wg.Done()
 		defer close(out)
 		defer cancel()
 		defer stop()
 		w := newWatchState(req, out)
-		err := l.watch(ctx, w, req.FromRev)
+		err := run(ctx, w, req.FromRev)
 		if err != nil && ctx.Err() == nil {
 			select {
 			case out <- WatchBatch{Err: err}:

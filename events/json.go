@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -69,7 +70,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	if err := dec.Decode(&j); err != nil {
 		return errors.Wrapf(ErrCorrupt, "event JSON: %v", err)
 	}
-	where := string(j.Stream) + " #" + uitoa(j.Seq)
+	where := string(j.Stream) + " #" + strconv.FormatUint(j.Seq, 10)
 	if j.Schema > SchemaVersion {
 		return errors.Wrapf(ErrFutureSchema, "%s: schema %d, this build reads up to %d: upgrade coil before importing", where, j.Schema, SchemaVersion)
 	}

@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"strconv"
 )
 
 // Version is a stream's head: the last sequence written and that event's hash.
@@ -115,18 +116,5 @@ type ConflictError struct {
 }
 
 func (e *ConflictError) Error() string {
-	return "stream " + string(e.Stream) + " moved on (head now at " + uitoa(e.Head.Seq) + ")"
-}
-
-func uitoa(v uint64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			return string(b[i:])
-		}
-	}
+	return "stream " + string(e.Stream) + " moved on (head now at " + strconv.FormatUint(e.Head.Seq, 10) + ")"
 }

@@ -349,25 +349,7 @@ func (l *MemLog) Read(ctx context.Context, stream Stream, from uint64, rev int64
 
 // Watch implements Log. An empty Prefixes watches every stream.
 func (l *MemLog) Watch(ctx context.Context, req WatchRequest) <-chan WatchBatch {
-	out := make(chan WatchBatch)
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(l.base, cancel)
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		defer close(out)
-		defer cancel()
-		defer stop()
-		w := newWatchState(req, out)
-		err := l.watch(ctx, w, req.FromRev)
-		if err != nil && ctx.Err() == nil {
-			select {
-			case out <- WatchBatch{Err: err}:
-			case <-ctx.Done():
-			}
-		}
-	}()
-	return out
+	return startWatch(ctx, l.base, &l.wg, req, l.watch)
 }
 
 func (l *MemLog) watch(ctx context.Context, w *watchState, next int64) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -293,7 +294,7 @@ type BlockRef struct {
 
 // MarshalText makes BlockRef usable as a JSON map key ("pool#index").
 func (r BlockRef) MarshalText() ([]byte, error) {
-	return []byte(r.Pool + "#" + uitoa(uint64(r.Index))), nil
+	return []byte(r.Pool + "#" + strconv.FormatUint(uint64(r.Index), 10)), nil
 }
 
 // UnmarshalText parses "pool#index".
@@ -316,19 +317,6 @@ func (r *BlockRef) UnmarshalText(b []byte) error {
 		}
 	}
 	return errors.Newf("block ref %q: want POOL#INDEX", s)
-}
-
-func uitoa(v uint64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			return string(b[i:])
-		}
-	}
 }
 
 // BlockUse counts a block's addresses on the node and remembers when it last became empty.
