@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/allocator/allocatortest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdtest"
 )
@@ -22,38 +23,9 @@ func etcdNode(t testing.TB, ctx context.Context, c *etcdtest.Cluster, name strin
 	t.Helper()
 	cli := c.Client(t)
 	log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-	keys := events.NewKeys("/coil/")
-	g, err := cli.Grant(ctx, 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err = cli.Put(ctx, keys.Alive(name), name, clientv3.WithLease(g.ID)); err != nil {
-		t.Fatal(err)
-	}
-	// Keep the lease alive as coild does (benchmarks run longer than its TTL).
-	kctx, kcancel := context.WithCancel(context.Background())
-	ka, err := cli.KeepAlive(kctx, g.ID)
-	if err != nil {
-		kcancel()
-		t.Fatal(err)
-	}
-	go func() {
-		for range ka {
-		}
-	}()
-	t.Cleanup(kcancel)
-	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: log, AliveKey: keys.Alive(name), Lease: int64(g.ID), MaxBatch: maxBatch})
-	if _, _, err := n.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { n.Run(rctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; _ = log.Close() })
-	return n, log, cli
+	t.Cleanup(func() { _ = log.Close() }) // runs after the node stopped (cleanups run last-in first-out)
+	n := allocatortest.Start(t, cli, log, name, allocatortest.Options{Prefix: "/coil/", MaxBatch: maxBatch})
+	return n.Node, log, cli
 }
 
 // Three nodes, each with its own etcd client, race for the blocks of one small pool

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/allocator/allocatortest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/testutil"
 	"github.com/coil-net/coil/kube"
@@ -30,27 +31,8 @@ type liveNode struct {
 
 func startNode(t *testing.T, cli *clientv3.Client, elog events.Log, name string) *liveNode {
 	t.Helper()
-	ctx := context.Background()
-	keys := events.NewKeys("/coil/")
-	g, err := cli.Grant(ctx, 60) // long: the test revokes it to stand for expiry
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Put(ctx, keys.Alive(name), name, clientv3.WithLease(g.ID)); err != nil {
-		t.Fatal(err)
-	}
-	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: elog, AliveKey: keys.Alive(name), Lease: int64(g.ID)})
-	if _, _, err := n.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { n.Run(rctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return &liveNode{Node: n, lease: g.ID}
+	n := allocatortest.Start(t, cli, elog, name, allocatortest.Options{Prefix: "/coil/"})
+	return &liveNode{Node: n.Node, lease: n.Lease}
 }
 
 func mkNode(t *testing.T, cs kubernetes.Interface, name string) {

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/allocator/allocatortest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/logio"
@@ -91,27 +92,10 @@ func (s *site) createPool(name string, bits uint8, subnet string) {
 // startNode runs a node allocator fenced on a real lease (as coild does): Load, Register, Run.
 func (s *site) startNode(name string) *allocator.Node {
 	s.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	g, err := s.cli.Grant(ctx, 60)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	key := events.AliveKey("", name)
-	if _, err := s.cli.Put(ctx, key, name, clientv3.WithLease(g.ID)); err != nil {
-		s.t.Fatal(err)
-	}
-	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: s.log, Clock: s.clock, AliveKey: key, Lease: int64(g.ID)})
-	if _, _, err := n.Load(ctx); err != nil {
-		s.t.Fatalf("load %s: %+v", name, err)
-	}
-	if err := n.Register(ctx); err != nil {
-		s.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { n.Run(ctx); close(done) }()
-	s.stop = append(s.stop, func() { cancel(); <-done })
-	s.nodes[name] = n
-	return n
+	n := allocatortest.Start(s.t, s.cli, s.log, name, allocatortest.Options{Clock: s.clock})
+	s.stop = append(s.stop, n.Stop)
+	s.nodes[name] = n.Node
+	return n.Node
 }
 
 func (s *site) alloc(node, id string) netip.Addr {

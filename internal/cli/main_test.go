@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/allocator/allocatortest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/cli"
 	"github.com/coil-net/coil/internal/etcdtest"
@@ -112,40 +113,9 @@ func checkFail(t *testing.T, r result, code int, args []string, want ...string) 
 // allocator and a function that kills the node (stops it and revokes its lease).
 func (e *env) startNode(name string) (*allocator.Node, func()) {
 	e.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	lease, err := e.cli.Grant(ctx, 60)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	key := events.AliveKey("", name)
-	if _, err := e.cli.Put(ctx, key, name, clientv3.WithLease(lease.ID)); err != nil {
-		e.t.Fatal(err)
-	}
-	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: e.log, Clock: fixedClock{t0}, AliveKey: key, Lease: int64(lease.ID)})
-	if _, _, err := n.Load(ctx); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := n.Register(ctx); err != nil {
-		e.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { n.Run(ctx); close(done) }()
-	stopped := false
-	kill := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		<-done
-		rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer rcancel()
-		if _, err := e.cli.Revoke(rctx, lease.ID); err != nil {
-			e.t.Errorf("revoke lease of %s: %v", name, err)
-		}
-	}
-	e.t.Cleanup(kill)
-	return n, kill
+	n := allocatortest.Start(e.t, e.cli, e.log, name, allocatortest.Options{Clock: fixedClock{t0}})
+	e.t.Cleanup(n.Kill)
+	return n.Node, n.Kill
 }
 
 func (e *env) alloc(n *allocator.Node, id, pool, pod string) *allocator.Assignment {
