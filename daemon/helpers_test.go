@@ -27,6 +27,7 @@ import (
 	"github.com/coil-net/coil/daemon"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdtest"
+	"github.com/coil-net/coil/internal/gobuild"
 	"github.com/coil-net/coil/internal/testutil"
 	"github.com/coil-net/coil/netplumb"
 )
@@ -66,12 +67,7 @@ func TestMain(m *testing.M) {
 }
 
 func goBuild(out, pkg string) error {
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return errors.Wrapf(err, "go build %s: %s", pkg, b)
-	}
-	return nil
+	return gobuild.Build(context.Background(), out, pkg, false)
 }
 
 // coildBin builds cmd/coild once per test binary.

@@ -15,6 +15,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/coil-net/coil/internal/gobuild"
 	"github.com/coil-net/coil/internal/testutil"
 	"github.com/coil-net/coil/kube/kubetest"
 )
@@ -51,8 +52,8 @@ func documentedMetrics(t *testing.T, section string) []string {
 func TestControllerMetricsDocumented(t *testing.T) {
 	s := kubetest.Start(t)
 	bin := filepath.Join(t.TempDir(), "coil-controller")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/coil-net/coil/cmd/coil-controller").CombinedOutput(); err != nil {
-		t.Fatalf("build coil-controller: %v\n%s", err, out)
+	if err := gobuild.Build(context.Background(), bin, "./cmd/coil-controller", false); err != nil {
+		t.Fatalf("build coil-controller: %v", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

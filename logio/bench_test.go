@@ -18,7 +18,7 @@ import (
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdtest"
-	"github.com/coil-net/coil/internal/testutil"
+	"github.com/coil-net/coil/internal/gobuild"
 )
 
 // benchEvents is the log size: 100k, or 1M with COIL_BENCH_1M=1.
@@ -39,16 +39,10 @@ func BenchmarkLogIO(b *testing.B) {
 	const nodes = 20
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		b.Fatal("repository root not found")
-	}
 	dir := b.TempDir()
 	coilctl := filepath.Join(dir, "coilctl")
-	build := exec.CommandContext(ctx, "go", "build", "-o", coilctl, "./cmd/coilctl")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build coilctl: %v\n%s", err, out)
+	if err := gobuild.Build(ctx, coilctl, "./cmd/coilctl", false); err != nil {
+		b.Fatalf("build coilctl: %v", err)
 	}
 	src := etcdtest.Start(b, etcdtest.WithFsync(), etcdtest.WithQuota(8<<30))
 	cli := src.Client(b)

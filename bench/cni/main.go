@@ -10,7 +10,6 @@ import (
 	"math"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -24,6 +23,7 @@ import (
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/internal/gobuild"
 	"github.com/coil-net/coil/lab"
 )
 
@@ -173,11 +173,8 @@ func (b *bench) setup(ctx context.Context, root string) error {
 	if err := os.MkdirAll(b.cniPath, 0o755); err != nil {
 		return errors.Wrap(err, "cni bin dir")
 	}
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(b.cniPath, "noop"), "./bench/cni/noop")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return errors.Wrapf(errSetup, "build noop: %v: %s", err, out)
+	if err := gobuild.Build(ctx, filepath.Join(b.cniPath, "noop"), "./bench/cni/noop", true); err != nil {
+		return errors.Wrapf(errSetup, "build noop: %v", err)
 	}
 	links := map[string]string{
 		"coil":       b.o.coil,

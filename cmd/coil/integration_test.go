@@ -24,6 +24,7 @@ import (
 
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/cniproto/cniserver"
+	"github.com/coil-net/coil/internal/gobuild"
 	"github.com/coil-net/coil/internal/testutil"
 )
 
@@ -43,10 +44,8 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, "coil"), "github.com/coil-net/coil/cmd/coil")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building the plugin: %v\n%s", err, out)
+		if err := gobuild.Build(context.Background(), filepath.Join(dir, "coil"), "./cmd/coil", true); err != nil {
+			fmt.Fprintf(os.Stderr, "building the plugin: %v\n", err)
 			return 1
 		}
 		binDir = dir

@@ -23,6 +23,7 @@ import (
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/internal/gobuild"
 	"github.com/coil-net/coil/lab"
 )
 
@@ -110,10 +111,8 @@ func BuildBinaries(ctx context.Context, dir string) error {
 	for _, b := range []struct{ name, pkg string }{
 		{"coil", "./cmd/coil"}, {"coild", "./cmd/coild"}, {"coilctl", "./cmd/coilctl"},
 	} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b.name), "github.com/coil-net/coil/"+strings.TrimPrefix(b.pkg, "./"))
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return errors.Wrapf(errors.Mark(err, ErrCommand), "demo: go build %s: %s", b.pkg, out)
+		if err := gobuild.Build(ctx, filepath.Join(dir, b.name), b.pkg, b.name == "coil"); err != nil {
+			return errors.Wrap(errors.Mark(err, ErrCommand), "demo")
 		}
 	}
 	return nil
