@@ -36,7 +36,7 @@ func benchDaemon(b *testing.B) (*daemon.Daemon, *netplumb.Plumber, string, strin
 		b.Fatal(err)
 	}
 	admin := allocator.Admin{Log: elog, Clock: events.SystemClock{}, Actor: "bench"}
-	if err := admin.CreatePool(context.Background(), &events.PoolCreated{Name: "default", BlockSizeBits: 5, Subnets: []events.Subnet{sub}}); err != nil {
+	if err = admin.CreatePool(context.Background(), &events.PoolCreated{Name: "default", BlockSizeBits: 5, Subnets: []events.Subnet{sub}}); err != nil {
 		b.Fatal(err)
 	}
 	_, nodePath := testutil.NetNS(b, "node")
@@ -60,8 +60,8 @@ func benchDaemon(b *testing.B) (*daemon.Daemon, *netplumb.Plumber, string, strin
 	go func() { done <- d.Run(ctx) }()
 	b.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("Run: %v", err)
+		if rerr := <-done; rerr != nil {
+			b.Errorf("Run: %v", rerr)
 		}
 		d.Close()
 	})

@@ -46,13 +46,13 @@ func TestPrepareFinish(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
-	if err := e.p.Check(ctx, pod); err != nil {
+	if err = e.p.Check(ctx, pod); err != nil {
 		t.Fatalf("Check after Finish: %v", err)
 	}
 	if l, _ = listed(t, e, name); l.Pending || len(l.Routes) != 2 {
 		t.Fatalf("after Finish: %+v, want not pending with 2 routes", l)
 	}
-	if _, err := pd.Finish(ctx, pod.Addrs); !errors.Is(err, netplumb.ErrInvalidArgument) {
+	if _, err = pd.Finish(ctx, pod.Addrs); !errors.Is(err, netplumb.ErrInvalidArgument) {
 		t.Fatalf("second Finish: %v, want ErrInvalidArgument", err)
 	}
 	// Setup over the finished pair changes nothing and answers the same.
@@ -82,10 +82,10 @@ func TestPrepareAbort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Prepare: %v", err)
 	}
-	if err := pd.Abort(); err != nil {
+	if err = pd.Abort(); err != nil {
 		t.Fatalf("Abort: %v", err)
 	}
-	if err := pd.Abort(); err != nil {
+	if err = pd.Abort(); err != nil {
 		t.Fatalf("second Abort: %v", err)
 	}
 	if linkExists(t, e.node, name) || linkExists(t, e.pod, "eth0") {
