@@ -3,9 +3,6 @@ package daemon_test
 import (
 	"context"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -245,48 +242,5 @@ func TestKubeLeaksAndMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
 	}
-	checkDocumented(t, text, documentedMetrics(t, "coild"))
-}
-
-func documentedMetrics(t *testing.T, section string) []string {
-	t.Helper()
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
-	b, err := os.ReadFile(filepath.Join(root, "docs", "metrics.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(b), "\n## "+section+"\n")
-	if !ok {
-		t.Fatalf("docs/metrics.md has no section %q", section)
-	}
-	rest, _, _ = strings.Cut(rest, "\n## ")
-	var names []string
-	for _, m := range regexp.MustCompile("(?m)^\\| `(coil_[a-z_]+)` \\|").FindAllStringSubmatch(rest, -1) {
-		names = append(names, m[1])
-	}
-	if len(names) == 0 {
-		t.Fatalf("no metrics in section %q", section)
-	}
-	return names
-}
-
-// checkDocumented fails if a documented metric is missing from a scrape, or the scrape
-// has a coil_ metric the docs do not list.
-func checkDocumented(t *testing.T, text string, documented []string) {
-	t.Helper()
-	doc := map[string]bool{}
-	for _, n := range documented {
-		doc[n] = true
-		if !strings.Contains(text, "\n# TYPE "+n+" ") {
-			t.Errorf("documented metric %s not served", n)
-		}
-	}
-	for _, m := range regexp.MustCompile(`(?m)^# TYPE (coil_[a-z_]+) `).FindAllStringSubmatch(text, -1) {
-		if !doc[m[1]] {
-			t.Errorf("metric %s served but not documented in docs/metrics.md", m[1])
-		}
-	}
+	testutil.CheckDocumented(t, text, testutil.DocumentedMetrics(t, "coild"))
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -19,33 +18,6 @@ import (
 	"github.com/coil-net/coil/internal/testutil"
 	"github.com/coil-net/coil/kube/kubetest"
 )
-
-// documentedMetrics returns the metric names in the table under "## section" of
-// docs/metrics.md.
-func documentedMetrics(t *testing.T, section string) []string {
-	t.Helper()
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
-	b, err := os.ReadFile(filepath.Join(root, "docs", "metrics.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(b), "\n## "+section+"\n")
-	if !ok {
-		t.Fatalf("docs/metrics.md has no section %q", section)
-	}
-	rest, _, _ = strings.Cut(rest, "\n## ")
-	var names []string
-	for _, m := range regexp.MustCompile("(?m)^\\| `(coil_[a-z_]+)` \\|").FindAllStringSubmatch(rest, -1) {
-		names = append(names, m[1])
-	}
-	if len(names) == 0 {
-		t.Fatalf("no metrics in section %q", section)
-	}
-	return names
-}
 
 // The coil-controller binary runs against the API server and etcd, becomes leader, and
 // serves every metric docs/metrics.md lists for it (and no undocumented coil_ metric).
@@ -88,23 +60,5 @@ func TestControllerMetricsDocumented(t *testing.T) {
 		text = string(b)
 		return strings.Contains(text, "\ncoil_controller_leader 1\n")
 	}, "coil_controller_leader 1 scraped")
-	checkDocumented(t, text, documentedMetrics(t, "coil-controller"))
-}
-
-// checkDocumented fails if a documented metric is missing from a scrape, or the scrape
-// has a coil_ metric the docs do not list.
-func checkDocumented(t *testing.T, text string, documented []string) {
-	t.Helper()
-	doc := map[string]bool{}
-	for _, n := range documented {
-		doc[n] = true
-		if !strings.Contains(text, "\n# TYPE "+n+" ") {
-			t.Errorf("documented metric %s not served", n)
-		}
-	}
-	for _, m := range regexp.MustCompile(`(?m)^# TYPE (coil_[a-z_]+) `).FindAllStringSubmatch(text, -1) {
-		if !doc[m[1]] {
-			t.Errorf("metric %s served but not documented in docs/metrics.md", m[1])
-		}
-	}
+	testutil.CheckDocumented(t, text, testutil.DocumentedMetrics(t, "coil-controller"))
 }
