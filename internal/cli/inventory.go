@@ -52,6 +52,22 @@ func (f *filters) validate() error {
 }
 
 // load connects and replays the log.
+// loadFiltered validates the filters, loads the state and checks that the filters name
+// what exists (exit 3 otherwise).
+func (a *app) loadFiltered(ctx context.Context, f *filters) (*snapshot, error) {
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	st, err := a.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.check(st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
 func (a *app) load(ctx context.Context) (*snapshot, error) {
 	if err := a.connect(); err != nil {
 		return nil, err
@@ -120,14 +136,8 @@ func (a *app) addressCommand() *cobra.Command {
 		Example: "  coilctl address list --node worker-1",
 		Args:    argsUsage(0, 0, "no arguments (filter with --node and --pool)"),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			if err := f.validate(); err != nil {
-				return err
-			}
-			st, err := a.load(cmd.Context())
+			st, err := a.loadFiltered(cmd.Context(), &f)
 			if err != nil {
-				return err
-			}
-			if err := f.check(st); err != nil {
 				return err
 			}
 			views := st.addresses(f)
@@ -261,14 +271,8 @@ func (a *app) blockCommand() *cobra.Command {
 		Example: "  coilctl block list --pool default",
 		Args:    argsUsage(0, 0, "no arguments (filter with --node and --pool)"),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
-			if err := f.validate(); err != nil {
-				return err
-			}
-			st, err := a.load(cmd.Context())
+			st, err := a.loadFiltered(cmd.Context(), &f)
 			if err != nil {
-				return err
-			}
-			if err := f.check(st); err != nil {
 				return err
 			}
 			views := st.blocks(f)
