@@ -17,6 +17,9 @@ import (
 	"github.com/coil-net/coil/projection"
 )
 
+// DefaultAppendTimeout bounds one append: past it the request fails (CNI "try again").
+const DefaultAppendTimeout = 10 * time.Second
+
 // DefaultBlockGrace is how long an empty block stays with its node before it is released.
 const DefaultBlockGrace = 5 * time.Minute
 
@@ -32,6 +35,8 @@ type NodeConfig struct {
 	Lease    int64
 	// MaxBatch bounds a group commit (default events.MaxBatch).
 	MaxBatch int
+	// AppendTimeout bounds each append to the log (default DefaultAppendTimeout).
+	AppendTimeout time.Duration
 	Logger   *slog.Logger
 }
 
@@ -97,6 +102,9 @@ func NewNode(cfg NodeConfig) *Node {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = events.SystemClock{}
+	}
+	if cfg.AppendTimeout <= 0 {
+		cfg.AppendTimeout = DefaultAppendTimeout
 	}
 	lg := cfg.Logger
 	if lg == nil {
@@ -175,7 +183,7 @@ func (n *Node) Register(ctx context.Context) error {
 // appendOwn appends to the node stream and applies the events. Caller holds n.mu.
 func (n *Node) appendOwn(ctx context.Context, evs []*events.Event) error {
 	stream := n.stream()
-	_, err := n.cfg.Log.Append(ctx, events.AppendRequest{
+	_, err := n.appendLog(ctx, events.AppendRequest{
 		Stream: stream, Expected: n.st.Head(stream), Events: evs, Conditions: n.conditions(),
 	})
 	if err != nil {
@@ -211,6 +219,16 @@ func (n *Node) Observe(ctx context.Context, e *events.Event) error {
 	default:
 		return n.catchUp(ctx, e.Stream)
 	}
+}
+
+// appendLog appends with a deadline of its own (AppendTimeout): the committer runs on a
+// long-lived context, and one append stuck on an unreachable store must not stall every
+// later request. A timed-out append may still have been committed; the next append then
+// conflicts, catches up and finds it (decisions are idempotent per attachment).
+func (n *Node) appendLog(ctx context.Context, req events.AppendRequest) (events.Version, error) {
+	actx, cancel := context.WithTimeout(ctx, n.cfg.AppendTimeout)
+	defer cancel()
+	return n.cfg.Log.Append(actx, req)
 }
 
 // absorb catches up after a conflict: with the missed events the conflict carries when
@@ -584,7 +602,7 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 			return 0, exhausted(pool, blocks)
 		}
 		ev := &events.Event{Time: n.cfg.Clock.Now(), Actor: n.cfg.Node, Payload: &events.BlockAssigned{Index: idx, Node: n.cfg.Node}}
-		_, err := n.cfg.Log.Append(ctx, events.AppendRequest{
+		_, err := n.appendLog(ctx, events.AppendRequest{
 			Stream:     stream,
 			Expected:   n.st.Head(stream),
 			Events:     []*events.Event{ev},
@@ -679,7 +697,7 @@ func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 			continue
 		}
 		stream := events.PoolStream(name)
-		_, err := n.cfg.Log.Append(ctx, events.AppendRequest{
+		_, err := n.appendLog(ctx, events.AppendRequest{
 			Stream: stream, Expected: n.st.Head(stream), Events: evs, Conditions: n.conditions(),
 		})
 		if errors.Is(err, events.ErrConflict) {

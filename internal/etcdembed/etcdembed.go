@@ -26,6 +26,10 @@ type Config struct {
 	PeerURL string
 	// Name of the member; empty means "coil".
 	Name string
+	// InitialCluster lists every member of a new multi-member cluster as
+	// "name=peerURL,..." (etcd's --initial-cluster); empty means this member alone. The
+	// members must be started concurrently: each waits for a quorum to be ready.
+	InitialCluster string
 	// NoFsync disables fsync (tests and benchmark set-up only: a crash loses writes).
 	NoFsync bool
 	// TickMs and ElectionMs are raft timings; zero keeps etcd's defaults (100/1000).
@@ -95,6 +99,9 @@ func start(cfg Config, curl, purl url.URL) (*embed.Etcd, error) {
 	ec.ListenPeerUrls = []url.URL{purl}
 	ec.AdvertisePeerUrls = []url.URL{purl}
 	ec.InitialCluster = ec.Name + "=" + purl.String()
+	if cfg.InitialCluster != "" {
+		ec.InitialCluster = cfg.InitialCluster
+	}
 	ec.InitialClusterToken = "coil-embedded"
 	ec.UnsafeNoFsync = cfg.NoFsync
 	if cfg.TickMs != 0 {
