@@ -37,7 +37,7 @@ type NodeConfig struct {
 	MaxBatch int
 	// AppendTimeout bounds each append to the log (default DefaultAppendTimeout).
 	AppendTimeout time.Duration
-	Logger   *slog.Logger
+	Logger        *slog.Logger
 }
 
 // Request asks for an address for a container's interface.
