@@ -13,6 +13,7 @@ import (
 
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/events/eventstest"
 	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/projection"
 )
@@ -79,13 +80,9 @@ func fillStream(b *testing.B, cli *clientv3.Client, keys events.Keys, s events.S
 		for i := range evs {
 			evs[i] = gen()
 		}
-		sealed, h, err := events.Seal(&events.AppendRequest{Stream: s, Expected: head, Events: evs})
+		ops, h, err := eventstest.SealedPuts(keys, events.AppendRequest{Stream: s, Expected: head, Events: evs})
 		if err != nil {
 			b.Fatal(err)
-		}
-		ops := make([]clientv3.Op, len(sealed))
-		for i, x := range sealed {
-			ops[i] = clientv3.OpPut(keys.Event(s, x.Seq), string(x.Value))
 		}
 		jobs <- ops
 		head = h
@@ -96,7 +93,7 @@ func fillStream(b *testing.B, cli *clientv3.Client, keys events.Keys, s events.S
 	if failed != nil {
 		b.Fatal(failed)
 	}
-	if _, err := cli.Put(ctx, keys.Head(s), string(events.EncodeHead(head))); err != nil {
+	if _, err := cli.Txn(ctx).Then(eventstest.PutHead(keys, s, head)).Commit(); err != nil {
 		b.Fatal(err)
 	}
 	return head

@@ -2,11 +2,9 @@ package events_test
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 	"os"
 	"sync"
 	"testing"
@@ -19,31 +17,12 @@ import (
 	"github.com/coil-net/coil/internal/etcdtest"
 )
 
-// realisticAssigned is an AddressAssigned as coild writes it: a 64-hex container ID, a
-// Kubernetes UID with dashes, pod namespace and name, pool, block and IPv4 address.
+// realisticAssigned is eventstest.RealisticAssigned in its envelope, as coild writes it.
 func realisticAssigned(rng *rand.Rand, i int) *events.Event {
-	var id [32]byte
-	for j := range id {
-		id[j] = byte(rng.Uint32())
-	}
-	var uid [16]byte
-	for j := range uid {
-		uid[j] = byte(rng.Uint32())
-	}
-	u := hex.EncodeToString(uid[:])
 	return &events.Event{
-		Time:  eventstest.Base.Add(time.Duration(i) * time.Millisecond),
-		Actor: "coild/worker-017",
-		Payload: &events.AddressAssigned{
-			ContainerID:  hex.EncodeToString(id[:]),
-			IfName:       "eth0",
-			PodNamespace: "team-payments",
-			PodName:      fmt.Sprintf("checkout-api-7d9f8c6b5-%05d", i%100000),
-			PodUID:       u[0:8] + "-" + u[8:12] + "-" + u[12:16] + "-" + u[16:20] + "-" + u[20:],
-			Pool:         "default",
-			Block:        uint32(i / 32),
-			Addrs:        []netip.Addr{netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})},
-		},
+		Time:    eventstest.Base.Add(time.Duration(i) * time.Millisecond),
+		Actor:   "coild/worker-017",
+		Payload: eventstest.RealisticAssigned(rng, i),
 	}
 }
 
@@ -137,14 +116,9 @@ func fill(b *testing.B, cli *clientv3.Client, keys events.Keys, s events.Stream,
 		for i := range evs {
 			evs[i] = realisticAssigned(rng, done+i)
 		}
-		req := events.AppendRequest{Stream: s, Expected: head, Events: evs}
-		sealed, h, err := events.Seal(&req)
+		ops, h, err := eventstest.SealedPuts(keys, events.AppendRequest{Stream: s, Expected: head, Events: evs})
 		if err != nil {
 			b.Fatal(err)
-		}
-		ops := make([]clientv3.Op, len(sealed))
-		for i, x := range sealed {
-			ops[i] = clientv3.OpPut(keys.Event(s, x.Seq), string(x.Value))
 		}
 		jobs <- job{ops}
 		head = h
@@ -156,7 +130,7 @@ func fill(b *testing.B, cli *clientv3.Client, keys events.Keys, s events.Stream,
 	for err := range errc {
 		b.Fatal(err)
 	}
-	if _, err := cli.Put(ctx, keys.Head(s), string(events.EncodeHead(head))); err != nil {
+	if _, err := cli.Txn(ctx).Then(eventstest.PutHead(keys, s, head)).Commit(); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -307,7 +281,7 @@ func bytesPerEvent(b *testing.B, asJSON bool) {
 					encoded += len(j)
 					ops = append(ops, clientv3.OpPut(keys.Event(s, x.Seq), string(j)))
 				}
-				ops = append(ops, clientv3.OpPut(keys.Head(s), string(events.EncodeHead(h))))
+				ops = append(ops, eventstest.PutHead(keys, s, h))
 				if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 					b.Fatal(err)
 				}

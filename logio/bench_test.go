@@ -2,10 +2,8 @@ package logio_test
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/events/eventstest"
 	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/internal/gobuild"
 )
@@ -147,21 +146,16 @@ func fillNodes(b *testing.B, ctx context.Context, cli *clientv3.Client, keys eve
 							Payload: &events.AddressReleased{ContainerID: a.ContainerID, IfName: a.IfName, Pool: a.Pool, Block: a.Block, Addrs: a.Addrs, Reason: "CNI DEL"}}
 						continue
 					}
-					a := assigned(rng, j)
+					a := eventstest.RealisticAssigned(rng, j)
 					live = append(live, a)
 					evs[i] = &events.Event{Time: time.Unix(1_800_000_000+int64(j), 0).UTC(), Actor: string(s)[5:], Payload: a}
 				}
-				req := events.AppendRequest{Stream: s, Expected: head, Events: evs}
-				sealed, h, err := events.Seal(&req)
+				ops, h, err := eventstest.SealedPuts(keys, events.AppendRequest{Stream: s, Expected: head, Events: evs})
 				if err != nil {
 					errs <- err
 					return
 				}
-				ops := make([]clientv3.Op, 0, len(sealed)+1)
-				for _, x := range sealed {
-					ops = append(ops, clientv3.OpPut(keys.Event(s, x.Seq), string(x.Value)))
-				}
-				ops = append(ops, clientv3.OpPut(keys.Head(s), string(events.EncodeHead(h))))
+				ops = append(ops, eventstest.PutHead(keys, s, h))
 				sem <- struct{}{}
 				_, err = cli.Txn(ctx).Then(ops...).Commit()
 				<-sem
@@ -178,28 +172,6 @@ func fillNodes(b *testing.B, ctx context.Context, cli *clientv3.Client, keys eve
 	close(errs)
 	for err := range errs {
 		b.Fatal(err)
-	}
-}
-
-func assigned(rng *rand.Rand, i int) *events.AddressAssigned {
-	var id [32]byte
-	for j := range id {
-		id[j] = byte(rng.Uint32())
-	}
-	var uid [16]byte
-	for j := range uid {
-		uid[j] = byte(rng.Uint32())
-	}
-	u := hex.EncodeToString(uid[:])
-	return &events.AddressAssigned{
-		ContainerID:  hex.EncodeToString(id[:]),
-		IfName:       "eth0",
-		PodNamespace: "team-payments",
-		PodName:      fmt.Sprintf("checkout-api-7d9f8c6b5-%05d", i%100000),
-		PodUID:       u[0:8] + "-" + u[8:12] + "-" + u[12:16] + "-" + u[16:20] + "-" + u[20:],
-		Pool:         "default",
-		Block:        uint32(i/32) % 4096,
-		Addrs:        []netip.Addr{netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})},
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/events/eventstest"
 	"github.com/coil-net/coil/internal/cli"
 	"github.com/coil-net/coil/internal/etcdtest"
 )
@@ -86,16 +87,12 @@ func fillNodeStreams(tb testing.TB, cli *clientv3.Client, nodes, total int) {
 					}
 					req.Events = append(req.Events, &events.Event{Time: tm, Actor: name, Payload: p})
 				}
-				sealed, next, err := events.Seal(&req)
+				ops, next, err := eventstest.SealedPuts(keys, req)
 				if err != nil {
 					errs <- err
 					return
 				}
-				ops := make([]clientv3.Op, 0, len(sealed)+1)
-				for _, s := range sealed {
-					ops = append(ops, clientv3.OpPut(keys.Event(stream, s.Seq), string(s.Value)))
-				}
-				ops = append(ops, clientv3.OpPut(keys.Head(stream), string(events.EncodeHead(next))))
+				ops = append(ops, eventstest.PutHead(keys, stream, next))
 				if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 					errs <- err
 					return
