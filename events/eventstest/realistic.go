@@ -55,4 +55,3 @@ func SealedPuts(keys events.Keys, req events.AppendRequest) ([]clientv3.Op, even
 func PutHead(keys events.Keys, s events.Stream, head events.Version) clientv3.Op {
 	return clientv3.OpPut(keys.Head(s), string(events.EncodeHead(head)))
 }
-
