@@ -48,7 +48,11 @@ fmt:
 # test runs every test, privileged netns and end-to-end tests included.
 # They need root; under CI=true a missing privilege is a failure, not a skip.
 test: setup build vet kube-bins
-	$(TOOLS)/gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg -- $(TEST_FLAGS) -p 2 ./...
+	# A failed test is run once more (--rerun-fails): the first failure stays in the output
+	# and in the summary line, and .test.json keeps every event for later diagnosis. A
+	# test that fails twice fails the run.
+	$(TOOLS)/gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg --jsonfile .test.json \
+		--rerun-fails=1 --packages ./... -- $(TEST_FLAGS) -p 2
 
 lint: tools
 	$(TOOLS)/golangci-lint run ./...
