@@ -24,6 +24,9 @@ var ErrBadKey = errors.New("events: malformed log key")
 //	<prefix>head/<stream>                 the stream's head (value: uvarint seq + 32-byte hash)
 //	<prefix>snap/<stream>                 the sequence of the stream's newest snapshot (uvarint)
 //	<prefix>alive/<node>                  a node's liveness key, attached to its lease
+//	<prefix>index/<stream>/<first as %012d> a derived attachment-index entry for the stream's
+//	                                      events from first on (see package logindex); not
+//	                                      part of the log: never exported, rebuildable
 type Keys struct{ prefix string }
 
 // NewKeys returns the layout under prefix; "" means DefaultPrefix, and a missing
@@ -61,6 +64,27 @@ func (k Keys) Head(s Stream) string { return k.prefix + "head/" + string(s) }
 // Snap is the key of stream s's snapshot pointer.
 func (k Keys) Snap(s Stream) string { return k.prefix + "snap/" + string(s) }
 
+// IndexPrefix is the prefix of all attachment-index entries (derived data, see package
+// logindex).
+func (k Keys) IndexPrefix() string { return k.prefix + "index/" }
+
+// IndexStreamPrefix is the prefix of the index entries of one stream (ends in "/").
+func (k Keys) IndexStreamPrefix(s Stream) string { return k.prefix + "index/" + string(s) + "/" }
+
+// Index is the key of stream s's index entry whose first sequence is first.
+func (k Keys) Index(s Stream, first uint64) string { return k.IndexStreamPrefix(s) + fmtSeq(first) }
+
+// ParseIndex splits an index key into stream and first sequence, with the rules of
+// ParseEvent (ErrBadKey for keys outside the index prefix, invalid streams, sequences
+// that are not exactly 12 digits or are 0).
+func (k Keys) ParseIndex(key string) (Stream, uint64, error) {
+	rest, ok := strings.CutPrefix(key, k.IndexPrefix())
+	if !ok {
+		return "", 0, errors.Wrapf(ErrBadKey, "%q is not under %s", key, k.IndexPrefix())
+	}
+	return parseStreamSeq(key, rest)
+}
+
 // Alive is the liveness key of node.
 func (k Keys) Alive(node string) string { return k.prefix + "alive/" + node }
 
@@ -82,6 +106,11 @@ func (k Keys) ParseEvent(key string) (Stream, uint64, error) {
 	if !ok {
 		return "", 0, errors.Wrapf(ErrBadKey, "%q is not under %s", key, k.LogPrefix())
 	}
+	return parseStreamSeq(key, rest)
+}
+
+// parseStreamSeq parses rest, "<stream>/<12 digits>", of key.
+func parseStreamSeq(key, rest string) (Stream, uint64, error) {
 	i := strings.LastIndexByte(rest, '/')
 	if i < 0 {
 		return "", 0, errors.Wrapf(ErrBadKey, "%q has no sequence", key)

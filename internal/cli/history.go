@@ -6,12 +6,15 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/errors"
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/logindex"
 	"github.com/coil-net/coil/projection"
 )
 
@@ -81,10 +84,13 @@ func (q *historyQuery) String() string {
 // history reads the node streams at one revision (readWorkers streams at once) and pairs
 // each matching AddressAssigned with the next AddressReleased of the same container and
 // interface in that node's stream. For an address, only the streams of the nodes that ever
-// owned its block are read (blockOwners). Events of other types and of other attachments are
-// skipped as soon as their type or key is seen. It returns the holdings ordered by
-// assignment time (then revision, node, sequence) and the revision read at.
-func history(ctx context.Context, log events.Log, q *historyQuery) ([]*holding, int64, error) {
+// owned its block are read (blockOwners). For a pod or a container ID prefix of 12
+// characters or more, with ix set, the attachment index narrows each stream's read to the
+// chunks that may mention it (historyIndex.read); the result is the same as a full read.
+// Events of other types and of other attachments are skipped as soon as their type or key
+// is seen. It returns the holdings ordered by assignment time (then revision, node,
+// sequence) and the revision read at.
+func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIndex) ([]*holding, int64, error) {
 	heads, rev, err := log.Streams(ctx, "node/", 0)
 	if err != nil {
 		return nil, 0, errors.Wrap(err, "list node streams")
@@ -100,44 +106,37 @@ func history(ctx context.Context, log events.Log, q *historyQuery) ([]*holding, 
 		}
 	}
 	streams := streamsOf(heads, keep)
-	per := make([][]*holding, len(streams))
-	err = eachStream(ctx, log, streams, rev, func(i int, s events.Stream) func(*events.Event) error {
+	per := make([]*pairing, len(streams))
+	for i, s := range streams {
 		_, node := s.Kind()
-		open := map[[2]string]*holding{}
-		return func(e *events.Event) error {
-			switch p := e.Payload.(type) {
-			case *events.AddressAssigned:
-				if !q.match(p) {
-					return nil
-				}
-				h := &holding{
-					Addrs: p.Addrs, Pool: p.Pool, Block: p.Block, Node: node,
-					ContainerID: p.ContainerID, IfName: p.IfName,
-					PodNamespace: p.PodNamespace, PodName: p.PodName, PodUID: p.PodUID,
-					From: e.Time, FromRevision: e.Revision, seq: e.Seq,
-				}
-				open[[2]string{p.ContainerID, p.IfName}] = h
-				per[i] = append(per[i], h)
-			case *events.AddressReleased:
-				if len(open) == 0 {
-					return nil
-				}
-				k := [2]string{p.ContainerID, p.IfName}
-				if h := open[k]; h != nil {
-					t := e.Time
-					h.To, h.ToRevision, h.ReleaseReason, h.ReleasedBy = &t, e.Revision, p.Reason, e.Actor
-					delete(open, k)
-				}
-			}
-			return nil
+		per[i] = &pairing{q: q, node: node, open: map[[2]string]*holding{}}
+	}
+	var entries map[events.Stream][]*logindex.Entry
+	key, indexed := q.indexKey()
+	if indexed && ix != nil && len(streams) > 0 {
+		lctx, cancel := context.WithTimeout(ctx, ix.timeout)
+		entries, err = logindex.Load(lctx, ix.cli, ix.keys, "", rev)
+		cancel()
+		if err != nil {
+			return nil, 0, errors.Wrapf(err, "load the attachment index at revision %d", rev)
 		}
+	}
+	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
+		s := streams[i]
+		if es := entries[s]; len(es) > 0 {
+			return ix.read(ctx, log, s, heads[s], rev, es, key, per[i])
+		}
+		if _, err := log.Read(ctx, s, 1, rev, per[i].visit); err != nil {
+			return errors.Wrapf(err, "read %s at revision %d", s, rev)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, 0, err
 	}
 	var out []*holding
-	for _, hs := range per {
-		out = append(out, hs...)
+	for _, p := range per {
+		out = append(out, p.out...)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i], out[j]
@@ -152,6 +151,123 @@ func history(ctx context.Context, log events.Log, q *historyQuery) ([]*holding, 
 		return a.seq < b.seq
 	})
 	return out, rev, nil
+}
+
+// indexKey is the attachment-index key of the query (logindex.PodKey or
+// logindex.ContainerKey), and false when the index cannot narrow it: an address, or a
+// container ID prefix shorter than 12 characters.
+func (q *historyQuery) indexKey() (string, bool) {
+	switch {
+	case q.addr.IsValid():
+		return "", false
+	case q.container != "":
+		return logindex.ContainerQueryKey(q.container)
+	}
+	return logindex.PodKey(q.podNS, q.podName), true
+}
+
+// pairing pairs one node stream's matching assignments with their releases, fed the
+// stream's events in sequence order (all of them, or every chunk that may mention the
+// query or a holding still open).
+type pairing struct {
+	q    *historyQuery
+	node string
+	open map[[2]string]*holding // container ID and interface -> holding not released yet
+	out  []*holding
+}
+
+func (p *pairing) visit(e *events.Event) error {
+	switch pl := e.Payload.(type) {
+	case *events.AddressAssigned:
+		if !p.q.match(pl) {
+			return nil
+		}
+		h := &holding{
+			Addrs: pl.Addrs, Pool: pl.Pool, Block: pl.Block, Node: p.node,
+			ContainerID: pl.ContainerID, IfName: pl.IfName,
+			PodNamespace: pl.PodNamespace, PodName: pl.PodName, PodUID: pl.PodUID,
+			From: e.Time, FromRevision: e.Revision, seq: e.Seq,
+		}
+		p.open[[2]string{pl.ContainerID, pl.IfName}] = h
+		p.out = append(p.out, h)
+	case *events.AddressReleased:
+		if len(p.open) == 0 {
+			return nil
+		}
+		k := [2]string{pl.ContainerID, pl.IfName}
+		if h := p.open[k]; h != nil {
+			t := e.Time
+			h.To, h.ToRevision, h.ReleaseReason, h.ReleasedBy = &t, e.Revision, pl.Reason, e.Actor
+			delete(p.open, k)
+		}
+	}
+	return nil
+}
+
+// historyIndex is what history needs to use the attachment index.
+type historyIndex struct {
+	cli     *clientv3.Client
+	keys    events.Keys
+	timeout time.Duration // per stream, as timeoutLog bounds a stream's read
+
+	chunksRead, chunksSkipped atomic.Int64
+}
+
+// read feeds p the events of stream s (head at rev) that may matter to the query key:
+// entries are the stream's index entries. Entries that no longer match the log are
+// ignored (logindex.Verify). A stream whose event #1 is archived is read as the full scan
+// reads it (which fails the same way). Otherwise one forward pass over the segments
+// (logindex.Segments) reads a chunk iff its filter may hold key or the container key of
+// a holding still open, and reads every unindexed range (chunks missing anywhere, the tail
+// after the last entry). The hash chain is checked within each read and across the
+// skipped chunks through their entries' hashes, up to the head.
+func (ix *historyIndex) read(ctx context.Context, log events.Log, s events.Stream, head events.Version, rev int64,
+	entries []*logindex.Entry, key string, p *pairing) error {
+	ctx, cancel := context.WithTimeout(ctx, ix.timeout)
+	defer cancel()
+	valid, hasFirst, err := logindex.Verify(ctx, ix.cli, ix.keys, s, entries, rev)
+	if err != nil {
+		return err
+	}
+	if !hasFirst || len(valid) == 0 {
+		if _, err := log.Read(ctx, s, 1, rev, p.visit); err != nil {
+			return errors.Wrapf(err, "read %s at revision %d", s, rev)
+		}
+		return nil
+	}
+	var last events.Version // the version of the event before the next segment
+	for _, seg := range logindex.Segments(valid, 1, head.Seq) {
+		if e := seg.Entry; e != nil && !e.MayContain(key) && !mayContainOpen(e, p.open) {
+			ix.chunksSkipped.Add(1)
+			last = events.Version{Seq: e.Last, Hash: e.Hash}
+			continue
+		}
+		if seg.Entry != nil {
+			ix.chunksRead.Add(1)
+		}
+		prev := &last
+		if seg.First == 1 {
+			prev = nil
+		}
+		if last, err = logindex.ReadRange(ctx, ix.cli, ix.keys, s, seg.First, seg.Last, rev, prev, p.visit); err != nil {
+			return errors.Wrapf(err, "read %s #%d-#%d at revision %d", s, seg.First, seg.Last, rev)
+		}
+	}
+	if last != head {
+		return errors.Wrapf(events.ErrChainBroken, "%s: head is #%d %s but the read ended at #%d %s",
+			s, head.Seq, head.Hash, last.Seq, last.Hash)
+	}
+	return nil
+}
+
+// mayContainOpen reports whether e may mention the container of a holding still open.
+func mayContainOpen(e *logindex.Entry, open map[[2]string]*holding) bool {
+	for k := range open {
+		if e.MayContain(logindex.ContainerKey(k[0])) {
+			return true
+		}
+	}
+	return false
 }
 
 // blockOwners returns every node that ever owned a block holding addr, as of rev: the
@@ -275,7 +391,8 @@ Exit 3 when nothing matches.`,
 			if err := a.connect(); err != nil {
 				return err
 			}
-			hs, rev, err := history(cmd.Context(), a.log, &q)
+			ix := &historyIndex{cli: a.cli, keys: events.NewKeys(a.opts.prefix), timeout: a.opts.timeout}
+			hs, rev, err := history(cmd.Context(), a.log, &q, ix)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,202 @@
+package logindex
+
+import (
+	"context"
+
+	"github.com/cockroachdb/errors"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coil-net/coil/events"
+)
+
+// BuildOptions tune Build.
+type BuildOptions struct {
+	// ChunkSize is the number of events per entry; 0 means DefaultChunkSize. Other sizes
+	// exist for tests (a few hundred events then make several chunks); entries record
+	// their range, so readers work with any size, but one index should use one size.
+	ChunkSize int
+}
+
+// BuildResult counts what Build found and did for one stream.
+type BuildResult struct {
+	Stream events.Stream `json:"stream"`
+	// Head is the stream's head sequence at Revision, the revision Build read at.
+	Head     uint64 `json:"head"`
+	Revision int64  `json:"revision"`
+	// Chunks is the number of complete chunks (head / chunk size).
+	Chunks int `json:"chunks"`
+	// Written entries were written by this call; Present ones existed already (or were
+	// written by a concurrent builder meanwhile); Archived chunks were skipped because
+	// some of their events were archived away.
+	Written  int `json:"written"`
+	Present  int `json:"present"`
+	Archived int `json:"archived"`
+	// EventsRead is the number of events read to build the written entries.
+	EventsRead int64 `json:"eventsRead"`
+}
+
+// Build writes the entry of every complete chunk of stream that has none, as of the
+// stream's current head (lg.Head), reading only those chunks' events (one pass per run of
+// consecutive missing chunks). Chunks whose events are partly or wholly archived are
+// skipped. It is idempotent and safe to run concurrently with other builders: an entry is
+// written only if its key does not exist, and every builder computes the same entry.
+// Existing entries are not checked (Verify tells readers whether to trust them; Delete
+// and Build again replace them). A stream with no complete chunk, or unknown, writes
+// nothing and returns no error.
+func Build(ctx context.Context, cli *clientv3.Client, keys events.Keys, lg events.Log, stream events.Stream, opt BuildOptions) (BuildResult, error) {
+	size := uint64(opt.ChunkSize)
+	if opt.ChunkSize == 0 {
+		size = DefaultChunkSize
+	}
+	if opt.ChunkSize < 0 {
+		return BuildResult{}, errors.Wrapf(ErrBadChunk, "chunk size %d", opt.ChunkSize)
+	}
+	res := BuildResult{Stream: stream}
+	head, rev, err := lg.Head(ctx, stream)
+	if err != nil {
+		return res, errors.Wrapf(err, "logindex: head of %s", stream)
+	}
+	res.Head, res.Revision = head.Seq, rev
+	res.Chunks = int(head.Seq / size)
+	if res.Chunks == 0 {
+		return res, nil
+	}
+	present := map[uint64]bool{}
+	resp, err := cli.Get(ctx, keys.IndexStreamPrefix(stream), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(rev))
+	if err != nil {
+		return res, storeErr(err, "logindex: list the entries of %s", stream)
+	}
+	for _, kv := range resp.Kvs {
+		if _, first, perr := keys.ParseIndex(string(kv.Key)); perr == nil {
+			present[first] = true
+		}
+	}
+	live, err := firstStored(ctx, cli, keys, stream, rev)
+	if err != nil {
+		return res, err
+	}
+	// Runs of consecutive missing chunks, each read in one pass.
+	type run struct{ first, last uint64 }
+	var runs []run
+	for k := range uint64(res.Chunks) {
+		first, last := k*size+1, (k+1)*size
+		switch {
+		case first < live:
+			res.Archived++
+		case present[first]:
+			res.Present++
+		case len(runs) > 0 && runs[len(runs)-1].last == first-1:
+			runs[len(runs)-1].last = last
+		default:
+			runs = append(runs, run{first, last})
+		}
+	}
+	seen := map[string]struct{}{}
+	var buf []string
+	for _, r := range runs {
+		chunkFirst := r.first
+		_, err := ReadRange(ctx, cli, keys, stream, r.first, r.last, rev, nil, func(e *events.Event) error {
+			res.EventsRead++
+			buf = KeysOf(buf[:0], e.Payload)
+			for _, k := range buf {
+				seen[k] = struct{}{}
+			}
+			if e.Seq-chunkFirst+1 < size {
+				return nil
+			}
+			ok, werr := write(ctx, cli, keys, newEntry(stream, chunkFirst, e.Seq, e.Hash, seen))
+			if werr != nil {
+				return werr
+			}
+			if ok {
+				res.Written++
+			} else {
+				res.Present++
+			}
+			clear(seen)
+			chunkFirst = e.Seq + 1
+			return nil
+		})
+		if err != nil {
+			return res, errors.Wrapf(err, "logindex: build %s #%d-#%d", stream, r.first, r.last)
+		}
+	}
+	return res, nil
+}
+
+// write stores e unless its key exists; ok is false when it did.
+func write(ctx context.Context, cli *clientv3.Client, keys events.Keys, e *Entry) (bool, error) {
+	v, err := e.Encode()
+	if err != nil {
+		return false, err
+	}
+	key := keys.Index(e.Stream, e.First)
+	r, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(v))).Commit()
+	if err != nil {
+		return false, storeErr(err, "logindex: write %s", key)
+	}
+	return r.Succeeded, nil
+}
+
+// firstStored is the sequence of stream's oldest event stored at rev (1 unless its early
+// events were archived; 1 for an empty stream).
+func firstStored(ctx context.Context, cli *clientv3.Client, keys events.Keys, stream events.Stream, rev int64) (uint64, error) {
+	resp, err := cli.Get(ctx, keys.Event(stream, 1), clientv3.WithKeysOnly(), clientv3.WithRev(rev))
+	if err != nil {
+		return 0, storeErr(err, "logindex: oldest event of %s", stream)
+	}
+	if len(resp.Kvs) == 1 {
+		return 1, nil
+	}
+	resp, err = cli.Get(ctx, keys.StreamPrefix(stream), clientv3.WithPrefix(), clientv3.WithLimit(1),
+		clientv3.WithKeysOnly(), clientv3.WithRev(rev))
+	if err != nil {
+		return 0, storeErr(err, "logindex: oldest event of %s", stream)
+	}
+	if len(resp.Kvs) == 0 {
+		return 1, nil
+	}
+	_, seq, err := keys.ParseEvent(string(resp.Kvs[0].Key))
+	if err != nil {
+		return 0, errors.Mark(err, events.ErrCorrupt)
+	}
+	return seq, nil
+}
+
+// Delete deletes the index entries of stream, or the whole index when stream is "", and
+// returns how many it deleted. Deleting nothing is not an error.
+func Delete(ctx context.Context, cli *clientv3.Client, keys events.Keys, stream events.Stream) (int64, error) {
+	prefix := keys.IndexPrefix()
+	if stream != "" {
+		prefix = keys.IndexStreamPrefix(stream)
+	}
+	r, err := cli.Delete(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, storeErr(err, "logindex: delete %s", prefix)
+	}
+	return r.Deleted, nil
+}
+
+// DeleteThrough deletes the entries of stream whose last sequence is at or below seq
+// (chunks wholly archived up to seq), and returns how many it deleted. Entries that do not
+// decode are deleted too when their first sequence is at or below seq.
+func DeleteThrough(ctx context.Context, cli *clientv3.Client, keys events.Keys, stream events.Stream, seq uint64) (int64, error) {
+	resp, err := cli.Get(ctx, keys.IndexStreamPrefix(stream), clientv3.WithRange(keys.Index(stream, seq+1)))
+	if err != nil {
+		return 0, storeErr(err, "logindex: list the entries of %s", stream)
+	}
+	var n int64
+	for _, kv := range resp.Kvs {
+		e, derr := Decode(stream, kv.Value)
+		if derr == nil && e.Last > seq {
+			continue
+		}
+		r, err := cli.Delete(ctx, string(kv.Key))
+		if err != nil {
+			return n, storeErr(err, "logindex: delete %s", kv.Key)
+		}
+		n += r.Deleted
+	}
+	return n, nil
+}
