@@ -75,6 +75,7 @@ type Daemon struct {
 
 	delq    chan delItem
 	syncReq chan struct{}
+	index   indexer // the background attachment-index builder (index.go)
 }
 
 // New prepares a daemon: starts the embedded etcd if asked, connects to etcd, opens the
@@ -87,7 +88,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d := &Daemon{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.Node), keys: events.NewKeys(cfg.EtcdPrefix),
 		inflight: map[string]int{}, deleting: map[string]chan struct{}{}, recent: map[string]bool{}, exported: map[netip.Prefix]bool{},
-		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1),
+		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1), index: newIndexer(),
 	}
 	ok := false
 	defer func() {
@@ -166,8 +167,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Add(6)
+	wg.Add(7)
 	go func() { defer wg.Done(); d.node.Run(ctx) }()
+	go func() { defer wg.Done(); d.indexLoop(ctx) }()
 	go func() { defer wg.Done(); d.runKube(ctx) }()
 	go func() { defer wg.Done(); d.metricsLoop(ctx) }()
 	go func() { defer wg.Done(); d.delWorker(ctx) }()
@@ -222,6 +224,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 		return errors.Wrap(err, "register node")
 	}
 	d.loaded.Store(true)
+	d.requestIndex() // the replay may have passed chunk boundaries
 	watch := d.elog.Watch(sctx, events.WatchRequest{Prefixes: d.node.WatchPrefixes(), FromRev: rev, After: after})
 	if err := d.reconcile(sctx, first); err != nil {
 		d.log.Error("reconcile", "err", err)
@@ -249,6 +252,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 				if err := d.node.Observe(sctx, e); err != nil {
 					return errors.Wrapf(err, "apply %s #%d", e.Stream, e.Seq)
 				}
+				d.noteIndex(e)
 			}
 			d.requestSync()
 		case <-d.syncReq:

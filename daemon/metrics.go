@@ -31,6 +31,7 @@ type metrics struct {
 	gcReleases       *prometheus.CounterVec
 	poolBlocks       *prometheus.GaugeVec
 	logLag           prometheus.Gauge
+	indexChunks      prometheus.Counter
 	revMu            sync.Mutex
 	rev              int64
 
@@ -78,11 +79,14 @@ func newMetrics() *metrics {
 		logLag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "coil_log_lag_revisions", Help: "How many etcd revisions the newest event of the streams this node follows is ahead of the last one it applied (0: caught up).",
 		}),
+		indexChunks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coil_index_chunks_written_total", Help: "Attachment-index entries (one per 1024-event chunk of the node's stream) this coild wrote.",
+		}),
 		conflicted: map[events.Stream]bool{},
 		pools:      map[string]bool{},
 	}
 	m.reg.MustRegister(m.cniDuration, m.allocations, m.releases, m.appendConflicts, m.appends, m.reconcileActions, m.watchRevision,
-		m.appendRetries, m.gcReleases, m.poolBlocks, m.logLag,
+		m.appendRetries, m.gcReleases, m.poolBlocks, m.logLag, m.indexChunks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Every series whose labels are known in advance exists from the start (at zero), so
 	// a rate() or an alert sees the first increment and a scrape shows every metric.

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/logindex"
 )
 
 var errCutReached = errors.New("logio: cut reached")
@@ -84,7 +85,8 @@ type ArchiveResult struct {
 // snapshot stays, so the live log starts at it and its previous-hash is the archive's
 // last hash: `Verifier.File(archive)` then `Verifier.Live` check the join. Streams
 // without such a snapshot are left alone; with none at all, no file is written and the
-// result's header lists no stream.
+// result's header lists no stream. The attachment-index entries (package logindex) of
+// the chunks archived wholly are deleted with the events.
 func Archive(ctx context.Context, log *events.EtcdLog, path string, opt ArchiveOptions) (ArchiveResult, error) {
 	if opt.Cut.Revision <= 0 && opt.Cut.Time.IsZero() {
 		return ArchiveResult{}, errors.New("logio: archive needs a cut (revision or time)")
@@ -150,6 +152,11 @@ func Archive(ctx context.Context, log *events.EtcdLog, path string, opt ArchiveO
 			}
 			res.Deleted += resp.Responses[0].GetResponseDeleteRange().Deleted
 			opt.DeleteProgress.report(res.Deleted, total)
+		}
+		// The attachment-index entries of the chunks archived wholly describe events no
+		// longer stored (readers ignore them anyway).
+		if _, err := logindex.DeleteThrough(ctx, cli, keys, s, r.Last); err != nil {
+			return res, errors.Wrapf(err, "logio: archive: %s archived; delete its index entries", s)
 		}
 	}
 	return res, nil

@@ -23,7 +23,8 @@ const maxTxnOps = 128
 // ImportOptions tune Import.
 type ImportOptions struct {
 	// Force imports into an etcd that holds a Coil log: the log's keys (events, heads,
-	// snapshot pointers under the prefix) are deleted first. Liveness keys are kept.
+	// snapshot pointers under the prefix) and the attachment index are deleted first.
+	// Liveness keys are kept.
 	Force bool
 	// Writers is the number of transactions in flight (0: DefaultWriters).
 	Writers int
@@ -41,6 +42,10 @@ type ImportOptions struct {
 // and finally every stream's head and snapshot pointer (in transactions that check no
 // head appeared meanwhile). The events get new etcd revisions (in import order); the
 // file keeps the original ones.
+//
+// Import writes no attachment index (package logindex): entries left under the prefix
+// (with Force, or in an otherwise empty etcd) are deleted before the events are written;
+// coild and `coilctl log index` build the index again.
 //
 // A failure while writing leaves a partial log without heads; run Import again with
 // Force. Archive files cannot be imported (their events are history, not state).
@@ -84,7 +89,7 @@ func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOpt
 	if err = sw.Flush(); err != nil {
 		return h, errors.Wrap(err, "logio: import: spool")
 	}
-	if err = prepareEmpty(ctx, cli, keys, opt.Force, opt.Force); err != nil {
+	if err = prepareEmpty(ctx, cli, keys, opt.Force, true); err != nil {
 		return h, err
 	}
 	if _, err = spool.Seek(0, io.SeekStart); err != nil {
@@ -196,7 +201,8 @@ func readSpool(r *bufio.Reader) (stream string, seq uint64, value string, err er
 	return string(b), seq, string(v), nil
 }
 
-// prepareEmpty refuses a non-empty log unless force; with del it deletes it.
+// prepareEmpty refuses a non-empty log unless force; with del it deletes it (with force)
+// and the attachment index (always).
 func prepareEmpty(ctx context.Context, cli *clientv3.Client, keys events.Keys, force, del bool) error {
 	prefixes := []string{keys.LogPrefix(), keys.HeadPrefix(), keys.Prefix() + "snap/"}
 	var n int64
@@ -207,8 +213,15 @@ func prepareEmpty(ctx context.Context, cli *clientv3.Client, keys events.Keys, f
 		}
 		n += r.Count
 	}
+	// The attachment index (logindex) is derived from the log: it neither makes etcd
+	// "not empty" nor survives an import (it would describe another log).
+	dropIndex := clientv3.OpDelete(keys.IndexPrefix(), clientv3.WithPrefix())
 	if n == 0 {
-		return nil
+		if !del {
+			return nil
+		}
+		_, err := cli.Txn(ctx).Then(dropIndex).Commit()
+		return errors.Wrap(err, "logio: import: delete the stale attachment index")
 	}
 	if !force {
 		return errors.Wrapf(ErrNotEmpty, "%d keys under %s (log/, head/, snap/); import needs an empty etcd (or --force, which deletes them)", n, keys.Prefix())
@@ -216,10 +229,11 @@ func prepareEmpty(ctx context.Context, cli *clientv3.Client, keys events.Keys, f
 	if !del {
 		return nil
 	}
-	ops := make([]clientv3.Op, 0, len(prefixes))
+	ops := make([]clientv3.Op, 0, len(prefixes)+1)
 	for _, p := range prefixes {
 		ops = append(ops, clientv3.OpDelete(p, clientv3.WithPrefix()))
 	}
+	ops = append(ops, dropIndex)
 	_, err := cli.Txn(ctx).Then(ops...).Commit()
 	return errors.Wrap(err, "logio: import: delete the existing log")
 }

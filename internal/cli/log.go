@@ -15,10 +15,11 @@ import (
 	"github.com/coil-net/coil/logio"
 )
 
-// logCommand is `coilctl log`: export, verify, import, snapshot, archive.
+// logCommand is `coilctl log`: export, verify, import, snapshot, archive, index.
 func (a *app) logCommand() *cobra.Command {
-	return a.group("log", "Export, verify, import, snapshot and archive the event log",
-		a.logExportCommand(), a.logVerifyCommand(), a.logImportCommand(), a.logSnapshotCommand(), a.logArchiveCommand())
+	return a.group("log", "Export, verify, import, snapshot and archive the event log; build its index",
+		a.logExportCommand(), a.logVerifyCommand(), a.logImportCommand(), a.logSnapshotCommand(), a.logArchiveCommand(),
+		a.logIndexCommand())
 }
 
 // rawLog is the log on the run's etcd client without coilctl's per-call timeout: export,
