@@ -85,8 +85,17 @@ type Entry struct {
 // event of the chunk mentions it); true may be a false positive (about 1%).
 func (e *Entry) MayContain(key string) bool { return e.filter.TestString(key) }
 
-// newEntry builds the entry of stream's events first..last from the keys they mention;
-// last is the hash of event last.
+// NewEntry builds the entry of stream's events first..last from the keys they mention
+// (KeysOf); hash is the hash of event last. Build uses it; tools and tests may too.
+func NewEntry(s events.Stream, first, last uint64, hash events.Hash, keys []string) *Entry {
+	set := make(map[string]struct{}, len(keys))
+	for _, k := range keys {
+		set[k] = struct{}{}
+	}
+	return newEntry(s, first, last, hash, set)
+}
+
+// newEntry is NewEntry from a set of keys.
 func newEntry(s events.Stream, first, last uint64, hash events.Hash, keys map[string]struct{}) *Entry {
 	f := bloom.NewWithEstimates(uint(max(len(keys), 1)), FalsePositiveRate)
 	for k := range keys {

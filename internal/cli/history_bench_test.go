@@ -112,7 +112,10 @@ func fillNodeStreams(tb testing.TB, cli *clientv3.Client, nodes, total int) {
 // BenchmarkHistory measures coilctl history end to end (connect, read the streams at one
 // revision, pair assignments and releases, print) on a log of 100k events in 100 node
 // streams, or 1M with COIL_BENCH_1M=1: "address" asks for an address (only the node
-// streams of its block's owners are read), "pod" for a pod (every node stream is read).
+// streams of its block's owners are read); "pod" and "container" (a 12-character prefix)
+// ask with the attachment index built after the fill (the build is timed and logged);
+// "pod-scan" asks for the same pod once the index is deleted (every node stream read in
+// full: the baseline).
 func BenchmarkHistory(b *testing.B) {
 	total := 100_000
 	if os.Getenv("COIL_BENCH_1M") == "1" {
@@ -124,6 +127,23 @@ func BenchmarkHistory(b *testing.B) {
 	start := time.Now()
 	fillNodeStreams(b, cl, nodes, total)
 	b.Logf("filled %d events in %d node streams in %s", total, nodes, time.Since(start).Round(time.Millisecond))
+	endpoints := strings.Join(c.Endpoints(), ",")
+	indexCmd := func(args ...string) string {
+		var out, errb strings.Builder
+		all := append([]string{"--etcd-endpoints", endpoints, "--timeout", "60s", "log", "index"}, args...)
+		if code := cli.Main(context.Background(), all, cli.Env{Stdout: &out, Stderr: &errb}); code != 0 {
+			b.Fatalf("log index: exit %d: %s", code, errb.String())
+		}
+		return out.String()
+	}
+	start = time.Now()
+	out := indexCmd("-o", "json")
+	took := time.Since(start)
+	b.Logf("log index: built the index of %d events in %s (%.0f events/s): %.200s", total, took.Round(time.Millisecond),
+		float64(total)/took.Seconds(), out)
+	// Node 42's pod 0 is in each stream's first chunk; its container ID is sha256("node-042/0").
+	sum := sha256.Sum256([]byte("node-042/0"))
+	container := hex.EncodeToString(sum[:])[:12]
 	for _, bc := range []struct {
 		name  string
 		query []string
@@ -131,9 +151,16 @@ func BenchmarkHistory(b *testing.B) {
 	}{
 		{"address", []string{"10.0.7.3"}, `"node": "node-007"`},
 		{"pod", []string{"--pod", "bench/pod-42-0"}, `"node": "node-042"`},
+		{"container", []string{"--container", container}, `"node": "node-042"`},
+		{"pod-scan", []string{"--pod", "bench/pod-42-0"}, `"node": "node-042"`},
 	} {
+		if bc.name == "pod-scan" {
+			if _, err := cl.Delete(context.Background(), events.NewKeys("").IndexPrefix(), clientv3.WithPrefix()); err != nil {
+				b.Fatal(err)
+			}
+		}
 		b.Run(bc.name, func(b *testing.B) {
-			args := append([]string{"--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--timeout", "60s", "history", "-o", "json"}, bc.query...)
+			args := append([]string{"--etcd-endpoints", endpoints, "--timeout", "60s", "history", "-o", "json"}, bc.query...)
 			// One run outside the timing, checked.
 			var out, errb strings.Builder
 			if code := cli.Main(context.Background(), args, cli.Env{Stdout: &out, Stderr: &errb}); code != 0 {

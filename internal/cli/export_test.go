@@ -1,0 +1,30 @@
+package cli
+
+import (
+	"context"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coil-net/coil/events"
+)
+
+// HistoryChunks runs the history of --pod NS/NAME (pod) or --container ID (container)
+// against c with the attachment index and returns how many holdings it found and how
+// many indexed chunks it read and skipped.
+func HistoryChunks(ctx context.Context, c *clientv3.Client, pod, container string) (holdings int, read, skipped int64, err error) {
+	lg := events.NewEtcdLog(c, events.EtcdConfig{})
+	defer lg.Close()
+	q := historyQuery{container: container}
+	if pod != "" {
+		for i := range len(pod) {
+			if pod[i] == '/' {
+				q.podNS, q.podName = pod[:i], pod[i+1:]
+				break
+			}
+		}
+	}
+	ix := &historyIndex{cli: c, keys: events.NewKeys(""), timeout: time.Minute}
+	hs, _, err := history(ctx, lg, &q, ix)
+	return len(hs), ix.chunksRead.Load(), ix.chunksSkipped.Load(), err
+}
