@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/daemon"
@@ -23,22 +25,12 @@ import (
 
 // benchDaemon runs coild in-process on an etcd with fsync (as in production), with pool
 // "default" (IPv4, /27 blocks), and returns it with a Plumber on its node namespace (for
-// waiting until DELs are done) and a pod namespace path.
-func benchDaemon(b *testing.B) (*daemon.Daemon, *netplumb.Plumber, string, string) {
+// waiting until DELs are done) and a pod namespace path. With embedded, coild runs its
+// own etcd (--embedded-etcd, the one-machine default that bench/cni measures); otherwise
+// etcd is a separate server reached over its unix socket.
+func benchDaemon(b *testing.B, embedded, viaSocket bool) (*daemon.Daemon, *netplumb.Plumber, string, string) {
 	b.Helper()
 	testutil.RequireRoot(b)
-	etcd := etcdtest.Start(b, etcdtest.WithFsync())
-	cli := etcd.Client(b)
-	elog := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-	b.Cleanup(func() { _ = elog.Close() })
-	sub, err := allocator.ParseSubnet("10.100.0.0/16")
-	if err != nil {
-		b.Fatal(err)
-	}
-	admin := allocator.Admin{Log: elog, Clock: events.SystemClock{}, Actor: "bench"}
-	if err = admin.CreatePool(context.Background(), &events.PoolCreated{Name: "default", BlockSizeBits: 5, Subnets: []events.Subnet{sub}}); err != nil {
-		b.Fatal(err)
-	}
 	_, nodePath := testutil.NetNS(b, "node")
 	_, podPath := testutil.NetNS(b, "pod")
 	dir, err := os.MkdirTemp("", "coild-bench-")
@@ -46,12 +38,25 @@ func benchDaemon(b *testing.B) (*daemon.Daemon, *netplumb.Plumber, string, strin
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = os.RemoveAll(dir) })
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, daemon.Config{
-		Node: nodeName, EtcdEndpoints: etcd.Endpoints(), Socket: filepath.Join(dir, "coild.sock"),
+	cfg := daemon.Config{
+		Node: nodeName, Socket: filepath.Join(dir, "coild.sock"),
 		StateDir: filepath.Join(dir, "state"), HostNetNS: nodePath, LeaseTTL: 3 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	var cli *clientv3.Client
+	if embedded {
+		cfg.EmbeddedEtcdDir = filepath.Join(dir, "etcd")
+		cfg.EtcdEndpoints = []string{"unix://" + filepath.Join(dir, "etcd.sock")}
+		if viaSocket {
+			daemon.EtcdViaSocket(&cfg)
+		}
+	} else {
+		etcd := etcdtest.Start(b, etcdtest.WithFsync())
+		cli = etcd.Client(b)
+		cfg.EtcdEndpoints = etcd.Endpoints()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := daemon.New(ctx, cfg)
 	if err != nil {
 		cancel()
 		b.Fatal(err)
@@ -65,13 +70,38 @@ func benchDaemon(b *testing.B) (*daemon.Daemon, *netplumb.Plumber, string, strin
 		}
 		d.Close()
 	})
+	if embedded {
+		cli, err = clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 10 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = cli.Close() })
+	}
+	elog := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
+	b.Cleanup(func() { _ = elog.Close() })
+	sub, err := allocator.ParseSubnet("10.100.0.0/16")
+	if err != nil {
+		b.Fatal(err)
+	}
+	admin := allocator.Admin{Log: elog, Clock: events.SystemClock{}, Actor: "bench"}
+	if err = admin.CreatePool(context.Background(), &events.PoolCreated{Name: "default", BlockSizeBits: 5, Subnets: []events.Subnet{sub}}); err != nil {
+		b.Fatal(err)
+	}
 	testutil.Eventually(b, 30*time.Second, func() bool { return d.Status(ctx) == nil }, "coild ready")
 	p, err := netplumb.New(netplumb.Config{HostNetNS: nodePath})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = p.Close() })
-	return d, p, podPath, filepath.Join(dir, "state", "del")
+	// coild learns of the pool from its watch: the first ADD may not see it yet.
+	warm := &cniproto.Request{ContainerID: "bench-warm", IfName: "eth0", NetNS: podPath}
+	testutil.Eventually(b, 30*time.Second, func() bool { _, err := d.Add(ctx, warm); return err == nil }, "coild sees pool default")
+	if err := d.Del(ctx, warm); err != nil {
+		b.Fatal(err)
+	}
+	intents := filepath.Join(dir, "state", "del")
+	waitDelsDone(b, p, intents)
+	return d, p, podPath, intents
 }
 
 // waitDelsDone waits until the node has no Coil veth left and no DEL intent (DELs finish
@@ -95,32 +125,38 @@ func p50(d []time.Duration) float64 {
 // BenchmarkAdd measures coild's ADD called in-process (no socket, no plugin exec):
 // allocation with an fsynced etcd append, block export when new, veth and routes.
 // "sequential": one ADD at a time, each followed by an untimed DEL and wait; reported
-// the median ADD in ms. "burst16": 16 concurrent ADDs into 16 pods; reported the median ADD and the
+// the median ADD in ms; with etcd a separate server, or embedded in coild (as bench/cni
+// runs it) reached directly or, the baseline, through its socket. "burst16": 16 concurrent ADDs into 16 pods; reported the median ADD and the
 // median wall time of the 16.
 func BenchmarkAdd(b *testing.B) {
-	b.Run("sequential", func(b *testing.B) {
-		d, p, podPath, intents := benchDaemon(b)
-		ctx := context.Background()
-		var took []time.Duration
-		for i := range b.N + 5 {
-			req := &cniproto.Request{ContainerID: fmt.Sprintf("bench-%d", i), IfName: "eth0", NetNS: podPath}
-			t0 := time.Now()
-			if _, err := d.Add(ctx, req); err != nil {
-				b.Fatalf("ADD: %v", err)
+	for _, bc := range []struct {
+		name                string
+		embedded, viaSocket bool
+	}{{"sequential", false, false}, {"sequential-embedded-socket", true, true}, {"sequential-embedded", true, false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			d, p, podPath, intents := benchDaemon(b, bc.embedded, bc.viaSocket)
+			ctx := context.Background()
+			var took []time.Duration
+			for i := range b.N + 5 {
+				req := &cniproto.Request{ContainerID: fmt.Sprintf("bench-%d", i), IfName: "eth0", NetNS: podPath}
+				t0 := time.Now()
+				if _, err := d.Add(ctx, req); err != nil {
+					b.Fatalf("ADD: %v", err)
+				}
+				if i >= 5 { // the first ones take the block
+					took = append(took, time.Since(t0))
+				}
+				if err := d.Del(ctx, req); err != nil {
+					b.Fatalf("DEL: %v", err)
+				}
+				waitDelsDone(b, p, intents)
 			}
-			if i >= 5 { // the first ones take the block
-				took = append(took, time.Since(t0))
-			}
-			if err := d.Del(ctx, req); err != nil {
-				b.Fatalf("DEL: %v", err)
-			}
-			waitDelsDone(b, p, intents)
-		}
-		b.ReportMetric(p50(took), "add-ms-p50")
-	})
+			b.ReportMetric(p50(took), "add-ms-p50")
+		})
+	}
 	b.Run("burst16", func(b *testing.B) {
 		const n = 16
-		d, p, _, intents := benchDaemon(b)
+		d, p, _, intents := benchDaemon(b, false, false)
 		var pods []string
 		for range n {
 			_, path := testutil.NetNS(b, "pod")

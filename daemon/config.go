@@ -39,6 +39,10 @@ type Config struct {
 	// CrashAt names a fault-injection point where coild kills itself with SIGKILL (tests
 	// only; see crash.go). Empty in production.
 	CrashAt string
+
+	// etcdViaSocket makes coild reach its embedded etcd through the served URL like any
+	// other client (the baseline of the direct in-process client; benchmarks only).
+	etcdViaSocket bool
 }
 
 // Defaults fills unset fields.

@@ -3,6 +3,7 @@ package netplumb
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -157,10 +158,21 @@ func (p *Plumber) Prepare(ctx context.Context, pod Pod) (*Pending, error) {
 	}
 	pd := &Pending{p: p, pod: pod, podNS: podNS, ph: ph}
 	name := HostVethName(pod.ContainerID, pod.IfName)
-	pd.hostLink, pd.podLink, err = p.findPair(ph, podNS, name, pod.IfName)
-	if err == nil && pd.hostLink == nil {
-		pd.hostLink, pd.podLink, err = p.createPair(ph, podNS, name, pod.IfName)
-		pd.created = err == nil
+	// The usual ADD makes a new pair at once (no look-ups first); a repeated ADD, or a
+	// stale link of either name, finds the name taken and takes the slower path.
+	pd.hostLink, pd.podLink, err = p.createPair(ph, podNS, name, pod.IfName)
+	pd.created = err == nil
+	if errors.Is(err, errLinkExists) {
+		pd.hostLink, pd.podLink, err = p.findPair(ph, podNS, name, pod.IfName)
+		if err == nil && pd.hostLink == nil {
+			pd.hostLink, pd.podLink, err = p.createPair(ph, podNS, name, pod.IfName)
+			if errors.Is(err, errLinkExists) {
+				// The host name was freed by findPair, so the clash is in the pod (a race
+				// with another agent, or a non-veth device).
+				err = errors.Wrapf(ErrIfNameInUse, "create %s/%s: %v", name, pod.IfName, err)
+			}
+			pd.created = err == nil
+		}
 	}
 	if err == nil {
 		err = pd.linksUp()
@@ -312,31 +324,49 @@ func (p *Plumber) createPair(ph *netlink.Handle, podNS netns.NsHandle, name, ifN
 		LinkAttrs:     netlink.NewLinkAttrs(),
 		PeerName:      ifName,
 		PeerNamespace: netlink.NsFd(int(podNS)),
+		// Chosen here (as the kernel would: random, locally administered) so that the
+		// host side need not be read back for its address.
+		PeerHardwareAddr: randomMAC(),
 	}
 	veth.Name = name
 	veth.Group = p.PendingGroup()
 	veth.MTU = p.cfg.MTU
 	veth.Flags = net.FlagUp
+	veth.HardwareAddr = randomMAC()
+	veth.NumTxQueues, veth.NumRxQueues = 1, 1
 	if err := p.host.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			// The host name was freed by findPair, so the clash is in the pod (a race with
-			// another agent, or a non-veth device).
-			return nil, nil, errors.Wrapf(ErrIfNameInUse, "create %s/%s: %v", name, ifName, err)
+			return nil, nil, errors.Wrapf(errLinkExists, "create veth %s/%s: %v", name, ifName, err)
 		}
 		return nil, nil, errors.Wrapf(err, "netplumb: create veth %s/%s", name, ifName)
 	}
-	hostLink, err := p.host.LinkByName(name)
-	if err == nil {
+	// LinkAdd looked the new host link up for its index; the rest of veth is what was
+	// asked for. The pod end must be looked up for its index (and is still down).
+	var err error
+	if veth.Index == 0 {
+		err = errors.Newf("netplumb: %s not found after creating it", name)
+	} else {
 		var podLink netlink.Link
 		podLink, err = ph.LinkByName(ifName)
 		if err == nil {
-			return hostLink, podLink, nil
+			return veth, podLink, nil
 		}
 	}
 	if derr := p.host.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}}); derr != nil && !isNotFound(derr) {
 		err = errors.CombineErrors(err, derr)
 	}
 	return nil, nil, errors.Wrapf(err, "netplumb: read back veth %s/%s", name, ifName)
+}
+
+// errLinkExists: the host veth's name or the pod interface's name is taken.
+var errLinkExists = errors.New("netplumb: link name taken")
+
+// randomMAC returns a random unicast, locally administered MAC address.
+func randomMAC() net.HardwareAddr {
+	v := rand.Uint64()
+	mac := net.HardwareAddr{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24), byte(v >> 32), byte(v >> 40)}
+	mac[0] = mac[0]&0xfe | 0x02
+	return mac
 }
 
 // configure converges both sides of an existing pair and describes the result. fresh
