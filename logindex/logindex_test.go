@@ -215,7 +215,7 @@ func TestBuild(t *testing.T) {
 		t.Fatalf("ReadRange: %d events, %v, %v", n, v, err)
 	}
 	bad := events.Version{Seq: 1024, Hash: events.Hash{9}}
-	if _, err := logindex.ReadRange(ctx, cli, keys, s, 1025, 2048, rev, &bad, func(*events.Event) error { return nil }); !errors.Is(err, events.ErrChainBroken) {
+	if _, err = logindex.ReadRange(ctx, cli, keys, s, 1025, 2048, rev, &bad, func(*events.Event) error { return nil }); !errors.Is(err, events.ErrChainBroken) {
 		t.Fatalf("ReadRange after a wrong hash: %v, want ErrChainBroken", err)
 	}
 	if v, err = logindex.ReadRange(ctx, cli, keys, s, 4097, head.Seq, rev, nil, func(*events.Event) error { return nil }); err != nil || v != head {

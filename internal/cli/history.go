@@ -126,8 +126,8 @@ func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIn
 		if es := entries[s]; len(es) > 0 {
 			return ix.read(ctx, log, s, heads[s], rev, es, key, per[i])
 		}
-		if _, err := log.Read(ctx, s, 1, rev, per[i].visit); err != nil {
-			return errors.Wrapf(err, "read %s at revision %d", s, rev)
+		if _, rerr := log.Read(ctx, s, 1, rev, per[i].visit); rerr != nil {
+			return errors.Wrapf(rerr, "read %s at revision %d", s, rev)
 		}
 		return nil
 	})
@@ -230,8 +230,8 @@ func (ix *historyIndex) read(ctx context.Context, log events.Log, s events.Strea
 		return err
 	}
 	if !hasFirst || len(valid) == 0 {
-		if _, err := log.Read(ctx, s, 1, rev, p.visit); err != nil {
-			return errors.Wrapf(err, "read %s at revision %d", s, rev)
+		if _, rerr := log.Read(ctx, s, 1, rev, p.visit); rerr != nil {
+			return errors.Wrapf(rerr, "read %s at revision %d", s, rev)
 		}
 		return nil
 	}
@@ -340,7 +340,10 @@ was released. With --container (a prefix of the container ID) or --pod, print ev
 address that container or pod ever had instead.
 
 All node streams are read at one etcd revision. An assignment is paired with the next
-release of the same container and interface on the same node. Rows are ordered by
+release of the same container and interface on the same node. --pod and --container
+(a prefix of 12 characters or more) read only the chunks of each node stream that the
+attachment index says may mention them (see 'coilctl log index'); shorter prefixes read
+every stream in full. Rows are ordered by
 assignment time. With --at, only the holdings that covered that moment are printed:
 "who had 10.1.2.3 at 14:00 last Tuesday?".
 

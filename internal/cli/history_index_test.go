@@ -246,7 +246,7 @@ func TestLogIndex(t *testing.T) {
 	}
 	// History of an archived stream fails as the full scan does (the archive holds the
 	// early events), whatever entries of archived chunks remain.
-	archived := e.fails(1, q, "were archived")
+	e.fails(1, q, "events before #2501 were archived")
 	stale := logindex.NewEntry(n1, 1, 1024, events.Hash{}, []string{logindex.PodKey("bench", "pod-1-600")})
 	sb, err := stale.Encode()
 	if err != nil {
@@ -255,9 +255,7 @@ func TestLogIndex(t *testing.T) {
 	if _, err := e.cli.Put(ctx, keys.Index(n1, 1), string(sb)); err != nil {
 		t.Fatal(err)
 	}
-	if r := e.run(q...); r.code != 1 || sameRevision(r.stderr) != sameRevision(archived.stderr) {
-		t.Fatalf("history with an archived chunk's entry: exit %d %s, want exit 1 %s", r.code, r.stderr, archived.stderr)
-	}
+	e.fails(1, q, "events before #2501 were archived") // (either stream may be named first)
 
 	// Import --force drops the index (stale entries describe the log replaced).
 	exp := filepath.Join(dir, "export.jsonl")

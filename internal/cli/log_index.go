@@ -50,24 +50,24 @@ them again. Chunks whose events were archived are skipped.`,
 			var streams []events.Stream
 			if stream != "" {
 				s := events.Stream(stream)
-				if err := s.Validate(); err != nil {
-					return usagef("--stream %q: %v", stream, err)
+				if verr := s.Validate(); verr != nil {
+					return usagef("--stream %q: %v", stream, verr)
 				}
 				if kind, _ := s.Kind(); kind != "node" {
 					return usagef("--stream %q: only node streams are indexed", stream)
 				}
-				v, _, err := lg.Head(ctx, s)
-				if err != nil {
-					return err
+				v, _, herr := lg.Head(ctx, s)
+				if herr != nil {
+					return herr
 				}
 				if v.Seq == 0 {
 					return errors.Mark(errors.Newf("stream %s has no events", s), ErrNotFound)
 				}
 				streams = []events.Stream{s}
 			} else {
-				heads, _, err := lg.Streams(ctx, "node/", 0)
-				if err != nil {
-					return errors.Wrap(err, "list node streams")
+				heads, _, serr := lg.Streams(ctx, "node/", 0)
+				if serr != nil {
+					return errors.Wrap(serr, "list node streams")
 				}
 				streams = sortedStreams(heads)
 			}
@@ -103,8 +103,8 @@ them again. Chunks whose events were archived are skipped.`,
 				t.row(string(r.Stream), fmt.Sprintf("#%d", r.Head), strconv.Itoa(r.Chunks), strconv.Itoa(r.Written),
 					strconv.Itoa(r.Present), strconv.Itoa(r.Archived))
 			}
-			if err := t.flush(); err != nil {
-				return err
+			if ferr := t.flush(); ferr != nil {
+				return ferr
 			}
 			extra := ""
 			if rebuild {
