@@ -250,8 +250,12 @@ func (n *Node) absorb(ctx context.Context, stream events.Stream, conflict error)
 	return ce.Stream, n.catchUp(ctx, ce.Stream)
 }
 
-// catchUp reads a stream from the state's head. Caller holds n.mu.
+// catchUp reads a stream from the state's head, bounded by AppendTimeout like an append:
+// it runs in the committer (or under n.mu), and a read of an etcd without quorum is retried
+// by the client until its context ends. Caller holds n.mu.
 func (n *Node) catchUp(ctx context.Context, stream events.Stream) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.AppendTimeout)
+	defer cancel()
 	_, err := n.cfg.Log.Read(ctx, stream, n.st.Head(stream).Seq+1, 0, n.st.Apply)
 	return errors.Wrapf(err, "catch up %s", stream)
 }
@@ -590,12 +594,26 @@ type ownedEntry struct {
 // another node wins the race for it.
 func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32, error) {
 	stream := events.PoolStream(pool.Name)
+	mine := map[uint32]bool{}
+	if b := n.st.Pools[pool.Name]; b != nil {
+		for _, idx := range b.OwnedBy(n.cfg.Node) {
+			mine[idx] = true
+		}
+	}
 	var bo backoff
 	for {
 		blocks := n.st.Pools[pool.Name]
 		if blocks == nil {
 			blocks = projection.NewBlocks()
 			n.st.Pools[pool.Name] = blocks
+		}
+		// A block of ours that was not ours before a conflict comes from an earlier
+		// append whose outcome was unknown (it timed out, yet committed): use it, it is
+		// empty, rather than take a second block.
+		for _, idx := range blocks.OwnedBy(n.cfg.Node) {
+			if !mine[idx] {
+				return idx, nil
+			}
 		}
 		idx, ok := freeBlock(blocks, pool.NumBlocks(), bo.n)
 		if !ok {

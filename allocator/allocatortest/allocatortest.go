@@ -21,6 +21,8 @@ type Options struct {
 	Clock    events.Clock // nil = the system clock
 	MaxBatch int          // group-commit bound (0 = events.MaxBatch)
 	TTL      int64        // lease TTL in seconds (0 = 60); the lease is kept alive
+	// AppendTimeout bounds each append (0 = allocator.DefaultAppendTimeout).
+	AppendTimeout time.Duration
 }
 
 // Node is a running node allocator fenced on its own lease.
@@ -62,7 +64,7 @@ func Start(tb testing.TB, cli *clientv3.Client, log events.Log, name string, opt
 		for range ka {
 		}
 	}()
-	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: log, Clock: opt.Clock, AliveKey: key, Lease: int64(g.ID), MaxBatch: opt.MaxBatch})
+	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: log, Clock: opt.Clock, AliveKey: key, Lease: int64(g.ID), MaxBatch: opt.MaxBatch, AppendTimeout: opt.AppendTimeout})
 	if _, _, err = n.Load(ctx); err != nil {
 		kcancel()
 		tb.Fatalf("load %s: %+v", name, err)

@@ -1,0 +1,124 @@
+package allocator_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/events"
+)
+
+// lostReplyLog commits appends to the streams of one kind but, while armed, reports them
+// failed with ErrUnavailable: what a client sees when etcd commits a Txn after the
+// client's deadline passed (the reply is lost, the outcome unknown to the writer).
+type lostReplyLog struct {
+	events.Log
+	kind  string
+	armed atomic.Int64 // how many of the next appends of that kind lose their reply
+}
+
+func (l *lostReplyLog) Append(ctx context.Context, req events.AppendRequest) (events.Version, error) {
+	v, err := l.Log.Append(ctx, req)
+	if k, _ := req.Stream.Kind(); err == nil && k == l.kind && l.armed.Add(-1) >= 0 {
+		return events.Version{}, errors.Mark(errors.Newf("append to %s: reply lost (test)", req.Stream), events.ErrUnavailable)
+	}
+	return v, err
+}
+
+// countAssigned counts the AddressAssigned events of a container in a node stream.
+func countAssigned(t *testing.T, log events.Log, node, containerID string) int {
+	t.Helper()
+	c := 0
+	_, err := log.Read(context.Background(), events.NodeStream(node), 1, 0, func(e *events.Event) error {
+		if a, ok := e.Payload.(*events.AddressAssigned); ok && a.ContainerID == containerID {
+			c++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// An append that committed although the allocator was told it failed (unknown outcome):
+// the caller gets a try-again error; the retry of the same attachment returns the address
+// that was committed, and a new attachment never gets it.
+func TestAllocateAfterLostReply(t *testing.T) {
+	e := newEnv(t)
+	e.pool("p", 4, "10.0.0.0/24")
+	lost := &lostReplyLog{Log: e.log, kind: "node"}
+	n := e.node("n1", lost)
+	alloc(t, n, "warm", "p") // the node owns a block: the next append is the address alone
+
+	lost.armed.Store(1)
+	_, err := n.Allocate(context.Background(), allocator.Request{ContainerID: "c1", IfName: "eth0", Pool: "p"})
+	if !errors.Is(err, events.ErrUnavailable) {
+		t.Fatalf("Allocate with a lost reply = %v, want ErrUnavailable (CNI: try again)", err)
+	}
+	if got := countAssigned(t, e.log, "n1", "c1"); got != 1 {
+		t.Fatalf("c1 assigned %d times in the log, want 1 (the lost-reply append committed)", got)
+	}
+	// A different container first: it must not get c1's committed address.
+	c2 := alloc(t, n, "c2", "p")
+	c1 := alloc(t, n, "c1", "p")
+	if c1.Addrs[0] == c2.Addrs[0] {
+		t.Fatalf("c1 and c2 both got %s", c1.Addrs[0])
+	}
+	if got := countAssigned(t, e.log, "n1", "c1"); got != 1 {
+		t.Fatalf("c1 assigned %d times in the log after its retry, want 1", got)
+	}
+	var committed *allocator.Assignment
+	st := replayAll(t, e.log)
+	for key, a := range st.Nodes["n1"].Attached {
+		if key.ContainerID == "c1" {
+			committed = &allocator.Assignment{Assignment: *a}
+		}
+	}
+	if committed == nil || committed.Addrs[0] != c1.Addrs[0] {
+		t.Fatalf("retry of c1 returned %s, the log holds %+v", c1.Addrs[0], committed)
+	}
+	checkInvariants(t, e.log, nil)
+}
+
+// The same for the retry coming first, before any other append.
+func TestAllocateRetryAfterLostReply(t *testing.T) {
+	e := newEnv(t)
+	e.pool("p", 4, "10.0.0.0/24")
+	lost := &lostReplyLog{Log: e.log, kind: "node"}
+	n := e.node("n1", lost)
+	alloc(t, n, "warm", "p")
+	lost.armed.Store(1)
+	if _, err := n.Allocate(context.Background(), allocator.Request{ContainerID: "c1", IfName: "eth0", Pool: "p"}); !errors.Is(err, events.ErrUnavailable) {
+		t.Fatalf("Allocate with a lost reply = %v, want ErrUnavailable", err)
+	}
+	a1 := alloc(t, n, "c1", "p")
+	a2 := alloc(t, n, "c1", "p")
+	if a1.Addrs[0] != a2.Addrs[0] || countAssigned(t, e.log, "n1", "c1") != 1 {
+		t.Fatalf("retries of c1 returned %s then %s; %d assignments in the log, want one", a1.Addrs[0], a2.Addrs[0], countAssigned(t, e.log, "n1", "c1"))
+	}
+	checkInvariants(t, e.log, nil)
+}
+
+// A block acquisition whose reply is lost: the block is the node's in the log; the retry
+// uses it instead of taking a second block.
+func TestBlockAcquireAfterLostReply(t *testing.T) {
+	e := newEnv(t)
+	e.pool("p", 4, "10.0.0.0/24")
+	lost := &lostReplyLog{Log: e.log, kind: "pool"}
+	n := e.node("n1", lost)
+	lost.armed.Store(1)
+	if _, err := n.Allocate(context.Background(), allocator.Request{ContainerID: "c1", IfName: "eth0", Pool: "p"}); !errors.Is(err, events.ErrUnavailable) {
+		t.Fatalf("Allocate with a lost block reply = %v, want ErrUnavailable", err)
+	}
+	a := alloc(t, n, "c1", "p")
+	st := replayAll(t, e.log)
+	owned := st.Pools["p"].OwnedBy("n1")
+	if len(owned) != 1 || owned[0] != a.Block {
+		t.Fatalf("after a lost block reply the node owns blocks %v (c1 in block %d), want just that one", owned, a.Block)
+	}
+	checkInvariants(t, e.log, nil)
+}
