@@ -25,6 +25,6 @@ func HistoryChunks(ctx context.Context, c *clientv3.Client, pod, container strin
 		}
 	}
 	ix := &historyIndex{cli: c, keys: events.NewKeys(""), timeout: time.Minute}
-	hs, _, err := history(ctx, lg, &q, ix)
+	hs, _, err := history(ctx, lg, &q, ix, nil)
 	return len(hs), ix.chunksRead.Load(), ix.chunksSkipped.Load(), err
 }

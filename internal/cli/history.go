@@ -15,6 +15,7 @@ import (
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/logindex"
+	"github.com/coil-net/coil/logio"
 	"github.com/coil-net/coil/projection"
 )
 
@@ -83,21 +84,57 @@ func (q *historyQuery) String() string {
 
 // history reads the node streams at one revision (readWorkers streams at once) and pairs
 // each matching AddressAssigned with the next AddressReleased of the same container and
-// interface in that node's stream. For an address, only the streams of the nodes that ever
-// owned its block are read (blockOwners). For a pod or a container ID prefix of 12
-// characters or more, with ix set, the attachment index narrows each stream's read to the
-// chunks that may mention it (historyIndex.read); the result is the same as a full read.
-// Events of other types and of other attachments are skipped as soon as their type or key
-// is seen. It returns the holdings ordered by assignment time (then revision, node,
-// sequence) and the revision read at.
-func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIndex) ([]*holding, int64, error) {
+// interface in that node's stream. With archive files (logio.ReadArchives: any order,
+// verified as one chain per stream), their events are read first, in one streaming pass,
+// and each stream's live events continue them (the join checked: joinLive), so a holding
+// may span the archive's end. For an address, only the streams of the nodes that ever
+// owned its block are read live (blockOwners, fed the archived cluster and pool events
+// too). For a pod or a container ID prefix of 12 characters or more, with ix set, the
+// attachment index narrows each stream's live read to the chunks that may mention it
+// (historyIndex.read); the result is the same as a full read. Events of other types and
+// of other attachments are skipped as soon as their type or key is seen. It returns the
+// holdings ordered by assignment time (then revision, node, sequence) and the revision
+// read at. A stream whose early events were archived and are in no archive given fails
+// (ErrCompacted or logio.ErrArchiveGap) saying to pass them with --archive.
+func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIndex, archives []string) ([]*holding, int64, error) {
 	heads, rev, err := log.Streams(ctx, "node/", 0)
 	if err != nil {
 		return nil, 0, errors.Wrap(err, "list node streams")
 	}
-	keep := func(events.Stream) bool { return true }
+	var owners *ownerFold
 	if q.addr.IsValid() {
-		nodes, ok, berr := blockOwners(ctx, log, rev, q.addr)
+		owners = newOwnerFold(q.addr)
+	}
+	per := map[events.Stream]*pairing{}
+	pairingOf := func(s events.Stream) *pairing {
+		p := per[s]
+		if p == nil {
+			_, node := s.Kind()
+			p = &pairing{q: q, node: node, open: map[[2]string]*holding{}}
+			per[s] = p
+		}
+		return p
+	}
+	arch, err := logio.ReadArchives(ctx, archives, func(e *events.Event) error {
+		kind, name := e.Stream.Kind()
+		switch {
+		case kind == "node":
+			return pairingOf(e.Stream).visit(e)
+		case owners == nil:
+			return nil
+		case kind == "cluster":
+			return owners.cluster(e)
+		case kind == "pool":
+			owners.pool(name, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	keep := func(events.Stream) bool { return true }
+	if owners != nil {
+		nodes, ok, berr := blockOwners(ctx, log, rev, owners, arch)
 		if berr != nil {
 			return nil, 0, berr
 		}
@@ -105,11 +142,16 @@ func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIn
 			keep = func(s events.Stream) bool { _, n := s.Kind(); return nodes[n] }
 		}
 	}
+	for s := range arch.Streams() {
+		if kind, _ := s.Kind(); kind == "node" && keep(s) {
+			if _, ok := heads[s]; !ok {
+				return nil, 0, arch.JoinHead(s, events.Version{})
+			}
+		}
+	}
 	streams := streamsOf(heads, keep)
-	per := make([]*pairing, len(streams))
-	for i, s := range streams {
-		_, node := s.Kind()
-		per[i] = &pairing{q: q, node: node, open: map[[2]string]*holding{}}
+	for _, s := range streams {
+		pairingOf(s)
 	}
 	var entries map[events.Stream][]*logindex.Entry
 	key, indexed := q.indexKey()
@@ -124,19 +166,16 @@ func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIn
 	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
 		s := streams[i]
 		if es := entries[s]; len(es) > 0 {
-			return ix.read(ctx, log, s, heads[s], rev, es, key, per[i])
+			return ix.read(ctx, log, s, heads[s], rev, es, key, arch, per[s])
 		}
-		if _, rerr := log.Read(ctx, s, 1, rev, per[i].visit); rerr != nil {
-			return errors.Wrapf(rerr, "read %s at revision %d", s, rev)
-		}
-		return nil
+		return readLive(ctx, log, s, heads[s], rev, arch, per[s].visit)
 	})
 	if err != nil {
 		return nil, 0, err
 	}
 	var out []*holding
-	for _, p := range per {
-		out = append(out, p.out...)
+	for _, s := range streamsOf(heads, keep) {
+		out = append(out, per[s].out...)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i], out[j]
@@ -151,6 +190,80 @@ func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIn
 		return a.seq < b.seq
 	})
 	return out, rev, nil
+}
+
+// readLive feeds fn the events of stream s (head at rev) that the archives do not hold:
+// from #1 when they hold none of s, else from the one after their last, whose join to
+// them is checked (logio.Archives.Join). The live log's ErrCompacted (events archived
+// and in no archive given) says to pass them with --archive.
+func readLive(ctx context.Context, log events.Log, s events.Stream, head events.Version, rev int64, arch *logio.Archives,
+	fn func(*events.Event) error) error {
+	last := arch.Last(s)
+	if last.Seq > 0 {
+		if err := arch.CheckFrom(s); err != nil {
+			return err
+		}
+		if head.Seq <= last.Seq {
+			return arch.JoinHead(s, head)
+		}
+	}
+	first := true
+	_, err := log.Read(ctx, s, last.Seq+1, rev, func(e *events.Event) error {
+		if first && last.Seq > 0 {
+			if err := arch.Join(e); err != nil {
+				return err
+			}
+		}
+		first = false
+		return fn(e)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, events.ErrCompacted) && last.Seq > 0:
+		return arch.Gap(s, err)
+	case errors.Is(err, logio.ErrBroken):
+		return err
+	}
+	return archivedHint(errors.Wrapf(err, "read %s at revision %d", s, rev))
+}
+
+// joinLive checks, for the indexed read of stream s (head at rev), that the live log
+// continues the archives (reading the one event after their last), and returns where the
+// live read starts (1 when the archives hold none of s) and 0 when nothing is left to
+// read.
+func joinLive(ctx context.Context, log events.Log, s events.Stream, head events.Version, rev int64, arch *logio.Archives) (uint64, error) {
+	last := arch.Last(s)
+	if last.Seq == 0 {
+		return 1, nil
+	}
+	if err := arch.CheckFrom(s); err != nil {
+		return 0, err
+	}
+	if head.Seq <= last.Seq {
+		return 0, arch.JoinHead(s, head)
+	}
+	var next *events.Event
+	_, err := log.Read(ctx, s, last.Seq+1, rev, func(e *events.Event) error { next = e; return errStopStream })
+	switch {
+	case errors.Is(err, events.ErrCompacted):
+		return 0, arch.Gap(s, err)
+	case err != nil && !errors.Is(err, errStopStream):
+		return 0, errors.Wrapf(err, "read %s #%d at revision %d", s, last.Seq+1, rev)
+	}
+	if err := arch.Join(next); err != nil {
+		return 0, err
+	}
+	return last.Seq + 1, nil
+}
+
+// archivedHint adds to an error matching events.ErrCompacted (the events read were
+// archived) what to do about it; other errors are returned as they are.
+func archivedHint(err error) error {
+	if !errors.Is(err, events.ErrCompacted) {
+		return err
+	}
+	return errors.Mark(errors.Newf("%s; pass the archive file with --archive FILE (the file 'coilctl log archive' wrote)", err.Error()), events.ErrCompacted)
 }
 
 // indexKey is the attachment-index key of the query (logindex.PodKey or
@@ -213,30 +326,33 @@ type historyIndex struct {
 	chunksRead, chunksSkipped atomic.Int64
 }
 
-// read feeds p the events of stream s (head at rev) that may matter to the query key:
-// entries are the stream's index entries. Entries that no longer match the log are
-// ignored (logindex.Verify). A stream whose event #1 is archived is read as the full scan
-// reads it (which fails the same way). Otherwise one forward pass over the segments
-// (logindex.Segments) reads a chunk iff its filter may hold key or the container key of
-// a holding still open, and reads every unindexed range (chunks missing anywhere, the tail
-// after the last entry). The hash chain is checked within each read and across the
-// skipped chunks through their entries' hashes, up to the head.
+// read feeds p the events of stream s (head at rev) that may matter to the query key
+// and that the archives do not hold (from #1, or after the archives' last event, the join
+// checked by joinLive): entries are the stream's index entries. Entries that no longer
+// match the log, or that start before the live read, are ignored (logindex.Verify,
+// logindex.Segments). A stream whose event #1 is archived and in no archive given is read
+// as the full scan reads it (which fails the same way). Otherwise one forward pass over the
+// segments reads a chunk iff its filter may hold key or the container key of a holding
+// still open (from the archives too), and reads every unindexed range (chunks missing
+// anywhere, the tail after the last entry). The hash chain is checked within each read
+// and across the skipped chunks through their entries' hashes, up to the head.
 func (ix *historyIndex) read(ctx context.Context, log events.Log, s events.Stream, head events.Version, rev int64,
-	entries []*logindex.Entry, key string, p *pairing) error {
+	entries []*logindex.Entry, key string, arch *logio.Archives, p *pairing) error {
 	ctx, cancel := context.WithTimeout(ctx, ix.timeout)
 	defer cancel()
+	from, err := joinLive(ctx, log, s, head, rev, arch)
+	if err != nil || from == 0 {
+		return err
+	}
 	valid, hasFirst, err := logindex.Verify(ctx, ix.cli, ix.keys, s, entries, rev)
 	if err != nil {
 		return err
 	}
-	if !hasFirst || len(valid) == 0 {
-		if _, rerr := log.Read(ctx, s, 1, rev, p.visit); rerr != nil {
-			return errors.Wrapf(rerr, "read %s at revision %d", s, rev)
-		}
-		return nil
+	if (from == 1 && !hasFirst) || len(valid) == 0 {
+		return readLive(ctx, log, s, head, rev, arch, p.visit)
 	}
-	var last events.Version // the version of the event before the next segment
-	for _, seg := range logindex.Segments(valid, 1, head.Seq) {
+	last := arch.Last(s) // the version of the event before the next segment
+	for _, seg := range logindex.Segments(valid, from, head.Seq) {
 		if e := seg.Entry; e != nil && !e.MayContain(key) && !mayContainOpen(e, p.open) {
 			ix.chunksSkipped.Add(1)
 			last = events.Version{Seq: e.Last, Hash: e.Hash}
@@ -270,60 +386,110 @@ func mayContainOpen(e *logindex.Entry, open map[[2]string]*holding) bool {
 	return false
 }
 
+// blockRef is a block of a pool definition: the pool's name and the block's index.
+type blockRef struct {
+	pool  string
+	index uint32
+}
+
+// ownerFold gathers what blockOwners needs, fed the cluster stream's events (folded: which
+// blocks of which pools ever held addr) and the pool streams' BlockAssigned events (which
+// nodes were assigned which blocks; all of them, as a pool's events may come before the
+// cluster events that tell whether they matter).
+type ownerFold struct {
+	addr     netip.Addr
+	fold     *projection.Cluster
+	refs     map[blockRef]bool
+	pools    map[string]bool
+	assigned map[blockRef]map[string]bool // block -> nodes ever assigned it
+}
+
+func newOwnerFold(addr netip.Addr) *ownerFold {
+	return &ownerFold{addr: addr, fold: projection.NewCluster(), refs: map[blockRef]bool{}, pools: map[string]bool{},
+		assigned: map[blockRef]map[string]bool{}}
+}
+
+// cluster folds one cluster event, in sequence order.
+func (o *ownerFold) cluster(e *events.Event) error {
+	if err := o.fold.Apply(e); err != nil {
+		return errors.Wrapf(err, "fold cluster #%d", e.Seq)
+	}
+	var name string
+	switch p := e.Payload.(type) {
+	case *events.PoolCreated:
+		name = p.Name
+	case *events.PoolSubnetAdded:
+		name = p.Name
+	default:
+		return nil
+	}
+	if p := o.fold.Pools[name]; p != nil {
+		if idx, _, ok := p.Locate(o.addr); ok {
+			o.refs[blockRef{name, idx}] = true
+			o.pools[name] = true
+		}
+	}
+	return nil
+}
+
+// pool records the BlockAssigned events of pool's stream.
+func (o *ownerFold) pool(pool string, e *events.Event) {
+	if p, ok := e.Payload.(*events.BlockAssigned); ok {
+		r := blockRef{pool, p.Index}
+		if o.assigned[r] == nil {
+			o.assigned[r] = map[string]bool{}
+		}
+		o.assigned[r][p.Node] = true
+	}
+}
+
 // blockOwners returns every node that ever owned a block holding addr, as of rev: the
 // cluster stream tells which blocks of which pools ever held addr (every definition of
 // every pool, deleted ones too), the pool streams which nodes were assigned those blocks.
 // Only those nodes can have assigned addr (a node assigns addresses from its own blocks
-// only), so history reads just their streams. ok is false when the pool streams cannot
-// tell (their early events were archived): then every node stream must be read.
-func blockOwners(ctx context.Context, log events.Log, rev int64, addr netip.Addr) (map[string]bool, bool, error) {
-	type ref struct {
-		pool  string
-		index uint32
+// only), so history reads just their streams. o holds what the archives gave (if any);
+// the live events after them are folded in (the joins checked). ok is false when the
+// cluster or pool streams cannot tell (their early events were archived and are in no
+// archive given): then every node stream must be read.
+func blockOwners(ctx context.Context, log events.Log, rev int64, o *ownerFold, arch *logio.Archives) (map[string]bool, bool, error) {
+	cannotTell := func(err error) bool {
+		return errors.Is(err, events.ErrCompacted) || errors.Is(err, logio.ErrArchiveGap)
 	}
-	refs := map[ref]bool{}
-	pools := map[string]bool{}
-	cluster := projection.NewCluster()
-	_, err := log.Read(ctx, events.ClusterStream, 1, rev, func(e *events.Event) error {
-		if err := cluster.Apply(e); err != nil {
-			return errors.Wrapf(err, "fold cluster #%d", e.Seq)
-		}
-		var name string
-		switch p := e.Payload.(type) {
-		case *events.PoolCreated:
-			name = p.Name
-		case *events.PoolSubnetAdded:
-			name = p.Name
-		default:
-			return nil
-		}
-		if p := cluster.Pools[name]; p != nil {
-			if idx, _, ok := p.Locate(addr); ok {
-				refs[ref{name, idx}] = true
-				pools[name] = true
-			}
-		}
-		return nil
-	})
-	if errors.Is(err, events.ErrCompacted) {
+	heads, _, err := log.Streams(ctx, string(events.ClusterStream), rev)
+	if err != nil {
+		return nil, false, errors.Wrapf(err, "head of %s", events.ClusterStream)
+	}
+	err = readLive(ctx, log, events.ClusterStream, heads[events.ClusterStream], rev, arch, o.cluster)
+	if cannotTell(err) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, errors.Wrapf(err, "read %s at revision %d", events.ClusterStream, rev)
+		return nil, false, err
 	}
-	nodes := map[string]bool{}
-	for pool := range pools {
-		_, err := log.Read(ctx, events.PoolStream(pool), 1, rev, func(e *events.Event) error {
-			if p, ok := e.Payload.(*events.BlockAssigned); ok && refs[ref{pool, p.Index}] {
-				nodes[p.Node] = true
-			}
-			return nil
-		})
-		if errors.Is(err, events.ErrCompacted) {
+	pools := make([]string, 0, len(o.pools))
+	for pool := range o.pools {
+		pools = append(pools, pool)
+	}
+	sort.Strings(pools)
+	if len(pools) > 0 {
+		if heads, _, err = log.Streams(ctx, "pool/", rev); err != nil {
+			return nil, false, errors.Wrap(err, "list pool streams")
+		}
+	}
+	for _, pool := range pools {
+		s := events.PoolStream(pool)
+		err = readLive(ctx, log, s, heads[s], rev, arch, func(e *events.Event) error { o.pool(pool, e); return nil })
+		if cannotTell(err) {
 			return nil, false, nil
 		}
 		if err != nil {
-			return nil, false, errors.Wrapf(err, "read %s at revision %d", events.PoolStream(pool), rev)
+			return nil, false, err
+		}
+	}
+	nodes := map[string]bool{}
+	for r := range o.refs {
+		for n := range o.assigned[r] {
+			nodes[n] = true
 		}
 	}
 	return nodes, true, nil
@@ -331,8 +497,9 @@ func blockOwners(ctx context.Context, log events.Log, rev int64, addr netip.Addr
 
 func (a *app) historyCommand() *cobra.Command {
 	var container, pod, at string
+	var archives []string
 	c := &cobra.Command{
-		Use:   "history (ADDRESS | --container ID | --pod NAMESPACE/NAME)",
+		Use:   "history (ADDRESS | --container ID | --pod NAMESPACE/NAME) [--archive FILE]...",
 		Short: "Every holder of an address over time, or every address a container or pod had",
 		Long: `Print every holder an address ever had, from the log: container, interface, pod,
 node, when it was assigned (FROM) and released (TO, "-" while still held) and why it
@@ -347,11 +514,19 @@ every stream in full. Rows are ordered by
 assignment time. With --at, only the holdings that covered that moment are printed:
 "who had 10.1.2.3 at 14:00 last Tuesday?".
 
+Once early events were archived ('coilctl log archive'), history needs them: pass the
+archive files with --archive FILE (repeat it for the files of several archive runs, in
+any order). Their events are verified (as 'coilctl log verify --file' does) and read
+first, and each stream of the live log must continue them (sequence and hash chain),
+so the output is what history printed before the archive. Without them, history of an
+archived stream fails, naming the stream and what to pass.
+
 Exit 3 when nothing matches.`,
 		Example: `  coilctl history 10.64.3.7
   coilctl history 10.64.3.7 --at 2030-01-07T14:00:00Z
   coilctl history --pod default/web-0
-  coilctl history --container 4f2a91 -o json`,
+  coilctl history --container 4f2a91 -o json
+  coilctl history 10.64.3.7 --archive 2030-01.jsonl --archive 2030-02.jsonl`,
 		Args: argsUsage(0, 1, "one ADDRESS, or none with --container or --pod"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			bulkGC() // reads whole streams: see log.go
@@ -395,7 +570,7 @@ Exit 3 when nothing matches.`,
 				return err
 			}
 			ix := &historyIndex{cli: a.cli, keys: events.NewKeys(a.opts.prefix), timeout: a.opts.timeout}
-			hs, rev, err := history(cmd.Context(), a.log, &q, ix)
+			hs, rev, err := history(cmd.Context(), a.log, &q, ix, archives)
 			if err != nil {
 				return err
 			}
@@ -421,6 +596,7 @@ Exit 3 when nothing matches.`,
 	c.Flags().StringVar(&container, "container", "", "every address of the container whose ID starts with this (case-insensitive hex)")
 	c.Flags().StringVar(&pod, "pod", "", "every address of the pod NAMESPACE/NAME")
 	c.Flags().StringVar(&at, "at", "", "only who held it at this moment: an RFC 3339 time, or a duration meaning that long ago (2h, 3d)")
+	c.Flags().StringArrayVar(&archives, "archive", nil, "read the archived events of this file first (from 'coilctl log archive'; repeat for several, any order)")
 	return c
 }
 
