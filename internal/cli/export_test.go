@@ -28,3 +28,19 @@ func HistoryChunks(ctx context.Context, c *clientv3.Client, pod, container strin
 	hs, _, err := history(ctx, lg, &q, ix, nil)
 	return len(hs), ix.chunksRead.Load(), ix.chunksSkipped.Load(), err
 }
+
+// HistoryChunksArchived is HistoryChunks with archive files read first (history --archive).
+func HistoryChunksArchived(ctx context.Context, c *clientv3.Client, pod string, archives []string) (holdings int, read, skipped int64, err error) {
+	lg := events.NewEtcdLog(c, events.EtcdConfig{})
+	defer lg.Close()
+	q := historyQuery{}
+	for i := range len(pod) {
+		if pod[i] == '/' {
+			q.podNS, q.podName = pod[:i], pod[i+1:]
+			break
+		}
+	}
+	ix := &historyIndex{cli: c, keys: events.NewKeys(""), timeout: time.Minute}
+	hs, _, err := history(ctx, lg, &q, ix, archives)
+	return len(hs), ix.chunksRead.Load(), ix.chunksSkipped.Load(), err
+}
