@@ -97,13 +97,10 @@ func (a *Archives) readFile(ctx context.Context, path string, delivered map[even
 			return nil
 		}
 		delivered[e.Stream] = e.Seq
-		if err := fn(e); err != nil {
-			fnErr = err
-			return err
-		}
-		return nil
+		fnErr = fn(e)
+		return fnErr
 	})
-	if fnErr != nil && errors.Is(err, fnErr) {
+	if fnErr != nil {
 		return fnErr
 	}
 	return errors.Wrapf(err, "archive %s", path)

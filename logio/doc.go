@@ -12,6 +12,10 @@
 // and "before" (the cut); its ranges end just before a snapshot that stays in etcd, so the
 // archive and the live log verify as one chain.
 //
+// ReadArchives reads several archive files (in any order) as one chain per stream for
+// readers of the whole history (coilctl history --archive); Archives.Join checks that the
+// live log continues them.
+//
 // Every operation streams: memory stays flat whatever the log's length (one stream's
 // read chunk, one batch of lines). Everything read from etcd is read at one revision.
 //
