@@ -187,8 +187,9 @@ func diffStates(from, to *stateAt) *diffView {
 }
 
 func (a *app) diffCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "diff FROM TO",
+	var archives []string
+	c := &cobra.Command{
+		Use:   "diff FROM TO [--archive FILE]...",
 		Short: "What changed between two moments: pools, blocks, addresses",
 		Long: `Print what changed between the state at FROM and the state at TO (see 'coilctl
 state'): pools added, extended and removed, blocks assigned and released (with their
@@ -198,10 +199,15 @@ FROM and TO are each an RFC 3339 time, a duration meaning that long ago (2h, 3d)
 etcd revision (a plain integer). Compared are the two end states, not the way between:
 an address assigned and released again between FROM and TO does not show (see
 'coilctl events --since FROM --until TO' for every step). A block or address that
-changed hands shows as released by the old holder and assigned to the new one.`,
+changed hands shows as released by the old holder and assigned to the new one.
+
+A moment before a stream's oldest stored snapshot needs the events archived by 'coilctl
+log archive': pass the archive files with --archive FILE (repeatable, any order), as for
+'coilctl state'. The files are read once for both ends.`,
 		Example: `  coilctl diff 2030-01-07T13:00:00Z 2030-01-07T15:00:00Z
   coilctl diff 1200 1300 -o json
-  coilctl diff 1d 0s`,
+  coilctl diff 1d 0s
+  coilctl diff 2030-01-07T13:00:00Z 2030-03-01T00:00:00Z --archive 2030-01.jsonl`,
 		Args: argsUsage(2, 2, "FROM and TO"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			bulkGC() // reads whole streams: see log.go
@@ -217,17 +223,15 @@ changed hands shows as released by the old holder and assigned to the new one.`,
 			if err = a.connect(); err != nil {
 				return err
 			}
-			from, err := loadStateAt(cmd.Context(), a.log, fp)
+			sts, err := loadStatesAt(cmd.Context(), a.log, []point{fp, tp}, []string{"state at FROM", "state at TO"}, archives)
 			if err != nil {
-				return errors.Wrap(err, "state at FROM")
+				return err
 			}
-			to, err := loadStateAt(cmd.Context(), a.log, tp)
-			if err != nil {
-				return errors.Wrap(err, "state at TO")
-			}
-			return a.printDiff(fp, tp, diffStates(from, to))
+			return a.printDiff(fp, tp, diffStates(sts[0], sts[1]))
 		}),
 	}
+	c.Flags().StringArrayVar(&archives, "archive", nil, "fold the archived events of this file first (from 'coilctl log archive'; repeat for several, any order)")
+	return c
 }
 
 func (a *app) printDiff(fp, tp point, d *diffView) error {

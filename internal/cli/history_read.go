@@ -9,6 +9,7 @@ import (
 	"github.com/cockroachdb/errors"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/logio"
 	"github.com/coil-net/coil/projection"
 )
 
@@ -99,48 +100,111 @@ type streamFold struct {
 	lastTime int64
 }
 
-// foldStream folds stream s as read at rev from sequence from, through the events keep
-// accepts (nil: all), stopping at the first it rejects.
-func foldStream(ctx context.Context, log events.Log, s events.Stream, from uint64, rev int64, keep func(*events.Event) bool) (*streamFold, error) {
-	f := &streamFold{}
-	kind, _ := s.Kind()
-	var apply func(*events.Event) error
-	switch kind {
+// streamFolder folds the events of one stream it is fed, in sequence order, through the
+// events keep accepts (nil: all), and ignores every event from the first it rejects on.
+type streamFolder struct {
+	f     streamFold
+	keep  func(*events.Event) bool
+	apply func(*events.Event) error
+	// first is the first event fed (nil: none yet).
+	first *events.Event
+	// done: keep rejected an event, the fold is complete.
+	done bool
+	// needEarlier: the first event fed was neither #1 nor a snapshot keep accepts, so
+	// the fold needs events before it.
+	needEarlier bool
+}
+
+func newStreamFolder(s events.Stream, keep func(*events.Event) bool) *streamFolder {
+	sf := &streamFolder{keep: keep}
+	f := &sf.f
+	switch kind, _ := s.Kind(); kind {
 	case "cluster":
 		c := projection.NewCluster()
-		apply = func(e *events.Event) error { f.state = c; return c.Apply(e) }
+		sf.apply = func(e *events.Event) error { f.state = c; return c.Apply(e) }
 	case "pool":
 		b := projection.NewBlocks()
-		apply = func(e *events.Event) error { f.state = b; return b.Apply(e) }
+		sf.apply = func(e *events.Event) error { f.state = b; return b.Apply(e) }
 	default:
 		n := projection.NewNode()
-		apply = func(e *events.Event) error { f.state = n; return n.Apply(e) }
+		sf.apply = func(e *events.Event) error { f.state = n; return n.Apply(e) }
 	}
-	_, err := log.Read(ctx, s, from, rev, func(e *events.Event) error {
-		if keep != nil && !keep(e) {
-			if f.state == nil && e.Seq == from && from > 1 {
-				return errors.Wrapf(events.ErrCompacted, "%s: events before #%d (%s) were archived and are needed here; restore them from the archive", s, from, fmtTime(e.Time))
-			}
+	return sf
+}
+
+// visit folds e, the stream's next event; it returns errStopStream once the fold is
+// complete or cannot start (needEarlier).
+func (sf *streamFolder) visit(e *events.Event) error {
+	if sf.done {
+		return errStopStream
+	}
+	accepted := sf.keep == nil || sf.keep(e)
+	if sf.first == nil {
+		sf.first = e
+		if _, snap := e.Payload.(*events.Snapshot); e.Seq > 1 && (!snap || !accepted) {
+			sf.needEarlier, sf.done = true, true
 			return errStopStream
 		}
-		if err := apply(e); err != nil {
-			return errors.Wrapf(err, "fold %s #%d", e.Stream, e.Seq)
-		}
-		f.lastRev = max(f.lastRev, e.Revision)
-		f.lastTime = max(f.lastTime, e.Time.UnixNano())
-		return nil
-	})
+	}
+	if !accepted {
+		sf.done = true
+		return errStopStream
+	}
+	if err := sf.apply(e); err != nil {
+		return errors.Wrapf(err, "fold %s #%d", e.Stream, e.Seq)
+	}
+	sf.f.lastRev = max(sf.f.lastRev, e.Revision)
+	sf.f.lastTime = max(sf.f.lastTime, e.Time.UnixNano())
+	return nil
+}
+
+// errArchived is the error of a fold of stream s that needs the events before first,
+// which were archived: it matches events.ErrCompacted and says to pass the archive.
+func errArchived(s events.Stream, first *events.Event) error {
+	return errors.Mark(errors.Newf("%s: events before #%d (%s) were archived and are needed here; pass the archive file with --archive FILE (the file 'coilctl log archive' wrote)",
+		s, first.Seq, fmtTime(first.Time)), events.ErrCompacted)
+}
+
+// foldStream folds stream s as read at rev from sequence from, through the events keep
+// accepts (nil: all), stopping at the first it rejects. A first event (from > 1) that
+// keep rejects fails with errArchived.
+func foldStream(ctx context.Context, log events.Log, s events.Stream, from uint64, rev int64, keep func(*events.Event) bool) (*streamFold, error) {
+	sf := newStreamFolder(s, keep)
+	_, err := log.Read(ctx, s, from, rev, sf.visit)
 	if err != nil && !errors.Is(err, errStopStream) {
 		return nil, errors.Wrapf(err, "fold %s at revision %d", s, rev)
 	}
-	return f, nil
+	if sf.needEarlier {
+		return nil, errArchived(s, sf.first)
+	}
+	return &sf.f, nil
+}
+
+// foldLive folds stream s of the live log, as read at rev, through the events keep
+// accepts (nil: all): with keep nil from its newest snapshot (events.StartSeq);
+// otherwise from #1, or, where older events were archived, from the newest snapshot if
+// keep accepts it (else errArchived).
+func foldLive(ctx context.Context, log events.Log, s events.Stream, rev int64, keep func(*events.Event) bool) (*streamFold, error) {
+	var from uint64 = 1
+	var err error
+	if keep == nil {
+		if from, err = events.StartSeq(ctx, log, s, rev); err != nil {
+			return nil, errors.Wrapf(err, "snapshot of %s at revision %d", s, rev)
+		}
+	}
+	f, err := foldStream(ctx, log, s, from, rev, keep)
+	if errors.Is(err, events.ErrCompacted) && from == 1 {
+		if from, err = events.StartSeq(ctx, log, s, rev); err != nil {
+			return nil, errors.Wrapf(err, "snapshot of %s at revision %d", s, rev)
+		}
+		f, err = foldStream(ctx, log, s, from, rev, keep)
+	}
+	return f, err
 }
 
 // foldStreams reads every stream at rev (0: the latest) and folds, per stream, the events
 // accepted by keep, stopping a stream at its first event keep rejects (so each stream's
-// state is a prefix of the stream, as a fold needs). With keep nil every stream is folded
-// from its newest snapshot (events.StartSeq); otherwise from #1, or, where older events
-// were archived, from the newest snapshot if keep accepts it. Streams are folded
+// state is a prefix of the stream, as a fold needs): foldLive. Streams are folded
 // concurrently, each into its own state.
 func foldStreams(ctx context.Context, log events.Log, rev int64, keep func(*events.Event) bool) (*foldResult, error) {
 	heads, rev, err := log.Streams(ctx, "", rev)
@@ -150,27 +214,143 @@ func foldStreams(ctx context.Context, log events.Log, rev int64, keep func(*even
 	streams := streamsOf(heads, nil)
 	folds := make([]*streamFold, len(streams))
 	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
-		s := streams[i]
-		var from uint64 = 1
-		var serr error
-		if keep == nil {
-			if from, serr = events.StartSeq(ctx, log, s, rev); serr != nil {
-				return errors.Wrapf(serr, "snapshot of %s at revision %d", s, rev)
-			}
-		}
-		f, serr := foldStream(ctx, log, s, from, rev, keep)
-		if errors.Is(serr, events.ErrCompacted) && from == 1 {
-			if from, serr = events.StartSeq(ctx, log, s, rev); serr != nil {
-				return errors.Wrapf(serr, "snapshot of %s at revision %d", s, rev)
-			}
-			f, serr = foldStream(ctx, log, s, from, rev, keep)
-		}
-		folds[i] = f
-		return serr
+		var ferr error
+		folds[i], ferr = foldLive(ctx, log, streams[i], rev, keep)
+		return ferr
 	})
 	if err != nil {
 		return nil, err
 	}
+	return gatherFolds(streams, folds), nil
+}
+
+// foldArchived folds every stream, per keep (one state each), through the events keep
+// accepts, reading the archive files first (logio.ReadArchives: any order, verified as
+// one chain per stream, in one pass for all keeps) and then the live log at rev (0: the
+// latest). A stream the archives hold is folded from their first event of it (#1, or a
+// snapshot keep accepts; else the archives lack earlier events: ErrArchiveGap) and
+// continued with the live log from the event after their last, whose join to them is
+// checked (logio.Archives.Join, JoinHead; the live log read only while some keep still
+// accepts). A stream they do not hold is folded as foldStreams does (foldLive).
+func foldArchived(ctx context.Context, log events.Log, rev int64, keeps []func(*events.Event) bool, archives []string) ([]*foldResult, error) {
+	heads, rev, err := log.Streams(ctx, "", rev)
+	if err != nil {
+		return nil, errors.Wrap(err, "list streams")
+	}
+	archived := map[events.Stream][]*streamFolder{}
+	arch, err := logio.ReadArchives(ctx, archives, func(e *events.Event) error {
+		sfs := archived[e.Stream]
+		if sfs == nil {
+			for _, keep := range keeps {
+				sfs = append(sfs, newStreamFolder(e.Stream, keep))
+			}
+			archived[e.Stream] = sfs
+		}
+		for _, sf := range sfs {
+			if err := sf.visit(e); err != nil && !errors.Is(err, errStopStream) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for s := range arch.Streams() {
+		if _, ok := heads[s]; !ok {
+			return nil, arch.JoinHead(s, events.Version{})
+		}
+	}
+	streams := streamsOf(heads, nil)
+	folds := make([][]*streamFold, len(keeps))
+	for k := range folds {
+		folds[k] = make([]*streamFold, len(streams))
+	}
+	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
+		s := streams[i]
+		sfs := archived[s]
+		if arch.Last(s).Seq == 0 || len(sfs) == 0 {
+			for k, keep := range keeps {
+				f, ferr := foldLive(ctx, log, s, rev, keep)
+				if ferr != nil {
+					return ferr
+				}
+				folds[k][i] = f
+			}
+			return nil
+		}
+		for _, sf := range sfs {
+			if sf.needEarlier {
+				if ferr := arch.CheckFrom(s); ferr != nil {
+					return ferr
+				}
+				return errArchived(s, sf.first) // (the archives start at #1: not reached)
+			}
+		}
+		if ferr := continueLive(ctx, log, s, heads[s], rev, arch, sfs); ferr != nil {
+			return ferr
+		}
+		for k, sf := range sfs {
+			folds[k][i] = &sf.f
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*foldResult, len(keeps))
+	for k := range keeps {
+		out[k] = gatherFolds(streams, folds[k])
+	}
+	return out, nil
+}
+
+// continueLive feeds the folders of stream s (head at rev), fed the archives' events of
+// s, the live events after the archives' last, while some folder is not done; the first
+// is checked to join the archives (logio.Archives.Join; JoinHead when the live log has
+// none), even when no folder needs it. The live log's ErrCompacted (a later archive is
+// missing) is logio.Archives.Gap.
+func continueLive(ctx context.Context, log events.Log, s events.Stream, head events.Version, rev int64, arch *logio.Archives, sfs []*streamFolder) error {
+	last := arch.Last(s)
+	if head.Seq <= last.Seq {
+		return arch.JoinHead(s, head)
+	}
+	joined := false
+	_, err := log.Read(ctx, s, last.Seq+1, rev, func(e *events.Event) error {
+		if !joined {
+			if err := arch.Join(e); err != nil {
+				return err
+			}
+			joined = true
+		}
+		open := false
+		for _, sf := range sfs {
+			if sf.done {
+				continue
+			}
+			if err := sf.visit(e); err != nil && !errors.Is(err, errStopStream) {
+				return err
+			}
+			open = open || !sf.done
+		}
+		if !open {
+			return errStopStream
+		}
+		return nil
+	})
+	switch {
+	case err == nil, errors.Is(err, errStopStream):
+		return nil
+	case errors.Is(err, events.ErrCompacted):
+		return arch.Gap(s, err)
+	case errors.Is(err, logio.ErrBroken):
+		return err
+	}
+	return errors.Wrapf(err, "fold %s at revision %d", s, rev)
+}
+
+// gatherFolds puts the folds of streams (folds[i] of streams[i]) into one state.
+func gatherFolds(streams []events.Stream, folds []*streamFold) *foldResult {
 	res := &foldResult{state: projection.NewState()}
 	for i, s := range streams {
 		_, name := s.Kind()
@@ -186,5 +366,5 @@ func foldStreams(ctx context.Context, log events.Log, rev int64, keep func(*even
 		res.lastRev = max(res.lastRev, f.lastRev)
 		res.lastTime = max(res.lastTime, f.lastTime)
 	}
-	return res, nil
+	return res
 }

@@ -103,37 +103,84 @@ type stateAt struct {
 	ReadAtRevision bool
 }
 
-// loadStateAt folds every stream up to p. A revision still in etcd's history is read at
-// that revision; a compacted one, or a time, is read at the current revision and each
-// stream folded through its last event at or before p.
-func loadStateAt(ctx context.Context, log events.Log, p point) (*stateAt, error) {
+// loadStateAt folds every stream up to p (loadStatesAt with one point).
+func loadStateAt(ctx context.Context, log events.Log, p point, archives []string) (*stateAt, error) {
+	sts, err := loadStatesAt(ctx, log, []point{p}, nil, archives)
+	if err != nil {
+		return nil, err
+	}
+	return sts[0], nil
+}
+
+// loadStatesAt folds every stream up to each of points, all against the log at one
+// current revision. A revision still in etcd's history is read at that revision; a
+// compacted one, or a time, is read at the current revision and each stream folded
+// through its last event at or before the point. With archive files, the latter are
+// folded from the archived events first (foldArchived: one pass over the files for all
+// such points) and continued with the live log; streams the archives do not hold fold as
+// without them. Errors about one point are wrapped with its label (labels[i], when
+// given).
+func loadStatesAt(ctx context.Context, log events.Log, points []point, labels []string, archives []string) ([]*stateAt, error) {
+	label := func(i int, err error) error {
+		if i < len(labels) && labels[i] != "" {
+			return errors.Wrap(err, labels[i])
+		}
+		return err
+	}
 	_, current, err := log.Streams(ctx, "cluster", 0)
 	if err != nil {
 		return nil, errors.Wrap(err, "read the log's revision")
 	}
-	if p.rev > current {
-		return nil, usagef("revision %d is in the future: the log is at revision %d", p.rev, current)
-	}
-	if p.rev > 0 {
-		res, ferr := foldStreams(ctx, log, p.rev, nil)
-		switch {
-		case ferr == nil:
-			return &stateAt{snapshot: &snapshot{State: res.state, Rev: p.rev}, Current: current,
-				Time: unixTime(res.lastTime), ReadAtRevision: true}, nil
-		case !errors.Is(ferr, events.ErrCompacted):
-			return nil, ferr
+	out := make([]*stateAt, len(points))
+	var folded []int // the points folded up to from the current log
+	for i, p := range points {
+		if p.rev > current {
+			return nil, label(i, usagef("revision %d is in the future: the log is at revision %d", p.rev, current))
 		}
-		// etcd compacted that revision away: fold the current log up to it.
+		if p.rev > 0 {
+			res, ferr := foldStreams(ctx, log, p.rev, nil)
+			switch {
+			case ferr == nil:
+				out[i] = &stateAt{snapshot: &snapshot{State: res.state, Rev: p.rev}, Current: current,
+					Time: unixTime(res.lastTime), ReadAtRevision: true}
+				continue
+			case !errors.Is(ferr, events.ErrCompacted):
+				return nil, label(i, ferr)
+			}
+			// etcd compacted that revision away: fold the current log up to it.
+		}
+		folded = append(folded, i)
 	}
-	res, err := foldStreams(ctx, log, current, p.includes)
-	if err != nil {
-		return nil, err
+	if len(folded) == 0 {
+		return out, nil
 	}
-	rev := p.rev
-	if rev == 0 {
-		rev = res.lastRev
+	res := make([]*foldResult, len(folded))
+	if len(archives) == 0 {
+		for k, i := range folded {
+			if res[k], err = foldStreams(ctx, log, current, points[i].includes); err != nil {
+				return nil, label(i, err)
+			}
+		}
+	} else {
+		keeps := make([]func(*events.Event) bool, len(folded))
+		for k, i := range folded {
+			keeps[k] = points[i].includes
+		}
+		if res, err = foldArchived(ctx, log, current, keeps, archives); err != nil {
+			if len(folded) == 1 {
+				return nil, label(folded[0], err)
+			}
+			return nil, err
+		}
 	}
-	return &stateAt{snapshot: &snapshot{State: res.state, Rev: rev}, Current: current, Time: unixTime(res.lastTime)}, nil
+	for k, i := range folded {
+		rev := points[i].rev
+		if rev == 0 {
+			rev = res[k].lastRev
+		}
+		out[i] = &stateAt{snapshot: &snapshot{State: res[k].state, Rev: rev}, Current: current, Time: unixTime(res[k].lastTime)}
+	}
+	return out, nil
 }
 
 func unixTime(ns int64) time.Time {
@@ -166,8 +213,9 @@ func (s *stateAt) view() *stateView {
 
 func (a *app) stateCommand() *cobra.Command {
 	var at, revision string
+	var archives []string
 	c := &cobra.Command{
-		Use:   "state (--at TIME | --revision N)",
+		Use:   "state (--at TIME | --revision N) [--archive FILE]...",
 		Short: "Pools, blocks and addresses as they were at a past moment",
 		Long: `Print the pools, the blocks (with their owner) and the addresses (with their holder)
 as they were at a past moment: every stream of the log folded up to that moment.
@@ -178,10 +226,19 @@ compacted it, the current log is read and every stream folded through its last e
 committed at or before N (same result while no events were archived).
 
 --at TIME is the state after every event stamped at or before TIME: an RFC 3339 time, a
-duration meaning that long ago (2h, 3d), or a revision (a plain integer, as --revision).`,
+duration meaning that long ago (2h, 3d), or a revision (a plain integer, as --revision).
+
+A moment before a stream's oldest stored snapshot needs the events archived by 'coilctl
+log archive': pass the archive files with --archive FILE (repeat it for the files of
+several archive runs, in any order). Their events are verified (as 'coilctl log verify
+--file' does) and folded first, and each stream of the live log must continue them
+(sequence and hash chain), so the state is what state printed before the archive.
+Without them, a moment that needs archived events fails, naming the stream and what to
+pass; streams with a snapshot at or before the moment never need them.`,
 		Example: `  coilctl state --at 2030-01-07T14:00:00Z
   coilctl state --at 2h
-  coilctl state --revision 1234 -o json`,
+  coilctl state --revision 1234 -o json
+  coilctl state --at 2030-01-07T14:00:00Z --archive 2030-01.jsonl --archive 2030-02.jsonl`,
 		Args: argsUsage(0, 0, "no arguments (give --at or --revision)"),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
 			bulkGC() // reads whole streams: see log.go
@@ -204,7 +261,7 @@ duration meaning that long ago (2h, 3d), or a revision (a plain integer, as --re
 			if err = a.connect(); err != nil {
 				return err
 			}
-			st, err := loadStateAt(cmd.Context(), a.log, p)
+			st, err := loadStateAt(cmd.Context(), a.log, p, archives)
 			if err != nil {
 				return err
 			}
@@ -213,6 +270,7 @@ duration meaning that long ago (2h, 3d), or a revision (a plain integer, as --re
 	}
 	c.Flags().StringVar(&at, "at", "", "the moment: RFC 3339 time, duration ago (2h, 3d) or revision")
 	c.Flags().StringVar(&revision, "revision", "", "the etcd revision")
+	c.Flags().StringArrayVar(&archives, "archive", nil, "fold the archived events of this file first (from 'coilctl log archive'; repeat for several, any order)")
 	return c
 }
 
