@@ -183,7 +183,8 @@ func foldStream(ctx context.Context, log events.Log, s events.Stream, from uint6
 // foldLive folds stream s of the live log, as read at rev, through the events keep
 // accepts (nil: all): with keep nil from its newest snapshot (events.StartSeq);
 // otherwise from #1, or, where older events were archived, from the newest snapshot if
-// keep accepts it (else errArchived).
+// keep accepts it, else from the oldest stored event (the snapshot the last archive
+// kept) if keep accepts that (else errArchived: the archive is needed).
 func foldLive(ctx context.Context, log events.Log, s events.Stream, rev int64, keep func(*events.Event) bool) (*streamFold, error) {
 	var from uint64 = 1
 	var err error
@@ -198,8 +199,41 @@ func foldLive(ctx context.Context, log events.Log, s events.Stream, rev int64, k
 			return nil, errors.Wrapf(err, "snapshot of %s at revision %d", s, rev)
 		}
 		f, err = foldStream(ctx, log, s, from, rev, keep)
+		if errors.Is(err, events.ErrCompacted) && from > 1 {
+			// The newest snapshot is after the point: an older one may still be stored.
+			oldest, ok, oerr := oldestStored(ctx, log, s, rev)
+			if oerr != nil {
+				return nil, oerr
+			}
+			if ok && oldest > 1 && oldest < from {
+				f, err = foldStream(ctx, log, s, oldest, rev, keep)
+			}
+		}
 	}
 	return f, err
+}
+
+// oldestStored returns the sequence of stream s's oldest event still stored at rev (a
+// snapshot once older events were archived; events.EtcdLog.OldestStored), and false when
+// log cannot tell.
+func oldestStored(ctx context.Context, log events.Log, s events.Stream, rev int64) (uint64, bool, error) {
+	if tl, ok := log.(*timeoutLog); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, tl.timeout)
+		defer cancel()
+		log = tl.Log
+	}
+	o, ok := log.(interface {
+		OldestStored(context.Context, events.Stream, int64) (uint64, int64, error)
+	})
+	if !ok {
+		return 0, false, nil
+	}
+	seq, _, err := o.OldestStored(ctx, s, rev)
+	if err != nil {
+		return 0, false, errors.Wrapf(err, "oldest stored event of %s at revision %d", s, rev)
+	}
+	return seq, true, nil
 }
 
 // foldStreams reads every stream at rev (0: the latest) and folds, per stream, the events
