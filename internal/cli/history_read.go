@@ -281,8 +281,8 @@ func foldArchived(ctx context.Context, log events.Log, rev int64, keeps []func(*
 			archived[e.Stream] = sfs
 		}
 		for _, sf := range sfs {
-			if err := sf.visit(e); err != nil && !errors.Is(err, errStopStream) {
-				return err
+			if verr := sf.visit(e); verr != nil && !errors.Is(verr, errStopStream) {
+				return verr
 			}
 		}
 		return nil
