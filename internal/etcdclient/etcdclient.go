@@ -22,6 +22,17 @@ const DefaultEndpoint = "http://127.0.0.1:2379"
 // DefaultDialTimeout is used when Config.DialTimeout is 0.
 const DefaultDialTimeout = 5 * time.Second
 
+// Keep-alive pings on the client's connections: a member that went silent (host gone,
+// no TCP reset) is detected after DefaultKeepAliveTime+DefaultKeepAliveTimeout (8 s), below
+// the allocator's 10 s append deadline, so requests move to a live member instead of
+// waiting on a dead connection. etcd's server rejects pings more often than every 5 s
+// (--grpc-keepalive-min-time), and pings only while a stream is open (coild always has
+// its watch and lease keep-alive streams).
+const (
+	DefaultKeepAliveTime    = 5 * time.Second
+	DefaultKeepAliveTimeout = 3 * time.Second
+)
+
 // Sentinel errors. Check them with errors.Is.
 var (
 	// ErrInvalidEndpoint: an endpoint that is not an http://, https:// or unix:// URL,
@@ -122,17 +133,9 @@ func New(cfg Config) (*clientv3.Client, error) {
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
 	}
-	lg := cfg.Logger
-	if lg == nil {
-		lg = zap.NewNop()
-	}
-	ccfg := clientv3.Config{Endpoints: eps, DialTimeout: timeout, Logger: lg}
-	if strings.HasPrefix(eps[0], "https://") || cfg.CACert != "" || cfg.Cert != "" || cfg.Key != "" {
-		tc, err := tlsConfig(cfg)
-		if err != nil {
-			return nil, err
-		}
-		ccfg.TLS = tc
+	ccfg, err := clientConfig(cfg, eps, timeout)
+	if err != nil {
+		return nil, err
 	}
 	cli, err := clientv3.New(ccfg)
 	if err != nil {
@@ -143,6 +146,26 @@ func New(cfg Config) (*clientv3.Client, error) {
 		return nil, err
 	}
 	return cli, nil
+}
+
+// clientConfig is the clientv3 configuration New uses.
+func clientConfig(cfg Config, eps []string, timeout time.Duration) (clientv3.Config, error) {
+	lg := cfg.Logger
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	ccfg := clientv3.Config{
+		Endpoints: eps, DialTimeout: timeout, Logger: lg,
+		DialKeepAliveTime: DefaultKeepAliveTime, DialKeepAliveTimeout: DefaultKeepAliveTimeout,
+	}
+	if strings.HasPrefix(eps[0], "https://") || cfg.CACert != "" || cfg.Cert != "" || cfg.Key != "" {
+		tc, err := tlsConfig(cfg)
+		if err != nil {
+			return clientv3.Config{}, err
+		}
+		ccfg.TLS = tc
+	}
+	return ccfg, nil
 }
 
 // probe reads one key (linearizable, so a member without a leader does not pass).

@@ -129,3 +129,19 @@ func TestNewRejectsBadEndpoint(t *testing.T) {
 		t.Fatalf("New = %v, want ErrInvalidEndpoint", err)
 	}
 }
+
+// The client detects a silent member with keep-alive pings, sooner than the allocator's
+// append deadline (allocator.DefaultAppendTimeout, 10 s), and no more often than etcd's
+// server accepts (5 s).
+func TestClientKeepAlive(t *testing.T) {
+	cc, err := etcdclient.ClientConfig(etcdclient.Config{}, []string{"unix:///run/etcd.sock"}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc.DialKeepAliveTime < 5*time.Second || cc.DialKeepAliveTimeout <= 0 || cc.DialKeepAliveTime+cc.DialKeepAliveTimeout >= 10*time.Second {
+		t.Fatalf("keep-alive %s + %s: want pings every >= 5 s, a dead member found within 10 s", cc.DialKeepAliveTime, cc.DialKeepAliveTimeout)
+	}
+	if cc.PermitWithoutStream {
+		t.Fatal("pings without a stream are rejected by etcd's server (GOAWAY too_many_pings)")
+	}
+}

@@ -1,0 +1,4 @@
+package etcdclient
+
+// ClientConfig exposes clientConfig to the tests.
+var ClientConfig = clientConfig
