@@ -421,6 +421,15 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) {
 	}
 	pool := n.st.Cluster.Pools[o.req.Pool]
 	if pool == nil {
+		// The watch may not have brought a pool created a moment ago: ask etcd before
+		// saying it does not exist (only on this path, so a typo costs one read).
+		if err := n.catchUp(ctx, events.ClusterStream); err != nil {
+			o.done <- opResult{err: errors.Wrapf(err, "pool %q is not known here and the log could not be read to check", o.req.Pool)}
+			return
+		}
+		pool = n.st.Cluster.Pools[o.req.Pool]
+	}
+	if pool == nil {
 		o.done <- opResult{err: errors.Wrapf(ErrPoolNotFound, "pool %q does not exist (see coilctl pool list)", o.req.Pool)}
 		return
 	}

@@ -97,6 +97,24 @@ func alloc(t *testing.T, n *allocator.Node, id, pool string) *allocator.Assignme
 	return a
 }
 
+// TestPoolCreatedAfterLoad: a pool created after the node loaded, whose event the node
+// has not observed (no watch runs here; in coild the watch may simply lag), is found by
+// reading the cluster stream before the request is refused; a pool that really does not
+// exist is still ErrPoolNotFound.
+func TestPoolCreatedAfterLoad(t *testing.T) {
+	e := newEnv(t)
+	n := e.node("n1", nil)
+	e.pool("late", 4, "10.9.0.0/16")
+	a := alloc(t, n, "c1", "late")
+	if !pfx("10.9.0.0/16").Contains(a.Addrs[0]) {
+		t.Fatalf("address %v not from pool late", a.Addrs[0])
+	}
+	_, err := n.Allocate(context.Background(), allocator.Request{ContainerID: "c2", IfName: "eth0", Pool: "nope"})
+	if !errors.Is(err, allocator.ErrPoolNotFound) {
+		t.Fatalf("unknown pool: got %v, want ErrPoolNotFound", err)
+	}
+}
+
 func TestAllocateIdempotentAndNextAfterLast(t *testing.T) {
 	e := newEnv(t)
 	e.pool("default", 2, "10.0.0.0/28") // 4 blocks of 4
