@@ -187,6 +187,7 @@ func (c *cluster) checkSameEverywhere(log *events.EtcdLog) {
 // events.ErrUnavailable), up to a generous deadline. It returns the address and how many
 // try-again errors the caller saw. Any other error fails the test.
 func allocateRetrying(t *testing.T, n *allocatortest.Node, id string, seen ...func(error)) (netip.Addr, int, error) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	tries := 0
 	for {
@@ -216,6 +217,7 @@ type holders struct {
 }
 
 func (h *holders) add(t *testing.T, a netip.Addr, id string) {
+	t.Helper()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.seen == nil {
@@ -245,6 +247,7 @@ type runner struct {
 }
 
 func runAllocators(t *testing.T, nodes map[string]*allocatortest.Node) *runner {
+	t.Helper()
 	r := &runner{stop: make(chan struct{}), errs: make(chan error, len(nodes)), last: time.Now()}
 	for name, n := range nodes {
 		r.wg.Add(1)
