@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/logindex"
 	"github.com/coil-net/coil/projection"
 )
 
@@ -235,29 +236,20 @@ func (f *eventFilter) show(e *events.Event) bool {
 
 // runEvents prints the matching history at one revision, then, with follow, watches from
 // that revision (every stream's head as read) and prints what matches until ctx ends.
+// Without follow, --pod and --container use the attachment index (readEvents).
 func (a *app) runEvents(ctx context.Context, flt *eventFilter, follow, wide bool) error {
 	heads, rev, err := a.log.Streams(ctx, "", 0)
 	if err != nil {
 		return errors.Wrap(err, "list streams")
 	}
-	// The cluster stream is always read: summaries need the pools' geometry.
-	streams := streamsOf(heads, func(s events.Stream) bool { return s == events.ClusterStream || flt.reads(s) })
-	per := make([][]*events.Event, len(streams))
-	err = eachStream(ctx, a.log, streams, rev, func(i int, _ events.Stream) func(*events.Event) error {
-		return func(e *events.Event) error {
-			per[i] = append(per[i], e)
-			return nil
-		}
-	})
+	var ix *historyIndex
+	if !follow {
+		ix = &historyIndex{cli: a.cli, keys: events.NewKeys(a.opts.prefix), timeout: a.opts.timeout}
+	}
+	evs, err := readEvents(ctx, a.log, ix, flt, heads, rev)
 	if err != nil {
 		return err
 	}
-	var evs []*events.Event
-	for _, p := range per {
-		evs = append(evs, p...)
-	}
-	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Revision < evs[j].Revision })
-
 	pr := a.newEventPrinter(wide, follow)
 	if err := pr.print(evs, flt.show); err != nil {
 		return err
@@ -281,6 +273,65 @@ func (a *app) runEvents(ctx context.Context, flt *eventFilter, follow, wide bool
 		}
 	}
 	return nil // interrupted: tail -f ends with success
+}
+
+// readEvents reads, at rev, the streams of heads that flt reads and the cluster stream
+// (always: summaries need the pools' geometry), readWorkers streams at once, and returns
+// their events in revision order. With ix set and a filter the index can narrow (--pod,
+// or --container with a prefix of 12 characters or more: eventFilter.indexQuery), each
+// node stream reads only the chunks that may mention the pod or container (or the
+// container of an assignment of the pod still open: its release), every unindexed range
+// and the tail (historyIndex.read); the events skipped are ones flt.show rejects and
+// whose absence does not change its state, so what it shows is what the full read shows.
+func readEvents(ctx context.Context, log events.Log, ix *historyIndex, flt *eventFilter,
+	heads map[events.Stream]events.Version, rev int64) ([]*events.Event, error) {
+	streams := streamsOf(heads, func(s events.Stream) bool { return s == events.ClusterStream || flt.reads(s) })
+	q, key, indexed := flt.indexQuery()
+	var entries map[events.Stream][]*logindex.Entry
+	if indexed && ix != nil && len(streams) > 0 {
+		var err error
+		if entries, err = ix.load(ctx, rev); err != nil {
+			return nil, err
+		}
+	}
+	per := make([][]*events.Event, len(streams))
+	err := parallel(ctx, len(streams), func(ctx context.Context, i int) error {
+		s := streams[i]
+		collect := func(e *events.Event) error { per[i] = append(per[i], e); return nil }
+		r := chunkRead{visit: collect, full: func(ctx context.Context) error { return readStream(ctx, log, s, rev, collect) }}
+		if len(entries[s]) > 0 {
+			p := newPairing(q, s)
+			r.want = p.wants(key)
+			r.visit = func(e *events.Event) error { per[i] = append(per[i], e); return p.visit(e) }
+		}
+		return ix.read(ctx, log, s, heads[s], rev, entries[s], nil, r)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var evs []*events.Event
+	for _, p := range per {
+		evs = append(evs, p...)
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Revision < evs[j].Revision })
+	return evs, nil
+}
+
+// indexQuery is the attachment-index query of the filter (the pod's if --pod is given,
+// else the container prefix's) and its key, and false when the index cannot narrow the
+// filter (neither is given, or the prefix is shorter than 12 characters).
+func (f *eventFilter) indexQuery() (*historyQuery, string, bool) {
+	var q historyQuery
+	switch {
+	case f.podName != "":
+		q.podNS, q.podName = f.podNS, f.podName
+	case f.container != "":
+		q.container = f.container
+	default:
+		return nil, "", false
+	}
+	key, ok := q.indexKey()
+	return &q, key, ok
 }
 
 // eventPrinter prints events in one output format, folding the cluster stream as it goes

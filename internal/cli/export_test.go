@@ -44,3 +44,28 @@ func HistoryChunksArchived(ctx context.Context, c *clientv3.Client, pod string, 
 	hs, _, err := history(ctx, lg, &q, ix, archives)
 	return len(hs), ix.chunksRead.Load(), ix.chunksSkipped.Load(), err
 }
+
+// EventsChunks runs the initial read of coilctl events with --pod NS/NAME (pod) and/or
+// --container PREFIX (container) against c with the attachment index and returns how many
+// events it shows and how many indexed chunks it read and skipped.
+func EventsChunks(ctx context.Context, c *clientv3.Client, pod, container string) (shown int, read, skipped int64, err error) {
+	lg := events.NewEtcdLog(c, events.EtcdConfig{})
+	defer lg.Close()
+	f := eventFlags{pod: pod, container: container}
+	flt, err := f.filter(time.Now())
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	heads, rev, err := lg.Streams(ctx, "", 0)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	ix := &historyIndex{cli: c, keys: events.NewKeys(""), timeout: time.Minute}
+	evs, err := readEvents(ctx, lg, ix, flt, heads, rev)
+	for _, e := range evs {
+		if flt.show(e) {
+			shown++
+		}
+	}
+	return shown, ix.chunksRead.Load(), ix.chunksSkipped.Load(), err
+}

@@ -109,8 +109,7 @@ func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIn
 	pairingOf := func(s events.Stream) *pairing {
 		p := per[s]
 		if p == nil {
-			_, node := s.Kind()
-			p = &pairing{q: q, node: node, open: map[[2]string]*holding{}}
+			p = newPairing(q, s)
 			per[s] = p
 		}
 		return p
@@ -156,19 +155,17 @@ func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIn
 	var entries map[events.Stream][]*logindex.Entry
 	key, indexed := q.indexKey()
 	if indexed && ix != nil && len(streams) > 0 {
-		lctx, cancel := context.WithTimeout(ctx, ix.timeout)
-		entries, err = logindex.Load(lctx, ix.cli, ix.keys, "", rev)
-		cancel()
-		if err != nil {
-			return nil, 0, errors.Wrapf(err, "load the attachment index at revision %d", rev)
+		if entries, err = ix.load(ctx, rev); err != nil {
+			return nil, 0, err
 		}
 	}
 	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
-		s := streams[i]
-		if es := entries[s]; len(es) > 0 {
-			return ix.read(ctx, log, s, heads[s], rev, es, key, arch, per[s])
-		}
-		return readLive(ctx, log, s, heads[s], rev, arch, per[s].visit)
+		s, p := streams[i], per[streams[i]]
+		return ix.read(ctx, log, s, heads[s], rev, entries[s], arch, chunkRead{
+			want:  p.wants(key),
+			visit: p.visit,
+			full:  func(ctx context.Context) error { return readLive(ctx, log, s, heads[s], rev, arch, p.visit) },
+		})
 	})
 	if err != nil {
 		return nil, 0, err
@@ -289,6 +286,19 @@ type pairing struct {
 	out  []*holding
 }
 
+// newPairing is the empty pairing of node stream s for q.
+func newPairing(q *historyQuery, s events.Stream) *pairing {
+	_, node := s.Kind()
+	return &pairing{q: q, node: node, open: map[[2]string]*holding{}}
+}
+
+// wants is the chunk test of an indexed read for p (historyIndex.read): a chunk must be
+// read if it may mention key (the query's index key) or the container of a holding still
+// open (its release).
+func (p *pairing) wants(key string) func(*logindex.Entry) bool {
+	return func(e *logindex.Entry) bool { return e.MayContain(key) || mayContainOpen(e, p.open) }
+}
+
 func (p *pairing) visit(e *events.Event) error {
 	switch pl := e.Payload.(type) {
 	case *events.AddressAssigned:
@@ -317,7 +327,7 @@ func (p *pairing) visit(e *events.Event) error {
 	return nil
 }
 
-// historyIndex is what history needs to use the attachment index.
+// historyIndex is what history and events need to use the attachment index.
 type historyIndex struct {
 	cli     *clientv3.Client
 	keys    events.Keys
@@ -326,18 +336,44 @@ type historyIndex struct {
 	chunksRead, chunksSkipped atomic.Int64
 }
 
-// read feeds p the events of stream s (head at rev) that may matter to the query key
-// and that the archives do not hold (from #1, or after the archives' last event, the join
-// checked by joinLive): entries are the stream's index entries. Entries that no longer
-// match the log, or that start before the live read, are ignored (logindex.Verify,
-// logindex.Segments). A stream whose event #1 is archived and in no archive given is read
-// as the full scan reads it (which fails the same way). Otherwise one forward pass over the
-// segments reads a chunk iff its filter may hold key or the container key of a holding
-// still open (from the archives too), and reads every unindexed range (chunks missing
-// anywhere, the tail after the last entry). The hash chain is checked within each read
-// and across the skipped chunks through their entries' hashes, up to the head.
+// load returns the index entries of every node stream as stored at rev (one range read,
+// bounded by ix.timeout; logindex.Load).
+func (ix *historyIndex) load(ctx context.Context, rev int64) (map[events.Stream][]*logindex.Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, ix.timeout)
+	defer cancel()
+	entries, err := logindex.Load(ctx, ix.cli, ix.keys, "", rev)
+	if err != nil {
+		return nil, errors.Wrapf(err, "load the attachment index at revision %d", rev)
+	}
+	return entries, nil
+}
+
+// chunkRead is what historyIndex.read does with one stream.
+type chunkRead struct {
+	// want reports whether an indexed chunk must be read; it may change its answer as
+	// visit sees events (pairing.wants).
+	want func(*logindex.Entry) bool
+	// visit is fed the events read, in sequence order.
+	visit func(*events.Event) error
+	// full reads the stream without the index (feeding visit), as the caller would.
+	full func(ctx context.Context) error
+}
+
+// read feeds r.visit the events of stream s (head at rev) that r.want may need and that
+// the archives (nil: none) do not hold (from #1, or after the archives' last event, the
+// join checked by joinLive): entries are the stream's index entries; with none (or ix
+// nil), it is r.full. Entries that no longer match the log, or that start before the live
+// read, are ignored (logindex.Verify, logindex.Segments). A stream whose event #1 is
+// archived and in no archive given is read by r.full (which fails as the full read
+// does). Otherwise one forward pass over the segments reads a chunk iff r.want accepts
+// its entry, and reads every unindexed range (chunks missing anywhere, the tail after the
+// last entry). The hash chain is checked within each read and across the skipped chunks
+// through their entries' hashes, up to the head.
 func (ix *historyIndex) read(ctx context.Context, log events.Log, s events.Stream, head events.Version, rev int64,
-	entries []*logindex.Entry, key string, arch *logio.Archives, p *pairing) error {
+	entries []*logindex.Entry, arch *logio.Archives, r chunkRead) error {
+	if ix == nil || len(entries) == 0 {
+		return r.full(ctx)
+	}
 	ctx, cancel := context.WithTimeout(ctx, ix.timeout)
 	defer cancel()
 	from, err := joinLive(ctx, log, s, head, rev, arch)
@@ -349,11 +385,11 @@ func (ix *historyIndex) read(ctx context.Context, log events.Log, s events.Strea
 		return err
 	}
 	if (from == 1 && !hasFirst) || len(valid) == 0 {
-		return readLive(ctx, log, s, head, rev, arch, p.visit)
+		return r.full(ctx)
 	}
 	last := arch.Last(s) // the version of the event before the next segment
 	for _, seg := range logindex.Segments(valid, from, head.Seq) {
-		if e := seg.Entry; e != nil && !e.MayContain(key) && !mayContainOpen(e, p.open) {
+		if e := seg.Entry; e != nil && !r.want(e) {
 			ix.chunksSkipped.Add(1)
 			last = events.Version{Seq: e.Last, Hash: e.Hash}
 			continue
@@ -365,7 +401,7 @@ func (ix *historyIndex) read(ctx context.Context, log events.Log, s events.Strea
 		if seg.First == 1 {
 			prev = nil
 		}
-		if last, err = logindex.ReadRange(ctx, ix.cli, ix.keys, s, seg.First, seg.Last, rev, prev, p.visit); err != nil {
+		if last, err = logindex.ReadRange(ctx, ix.cli, ix.keys, s, seg.First, seg.Last, rev, prev, r.visit); err != nil {
 			return errors.Wrapf(err, "read %s #%d-#%d at revision %d", s, seg.First, seg.Last, rev)
 		}
 	}

@@ -56,21 +56,14 @@ feed:
 	return errors.Wrap(ctx.Err(), "read streams")
 }
 
-// eachStream reads every stream of streams from its first event as of revision rev, with
-// readWorkers streams in flight at once. visit is called once per stream (from any
-// goroutine) and returns the callback for that stream's events, which are delivered in
-// sequence order by a single goroutine; the callback may return errStopStream to skip
-// the rest of the stream. The first error stops everything.
-func eachStream(ctx context.Context, log events.Log, streams []events.Stream, rev int64,
-	visit func(i int, s events.Stream) func(*events.Event) error) error {
-	return parallel(ctx, len(streams), func(ctx context.Context, i int) error {
-		s := streams[i]
-		_, err := log.Read(ctx, s, 1, rev, visit(i, s))
-		if err != nil && !errors.Is(err, errStopStream) {
-			return errors.Wrapf(err, "read %s at revision %d", s, rev)
-		}
-		return nil
-	})
+// readStream reads stream s from its first event as of revision rev, feeding fn its
+// events in sequence order; fn may return errStopStream to skip the rest of the stream.
+func readStream(ctx context.Context, log events.Log, s events.Stream, rev int64, fn func(*events.Event) error) error {
+	_, err := log.Read(ctx, s, 1, rev, fn)
+	if err != nil && !errors.Is(err, errStopStream) {
+		return errors.Wrapf(err, "read %s at revision %d", s, rev)
+	}
+	return nil
 }
 
 // streamsOf lists the streams of heads accepted by keep, sorted by name.
