@@ -25,6 +25,9 @@ func (a *app) eventsCommand() *cobra.Command {
 		Long: `Print the event log in commit (etcd revision) order across all streams, read at one
 revision. Filter by stream (exact name, or a prefix ending in "/"), type, node, pool,
 container, pod and a window of revisions or times; the filters combine (all must hold).
+Without -f, --pod and --container (a prefix of 12 characters or more) read only the
+chunks of each node stream that the attachment index says may mention them (see
+'coilctl log index'); the output is that of a full read.
 
 --since and --until each take an RFC 3339 time (2030-01-07T14:00:00Z), a duration
 meaning that long ago (2h, 3d, 1d12h) or an etcd revision (a plain integer); both ends

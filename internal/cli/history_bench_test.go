@@ -109,14 +109,12 @@ func fillNodeStreams(tb testing.TB, cli *clientv3.Client, nodes, total int) {
 	}
 }
 
-// BenchmarkHistory measures coilctl history end to end (connect, read the streams at one
-// revision, pair assignments and releases, print) on a log of 100k events in 100 node
-// streams, or 1M with COIL_BENCH_1M=1: "address" asks for an address (only the node
-// streams of its block's owners are read); "pod" and "container" (a 12-character prefix)
-// ask with the attachment index built after the fill (the build is timed and logged);
-// "pod-scan" asks for the same pod once the index is deleted (every node stream read in
-// full: the baseline).
-func BenchmarkHistory(b *testing.B) {
+// benchLog starts etcd and fills it with a log of 100k events in 100 node streams, or 1M
+// with COIL_BENCH_1M=1 (fillNodeStreams), then builds the attachment index with coilctl
+// log index (the fill and the build are timed and logged). It returns the client, the
+// endpoints and the number of events.
+func benchLog(b *testing.B) (*clientv3.Client, string, int) {
+	b.Helper()
 	total := 100_000
 	if os.Getenv("COIL_BENCH_1M") == "1" {
 		total = 1_000_000
@@ -128,54 +126,89 @@ func BenchmarkHistory(b *testing.B) {
 	fillNodeStreams(b, cl, nodes, total)
 	b.Logf("filled %d events in %d node streams in %s", total, nodes, time.Since(start).Round(time.Millisecond))
 	endpoints := strings.Join(c.Endpoints(), ",")
-	indexCmd := func(args ...string) string {
-		var out, errb strings.Builder
-		all := append([]string{"--etcd-endpoints", endpoints, "--timeout", "60s", "log", "index"}, args...)
-		if code := cli.Main(context.Background(), all, cli.Env{Stdout: &out, Stderr: &errb}); code != 0 {
-			b.Fatalf("log index: exit %d: %s", code, errb.String())
-		}
-		return out.String()
-	}
+	var out, errb strings.Builder
 	start = time.Now()
-	out := indexCmd("-o", "json")
+	args := []string{"--etcd-endpoints", endpoints, "--timeout", "60s", "log", "index", "-o", "json"}
+	if code := cli.Main(context.Background(), args, cli.Env{Stdout: &out, Stderr: &errb}); code != 0 {
+		b.Fatalf("log index: exit %d: %s", code, errb.String())
+	}
 	took := time.Since(start)
 	b.Logf("log index: built the index of %d events in %s (%.0f events/s): %.200s", total, took.Round(time.Millisecond),
-		float64(total)/took.Seconds(), out)
-	// Node 42's pod 0 is in each stream's first chunk; its container ID is sha256("node-042/0").
-	sum := sha256.Sum256([]byte("node-042/0"))
-	container := hex.EncodeToString(sum[:])[:12]
-	for _, bc := range []struct {
-		name  string
-		query []string
-		want  string
-	}{
-		{"address", []string{"10.0.7.3"}, `"node": "node-007"`},
-		{"pod", []string{"--pod", "bench/pod-42-0"}, `"node": "node-042"`},
-		{"container", []string{"--container", container}, `"node": "node-042"`},
-		{"pod-scan", []string{"--pod", "bench/pod-42-0"}, `"node": "node-042"`},
-	} {
-		if bc.name == "pod-scan" {
+		float64(total)/took.Seconds(), out.String())
+	return cl, endpoints, total
+}
+
+// benchCase is one query of a coilctl benchmark: cmd (history, events) with query, whose
+// output must contain want; scan deletes the attachment index first.
+type benchCase struct {
+	name  string
+	query []string
+	want  string
+	scan  bool
+}
+
+// runBench runs each case of coilctl cmd -o json as a sub-benchmark (once outside the
+// timing, checked, then timed), reporting the log's events per second.
+func runBench(b *testing.B, cl *clientv3.Client, endpoints string, total int, cmd string, cases []benchCase) {
+	b.Helper()
+	for _, bc := range cases {
+		if bc.scan {
 			if _, err := cl.Delete(context.Background(), events.NewKeys("").IndexPrefix(), clientv3.WithPrefix()); err != nil {
 				b.Fatal(err)
 			}
 		}
 		b.Run(bc.name, func(b *testing.B) {
-			args := append([]string{"--etcd-endpoints", endpoints, "--timeout", "60s", "history", "-o", "json"}, bc.query...)
-			// One run outside the timing, checked.
+			args := append([]string{"--etcd-endpoints", endpoints, "--timeout", "60s", cmd, "-o", "json"}, bc.query...)
 			var out, errb strings.Builder
 			if code := cli.Main(context.Background(), args, cli.Env{Stdout: &out, Stderr: &errb}); code != 0 {
-				b.Fatalf("history: exit %d: %s", code, errb.String())
+				b.Fatalf("%s: exit %d: %s", cmd, code, errb.String())
 			}
 			if !strings.Contains(out.String(), bc.want) {
-				b.Fatalf("history %v found no holding on the expected node:\n%.500s", bc.query, out.String())
+				b.Fatalf("%s %v did not print %q:\n%.500s", cmd, bc.query, bc.want, out.String())
 			}
 			b.ResetTimer()
 			for b.Loop() {
 				if code := cli.Main(context.Background(), args, cli.Env{Stdout: io.Discard, Stderr: io.Discard}); code != 0 {
-					b.Fatalf("history: exit %d", code)
+					b.Fatalf("%s: exit %d", cmd, code)
 				}
 			}
 			b.ReportMetric(float64(total)*float64(b.N)/b.Elapsed().Seconds(), "log-events/s")
 		})
 	}
 }
+
+// BenchmarkHistory measures coilctl history end to end (connect, read the streams at one
+// revision, pair assignments and releases, print) on benchLog's log: "address" asks for
+// an address (only the node streams of its block's owners are read); "pod" and
+// "container" (a 12-character prefix) ask with the attachment index; "pod-scan" asks for
+// the same pod once the index is deleted (every node stream read in full: the baseline).
+func BenchmarkHistory(b *testing.B) {
+	cl, endpoints, total := benchLog(b)
+	// Node 42's pod 0 is in each stream's first chunk; its container ID is sha256("node-042/0").
+	runBench(b, cl, endpoints, total, "history", []benchCase{
+		{"address", []string{"10.0.7.3"}, `"node": "node-007"`, false},
+		{"pod", []string{"--pod", "bench/pod-42-0"}, `"node": "node-042"`, false},
+		{"container", []string{"--container", benchContainer}, `"node": "node-042"`, false},
+		{"pod-scan", []string{"--pod", "bench/pod-42-0"}, `"node": "node-042"`, true},
+	})
+}
+
+// BenchmarkEvents measures coilctl events --pod and --container (the initial read: every
+// node stream and the cluster stream at one revision, merged in revision order, printed)
+// on benchLog's log: "pod" and "container" with the attachment index, "pod-scan" once it
+// is deleted (every stream read in full: the baseline).
+func BenchmarkEvents(b *testing.B) {
+	cl, endpoints, total := benchLog(b)
+	runBench(b, cl, endpoints, total, "events", []benchCase{
+		{"pod", []string{"--pod", "bench/pod-42-0"}, `"stream":"node/node-042"`, false},
+		{"container", []string{"--container", benchContainer}, `"stream":"node/node-042"`, false},
+		{"pod-scan", []string{"--pod", "bench/pod-42-0"}, `"stream":"node/node-042"`, true},
+	})
+}
+
+// benchContainer is the 12-character prefix of node 42's pod 0's container ID
+// (sha256("node-042/0")).
+var benchContainer = func() string {
+	sum := sha256.Sum256([]byte("node-042/0"))
+	return hex.EncodeToString(sum[:])[:12]
+}()
