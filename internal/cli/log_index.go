@@ -26,11 +26,11 @@ func (a *app) logIndexCommand() *cobra.Command {
 	var rebuild bool
 	c := &cobra.Command{
 		Use:   "index [--stream node/NAME] [--rebuild]",
-		Short: "Build the attachment index of the node streams (derived data: history --pod/--container use it)",
+		Short: "Build the attachment index of the node streams (derived data: history and events --pod/--container use it)",
 		Long: `Write the attachment-index entries that are missing for every node stream (or
 --stream's): one per complete chunk of 1024 events, a Bloom filter of the pods and
-containers the chunk's events mention. 'coilctl history --pod/--container' read only
-the chunks that may mention what they look for. coild builds its own stream's entries
+containers the chunk's events mention. 'coilctl history' and 'coilctl events' with
+--pod/--container read only the chunks that may mention what they look for. coild builds its own stream's entries
 in the background; this command catches up after an import or rebuilds.
 
 The index is derived data: not part of the hash chain, never exported, safe to delete
