@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -13,33 +14,19 @@ import (
 // against c with the attachment index and returns how many holdings it found and how
 // many indexed chunks it read and skipped.
 func HistoryChunks(ctx context.Context, c *clientv3.Client, pod, container string) (holdings int, read, skipped int64, err error) {
-	lg := events.NewEtcdLog(c, events.EtcdConfig{})
-	defer lg.Close()
-	q := historyQuery{container: container}
-	if pod != "" {
-		for i := range len(pod) {
-			if pod[i] == '/' {
-				q.podNS, q.podName = pod[:i], pod[i+1:]
-				break
-			}
-		}
-	}
-	ix := &historyIndex{cli: c, keys: events.NewKeys(""), timeout: time.Minute}
-	hs, _, err := history(ctx, lg, &q, ix, nil)
-	return len(hs), ix.chunksRead.Load(), ix.chunksSkipped.Load(), err
+	return historyChunks(ctx, c, pod, container, nil)
 }
 
 // HistoryChunksArchived is HistoryChunks with archive files read first (history --archive).
 func HistoryChunksArchived(ctx context.Context, c *clientv3.Client, pod string, archives []string) (holdings int, read, skipped int64, err error) {
+	return historyChunks(ctx, c, pod, "", archives)
+}
+
+func historyChunks(ctx context.Context, c *clientv3.Client, pod, container string, archives []string) (holdings int, read, skipped int64, err error) {
 	lg := events.NewEtcdLog(c, events.EtcdConfig{})
 	defer lg.Close()
-	q := historyQuery{}
-	for i := range len(pod) {
-		if pod[i] == '/' {
-			q.podNS, q.podName = pod[:i], pod[i+1:]
-			break
-		}
-	}
+	q := historyQuery{container: container}
+	q.podNS, q.podName, _ = strings.Cut(pod, "/")
 	ix := &historyIndex{cli: c, keys: events.NewKeys(""), timeout: time.Minute}
 	hs, _, err := history(ctx, lg, &q, ix, archives)
 	return len(hs), ix.chunksRead.Load(), ix.chunksSkipped.Load(), err
