@@ -34,6 +34,19 @@ type cluster struct {
 	clients []string
 }
 
+// startClusterWithPool starts the cluster and creates pool "p" (10.0.0.0/18, blocks of
+// 16) through a log on a client of all members, which it returns with its client.
+func startClusterWithPool(t *testing.T) (*cluster, *events.EtcdLog, *clientv3.Client) {
+	t.Helper()
+	c := startCluster(t)
+	log, cli := c.logOn()
+	admin := &allocator.Admin{Log: log, Clock: events.SystemClock{}, Actor: "test"}
+	if err := admin.CreatePool(context.Background(), pool(t, "p", 4, "10.0.0.0/18")); err != nil {
+		t.Fatal(err)
+	}
+	return c, log, cli
+}
+
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
 	sock, err := os.MkdirTemp("", "coil3m")
@@ -339,13 +352,7 @@ func (c *cluster) killDuring(t *testing.T, r *runner, i int, k int64) (closeTook
 // The log on a 3-member etcd: losing the leader costs an election, then allocations
 // resume, all unique.
 func TestThreeMemberClusterLosesLeader(t *testing.T) {
-	c := startCluster(t)
-	log, cli := c.logOn()
-	ctx := context.Background()
-	admin := &allocator.Admin{Log: log, Clock: events.SystemClock{}, Actor: "test"}
-	if err := admin.CreatePool(ctx, pool(t, "p", 4, "10.0.0.0/18")); err != nil {
-		t.Fatal(err)
-	}
+	c, log, cli := startClusterWithPool(t)
 	n := allocatortest.Start(t, cli, log, "n1", allocatortest.Options{Prefix: "/coil/"})
 	r := runAllocators(t, map[string]*allocatortest.Node{"n1": n})
 	leader := c.leader()
@@ -363,13 +370,7 @@ func TestThreeMemberClusterLosesLeader(t *testing.T) {
 // allocation succeeds (callers may see try-again errors, nothing else), addresses stay
 // unique; the follower restarted on its data rejoins and holds the same log.
 func TestThreeMemberClusterLosesFollower(t *testing.T) {
-	c := startCluster(t)
-	log, _ := c.logOn()
-	ctx := context.Background()
-	admin := &allocator.Admin{Log: log, Clock: events.SystemClock{}, Actor: "test"}
-	if err := admin.CreatePool(ctx, pool(t, "p", 4, "10.0.0.0/18")); err != nil {
-		t.Fatal(err)
-	}
+	c, log, _ := startClusterWithPool(t)
 	nodes := map[string]*allocatortest.Node{}
 	for _, name := range []string{"n1", "n2"} {
 		nlog, ncli := c.logOn()
@@ -401,13 +402,7 @@ func TestThreeMemberClusterLosesFollower(t *testing.T) {
 // the retry of the same container gets one address (the one committed, if the failed
 // append was committed after all), and allocations resume, unique.
 func TestThreeMemberClusterLosesQuorum(t *testing.T) {
-	c := startCluster(t)
-	log, cli := c.logOn()
-	ctx := context.Background()
-	admin := &allocator.Admin{Log: log, Clock: events.SystemClock{}, Actor: "test"}
-	if err := admin.CreatePool(ctx, pool(t, "p", 4, "10.0.0.0/18")); err != nil {
-		t.Fatal(err)
-	}
+	c, log, cli := startClusterWithPool(t)
 	const appendTimeout = 3 * time.Second
 	n := allocatortest.Start(t, cli, log, "n1", allocatortest.Options{Prefix: "/coil/", AppendTimeout: appendTimeout})
 	var h holders
@@ -423,7 +418,7 @@ func TestThreeMemberClusterLosesQuorum(t *testing.T) {
 	for _, i := range killed {
 		c.kill(i)
 	}
-	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	actx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	start := time.Now()
 	_, err := n.Allocate(actx, allocator.Request{ContainerID: "lost", IfName: "eth0", Pool: "p"})
 	took := time.Since(start)
