@@ -142,6 +142,13 @@ func TestTwoNodesAnnounceBlocks(t *testing.T) {
 	waitEstablished(t, l)
 	n0, n1 := l.Nodes[0], l.Nodes[1]
 
+	// Table 119 does not exist yet (the kernel makes a table with its first route): empty.
+	for _, routes := range []func(context.Context, int) ([]Route, error){n0.Routes, n0.Routes6} {
+		if rs, err := routes(context.Background(), 119); err != nil || len(rs) != 0 {
+			t.Fatalf("routes of the empty table 119: %v, %v; want none, no error", rs, err)
+		}
+	}
+
 	block := netip.MustParsePrefix("10.100.0.0/27")
 	other := netip.MustParsePrefix("10.100.0.32/27")
 	// other (protocol static) goes in first: once block (added after it) has reached n1,

@@ -75,6 +75,10 @@ func (n *Node) Routes6(ctx context.Context, table int) ([]Route, error) {
 
 func (n *Node) routes(ctx context.Context, family string, table int) ([]Route, error) {
 	out, err := n.IP(ctx, family, "-j", "route", "show", "table", strconv.Itoa(table))
+	if err != nil && strings.Contains(err.Error(), "FIB table does not exist") {
+		// The kernel makes a table with its first route: none yet is an empty table.
+		return []Route{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
