@@ -333,6 +333,12 @@ func TestSweep(t *testing.T) {
 	go func() { _ = orphan.Wait(); close(exited) }()
 	t.Cleanup(func() { _ = orphan.Process.Kill(); <-exited })
 
+	workDir, err := os.MkdirTemp("", Prefix+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(workDir) })
+
 	removed, err := Sweep(context.Background(), "sw")
 	if err != nil {
 		t.Fatalf("Sweep: %+v", err)
@@ -342,6 +348,12 @@ func TestSweep(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, func() bool { return isDone(exited) }, "orphan process killed")
 	assertNoNamespaces(t, name)
+	if _, serr := os.Stat(workDir); !os.IsNotExist(serr) {
+		t.Errorf("the dead lab's work dir %s is still there (stat: %v)", workDir, serr)
+	}
+	if _, serr := os.Stat(live.Dir); serr != nil {
+		t.Errorf("the live lab's work dir: %v", serr)
+	}
 
 	// The live lab is untouched even by a sweep of every lab.
 	if _, err := Sweep(context.Background(), live.Name); err != nil {

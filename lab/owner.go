@@ -96,7 +96,7 @@ func ownerAlive(name string) (bool, error) {
 // Sweep removes what crashed labs left behind: every namespace named "coillab-<name>-..."
 // whose lab name starts with namePrefix ("" matches all) and whose owner process is gone,
 // after killing (by PID) the processes still inside those namespaces, which only a lab
-// started; then it removes the stale owner records. Labs whose owner is alive, such as
+// started; then it removes the dead labs' temporary work directories and owner records. Labs whose owner is alive, such as
 // another test's, are never touched. It returns the namespaces it removed.
 func Sweep(ctx context.Context, namePrefix string) ([]string, error) {
 	out, err := run(ctx, nil, "ip", "netns", "list")
@@ -143,10 +143,22 @@ func Sweep(ctx context.Context, namePrefix string) ([]string, error) {
 	}
 	for name, isDead := range dead {
 		if isDead {
+			removeWorkDirs(name)
 			_ = os.Remove(filepath.Join(OwnerDir, name))
 		}
 	}
 	return removed, err
+}
+
+// removeWorkDirs deletes the temporary work directories ("$TMPDIR/coillab-<name>-*", made
+// when the lab was given no Dir) of the dead lab name: BIRD's and coild's files, etcd data.
+func removeWorkDirs(name string) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), Prefix+name+"-*"))
+	for _, d := range dirs {
+		if fi, err := os.Lstat(d); err == nil && fi.IsDir() {
+			_ = os.RemoveAll(d)
+		}
+	}
 }
 
 // Signals returns a context cancelled on SIGINT or SIGTERM, for programs (the demo) whose
