@@ -176,6 +176,10 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 
 func (l *Lab) start(ctx context.Context) error {
 	cfg := l.Config
+	// The owner record comes first: Sweep removes the work directory of a lab without one.
+	if err := l.writeOwner(); err != nil {
+		return err
+	}
 	if cfg.Dir == "" {
 		d, err := os.MkdirTemp("", Prefix+cfg.Name+"-")
 		if err != nil {
@@ -187,9 +191,6 @@ func (l *Lab) start(ctx context.Context) error {
 			return errors.Wrap(err, "lab: work dir")
 		}
 		l.Dir = cfg.Dir
-	}
-	if err := l.writeOwner(); err != nil {
-		return err
 	}
 	// Fabric: a bridge in its own namespace.
 	if err := l.addNetNS(ctx, l.Fabric.NetNS); err != nil {

@@ -354,6 +354,18 @@ func TestSweep(t *testing.T) {
 	if _, serr := os.Stat(live.Dir); serr != nil {
 		t.Errorf("the live lab's work dir: %v", serr)
 	}
+	// A crashed lab whose namespaces were already gone left only its work dir.
+	onlyDir, err := os.MkdirTemp("", Prefix+"sx"+live.Name[:6]+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(onlyDir) })
+	if _, err = Sweep(context.Background(), "sx"); err != nil {
+		t.Fatalf("Sweep: %+v", err)
+	}
+	if _, serr := os.Stat(onlyDir); !os.IsNotExist(serr) {
+		t.Errorf("the work dir %s of a lab without namespaces or owner is still there (stat: %v)", onlyDir, serr)
+	}
 
 	// The live lab is untouched even by a sweep of every lab.
 	if _, err := Sweep(context.Background(), live.Name); err != nil {

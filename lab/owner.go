@@ -96,7 +96,8 @@ func ownerAlive(name string) (bool, error) {
 // Sweep removes what crashed labs left behind: every namespace named "coillab-<name>-..."
 // whose lab name starts with namePrefix ("" matches all) and whose owner process is gone,
 // after killing (by PID) the processes still inside those namespaces, which only a lab
-// started; then it removes the dead labs' temporary work directories and owner records. Labs whose owner is alive, such as
+// started; then it removes the temporary work directories of labs without a live owner
+// and the stale owner records. Labs whose owner is alive, such as
 // another test's, are never touched. It returns the namespaces it removed.
 func Sweep(ctx context.Context, namePrefix string) ([]string, error) {
 	out, err := run(ctx, nil, "ip", "netns", "list")
@@ -141,24 +142,39 @@ func Sweep(ctx context.Context, namePrefix string) ([]string, error) {
 		}
 		removed = append(removed, ns)
 	}
+	// Temporary work directories ("$TMPDIR/coillab-<name>-<random>", made when the lab was
+	// given no Dir: BIRD's and coild's files, etcd data) of labs without a live owner, also
+	// of labs whose namespaces were already gone.
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), Prefix+namePrefix+"*"))
+	for _, d := range dirs {
+		base := strings.TrimPrefix(filepath.Base(d), Prefix)
+		i := strings.LastIndexByte(base, '-')
+		if i <= 0 || !allDigits(base[i+1:]) { // not os.MkdirTemp's "<prefix><random>"
+			continue
+		}
+		if fi, serr := os.Lstat(d); serr != nil || !fi.IsDir() {
+			continue
+		}
+		name := base[:i]
+		isDead, known := dead[name]
+		if !known {
+			alive, aerr := ownerAlive(name)
+			if aerr != nil {
+				continue
+			}
+			isDead = !alive
+			dead[name] = isDead
+		}
+		if isDead {
+			_ = os.RemoveAll(d)
+		}
+	}
 	for name, isDead := range dead {
 		if isDead {
-			removeWorkDirs(name)
 			_ = os.Remove(filepath.Join(OwnerDir, name))
 		}
 	}
 	return removed, err
-}
-
-// removeWorkDirs deletes the temporary work directories ("$TMPDIR/coillab-<name>-*", made
-// when the lab was given no Dir) of the dead lab name: BIRD's and coild's files, etcd data.
-func removeWorkDirs(name string) {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), Prefix+name+"-*"))
-	for _, d := range dirs {
-		if fi, err := os.Lstat(d); err == nil && fi.IsDir() {
-			_ = os.RemoveAll(d)
-		}
-	}
 }
 
 // Signals returns a context cancelled on SIGINT or SIGTERM, for programs (the demo) whose
@@ -194,4 +210,13 @@ func (l *Lab) CloseOnSignal() (stop func()) {
 			close(quit)
 		}
 	}
+}
+
+func allDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

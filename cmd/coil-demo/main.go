@@ -53,16 +53,6 @@ func run(args []string, out io.Writer) int {
 			fmt.Fprintf(os.Stderr, "coil-demo down: %+v\n", err)
 			return 1
 		}
-		// Work directories of crashed demos (the owner record is gone once Sweep found the
-		// owner dead, or after a clean exit; a running demo keeps it).
-		if _, err := os.Stat(filepath.Join(lab.OwnerDir, labName)); os.IsNotExist(err) {
-			dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), lab.Prefix+labName+"-*"))
-			for _, d := range dirs {
-				if err := os.RemoveAll(d); err == nil {
-					fmt.Fprintf(out, "removed work directory %s\n", d)
-				}
-			}
-		}
 		fmt.Fprintf(out, "demo-down: %d leftover namespaces removed\n", len(removed))
 		return 0
 	}
