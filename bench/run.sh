@@ -15,6 +15,9 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 	go test ./allocator -run '^$' -bench 'BlockAcquire3Nodes' -benchtime 3000x -count 3 -timeout 30m
 	go test ./allocator -run '^$' -bench 'Replay' -benchtime 3x -count 1 -timeout 60m
 	go test ./netplumb -run '^$' -bench . -benchtime 60x -count 1
+	go test ./daemon -run '^$' -bench 'BenchmarkAdd' -benchtime 100x -count 3
+	go test ./logio -run '^$' -bench LogIO -benchtime 1x -count 1 -timeout 60m
+	go test ./internal/cli -run '^$' -bench 'Benchmark(History|Events)$' -benchtime 3x -count 1 -timeout 60m
 	go test ./lab -run '^$' -bench . -benchtime 20x -count 1
 } 2>&1 | tee "$out/go-$stamp.txt"
 go run ./bench/cni 2>&1 | tee "$out/cni-$stamp.txt"
