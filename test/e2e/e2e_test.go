@@ -43,17 +43,24 @@ func TestMain(m *testing.M) {
 // pool is the pool every test creates (as "default").
 const poolSubnet = "10.100.0.0/16"
 
-// startCluster starts a cluster for the test, creates pool "default" with blocks of
-// 2^bits addresses, and tears everything down when the test ends (also on Ctrl-C). On
-// failure it logs the tails of every coild and BIRD log first.
+// startCluster starts an IPv4-only cluster for the test, creates pool "default"
+// (poolSubnet) with blocks of 2^bits addresses, and tears everything down when the test
+// ends (also on Ctrl-C). On failure it logs the tails of every coild and BIRD log first.
 func startCluster(t *testing.T, cfg demo.Config, bits int) *demo.Cluster {
+	t.Helper()
+	cfg.DisableIPv6 = true
+	return startClusterWithPool(t, cfg, poolSubnet, bits)
+}
+
+// startClusterWithPool is startCluster with pool "default" on subnets (coilctl pool
+// create's SUBNET, e.g. a dual-stack pair "V4,V6"), and cfg.DisableIPv6 as given.
+func startClusterWithPool(t *testing.T, cfg demo.Config, subnets string, bits int) *demo.Cluster {
 	t.Helper()
 	testutil.RequireRoot(t)
 	for _, c := range []string{"ip", "bird", "birdc", "cnitool", "ping", "unshare"} {
 		testutil.RequireCommand(t, c)
 	}
 	cfg.BinDir = binDir
-	cfg.DisableIPv6 = true
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c, err := demo.Start(ctx, cfg)
@@ -78,7 +85,7 @@ func startCluster(t *testing.T, cfg demo.Config, bits int) *demo.Cluster {
 			}
 		}
 	})
-	if err := c.CreatePool(ctx, "default", poolSubnet, bits); err != nil {
+	if err := c.CreatePool(ctx, "default", subnets, bits); err != nil {
 		t.Fatalf("create pool: %+v", err)
 	}
 	return c
