@@ -25,9 +25,9 @@ func (a *app) eventsCommand() *cobra.Command {
 		Long: `Print the event log in commit (etcd revision) order across all streams, read at one
 revision. Filter by stream (exact name, or a prefix ending in "/"), type, node, pool,
 container, pod and a window of revisions or times; the filters combine (all must hold).
-Without -f, --pod and --container (a prefix of 12 characters or more) read only the
-chunks of each node stream that the attachment index says may mention them (see
-'coilctl log index'); the output is that of a full read.
+--pod and --container (a prefix of 12 characters or more) read only the chunks of each
+node stream that the attachment index says may mention them (see 'coilctl log index'),
+also for the history -f prints first; the output is that of a full read.
 
 --since and --until each take an RFC 3339 time (2030-01-07T14:00:00Z), a duration
 meaning that long ago (2h, 3d, 1d12h) or an etcd revision (a plain integer); both ends
@@ -239,16 +239,15 @@ func (f *eventFilter) show(e *events.Event) bool {
 
 // runEvents prints the matching history at one revision, then, with follow, watches from
 // that revision (every stream's head as read) and prints what matches until ctx ends.
-// Without follow, --pod and --container use the attachment index (readEvents).
+// --pod and --container use the attachment index for the history (readEvents): the
+// events it skips are ones flt.show rejects without changing its state, so the filter
+// follows from the heads read as after a full read.
 func (a *app) runEvents(ctx context.Context, flt *eventFilter, follow, wide bool) error {
 	heads, rev, err := a.log.Streams(ctx, "", 0)
 	if err != nil {
 		return errors.Wrap(err, "list streams")
 	}
-	var ix *historyIndex
-	if !follow {
-		ix = &historyIndex{cli: a.cli, keys: events.NewKeys(a.opts.prefix), timeout: a.opts.timeout}
-	}
+	ix := &historyIndex{cli: a.cli, keys: events.NewKeys(a.opts.prefix), timeout: a.opts.timeout}
 	evs, err := readEvents(ctx, a.log, ix, flt, heads, rev)
 	if err != nil {
 		return err
