@@ -57,7 +57,7 @@ func BenchmarkLogIO(b *testing.B) {
 		cmd := exec.CommandContext(ctx, coilctl, append([]string{"--etcd-endpoints", endpoint, "--timeout", "60s"}, args...)...)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
-		t0 := time.Now()
+		began := time.Now()
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
@@ -90,7 +90,7 @@ func BenchmarkLogIO(b *testing.B) {
 		if err != nil {
 			b.Fatalf("coilctl %v: %v: %s", args, err, stderr.String())
 		}
-		return time.Since(t0).Seconds(), rss
+		return time.Since(began).Seconds(), rss
 	}
 	for b.Loop() {
 		_ = os.Remove(path)
