@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 
 	"github.com/cockroachdb/errors"
 	"github.com/spf13/cobra"
@@ -273,26 +274,15 @@ streams have a live writer (coild): a conflict with it is retried.`,
 			if err := a.connect(); err != nil {
 				return err
 			}
-			var streams []events.Stream
+			s := events.Stream(stream)
 			if stream != "" {
-				s := events.Stream(stream)
 				if err := s.Validate(); err != nil {
 					return err
 				}
-				v, _, err := a.log.Head(cmd.Context(), s)
-				if err != nil {
-					return err
-				}
-				if v.Seq == 0 {
-					return errors.Mark(errors.Newf("stream %s has no events", s), ErrNotFound)
-				}
-				streams = []events.Stream{s}
-			} else {
-				heads, _, err := a.log.Streams(cmd.Context(), "", 0)
-				if err != nil {
-					return errors.Wrap(err, "list streams")
-				}
-				streams = sortedStreams(heads)
+			}
+			streams, err := selectStreams(cmd.Context(), a.log, s, "")
+			if err != nil {
+				return err
 			}
 			var results []logio.SnapshotResult
 			for _, s := range streams {
@@ -383,4 +373,29 @@ func (l *timeoutLog) SnapshotSeq(ctx context.Context, s events.Stream, rev int64
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	return l.Log.SnapshotSeq(ctx, s, rev)
+}
+
+// selectStreams returns []{s} when s is set (it must hold events: else ErrNotFound), or
+// else every stream whose name starts with prefix, sorted: the streams a --stream flag
+// narrows a log command to.
+func selectStreams(ctx context.Context, lg events.Log, s events.Stream, prefix string) ([]events.Stream, error) {
+	if s != "" {
+		v, _, err := lg.Head(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		if v.Seq == 0 {
+			return nil, errors.Mark(errors.Newf("stream %s has no events", s), ErrNotFound)
+		}
+		return []events.Stream{s}, nil
+	}
+	heads, _, err := lg.Streams(ctx, prefix, 0)
+	if err != nil {
+		what := "streams"
+		if prefix != "" {
+			what = strings.TrimSuffix(prefix, "/") + " streams"
+		}
+		return nil, errors.Wrap(err, "list "+what)
+	}
+	return sortedStreams(heads), nil
 }

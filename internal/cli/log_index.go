@@ -47,29 +47,18 @@ them again. Chunks whose events were archived are skipped.`,
 			}
 			defer lg.Close()
 			ctx := cmd.Context()
-			var streams []events.Stream
+			s := events.Stream(stream)
 			if stream != "" {
-				s := events.Stream(stream)
 				if verr := s.Validate(); verr != nil {
 					return usagef("--stream %q: %v", stream, verr)
 				}
 				if kind, _ := s.Kind(); kind != "node" {
 					return usagef("--stream %q: only node streams are indexed", stream)
 				}
-				v, _, herr := lg.Head(ctx, s)
-				if herr != nil {
-					return herr
-				}
-				if v.Seq == 0 {
-					return errors.Mark(errors.Newf("stream %s has no events", s), ErrNotFound)
-				}
-				streams = []events.Stream{s}
-			} else {
-				heads, _, serr := lg.Streams(ctx, "node/", 0)
-				if serr != nil {
-					return errors.Wrap(serr, "list node streams")
-				}
-				streams = sortedStreams(heads)
+			}
+			streams, err := selectStreams(ctx, lg, s, "node/")
+			if err != nil {
+				return err
 			}
 			keys := lg.Keys()
 			var sum indexSummary
