@@ -323,6 +323,24 @@ func (l *EtcdLog) Read(ctx context.Context, stream Stream, from uint64, rev int6
 		return rev, nil
 	}
 
+	chain := Chain{Stream: stream}
+	if from == 1 {
+		chain.Expect(Version{})
+	}
+	next, err := l.readSeqs(ctx, stream, from, head.Seq, false, rev, &chain, fn)
+	if err != nil {
+		return rev, err
+	}
+	return rev, checkTail(stream, from, next, head, chain.Head())
+}
+
+// readSeqs calls fn for the stored events of stream from sequence from, as of revision
+// rev, in chunks up to to, fetching the next chunk while the current one is decoded: the
+// last chunk ends at to when bounded, else it runs to the end of the stream's keys (so
+// Read sees events stored past the head it read). Each event is checked against chain. A
+// first stored event after from is ErrCompacted (archived). It returns the sequence after
+// the last event delivered (from if none).
+func (l *EtcdLog) readSeqs(ctx context.Context, stream Stream, from, to uint64, bounded bool, rev int64, chain *Chain, fn func(*Event) error) (uint64, error) {
 	cctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -331,11 +349,14 @@ func (l *EtcdLog) Read(ctx context.Context, stream Stream, from uint64, rev int6
 	go func() {
 		defer wg.Done()
 		defer close(chunks)
-		for lo := from; lo <= head.Seq; lo += uint64(l.chunk) {
+		for lo := from; lo <= to; lo += uint64(l.chunk) {
 			hi := lo + uint64(l.chunk)
 			end := clientv3.GetPrefixRangeEnd(l.keys.StreamPrefix(stream))
-			if hi <= head.Seq {
+			switch {
+			case hi <= to:
 				end = l.keys.Event(stream, hi)
+			case bounded && to < MaxSeq:
+				end = l.keys.Event(stream, to+1)
 			}
 			r, err := l.cli.Get(cctx, l.keys.Event(stream, lo), clientv3.WithRange(end), withRev(rev))
 			var c readChunk
@@ -355,43 +376,68 @@ func (l *EtcdLog) Read(ctx context.Context, stream Stream, from uint64, rev int6
 		}
 	}()
 
-	chain := Chain{Stream: stream}
-	if from == 1 {
-		chain.Expect(Version{})
-	}
 	next := from
 	dec := NewDecoder()
 	prefix := l.keys.StreamPrefix(stream)
 	for c := range chunks {
 		if c.err != nil {
-			return rev, c.err
+			return next, c.err
 		}
 		for _, kv := range c.kvs {
 			seq, ok := seqOfKey(kv.Key, prefix)
 			if !ok {
-				return rev, errors.Wrapf(ErrCorrupt, "%s: stray key %q in the stream's range", stream, kv.Key)
+				return next, errors.Wrapf(ErrCorrupt, "%s: stray key %q in the stream's range", stream, kv.Key)
 			}
 			if seq != next && next == from {
-				return rev, errors.Wrapf(ErrCompacted, "%s: events before #%d were archived (read asked from #%d)", stream, seq, from)
+				return next, errors.Wrapf(ErrCompacted, "%s: events before #%d were archived (read asked from #%d)", stream, seq, from)
 			}
 			ev, err := dec.Decode(stream, seq, kv.Value)
 			if err != nil {
-				return rev, err
+				return next, err
 			}
 			ev.Revision = kv.ModRevision
 			if err := chain.Next(ev); err != nil {
-				return rev, err
+				return next, err
 			}
 			if err := fn(ev); err != nil {
-				return rev, err
+				return next, err
 			}
 			next = seq + 1
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return rev, l.storeErr(ctx, err, "read %s", stream)
+		return next, l.storeErr(ctx, err, "read %s", stream)
 	}
-	return rev, checkTail(stream, from, next, head, chain.Head())
+	return next, nil
+}
+
+// ReadRange calls fn for each event of stream with sequence first..last, in order, as
+// stored at revision rev (a revision, not 0), like Read but bounded at last and with the
+// chain checked against prev (the version of event first-1) when given, or against the
+// empty stream when first is 1. It returns the version of event last. A missing event
+// first returns ErrCompacted (archived); a gap or a missing end, ErrChainBroken; fn's
+// error stops the read and is returned as is.
+func (l *EtcdLog) ReadRange(ctx context.Context, stream Stream, first, last uint64, rev int64, prev *Version, fn func(*Event) error) (Version, error) {
+	if err := stream.Validate(); err != nil {
+		return Version{}, err
+	}
+	chain := Chain{Stream: stream}
+	switch {
+	case first == 1:
+		chain.Expect(Version{})
+	case prev != nil && prev.Seq == first-1:
+		chain.Expect(*prev)
+	}
+	next, err := l.readSeqs(ctx, stream, first, last, true, rev, &chain, fn)
+	switch {
+	case err != nil:
+		return Version{}, err
+	case next == first:
+		return Version{}, errors.Wrapf(ErrCompacted, "%s: events #%d-#%d are not stored (archived?)", stream, first, last)
+	case next != last+1:
+		return Version{}, errors.Wrapf(ErrChainBroken, "%s: events end at #%d, want #%d", stream, next-1, last)
+	}
+	return chain.Head(), nil
 }
 
 // checkTail checks that a read reached the head it started from.

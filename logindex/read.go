@@ -118,63 +118,19 @@ func Segments(entries []*Entry, from, head uint64) []Segment {
 	return out
 }
 
-// ReadRange calls fn for each event of stream with sequence first..last, in order, as
-// stored at revision rev (which must be a revision, not 0), reading at most 4096 events
-// per range read. Events are decoded and their hash chain checked within the range, and
-// against prev (the version of event first-1) when prev is given, or the empty stream when
-// first is 1. It returns the version of event last. A missing event first returns
-// events.ErrCompacted (archived); a gap or a missing end, events.ErrChainBroken; fn's
-// error stops the read and is returned as is.
+// ReadRange is events.EtcdLog.ReadRange on the log under keys: it calls fn for each event
+// of stream with sequence first..last, in order, as stored at revision rev (which must be
+// a revision, not 0), reading at most 4096 events per range read. Events are decoded and
+// their hash chain checked within the range, and against prev (the version of event
+// first-1) when prev is given, or the empty stream when first is 1. It returns the version
+// of event last. A missing event first returns events.ErrCompacted (archived); a gap or a
+// missing end, events.ErrChainBroken; fn's error stops the read and is returned as is.
 func ReadRange(ctx context.Context, cli *clientv3.Client, keys events.Keys, stream events.Stream, first, last uint64, rev int64,
 	prev *events.Version, fn func(*events.Event) error) (events.Version, error) {
 	if first == 0 || last < first || rev <= 0 {
 		return events.Version{}, errors.Wrapf(ErrBadChunk, "read %s #%d-#%d at revision %d", stream, first, last, rev)
 	}
-	chain := events.Chain{Stream: stream}
-	switch {
-	case first == 1:
-		chain.Expect(events.Version{})
-	case prev != nil && prev.Seq == first-1:
-		chain.Expect(*prev)
-	}
-	dec := events.NewDecoder()
-	next := first
-	for lo := first; lo <= last; lo += readPage {
-		hi := min(last, lo+readPage-1)
-		resp, err := cli.Get(ctx, keys.Event(stream, lo), clientv3.WithRange(keys.Event(stream, hi+1)), clientv3.WithRev(rev))
-		if err != nil {
-			return events.Version{}, storeErr(err, "logindex: read %s #%d-#%d at revision %d", stream, lo, hi, rev)
-		}
-		for _, kv := range resp.Kvs {
-			_, seq, perr := keys.ParseEvent(string(kv.Key))
-			if perr != nil {
-				return events.Version{}, errors.Mark(perr, events.ErrCorrupt)
-			}
-			if seq != next {
-				if next == first {
-					return events.Version{}, errors.Wrapf(events.ErrCompacted, "%s: events before #%d were archived (read asked from #%d)", stream, seq, first)
-				}
-				return events.Version{}, errors.Wrapf(events.ErrChainBroken, "%s: #%d follows #%d", stream, seq, next-1)
-			}
-			ev, derr := dec.Decode(stream, seq, kv.Value)
-			if derr != nil {
-				return events.Version{}, derr
-			}
-			ev.Revision = kv.ModRevision
-			if cerr := chain.Next(ev); cerr != nil {
-				return events.Version{}, cerr
-			}
-			if ferr := fn(ev); ferr != nil {
-				return events.Version{}, ferr
-			}
-			next = seq + 1
-		}
-		if next != hi+1 {
-			if next == first {
-				return events.Version{}, errors.Wrapf(events.ErrCompacted, "%s: events #%d-#%d are not stored (archived?)", stream, first, hi)
-			}
-			return events.Version{}, errors.Wrapf(events.ErrChainBroken, "%s: events end at #%d, want #%d", stream, next-1, hi)
-		}
-	}
-	return chain.Head(), nil
+	lg := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: keys.Prefix(), ReadChunk: readPage})
+	defer lg.Close()
+	return lg.ReadRange(ctx, stream, first, last, rev, prev, fn)
 }
