@@ -43,7 +43,7 @@ type BuildResult struct {
 // Existing entries are not checked (Verify tells readers whether to trust them; Delete
 // and Build again replace them). A stream with no complete chunk, or unknown, writes
 // nothing and returns no error.
-func Build(ctx context.Context, cli *clientv3.Client, keys events.Keys, lg events.Log, stream events.Stream, opt BuildOptions) (BuildResult, error) {
+func Build(ctx context.Context, cli *clientv3.Client, keys events.Keys, lg *events.EtcdLog, stream events.Stream, opt BuildOptions) (BuildResult, error) {
 	size := uint64(opt.ChunkSize)
 	if opt.ChunkSize == 0 {
 		size = DefaultChunkSize
@@ -71,10 +71,11 @@ func Build(ctx context.Context, cli *clientv3.Client, keys events.Keys, lg event
 			present[first] = true
 		}
 	}
-	live, err := firstStored(ctx, cli, keys, stream, rev)
+	live, _, err := lg.OldestStored(ctx, stream, rev)
 	if err != nil {
-		return res, err
+		return res, errors.Wrapf(err, "logindex: oldest event of %s", stream)
 	}
+	live = max(live, 1) // none stored: nothing archived either
 	// Runs of consecutive missing chunks, each read in one pass.
 	type run struct{ first, last uint64 }
 	var runs []run
@@ -137,31 +138,6 @@ func write(ctx context.Context, cli *clientv3.Client, keys events.Keys, e *Entry
 		return false, storeErr(err, "logindex: write %s", key)
 	}
 	return r.Succeeded, nil
-}
-
-// firstStored is the sequence of stream's oldest event stored at rev (1 unless its early
-// events were archived; 1 for an empty stream).
-func firstStored(ctx context.Context, cli *clientv3.Client, keys events.Keys, stream events.Stream, rev int64) (uint64, error) {
-	resp, err := cli.Get(ctx, keys.Event(stream, 1), clientv3.WithKeysOnly(), clientv3.WithRev(rev))
-	if err != nil {
-		return 0, storeErr(err, "logindex: oldest event of %s", stream)
-	}
-	if len(resp.Kvs) == 1 {
-		return 1, nil
-	}
-	resp, err = cli.Get(ctx, keys.StreamPrefix(stream), clientv3.WithPrefix(), clientv3.WithLimit(1),
-		clientv3.WithKeysOnly(), clientv3.WithRev(rev))
-	if err != nil {
-		return 0, storeErr(err, "logindex: oldest event of %s", stream)
-	}
-	if len(resp.Kvs) == 0 {
-		return 1, nil
-	}
-	_, seq, err := keys.ParseEvent(string(resp.Kvs[0].Key))
-	if err != nil {
-		return 0, errors.Mark(err, events.ErrCorrupt)
-	}
-	return seq, nil
 }
 
 // Delete deletes the index entries of stream, or the whole index when stream is "", and
