@@ -119,8 +119,11 @@ func validateSubnet(s events.Subnet, bits uint8) error {
 }
 
 // ValidatePool checks a pool definition against the existing pools: name, subnets,
-// block size, the same kind of subnet throughout, and no overlap with any subnet of any
-// pool (its own included).
+// block size, the same kind of subnet throughout, no reserved range (projection.CheckUsable:
+// loopback, link-local with the pods' gateways, multicast, unspecified, broadcast,
+// IPv4-mapped; an error that is both ErrInvalidPool and projection.ErrReservedRange), and
+// no overlap with any subnet of any pool (its own included). New definitions only: the
+// log's fold accepts pools defined before a rule existed, so old logs still replay.
 func ValidatePool(p *events.PoolCreated, existing map[string]*projection.Pool) error {
 	if err := events.ValidName(p.Name); err != nil {
 		return errors.Wrapf(ErrInvalidPool, "pool %s", err)
@@ -148,6 +151,11 @@ func checkSubnet(pool string, first events.Subnet, bits uint8, s events.Subnet, 
 	if family(s) != family(first) {
 		return errors.Wrapf(ErrInvalidPool, "pool %q: subnet %s is %s but the pool is %s; a pool's subnets are all of one kind",
 			pool, subnetString(s), family(s), family(first))
+	}
+	for _, p := range []netip.Prefix{s.IPv4, s.IPv6} {
+		if err := projection.CheckUsable(p); err != nil {
+			return errors.Mark(errors.Wrapf(err, "pool %q", pool), ErrInvalidPool)
+		}
 	}
 	if err := validateSubnet(s, bits); err != nil {
 		return errors.Wrapf(err, "pool %q", pool)
@@ -221,29 +229,47 @@ func (a *Admin) AddSubnet(ctx context.Context, pool string, s events.Subnet) err
 // append is guarded on the pool's block stream, so a block assigned meanwhile aborts it.
 func (a *Admin) DeletePool(ctx context.Context, pool string) error {
 	return a.clusterChange(ctx, func(c *projection.Cluster) (events.Payload, []events.Guard, error) {
-		if _, ok := c.Pools[pool]; !ok {
-			return nil, nil, errors.Wrapf(ErrPoolNotFound, "%q", pool)
-		}
-		b := projection.NewBlocks()
-		stream := events.PoolStream(pool)
-		if _, err := events.ReadFrom(ctx, a.Log, stream, 0, b.Apply); err != nil {
-			return nil, nil, errors.Wrapf(err, "read %s", stream)
-		}
-		if n := len(b.Owners); n > 0 {
-			nodes := map[string]int{}
-			for _, o := range b.Owners {
-				nodes[o.Node]++
-			}
-			var parts []string
-			for _, nd := range sortedKeys(nodes) {
-				parts = append(parts, fmt.Sprintf("%s: %d", nd, nodes[nd]))
-			}
-			return nil, nil, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first",
-				pool, n, strings.Join(parts, ", "))
-		}
-		v := b.Head()
-		return &events.PoolDeleted{Name: pool}, []events.Guard{{Stream: stream, Version: v}}, nil
+		return a.decideDelete(ctx, c, pool)
 	})
+}
+
+// CheckDeletePool says whether DeletePool would be refused now (ErrPoolNotFound,
+// ErrPoolInUse, with DeletePool's messages) without writing anything, and returns the
+// pool: coilctl asks for confirmation only for a deletion that can happen. DeletePool
+// checks again.
+func (a *Admin) CheckDeletePool(ctx context.Context, pool string) (*projection.Pool, error) {
+	c, err := a.Cluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err = a.decideDelete(ctx, c, pool); err != nil {
+		return nil, err
+	}
+	return c.Pools[pool], nil
+}
+
+func (a *Admin) decideDelete(ctx context.Context, c *projection.Cluster, pool string) (events.Payload, []events.Guard, error) {
+	if _, ok := c.Pools[pool]; !ok {
+		return nil, nil, errors.Wrapf(ErrPoolNotFound, "%q", pool)
+	}
+	b := projection.NewBlocks()
+	stream := events.PoolStream(pool)
+	if _, err := events.ReadFrom(ctx, a.Log, stream, 0, b.Apply); err != nil {
+		return nil, nil, errors.Wrapf(err, "read %s", stream)
+	}
+	if n := len(b.Owners); n > 0 {
+		nodes := map[string]int{}
+		for _, o := range b.Owners {
+			nodes[o.Node]++
+		}
+		var parts []string
+		for _, nd := range sortedKeys(nodes) {
+			parts = append(parts, fmt.Sprintf("%s: %d", nd, nodes[nd]))
+		}
+		return nil, nil, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first",
+			pool, n, strings.Join(parts, ", "))
+	}
+	return &events.PoolDeleted{Name: pool}, []events.Guard{{Stream: stream, Version: b.Head()}}, nil
 }
 
 // clusterChange reads the cluster stream, lets decide build an event, and appends it;

@@ -2,6 +2,7 @@ package allocator_test
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/projection"
 )
 
 type fakeClock struct {
@@ -143,5 +145,90 @@ func TestCreatePoolRace(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Fatalf("%d overlapping pools created, want 1", ok)
+	}
+}
+
+// Issue 10: pools over ranges that break a node are refused when they are defined, by
+// create and add-subnet alike, with the reason; nothing reaches the log.
+func TestReservedRangesRefused(t *testing.T) {
+	ctx := context.Background()
+	log := events.NewMemLog()
+	admin := &allocator.Admin{Log: log, Clock: newClock(), Actor: "test"}
+	if err := admin.CreatePool(ctx, pool(t, "default", 5, "10.0.0.0/16")); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.CreatePool(ctx, pool(t, "v6", 5, "fd00::/112")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ subnet, want string }{
+		{"169.254.0.0/16", `pool "x": 169.254.0.0/16 is link-local: pods' default gateway 169.254.1.1 lives there`},
+		{"127.0.0.0/16", "127.0.0.0/16 is loopback (127.0.0.0/8)"},
+		{"224.0.0.0/16", "224.0.0.0/16 is multicast (224.0.0.0/4)"},
+		{"0.0.0.0/16", `0.0.0.0/16 is reserved for "this network" (0.0.0.0/8)`},
+		{"255.255.255.0/24", "255.255.255.0/24 contains 255.255.255.255, the limited broadcast address"},
+		{"fe80::/112", "fe80::/112 is link-local (fe80::/10): pods' default gateway fe80::1 lives there"},
+		{"ff05::/112", "ff05::/112 is multicast (ff00::/8)"},
+		{"::/112", "::/112 is reserved for the unspecified, loopback and IPv4-compatible addresses (::/96)"},
+		{"10.9.0.0/24,fe80::/120", "fe80::/120 is link-local (fe80::/10)"},
+		{"169.254.1.0/24,fd01::/120", "169.254.1.0/24 is link-local (169.254.0.0/16)"},
+	} {
+		t.Run(tc.subnet, func(t *testing.T) {
+			err := admin.CreatePool(ctx, pool(t, "x", 3, tc.subnet))
+			if !errors.Is(err, allocator.ErrInvalidPool) || !errors.Is(err, projection.ErrReservedRange) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("create: err = %v\nwant ErrInvalidPool and ErrReservedRange containing %q", err, tc.want)
+			}
+			sn, perr := allocator.ParseSubnet(tc.subnet)
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			to := "default"
+			if !sn.IPv4.IsValid() {
+				to = "v6"
+			}
+			if sn.IPv4.IsValid() && sn.IPv6.IsValid() {
+				return // no dual-stack pool to extend
+			}
+			err = admin.AddSubnet(ctx, to, sn)
+			if !errors.Is(err, allocator.ErrInvalidPool) || !errors.Is(err, projection.ErrReservedRange) {
+				t.Fatalf("add-subnet to %s: err = %v, want ErrInvalidPool and ErrReservedRange", to, err)
+			}
+		})
+	}
+	c, err := admin.Cluster(ctx)
+	if err != nil || len(c.Pools) != 2 || len(c.Pools["default"].Subnets) != 1 || len(c.Pools["v6"].Subnets) != 1 {
+		t.Fatalf("pools after refusals: %+v %v", c.Pools, err)
+	}
+	// 240.0.0.0/4 short of its broadcast address is usable: the kernel routes it and BIRD
+	// announces it (docs/coilctl.md).
+	if err := admin.CreatePool(ctx, pool(t, "class-e", 5, "240.0.0.0/16")); err != nil {
+		t.Fatalf("240.0.0.0/16: %v", err)
+	}
+}
+
+// A log that already holds such a pool (written before the rule) still replays, and its
+// node allocators still serve it: the rule is for new definitions only.
+func TestReservedPoolInOldLog(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.log.Append(ctx, events.AppendRequest{Stream: events.ClusterStream, Events: []*events.Event{{
+		Time: e.clock.Now(), Actor: "old", Payload: &events.PoolCreated{Name: "old", BlockSizeBits: 4,
+			Subnets: []events.Subnet{{IPv4: pfx("127.1.0.0/24")}}},
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.admin.Cluster(ctx)
+	if err != nil || c.Pools["old"] == nil {
+		t.Fatalf("replay: %+v %v", c, err)
+	}
+	n := e.node("n1", nil)
+	a, err := n.Allocate(ctx, allocator.Request{ContainerID: "c1", IfName: "eth0", Pool: "old"})
+	if err != nil || a.Addrs[0] != netip.MustParseAddr("127.1.0.0") {
+		t.Fatalf("allocate from the old pool: %+v %v", a, err)
+	}
+	if err := e.admin.AddSubnet(ctx, "old", events.Subnet{IPv4: pfx("10.5.0.0/24")}); err != nil {
+		t.Fatalf("a usable subnet added to an old pool: %v", err)
+	}
+	if err := e.admin.AddSubnet(ctx, "old", events.Subnet{IPv4: pfx("127.2.0.0/24")}); !errors.Is(err, projection.ErrReservedRange) {
+		t.Fatalf("a reserved subnet added to an old pool: %v", err)
 	}
 }
