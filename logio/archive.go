@@ -69,6 +69,11 @@ type ArchiveOptions struct {
 	Now time.Time
 	// Progress, if set, is told the events written, then verified, then deleted.
 	Progress, VerifyProgress, DeleteProgress Progress
+	// Confirm, if set, is called with the archive's header (each stream's range) once the
+	// ranges are known, before the file is written, when there is anything to archive; an
+	// error stops the archive with nothing written or deleted (coilctl asks the operator
+	// here).
+	Confirm func(Header) error
 }
 
 // ArchiveResult says what Archive did.
@@ -116,6 +121,11 @@ func Archive(ctx context.Context, log *events.EtcdLog, path string, opt ArchiveO
 	res := ArchiveResult{Header: h}
 	if len(h.Streams) == 0 {
 		return res, nil
+	}
+	if opt.Confirm != nil {
+		if err = opt.Confirm(h); err != nil {
+			return res, err
+		}
 	}
 	// The last hash of each range is the kept snapshot's previous-hash: read while writing.
 	if err = writeArchive(ctx, log, path, &h, rev, opt.Progress); err != nil {

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/cockroachdb/errors"
@@ -20,12 +22,24 @@ const DefaultWriters = 16
 // maxTxnOps is etcd's default limit of operations per transaction.
 const maxTxnOps = 128
 
+// ErrLiveNodes: a node's liveness key exists (its coild runs, or stopped less than its
+// lease's TTL ago), so the log must not be replaced under it.
+var ErrLiveNodes = errors.New("logio: nodes are alive")
+
 // ImportOptions tune Import.
 type ImportOptions struct {
 	// Force imports into an etcd that holds a Coil log: the log's keys (events, heads,
 	// snapshot pointers under the prefix) and the attachment index are deleted first.
 	// Liveness keys are kept.
 	Force bool
+	// IgnoreLiveNodes names nodes whose liveness key may exist during the import: the
+	// operator states that their coild is stopped and the key only waits for its lease to
+	// expire. Any other live node refuses the import (ErrLiveNodes).
+	IgnoreLiveNodes []string
+	// Confirm, if set, is called when Force is about to replace a log etcd holds, once the
+	// file's header is read and before anything is deleted; an error stops the import with
+	// nothing written (coilctl asks the operator here).
+	Confirm func(ImportPlan) error
 	// Writers is the number of transactions in flight (0: DefaultWriters).
 	Writers int
 	// VerifyProgress and Progress, if set, are told the events verified (first pass)
@@ -33,9 +47,23 @@ type ImportOptions struct {
 	VerifyProgress, Progress Progress
 }
 
+// ImportPlan is what a forced import is about to replace: the keys of the log etcd holds
+// under Prefix, and the header of the file that replaces it.
+type ImportPlan struct {
+	Prefix string
+	// Events, Streams and Snapshots count the log's keys under the prefix: events, heads,
+	// snapshot pointers.
+	Events, Streams, Snapshots int64
+	File                       Header
+}
+
 // Import loads an export file into the log's etcd under the log's prefix. It refuses
 // (ErrNotEmpty) when etcd holds any event, head or snapshot pointer under the prefix,
-// unless opt.Force (which deletes them once the file verified). It verifies the whole file first (ErrBroken, ErrFormat: nothing is
+// unless opt.Force (which deletes them once the file verified), and refuses (ErrLiveNodes)
+// while any node's liveness key exists (a coild would keep appending to the log being
+// replaced, and would not notice its streams changing under it), except the nodes named
+// in opt.IgnoreLiveNodes. The writes are conditioned on no coild starting meanwhile
+// (events.EtcdLog.NoNodeStartedSince). It verifies the whole file first (ErrBroken, ErrFormat: nothing is
 // written), keeping each event's stored bytes (the canonical encoding of the JSON event,
 // whose hash the file carries) in a spool file in the temporary directory ($TMPDIR; about
 // 300 bytes per event, removed on return); then it writes them in transactions of up to 127 puts, several in flight,
@@ -52,7 +80,15 @@ type ImportOptions struct {
 func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOptions) (Header, error) {
 	cli, keys := log.Client(), log.Keys()
 	// Refuse early (before reading the file), but delete only once the file verified.
-	if err := prepareEmpty(ctx, cli, keys, opt.Force, false); err != nil {
+	plan, err := countLog(ctx, cli, keys)
+	if err != nil {
+		return Header{}, err
+	}
+	if plan.total() > 0 && !opt.Force {
+		return Header{}, errors.Wrapf(ErrNotEmpty, "%d keys under %s (log/, head/, snap/); import needs an empty etcd (or --force, which deletes them)", plan.total(), keys.Prefix())
+	}
+	liveRev, err := checkLive(ctx, log, opt.IgnoreLiveNodes)
+	if err != nil {
 		return Header{}, err
 	}
 	f, err := os.Open(path)
@@ -73,6 +109,10 @@ func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOpt
 		if h.Kind != KindExport {
 			return errors.Wrapf(ErrFormat, "%s is an %s, not an export: import the export of the live log", path, h.Kind)
 		}
+		if plan.total() > 0 && opt.Confirm != nil {
+			plan.File = *h
+			return opt.Confirm(plan)
+		}
 		return nil
 	}, func(e *events.Event, v []byte) error {
 		rec = binary.AppendUvarint(rec[:0], uint64(len(e.Stream)))
@@ -89,7 +129,8 @@ func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOpt
 	if err = sw.Flush(); err != nil {
 		return h, errors.Wrap(err, "logio: import: spool")
 	}
-	if err = prepareEmpty(ctx, cli, keys, opt.Force, true); err != nil {
+	noneStarted := log.NoNodeStartedSince(liveRev)
+	if err = deleteLog(ctx, log, opt.Force, noneStarted, liveRev); err != nil {
 		return h, err
 	}
 	if _, err = spool.Seek(0, io.SeekStart); err != nil {
@@ -102,11 +143,59 @@ func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOpt
 	if n != h.Total() {
 		return h, errors.Newf("logio: import: spooled %d events, the file holds %d", n, h.Total())
 	}
-	if err := writeHeads(ctx, cli, keys, &h); err != nil {
+	if err := writeHeads(ctx, log, &h, noneStarted, liveRev); err != nil {
 		return h, err
 	}
 	opt.Progress.report(n, h.Total())
 	return h, nil
+}
+
+// checkLive refuses (ErrLiveNodes) while a node other than those ignored holds its
+// liveness key, and returns the revision it read at (the import's writes are conditioned
+// on no node starting after it).
+func checkLive(ctx context.Context, log *events.EtcdLog, ignore []string) (int64, error) {
+	live, rev, err := log.LiveNodes(ctx, true)
+	if err != nil {
+		return 0, errors.Wrap(err, "logio: import: is any coild running?")
+	}
+	skip := map[string]bool{}
+	for _, n := range ignore {
+		skip[n] = true
+	}
+	var alive []string
+	for _, n := range live {
+		if skip[n.Node] {
+			continue
+		}
+		left := "its lease has expired"
+		if n.TTL > 0 {
+			left = fmt.Sprintf("%ds left", n.TTL)
+		}
+		alive = append(alive, fmt.Sprintf("%s (lease %x, %s)", n.Node, n.Lease, left))
+	}
+	if len(alive) > 0 {
+		return 0, errors.Wrapf(ErrLiveNodes, "%d nodes hold their liveness key under %s: %s; a coild there would keep writing "+
+			"to the log being replaced: stop every coild first (a stopped coild's key goes when its lease expires), "+
+			"or name the nodes whose coild is stopped with --ignore-live-nodes",
+			len(alive), log.Keys().Alive(""), strings.Join(alive, ", "))
+	}
+	return rev, nil
+}
+
+// startedSince explains a failed NoNodeStartedSince condition: the nodes whose liveness
+// key was created after rev.
+func startedSince(ctx context.Context, log *events.EtcdLog, rev int64, what string) error {
+	live, _, err := log.LiveNodes(ctx, false)
+	if err != nil {
+		return errors.Wrapf(ErrLiveNodes, "a coild started during the import (%s); %v", what, err)
+	}
+	var names []string
+	for _, n := range live {
+		if n.Created > rev {
+			names = append(names, n.Node)
+		}
+	}
+	return errors.Wrapf(ErrLiveNodes, "a coild started during the import (%s: %s); stop every coild and import again", what, strings.Join(names, ", "))
 }
 
 // writeSpool puts the spooled events, several transactions in flight.
@@ -201,51 +290,58 @@ func readSpool(r *bufio.Reader) (stream string, seq uint64, value string, err er
 	return string(b), seq, string(v), nil
 }
 
-// prepareEmpty refuses a non-empty log unless force; with del it deletes it (with force)
-// and the attachment index (always).
-func prepareEmpty(ctx context.Context, cli *clientv3.Client, keys events.Keys, force, del bool) error {
-	prefixes := []string{keys.LogPrefix(), keys.HeadPrefix(), keys.Prefix() + "snap/"}
-	var n int64
-	for _, p := range prefixes {
-		r, err := cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithCountOnly())
+func (p ImportPlan) total() int64 { return p.Events + p.Streams + p.Snapshots }
+
+// countLog counts the log's keys under the prefix: events, heads, snapshot pointers.
+func countLog(ctx context.Context, cli *clientv3.Client, keys events.Keys) (ImportPlan, error) {
+	plan := ImportPlan{Prefix: keys.Prefix()}
+	for _, c := range []struct {
+		prefix string
+		n      *int64
+	}{{keys.LogPrefix(), &plan.Events}, {keys.HeadPrefix(), &plan.Streams}, {keys.Prefix() + "snap/", &plan.Snapshots}} {
+		r, err := cli.Get(ctx, c.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
-			return errors.Mark(errors.Wrap(err, "logio: import: is the log empty?"), events.ErrUnavailable)
+			return plan, errors.Mark(errors.Wrap(err, "logio: import: is the log empty?"), events.ErrUnavailable)
 		}
-		n += r.Count
+		*c.n = r.Count
 	}
+	return plan, nil
+}
+
+// deleteLog deletes the attachment index and, with force, the log's keys (events, heads,
+// snapshot pointers), in one transaction conditioned on cond (no coild started since
+// liveRev). Without force the log was empty when counted; a log that appeared since is
+// refused by writeHeads.
+func deleteLog(ctx context.Context, log *events.EtcdLog, force bool, cond clientv3.Cmp, liveRev int64) error {
+	keys := log.Keys()
 	// The attachment index (logindex) is derived from the log: it neither makes etcd
 	// "not empty" nor survives an import (it would describe another log).
-	dropIndex := clientv3.OpDelete(keys.IndexPrefix(), clientv3.WithPrefix())
-	if n == 0 {
-		if !del {
-			return nil
+	ops := []clientv3.Op{clientv3.OpDelete(keys.IndexPrefix(), clientv3.WithPrefix())}
+	if force {
+		for _, p := range []string{keys.LogPrefix(), keys.HeadPrefix(), keys.Prefix() + "snap/"} {
+			ops = append(ops, clientv3.OpDelete(p, clientv3.WithPrefix()))
 		}
-		_, err := cli.Txn(ctx).Then(dropIndex).Commit()
-		return errors.Wrap(err, "logio: import: delete the stale attachment index")
 	}
-	if !force {
-		return errors.Wrapf(ErrNotEmpty, "%d keys under %s (log/, head/, snap/); import needs an empty etcd (or --force, which deletes them)", n, keys.Prefix())
+	resp, err := log.Client().Txn(ctx).If(cond).Then(ops...).Commit()
+	if err != nil {
+		return errors.Wrap(err, "logio: import: delete the existing log and its attachment index")
 	}
-	if !del {
-		return nil
+	if !resp.Succeeded {
+		return startedSince(ctx, log, liveRev, "nothing was deleted")
 	}
-	ops := make([]clientv3.Op, 0, len(prefixes)+1)
-	for _, p := range prefixes {
-		ops = append(ops, clientv3.OpDelete(p, clientv3.WithPrefix()))
-	}
-	ops = append(ops, dropIndex)
-	_, err := cli.Txn(ctx).Then(ops...).Commit()
-	return errors.Wrap(err, "logio: import: delete the existing log")
+	return nil
 }
 
 // writeHeads writes every stream's head and snapshot pointer, checking that no head
-// exists yet (a coild writing meanwhile would be overwritten).
-func writeHeads(ctx context.Context, cli *clientv3.Client, keys events.Keys, h *Header) error {
+// exists yet (a coild writing meanwhile would be overwritten) and cond (no coild started
+// since liveRev).
+func writeHeads(ctx context.Context, log *events.EtcdLog, h *Header, cond clientv3.Cmp, liveRev int64) error {
+	cli, keys := log.Client(), log.Keys()
 	const perTxn = maxTxnOps / 2
 	streams := h.SortedStreams()
 	for len(streams) > 0 {
 		n := min(perTxn, len(streams))
-		var cmps []clientv3.Cmp
+		cmps := []clientv3.Cmp{cond}
 		var ops []clientv3.Op
 		for _, s := range streams[:n] {
 			r := h.Streams[s]
@@ -261,6 +357,10 @@ func writeHeads(ctx context.Context, cli *clientv3.Client, keys events.Keys, h *
 			return errors.Wrap(err, "logio: import: write heads")
 		}
 		if !resp.Succeeded {
+			cr, err := cli.Txn(ctx).If(cond).Commit()
+			if err == nil && !cr.Succeeded {
+				return startedSince(ctx, log, liveRev, "events written without heads: import again with --force")
+			}
 			return errors.Wrap(ErrNotEmpty, "a stream's head appeared during the import (is a coild running?)")
 		}
 		streams = streams[n:]

@@ -1,0 +1,58 @@
+package events
+
+import (
+	"context"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// LiveNode is a node whose liveness key (Keys.Alive) exists: its coild holds an etcd
+// lease, or held one that has not expired yet.
+type LiveNode struct {
+	Node  string `json:"node"`
+	Key   string `json:"key"`
+	Lease int64  `json:"lease"`
+	// Created is the etcd revision that created the key (a coild creates it at start, and
+	// again on a new lease).
+	Created int64 `json:"created"`
+	// TTL is the lease's remaining time to live in seconds when asked for (LiveNodes with
+	// ttl), -1 when etcd says the lease is gone, 0 when not asked.
+	TTL int64 `json:"ttl,omitempty"`
+}
+
+// LiveNodes lists the nodes whose liveness key exists, sorted by name, at the latest
+// revision, and returns the revision read at. With ttl it also asks etcd for each lease's
+// remaining time to live (one request per live node), which tells an operator how long a
+// stopped coild's key will linger.
+func (l *EtcdLog) LiveNodes(ctx context.Context, ttl bool) ([]LiveNode, int64, error) {
+	prefix := l.keys.Alive("")
+	// Not keys-only: etcd leaves the lease out then (the values are only node names).
+	resp, err := l.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, 0, l.storeErr(ctx, err, "read liveness keys %s", prefix)
+	}
+	out := make([]LiveNode, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		n := LiveNode{Node: strings.TrimPrefix(string(kv.Key), prefix), Key: string(kv.Key), Lease: kv.Lease, Created: kv.CreateRevision}
+		if ttl && n.Lease != 0 {
+			r, err := l.cli.TimeToLive(ctx, clientv3.LeaseID(n.Lease))
+			if err != nil {
+				return nil, 0, l.storeErr(ctx, err, "time to live of lease %x (%s)", n.Lease, n.Key)
+			}
+			n.TTL = r.TTL
+		}
+		out = append(out, n)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// NoNodeStartedSince is a transaction comparison that holds while no liveness key under
+// the log's prefix was created after revision rev: no coild started, or took a new lease,
+// since LiveNodes read at rev. (etcd applies a prefix comparison to every key in the
+// range, and to an absent key's zero values when there is none: keys that existed at rev,
+// or expired since, pass.) Tools that must not run beside a live coild (log import) read
+// LiveNodes, refuse if any, and condition their writes on this.
+func (l *EtcdLog) NoNodeStartedSince(rev int64) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(l.keys.Alive("")), "<", rev+1).WithPrefix()
+}
