@@ -41,6 +41,9 @@ var (
 // Env is what a run of coilctl sees of the outside world.
 type Env struct {
 	Stdout, Stderr io.Writer
+	// Stdin is where destructive commands read the operator's answer when Stdin and Stderr
+	// are both terminals (see confirm); nil means no input, so they need --yes.
+	Stdin io.Reader
 	// Getenv reads environment variables (USER for the actor); nil means os.Getenv.
 	Getenv func(string) string
 	// Clock stamps the events written; nil means the system clock.
@@ -64,8 +67,9 @@ type app struct {
 	env  Env
 	opts options
 
-	cli *clientv3.Client
-	log events.Log
+	cli  *clientv3.Client
+	log  events.Log
+	etcd *events.EtcdLog // the log under a.log, for its etcd-only queries (LiveNodes)
 }
 
 // Main runs coilctl with args (without the program name), writing results to env.Stdout
@@ -125,7 +129,7 @@ func exitCode(err error) int {
 		return ExitUnreachable
 	case errors.Is(err, ErrNotFound), errors.Is(err, allocator.ErrPoolNotFound):
 		return ExitNotFound
-	case errors.Is(err, ErrRefused), errors.Is(err, allocator.ErrPoolExists), errors.Is(err, allocator.ErrOverlap),
+	case errors.Is(err, ErrRefused), errors.Is(err, ErrNotConfirmed), errors.Is(err, allocator.ErrPoolExists), errors.Is(err, allocator.ErrOverlap),
 		errors.Is(err, allocator.ErrPoolInUse), errors.Is(err, allocator.ErrNodeAlive),
 		errors.Is(err, allocator.ErrExhausted), errors.Is(err, allocator.ErrRetries),
 		errors.Is(err, events.ErrConflict), errors.Is(err, events.ErrFenced):
@@ -158,8 +162,12 @@ func (a *app) rootCommand() *cobra.Command {
 It reads Coil's event log from etcd (every listing is replayed at one etcd revision)
 and appends operator events (pool definitions, node reclaim) to it.
 
+Destructive commands (pool delete, node reclaim, log import --force, log archive)
+ask for confirmation on a terminal; in scripts pass --yes (without a terminal and
+without --yes they refuse: exit 2).
+
 Exit codes: 0 ok, 1 failure, 2 usage error, 3 not found, 4 refused (conflict,
-in use, overlap, exists, node alive), 5 etcd unreachable.`,
+in use, overlap, exists, node alive, not confirmed), 5 etcd unreachable.`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
@@ -239,7 +247,8 @@ func (a *app) connect() error {
 		return err
 	}
 	a.cli = cli
-	a.log = &timeoutLog{Log: events.NewEtcdLog(cli, events.EtcdConfig{Prefix: a.opts.prefix}), timeout: a.opts.timeout}
+	a.etcd = events.NewEtcdLog(cli, events.EtcdConfig{Prefix: a.opts.prefix})
+	a.log = &timeoutLog{Log: a.etcd, timeout: a.opts.timeout}
 	return nil
 }
 

@@ -38,7 +38,7 @@ func parseJSONLines(t *testing.T, out string) []eventOut {
 func TestEvents(t *testing.T) {
 	e := cluster2(t)
 	e.ok("pool", "create", "spare", "10.9.0.0/24")
-	e.ok("pool", "delete", "spare")
+	e.ok("pool", "delete", "spare", "--yes")
 
 	all := parseJSONLines(t, e.ok("events", "-o", "json"))
 	// 4 cluster events, 2 registrations, 3 block assignments (n1 default, n2 default, n2 dual),

@@ -132,12 +132,12 @@ func TestHistoryArchive(t *testing.T) {
 
 	tmp := t.TempDir()
 	a1, a2 := filepath.Join(tmp, "a1.jsonl"), filepath.Join(tmp, "a2.jsonl")
-	e.ok("log", "archive", "--before", "2030-01-08T00:00:00Z", "--to", a1)
+	e.ok("log", "archive", "--before", "2030-01-08T00:00:00Z", "--to", a1, "--yes")
 	e.fails(1, []string{"history", "--pod", "shop/web-3"}, "were archived", "pass the archive file with --archive FILE")
 	e.fails(1, []string{"history", "10.1.2.3"}, "were archived", "pass the archive file with --archive FILE")
 	e.sameOutputs("after one archive", e.historyOutputs("--archive", a1), before)
 
-	e.ok("log", "archive", "--before", "2030-01-09T00:00:00Z", "--to", a2)
+	e.ok("log", "archive", "--before", "2030-01-09T00:00:00Z", "--to", a2, "--yes")
 	e.ok("log", "verify", "--file", a1, "--file", a2, "--then-live")
 	e.sameOutputs("two archives, reversed", e.historyOutputs("--archive", a2, "--archive", a1), before)
 	e.sameOutputs("two archives", e.historyOutputs("--archive", a1, "--archive", a2), before)
@@ -196,7 +196,7 @@ func TestHistoryArchive(t *testing.T) {
 	o := newEnv(t)
 	o.replayWeek([]time.Time{monday18, tuesday18}, func(ev *events.Event) { ev.Time = ev.Time.Add(time.Second) })
 	other := filepath.Join(tmp, "other.jsonl")
-	o.ok("log", "archive", "--before", "2030-01-09T00:00:00Z", "--to", other)
+	o.ok("log", "archive", "--before", "2030-01-09T00:00:00Z", "--to", other, "--yes")
 	e.fails(1, []string{"history", "10.1.2.3", "--archive", other}, "the live log does not continue the archives given", "chain broken at cluster #", "previous-hash")
 	e.fails(1, []string{"history", "--pod", "shop/web-3", "--archive", other}, "the live log does not continue the archives given", "chain broken at node/n")
 }

@@ -234,7 +234,7 @@ func TestLogIndex(t *testing.T) {
 	// Archive: a snapshot at the end of each stream, everything before it archived.
 	dir := t.TempDir()
 	e.ok("log", "snapshot")
-	e.ok("log", "archive", "--before", "2100-01-01T00:00:00Z", "--to", filepath.Join(dir, "archive.jsonl"))
+	e.ok("log", "archive", "--before", "2100-01-01T00:00:00Z", "--to", filepath.Join(dir, "archive.jsonl"), "--yes")
 	if n := e.indexCount(); n != 0 {
 		t.Fatalf("%d index entries left after archiving every chunk", n)
 	}
@@ -263,7 +263,7 @@ func TestLogIndex(t *testing.T) {
 	if _, err := e.cli.Put(ctx, keys.Index(n1, 1), "stale"); err != nil {
 		t.Fatal(err)
 	}
-	e.ok("log", "import", "--force", exp)
+	e.ok("log", "import", "--force", "--yes", exp)
 	if n := e.indexCount(); n != 0 {
 		t.Fatalf("%d index entries left after import --force", n)
 	}

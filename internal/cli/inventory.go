@@ -10,7 +10,6 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
@@ -304,20 +303,15 @@ type nodeView struct {
 
 // aliveNodes lists the nodes whose liveness key exists.
 func (a *app) aliveNodes(ctx context.Context) (map[string]bool, error) {
-	prefix := events.AliveKey(a.opts.prefix, "")
 	ctx, cancel := a.requestCtx(ctx)
 	defer cancel()
-	resp, err := a.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	live, _, err := a.etcd.LiveNodes(ctx, false)
 	if err != nil {
-		err = errors.Wrapf(err, "read liveness keys %s", prefix)
-		if ctx.Err() != nil {
-			err = errors.Mark(err, events.ErrUnavailable)
-		}
 		return nil, err
 	}
 	out := map[string]bool{}
-	for _, kv := range resp.Kvs {
-		out[strings.TrimPrefix(string(kv.Key), prefix)] = true
+	for _, n := range live {
+		out[n.Node] = true
 	}
 	return out, nil
 }
@@ -374,17 +368,24 @@ func (a *app) nodeCommand() *cobra.Command {
 		}),
 	}
 	var reason string
+	var yes bool
 	reclaim := &cobra.Command{
 		Use:   "reclaim NODE",
-		Short: "Take a dead node's addresses and blocks back and retire it (refused while its lease lives)",
+		Short: "Take a dead node's addresses and blocks back and retire it (refused while its lease lives; asks for confirmation)",
 		Long: `Release every address of NODE, retire it and reclaim its blocks in every pool. Every
 write is conditioned on NODE's liveness key being gone, so a node whose coild still
-holds its etcd lease is never reclaimed (exit 4). Reclaiming twice is harmless.`,
-		Example: `  coilctl node reclaim worker-3 --reason "machine decommissioned"`,
-		Args:    argsUsage(1, 1, "one NODE"),
+holds its etcd lease is never reclaimed (exit 4). Reclaiming twice is harmless.
+On a terminal coilctl shows what it will release and asks for confirmation; in scripts
+pass --yes (without a terminal and without --yes: exit 2, nothing changed).`,
+		Example: `  coilctl node reclaim worker-3 --reason "machine decommissioned"
+  coilctl node reclaim worker-3 --yes`,
+		Args: argsUsage(1, 1, "one NODE"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			if err := validName("node", name); err != nil {
+				return err
+			}
+			if err := a.needConfirm(cmd, yes, fmt.Sprintf("reclaim node %q (release its addresses and blocks)", name)); err != nil {
 				return err
 			}
 			st, err := a.load(cmd.Context())
@@ -394,7 +395,19 @@ holds its etcd lease is never reclaimed (exit 4). Reclaiming twice is harmless.`
 			if !st.knowsNode(name) {
 				return errors.Wrapf(ErrNotFound, "node %q not found (it never registered and holds no block)", name)
 			}
-			res, err := a.admin().Reclaim(cmd.Context(), name, events.AliveKey(a.opts.prefix, name), reason)
+			aliveKey := events.AliveKey(a.opts.prefix, name)
+			// Refuse a live node before asking (Reclaim refuses it again, atomically).
+			alive, err := a.aliveNodes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if alive[name] {
+				return errors.Wrapf(allocator.ErrNodeAlive, "node %q still holds its lease (%s); reclaim only a node whose coild is gone", name, aliveKey)
+			}
+			if err = a.confirm(cmd.Context(), yes, st.reclaimPlan(name), fmt.Sprintf("node %q was not reclaimed", name)); err != nil {
+				return err
+			}
+			res, err := a.admin().Reclaim(cmd.Context(), name, aliveKey, reason)
 			if err != nil {
 				return err
 			}
@@ -402,7 +415,29 @@ holds its etcd lease is never reclaimed (exit 4). Reclaiming twice is harmless.`
 		}),
 	}
 	reclaim.Flags().StringVar(&reason, "reason", "reclaimed by operator", "why, recorded in the events")
+	yesFlag(reclaim, &yes)
 	return a.group("node", "List nodes, reclaim a dead node", list, reclaim)
+}
+
+// reclaimPlan says what reclaiming node will do, for the confirmation.
+func (s *snapshot) reclaimPlan(node string) string {
+	addrs := 0
+	if n := s.Nodes[node]; n != nil {
+		addrs = len(n.Attached)
+	}
+	blocks := 0
+	var per []string
+	for _, p := range sortedKeys(s.Pools) {
+		if k := len(s.Pools[p].OwnedBy(node)); k > 0 {
+			blocks += k
+			per = append(per, fmt.Sprintf("%s: %d", p, k))
+		}
+	}
+	plan := fmt.Sprintf("Reclaim node %q: release its %d addresses, take back its %d blocks", node, addrs, blocks)
+	if len(per) > 0 {
+		plan += " (" + strings.Join(per, ", ") + ")"
+	}
+	return plan + " and retire it. Its pods lose their addresses: do this only for a node that is gone."
 }
 
 func (a *app) printReclaim(res *allocator.ReclaimResult) error {

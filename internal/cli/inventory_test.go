@@ -160,15 +160,15 @@ func TestAddressBlockNodeListings(t *testing.T) {
 func TestNodeReclaim(t *testing.T) {
 	e := cluster2(t)
 	// n1's lease lives: refused, nothing changes.
-	e.fails(4, []string{"node", "reclaim", "n1"}, `node "n1" still holds its lease`)
+	e.fails(4, []string{"node", "reclaim", "n1", "--yes"}, `node "n1" still holds its lease`)
 	if out := e.ok("address", "list", "--node", "n1"); len(lines(out)) != 3 {
 		t.Fatalf("addresses of n1 after a refused reclaim:\n%s", out)
 	}
-	e.fails(3, []string{"node", "reclaim", "nope"}, `node "nope" not found`)
+	e.fails(3, []string{"node", "reclaim", "nope", "--yes"}, `node "nope" not found`)
 	e.fails(2, []string{"node", "reclaim"}, "takes one NODE")
 
 	e.kill1()
-	out := e.ok("node", "reclaim", "n1", "--reason", "decommissioned")
+	out := e.ok("node", "reclaim", "n1", "--reason", "decommissioned", "--yes")
 	if out != "node \"n1\" reclaimed: 2 addresses released, 1 blocks reclaimed (default: 1)\n" {
 		t.Fatalf("reclaim said %q", out)
 	}
@@ -181,7 +181,7 @@ func TestNodeReclaim(t *testing.T) {
 	}
 	// Idempotent.
 	var res map[string]any
-	if err := json.Unmarshal([]byte(e.ok("node", "reclaim", "n1", "-o", "json")), &res); err != nil || res["addressesReleased"] != 0.0 {
+	if err := json.Unmarshal([]byte(e.ok("node", "reclaim", "n1", "-o", "json", "-y")), &res); err != nil || res["addressesReleased"] != 0.0 {
 		t.Fatalf("second reclaim = %v, %v", res, err)
 	}
 	evs := e.ok("events", "--type", "BlockReclaimed,NodeRetired")
@@ -198,7 +198,7 @@ func TestUnreachable(t *testing.T) {
 		{"pool", "list"},
 		{"pool", "create", "p", "10.0.0.0/16"},
 		{"events"},
-		{"node", "reclaim", "n1"},
+		{"node", "reclaim", "n1", "--yes"},
 	} {
 		all := append([]string{"--etcd-endpoints", sock, "--timeout", "1s"}, args...)
 		start := time.Now()

@@ -38,9 +38,10 @@ func (a *app) rawLog() (*events.EtcdLog, error) {
 // collector CPU (about 15% of an export's time otherwise).
 func bulkGC() { debug.SetGCPercent(200) }
 
-// logErr marks logio's errors for the exit codes: a refused import is 4, a broken log 1.
+// logErr marks logio's errors for the exit codes: a refused import (a log already there,
+// live nodes) is 4, a broken log 1.
 func logErr(err error) error {
-	if errors.Is(err, logio.ErrNotEmpty) {
+	if errors.Is(err, logio.ErrNotEmpty) || errors.Is(err, logio.ErrLiveNodes) {
 		return errors.Mark(err, ErrRefused)
 	}
 	return err
@@ -228,17 +229,39 @@ func (a *app) verifyFile(ctx context.Context, ver *logio.Verifier, path string) 
 }
 
 func (a *app) logImportCommand() *cobra.Command {
-	var force bool
+	var force, yes bool
+	var ignoreLive []string
 	c := &cobra.Command{
 		Use:   "import FILE",
-		Short: "Load an export into an etcd that holds no Coil log",
+		Short: "Load an export into an etcd that holds no Coil log (refused while a coild is alive)",
 		Long: `Load an export file (coilctl log export) into etcd under --etcd-prefix. The whole
 file is verified before anything is written (a file that does not verify: exit 1, nothing
 written). Refused (exit 4) when etcd already holds events, heads or snapshot pointers
-under the prefix, unless --force, which deletes them once the file verified (liveness keys are kept).
+under the prefix, unless --force, which deletes them once the file verified (liveness keys
+are kept). --force asks for confirmation on a terminal; in scripts add --yes.
+
+Refused (exit 4) while any node's liveness key exists (<prefix>alive/NODE: a coild is
+running, or stopped less than its lease TTL ago): a coild would keep writing to the log
+being replaced and fail every ADD afterwards. Stop every coild first. A stopped coild's
+key goes when its lease expires (the message says how long); if you cannot wait, name
+the nodes whose coild you stopped with --ignore-live-nodes. A coild that starts during
+the import stops it before anything is deleted (exit 4).
 Events keep their bytes and hashes; they get new etcd revisions.`,
+		Example: `  coilctl log import /backup/coil-20300102T030000Z.jsonl
+  coilctl log import --force --yes /backup/coil-20300102T030000Z.jsonl
+  coilctl log import --force --ignore-live-nodes n1,n2 /backup/coil.jsonl`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			if force {
+				if err := a.needConfirm(cmd, yes, "replace the Coil log etcd holds (--force)"); err != nil {
+					return err
+				}
+			}
+			for _, n := range ignoreLive {
+				if err := validName("--ignore-live-nodes", n); err != nil {
+					return err
+				}
+			}
 			lg, err := a.rawLog()
 			if err != nil {
 				return err
@@ -246,16 +269,33 @@ Events keep their bytes and hashes; they get new etcd revisions.`,
 			defer lg.Close()
 			vp, vdone := a.progress("verify")
 			wp, wdone := a.progress("import")
-			h, err := logio.Import(cmd.Context(), lg, args[0], logio.ImportOptions{Force: force, VerifyProgress: vp, Progress: wp})
+			confirm := func(p logio.ImportPlan) error {
+				plan := fmt.Sprintf("etcd holds a Coil log under %s: %d events of %d streams (%d snapshot pointers).\n"+
+					"--force deletes it, and its attachment index, and loads %s: %d events of %d streams, exported at revision %d on %s.\n"+
+					"Addresses assigned since that export are forgotten.",
+					p.Prefix, p.Events, p.Streams, p.Snapshots, args[0], p.File.Total(), len(p.File.Streams), p.File.Revision, p.File.Created)
+				return a.confirm(cmd.Context(), yes, plan, "the log etcd holds was kept; nothing imported")
+			}
+			h, err := logio.Import(cmd.Context(), lg, args[0], logio.ImportOptions{Force: force, IgnoreLiveNodes: ignoreLive,
+				Confirm: confirm, VerifyProgress: vp, Progress: wp})
 			vdone()
 			wdone()
 			if err != nil {
 				return logErr(err)
 			}
-			return a.printLogSummary("imported", args[0], h)
+			if err := a.printLogSummary("imported", args[0], h); err != nil {
+				return err
+			}
+			if c, cerr := a.admin().Cluster(cmd.Context()); cerr == nil {
+				a.warnReserved(c.Pools)
+			}
+			return nil
 		}),
 	}
-	c.Flags().BoolVar(&force, "force", false, "replace the log etcd holds under the prefix (deleted once FILE verified)")
+	c.Flags().BoolVar(&force, "force", false, "replace the log etcd holds under the prefix (deleted once FILE verified; asks for confirmation)")
+	c.Flags().StringSliceVar(&ignoreLive, "ignore-live-nodes", nil,
+		"nodes whose liveness key may still exist because you stopped their coild and the key waits for its lease to expire (comma-separated or repeated)")
+	yesFlag(c, &yes)
 	return c
 }
 
@@ -317,6 +357,7 @@ streams have a live writer (coild): a conflict with it is retried.`,
 
 func (a *app) logArchiveCommand() *cobra.Command {
 	var before, to string
+	var yes bool
 	c := &cobra.Command{
 		Use:   "archive --before TIME|REVISION --to FILE",
 		Short: "Move the events before each stream's newest snapshot older than a cut to FILE",
@@ -326,7 +367,9 @@ stream's stored events before that snapshot to FILE (JSON Lines, header kind "ar
 with each stream's range), verify FILE, then delete those events from etcd. The snapshot
 stays and starts the live log: 'coilctl log verify --file FILE --then-live' checks that
 archive and live log form one chain. Take snapshots first (coilctl log snapshot).
-Streams without such a snapshot are left alone; with none at all no file is written.`,
+Streams without such a snapshot are left alone; with none at all no file is written.
+On a terminal coilctl says how many events it will move and asks for confirmation; in
+scripts pass --yes (without a terminal and without --yes: exit 2, nothing written).`,
 		Args: cobra.NoArgs,
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
 			if before == "" || to == "" {
@@ -339,6 +382,9 @@ Streams without such a snapshot are left alone; with none at all no file is writ
 			if _, err = os.Stat(to); err == nil {
 				return errors.Mark(errors.Newf("%s exists: archive to a new file", to), ErrRefused)
 			}
+			if err = a.needConfirm(cmd, yes, "delete the archived events from etcd"); err != nil {
+				return err
+			}
 			lg, err := a.rawLog()
 			if err != nil {
 				return err
@@ -347,8 +393,14 @@ Streams without such a snapshot are left alone; with none at all no file is writ
 			wp, wdone := a.progress("archive")
 			vp, vdone := a.progress("verify")
 			dp, ddone := a.progress("delete")
+			confirm := func(h logio.Header) error {
+				plan := fmt.Sprintf("Archive %d events of %d streams (each stream's events before its newest snapshot older than %s) "+
+					"to %s, then delete them from etcd. Keep the file: history before the snapshots needs it (--archive).",
+					h.Total(), len(h.Streams), before, to)
+				return a.confirm(cmd.Context(), yes, plan, "nothing archived or deleted")
+			}
 			res, err := logio.Archive(cmd.Context(), lg, to, logio.ArchiveOptions{Cut: cut, Now: a.env.Clock.Now(),
-				Progress: wp, VerifyProgress: vp, DeleteProgress: dp})
+				Progress: wp, VerifyProgress: vp, DeleteProgress: dp, Confirm: confirm})
 			wdone()
 			vdone()
 			ddone()
@@ -365,6 +417,7 @@ Streams without such a snapshot are left alone; with none at all no file is writ
 	}
 	c.Flags().StringVar(&before, "before", "", "the cut: an etcd revision or an RFC 3339 time")
 	c.Flags().StringVar(&to, "to", "", "the archive file to write (must not exist)")
+	yesFlag(c, &yes)
 	return c
 }
 

@@ -75,7 +75,7 @@ func TestLogCommands(t *testing.T) {
 	}
 	e.alloc(n1, "a5", "default", "a5")
 	arch := filepath.Join(dir, "archive.jsonl")
-	out = e.ok("log", "archive", "--before", "2100-01-01T00:00:00Z", "--to", arch)
+	out = e.ok("log", "archive", "--before", "2100-01-01T00:00:00Z", "--to", arch, "--yes")
 	if !strings.Contains(out, "archived") || !strings.Contains(out, "deleted from etcd") {
 		t.Fatalf("archive: %q", out)
 	}

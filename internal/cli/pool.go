@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -244,6 +245,7 @@ func (a *app) poolListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.warnReserved(st.Cluster.Pools)
 			views := []*poolView{}
 			for _, name := range sortedKeys(st.Cluster.Pools) {
 				views = append(views, st.poolView(st.Cluster.Pools[name], false))
@@ -283,6 +285,7 @@ func (a *app) poolShowCommand() *cobra.Command {
 			if !ok {
 				return errors.Wrapf(ErrNotFound, "pool %q not found", name)
 			}
+			a.warnReserved(map[string]*projection.Pool{name: p})
 			v := st.poolView(p, true)
 			if a.opts.output != "table" {
 				return a.printValue(v)
@@ -309,26 +312,63 @@ func (a *app) poolShowCommand() *cobra.Command {
 }
 
 func (a *app) poolDeleteCommand() *cobra.Command {
-	return &cobra.Command{
+	var yes bool
+	c := &cobra.Command{
 		Use:   "delete NAME",
-		Short: "Delete a pool (refused while any of its blocks is in use)",
-		Args:  argsUsage(1, 1, "one pool NAME"),
+		Short: "Delete a pool (refused while any of its blocks is in use; asks for confirmation)",
+		Long: `Delete a pool. Refused (exit 4) while any block of the pool is assigned to a node.
+On a terminal coilctl shows the pool and asks for confirmation; in scripts pass --yes
+(without a terminal and without --yes: exit 2, nothing deleted).`,
+		Example: `  coilctl pool delete spare
+  coilctl pool delete spare --yes`,
+		Args: argsUsage(1, 1, "one pool NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			if err := validName("pool", name); err != nil {
 				return err
 			}
+			if err := a.needConfirm(cmd, yes, fmt.Sprintf("delete pool %q", name)); err != nil {
+				return err
+			}
 			if err := a.connect(); err != nil {
 				return err
 			}
-			if err := a.admin().DeletePool(cmd.Context(), name); err != nil {
+			p, err := a.admin().CheckDeletePool(cmd.Context(), name)
+			if err != nil {
+				return poolErr(name, err)
+			}
+			plan := fmt.Sprintf("Delete pool %q: %s, %d blocks of %d addresses, none in use.",
+				name, strings.Join(subnetStrings(p.Subnets), " "), p.NumBlocks(), p.BlockSize())
+			if err = a.confirm(cmd.Context(), yes, plan, fmt.Sprintf("pool %q was not deleted", name)); err != nil {
+				return err
+			}
+			if err = a.admin().DeletePool(cmd.Context(), name); err != nil {
 				return poolErr(name, err)
 			}
 			if a.opts.output != "table" {
 				return a.printValue(map[string]any{"name": name, "deleted": true})
 			}
-			_, err := fmt.Fprintf(a.env.Stdout, "pool %q deleted\n", name)
+			_, err = fmt.Fprintf(a.env.Stdout, "pool %q deleted\n", name)
 			return errors.Wrap(err, "write output")
 		}),
+	}
+	yesFlag(c, &yes)
+	return c
+}
+
+// warnReserved warns on stderr about pools that hold a range pool validation refuses
+// today (projection.CheckUsable): they were defined before the rule, the log still
+// replays them and nodes still serve them, but their pods may be broken.
+func (a *app) warnReserved(pools map[string]*projection.Pool) {
+	for _, name := range sortedKeys(pools) {
+		for _, s := range pools[name].Subnets {
+			for _, p := range []netip.Prefix{s.IPv4, s.IPv6} {
+				if err := projection.CheckUsable(p); err != nil {
+					msg := strings.TrimSuffix(err.Error(), ": "+projection.ErrReservedRange.Error())
+					fmt.Fprintf(a.env.Stderr, "coilctl: warning: pool %q: %s; such pools are refused now "+
+						"(it was defined before): move its pods to another pool and delete it\n", name, msg)
+				}
+			}
+		}
 	}
 }

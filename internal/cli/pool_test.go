@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -63,7 +64,7 @@ func TestPoolLifecycle(t *testing.T) {
 		}
 	}
 
-	if out := e.ok("pool", "delete", "dual"); out != "pool \"dual\" deleted\n" {
+	if out := e.ok("pool", "delete", "dual", "--yes"); out != "pool \"dual\" deleted\n" {
 		t.Fatalf("delete said %q", out)
 	}
 	if out := e.ok("pool", "list", "-o", "json"); strings.Contains(out, "dual") {
@@ -101,7 +102,7 @@ func TestPoolBadInput(t *testing.T) {
 		{"mixed kinds", []string{"pool", "create", "m", "10.7.0.0/16", "fd00::/112"}, 2, []string{"subnets are all of one kind"}},
 		{"no subnet", []string{"pool", "create", "p"}, 2, []string{"takes NAME and at least one SUBNET"}},
 		{"show unknown", []string{"pool", "show", "nope"}, 3, []string{`pool "nope" not found`}},
-		{"delete unknown", []string{"pool", "delete", "nope"}, 3, []string{`pool "nope" not found`}},
+		{"delete unknown", []string{"pool", "delete", "nope", "-y"}, 3, []string{`pool "nope" not found`}},
 		{"add-subnet unknown", []string{"pool", "add-subnet", "nope", "10.5.0.0/16"}, 3, []string{`pool "nope" not found`}},
 		{"add-subnet overlap", []string{"pool", "add-subnet", "a", "10.0.3.0/24"}, 4, []string{"overlaps its own subnet 10.0.0.0/16"}},
 		{"add-subnet wrong kind", []string{"pool", "add-subnet", "a", "fd00::/112"}, 2, []string{"is IPv6 but the pool is IPv4"}},
@@ -128,7 +129,7 @@ func TestPoolDeleteInUse(t *testing.T) {
 	n, _ := e.startNode("n1")
 	a := e.alloc(n, "c1", "busy", "p1")
 	prefix := a.BlockPrefixes[0].String()
-	e.fails(4, []string{"pool", "delete", "busy"}, `pool "busy": 1 blocks are in use (n1: 1); delete its pods first`)
+	e.fails(4, []string{"pool", "delete", "busy", "--yes"}, `pool "busy": 1 blocks are in use (n1: 1); delete its pods first`)
 	show := e.ok("pool", "show", "busy")
 	for _, want := range []string{"Blocks:            1 used, 15 free, 16 total", "Addresses in use:  1"} {
 		if !strings.Contains(show, want) {
@@ -163,8 +164,71 @@ func TestPoolDeleteInUseRawBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.fails(4, []string{"pool", "delete", "raw"}, "in use (ghost: 1)")
+	e.fails(4, []string{"pool", "delete", "raw", "--yes"}, "in use (ghost: 1)")
 	if got := strings.Join(row(t, e.ok("block", "list"), "raw"), " "); got != "raw 2 10.0.0.64/27 ghost 2030-01-02T03:04:05Z 0" {
 		t.Fatalf("block row = %q", got)
+	}
+}
+
+// Issue 10: pools over ranges that break a node (a pod got the gateway 169.254.1.1 and
+// routed to itself) are refused by create and add-subnet with the reason, exit 2.
+func TestPoolReservedRanges(t *testing.T) {
+	e := newEnv(t)
+	e.ok("pool", "create", "a", "10.0.0.0/16")
+	e.ok("pool", "create", "b", "fd00:1::/112")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"pool", "create", "p", "169.254.0.0/16"}, `pool "p": 169.254.0.0/16 is link-local: pods' default gateway 169.254.1.1 lives there`},
+		{[]string{"pool", "create", "p", "127.0.0.0/16"}, "127.0.0.0/16 is loopback (127.0.0.0/8): packets to it never leave a host"},
+		{[]string{"pool", "create", "p", "224.0.0.0/16"}, "224.0.0.0/16 is multicast (224.0.0.0/4): a pod's address must be unicast"},
+		{[]string{"pool", "create", "p", "0.0.0.0/16"}, `0.0.0.0/16 is reserved for "this network" (0.0.0.0/8)`},
+		{[]string{"pool", "create", "p", "255.255.255.0/24"}, "255.255.255.0/24 contains 255.255.255.255, the limited broadcast address"},
+		{[]string{"pool", "create", "p", "fe80::/112"}, "fe80::/112 is link-local (fe80::/10): pods' default gateway fe80::1 lives there"},
+		{[]string{"pool", "create", "p", "10.5.0.0/16,fe80::/112"}, "fe80::/112 is link-local"},
+		{[]string{"pool", "add-subnet", "a", "169.254.1.0/24"}, `pool "a": 169.254.1.0/24 is link-local (169.254.0.0/16)`},
+		{[]string{"pool", "add-subnet", "b", "ff02::/112"}, "ff02::/112 is multicast (ff00::/8)"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			e.fails(2, tc.args, tc.want)
+		})
+	}
+	if out := e.ok("pool", "list"); len(lines(out)) != 3 || strings.Contains(out, " p ") {
+		t.Fatalf("pools after refusals:\n%s", out)
+	}
+	e.ok("pool", "create", "class-e", "240.0.0.0/16") // usable: docs/coilctl.md
+}
+
+// A log that holds such a pool from before the rule still replays: listings work (with a
+// warning on stderr), an export of it imports, and the pool still serves its node.
+func TestPoolReservedRangeInOldLog(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.log.Append(t.Context(), events.AppendRequest{
+		Stream: events.ClusterStream,
+		Events: []*events.Event{{Time: t0, Actor: "old", Payload: &events.PoolCreated{Name: "ll", BlockSizeBits: 4,
+			Subnets: []events.Subnet{{IPv4: netip.MustParsePrefix("169.254.0.0/24")}}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := e.startNode("n1")
+	e.alloc(n, "c1", "ll", "p1")
+	const warning = `coilctl: warning: pool "ll": 169.254.0.0/24 is link-local (169.254.0.0/16): pods' default gateway 169.254.1.1 lives there`
+	r := e.run("pool", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, "ll") || !strings.HasPrefix(r.stderr, warning) ||
+		!strings.Contains(r.stderr, "such pools are refused now (it was defined before): move its pods to another pool and delete it") {
+		t.Fatalf("pool list: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := e.run("pool", "show", "ll", "-o", "json"); r.code != 0 || !strings.HasPrefix(r.stderr, warning) {
+		t.Fatalf("pool show: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if out := e.ok("address", "list"); !strings.Contains(out, "169.254.0.0") {
+		t.Fatalf("address list:\n%s", out)
+	}
+	exp := e.exportTo("old.jsonl")
+	f := newEnv(t)
+	if r := f.run("log", "import", exp); r.code != 0 || !strings.Contains(r.stdout, "imported") || !strings.HasPrefix(r.stderr, warning) {
+		t.Fatalf("import of the old log: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }

@@ -115,7 +115,7 @@ func TestStateArchive(t *testing.T) {
 
 	tmp := t.TempDir()
 	a1, a2 := filepath.Join(tmp, "a1.jsonl"), filepath.Join(tmp, "a2.jsonl")
-	e.ok("log", "archive", "--before", "2030-01-08T00:00:00Z", "--to", a1)
+	e.ok("log", "archive", "--before", "2030-01-08T00:00:00Z", "--to", a1, "--yes")
 	e.compact()
 	e.fails(1, []string{"state", "--at", mondayAt}, "were archived and are needed here", "pass the archive file with --archive FILE")
 	e.fails(1, []string{"state", "--revision", monRev}, "were archived and are needed here", "--archive FILE")
@@ -129,7 +129,7 @@ func TestStateArchive(t *testing.T) {
 	})
 	e.sameOutputs("after one archive", e.stateOutputs(queries, "--archive", a1), before)
 
-	e.ok("log", "archive", "--before", "2030-01-09T00:00:00Z", "--to", a2)
+	e.ok("log", "archive", "--before", "2030-01-09T00:00:00Z", "--to", a2, "--yes")
 	e.compact()
 	e.fails(1, []string{"state", "--at", tuesdayAt}, "were archived and are needed here", "--archive FILE")
 	e.sameOutputs("two archives", e.stateOutputs(queries, "--archive", a1, "--archive", a2), before)
@@ -151,7 +151,7 @@ func TestStateArchive(t *testing.T) {
 	o := newEnv(t)
 	o.replayWeek([]time.Time{monday18, tuesday18}, func(ev *events.Event) { ev.Time = ev.Time.Add(time.Second) })
 	other := filepath.Join(tmp, "other.jsonl")
-	o.ok("log", "archive", "--before", "2030-01-09T00:00:00Z", "--to", other)
+	o.ok("log", "archive", "--before", "2030-01-09T00:00:00Z", "--to", other, "--yes")
 	e.fails(1, []string{"state", "--at", mondayAt, "--archive", other}, "the live log does not continue the archives given", "chain broken at ")
 	e.fails(1, []string{"diff", mondayAt, thursday, "--archive", other}, "the live log does not continue the archives given")
 }
