@@ -77,6 +77,9 @@ func (c *Client) call(ctx context.Context, path string, in, out any) error {
 	if err != nil {
 		return fmt.Errorf("cniproto: encode %s request: %w", path, err)
 	}
+	if limit := MaxBodyFor(path); int64(len(body)) > limit {
+		return fmt.Errorf("%s request of %d bytes is larger than coild accepts (%d): %w", path, len(body), limit, ErrTooLarge)
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.path)
 	if err != nil {

@@ -203,3 +203,21 @@ func TestProtocolMismatch(t *testing.T) {
 		t.Fatalf("want ErrProtocol, got %v", err)
 	}
 }
+
+// TestClientRefusesTooLarge: a request over coild's limit is not sent at all (coild would
+// refuse it): ErrTooLarge, and nothing is dialled (the socket does not even exist here).
+func TestClientRefusesTooLarge(t *testing.T) {
+	c := cniproto.NewClient(filepath.Join(t.TempDir(), "none.sock"), time.Second)
+	_, err := c.Add(context.Background(), &cniproto.Request{ContainerID: "c", IfName: "eth0", NetNS: "/p",
+		PodName: strings.Repeat("x", cniproto.MaxRequestBody)})
+	if !errors.Is(err, cniproto.ErrTooLarge) || !strings.Contains(err.Error(), "larger than coild accepts (65536)") {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+	list := make([]cniproto.Attachment, 200000)
+	for i := range list {
+		list[i] = cniproto.Attachment{ContainerID: strings.Repeat("f", 64), IfName: "eth0"}
+	}
+	if err := c.GC(context.Background(), &cniproto.GCRequest{ValidAttachments: list}); !errors.Is(err, cniproto.ErrTooLarge) {
+		t.Fatalf("GC of %d attachments: got %v, want ErrTooLarge", len(list), err)
+	}
+}

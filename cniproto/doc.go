@@ -9,8 +9,10 @@
 // a server answers 404 to a version it does not speak, which the client reports as
 // ErrProtocol. Bodies are at most MaxBody bytes.
 //
-// This package holds the types, the error codes and the client (NewClient, Client),
-// used by the plugin. The server (package cniproto/cniserver) is run by coild with a
+// This package holds the types, the error codes, the client (NewClient, Client), used by
+// the plugin, and the rules every request field must follow (validate.go:
+// Request.Validate, GCRequest.Validate, MaxBodyFor), which the plugin applies before it
+// calls coild and coild's server applies again to every request it receives. The server (package cniproto/cniserver) is run by coild with a
 // Handler. The client never retries: the container runtime retries CNI calls itself.
 //
 // This package must stay light: the plugin imports it and is exec'd for every pod. It

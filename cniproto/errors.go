@@ -92,4 +92,6 @@ var (
 	// ErrProtocol: the reply was not understood (unknown path, bad JSON): coil and
 	// coild probably differ in version.
 	ErrProtocol = errors.New("cniproto: protocol error")
+	// ErrTooLarge: the request is larger than coild accepts (MaxBodyFor); it was not sent.
+	ErrTooLarge = errors.New("cniproto: request too large")
 )

@@ -17,8 +17,9 @@ const (
 	PathStatus = "/" + Version + "/status"
 )
 
-// MaxBody bounds the body of a request and of a reply; a GC list of 10k attachments
-// is ~1 MiB. The server refuses a larger request, the client a larger reply.
+// MaxBody bounds the body of a gc request and of a reply; a GC list of 10k attachments
+// is ~1 MiB. Other requests are bounded by MaxRequestBody (see MaxBodyFor). The server
+// refuses a larger request, the client does not send one and refuses a larger reply.
 const MaxBody = 8 << 20
 
 // DefaultSocketPath is where coild listens unless configured otherwise.
