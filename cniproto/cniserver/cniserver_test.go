@@ -88,6 +88,11 @@ func (f *fakeHandler) Status(context.Context) error {
 	return f.status
 }
 
+// addReq is a valid add request for containerID.
+func addReq(containerID string) *cniproto.Request {
+	return &cniproto.Request{ContainerID: containerID, IfName: "eth0", NetNS: "/var/run/netns/" + containerID}
+}
+
 // serve starts a server on a fresh socket and stops it when the test ends.
 func serve(t *testing.T, h cniproto.Handler) string {
 	t.Helper()
@@ -126,7 +131,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("add result %+v", res)
 	}
 	prev := []netip.Addr{netip.MustParseAddr("10.1.0.5")}
-	if err := c.Check(ctx, &cniproto.Request{ContainerID: "c1", IfName: "eth0", PrevAddrs: prev}); err != nil {
+	if err := c.Check(ctx, &cniproto.Request{ContainerID: "c1", IfName: "eth0", NetNS: "/var/run/netns/x", PrevAddrs: prev}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Del(ctx, &cniproto.Request{ContainerID: "c1", IfName: "eth0"}); err != nil {
@@ -160,7 +165,7 @@ func TestErrorsCarryCodes(t *testing.T) {
 	c := cniproto.NewClient(serve(t, h), 10*time.Second)
 	ctx := context.Background()
 
-	_, err := c.Add(ctx, &cniproto.Request{ContainerID: "c1", IfName: "eth0"})
+	_, err := c.Add(ctx, addReq("c1"))
 	var e *cniproto.Error
 	if !errors.As(err, &e) || e.Code != cniproto.CodePoolExhausted || e.Msg != `pool "blue" is exhausted` {
 		t.Fatalf("add: %#v", err)
@@ -237,7 +242,7 @@ func TestNewRefuses(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	h := &fakeHandler{block: true, started: make(chan struct{})}
 	c := cniproto.NewClient(serve(t, h), 200*time.Millisecond)
-	_, err := c.Add(context.Background(), &cniproto.Request{ContainerID: "c1", IfName: "eth0"})
+	_, err := c.Add(context.Background(), addReq("c1"))
 	if !errors.Is(err, cniproto.ErrTimeout) {
 		t.Fatalf("want ErrTimeout, got %v", err)
 	}
@@ -255,7 +260,7 @@ func TestCloseCancelsCalls(t *testing.T) {
 	go func() { done <- srv.Serve(context.Background()) }()
 	callErr := make(chan error, 1)
 	go func() {
-		_, err := cniproto.NewClient(path, time.Minute).Add(context.Background(), &cniproto.Request{ContainerID: "c"})
+		_, err := cniproto.NewClient(path, time.Minute).Add(context.Background(), addReq("c"))
 		callErr <- err
 	}()
 	<-h.started
@@ -283,7 +288,7 @@ func TestServeShutdownIsGraceful(t *testing.T) {
 	go func() { done <- srv.Serve(ctx) }()
 	callErr := make(chan error, 1)
 	go func() {
-		_, err := cniproto.NewClient(path, time.Minute).Add(context.Background(), &cniproto.Request{ContainerID: "c"})
+		_, err := cniproto.NewClient(path, time.Minute).Add(context.Background(), addReq("c"))
 		callErr <- err
 	}()
 	<-h.started
@@ -350,7 +355,7 @@ func TestPlainHTTPClient(t *testing.T) {
 		t.Fatalf("bad add: %+v", r)
 	}
 	// The hand-written client reads the same long error.
-	err := cniproto.NewClient(path, 10*time.Second).Del(context.Background(), &cniproto.Request{ContainerID: "c"})
+	err := cniproto.NewClient(path, 10*time.Second).Del(context.Background(), &cniproto.Request{ContainerID: "c", IfName: "eth0"})
 	var e *cniproto.Error
 	if !errors.As(err, &e) || e.Code != cniproto.CodeInternal || e.Details != long {
 		t.Fatalf("client: %.200v", err)

@@ -3,6 +3,7 @@ package cniserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -26,6 +27,9 @@ var (
 	ErrNotSocket = errors.New("cniserver: path exists and is not a socket")
 )
 
+// drainMax is the largest refused body read (and dropped) before the reply; see decode.
+const drainMax = 1 << 20
+
 // shutdownGrace is how long Serve waits for in-flight calls after its context ends.
 const shutdownGrace = 10 * time.Second
 
@@ -35,7 +39,8 @@ type Server struct {
 	path   string
 	log    *slog.Logger
 	ln     *net.UnixListener
-	info   os.FileInfo // the socket file we created, to remove only our own
+	lim    *limitListener // ln with the connection limit; what Serve serves
+	info   os.FileInfo    // the socket file we created, to remove only our own
 	srv    *http.Server
 	closed sync.Once
 	// stop cancels the context of every call; Close and a shutdown past its grace
@@ -43,8 +48,20 @@ type Server struct {
 	stop context.CancelFunc
 }
 
-// New creates the socket at socketPath with mode 0600 (owner only; coild runs as
-// root, and so does the plugin) and returns a server that is not yet serving.
+// New is NewWithLimits with the default Limits.
+func New(h cniproto.Handler, socketPath string, logger *slog.Logger) (*Server, error) {
+	return NewWithLimits(h, socketPath, logger, Limits{})
+}
+
+// NewWithLimits creates the socket at socketPath with mode 0600 (owner only; coild runs
+// as root, and so does the plugin) and returns a server that is not yet serving, bounded
+// by limits (zero fields: the defaults).
+//
+// Every request is checked before the handler sees it: its body is at most
+// cniproto.MaxBodyFor(path) bytes (a larger Content-Length is refused before the body is
+// read), it is one JSON value and nothing else, and its fields pass Request.Validate or
+// GCRequest.Validate. A refused request gets a cniproto.Error with the code chosen there
+// (HTTP 400, or 413 for a body too large) and never reaches the handler.
 //
 // A stale socket file (nothing listening) is removed first. If a server answers on
 // the path it returns ErrSocketInUse; if the path is a file that is not a socket, it
@@ -54,7 +71,7 @@ type Server struct {
 // few bytes longer than socketPath, which must stay under 108 bytes), chmod'ed, then
 // renamed into place: it never appears under its final name with a wider mode, and no
 // process-wide umask is changed.
-func New(h cniproto.Handler, socketPath string, logger *slog.Logger) (*Server, error) {
+func NewWithLimits(h cniproto.Handler, socketPath string, logger *slog.Logger, limits Limits) (*Server, error) {
 	if h == nil {
 		return nil, errors.New("cniserver: nil handler")
 	}
@@ -87,8 +104,10 @@ func New(h cniproto.Handler, socketPath string, logger *slog.Logger) (*Server, e
 	if err != nil {
 		return fail(errors.Wrapf(err, "cniserver: stat %s", socketPath))
 	}
+	limits = limits.withDefaults()
 	base, stop := context.WithCancel(context.Background())
-	s := &Server{h: h, path: socketPath, log: logger, ln: ln, info: info, stop: stop}
+	s := &Server{h: h, path: socketPath, log: logger, ln: ln, info: info, stop: stop,
+		lim: newLimitListener(ln, limits.MaxConns, logger)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+cniproto.PathAdd, s.serveAdd)
 	mux.HandleFunc("POST "+cniproto.PathDel, s.serveReq("del", h.Del))
@@ -97,8 +116,12 @@ func New(h cniproto.Handler, socketPath string, logger *slog.Logger) (*Server, e
 	mux.HandleFunc("POST "+cniproto.PathStatus, s.serveStatus)
 	s.srv = &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: limits.ReadHeaderTimeout,
+		ReadTimeout:       limits.ReadTimeout,
+		IdleTimeout:       limits.IdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return base },
+		ConnContext:       connContext,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil
@@ -144,7 +167,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		s.Close()
 	})
-	err := s.srv.Serve(s.ln)
+	err := s.srv.Serve(s.lim)
 	if !stopAfter() {
 		// ctx ended: Serve returned as soon as Shutdown closed the listener; wait for
 		// the calls in flight (bounded by the grace period).
@@ -164,8 +187,8 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) Close() {
 	s.closed.Do(func() {
 		_ = s.srv.Close()
-		_ = s.ln.Close() // not yet served: srv.Close does not know the listener
-		s.stop()         // after the connections are closed, so a cancelled call cannot still answer
+		_ = s.lim.Close() // not yet served: srv.Close does not know the listener
+		s.stop()          // after the connections are closed, so a cancelled call cannot still answer
 		s.removeSocket()
 	})
 }
@@ -178,9 +201,10 @@ func (s *Server) removeSocket() {
 
 func (s *Server) serveAdd(w http.ResponseWriter, r *http.Request) {
 	var req cniproto.Request
-	if !s.decode(w, r, &req) {
+	if !s.decode(w, r, &req, func() *cniproto.Error { return req.Validate("add") }) {
 		return
 	}
+	defer inCall(r)()
 	res, err := s.h.Add(r.Context(), &req)
 	if err == nil && res == nil {
 		err = errors.New("cniserver: handler returned no result and no error")
@@ -196,9 +220,10 @@ func (s *Server) serveAdd(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveReq(op string, call func(context.Context, *cniproto.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req cniproto.Request
-		if !s.decode(w, r, &req) {
+		if !s.decode(w, r, &req, func() *cniproto.Error { return req.Validate(op) }) {
 			return
 		}
+		defer inCall(r)()
 		if err := call(r.Context(), &req); err != nil {
 			s.fail(w, op, &req, err)
 			return
@@ -210,9 +235,10 @@ func (s *Server) serveReq(op string, call func(context.Context, *cniproto.Reques
 
 func (s *Server) serveGC(w http.ResponseWriter, r *http.Request) {
 	var req cniproto.GCRequest
-	if !s.decode(w, r, &req) {
+	if !s.decode(w, r, &req, req.Validate) {
 		return
 	}
+	defer inCall(r)()
 	if err := s.h.GC(r.Context(), &req); err != nil {
 		s.fail(w, "gc", nil, err)
 		return
@@ -222,6 +248,7 @@ func (s *Server) serveGC(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
+	defer inCall(r)()
 	if err := s.h.Status(r.Context()); err != nil {
 		s.fail(w, "status", nil, err)
 		return
@@ -229,17 +256,57 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, struct{}{})
 }
 
-func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, cniproto.MaxBody))
-	// Unknown fields are ignored: a newer plugin may send optional fields within v1.
-	if err := dec.Decode(v); err != nil {
-		e := cniproto.NewError(cniproto.CodeDecodingFailure, "coild could not decode the request", err.Error())
-		s.log.Warn("cniserver: bad request", "path", r.URL.Path, "err", err.Error())
-		writeJSON(w, http.StatusBadRequest, e)
+// decode reads the request body into v and checks it with validate; on failure it
+// answers with a cniproto.Error and returns false. The body must be one JSON value of at
+// most cniproto.MaxBodyFor(path) bytes; unknown fields are ignored (a newer plugin may
+// send optional fields within v1).
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, validate func() *cniproto.Error) bool {
+	limit := cniproto.MaxBodyFor(r.URL.Path)
+	tooLarge := func(msg string) bool {
+		s.refuse(w, r, http.StatusRequestEntityTooLarge, cniproto.NewError(cniproto.CodeDecodingFailure, msg, ""))
 		return false
 	}
-	_, _ = io.Copy(io.Discard, r.Body)
+	if r.ContentLength > limit {
+		// Refused before decoding. A body of up to drainMax bytes is read and dropped
+		// first (within the read timeout), so that a client that writes its whole
+		// request before reading the reply gets this error rather than a broken pipe;
+		// a larger one is not read at all: the connection is closed after the reply.
+		if r.ContentLength <= drainMax {
+			_, _ = io.Copy(io.Discard, r.Body)
+		}
+		w.Header().Set("Connection", "close")
+		return tooLarge(fmt.Sprintf("coild refuses a request body of %d bytes on %s: at most %d bytes", r.ContentLength, r.URL.Path, limit))
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	err := dec.Decode(v)
+	if err == nil {
+		// Nothing but white space may follow the value.
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = errors.New("data after the JSON value")
+			if terr != nil {
+				err = terr
+			}
+		}
+	}
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooLarge(fmt.Sprintf("coild refuses a request body of more than %d bytes on %s", limit, r.URL.Path))
+		}
+		s.refuse(w, r, http.StatusBadRequest, cniproto.NewError(cniproto.CodeDecodingFailure, "coild could not decode the request", err.Error()))
+		return false
+	}
+	if e := validate(); e != nil {
+		s.refuse(w, r, http.StatusBadRequest, e)
+		return false
+	}
 	return true
+}
+
+// refuse answers a request that never reached the handler.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, e *cniproto.Error) {
+	s.log.Warn("cniserver: request refused", "path", r.URL.Path, "code", e.Code, "err", e.Error())
+	writeJSON(w, status, e)
 }
 
 // fail reports a handler error to the client. This is the boundary where the error
