@@ -33,8 +33,12 @@
 // in one kernel call. Prepare creates a pair in the group LinkGroup+2 (the "pending"
 // group) and Finish moves it to LinkGroup once configured, so a pair whose Setup was
 // interrupted (a crash between the two) is recognisable. List reports links of all three
-// groups. Routes Coil owns carry the route
-// protocol Config.RouteProtocol; nothing with another protocol is modified or deleted.
+// groups; Teardown and TeardownMany delete nothing else. Routes Coil owns carry the route
+// protocol Config.RouteProtocol; nothing with another protocol is modified or deleted. A
+// pod namespace that is one of the node's own (the host namespace under any path, the
+// process's, PID 1's: compared by nsfs device and inode) is refused with ErrNodeNetNS
+// before anything is created, so a pod's side of a pair, with the default route Setup
+// puts there, is never a node interface (CheckPodNetNS).
 // Calls for different pods may run concurrently; the caller serialises calls for the
 // same pod (same container ID and interface). One Plumber per host namespace: two Plumbers sharing a namespace and LinkGroup must
 // not run TeardownMany concurrently.

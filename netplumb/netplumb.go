@@ -35,6 +35,10 @@ var (
 	// ErrRouteConflict: a route with the same destination exists in the table but with
 	// another route protocol; Coil does not touch it.
 	ErrRouteConflict = errors.New("netplumb: route owned by another protocol")
+	// ErrNodeNetNS: the pod network namespace given is the node's own: the host
+	// namespace, the one the process runs in, or the one of PID 1. Plumbing a "pod"
+	// there would replace the node's default route and, on DEL, take it away.
+	ErrNodeNetNS = errors.New("netplumb: the pod network namespace is the node's own")
 )
 
 // Defaults for Config.
@@ -82,6 +86,9 @@ type Plumber struct {
 	cfg    Config
 	log    *slog.Logger
 	hostNS netns.NsHandle
+	// nodeNS are the namespaces a pod namespace must never be: the host namespace, the
+	// process's own and PID 1's (device and inode of each).
+	nodeNS map[nsID]string
 	host   *netlink.Handle
 	// raw is a netlink socket in the host namespace for requests the netlink library
 	// does not offer (deleting a link group).
@@ -131,6 +138,10 @@ func New(cfg Config) (*Plumber, error) {
 		return nil, errors.Wrap(err, "netplumb: open host namespace")
 	}
 	p := &Plumber{cfg: cfg, log: cfg.Logger, hostNS: hostNS}
+	if p.nodeNS, err = nodeNamespaces(hostNS); err != nil {
+		_ = hostNS.Close()
+		return nil, err
+	}
 	p.host, err = netlink.NewHandleAt(hostNS, unix.NETLINK_ROUTE)
 	if err != nil {
 		_ = hostNS.Close()
@@ -223,6 +234,71 @@ func openNetNS(path string) (netns.NsHandle, error) {
 		return netns.None(), errors.Wrapf(ErrNetNSNotFound, "%s is not a network namespace", path)
 	}
 	return h, nil
+}
+
+// nsID identifies a namespace: the device and inode of its nsfs file.
+type nsID struct{ dev, ino uint64 }
+
+func fstatNS(fd int) (nsID, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nsID{}, err
+	}
+	return nsID{st.Dev, st.Ino}, nil
+}
+
+// nodeNamespaces lists the namespaces no pod may be given: the host namespace (what
+// the Plumber plumbs), the namespace the process runs in ("/proc/self/ns/net", which a
+// request may name and which coild would resolve to its own) and PID 1's (the machine's
+// or the container's first process: never a pod). The last two are best effort.
+func nodeNamespaces(host netns.NsHandle) (map[nsID]string, error) {
+	id, err := fstatNS(int(host))
+	if err != nil {
+		return nil, errors.Wrap(err, "netplumb: stat host namespace")
+	}
+	out := map[nsID]string{id: "the node's network namespace (the host namespace coild plumbs)"}
+	for path, what := range map[string]string{
+		"/proc/self/ns/net": "coild's own network namespace",
+		"/proc/1/ns/net":    "the network namespace of PID 1",
+	} {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err == nil {
+			if _, dup := out[nsID{st.Dev, st.Ino}]; !dup {
+				out[nsID{st.Dev, st.Ino}] = what
+			}
+		}
+	}
+	return out, nil
+}
+
+// openPodNetNS opens a pod's network namespace: ErrNetNSNotFound as openNetNS, and
+// ErrNodeNetNS when it is one of the node's own namespaces.
+func (p *Plumber) openPodNetNS(path string) (netns.NsHandle, error) {
+	h, err := openNetNS(path)
+	if err != nil {
+		return h, err
+	}
+	id, err := fstatNS(int(h))
+	if err != nil {
+		_ = h.Close()
+		return netns.None(), errors.Wrapf(err, "netplumb: stat %s", path)
+	}
+	if what, ok := p.nodeNS[id]; ok {
+		_ = h.Close()
+		return netns.None(), errors.Wrapf(ErrNodeNetNS, "%s is %s (inode %d)", path, what, id.ino)
+	}
+	return h, nil
+}
+
+// CheckPodNetNS checks that path is a network namespace and not one of the node's own
+// (ErrNetNSNotFound, ErrNodeNetNS), as Prepare and Check do, so a caller can refuse a
+// request before acting on it. It changes nothing.
+func (p *Plumber) CheckPodNetNS(path string) error {
+	h, err := p.openPodNetNS(path)
+	if err != nil {
+		return err
+	}
+	return errors.Wrap(h.Close(), "netplumb: close pod namespace")
 }
 
 // retryDump runs a netlink dump, retrying while the kernel reports it interrupted.

@@ -105,7 +105,8 @@ func addrList(v4, v6 netip.Addr) []netip.Addr {
 // returns the same Attachment; when it exists but parts are missing or wrong, Setup
 // converges it (extra global addresses on the pod interface and extra Coil routes on the
 // host veth are removed). Errors: ErrInvalidArgument, ErrNetNSNotFound if pod.NetNS does
-// not exist, ErrIfNameInUse if the pod has a foreign interface named pod.IfName. When
+// not exist, ErrNodeNetNS if it is the node's own namespace (see CheckPodNetNS),
+// ErrIfNameInUse if the pod has a foreign interface named pod.IfName. When
 // Setup created the pair and a later step fails, it deletes the pair before returning.
 func (p *Plumber) Setup(ctx context.Context, pod Pod) (Attachment, error) {
 	if _, _, err := pod.validate(); err != nil {
@@ -139,7 +140,8 @@ type Pending struct {
 // pod.Addrs is ignored. A pair Prepare creates sits in the pending link group
 // (PendingGroup) until Finish has configured it, so that a pair left by a crash before
 // Finish is recognisable (List reports it with Pending set). Errors: ErrInvalidArgument,
-// ErrNetNSNotFound, ErrIfNameInUse, as Setup.
+// ErrNetNSNotFound, ErrNodeNetNS (pod.NetNS is the node's own namespace: nothing is
+// created), ErrIfNameInUse, as Setup.
 func (p *Plumber) Prepare(ctx context.Context, pod Pod) (*Pending, error) {
 	if err := pod.validateID(); err != nil {
 		return nil, err
@@ -147,7 +149,7 @@ func (p *Plumber) Prepare(ctx context.Context, pod Pod) (*Pending, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, err
 	}
-	podNS, err := openNetNS(pod.NetNS)
+	podNS, err := p.openPodNetNS(pod.NetNS)
 	if err != nil {
 		return nil, err
 	}
@@ -609,8 +611,8 @@ func (p *Plumber) hostRoutes(index int) ([]netlink.Route, error) {
 // Check verifies that a pod's attachment is in place: the pod interface exists and is
 // up, has exactly pod.Addrs among its global addresses and a default route via the
 // gateway for each family, and the host veth is up and routes each address to the pod.
-// It changes nothing. Errors: ErrNetNSNotFound, ErrLinkNotFound (host veth or pod
-// interface missing), ErrCheckFailed (anything else different), ErrInvalidArgument.
+// It changes nothing. Errors: ErrNetNSNotFound, ErrNodeNetNS, ErrLinkNotFound (host veth
+// or pod interface missing), ErrCheckFailed (anything else different), ErrInvalidArgument.
 func (p *Plumber) Check(ctx context.Context, pod Pod) error {
 	v4, v6, err := pod.validate()
 	if err != nil {
@@ -619,7 +621,7 @@ func (p *Plumber) Check(ctx context.Context, pod Pod) error {
 	if err = ctxErr(ctx); err != nil {
 		return err
 	}
-	podNS, err := openNetNS(pod.NetNS)
+	podNS, err := p.openPodNetNS(pod.NetNS)
 	if err != nil {
 		return err
 	}

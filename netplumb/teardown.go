@@ -19,7 +19,7 @@ import (
 // Idempotent: it succeeds when the link is already gone, also when the pod namespace has
 // been deleted (the kernel then destroys the pair by itself, possibly a little later;
 // Teardown deletes whatever is still there). It refuses (ErrInvalidArgument) to delete a
-// link of that name that is not a veth.
+// link of that name that is not a veth in one of Coil's link groups.
 func (p *Plumber) Teardown(ctx context.Context, containerID, ifName string) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
@@ -31,8 +31,8 @@ func (p *Plumber) Teardown(ctx context.Context, containerID, ifName string) erro
 	} else if err != nil {
 		return errors.Wrapf(err, "netplumb: look up %s", name)
 	}
-	if link.Type() != "veth" {
-		return errors.Wrapf(ErrInvalidArgument, "%s is a %s, not a veth", name, link.Type())
+	if link.Type() != "veth" || !p.isCoilGroup(link.Attrs().Group) {
+		return errors.Wrapf(ErrInvalidArgument, "%s (type %s, group %d) is not a Coil veth", name, link.Type(), link.Attrs().Group)
 	}
 	if err := p.host.LinkDel(link); err != nil && !isNotFound(err) {
 		return errors.Wrapf(err, "netplumb: delete %s", name)
