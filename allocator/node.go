@@ -318,9 +318,18 @@ func (n *Node) Allocate(ctx context.Context, req Request) (*Assignment, error) {
 	return r.asg, r.err
 }
 
+// MaxReason bounds the reason recorded with a release; a longer one is cut.
+const MaxReason = 1024
+
 // Release frees the addresses of a container's interface and returns what it held;
-// releasing an unknown attachment is success and returns nil.
+// releasing an unknown attachment is success and returns nil. The reason is recorded
+// made valid UTF-8 and cut to MaxReason bytes, so that no reason can keep an address
+// from being released.
 func (n *Node) Release(ctx context.Context, containerID, ifName, reason string) (*Assignment, error) {
+	reason = strings.ToValidUTF8(reason, "\uFFFD")
+	if len(reason) > MaxReason {
+		reason = strings.ToValidUTF8(reason[:MaxReason-3], "") + "..."
+	}
 	r := n.submit(ctx, &op{kind: opRelease, req: Request{ContainerID: containerID, IfName: ifName}, reason: reason})
 	return r.asg, r.err
 }
@@ -335,6 +344,7 @@ func (n *Node) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 // pending is the batch being built: its events and who waits for them.
 type pending struct {
 	evs     []*events.Event
+	bytes   int // stored size of evs: a batch stays within events.MaxBatchBytes
 	waiters [][]*op
 	asgs    []*Assignment
 	keys    map[projection.AttachKey]int
@@ -373,12 +383,18 @@ func (n *Node) processLocked(ctx context.Context, ops []*op, depth int) {
 					flush() // a release of this attachment is pending: commit it first
 				}
 			}
-			n.decideAlloc(ctx, o, p)
+			if !n.decideAlloc(ctx, o, p) {
+				flush() // its event would take the batch past MaxBatchBytes: decide it again in the next
+				n.decideAlloc(ctx, o, p)
+			}
 		case opRelease:
 			if _, ok := p.keys[o.req.key()]; ok {
 				flush()
 			}
-			n.decideRelease(o, p)
+			if !n.decideRelease(o, p) {
+				flush()
+				n.decideRelease(o, p)
+			}
 		case opReleaseBlocks:
 			flush()
 			c, err := n.releaseEmptyBlocks(ctx, o.grace)
@@ -409,15 +425,34 @@ func (n *Node) assignmentOf(key projection.AttachKey, a *projection.Assignment) 
 	return out
 }
 
-func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) {
+// fits measures the stored size of ev (an event of the node stream) and tells whether
+// it can join the batch p. An event that cannot be stored at all (larger than an append
+// may be, or not encodable) is an error for its own request only: it never joins a batch,
+// so it cannot fail the requests batched with it.
+func (n *Node) fits(ev *events.Event, p *pending) (int, bool, error) {
+	ev.Stream = n.stream() // as Seal will: the node stream's own actor is implied
+	v, err := events.Encode(ev)
+	if err != nil {
+		return 0, false, errors.Wrap(err, "this request cannot be recorded")
+	}
+	if len(v) > events.MaxBatchBytes {
+		return 0, false, errors.Wrapf(events.ErrTooLarge, "this request's event takes %d bytes (an append holds at most %d)", len(v), events.MaxBatchBytes)
+	}
+	return len(v), len(p.evs) == 0 || p.bytes+len(v) <= events.MaxBatchBytes, nil
+}
+
+// decideAlloc decides an allocation against the state and the batch p. It returns false,
+// deciding nothing, when the request's event does not fit in p (the caller flushes p and
+// calls again).
+func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) bool {
 	key := o.req.key()
 	if a, ok := n.me().Attached[key]; ok {
 		o.done <- opResult{asg: n.assignmentOf(key, a)}
-		return
+		return true
 	}
 	if i, ok := p.keys[key]; ok {
 		p.waiters[i] = append(p.waiters[i], o)
-		return
+		return true
 	}
 	pool := n.st.Cluster.Pools[o.req.Pool]
 	if pool == nil {
@@ -425,20 +460,20 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) {
 		// saying it does not exist (only on this path, so a typo costs one read).
 		if err := n.catchUp(ctx, events.ClusterStream); err != nil {
 			o.done <- opResult{err: errors.Wrapf(err, "pool %q is not known here and the log could not be read to check", o.req.Pool)}
-			return
+			return true
 		}
 		pool = n.st.Cluster.Pools[o.req.Pool]
 	}
 	if pool == nil {
 		o.done <- opResult{err: errors.Wrapf(ErrPoolNotFound, "pool %q does not exist (see coilctl pool list)", o.req.Pool)}
-		return
+		return true
 	}
 	block, addrs, ok := n.nextFree(pool, p)
 	if !ok {
 		idx, err := n.acquireBlock(ctx, pool)
 		if err != nil {
 			o.done <- opResult{err: err}
-			return
+			return true
 		}
 		block = idx
 		addrs, _ = pool.Addrs(idx, 0)
@@ -448,6 +483,14 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) {
 		PodNamespace: o.req.PodNamespace, PodName: o.req.PodName, PodUID: o.req.PodUID,
 		Pool: pool.Name, Block: block, Addrs: addrs,
 	}}
+	size, fit, err := n.fits(ev, p)
+	if err != nil {
+		o.done <- opResult{err: err}
+		return true
+	}
+	if !fit {
+		return false
+	}
 	prefixes, _ := pool.Block(block)
 	asg := &Assignment{AttachKey: key, BlockPrefixes: prefixes, Assignment: projection.Assignment{
 		PodNamespace: o.req.PodNamespace, PodName: o.req.PodName, PodUID: o.req.PodUID,
@@ -462,22 +505,35 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) {
 	}
 	p.last[pool.Name] = addrs[0]
 	p.inBlock[projection.BlockRef{Pool: pool.Name, Index: block}]++
+	p.bytes += size
+	return true
 }
 
-func (n *Node) decideRelease(o *op, p *pending) {
+// decideRelease decides a release; false as decideAlloc.
+func (n *Node) decideRelease(o *op, p *pending) bool {
 	key := o.req.key()
 	a, ok := n.me().Attached[key]
 	if !ok {
 		o.done <- opResult{} // unknown: success, nothing held
-		return
+		return true
 	}
 	ev := &events.Event{Time: n.cfg.Clock.Now(), Actor: n.cfg.Node, Payload: &events.AddressReleased{
 		ContainerID: key.ContainerID, IfName: key.IfName, Pool: a.Pool, Block: a.Block, Addrs: a.Addrs, Reason: o.reason,
 	}}
+	size, fit, err := n.fits(ev, p)
+	if err != nil {
+		o.done <- opResult{err: err}
+		return true
+	}
+	if !fit {
+		return false
+	}
+	p.bytes += size
 	p.keys[key] = len(p.evs)
 	p.evs = append(p.evs, ev)
 	p.waiters = append(p.waiters, []*op{o})
 	p.asgs = append(p.asgs, n.assignmentOf(key, a))
+	return true
 }
 
 // commit appends the batch as one transaction and answers its waiters. When the append
