@@ -117,8 +117,8 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 		c.Socket = socket
 	}
 	if _, ok := raw["pool"]; ok && c.Pool != "" {
-		if err := validPoolName(c.Pool); err != nil {
-			return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid \"pool\": "+err.Error(), "")
+		if err := cniproto.ValidPoolName(c.Pool); err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, cniproto.FieldError(`"pool"`, c.Pool, err), "")
 		}
 	}
 	if _, ok := raw["timeout"]; ok {
@@ -152,6 +152,15 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 		if err := json.Unmarshal(v, &list); err != nil {
 			return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("cannot parse %q", key), err.Error())
 		}
+		// GC releases what the list does not name: an entry that is not a whole, valid
+		// attachment ({"bogus":"x"}, null, a containerID without ifname) fails the GC
+		// rather than widen what is released.
+		for i, g := range list {
+			if err := (cniproto.Attachment{ContainerID: g.ContainerID, IfName: g.IfName}).Validate(); err != nil {
+				return nil, types.NewError(types.ErrInvalidNetworkConfig,
+					fmt.Sprintf("entry %d of %q is not a valid attachment: %v", i, key, err), "GC refused: nothing was released")
+			}
+		}
 		if c.ValidAttachments == nil {
 			c.ValidAttachments = []cniproto.Attachment{}
 		}
@@ -173,25 +182,6 @@ func validSocket(p string) *types.Error {
 		return bad(fmt.Sprintf("not a clean path (did you mean %q?)", filepath.Clean(p)))
 	case len(p) > maxSocketPath:
 		return bad(fmt.Sprintf("longer than %d bytes, the limit of a UNIX socket path", maxSocketPath))
-	}
-	return nil
-}
-
-// validPoolName applies the rule of events.ValidName (the plugin does not import
-// events; config_test.go checks the two agree): a DNS-1123 subdomain of at most 63
-// characters.
-func validPoolName(name string) error {
-	if len(name) > 63 {
-		return fmt.Errorf("%q is longer than 63 characters", name)
-	}
-	for i, c := range name {
-		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') {
-			continue
-		}
-		if (c == '-' || c == '.') && i > 0 && i < len(name)-1 {
-			continue
-		}
-		return fmt.Errorf("%q: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", name)
 	}
 	return nil
 }

@@ -61,6 +61,18 @@ func TestParseConfigErrors(t *testing.T) {
 		{"ipam", `{"name":"n","type":"coil","ipam":{"type":"host-local"}}`, types.ErrUnsupportedField, `coil allocates addresses itself`},
 		{"bad prevResult", `{"cniVersion":"1.0.0","name":"n","type":"coil","prevResult":{"ips":"x"}}`, types.ErrDecodingFailure, `cannot parse "prevResult"`},
 		{"bad attachments", `{"name":"n","type":"coil","cni.dev/valid-attachments":{}}`, types.ErrDecodingFailure, `cannot parse "cni.dev/valid-attachments"`},
+		{"attachment not an object", `{"name":"n","type":"coil","cni.dev/valid-attachments":["a"]}`, types.ErrDecodingFailure, `cannot parse "cni.dev/valid-attachments"`},
+		// GC releases what the list does not name: a broken entry fails the GC (issue 10).
+		{"bogus attachment", `{"name":"n","type":"coil","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"},{"bogus":"x"}]}`,
+			types.ErrInvalidNetworkConfig, `entry 1 of "cni.dev/valid-attachments" is not a valid attachment: containerID is empty`},
+		{"null attachment", `{"name":"n","type":"coil","cni.dev/valid-attachments":[null]}`,
+			types.ErrInvalidNetworkConfig, `entry 0 of "cni.dev/valid-attachments" is not a valid attachment: containerID is empty`},
+		{"attachment without ifname", `{"name":"n","type":"coil","cni.dev/valid-attachments":[{"containerID":"a"}]}`,
+			types.ErrInvalidNetworkConfig, `entry 0 of "cni.dev/valid-attachments" is not a valid attachment: ifname is empty`},
+		{"attachment with a bad containerID", `{"name":"n","type":"coil","cni.dev/attachments":[{"containerID":"../a","ifname":"eth0"}]}`,
+			types.ErrInvalidNetworkConfig, `entry 0 of "cni.dev/attachments" is not a valid attachment: invalid containerID "../a"`},
+		{"attachment with a bad ifname", `{"name":"n","type":"coil","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0\n"}]}`,
+			types.ErrInvalidNetworkConfig, `invalid ifname "eth0\n"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, e := parseConfig([]byte(tc.conf))
@@ -126,7 +138,7 @@ func TestParseConfigGCAttachments(t *testing.T) {
 func TestPoolNameAgreesWithEvents(t *testing.T) {
 	for _, n := range []string{"a", "default", "blue-1", "a.b", "0", "-a", "a-", ".a", "A", "a_b", "a b",
 		strings.Repeat("a", 63), strings.Repeat("a", 64), "ä"} {
-		ours, theirs := validPoolName(n) == nil, events.ValidName(n) == nil
+		ours, theirs := cniproto.ValidPoolName(n) == nil, events.ValidName(n) == nil
 		if ours != theirs {
 			t.Errorf("pool name %q: plugin says valid=%v, events.ValidName says %v", n, ours, theirs)
 		}

@@ -23,6 +23,7 @@ const (
 //
 //   - coild's own *cniproto.Error: passed through unchanged (coild chose the code).
 //   - coild unreachable (no socket, refused) or too slow: 11 (try again later).
+//   - a request larger than coild accepts (a GC list too long): 7, not sent.
 //   - permission denied on the socket: 5 (I/O failure) with the path: retrying as
 //     the same user cannot help.
 //   - anything else (protocol mismatch): 999.
@@ -44,6 +45,9 @@ func mapError(o op, err error) *types.Error {
 		return types.NewError(pe.Code, pe.Msg, pe.Details)
 	}
 	switch {
+	case errors.Is(err, cniproto.ErrTooLarge):
+		// Only a GC list can be that long: every other request's fields are bounded.
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("%s: the request is too large for coild", o), err.Error())
 	case errors.Is(err, cniproto.ErrPermissionDenied):
 		return types.NewError(types.ErrIOFailure,
 			fmt.Sprintf("%s: permission denied on coild's socket; coil must run as root", o), err.Error())

@@ -35,6 +35,7 @@ func TestToCNIError(t *testing.T) {
 		{opStatus, perm, types.ErrPluginNotAvailable, "permission denied"},
 		{opCheck, cniproto.UnknownContainer("c", "eth0"), types.ErrUnknownContainer, "no attachment"},
 		{opAdd, fmt.Errorf("HTTP 404: %w", cniproto.ErrProtocol), types.ErrInternal, "talking to coild failed"},
+		{opGC, fmt.Errorf("/v1/gc request of 9000000 bytes: %w", cniproto.ErrTooLarge), types.ErrInvalidNetworkConfig, "GC: the request is too large for coild"},
 	} {
 		e := toCNIError(tc.op, tc.err)
 		if e.Code != tc.code || !strings.Contains(e.Msg, tc.msg) {

@@ -346,6 +346,47 @@ func TestLibcniCoildUnreachable(t *testing.T) {
 	}
 }
 
+// TestPluginRefusesBeforeCoild: what the plugin can tell is wrong never reaches coild:
+// CNI_NETNS naming the namespace the plugin runs in (the node's), K8S_POD_* values
+// breaking their rules. The DEL that follows such an ADD succeeds (issue 10).
+func TestPluginRefusesBeforeCoild(t *testing.T) {
+	f := &fakeCoild{}
+	sock := startCoild(t, f)
+	_, nsPath := testutil.NetNS(t, "args")
+	ctx := context.Background()
+	c, list := cni(t), netList(t, "1.1.0", coilPlugin(sock))
+	for _, tc := range []struct {
+		name string
+		rt   *libcni.RuntimeConf
+		msg  string
+	}{
+		{"own namespace", podRT("cafe0001", "/proc/self/ns/net"), `invalid CNI_NETNS "/proc/self/ns/net": it is the node's own network namespace`},
+		{"bad pod namespace", func() *libcni.RuntimeConf {
+			rt := podRT("cafe0002", nsPath)
+			rt.Args = append(rt.Args, [2]string{"K8S_POD_NAMESPACE", "../kube-system"})
+			return rt
+		}(), `invalid CNI_ARGS K8S_POD_NAMESPACE "../kube-system"`},
+		{"bad pod name", func() *libcni.RuntimeConf {
+			rt := podRT("cafe0003", nsPath)
+			rt.Args = append(rt.Args, [2]string{"K8S_POD_NAME", "Web_0"})
+			return rt
+		}(), `invalid CNI_ARGS K8S_POD_NAME "Web_0"`},
+	} {
+		_, err := c.AddNetworkList(ctx, list, tc.rt)
+		if code, msg := cniCode(t, err); code != types.ErrInvalidEnvironmentVariables || !strings.Contains(msg, tc.msg) {
+			t.Errorf("%s: got %d %q, want 4 with %q", tc.name, code, msg, tc.msg)
+		}
+		if err := c.DelNetworkList(ctx, list, tc.rt); err != nil {
+			t.Errorf("%s: DEL after the refused ADD: %v", tc.name, err)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.adds) != 0 || len(f.dels) != 3 {
+		t.Errorf("coild saw %d adds (want none) and %d dels (want 3)", len(f.adds), len(f.dels))
+	}
+}
+
 func TestLibcniBadConfig(t *testing.T) {
 	c := cni(t)
 	list := netList(t, "1.1.0", `{"type":"coil","timeout":"banana"}`)

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
+	"syscall"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -23,6 +26,13 @@ var supportedVersions = version.PluginSupports("0.3.1", "0.4.0", "1.0.0", "1.1.0
 var buildVersion = "dev"
 
 func main() {
+	if os.Getenv("CNI_COMMAND") == "DEL" {
+		// skel fails a DEL whose CNI_NETNS is the plugin's own namespace (its code 8, after
+		// the DEL has run). coil's DEL never uses CNI_NETNS, and the DEL that follows an
+		// ADD refused for naming the node's namespace must succeed, or the runtime retries
+		// it for ever. (ADD and CHECK refuse that namespace themselves, before coild.)
+		_ = os.Setenv("CNI_NETNS_OVERRIDE", "1")
+	}
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add:    cmdAdd,
 		Del:    cmdDel,
@@ -34,8 +44,9 @@ func main() {
 
 // Every command returns a *types.Error (skel prints it unchanged and exits 1).
 
-// setup parses the call shared by ADD, DEL and CHECK.
-func setup(args *skel.CmdArgs) (*netConf, *cniproto.Request, *types.Error) {
+// setup parses the call shared by ADD, DEL and CHECK and validates the request with the
+// rules coild applies too (cniproto.Request.Validate).
+func setup(o op, args *skel.CmdArgs) (*netConf, *cniproto.Request, *types.Error) {
 	conf, e := parseConfig(args.StdinData)
 	if e != nil {
 		return nil, nil, e
@@ -44,7 +55,7 @@ func setup(args *skel.CmdArgs) (*netConf, *cniproto.Request, *types.Error) {
 	if e != nil {
 		return nil, nil, e
 	}
-	return conf, &cniproto.Request{
+	req := &cniproto.Request{
 		ContainerID:  args.ContainerID,
 		NetNS:        args.Netns,
 		IfName:       args.IfName,
@@ -52,7 +63,28 @@ func setup(args *skel.CmdArgs) (*netConf, *cniproto.Request, *types.Error) {
 		PodNamespace: pod.Namespace,
 		PodName:      pod.Name,
 		PodUID:       pod.UID,
-	}, nil
+	}
+	if e := req.Validate(strings.ToLower(string(o))); e != nil {
+		return nil, nil, types.NewError(e.Code, e.Msg, e.Details)
+	}
+	if o != opDel && isOwnNetNS(args.Netns) {
+		// The runtime runs plugins in the node's namespace: a pod's cannot be the same.
+		// (coild checks this too, against its own namespace; DEL is not refused, so
+		// that the runtime can clean up after the refused ADD.)
+		return nil, nil, types.NewError(types.ErrInvalidEnvironmentVariables,
+			cniproto.FieldError("CNI_NETNS", args.Netns, errors.New("it is the node's own network namespace (the one coil runs in), not a pod's")), "")
+	}
+	return conf, req, nil
+}
+
+// isOwnNetNS reports whether path is the network namespace the plugin runs in (same
+// nsfs device and inode). A path that cannot be opened is left to coild to report.
+func isOwnNetNS(path string) bool {
+	var a, b syscall.Stat_t
+	if syscall.Stat(path, &a) != nil || syscall.Stat("/proc/self/ns/net", &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
 func client(conf *netConf) (*cniproto.Client, context.Context, context.CancelFunc) {
@@ -61,7 +93,7 @@ func client(conf *netConf) (*cniproto.Client, context.Context, context.CancelFun
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	conf, req, e := setup(args)
+	conf, req, e := setup(opAdd, args)
 	if e != nil {
 		return e
 	}
@@ -84,7 +116,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	conf, req, e := setup(args)
+	conf, req, e := setup(opDel, args)
 	if e != nil {
 		return e
 	}
@@ -101,7 +133,7 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
-	conf, req, e := setup(args)
+	conf, req, e := setup(opCheck, args)
 	if e != nil {
 		return e
 	}
