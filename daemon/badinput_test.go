@@ -12,6 +12,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/coil-net/coil/events"
 )
 
 func (e *env) netListWith(extra string) *libcni.NetworkConfigList {
@@ -72,10 +74,11 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("got %d %q, want 4 (namespace not found)", code, msg)
 		}
 		e.expectClean("after ADD into a missing namespace")
-		// The address was taken, then given back explicitly with the reason.
-		rel := e.released(id)
-		if len(rel) != 1 || !strings.HasPrefix(rel[0].Reason, "ADD failed:") {
-			t.Errorf("released %+v, want one release with reason \"ADD failed: ...\"", rel)
+		// The namespace is checked before anything is allocated: nothing was written.
+		for _, ev := range e.nodeEvents() {
+			if p, ok := ev.Payload.(*events.AddressAssigned); ok && p.ContainerID == id {
+				t.Errorf("an address was assigned for an ADD into a missing namespace: %+v", p)
+			}
 		}
 	})
 

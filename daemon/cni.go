@@ -42,6 +42,9 @@ func cniError(err error, pool string) error {
 		return cniproto.NewError(cniproto.CodeTryAgainLater, "coild cannot commit now; try again", err.Error())
 	case errors.Is(err, netplumb.ErrNetNSNotFound):
 		return cniproto.NewError(cniproto.CodeInvalidEnv, "network namespace not found", err.Error())
+	case errors.Is(err, netplumb.ErrNodeNetNS):
+		return cniproto.NewError(cniproto.CodeInvalidEnv,
+			"CNI_NETNS is the node's own network namespace, not a pod's: refused, nothing was changed", err.Error())
 	case errors.Is(err, netplumb.ErrIfNameInUse):
 		return cniproto.NewError(cniproto.CodeInvalidEnv, "interface name already in use in the pod", err.Error())
 	}
@@ -62,11 +65,17 @@ func (d *Daemon) Add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 }
 
 func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddResult, error) {
+	// The server validated the request already; coild's handler does not rely on it.
+	if e := req.Validate("add"); e != nil {
+		return nil, e
+	}
 	if err := d.notReady(); err != nil {
 		return nil, err
 	}
-	if req.ContainerID == "" || req.IfName == "" || req.NetNS == "" {
-		return nil, cniproto.NewError(cniproto.CodeInvalidEnv, "CNI_CONTAINERID, CNI_IFNAME and CNI_NETNS are required for ADD", "")
+	// Before anything is allocated or created: the pod's namespace must exist and must
+	// not be the node's own (plumbing a "pod" there replaces the node's default route).
+	if err := d.plumber.CheckPodNetNS(req.NetNS); err != nil {
+		return nil, cniError(err, "")
 	}
 	veth := netplumb.HostVethName(req.ContainerID, req.IfName)
 	if err := d.beginAdd(ctx, veth); err != nil {
@@ -162,6 +171,9 @@ func (d *Daemon) Check(ctx context.Context, req *cniproto.Request) error {
 }
 
 func (d *Daemon) check(ctx context.Context, req *cniproto.Request) error {
+	if e := req.Validate("check"); e != nil {
+		return e
+	}
 	if err := d.notReady(); err != nil {
 		return err
 	}
@@ -181,6 +193,9 @@ func (d *Daemon) check(ctx context.Context, req *cniproto.Request) error {
 		}
 	}
 	if err := d.plumber.Check(ctx, netplumb.Pod{ContainerID: req.ContainerID, IfName: req.IfName, NetNS: req.NetNS, Addrs: asg.Addrs}); err != nil {
+		if errors.Is(err, netplumb.ErrNetNSNotFound) || errors.Is(err, netplumb.ErrNodeNetNS) {
+			return cniError(err, "")
+		}
 		return cniproto.NewError(cniproto.CodeInternal, "pod network is not as coild set it up", err.Error())
 	}
 	return nil
@@ -207,9 +222,12 @@ func (d *Daemon) Del(ctx context.Context, req *cniproto.Request) error {
 	return err
 }
 
+// DEL never looks at CNI_NETNS (a DEL after a refused ADD carries the same, refused
+// path, and must succeed): it deletes only the host veth named after the attachment, and
+// only when it is a veth in Coil's link groups (netplumb.TeardownMany).
 func (d *Daemon) del(ctx context.Context, req *cniproto.Request) error {
-	if req.ContainerID == "" || req.IfName == "" {
-		return cniproto.NewError(cniproto.CodeInvalidEnv, "CNI_CONTAINERID and CNI_IFNAME are required for DEL", "")
+	if e := req.Validate("del"); e != nil {
+		return e
 	}
 	return d.enqueueDel(ctx, req.ContainerID, req.IfName, "CNI DEL", false)
 }
@@ -224,6 +242,11 @@ func (d *Daemon) GC(ctx context.Context, req *cniproto.GCRequest) error {
 }
 
 func (d *Daemon) gc(ctx context.Context, req *cniproto.GCRequest) error {
+	// Every entry must be a whole, valid attachment, or nothing is released: a broken
+	// entry read as a key matches no attachment and would widen what GC deletes.
+	if e := req.Validate(); e != nil {
+		return e
+	}
 	if err := d.notReady(); err != nil {
 		return err
 	}
