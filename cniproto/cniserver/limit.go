@@ -159,8 +159,8 @@ type trackedConn struct {
 	net.Conn
 	l     *limitListener
 	since time.Time
-	// busy is set while a call runs on the connection (its request was read whole):
-	// such a connection is never closed to make room.
+	// busy is set from the moment a request has been read whole (or refused) until its
+	// reply has been sent: such a connection is never closed to make room.
 	busy atomic.Bool
 	once sync.Once
 }
@@ -178,12 +178,19 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
 
-// inCall marks the request's connection as in a call until the returned func is called.
-func inCall(r *http.Request) func() {
-	c, ok := r.Context().Value(connKey{}).(*trackedConn)
-	if !ok {
-		return func() {}
+// inCall marks the request's connection as in a call (its request read whole, or refused:
+// a reply is coming) until its reply has been sent (connState).
+func inCall(r *http.Request) {
+	if c, ok := r.Context().Value(connKey{}).(*trackedConn); ok {
+		c.busy.Store(true)
 	}
-	c.busy.Store(true)
-	return func() { c.busy.Store(false) }
+}
+
+// connState ends the call of a connection once its reply is sent
+// (http.Server.ConnState): a kept-alive connection waiting for its next request may be
+// closed to make room again.
+func connState(c net.Conn, st http.ConnState) {
+	if tc, ok := c.(*trackedConn); ok && st == http.StateIdle {
+		tc.busy.Store(false)
+	}
 }

@@ -122,6 +122,7 @@ func NewWithLimits(h cniproto.Handler, socketPath string, logger *slog.Logger, l
 		MaxHeaderBytes:    maxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ConnContext:       connContext,
+		ConnState:         connState,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil
@@ -204,7 +205,6 @@ func (s *Server) serveAdd(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req, func() *cniproto.Error { return req.Validate("add") }) {
 		return
 	}
-	defer inCall(r)()
 	res, err := s.h.Add(r.Context(), &req)
 	if err == nil && res == nil {
 		err = errors.New("cniserver: handler returned no result and no error")
@@ -223,7 +223,6 @@ func (s *Server) serveReq(op string, call func(context.Context, *cniproto.Reques
 		if !s.decode(w, r, &req, func() *cniproto.Error { return req.Validate(op) }) {
 			return
 		}
-		defer inCall(r)()
 		if err := call(r.Context(), &req); err != nil {
 			s.fail(w, op, &req, err)
 			return
@@ -238,7 +237,6 @@ func (s *Server) serveGC(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req, req.Validate) {
 		return
 	}
-	defer inCall(r)()
 	if err := s.h.GC(r.Context(), &req); err != nil {
 		s.fail(w, "gc", nil, err)
 		return
@@ -248,7 +246,7 @@ func (s *Server) serveGC(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
-	defer inCall(r)()
+	inCall(r)
 	if err := s.h.Status(r.Context()); err != nil {
 		s.fail(w, "status", nil, err)
 		return
@@ -257,7 +255,8 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 // decode reads the request body into v and checks it with validate; on failure it
-// answers with a cniproto.Error and returns false. The body must be one JSON value of at
+// answers with a cniproto.Error and returns false. Either way the connection is then in
+// a call (inCall) until its reply is sent. The body must be one JSON value of at
 // most cniproto.MaxBodyFor(path) bytes; unknown fields are ignored (a newer plugin may
 // send optional fields within v1).
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, validate func() *cniproto.Error) bool {
@@ -300,11 +299,13 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any, validate 
 		s.refuse(w, r, http.StatusBadRequest, e)
 		return false
 	}
+	inCall(r)
 	return true
 }
 
 // refuse answers a request that never reached the handler.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, e *cniproto.Error) {
+	inCall(r)
 	s.log.Warn("cniserver: request refused", "path", r.URL.Path, "code", e.Code, "err", e.Error())
 	writeJSON(w, status, e)
 }
