@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// DefaultEndpoint is the endpoint used when none is given.
+// DefaultEndpoint is the default of the --etcd-endpoints flags.
 const DefaultEndpoint = "http://127.0.0.1:2379"
 
 // DefaultDialTimeout is used when Config.DialTimeout is 0.
@@ -42,11 +42,16 @@ var (
 	ErrTLS = errors.New("etcdclient: invalid TLS settings")
 	// ErrUnreachable: etcd did not answer within the dial timeout.
 	ErrUnreachable = errors.New("etcdclient: etcd unreachable")
+	// ErrTLSVerify: etcd answered but the TLS handshake failed: its certificate is not
+	// trusted, not for the name dialled, expired or not yet valid; it rejected or
+	// required this client's certificate; or one side does not speak TLS. Errors
+	// wrapping it also wrap ErrUnreachable (etcd cannot be used).
+	ErrTLSVerify = errors.New("etcdclient: TLS verification failed")
 )
 
 // Config says how to reach etcd.
 type Config struct {
-	// Endpoints are URLs as returned by ParseEndpoints; empty means DefaultEndpoint.
+	// Endpoints are URLs as returned by ParseEndpoints (at least one).
 	Endpoints []string
 	// CACert is a PEM file of CAs to trust (default: the system's); Cert and Key are the
 	// client's certificate and key (both or neither). Any of them turns TLS on, as does
@@ -60,40 +65,59 @@ type Config struct {
 }
 
 // ParseEndpoints splits a comma-separated endpoint list and checks every entry is an
-// http://HOST:PORT, https://HOST:PORT or unix:///path URL. Blank entries are ignored; an
-// empty list means DefaultEndpoint. TLS (https) and plain (http, unix) endpoints cannot be
-// mixed: the etcd client uses the first endpoint's scheme for all of them.
+// http://HOST:PORT, https://HOST:PORT or unix:///path URL (spaces around an entry are
+// trimmed). An empty list, or an empty entry ("a,,b", a trailing comma), is an error
+// (ErrInvalidEndpoint): it never silently means the default endpoint. TLS (https) and
+// plain (http, unix) endpoints cannot be mixed: the etcd client uses the first
+// endpoint's scheme for all of them.
 func ParseEndpoints(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.Wrapf(ErrInvalidEndpoint, "no etcd endpoint given (the list is empty): %s", endpointHelp)
+	}
 	var out []string
-	secure, plain := "", ""
-	for _, raw := range strings.Split(s, ",") {
+	for i, raw := range strings.Split(s, ",") {
 		ep := strings.TrimSpace(raw)
 		if ep == "" {
-			continue
+			return nil, errors.Wrapf(ErrInvalidEndpoint, "%q: entry %d is empty (a doubled or trailing comma?)", s, i+1)
 		}
+		out = append(out, ep)
+	}
+	if err := CheckEndpoints(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CheckEndpoints checks a parsed endpoint list as ParseEndpoints does: at least one
+// endpoint, each a valid URL, not mixing TLS and plain schemes.
+func CheckEndpoints(eps []string) error {
+	if len(eps) == 0 {
+		return errors.Wrapf(ErrInvalidEndpoint, "no etcd endpoint given: %s", endpointHelp)
+	}
+	secure, plain := "", ""
+	for _, ep := range eps {
 		if err := checkEndpoint(ep); err != nil {
-			return nil, err
+			return err
 		}
 		if strings.HasPrefix(ep, "https://") {
 			secure = ep
 		} else {
 			plain = ep
 		}
-		out = append(out, ep)
 	}
 	if secure != "" && plain != "" {
-		return nil, errors.Wrapf(ErrInvalidEndpoint, "%q and %q: TLS and plain endpoints cannot be mixed in one list", secure, plain)
+		return errors.Wrapf(ErrInvalidEndpoint, "%q and %q: TLS and plain endpoints cannot be mixed in one list", secure, plain)
 	}
-	if len(out) == 0 {
-		return []string{DefaultEndpoint}, nil
-	}
-	return out, nil
+	return nil
 }
 
 const endpointHelp = "want a URL like http://127.0.0.1:2379, https://HOST:PORT or unix:///path/to/etcd.sock"
 
 func checkEndpoint(ep string) error {
 	u, err := url.Parse(ep)
+	if ep == "" {
+		return errors.Wrapf(ErrInvalidEndpoint, "an endpoint is empty: %s", endpointHelp)
+	}
 	if err != nil || !strings.Contains(ep, "://") {
 		return errors.Wrapf(ErrInvalidEndpoint, "%q: %s", ep, endpointHelp)
 	}
@@ -121,13 +145,8 @@ func checkEndpoint(ep string) error {
 // ErrInvalidEndpoint, unusable TLS files ErrTLS. The caller closes the client.
 func New(cfg Config) (*clientv3.Client, error) {
 	eps := cfg.Endpoints
-	if len(eps) == 0 {
-		eps = []string{DefaultEndpoint}
-	}
-	for _, ep := range eps {
-		if err := checkEndpoint(ep); err != nil {
-			return nil, err
-		}
+	if err := CheckEndpoints(eps); err != nil {
+		return nil, err
 	}
 	timeout := cfg.DialTimeout
 	if timeout <= 0 {
@@ -141,7 +160,7 @@ func New(cfg Config) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "etcd client for %s", strings.Join(eps, ","))
 	}
-	if err := probe(cli, eps, timeout); err != nil {
+	if err := probe(cli, ccfg, cfg, timeout); err != nil {
 		_ = cli.Close()
 		return nil, err
 	}
@@ -168,8 +187,11 @@ func clientConfig(cfg Config, eps []string, timeout time.Duration) (clientv3.Con
 	return ccfg, nil
 }
 
-// probe reads one key (linearizable, so a member without a leader does not pass).
-func probe(cli *clientv3.Client, eps []string, timeout time.Duration) error {
+// probe reads one key (linearizable, so a member without a leader does not pass). When
+// etcd does not answer, it tells a TLS failure (diagnoseTLS) from an etcd that is not
+// there: the etcd client only reports a deadline either way.
+func probe(cli *clientv3.Client, ccfg clientv3.Config, cfg Config, timeout time.Duration) error {
+	eps := ccfg.Endpoints
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	_, err := cli.Get(ctx, "health", clientv3.WithCountOnly())
@@ -177,6 +199,9 @@ func probe(cli *clientv3.Client, eps []string, timeout time.Duration) error {
 		return nil
 	}
 	if ctx.Err() != nil || isUnavailable(err) {
+		if terr := diagnoseTLS(ccfg.TLS, cfg, eps, timeout); terr != nil {
+			return terr
+		}
 		e := errors.Newf("etcd at %s is unreachable after %s: is etcd running? check --etcd-endpoints",
 			strings.Join(eps, ","), timeout)
 		return errors.WithSecondaryError(errors.Mark(e, ErrUnreachable), err)

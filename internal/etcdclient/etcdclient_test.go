@@ -23,8 +23,11 @@ func TestParseEndpoints(t *testing.T) {
 		want []string
 		err  string
 	}{
-		{"", []string{"http://127.0.0.1:2379"}, ""},
-		{" , ", []string{"http://127.0.0.1:2379"}, ""},
+		{"", nil, "no etcd endpoint given"},
+		{" ", nil, "no etcd endpoint given"},
+		{" , ", nil, "entry 1 is empty"},
+		{"http://a:1,", nil, "entry 2 is empty"},
+		{"http://a:1,,http://b:1", nil, "entry 2 is empty"},
 		{"http://10.0.0.1:2379", []string{"http://10.0.0.1:2379"}, ""},
 		{"https://a:2379, https://b:2379", []string{"https://a:2379", "https://b:2379"}, ""},
 		{"unix:///run/etcd.sock,http://[::1]:2379", []string{"unix:///run/etcd.sock", "http://[::1]:2379"}, ""},
@@ -124,9 +127,11 @@ func TestNewTLSSettings(t *testing.T) {
 }
 
 func TestNewRejectsBadEndpoint(t *testing.T) {
-	_, err := etcdclient.New(etcdclient.Config{Endpoints: []string{"127.0.0.1:2379"}})
-	if !errors.Is(err, etcdclient.ErrInvalidEndpoint) {
-		t.Fatalf("New = %v, want ErrInvalidEndpoint", err)
+	for _, eps := range [][]string{{"127.0.0.1:2379"}, nil, {""}, {"http://a:1", ""}} {
+		_, err := etcdclient.New(etcdclient.Config{Endpoints: eps})
+		if !errors.Is(err, etcdclient.ErrInvalidEndpoint) {
+			t.Errorf("New(%q) = %v, want ErrInvalidEndpoint", eps, err)
+		}
 	}
 }
 

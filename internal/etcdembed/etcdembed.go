@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -40,6 +41,10 @@ type Config struct {
 	Logger *zap.Logger
 	// ReadyTimeout bounds the wait for the server to be ready; zero means 60 s.
 	ReadyTimeout time.Duration
+	// ClientCertFile and ClientKeyFile, when set, serve clients over TLS with this
+	// certificate (ClientURL must then be https://). ClientCAFile, when also set, makes
+	// etcd require client certificates signed by that CA.
+	ClientCertFile, ClientKeyFile, ClientCAFile string
 }
 
 // StartEmbedded starts a single-member etcd with data in dir, serving clients at clientURL,
@@ -103,6 +108,12 @@ func start(cfg Config, curl, purl url.URL) (*embed.Etcd, error) {
 		ec.InitialCluster = cfg.InitialCluster
 	}
 	ec.InitialClusterToken = "coil-embedded"
+	if cfg.ClientCertFile != "" {
+		ec.ClientTLSInfo = transport.TLSInfo{
+			CertFile: cfg.ClientCertFile, KeyFile: cfg.ClientKeyFile,
+			TrustedCAFile: cfg.ClientCAFile, ClientCertAuth: cfg.ClientCAFile != "",
+		}
+	}
 	ec.UnsafeNoFsync = cfg.NoFsync
 	if cfg.TickMs != 0 {
 		ec.TickMs = cfg.TickMs

@@ -3,6 +3,7 @@ package etcdtest
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 type Option func(*options)
 
 type options struct {
+	tls     *TLSFiles
 	tcp     bool
 	fsync   bool
 	quota   int64
@@ -26,6 +28,17 @@ type options struct {
 
 // WithTCP serves clients on a free loopback TCP port instead of a unix socket.
 func WithTCP() Option { return func(o *options) { o.tcp = true } }
+
+// TLSFiles are a server certificate and key, and optionally a CA whose client
+// certificates the server requires.
+type TLSFiles struct {
+	CertFile, KeyFile, ClientCAFile string
+}
+
+// WithTLS serves clients over TLS on a loopback TCP port (https://127.0.0.1:PORT) with
+// these files. Cluster.Client does not speak TLS: dial such a cluster with
+// etcdclient.New and the matching CA.
+func WithTLS(f TLSFiles) Option { return func(o *options) { o.tls = &f; o.tcp = true } }
 
 // WithFsync turns fsync on (it is off by default in tests: faster, and a test never
 // survives a machine crash anyway). Benchmarks of write throughput want it on.
@@ -74,6 +87,10 @@ func Start(tb testing.TB, opts ...Option) *Cluster {
 			tb.Fatal(err)
 		}
 		c.cfg.ClientURL = u
+		if o.tls != nil {
+			c.cfg.ClientURL = "https://" + strings.TrimPrefix(u, "http://")
+			c.cfg.ClientCertFile, c.cfg.ClientKeyFile, c.cfg.ClientCAFile = o.tls.CertFile, o.tls.KeyFile, o.tls.ClientCAFile
+		}
 	} else {
 		// Unix socket paths are limited to ~107 bytes and tb.TempDir() can be long.
 		dir, err := os.MkdirTemp("", "etcd")
