@@ -18,15 +18,18 @@ const (
 var ErrInvalidPrefix = errors.New("exporter: invalid block prefix")
 
 // Routes is the route-table access the exporter needs. *netplumb.Plumber implements it.
+// Coil owns a route of the export table only if it is a blackhole route of Coil's
+// protocol: the exporter never lists, replaces or deletes any other route, and the
+// kernel's own tables (0, 253 default, 254 main, 255 local) are refused.
 type Routes interface {
-	// ListRoutes returns the destinations of the routes in table with this protocol
-	// (IPv4 and IPv6); routes with other protocols are not returned.
+	// ListRoutes returns the destinations of the blackhole routes in table with this
+	// protocol (IPv4 and IPv6); routes of other protocols or types are not returned.
 	ListRoutes(ctx context.Context, table, protocol int) ([]netip.Prefix, error)
 	// AddBlackhole makes sure a blackhole route to dst with this protocol is in table.
-	// Idempotent. It must not modify routes of other protocols (it fails instead).
+	// Idempotent. It must not modify any other route to dst (it fails instead).
 	AddBlackhole(ctx context.Context, table, protocol int, dst netip.Prefix) error
-	// DelRoute deletes the route to dst with this protocol from table. Idempotent (no
-	// such route is success); routes of other protocols are not deleted.
+	// DelRoute deletes the blackhole route to dst with this protocol from table.
+	// Idempotent (no such route is success); no other route is deleted.
 	DelRoute(ctx context.Context, table, protocol int, dst netip.Prefix) error
 }
 

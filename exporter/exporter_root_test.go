@@ -83,3 +83,48 @@ func TestSyncKernel(t *testing.T) {
 		t.Fatalf("table 120 touched: %q", got)
 	}
 }
+
+// TestSyncTouchesOnlyCoilRoutes: the exporter owns only blackhole routes of its protocol
+// in its own table. Given one of the kernel's tables (main, as `--export-table 254`
+// did), it refuses and the node's routes stay; in its table, a route of Coil's protocol
+// that is not a blackhole (an operator's) is neither deleted nor replaced.
+func TestSyncTouchesOnlyCoilRoutes(t *testing.T) {
+	testutil.RequireRoot(t)
+	node, nodePath := testutil.NetNS(t, "node")
+	p, err := netplumb.New(netplumb.Config{HostNetNS: nodePath})
+	if err != nil {
+		t.Fatalf("netplumb.New: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	ctx := context.Background()
+	ipIn(t, node, "link", "set", "lo", "up")
+	// The operator's routes, with protocol 30 like Coil's, in the main table.
+	ipIn(t, node, "route", "add", "10.5.0.0/24", "dev", "lo", "proto", "30")
+	ipIn(t, node, "route", "add", "blackhole", "10.5.1.0/24", "proto", "30")
+	mainBefore := ipIn(t, node, "route", "show", "table", "main")
+	for _, table := range []int{254, 255, 253} {
+		_, _, err = exporter.New(p, exporter.Config{Table: table}).Sync(ctx, pfx("10.1.0.0/27"))
+		if !errors.Is(err, netplumb.ErrInvalidArgument) || !strings.Contains(err.Error(), "kernel's own") {
+			t.Errorf("Sync into table %d = %v, want ErrInvalidArgument (the kernel's own table)", table, err)
+		}
+	}
+	if got := ipIn(t, node, "route", "show", "table", "main"); got != mainBefore {
+		t.Fatalf("main table changed:\n%s\nwas\n%s", got, mainBefore)
+	}
+
+	// In the export table: an operator's unicast and unreachable routes of protocol 30.
+	ipIn(t, node, "route", "add", "10.6.0.0/27", "dev", "lo", "table", "119", "proto", "30")
+	ipIn(t, node, "route", "add", "unreachable", "10.1.0.0/27", "table", "119", "proto", "30")
+	e := exporter.New(p, exporter.Config{})
+	added, removed, err := e.Sync(ctx, pfx("10.1.0.0/27", "10.1.0.32/27"))
+	if !errors.Is(err, netplumb.ErrRouteConflict) || added != 1 || removed != 0 {
+		t.Fatalf("Sync = %d, %d, %v; want 1 added, 0 removed, a conflict at 10.1.0.0/27", added, removed, err)
+	}
+	if _, removed, err = e.Sync(ctx, nil); removed != 1 || err != nil {
+		t.Fatalf("Sync(nil) removed %d, %v; want 1 (the blackhole coil wrote)", removed, err)
+	}
+	want := "unreachable 10.1.0.0/27 proto 30\n10.6.0.0/27 dev lo proto 30 scope link\n"
+	if got := ipIn(t, node, "-4", "route", "show", "table", "119"); got != want {
+		t.Fatalf("table 119 =\n%s\nwant\n%s", got, want)
+	}
+}

@@ -10,8 +10,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// The route primitives below serve the export table, which holds only Coil's blackhole
+// routes. Coil owns a route there only if it is a blackhole route of Coil's protocol: the
+// primitives never list, replace or delete any other route. They refuse the kernel's own
+// tables (unspec 0, default 253, main 254, local 255), where routes of any protocol are
+// the node's.
 func checkTableProto(table, protocol int) error {
-	if table <= 0 || table == unix.RT_TABLE_LOCAL || table > int(^uint32(0)>>1) {
+	switch {
+	case table == unix.RT_TABLE_MAIN || table == unix.RT_TABLE_LOCAL || table == unix.RT_TABLE_DEFAULT || table == unix.RT_TABLE_UNSPEC:
+		return errors.Wrapf(ErrInvalidArgument, "route table %d is one of the kernel's own (unspec, default, main, local): Coil's export table must be a table of its own", table)
+	case table < 0 || table > int(^uint32(0)>>1):
 		return errors.Wrapf(ErrInvalidArgument, "route table %d", table)
 	}
 	if protocol <= 0 || protocol > 255 {
@@ -20,9 +28,9 @@ func checkTableProto(table, protocol int) error {
 	return nil
 }
 
-// ListRoutes returns the destinations of the routes in the host namespace's table whose
-// protocol is protocol, IPv4 and IPv6, sorted. Routes of other protocols are ignored.
-// An empty table is an empty list.
+// ListRoutes returns the destinations of the blackhole routes in the host namespace's
+// table whose protocol is protocol, IPv4 and IPv6, sorted. Routes of other protocols or
+// other types are not Coil's and are ignored. An empty table is an empty list.
 func (p *Plumber) ListRoutes(ctx context.Context, table, protocol int) ([]netip.Prefix, error) {
 	if err := checkTableProto(table, protocol); err != nil {
 		return nil, err
@@ -36,6 +44,9 @@ func (p *Plumber) ListRoutes(ctx context.Context, table, protocol int) ([]netip.
 	}
 	out := make([]netip.Prefix, 0, len(routes))
 	for _, r := range routes {
+		if r.Type != unix.RTN_BLACKHOLE {
+			continue
+		}
 		if dst, ok := ipNetToPrefix(r.Dst); ok {
 			out = append(out, dst)
 		}
@@ -72,8 +83,8 @@ func (p *Plumber) listRoutes(table, protocol int, dst netip.Prefix) ([]netlink.R
 
 // AddBlackhole makes sure the host namespace's table holds a blackhole route to dst with
 // the given protocol. Idempotent: an existing blackhole route of that protocol is left
-// alone, a route of that protocol but another type is replaced. A route to dst with
-// another protocol is never touched: AddBlackhole then fails with ErrRouteConflict.
+// alone. Any other route to dst (another protocol, or another type) is not Coil's and is
+// never touched: AddBlackhole then fails with ErrRouteConflict.
 func (p *Plumber) AddBlackhole(ctx context.Context, table, protocol int, dst netip.Prefix) error {
 	if err := checkTableProto(table, protocol); err != nil {
 		return err
@@ -102,23 +113,17 @@ func (p *Plumber) AddBlackhole(ctx context.Context, table, protocol int, dst net
 		return lerr
 	}
 	for _, e := range existing {
-		if e.Protocol != netlink.RouteProtocol(protocol) {
-			continue
-		}
-		if e.Type == unix.RTN_BLACKHOLE {
+		if e.Protocol == netlink.RouteProtocol(protocol) && e.Type == unix.RTN_BLACKHOLE {
 			return nil
 		}
-		if err := p.host.RouteReplace(r); err != nil {
-			return errors.Wrapf(err, "netplumb: replace %s table %d with a blackhole", dst, table)
-		}
-		return nil
 	}
-	return errors.Wrapf(ErrRouteConflict, "%s in table %d", dst, table)
+	return errors.Wrapf(ErrRouteConflict, "%s in table %d is held by a route Coil did not write (not a blackhole of protocol %d)", dst, table, protocol)
 }
 
-// DelRoute deletes the route to dst with the given protocol from the host namespace's
-// table. Idempotent: no such route is success. Routes with another protocol are never
-// deleted.
+// DelRoute deletes the blackhole routes to dst with the given protocol from the host
+// namespace's table. Idempotent: no such route is success. Routes of another protocol or
+// another type are never deleted: each route is deleted by its exact attributes (type
+// and metric included) after it is listed.
 func (p *Plumber) DelRoute(ctx context.Context, table, protocol int, dst netip.Prefix) error {
 	if err := checkTableProto(table, protocol); err != nil {
 		return err
@@ -129,14 +134,23 @@ func (p *Plumber) DelRoute(ctx context.Context, table, protocol int, dst netip.P
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
-	for {
-		r := &netlink.Route{Dst: prefixToIPNet(dst), Table: table, Protocol: netlink.RouteProtocol(protocol)}
-		if err := p.host.RouteDel(r); err != nil {
-			if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
-				return nil
-			}
+	routes, err := p.listRoutes(table, protocol, dst)
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		// Several routes of this protocol may share dst (different metrics): delete all.
+		if r.Type != unix.RTN_BLACKHOLE || r.Protocol != netlink.RouteProtocol(protocol) {
+			continue
+		}
+		got, ok := ipNetToPrefix(r.Dst)
+		if !ok || got != dst {
+			continue
+		}
+		del := &netlink.Route{Dst: r.Dst, Table: table, Protocol: r.Protocol, Type: r.Type, Priority: r.Priority, Family: r.Family}
+		if err := p.host.RouteDel(del); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
 			return errors.Wrapf(err, "netplumb: delete %s table %d", dst, table)
 		}
-		// Several routes of this protocol may share dst (different metrics): delete all.
 	}
+	return nil
 }

@@ -67,18 +67,42 @@ func TestRoutePrimitives(t *testing.T) {
 	if r := ipIn(t, e.node, "-6", "route", "show", "table", "119"); !strings.Contains(r, "fd00:3::/120") {
 		t.Fatalf("foreign IPv6 route gone: %q", r)
 	}
-	// A Coil route of another type at the prefix is replaced by a blackhole.
+	// A route of Coil's protocol but another type is not Coil's (Coil writes only
+	// blackholes there): not listed, never replaced, never deleted.
 	ipIn(t, e.node, "route", "add", "unreachable", "10.2.0.0/27", "table", "119", "proto", "30")
-	if err := e.p.AddBlackhole(ctx, table, proto, v4); err != nil {
-		t.Fatalf("AddBlackhole over an unreachable route: %v", err)
+	ipIn(t, e.node, "-6", "route", "add", "fd00:5::/120", "dev", "lo", "table", "119", "proto", "30", "metric", "2000")
+	ipIn(t, e.node, "-6", "route", "add", "blackhole", "fd00:5::/120", "table", "119", "proto", "30")
+	if got, err := e.p.ListRoutes(ctx, table, proto); err != nil || !slices.Equal(got, []netip.Prefix{netip.MustParsePrefix("fd00:5::/120")}) {
+		t.Fatalf("ListRoutes with non-blackhole routes of the protocol = %v, %v; want the blackhole only", got, err)
 	}
-	if r := ipIn(t, e.node, "route", "show", "table", "119", "10.2.0.0/27"); strings.TrimSpace(r) != "blackhole 10.2.0.0/27 proto 30" {
-		t.Fatalf("replaced route = %q", r)
+	if err := e.p.AddBlackhole(ctx, table, proto, v4); !errors.Is(err, netplumb.ErrRouteConflict) {
+		t.Fatalf("AddBlackhole over an unreachable route of the protocol = %v, want ErrRouteConflict", err)
+	}
+	if err := e.p.DelRoute(ctx, table, proto, v4); err != nil {
+		t.Fatalf("DelRoute of an unreachable route: %v", err)
+	}
+	if r := ipIn(t, e.node, "route", "show", "table", "119", "10.2.0.0/27"); strings.TrimSpace(r) != "unreachable 10.2.0.0/27 proto 30" {
+		t.Fatalf("unreachable route touched: %q", r)
+	}
+	if err := e.p.DelRoute(ctx, table, proto, netip.MustParsePrefix("fd00:5::/120")); err != nil {
+		t.Fatalf("DelRoute fd00:5::/120: %v", err)
+	}
+	if r := ipIn(t, e.node, "-6", "route", "show", "table", "119", "fd00:5::/120"); strings.Contains(r, "blackhole") || !strings.Contains(r, "fd00:5::/120 dev lo proto 30 metric 2000") {
+		t.Fatalf("after DelRoute of the blackhole, fd00:5::/120 = %q; want the unicast route only", r)
 	}
 	if err := e.p.AddBlackhole(ctx, table, proto, netip.MustParsePrefix("10.2.0.1/27")); !errors.Is(err, netplumb.ErrInvalidArgument) {
 		t.Fatalf("unmasked prefix = %v, want ErrInvalidArgument", err)
 	}
-	if _, err := e.p.ListRoutes(ctx, 0, proto); !errors.Is(err, netplumb.ErrInvalidArgument) {
-		t.Fatalf("table 0 = %v, want ErrInvalidArgument", err)
+	// The kernel's own tables are refused by every primitive.
+	for _, tb := range []int{0, 253, 254, 255} {
+		if _, err := e.p.ListRoutes(ctx, tb, proto); !errors.Is(err, netplumb.ErrInvalidArgument) {
+			t.Errorf("ListRoutes table %d = %v, want ErrInvalidArgument", tb, err)
+		}
+		if err := e.p.AddBlackhole(ctx, tb, proto, v4); !errors.Is(err, netplumb.ErrInvalidArgument) {
+			t.Errorf("AddBlackhole table %d = %v, want ErrInvalidArgument", tb, err)
+		}
+		if err := e.p.DelRoute(ctx, tb, proto, v4); !errors.Is(err, netplumb.ErrInvalidArgument) {
+			t.Errorf("DelRoute table %d = %v, want ErrInvalidArgument", tb, err)
+		}
 	}
 }
