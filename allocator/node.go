@@ -71,6 +71,11 @@ type Node struct {
 	mu         sync.Mutex
 	st         *projection.State
 	ownedCache map[string]ownedEntry // per pool: the node's blocks at a pool-stream head
+	// stale is closed when a followed stream turned out to be rewritten under the node
+	// (staleErr says how, events.ErrRewritten); from then on every request fails with
+	// staleErr until Load reads the log again and replaces both.
+	stale    chan struct{}
+	staleErr error
 }
 
 type opKind int
@@ -110,7 +115,7 @@ func NewNode(cfg NodeConfig) *Node {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	return &Node{cfg: cfg, log: lg.With("node", cfg.Node), ops: make(chan *op, 4096), st: projection.NewState()}
+	return &Node{cfg: cfg, log: lg.With("node", cfg.Node), ops: make(chan *op, 4096), st: projection.NewState(), stale: make(chan struct{})}
 }
 
 func (n *Node) stream() events.Stream { return events.NodeStream(n.cfg.Node) }
@@ -156,9 +161,54 @@ func (n *Node) Load(ctx context.Context) (int64, map[events.Stream]uint64, error
 	}
 	n.mu.Lock()
 	n.st = st
+	n.ownedCache = nil
+	if n.staleErr != nil {
+		n.stale, n.staleErr = make(chan struct{}), nil
+	}
 	n.mu.Unlock()
 	return rev, after, nil
 }
+
+// Stale returns a channel closed once the node found a stream it follows rewritten
+// under it (its head went backwards, or its events no longer continue the node's hash
+// chain: `coilctl log import --force` into a live cluster). Until Load reads the log
+// again, every request fails with an error wrapping events.ErrRewritten (CNI: try
+// again). Call it after Load: Load replaces the channel.
+func (n *Node) Stale() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stale
+}
+
+// StaleErr is why the node went stale (wrapping events.ErrRewritten), nil if it is not.
+func (n *Node) StaleErr() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.staleErr
+}
+
+// markStale records that a followed stream was rewritten and returns err. Caller holds n.mu.
+func (n *Node) markStale(err error) error {
+	if n.staleErr == nil {
+		n.staleErr = err
+		close(n.stale)
+		n.log.Warn("a stream this node follows was rewritten under it; the log must be read again", "err", err)
+	}
+	return err
+}
+
+// checkHead compares a stream head found in the store with the state's: behind it, or
+// at the same sequence with another hash, the stream was rewritten. Caller holds n.mu.
+func (n *Node) checkHead(stream events.Stream, head events.Version) error {
+	have := n.st.Head(stream)
+	if head.Seq < have.Seq || (head.Seq == have.Seq && head.Hash != have.Hash) {
+		return n.markStale(errors.Wrapf(events.ErrRewritten, "stream %s was rewritten: its head is now #%d (%s), this node had #%d (%s)",
+			stream, head.Seq, shortHash(head.Hash), have.Seq, shortHash(have.Hash)))
+	}
+	return nil
+}
+
+func shortHash(h events.Hash) string { return h.String()[:12] }
 
 // Follows reports whether the node keeps stream in its state: the cluster stream, pool
 // streams and its own node stream (not other nodes' address streams).
@@ -189,6 +239,9 @@ func (n *Node) appendOwn(ctx context.Context, evs []*events.Event) error {
 	if err != nil {
 		if errors.Is(err, events.ErrConflict) {
 			if _, cerr := n.absorb(ctx, stream, err); cerr != nil {
+				if errors.Is(cerr, events.ErrRewritten) {
+					return cerr
+				}
 				return errors.CombineErrors(err, cerr)
 			}
 		}
@@ -210,6 +263,9 @@ func (n *Node) Observe(ctx context.Context, e *events.Event) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.staleErr != nil {
+		return n.staleErr
+	}
 	h := n.st.Head(e.Stream)
 	switch {
 	case e.Seq <= h.Seq:
@@ -239,6 +295,9 @@ func (n *Node) absorb(ctx context.Context, stream events.Stream, conflict error)
 	if !errors.As(conflict, &ce) {
 		return stream, n.catchUp(ctx, stream)
 	}
+	if err := n.checkHead(ce.Stream, ce.Head); err != nil {
+		return ce.Stream, err
+	}
 	if len(ce.Missed) > 0 && ce.Missed[0].Seq == n.st.Head(ce.Stream).Seq+1 {
 		for _, e := range ce.Missed {
 			if err := n.st.Apply(e); err != nil {
@@ -252,11 +311,24 @@ func (n *Node) absorb(ctx context.Context, stream events.Stream, conflict error)
 
 // catchUp reads a stream from the state's head, bounded by AppendTimeout like an append:
 // it runs in the committer (or under n.mu), and a read of an etcd without quorum is retried
-// by the client until its context ends. Caller holds n.mu.
+// by the client until its context ends. A first event that does not continue the state's
+// head (its previous-hash is another) means the stream was rewritten: ErrRewritten.
+// Caller holds n.mu.
 func (n *Node) catchUp(ctx context.Context, stream events.Stream) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.AppendTimeout)
 	defer cancel()
-	_, err := n.cfg.Log.Read(ctx, stream, n.st.Head(stream).Seq+1, 0, n.st.Apply)
+	have := n.st.Head(stream)
+	first := true
+	_, err := n.cfg.Log.Read(ctx, stream, have.Seq+1, 0, func(e *events.Event) error {
+		if first {
+			first = false
+			if e.Prev != have.Hash {
+				return n.markStale(errors.Wrapf(events.ErrRewritten, "stream %s was rewritten: #%d does not follow this node's #%d (%s)",
+					stream, e.Seq, have.Seq, shortHash(have.Hash)))
+			}
+		}
+		return n.st.Apply(e)
+	})
 	return errors.Wrapf(err, "catch up %s", stream)
 }
 
@@ -368,6 +440,12 @@ func (n *Node) process(ctx context.Context, ops []*op) {
 const maxRedecide = 3
 
 func (n *Node) processLocked(ctx context.Context, ops []*op, depth int) {
+	if n.staleErr != nil {
+		for _, o := range ops {
+			o.done <- opResult{err: errors.Wrap(n.staleErr, "waiting for the log to be read again")}
+		}
+		return
+	}
 	p := newPending()
 	flush := func() {
 		if retry := n.commit(ctx, p, depth); len(retry) > 0 {
@@ -376,6 +454,10 @@ func (n *Node) processLocked(ctx context.Context, ops []*op, depth int) {
 		p = newPending()
 	}
 	for _, o := range ops {
+		if n.staleErr != nil { // found rewritten by an earlier flush of this batch
+			o.done <- opResult{err: errors.Wrap(n.staleErr, "waiting for the log to be read again")}
+			continue
+		}
 		switch o.kind {
 		case opAlloc:
 			if i, ok := p.keys[o.req.key()]; ok {
@@ -785,7 +867,7 @@ func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 		})
 		if errors.Is(err, events.ErrConflict) {
 			// Another node took a block meanwhile: catch up; the next round releases these.
-			if cerr := n.catchUp(ctx, stream); cerr != nil {
+			if _, cerr := n.absorb(ctx, stream, err); cerr != nil {
 				return total, cerr
 			}
 			continue

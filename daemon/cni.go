@@ -38,7 +38,7 @@ func cniError(err error, pool string) error {
 	case errors.Is(err, allocator.ErrExhausted):
 		return cniproto.NewError(cniproto.CodePoolExhausted, "pool "+quote(pool)+" is exhausted", err.Error())
 	case errors.Is(err, events.ErrFenced), errors.Is(err, events.ErrConflict), errors.Is(err, events.ErrUnavailable),
-		errors.Is(err, allocator.ErrRetries), errors.Is(err, allocator.ErrNotRunning):
+		errors.Is(err, events.ErrRewritten), errors.Is(err, allocator.ErrRetries), errors.Is(err, allocator.ErrNotRunning):
 		return cniproto.NewError(cniproto.CodeTryAgainLater, "coild cannot commit now; try again", err.Error())
 	case errors.Is(err, netplumb.ErrNetNSNotFound):
 		return cniproto.NewError(cniproto.CodeInvalidEnv, "network namespace not found", err.Error())

@@ -22,13 +22,14 @@ func TestCNIErrorEtcdUnavailableIsTryAgain(t *testing.T) {
 		"append timed out": errors.Wrap(store, "append to node/n1"),
 		"block acquire":    errors.Wrapf(store, "acquire block %d of pool %q", 3, "p"),
 		"not running":      errors.Wrap(allocator.ErrNotRunning, "shutting down"),
+		"log rewritten":    errors.Wrap(errors.Wrap(events.ErrRewritten, "stream node/n1 was rewritten"), "waiting for the log to be read again"),
 	} {
 		var ce *cniproto.Error
 		if !errors.As(cniError(err, "p"), &ce) || ce.Code != cniproto.CodeTryAgainLater {
 			t.Errorf("%s: cniError = %+v, want code 11 (try again)", name, ce)
 			continue
 		}
-		if name != "not running" && !strings.Contains(ce.Details, "check --etcd-endpoints") {
+		if name != "not running" && name != "log rewritten" && !strings.Contains(ce.Details, "check --etcd-endpoints") {
 			t.Errorf("%s: details %q lack the advice", name, ce.Details)
 		}
 	}

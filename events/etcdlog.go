@@ -601,6 +601,9 @@ func (l *EtcdLog) watchFrom(ctx context.Context, w *watchState, rev int64) error
 		if err != nil {
 			return err
 		}
+		if err := l.checkDeletes(ctx, w, ready); err != nil {
+			return err
+		}
 		if err := w.deliverRaw(ctx, raws, l.Read); err != nil {
 			return err
 		}
@@ -627,6 +630,49 @@ func releaseThrough(held []*clientv3.Event, rev int64) (ready, rest []*clientv3.
 	}
 	sort.SliceStable(ready, func(a, b int) bool { return ready[a].Kv.ModRevision < ready[b].Kv.ModRevision })
 	return ready, rest
+}
+
+// checkDeletes looks at the deletions among watched events. Archiving deletes a
+// stream's events before its newest snapshot, never its head event; a deletion of the
+// event the watch delivered last for a stream (or a later one) is something else: an
+// import with --force deleting the log to write another, or someone deleting keys by
+// hand. The head as of the deletion's revision tells: gone, or behind what the watch
+// delivered, or at it with another hash, is ErrRewritten.
+func (l *EtcdLog) checkDeletes(ctx context.Context, w *watchState, evs []*clientv3.Event) error {
+	checked := map[Stream]bool{}
+	for _, e := range evs {
+		if e.Type != clientv3.EventTypeDelete {
+			continue
+		}
+		s, seq, err := l.keys.ParseEvent(string(e.Kv.Key))
+		if err != nil {
+			return errors.Mark(err, ErrCorrupt)
+		}
+		have := w.after[s]
+		if have == 0 || seq < have || checked[s] {
+			continue
+		}
+		checked[s] = true
+		resp, err := l.cli.Get(ctx, l.keys.Head(s), withRev(e.Kv.ModRevision))
+		if err != nil {
+			return l.storeErr(ctx, err, "head of %s after a deletion of #%d", s, seq)
+		}
+		head := Version{}
+		if len(resp.Kvs) > 0 {
+			if head, err = DecodeHead(resp.Kvs[0].Value); err != nil {
+				return errors.Wrapf(ErrCorrupt, "%s: head: %v", s, err)
+			}
+		}
+		h, known := w.heads[s]
+		switch {
+		case len(resp.Kvs) == 0:
+			return errors.Wrapf(ErrRewritten, "%s: its events and head were deleted at revision %d (this watch had #%d): the log was replaced (log import --force?)",
+				s, e.Kv.ModRevision, have)
+		case head.Seq < have, head.Seq == have && known && head.Hash != h:
+			return errors.Wrapf(ErrRewritten, "%s: head went back to #%d at revision %d (this watch had #%d)", s, head.Seq, e.Kv.ModRevision, have)
+		}
+	}
+	return nil
 }
 
 // rawEvent is an event as stored, before decoding.
@@ -668,6 +714,13 @@ func (w *watchState) deliverRaw(ctx context.Context, evs []rawEvent, read readFu
 		batch := WatchBatch{Revision: rev}
 		for _, e := range evs[:n] {
 			if e.seq <= w.after[e.stream] {
+				if _, delivered := w.heads[e.stream]; delivered {
+					// This watch delivered the stream up to after[stream] itself, in
+					// revision order: the event at e.seq was stored before, and an
+					// append never writes an event key twice.
+					return errors.Wrapf(ErrRewritten, "%s #%d was written again at revision %d (this watch had #%d): the log was replaced (log import --force?)",
+						e.stream, e.seq, rev, w.after[e.stream])
+				}
 				continue
 			}
 			if e.seq > w.after[e.stream]+1 {

@@ -230,3 +230,108 @@ func TestEtcdLogWatchSurvivesRestart(t *testing.T) {
 	}
 	recv(6)
 }
+
+// TestEtcdLogWatchRewritten: a watch notices a stream rewritten under it (the log
+// deleted and written again, as `coilctl log import --force` does, or an event key
+// written a second time) and ends with ErrRewritten; archiving old events is not a
+// rewrite.
+func TestEtcdLogWatchRewritten(t *testing.T) {
+	s := events.PoolStream("a")
+	type step func(t *testing.T, cli *clientv3.Client, keys events.Keys, saved map[string]string)
+	for _, tc := range []struct {
+		name    string
+		rewrite step
+		want    string // "" = no error, the watch goes on
+	}{
+		{"log replaced by an older copy", func(t *testing.T, cli *clientv3.Client, keys events.Keys, saved map[string]string) {
+			t.Helper()
+			ctx := context.Background()
+			if _, err := cli.Txn(ctx).Then(clientv3.OpDelete(keys.LogPrefix(), clientv3.WithPrefix()),
+				clientv3.OpDelete(keys.HeadPrefix(), clientv3.WithPrefix())).Commit(); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range saved {
+				if _, err := cli.Put(ctx, k, v); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, "pool/a: its events and head were deleted"},
+		{"event written again", func(t *testing.T, cli *clientv3.Client, keys events.Keys, _ map[string]string) {
+			t.Helper()
+			ctx := context.Background()
+			r, err := cli.Get(ctx, keys.Event(s, 2))
+			if err != nil || len(r.Kvs) != 1 {
+				t.Fatalf("get #2: %v", err)
+			}
+			if _, err := cli.Put(ctx, keys.Event(s, 2), string(r.Kvs[0].Value)); err != nil {
+				t.Fatal(err)
+			}
+		}, "pool/a #2 was written again"},
+		{"archived events deleted", func(t *testing.T, cli *clientv3.Client, keys events.Keys, _ map[string]string) {
+			t.Helper()
+			if _, err := cli.Delete(context.Background(), keys.Event(s, 1), clientv3.WithRange(keys.Event(s, 3))); err != nil {
+				t.Fatal(err)
+			}
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := etcdtest.Start(t)
+			cli := c.Client(t)
+			keys := events.NewKeys("")
+			l := events.NewEtcdLog(cli, events.EtcdConfig{})
+			defer l.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			head := appendBlocks(t, l, s, events.Version{}, 1)
+			saved := map[string]string{}
+			for _, k := range []string{keys.Event(s, 1), keys.Head(s)} {
+				r, err := cli.Get(ctx, k)
+				if err != nil || len(r.Kvs) != 1 {
+					t.Fatalf("get %s: %v", k, err)
+				}
+				saved[k] = string(r.Kvs[0].Value)
+			}
+			_, rev, err := l.Head(ctx, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch := l.Watch(ctx, events.WatchRequest{Prefixes: []string{"pool/"}, FromRev: rev, After: map[events.Stream]uint64{s: 1}})
+			for i := 0; i < 2; i++ {
+				h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head,
+					Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint32(10 + i), Node: "n"})}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				head = h
+			}
+			got := 0
+			for got < 2 {
+				b := <-ch
+				if b.Err != nil {
+					t.Fatalf("watch: %v", b.Err)
+				}
+				got += len(b.Events)
+			}
+			tc.rewrite(t, cli, keys, saved)
+			if tc.want == "" {
+				if _, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head,
+					Events: []*events.Event{eventstest.SampleEvent(9, &events.BlockAssigned{Index: 20, Node: "n"})}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			select {
+			case b := <-ch:
+				switch {
+				case tc.want == "" && b.Err != nil:
+					t.Fatalf("watch ended with %v", b.Err)
+				case tc.want == "" && (len(b.Events) != 1 || b.Events[0].Seq != 4):
+					t.Fatalf("watch delivered %d events, want #4", len(b.Events))
+				case tc.want != "" && (!errors.Is(b.Err, events.ErrRewritten) || !strings.Contains(b.Err.Error(), tc.want)):
+					t.Fatalf("watch delivered %v (%d events), want ErrRewritten: %s", b.Err, len(b.Events), tc.want)
+				}
+			case <-ctx.Done():
+				t.Fatal("watch delivered nothing")
+			}
+		})
+	}
+}

@@ -35,6 +35,11 @@ var (
 	ErrUnavailable = errors.New("events: log store unavailable")
 	// ErrCompacted: a watch or read asked for history that is no longer stored.
 	ErrCompacted = errors.New("events: history compacted")
+	// ErrRewritten: a stream was rewritten under a reader or writer (`coilctl log import
+	// --force` into a live cluster): its head went backwards, or its events no longer
+	// continue the hash chain the reader holds. Unlike ErrChainBroken the stored log may
+	// be consistent: read it again from the start (or the newest snapshot).
+	ErrRewritten = errors.New("events: stream rewritten")
 )
 
 // Stream names an event stream.

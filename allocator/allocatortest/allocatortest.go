@@ -5,6 +5,7 @@ package allocatortest
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,4 +99,74 @@ func (n *Node) Kill() {
 			n.tb.Errorf("revoke lease %x: %v", n.Lease, err)
 		}
 	})
+}
+
+// SavedLog is a copy of the log's keys (events, heads, snapshot pointers) at one moment.
+type SavedLog struct {
+	prefix string
+	kvs    map[string]string
+}
+
+// SaveLog copies every event, head and snapshot-pointer key under prefix.
+func SaveLog(tb testing.TB, cli *clientv3.Client, prefix string) *SavedLog {
+	tb.Helper()
+	keys := events.NewKeys(prefix)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := &SavedLog{prefix: prefix, kvs: map[string]string{}}
+	for _, p := range logPrefixes(keys) {
+		resp, err := cli.Get(ctx, p, clientv3.WithPrefix())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, kv := range resp.Kvs {
+			s.kvs[string(kv.Key)] = string(kv.Value)
+		}
+	}
+	return s
+}
+
+// RewriteLog replaces the log under the saved prefix with the saved copy the way
+// `coilctl log import --force` does: one transaction deletes every event, head and
+// snapshot pointer, then the saved keys are written (liveness keys are kept). A running
+// allocator's streams are thereby rewritten under it.
+func (s *SavedLog) RewriteLog(tb testing.TB, cli *clientv3.Client) {
+	tb.Helper()
+	keys := events.NewKeys(s.prefix)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var dels []clientv3.Op
+	for _, p := range logPrefixes(keys) {
+		dels = append(dels, clientv3.OpDelete(p, clientv3.WithPrefix()))
+	}
+	if _, err := cli.Txn(ctx).Then(dels...).Commit(); err != nil {
+		tb.Fatal(err)
+	}
+	var puts []clientv3.Op
+	flush := func() {
+		if len(puts) == 0 {
+			return
+		}
+		if _, err := cli.Txn(ctx).Then(puts...).Commit(); err != nil {
+			tb.Fatal(err)
+		}
+		puts = puts[:0]
+	}
+	// Events first, then heads and snapshot pointers, as an import writes them.
+	for _, eventKeys := range []bool{true, false} {
+		for k, v := range s.kvs {
+			if strings.HasPrefix(k, keys.LogPrefix()) != eventKeys {
+				continue
+			}
+			puts = append(puts, clientv3.OpPut(k, v))
+			if len(puts) == 100 {
+				flush()
+			}
+		}
+		flush()
+	}
+}
+
+func logPrefixes(k events.Keys) []string {
+	return []string{k.LogPrefix(), k.HeadPrefix(), k.Prefix() + "snap/"}
 }
