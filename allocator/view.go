@@ -75,6 +75,14 @@ func (n *Node) Lookup(containerID, ifName string) (*Assignment, bool) {
 	return n.assignmentOf(key, a), true
 }
 
+// Registration returns the lease of the node's last NodeRegistered event in the state
+// (0 if it never registered) and the node stream's head sequence.
+func (n *Node) Registration() (lease int64, head uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.me().Lease, n.st.Head(n.stream()).Seq
+}
+
 // HasPool reports whether a pool exists.
 func (n *Node) HasPool(name string) bool {
 	n.mu.Lock()

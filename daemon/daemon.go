@@ -2,16 +2,17 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
@@ -31,6 +32,8 @@ var (
 	ErrNotReady     = errors.New("coild: not ready")
 	ErrNodeTaken    = errors.New("coild: another coild holds this node's lease")
 	ErrInvalidInput = errors.New("coild: invalid request")
+	// ErrInvalidConfig: a flag (Config field) coild refuses; see Config.Validate.
+	ErrInvalidConfig = errors.New("coild: invalid configuration")
 )
 
 // Daemon is a running coild.
@@ -52,6 +55,20 @@ type Daemon struct {
 	pods     *kube.PodCache
 	leaks    *kube.LeakCollector
 	kubeWake chan struct{}
+
+	// lockFile holds the state directory's flock for the daemon's lifetime.
+	lockFile *os.File
+	// boot is the machine's boot (ID and time); netnsID the namespace coild plumbs.
+	boot    bootInfo
+	netnsID string
+	// trustFrom: attachments from this node-stream sequence on were plumbed by a coild
+	// of this state directory in this namespace during this boot (nodeRecord); the
+	// reconciler releases a missing veth's address only for them and for attachments
+	// older than the boot. Set by each session before its first reconcile pass.
+	trustFrom atomic.Uint64
+	// kept holds the host veths of attachments the reconciler did not release though
+	// their veth is missing (logged once per session). Session goroutine only.
+	kept map[string]bool
 
 	ready atomic.Bool
 	// loaded is true once the current session has read the log: only then may a DEL
@@ -83,8 +100,8 @@ type Daemon struct {
 // netlink handles and the CNI socket. Run starts the work.
 func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	cfg.Defaults()
-	if err := events.ValidName(cfg.Node); err != nil {
-		return nil, errors.Wrapf(ErrInvalidInput, "--node: %v", err)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	d := &Daemon{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.Node), keys: events.NewKeys(cfg.EtcdPrefix),
@@ -100,6 +117,17 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "del"), 0o700); err != nil {
 		return nil, errors.Wrap(err, "state dir")
 	}
+	// Before anything else uses the directory or etcd: one coild per state directory.
+	lock, lerr := lockStateDir(cfg.StateDir, cfg.Node)
+	if lerr != nil {
+		return nil, lerr
+	}
+	d.lockFile = lock
+	boot, berr := readBoot()
+	if berr != nil {
+		return nil, berr
+	}
+	d.boot = boot
 	if cfg.EmbeddedEtcdDir != "" {
 		if len(cfg.EtcdEndpoints) == 0 {
 			return nil, errors.Wrap(ErrInvalidInput, "--embedded-etcd needs an --etcd-endpoints URL to serve")
@@ -132,6 +160,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, errors.Wrap(err, "netlink")
 	}
+	d.netnsID = d.plumber.HostNetNSID()
 	d.exp = exporter.New(d.plumber, exporter.Config{Table: cfg.ExportTable, Protocol: cfg.RouteProtocol})
 	d.metrics = newMetrics()
 	d.node = allocator.NewNode(allocator.NodeConfig{
@@ -166,6 +195,9 @@ func (d *Daemon) Close() {
 	if d.etcd != nil {
 		d.etcd.Close()
 	}
+	if d.lockFile != nil {
+		_ = d.lockFile.Close() // drops the flock
+	}
 }
 
 // Run registers the node and serves until ctx ends. A lost lease starts a new session
@@ -199,11 +231,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrNodeTaken) || errors.Is(err, events.ErrUnknownType) || errors.Is(err, events.ErrFutureSchema) ||
-			errors.Is(err, events.ErrCorrupt) || errors.Is(err, events.ErrChainBroken) {
+		switch {
+		case errors.Is(err, events.ErrRewritten):
+			// Someone replaced the log (an import with --force): read it again, with a
+			// new session, instead of failing every request against a stale state.
+			d.log.Warn("the log was rewritten under coild; reading it again in a new session", "err", err)
+		case errors.Is(err, ErrNodeTaken), errors.Is(err, events.ErrUnknownType), errors.Is(err, events.ErrFutureSchema),
+			errors.Is(err, events.ErrCorrupt), errors.Is(err, events.ErrChainBroken):
 			return err
+		default:
+			d.log.Warn("session ended; starting a new one", "err", err)
 		}
-		d.log.Warn("session ended; starting a new one", "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -219,7 +257,11 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 	d.loaded.Store(false)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	lease, lost, err := d.acquireLease(sctx)
+	prev, why := readRecord(d.cfg.StateDir)
+	if prev == nil && why != "no record" {
+		d.log.Warn("state directory's node record ignored", "reason", why)
+	}
+	lease, lost, rec, err := d.acquireLease(sctx, prev)
 	if err != nil {
 		return err
 	}
@@ -229,10 +271,13 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return errors.Wrap(err, "replay the log")
 	}
+	stale := d.node.Stale()
 	d.metrics.noteRevision(rev)
+	lastReg, _ := d.node.Registration()
 	if err := d.node.Register(sctx); err != nil {
 		return errors.Wrap(err, "register node")
 	}
+	d.noteTrust(rec, lastReg)
 	d.loaded.Store(true)
 	d.requestIndex() // the replay may have passed chunk boundaries
 	watch := d.elog.Watch(sctx, events.WatchRequest{Prefixes: d.node.WatchPrefixes(), FromRev: rev, After: after})
@@ -250,6 +295,9 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 		case <-lost:
 			d.ready.Store(false)
 			return errors.Newf("lease %d lost", lease)
+		case <-stale:
+			d.ready.Store(false)
+			return errors.Wrap(d.node.StaleErr(), "the log was rewritten under this node")
 		case b, ok := <-watch:
 			if !ok {
 				return errors.New("watch closed")
@@ -429,43 +477,42 @@ func (d *Daemon) syncExportLocked(ctx context.Context, trigger string, waited ti
 	}
 }
 
-// acquireLease grants a lease and creates the node's liveness key on it. If the key
-// exists under the lease this machine recorded last time (a crashed coild), that lease is
-// revoked first; under any other lease coild waits for it to expire, up to twice the TTL.
-func (d *Daemon) acquireLease(ctx context.Context) (int64, <-chan struct{}, error) {
+// acquireLease grants a lease and creates the node's liveness key on it. The lease of
+// the previous run is revoked first, so a restart need not wait for it to expire, but
+// only when prev (the state directory's record) proves that lease is this directory's:
+// same node, same etcd cluster and prefix, and the liveness key still held by it
+// (revokeOwnLease). Under any other lease coild waits for it to expire, up to twice the
+// TTL, then fails with ErrNodeTaken. The new lease is recorded at once (rec, returned).
+func (d *Daemon) acquireLease(ctx context.Context, prev *nodeRecord) (int64, <-chan struct{}, *nodeRecord, error) {
 	key := d.keys.Alive(d.cfg.Node)
-	leaseFile := filepath.Join(d.cfg.StateDir, "lease")
-	if b, err := os.ReadFile(leaseFile); err == nil {
-		if old, perr := strconv.ParseInt(string(b), 10, 64); perr == nil && old != 0 {
-			_, _ = d.cli.Revoke(ctx, clientv3.LeaseID(old)) // ours from a previous run; gone is fine
-		}
+	if err := d.revokeOwnLease(ctx, prev, key); err != nil {
+		return 0, nil, nil, err
 	}
 	ttl := int64(d.cfg.LeaseTTL / time.Second)
-	if ttl < 2 {
-		ttl = 2
-	}
 	deadline := time.Now().Add(2 * d.cfg.LeaseTTL)
 	for {
 		g, err := d.cli.Grant(ctx, ttl)
 		if err != nil {
-			return 0, nil, errors.Wrap(err, "grant lease")
+			return 0, nil, nil, errors.Wrap(err, "grant lease")
 		}
 		resp, err := d.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, d.cfg.Node, clientv3.WithLease(g.ID))).
+			Else(clientv3.OpGet(key)).
 			Commit()
 		if err != nil {
-			return 0, nil, errors.Wrap(err, "create liveness key")
+			return 0, nil, nil, errors.Wrap(err, "create liveness key")
 		}
 		if resp.Succeeded {
-			if err := os.WriteFile(leaseFile, []byte(strconv.FormatInt(int64(g.ID), 10)), 0o600); err != nil {
+			rec := d.recordFor(prev, resp.Header.ClusterId, int64(g.ID))
+			if err := writeRecord(d.cfg.StateDir, rec); err != nil {
 				d.log.Warn("record lease", "err", err)
 			}
 			kctx, kcancel := context.WithCancel(ctx)
 			ka, err := d.cli.KeepAlive(kctx, g.ID)
 			if err != nil {
 				kcancel()
-				return 0, nil, errors.Wrap(err, "keep lease alive")
+				return 0, nil, nil, errors.Wrap(err, "keep lease alive")
 			}
 			lost := make(chan struct{})
 			go func() {
@@ -475,17 +522,98 @@ func (d *Daemon) acquireLease(ctx context.Context) (int64, <-chan struct{}, erro
 				}
 			}()
 			d.lease.Store(int64(g.ID))
-			return int64(g.ID), lost, nil
+			return int64(g.ID), lost, rec, nil
+		}
+		holder := int64(0)
+		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			holder = kvs[0].Lease
 		}
 		_, _ = d.cli.Revoke(ctx, g.ID)
 		if time.Now().After(deadline) {
-			return 0, nil, errors.Wrapf(ErrNodeTaken, "node %q: liveness key %s is held by another lease; is another coild running with --node %s?", d.cfg.Node, key, d.cfg.Node)
+			return 0, nil, nil, errors.Wrapf(ErrNodeTaken, "node %q: liveness key %s is held by lease %x, which this state directory (%s) did not record; is another coild running with --node %s?",
+				d.cfg.Node, key, holder, d.cfg.StateDir, d.cfg.Node)
 		}
-		d.log.Info("waiting for the previous lease of this node to expire", "key", key)
+		d.log.Info("waiting for the lease holding this node's liveness key to expire", "key", key, "lease", fmt.Sprintf("%x", holder))
 		select {
 		case <-ctx.Done():
-			return 0, nil, ctx.Err()
+			return 0, nil, nil, ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// revokeOwnLease revokes the lease prev records if, and only if, it is provably this
+// state directory's own: the record is for this node and key prefix, etcd's cluster ID is
+// the recorded one (a lease ID means nothing in another cluster), and the node's liveness
+// key is still held by exactly that lease. Anything else is left alone (and logged): it
+// may be another coild's, which must keep it.
+func (d *Daemon) revokeOwnLease(ctx context.Context, prev *nodeRecord, key string) error {
+	if prev == nil {
+		return nil
+	}
+	resp, err := d.cli.Get(ctx, key)
+	if err != nil {
+		return errors.Wrapf(err, "read liveness key %s", key)
+	}
+	var reason string
+	switch {
+	case prev.Node != d.cfg.Node:
+		reason = fmt.Sprintf("the record is for node %q", prev.Node)
+	case prev.Prefix != d.cfg.EtcdPrefix:
+		reason = fmt.Sprintf("the record is for etcd prefix %q", prev.Prefix)
+	case prev.ClusterID != resp.Header.ClusterId:
+		reason = fmt.Sprintf("the record is for etcd cluster %x, this is %x", prev.ClusterID, resp.Header.ClusterId)
+	case len(resp.Kvs) == 0:
+		return nil // the key is gone: nothing holds the node, nothing to revoke
+	case resp.Kvs[0].Lease != prev.Lease:
+		reason = fmt.Sprintf("the liveness key is held by lease %x, the record names %x", resp.Kvs[0].Lease, prev.Lease)
+	}
+	if reason != "" {
+		d.log.Info("not revoking the recorded lease: not provably this state directory's", "lease", fmt.Sprintf("%x", prev.Lease), "reason", reason)
+		return nil
+	}
+	d.log.Info("revoking this state directory's previous lease", "lease", fmt.Sprintf("%x", prev.Lease), "key", key)
+	if _, err := d.cli.Revoke(ctx, clientv3.LeaseID(prev.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return errors.Wrapf(err, "revoke previous lease %x", prev.Lease)
+	}
+	return nil
+}
+
+// sameHome reports whether prev was written by a coild of this state directory for
+// this node, etcd cluster and prefix, in this namespace during this boot.
+func (d *Daemon) sameHome(prev *nodeRecord, clusterID uint64) bool {
+	return prev != nil && prev.Node == d.cfg.Node && prev.Prefix == d.cfg.EtcdPrefix && prev.ClusterID == clusterID &&
+		prev.BootID == d.boot.ID && prev.NetNS == d.netnsID
+}
+
+// recordFor is the record of a new lease: the home and the trust carried over from prev
+// when it is the same home, reset otherwise.
+func (d *Daemon) recordFor(prev *nodeRecord, clusterID uint64, lease int64) *nodeRecord {
+	rec := &nodeRecord{Node: d.cfg.Node, ClusterID: clusterID, Prefix: d.cfg.EtcdPrefix, Lease: lease, BootID: d.boot.ID, NetNS: d.netnsID}
+	if d.sameHome(prev, clusterID) {
+		rec.Registered, rec.TrustFrom = prev.Registered, prev.TrustFrom
+	}
+	return rec
+}
+
+// noteTrust runs once the session registered: the trust carries on when the node's
+// previous registration (lastReg, read before registering) was this directory's own in
+// this home; otherwise (first start here, a lost record, a reboot, another namespace,
+// another coild registered the node meanwhile, an imported log) it starts at the new
+// registration. The record is updated and the reconciler told.
+func (d *Daemon) noteTrust(rec *nodeRecord, lastReg int64) {
+	_, head := d.node.Registration()
+	if rec.Registered == 0 || rec.Registered != lastReg {
+		if rec.TrustFrom != 0 || lastReg != 0 {
+			d.log.Info("this namespace is proven the node's only for attachments from now on",
+				"from", head, "previousLease", fmt.Sprintf("%x", lastReg), "recordedLease", fmt.Sprintf("%x", rec.Registered))
+		}
+		rec.TrustFrom = head
+	}
+	rec.Registered = rec.Lease
+	if err := writeRecord(d.cfg.StateDir, rec); err != nil {
+		d.log.Warn("record registration", "err", err)
+	}
+	d.trustFrom.Store(rec.TrustFrom)
+	d.kept = map[string]bool{}
 }

@@ -108,7 +108,7 @@ func newMetrics() *metrics {
 			m.appends.WithLabelValues(kind, res)
 		}
 	}
-	for _, a := range []string{"export_add", "export_del", "release_missing_veth", "release_unplumbed_veth", "delete_leaked_veth", "resume_del"} {
+	for _, a := range []string{"export_add", "export_del", "release_missing_veth", "release_unplumbed_veth", "delete_leaked_veth", "resume_del", "keep_unproven_missing_veth"} {
 		m.reconcileActions.WithLabelValues(a)
 	}
 	return m

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 
+	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/netplumb"
 )
 
@@ -51,7 +52,7 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 	for _, a := range attachments {
 		veth := netplumb.HostVethName(a.ContainerID, a.IfName)
 		want[veth] = true
-		if (have[veth] && !pending[veth]) || !d.claim(veth, true) {
+		if (have[veth] && !pending[veth]) || (!have[veth] && !d.keepUnproven(&a, veth)) || !d.claim(veth, true) {
 			continue
 		}
 		reason := "reconcile: host veth " + veth + " missing (the pod's namespace is gone or its ADD was interrupted)"
@@ -97,6 +98,29 @@ func (d *Daemon) reconcile(ctx context.Context, startup bool) error {
 	}
 	d.syncExport(ctx, syncForReconcile)
 	return errs
+}
+
+// keepUnproven reports whether the address of an attachment whose host veth is missing
+// may be released: only if this namespace is provably where the veth was made. That is
+// so for attachments made since the node record's TrustFrom (by a coild of this state
+// directory, in this namespace, during this boot: see nodeRecord) and for attachments
+// older than the boot (no veth survives a reboot). For any other, the veth may well exist
+// in a namespace coild does not see (a coild for this node ran in another namespace, or
+// with another state directory, or the log was imported): the address is kept, and that
+// is logged once per session. Such an address is still released by its pod's CNI DEL or
+// GC, by the Kubernetes leak collector, or after the next reboot.
+func (d *Daemon) keepUnproven(a *allocator.Assignment, veth string) bool {
+	if a.Seq >= d.trustFrom.Load() || a.Since.Before(d.boot.Time) {
+		return true
+	}
+	if !d.kept[veth] {
+		d.kept[veth] = true
+		d.metrics.reconcileActions.WithLabelValues("keep_unproven_missing_veth").Inc()
+		d.log.Warn("not releasing the address of a missing veth: it was made before this state directory's coild plumbed this namespace, maybe in another namespace",
+			"veth", veth, "container", a.ContainerID, "if", a.IfName, "addrs", a.Addrs, "seq", a.Seq, "since", a.Since,
+			"provenFrom", d.trustFrom.Load(), "hint", "its pod's CNI DEL or GC, the Kubernetes leak collector or the next reboot releases it")
+	}
+	return false
 }
 
 // claim marks veth as being deleted by the reconciler unless an ADD or DEL of it is in

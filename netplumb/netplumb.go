@@ -171,6 +171,10 @@ func (p *Plumber) Close() error {
 // Config returns the effective configuration (defaults filled in).
 func (p *Plumber) Config() Config { return p.cfg }
 
+// HostNetNSID identifies the host namespace the Plumber works in: its nsfs device and
+// inode, "NS(dev:ino)". Two handles of one namespace have the same ID while it exists.
+func (p *Plumber) HostNetNSID() string { return p.hostNS.UniqueId() }
+
 // DoomedGroup is the link group TeardownMany uses for links about to be deleted.
 func (p *Plumber) DoomedGroup() uint32 { return p.cfg.LinkGroup + 1 }
 

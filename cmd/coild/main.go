@@ -47,6 +47,11 @@ func run(args []string) int {
 				return err
 			}
 			cfg.EtcdEndpoints = eps
+			// Every value as given: a zero or negative duration, an empty name, a reserved
+			// table is refused here, before daemon.New fills defaults for in-process callers.
+			if err = cfg.Validate(); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			d, err := daemon.New(ctx, cfg)
