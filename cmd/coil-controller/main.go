@@ -92,6 +92,11 @@ func serve(ctx context.Context, o options) error {
 		h = slog.NewJSONHandler(os.Stderr, hopts)
 	}
 	log := slog.New(h)
+	// Before anything else: an empty list or entry is an error, never the default.
+	eps, err := etcdclient.ParseEndpoints(o.endpoints)
+	if err != nil {
+		return fmt.Errorf("--etcd-endpoints: %w", err)
+	}
 	rc, err := kube.RESTConfig(o.kubeconfig)
 	if errors.Is(err, kube.ErrDisabled) {
 		return errors.New("no --kubeconfig and not running in a pod: coil-controller needs the Kubernetes API")
@@ -100,10 +105,6 @@ func serve(ctx context.Context, o options) error {
 		return err
 	}
 	cs, err := kube.NewClient(rc, "coil-controller")
-	if err != nil {
-		return err
-	}
-	eps, err := etcdclient.ParseEndpoints(o.endpoints)
 	if err != nil {
 		return err
 	}

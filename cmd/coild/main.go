@@ -44,7 +44,7 @@ func run(args []string) int {
 			cfg.Logger = slog.New(h)
 			eps, err := etcdclient.ParseEndpoints(endpoints)
 			if err != nil {
-				return err
+				return fmt.Errorf("--etcd-endpoints: %w", err)
 			}
 			cfg.EtcdEndpoints = eps
 			// Every value as given: a zero or negative duration, an empty name, a reserved
