@@ -30,8 +30,10 @@ const (
 	// CodeUnknownPool: the pool named in the netconf or namespace annotation does not
 	// exist; the configuration is wrong and retrying cannot help.
 	CodeUnknownPool = CodeInvalidNetworkConfig
-	// CodeNotReady: coild is starting (replaying the log) or lost etcd.
-	CodeNotReady = CodePluginNotAvailable
+	// CodeNotReady: coild is starting (replaying the log) or lost etcd. ADD, CHECK and
+	// GC are told to try again later; the plugin reports every STATUS failure as 50
+	// (plugin not available), the code the spec gives STATUS.
+	CodeNotReady = CodeTryAgainLater
 )
 
 // Error is a failure with a CNI error code, sent by the server as the body of a

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -362,6 +363,12 @@ func TestDelBeforeReady(t *testing.T) {
 		statusErr = client.Status(ctx)
 		return statusErr != nil && strings.Contains(statusErr.Error(), "try again")
 	}, "coild up but not ready")
+	// An ADD meanwhile is told to try again later (code 11), not "plugin not available"
+	// (50), which the CNI spec gives to STATUS.
+	var ce *cniproto.Error
+	if _, err := client.Add(ctx, &cniproto.Request{ContainerID: "e0e00002", IfName: "eth0", NetNS: podPath}); !errors.As(err, &ce) || ce.Code != cniproto.CodeTryAgainLater {
+		t.Errorf("ADD while not ready: %v, want CNI code 11", err)
+	}
 	if err := client.Del(ctx, &cniproto.Request{ContainerID: id, IfName: "eth0"}); err != nil {
 		t.Fatalf("DEL while not ready: %v", err)
 	}

@@ -175,7 +175,7 @@ func TestErrorsCarryCodes(t *testing.T) {
 		t.Fatalf("del: %#v", err)
 	}
 	err = c.Status(ctx)
-	if !errors.As(err, &e) || e.Code != cniproto.CodePluginNotAvailable || e.Details != "replaying the log" {
+	if !errors.As(err, &e) || e.Code != cniproto.CodeNotReady || e.Details != "replaying the log" {
 		t.Fatalf("status: %#v", err)
 	}
 }
