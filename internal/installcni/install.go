@@ -186,9 +186,9 @@ func Install(cfg Config) (*Result, error) {
 	}
 
 	for _, p := range cfg.Plugins {
-		changed, err := writeAtomic(cfg.BinDir, p, plugins[p], 0o755)
-		if err != nil {
-			return res, err
+		changed, werr := writeAtomic(cfg.BinDir, p, plugins[p], 0o755)
+		if werr != nil {
+			return res, werr
 		}
 		res.Files = append(res.Files, FileResult{Path: filepath.Join(cfg.BinDir, p), Changed: changed})
 		cfg.Logger.Info(verb(changed)+" CNI plugin", "path", filepath.Join(cfg.BinDir, p))
