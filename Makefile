@@ -10,6 +10,8 @@ CNI_VERSION := v1.3.1
 PLUGINS_VERSION := v1.10.0
 
 BINARIES := bin/coil bin/coild bin/coilctl bin/coil-controller
+# The images' tag (docs/kubernetes.md); deploy/kustomization.yaml uses the same.
+VERSION ?= $(shell cat VERSION)
 # Kubernetes binaries for the integration tests (kube/kubetest), built from the module
 # proxy (test/kube) once per machine and cached.
 KUBE_VERSION := v1.37.2
@@ -17,7 +19,7 @@ export COIL_KUBE_BINS ?= $(HOME)/.cache/coil/kube/$(KUBE_VERSION)
 # Packages whose tests need root and network namespaces run one at a time.
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: all build setup tools test test-unit vet lint bench demo demo-down clean fmt kube-bins
+.PHONY: all build setup tools test test-unit vet lint bench demo demo-down clean fmt kube-bins images
 
 all: build
 
@@ -26,6 +28,13 @@ build:
 	$(GO) build -o bin/coild ./cmd/coild
 	$(GO) build -o bin/coilctl ./cmd/coilctl
 	$(GO) build -o bin/coil-controller ./cmd/coil-controller
+
+# images writes the OCI image archives bin/images/{coil,coil-pause,coil-testapp}.tar
+# (ghcr.io/coil-net/coil, localhost/coil-pause, localhost/coil-testapp, tag $(VERSION)),
+# built offline from scratch with static binaries; the same sources give the same
+# digests (SOURCE_DATE_EPOCH, default 0, is the time stamped in them). docs/kubernetes.md.
+images:
+	$(GO) run ./cmd/coil-images --out bin/images --tag $(VERSION)
 
 # kube-bins builds kube-apiserver and kubectl $(KUBE_VERSION) into $(COIL_KUBE_BINS)
 # (about 6.5 minutes cold on 2 cores; a no-op when cached).
