@@ -147,6 +147,9 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 		} else {
 			d.metrics.releases.WithLabelValues("add_failed").Inc()
 		}
+		if errors.Is(err, netplumb.ErrNetNSNotFound) {
+			return nil, netnsNotFound(req.NetNS, err)
+		}
 		return nil, cniError(err, pool)
 	}
 	crashPoint(d.cfg.CrashAt, "add-after-setup")
