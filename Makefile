@@ -19,7 +19,7 @@ export COIL_KUBE_BINS ?= $(HOME)/.cache/coil/kube/$(KUBE_VERSION)
 # Packages whose tests need root and network namespaces run one at a time.
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: all build setup tools test test-unit vet lint bench demo demo-down clean fmt kube-bins images
+.PHONY: all build setup setup-test tools test test-unit vet lint bench demo demo-down clean fmt kube-bins images
 
 all: build
 
@@ -45,6 +45,11 @@ kube-bins:
 setup:
 	./scripts/setup.sh
 
+# setup-test is setup plus what only the tests need: Debian's containerd 1.6 and runc
+# (test/runtimes drives the plugin with `ctr run --cni`), iptables and nftables.
+setup-test:
+	./scripts/setup.sh test
+
 tools:
 	./scripts/setup.sh tools
 
@@ -56,7 +61,7 @@ fmt:
 
 # test runs every test, privileged netns and end-to-end tests included.
 # They need root; under CI=true a missing privilege is a failure, not a skip.
-test: setup build vet kube-bins
+test: setup-test build vet kube-bins
 	# A failed test is run once more (--rerun-fails): the first failure stays in the output
 	# and in the summary line, and .test.json keeps every event for later diagnosis. A
 	# test that fails twice fails the run.
