@@ -120,16 +120,16 @@ func build(ctx context.Context, o options) ([]Entry, error) {
 	specs := images.Specs(o.tag, binDir, created)
 	repos := map[string]string{images.CoilRepo: o.coilRepo, images.PauseRepo: o.pauseRepo, images.TestAppRepo: o.testappRepo}
 	var selected []images.Spec
-	want := map[string]bool{}
+	want, unknown := map[string]bool{}, map[string]bool{}
 	for _, n := range o.only {
-		want[n] = true
+		want[n], unknown[n] = true, true
 	}
 	for _, s := range specs {
 		base := strings.TrimSuffix(images.ArchiveName(s.Name), ".tar")
 		if len(want) > 0 && !want[base] {
 			continue
 		}
-		delete(want, base)
+		delete(unknown, base)
 		for def, repo := range repos {
 			if strings.HasPrefix(s.Name, def+":") {
 				s.Name = repo + ":" + o.tag
@@ -137,7 +137,7 @@ func build(ctx context.Context, o options) ([]Entry, error) {
 		}
 		selected = append(selected, s)
 	}
-	for n := range want {
+	for n := range unknown {
 		return nil, errors.Newf("--only %q: no such image (coil, coil-pause, coil-testapp)", n)
 	}
 	if o.binDir == "" {
