@@ -10,6 +10,8 @@ CNI_VERSION := v1.3.1
 PLUGINS_VERSION := v1.10.0
 
 BINARIES := bin/coil bin/coild bin/coilctl bin/coil-controller
+# The images' tag (docs/kubernetes.md); deploy/kustomization.yaml uses the same.
+VERSION ?= $(shell cat VERSION)
 # Kubernetes binaries for the integration tests (kube/kubetest), built from the module
 # proxy (test/kube) once per machine and cached.
 KUBE_VERSION := v1.37.2
@@ -17,7 +19,7 @@ export COIL_KUBE_BINS ?= $(HOME)/.cache/coil/kube/$(KUBE_VERSION)
 # Packages whose tests need root and network namespaces run one at a time.
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: all build setup tools test test-unit vet lint bench demo demo-down clean fmt kube-bins
+.PHONY: all build setup setup-test tools test test-unit vet lint bench demo demo-down clean fmt kube-bins images
 
 all: build
 
@@ -27,6 +29,13 @@ build:
 	$(GO) build -o bin/coilctl ./cmd/coilctl
 	$(GO) build -o bin/coil-controller ./cmd/coil-controller
 
+# images writes the OCI image archives bin/images/{coil,coil-pause,coil-testapp}.tar
+# (ghcr.io/coil-net/coil, localhost/coil-pause, localhost/coil-testapp, tag $(VERSION)),
+# built offline from scratch with static binaries; the same sources give the same
+# digests (SOURCE_DATE_EPOCH, default 0, is the time stamped in them). docs/kubernetes.md.
+images:
+	$(GO) run ./cmd/coil-images --out bin/images --tag $(VERSION)
+
 # kube-bins builds kube-apiserver and kubectl $(KUBE_VERSION) into $(COIL_KUBE_BINS)
 # (about 6.5 minutes cold on 2 cores; a no-op when cached).
 kube-bins:
@@ -35,6 +44,11 @@ kube-bins:
 # setup installs Debian packages (bird2, iproute2) and the CNI tools the tests use.
 setup:
 	./scripts/setup.sh
+
+# setup-test is setup plus what only the tests need: Debian's containerd 1.6 and runc
+# (test/runtimes drives the plugin with `ctr run --cni`), iptables and nftables.
+setup-test:
+	./scripts/setup.sh test
 
 tools:
 	./scripts/setup.sh tools
@@ -47,7 +61,7 @@ fmt:
 
 # test runs every test, privileged netns and end-to-end tests included.
 # They need root; under CI=true a missing privilege is a failure, not a skip.
-test: setup build vet kube-bins
+test: setup-test build vet kube-bins
 	# A failed test is run once more (--rerun-fails): the first failure stays in the output
 	# and in the summary line, and .test.json keeps every event for later diagnosis. A
 	# test that fails twice fails the run.

@@ -75,6 +75,9 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	// Before anything is allocated or created: the pod's namespace must exist and must
 	// not be the node's own (plumbing a "pod" there replaces the node's default route).
 	if err := d.plumber.CheckPodNetNS(req.NetNS); err != nil {
+		if errors.Is(err, netplumb.ErrNetNSNotFound) {
+			return nil, netnsNotFound(req.NetNS, err)
+		}
 		return nil, cniError(err, "")
 	}
 	veth := netplumb.HostVethName(req.ContainerID, req.IfName)
@@ -146,6 +149,9 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 			d.log.Error("release after failed ADD", "container", req.ContainerID, "err", rerr)
 		} else {
 			d.metrics.releases.WithLabelValues("add_failed").Inc()
+		}
+		if errors.Is(err, netplumb.ErrNetNSNotFound) {
+			return nil, netnsNotFound(req.NetNS, err)
 		}
 		return nil, cniError(err, pool)
 	}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Coil's build, tests and demo need on a fresh Debian machine (as root).
-# Idempotent: does nothing that is already done.
+# Idempotent: does nothing that is already done. `setup.sh test` adds what only the
+# tests need (containerd, runc, iptables, nftables); `setup.sh tools` adds the linter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="$PWD/.tools/bin"
@@ -11,6 +12,15 @@ command -v bird >/dev/null 2>&1 || need_pkgs+=(bird2)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
+if [ "${1:-}" = test ]; then
+	# The tests of the installed conflist (test/runtimes): portmap's backends, and
+	# Debian's containerd 1.6 with runc driving the plugin (`ctr run --cni`).
+	command -v iptables >/dev/null 2>&1 || need_pkgs+=(iptables)
+	command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
+	command -v tc >/dev/null 2>&1 || need_pkgs+=(iproute2)
+	command -v containerd >/dev/null 2>&1 || need_pkgs+=(containerd)
+	command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
+fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "setup: need Debian packages ${need_pkgs[*]} and root to install them" >&2
