@@ -11,6 +11,13 @@ command -v bird >/dev/null 2>&1 || need_pkgs+=(bird2)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
+# The kubelet nodes (lab/kubelab): runc's seccomp needs libseccomp-dev (cgo) and
+# pkg-config to build; portmap needs iptables inside the node namespaces.
+command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
+[ -e /usr/include/seccomp.h ] || need_pkgs+=(libseccomp-dev)
+command -v iptables >/dev/null 2>&1 || need_pkgs+=(iptables)
+command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "setup: need Debian packages ${need_pkgs[*]} and root to install them" >&2
