@@ -79,9 +79,9 @@ type Cluster struct {
 	// Etcd is the etcd URL inside the lab (https, client certificates); EtcdLocal reaches
 	// it from the caller's namespace. EtcdCA/EtcdCert/EtcdKey are a client certificate
 	// for it (Coil's, also given to coild through the Secret coil-etcd-tls).
-	Etcd, EtcdLocal          string
+	Etcd, EtcdLocal           string
 	EtcdCA, EtcdCert, EtcdKey string
-	Config                   Config
+	Config                    Config
 
 	log     *slog.Logger
 	pki     *pki
