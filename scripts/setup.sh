@@ -36,6 +36,7 @@ gobin gotestsum gotest.tools/gotestsum@v1.13.0
 gobin cnitool github.com/containernetworking/cni/cnitool@v1.3.1
 gobin ptp github.com/containernetworking/plugins/plugins/main/ptp@v1.10.0
 gobin host-local github.com/containernetworking/plugins/plugins/ipam/host-local@v1.10.0
+gobin portmap github.com/containernetworking/plugins/plugins/meta/portmap@v1.10.0
 if [ "${1:-}" = tools ]; then
 	gobin golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 fi
