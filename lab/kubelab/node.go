@@ -395,3 +395,6 @@ func isDone(c <-chan struct{}) bool {
 		return false
 	}
 }
+
+// Cluster is the cluster the node belongs to.
+func (n *Node) Cluster() *Cluster { return n.c }
