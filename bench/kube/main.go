@@ -93,9 +93,13 @@ func runpBench(nRunp int) error {
 		return fmt.Errorf("repository root not found")
 	}
 	bin := filepath.Join(root, "bin")
+	images, err := kubelab.LoadImages(filepath.Join(bin, "images"))
+	if err != nil {
+		return err
+	}
 	_, _ = lab.Sweep(ctx, "benchrunp")
 	c, err := kubelab.Start(ctx, kubelab.Config{Name: "benchrunp", Nodes: 1, Kit: kubelab.DefaultKit(bin), RuntimeOnly: true,
-		Images: kubelab.DefaultImages(filepath.Join(bin, "images"))})
+		Images: images})
 	if err != nil {
 		return err
 	}
@@ -145,9 +149,13 @@ func podBench(nPods, rounds int) error {
 			return err
 		}
 	}
+	images, err := kubelab.LoadImages(filepath.Join(bin, "images"))
+	if err != nil {
+		return err
+	}
 	_, _ = lab.Sweep(ctx, "benchkube")
 	c, err := kubelab.Start(ctx, kubelab.Config{Name: "benchkube", Nodes: 1, Kit: kubelab.DefaultKit(bin),
-		Images: kubelab.DefaultImages(filepath.Join(bin, "images"))})
+		Images: images})
 	if err != nil {
 		return err
 	}

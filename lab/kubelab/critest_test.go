@@ -2,21 +2,12 @@ package kubelab
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coil-net/coil/internal/testutil"
-)
-
-// Critest images: cri-tools' defaults are registry images (busybox, nginx) that cannot be
-// pulled here; these locally built ones stand in (--test-images-file).
-const (
-	critestImage    = "ghcr.io/coil-net/critest:dev"
-	critestWebImage = "ghcr.io/coil-net/critest-web:dev"
 )
 
 // critestFocus selects cri-tools' Networking tests and its PodSandbox tests.
@@ -38,7 +29,6 @@ func TestCritestOnCoilNode(t *testing.T) {
 			t.Skipf("SKIPPED (not a pass): %v (make build)", err)
 		}
 	}
-	images.Files = append(images.Files, "critest.tar", "critest-web.tar")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	c, err := Start(ctx, Config{Nodes: 1, Kit: kit, Images: images, RuntimeOnly: true, Dir: t.TempDir()})
@@ -58,12 +48,10 @@ func TestCritestOnCoilNode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}
-	imgs := filepath.Join(t.TempDir(), "images.yaml")
-	if err := os.WriteFile(imgs, fmt.Appendf(nil, "defaultTestContainerImage: %s\nwebServerTestImage: %s\n", critestImage, critestWebImage), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// cri-tools' default images (busybox, nginx) cannot be pulled here: the test image of
+	// `make images` stands in for both (critest-images.yaml).
 	out, err := n.Exec(ctx, kit.Node("critest"), "--runtime-endpoint", "unix://"+ContainerdSocket,
-		"--test-images-file", imgs, "--ginkgo.focus", critestFocus, "--ginkgo.skip", critestSkip,
+		"--test-images-file", images.CritestImages, "--ginkgo.focus", critestFocus, "--ginkgo.skip", critestSkip,
 		"--ginkgo.no-color", "--ginkgo.v")
 	t.Logf("critest:\n%s", lastLinesOf(string(out), 60))
 	if err != nil {

@@ -21,14 +21,10 @@ func requireRuntimeKit(t *testing.T) (Kit, Images) {
 		t.Fatal("repository root not found")
 	}
 	kit := DefaultKit(filepath.Join(root, "bin"))
-	images := DefaultImages(filepath.Join(root, "bin", "images"))
 	err := kit.check(false)
+	var images Images
 	if err == nil {
-		for _, a := range images.Archives() {
-			if _, serr := os.Stat(a); serr != nil {
-				err = serr
-			}
-		}
+		images, err = LoadImages(filepath.Join(root, "bin", "images"))
 	}
 	if err != nil {
 		if os.Getenv("CI") != "" {
