@@ -109,7 +109,7 @@ patches:
         spec:
           containers:
           - name: coil-controller%s
-`, rel, name, tag, eps, indent(env, 4), indent(env, 4))
+`, rel, name, tag, eps, indent(env, 2), indent(env, 2))
 	for _, p := range o.ExtraPatches {
 		k += "- " + strings.TrimPrefix(indent(p, 2), "  ") + "\n"
 	}
@@ -183,13 +183,38 @@ func (c *Cluster) WaitCoilReady(ctx context.Context, within time.Duration) error
 	})
 }
 
-// podSummary is a one-line view of kube-system's pods for error messages.
+// podSummary is a one-line view of kube-system's pods, with why containers wait, for
+// error messages.
 func (c *Cluster) podSummary(ctx context.Context) string {
-	out, err := c.Kubectl(ctx, "-n", "kube-system", "get", "pods", "-o", "wide", "--no-headers")
+	cs, err := c.Client()
 	if err != nil {
 		return err.Error()
 	}
-	return strings.Join(strings.Fields(string(out)), " ")
+	l, err := cs.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	var parts []string
+	for _, p := range l.Items {
+		s := fmt.Sprintf("%s on %s: %s", p.Name, p.Spec.NodeName, p.Status.Phase)
+		for _, st := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+			switch {
+			case st.State.Waiting != nil:
+				s += fmt.Sprintf(" [%s waiting: %s: %s]", st.Name, st.State.Waiting.Reason, st.State.Waiting.Message)
+			case st.State.Terminated != nil && st.State.Terminated.ExitCode != 0:
+				s += fmt.Sprintf(" [%s exited %d: %s]", st.Name, st.State.Terminated.ExitCode, st.State.Terminated.Message)
+			case st.LastTerminationState.Terminated != nil:
+				s += fmt.Sprintf(" [%s restarted, last exit %d: %s]", st.Name, st.LastTerminationState.Terminated.ExitCode, st.LastTerminationState.Terminated.Message)
+			}
+		}
+		for _, cd := range p.Status.Conditions {
+			if cd.Type == corev1.PodScheduled && cd.Status != corev1.ConditionTrue {
+				s += " [unschedulable: " + cd.Message + "]"
+			}
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
 }
 
 func nodeReady(n *corev1.Node) bool {

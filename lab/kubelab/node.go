@@ -100,8 +100,15 @@ func (c *Cluster) startNode(ctx context.Context, ln *lab.Node) (*Node, error) {
 
 const holderScript = `d=$1; cg=$2
 for f in $cg; do echo $$ > "$f"; done
+# The host's /run/netns is a mount (ip netns makes it one, with every namespace file
+# below it): detach this namespace's copy, or it would shadow the node's /run/netns in
+# mountinfo and containerd would find it private (HostToContainer needs shared).
+umount -l /run/netns 2>/dev/null || true
 mount -t tmpfs -o mode=0755 tmpfs /run
 mount --make-shared /run
+mkdir -p /run/netns
+mount --bind /run/netns /run/netns
+mount --make-shared /run/netns
 mount --bind "$d/varlib" /var/lib
 mount --bind "$d/varlog" /var/log
 mount --bind "$d/cni-conf" ` + CNIConfDir + `
