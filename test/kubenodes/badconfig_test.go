@@ -14,9 +14,9 @@ import (
 )
 
 // TestWrongEtcdEndpoint: a user sets a wrong etcd endpoint in ConfigMap coil-config and
-// restarts coild. coild is not Ready and its log says what to fix; a new pod waits (its
-// sandbox fails with code 11's "try again later"); once the ConfigMap is corrected and
-// coild restarted, everything works and the waiting pod starts.
+// restarts coild. coild is not Ready and its log says what to fix; a new pod waits for
+// coild (waitsForCoild); once the ConfigMap is corrected and coild restarted, everything
+// works and the waiting pod starts.
 func TestWrongEtcdEndpoint(t *testing.T) {
 	c := need(t)
 	ctx := context.Background()
@@ -72,15 +72,15 @@ func TestWrongEtcdEndpoint(t *testing.T) {
 	if _, err := cs.CoreV1().Pods("badconf").Create(ctx, podSpec(c, "badconf", "waiting", n1.Name), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 2*time.Minute, "pod badconf/waiting told to try again", func() (bool, string) {
+	waitUntil(t, 2*time.Minute, "pod badconf/waiting waits for coild", func() (bool, string) {
 		evs, err := cs.CoreV1().Events("badconf").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=waiting"})
 		if err != nil {
 			return false, err.Error()
 		}
 		var msgs []string
 		for _, e := range evs.Items {
-			if e.Reason == "FailedCreatePodSandBox" && strings.Contains(e.Message, "try again") {
-				t.Logf("pod badconf/waiting: %s", e.Message)
+			if waitsForCoild(e.Reason, e.Message) {
+				t.Logf("pod badconf/waiting: %s: %s", e.Reason, e.Message)
 				return true, ""
 			}
 			msgs = append(msgs, e.Reason+": "+e.Message)
@@ -102,6 +102,20 @@ func podReady(p *corev1.Pod) bool {
 		if cd.Type == corev1.PodReady {
 			return cd.Status == corev1.ConditionTrue
 		}
+	}
+	return false
+}
+
+// waitsForCoild reports whether a pod event says the pod waits for coild: either the
+// kubelet holds it because the runtime's network is not ready (containerd 2 calls CNI
+// STATUS, which fails while coild is down, so the kubelet does not even try ADD), or
+// its sandbox's ADD failed with code 11's "try again later" (runtimes without STATUS).
+func waitsForCoild(reason, msg string) bool {
+	switch reason {
+	case "NetworkNotReady":
+		return strings.Contains(msg, "coild is unreachable")
+	case "FailedCreatePodSandBox":
+		return strings.Contains(msg, "try again")
 	}
 	return false
 }

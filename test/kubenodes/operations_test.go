@@ -66,7 +66,7 @@ func networkReady(ctx context.Context, n *kubelab.Node) (bool, string, error) {
 // n1 (so its replacement cannot start: ErrImageNeverPull... or pull failure, named in
 // its status), i.e. the plugin is installed and coild is not running. Meanwhile running
 // pods keep working, the runtime reports NetworkReady=false (CNI STATUS fails), and a new
-// pod waits (its sandbox fails with "coild is unreachable; try again later", code 11).
+// pod waits for coild (waitsForCoild: the kubelet holds it, NetworkNotReady).
 // Once the image is imported again and coild is back, NetworkReady is true and the
 // waiting pod starts.
 func TestCoildDownAndBack(t *testing.T) {
@@ -123,7 +123,7 @@ func TestCoildDownAndBack(t *testing.T) {
 	probe(t, c, a, hostPort(podAddr(t, b), WorkloadPort))
 	probe(t, c, b, hostPort(podAddr(t, a), WorkloadPort))
 
-	// A new pod on n1 waits; its sandbox attempts fail with code 11's message.
+	// A new pod on n1 waits for coild.
 	if _, err := cs.CoreV1().Pods("down").Create(ctx, podSpec(c, "down", "late", n1.Name), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -134,8 +134,8 @@ func TestCoildDownAndBack(t *testing.T) {
 		}
 		var msgs []string
 		for _, e := range evs.Items {
-			if e.Reason == "FailedCreatePodSandBox" && strings.Contains(e.Message, "coild is unreachable; try again later") {
-				t.Logf("pod down/late: %s", e.Message)
+			if waitsForCoild(e.Reason, e.Message) {
+				t.Logf("pod down/late: %s: %s", e.Reason, e.Message)
 				return true, ""
 			}
 			msgs = append(msgs, e.Reason+": "+e.Message)
