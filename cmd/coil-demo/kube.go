@@ -238,7 +238,12 @@ func crossProbe(ctx context.Context, c *kubelab.Cluster, pods []corev1.Pod) (ok,
 			defer wg.Done()
 			defer func() { <-sem }()
 			out, perr := c.Kubectl(ctx, append([]string{"exec", from.Name, "--", kubelab.WorkloadBinary, "probe", "-retry-for", "20s"}, urls...)...)
-			n := strings.Count(string(out), "OK ")
+			n := 0 // coil-testapp probe prints "ok    TARGET ..." per answered target
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.HasPrefix(l, "ok ") {
+					n++
+				}
+			}
 			mu.Lock()
 			ok += n
 			if perr != nil {
