@@ -96,12 +96,12 @@ func TestSweepCgroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	dead := exec.Command("true")
-	if err := dead.Run(); err != nil {
-		t.Fatal(err)
+	if err99 := dead.Run(); err99 != nil {
+		t.Fatal(err99)
 	}
 	name := "sc" + live.Name[:6]
-	if err := os.WriteFile(OwnerDir+"/"+name, fmt.Appendf(nil, "%d 1\n", dead.Process.Pid), 0o644); err != nil {
-		t.Fatal(err)
+	if err103 := os.WriteFile(OwnerDir+"/"+name, fmt.Appendf(nil, "%d 1\n", dead.Process.Pid), 0o644); err103 != nil {
+		t.Fatal(err103)
 	}
 	hs, err := Hierarchies()
 	if err != nil {
@@ -165,8 +165,8 @@ func TestForwarder(t *testing.T) {
 	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			c, err168 := ln.Accept()
+			if err168 != nil {
 				return
 			}
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
@@ -184,12 +184,12 @@ func TestForwarder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Write([]byte("hello\n")); err != nil {
-		t.Fatal(err)
+	if _, err187 := c.Write([]byte("hello\n")); err187 != nil {
+		t.Fatal(err187)
 	}
 	buf := make([]byte, 6)
-	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello\n" {
-		t.Fatalf("echo through the forwarder: %q %v", buf, err)
+	if _, err191 := io.ReadFull(c, buf); err191 != nil || string(buf) != "hello\n" {
+		t.Fatalf("echo through the forwarder: %q %v", buf, err191)
 	}
 	dc, err := n.DialContext(context.Background(), "tcp", target)
 	if err != nil {

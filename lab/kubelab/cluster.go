@@ -295,8 +295,8 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		return err
 	}
 	c.AdminKubeconfig = filepath.Join(c.Lab.Dir, "admin.kubeconfig")
-	if err := c.pki.kubeconfig(c.AdminKubeconfig, "https://"+c.apiFwd.Addr, adminCert, adminKey); err != nil {
-		return err
+	if kcErr := c.pki.kubeconfig(c.AdminKubeconfig, "https://"+c.apiFwd.Addr, adminCert, adminKey); kcErr != nil {
+		return kcErr
 	}
 	tc, err := c.tlsConfig(adminCert, adminKey)
 	if err != nil {

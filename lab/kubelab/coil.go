@@ -164,9 +164,9 @@ func (c *Cluster) WaitCoilReady(ctx context.Context, within time.Duration) error
 			return false, fmt.Sprintf("coild ready on %d of %d nodes; %s", ds.Status.NumberReady, len(c.Nodes), c.podSummary(ctx))
 		}
 		for _, n := range c.Nodes {
-			node, err := cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
-			if err != nil {
-				return false, err.Error()
+			node, nodeErr := cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if nodeErr != nil {
+				return false, nodeErr.Error()
 			}
 			if !nodeReady(node) {
 				return false, "node " + n.Name + " not Ready: " + readyMessage(node)

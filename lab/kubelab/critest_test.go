@@ -38,8 +38,8 @@ func TestCritestOnCoilNode(t *testing.T) {
 	stop := c.Lab.CloseOnSignal()
 	t.Cleanup(func() {
 		stop()
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %+v", err)
+		if err41 := c.Close(); err41 != nil {
+			t.Errorf("Close: %+v", err41)
 		}
 	})
 	n := c.Nodes[0]

@@ -60,18 +60,18 @@ func TestRuntimeOnlyNode(t *testing.T) {
 	})
 	n := c.Nodes[0]
 	for _, b := range []string{ptp, hostLocal} {
-		data, err := os.ReadFile(b)
-		if err != nil {
-			t.Fatal(err)
+		data, err63 := os.ReadFile(b)
+		if err63 != nil {
+			t.Fatal(err63)
 		}
-		if err := os.WriteFile(filepath.Join(n.Dir, "cni-bin", filepath.Base(b)), data, 0o755); err != nil {
-			t.Fatal(err)
+		if err63 := os.WriteFile(filepath.Join(n.Dir, "cni-bin", filepath.Base(b)), data, 0o755); err63 != nil {
+			t.Fatal(err63)
 		}
 	}
 	conf := `{"cniVersion": "1.0.0", "name": "ptp", "plugins": [{"type": "ptp", "ipMasq": false,
   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.110.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}}]}`
-	if err := os.WriteFile(filepath.Join(n.Dir, "cni-conf", "10-ptp.conflist"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
+	if err73 := os.WriteFile(filepath.Join(n.Dir, "cni-conf", "10-ptp.conflist"), []byte(conf), 0o644); err73 != nil {
+		t.Fatal(err73)
 	}
 	out, err := n.Crictl(ctx, "images")
 	if err != nil {
@@ -84,8 +84,8 @@ func TestRuntimeOnlyNode(t *testing.T) {
 		}
 	}
 	sandbox := filepath.Join(t.TempDir(), "sandbox.json")
-	if err := os.WriteFile(sandbox, []byte(`{"metadata": {"name": "p1", "namespace": "default", "uid": "u1", "attempt": 0}, "linux": {}, "log_directory": "/tmp"}`), 0o644); err != nil {
-		t.Fatal(err)
+	if err87 := os.WriteFile(sandbox, []byte(`{"metadata": {"name": "p1", "namespace": "default", "uid": "u1", "attempt": 0}, "linux": {}, "log_directory": "/tmp"}`), 0o644); err87 != nil {
+		t.Fatal(err87)
 	}
 	id, err := n.Crictl(ctx, "runp", sandbox)
 	if err != nil {

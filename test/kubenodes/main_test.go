@@ -47,13 +47,13 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = os.RemoveAll(bin) }()
-	if err := buildBinaries(ctx, bin); err != nil {
-		fmt.Fprintf(os.Stderr, "%+v\n", err)
+	if err50 := buildBinaries(ctx, bin); err50 != nil {
+		fmt.Fprintf(os.Stderr, "%+v\n", err50)
 		return 1
 	}
 	kit := kubelab.DefaultKit(bin)
-	if err := kit.Check(); err != nil {
-		notReady = err.Error()
+	if err55 := kit.Check(); err55 != nil {
+		notReady = err55.Error()
 		return m.Run()
 	}
 	images, err := kubelab.LoadImages(filepath.Join(repo, "bin", "images"))

@@ -183,19 +183,19 @@ func TestKubeletRestartKeepsAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n1.StopKubelet(); err != nil {
-		t.Fatal(err)
+	if err186 := n1.StopKubelet(); err186 != nil {
+		t.Fatal(err186)
 	}
-	if err := n1.StartKubelet(ctx); err != nil {
-		t.Fatal(err)
+	if err189 := n1.StartKubelet(ctx); err189 != nil {
+		t.Fatal(err189)
 	}
 	cs := client(t, c)
 	// Ready again, with the kubelet's status reports flowing.
 	restarted := time.Now()
 	waitUntil(t, 2*time.Minute, "n1 Ready after the kubelet restart", func() (bool, string) {
-		node, err := cs.CoreV1().Nodes().Get(ctx, n1.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
+		node, err196 := cs.CoreV1().Nodes().Get(ctx, n1.Name, metav1.GetOptions{})
+		if err196 != nil {
+			return false, err196.Error()
 		}
 		for _, cd := range node.Status.Conditions {
 			if cd.Type == corev1.NodeReady {
