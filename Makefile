@@ -16,10 +16,15 @@ VERSION ?= $(shell cat VERSION)
 # proxy (test/kube) once per machine and cached.
 KUBE_VERSION := v1.37.2
 export COIL_KUBE_BINS ?= $(HOME)/.cache/coil/kube/$(KUBE_VERSION)
+# The container runtime side of the kubelet nodes (lab/kubelab), built from the module
+# proxy (test/nodekit) once per machine and cached: containerd, its shim, ctr, runc,
+# crictl, critest.
+NODE_KIT_VERSIONS := containerd-v2.4.2-runc-v1.5.3-critools-v1.37.0
+export COIL_NODE_KIT ?= $(HOME)/.cache/coil/nodekit/$(NODE_KIT_VERSIONS)
 # Packages whose tests need root and network namespaces run one at a time.
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: all build setup setup-test tools test test-unit vet lint bench demo demo-down clean fmt kube-bins images
+.PHONY: all build setup setup-test tools test vet lint bench demo demo-down demo-kube clean fmt kube-bins node-kit images
 
 all: build
 
@@ -36,10 +41,16 @@ build:
 images:
 	$(GO) run ./cmd/coil-images --out bin/images --tag $(VERSION)
 
-# kube-bins builds kube-apiserver and kubectl $(KUBE_VERSION) into $(COIL_KUBE_BINS)
-# (about 6.5 minutes cold on 2 cores; a no-op when cached).
+# kube-bins builds kube-apiserver, kubectl, kubelet, kube-scheduler and
+# kube-controller-manager $(KUBE_VERSION) into $(COIL_KUBE_BINS) in one go build (a no-op
+# when cached; cold times in docs/kubernetes.md).
 kube-bins:
 	KUBE_VERSION=$(KUBE_VERSION) ./scripts/kube-bins.sh
+
+# node-kit builds containerd, containerd-shim-runc-v2, ctr, runc, crictl and critest into
+# $(COIL_NODE_KIT) (a no-op when cached; cold time in docs/kubernetes.md).
+node-kit: setup
+	./scripts/node-kit.sh
 
 # setup installs Debian packages (bird2, iproute2) and the CNI tools the tests use.
 setup:
@@ -61,7 +72,7 @@ fmt:
 
 # test runs every test, privileged netns and end-to-end tests included.
 # They need root; under CI=true a missing privilege is a failure, not a skip.
-test: setup-test build vet kube-bins
+test: setup-test build vet kube-bins node-kit images
 	# A failed test is run once more (--rerun-fails): the first failure stays in the output
 	# and in the summary line, and .test.json keeps every event for later diagnosis. A
 	# test that fails twice fails the run.
@@ -71,14 +82,19 @@ test: setup-test build vet kube-bins
 lint: tools
 	$(TOOLS)/golangci-lint run ./...
 
-bench: setup build
+bench: setup build kube-bins node-kit
 	./bench/run.sh
 
 # demo runs a 2-node BGP lab with pods pinging across nodes, then tears it down (docs/demo.md).
 demo: setup build
 	$(GO) run ./cmd/coil-demo -bin bin
 
-# demo-down removes what a crashed or killed demo left (its namespaces and processes).
+# demo-kube runs a control plane and two kubelet nodes, installs Coil with kubectl apply -k,
+# spreads a Deployment over both nodes and checks pod-to-pod traffic (docs/demo.md).
+demo-kube: setup build kube-bins node-kit
+	$(GO) run ./cmd/coil-demo kube -bin bin
+
+# demo-down removes what a crashed or killed demo left (its namespaces, cgroups and processes).
 demo-down:
 	$(GO) run ./cmd/coil-demo down
 

@@ -22,4 +22,5 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 } 2>&1 | tee "$out/go-$stamp.txt"
 go run ./bench/cni 2>&1 | tee "$out/cni-$stamp.txt"
 go run ./bench/e2e 2>&1 | tee "$out/e2e-$stamp.txt"
+go run ./bench/kube 2>&1 | tee "$out/kube-$stamp.txt"
 echo "results in $out/*-$stamp.txt"

@@ -101,6 +101,7 @@ type Lab struct {
 	mu         sync.Mutex
 	namespaces []string   // created, in creation order
 	procs      []*Process // started, in start order
+	cgroups    []*Cgroup  // created by NewCgroup
 	closed     bool
 	closeErr   error
 }
@@ -300,7 +301,8 @@ func (l *Lab) ipBatch(ctx context.Context, ns string, cmds ...string) error {
 	return err
 }
 
-// Close stops every process the lab started (SIGTERM, then SIGKILL after 5 s), removes every
+// Close stops every process the lab started (SIGTERM, then SIGKILL after 5 s), kills what
+// is left in the cgroups it made (NewCgroup) and removes them, removes every
 // namespace it created (which removes their links) and its owner record, and removes the
 // work directory if Start created it. It is idempotent: later calls return the first
 // call's result. It is safe to call on a partly started lab.
@@ -313,6 +315,7 @@ func (l *Lab) Close() error {
 	l.closed = true
 	procs := append([]*Process(nil), l.procs...)
 	nss := append([]string(nil), l.namespaces...)
+	cgs := append([]*Cgroup(nil), l.cgroups...)
 	l.mu.Unlock()
 
 	var err error
@@ -323,6 +326,12 @@ func (l *Lab) Close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// What is left in the nodes' cgroups (pods, shims) dies before its namespaces go.
+	for _, cg := range cgs {
+		if cerr := cg.remove(ctx); cerr != nil {
+			err = errors.CombineErrors(err, cerr)
+		}
+	}
 	for i := len(nss) - 1; i >= 0; i-- {
 		if _, nerr := run(ctx, nil, "ip", "netns", "del", nss[i]); nerr != nil && nsExists(nss[i]) {
 			err = errors.CombineErrors(err, nerr)

@@ -97,7 +97,9 @@ func ownerAlive(name string) (bool, error) {
 // whose lab name starts with namePrefix ("" matches all) and whose owner process is gone,
 // after killing (by PID) the processes still inside those namespaces, which only a lab
 // started; then it removes the temporary work directories of labs without a live owner
-// and the stale owner records. Labs whose owner is alive, such as
+// and the stale owner records. Before the namespaces, it kills every process in the
+// cgroups "coillab-<name>-*" of those labs (NewCgroup: kubelet nodes, their pods and
+// shims) and removes the cgroups. Labs whose owner is alive, such as
 // another test's, are never touched. It returns the namespaces it removed.
 func Sweep(ctx context.Context, namePrefix string) ([]string, error) {
 	out, err := run(ctx, nil, "ip", "netns", "list")
@@ -106,6 +108,20 @@ func Sweep(ctx context.Context, namePrefix string) ([]string, error) {
 	}
 	var removed []string
 	dead := map[string]bool{}
+	labDead := func(name string) bool {
+		d, known := dead[name]
+		if !known {
+			alive, aerr := ownerAlive(name)
+			if aerr != nil {
+				return false
+			}
+			d = !alive
+			dead[name] = d
+		}
+		return d
+	}
+	// Kubelet nodes' cgroups first: their pods and shims live in no lab namespace.
+	err = sweepCgroups(ctx, namePrefix, labDead)
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 || !strings.HasPrefix(f[0], Prefix+namePrefix) {

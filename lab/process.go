@@ -32,23 +32,34 @@ type Process struct {
 // Dir (Process.LogPath). The process lives until Stop or Close, not until ctx ends (ctx only
 // aborts the start); it is killed by the kernel if the lab's process dies.
 func (n *Node) StartProcess(ctx context.Context, name string, args ...string) (*Process, error) {
+	return n.StartCommand(ctx, filepath.Base(name), append([]string{"ip", "netns", "exec", n.NetNS, name}, args...))
+}
+
+// StartCommand is StartProcess for a command line that enters the node's namespaces by
+// itself (e.g. `nsenter --net=... --mount=...`): argv runs as given, its output goes to
+// "<logName>-*.log" in the node's Dir, and it is tracked, stopped and killed with the lab
+// like StartProcess's. Process.Name is logName.
+func (n *Node) StartCommand(ctx context.Context, logName string, argv []string) (*Process, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, errors.Wrap(err, "lab: start process")
 	}
-	f, err := os.CreateTemp(n.Dir, filepath.Base(name)+"-*.log")
+	if len(argv) == 0 {
+		return nil, errors.Wrap(ErrConfig, "lab: empty command line")
+	}
+	f, err := os.CreateTemp(n.Dir, logName+"-*.log")
 	if err != nil {
 		return nil, errors.Wrap(err, "lab: process log")
 	}
 	defer f.Close()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", n.NetNS, name}, args...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:   true,            // a terminal's Ctrl-C reaches the lab, which stops it in order
 		Pdeathsig: syscall.SIGKILL, // and dies with the lab if the lab is killed
 	}
-	p := &Process{Name: name, LogPath: f.Name(), cmd: cmd, done: make(chan struct{})}
+	p := &Process{Name: logName, LogPath: f.Name(), cmd: cmd, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
-		return nil, errors.Wrapf(err, "lab: start %s in %s", name, n.NetNS)
+		return nil, errors.Wrapf(err, "lab: start %s in %s", argv[0], n.NetNS)
 	}
 	go func() {
 		p.waitErr = cmd.Wait()

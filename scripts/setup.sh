@@ -12,10 +12,16 @@ command -v bird >/dev/null 2>&1 || need_pkgs+=(bird2)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
+# The kubelet nodes (lab/kubelab): runc's seccomp needs libseccomp-dev (cgo) and
+# pkg-config to build; portmap needs iptables inside the node namespaces.
+command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
+[ -e /usr/include/seccomp.h ] || need_pkgs+=(libseccomp-dev)
+command -v iptables >/dev/null 2>&1 || need_pkgs+=(iptables)
+command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc)
 if [ "${1:-}" = test ]; then
 	# The tests of the installed conflist (test/runtimes): portmap's backends, and
 	# Debian's containerd 1.6 with runc driving the plugin (`ctr run --cni`).
-	command -v iptables >/dev/null 2>&1 || need_pkgs+=(iptables)
 	command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 	command -v tc >/dev/null 2>&1 || need_pkgs+=(iproute2)
 	command -v containerd >/dev/null 2>&1 || need_pkgs+=(containerd)
@@ -39,6 +45,7 @@ gobin gotestsum gotest.tools/gotestsum@v1.13.0
 gobin cnitool github.com/containernetworking/cni/cnitool@v1.3.1
 gobin ptp github.com/containernetworking/plugins/plugins/main/ptp@v1.10.0
 gobin host-local github.com/containernetworking/plugins/plugins/ipam/host-local@v1.10.0
+gobin portmap github.com/containernetworking/plugins/plugins/meta/portmap@v1.10.0
 if [ "${1:-}" = tools ]; then
 	gobin golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 fi

@@ -31,6 +31,9 @@ func main() {
 }
 
 func run(args []string, out io.Writer) int {
+	if len(args) > 0 && args[0] == "kube" {
+		return runKube(args[1:], out)
+	}
 	fs := flag.NewFlagSet("coil-demo", flag.ContinueOnError)
 	bin := fs.String("bin", "bin", "directory holding coil, coild and coilctl (make build)")
 	nodes := fs.Int("nodes", 2, "number of nodes")
