@@ -82,12 +82,12 @@ func TestValidPodArgs(t *testing.T) {
 			t.Errorf("namespace %q accepted", ns)
 		}
 	}
-	for _, n := range []string{"web-0", "a.b.c", "x", strings.Repeat("a", 63) + "." + strings.Repeat("b", 63)} {
+	for _, n := range []string{"web-0", "a.b.c", "x", strings.Repeat("a", 63) + "." + strings.Repeat("b", 63), "PodSandbox-for-create-test-bea29371-0bbc-47ab-96db-1dc380e55dc7"} {
 		if err := cniproto.ValidPodName(n); err != nil {
 			t.Errorf("pod name %q refused: %v", n, err)
 		}
 	}
-	for _, n := range []string{"", "Web", "a..b", ".a", "a.", "a/b", "a\nb", strings.Repeat("a", 64), strings.Repeat("a.", 127) + "a"} {
+	for _, n := range []string{"", "a/b", "../x", "a\nb", "a b", "a\x00", "\xff", strings.Repeat("a", cniproto.MaxPodName+1)} {
 		if err := cniproto.ValidPodName(n); err == nil {
 			t.Errorf("pod name %q accepted", n)
 		}

@@ -209,7 +209,15 @@ func TestKubeletRestartKeepsAddresses(t *testing.T) {
 		if q.Status.PodIP != p.Status.PodIP {
 			t.Errorf("pod %s: address %s before the kubelet restart, %s after", p.Name, p.Status.PodIP, q.Status.PodIP)
 		}
-		probe(t, c, q, hostPort(podAddr(t, pods[0]), WorkloadPort))
+		// The kubelet serves exec only once its pod manager has the pod again ("unable
+		// to upgrade connection: pod does not exist" until then), which can lag Ready.
+		waitUntil(t, time.Minute, "a probe from "+q.Name+" after the kubelet restart", func() (bool, string) {
+			out, err := probeErr(c, q, hostPort(podAddr(t, pods[0]), WorkloadPort))
+			if err != nil {
+				return false, err.Error() + ": " + out
+			}
+			return true, ""
+		})
 	}
 	after, err := c.Coilctl(ctx, "address", "list", "--node", n1.Name, "-o", "json")
 	if err != nil {
