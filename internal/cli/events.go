@@ -15,6 +15,7 @@ import (
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/logindex"
 	"github.com/coil-net/coil/projection"
+	"github.com/coil-net/coil/readside"
 )
 
 func (a *app) eventsCommand() *cobra.Command {
@@ -287,7 +288,7 @@ func (a *app) runEvents(ctx context.Context, flt *eventFilter, follow, wide bool
 // whose absence does not change its state, so what it shows is what the full read shows.
 func readEvents(ctx context.Context, log events.Log, ix *historyIndex, flt *eventFilter,
 	heads map[events.Stream]events.Version, rev int64) ([]*events.Event, error) {
-	streams := streamsOf(heads, func(s events.Stream) bool { return s == events.ClusterStream || flt.reads(s) })
+	streams := readside.StreamsOf(heads, func(s events.Stream) bool { return s == events.ClusterStream || flt.reads(s) })
 	q, key, indexed := flt.indexQuery()
 	var entries map[events.Stream][]*logindex.Entry
 	if indexed && ix != nil && len(streams) > 0 {
@@ -297,7 +298,7 @@ func readEvents(ctx context.Context, log events.Log, ix *historyIndex, flt *even
 		}
 	}
 	per := make([][]*events.Event, len(streams))
-	err := parallel(ctx, len(streams), func(ctx context.Context, i int) error {
+	err := readside.Parallel(ctx, 0, len(streams), func(ctx context.Context, i int) error {
 		s := streams[i]
 		collect := func(e *events.Event) error { per[i] = append(per[i], e); return nil }
 		r := chunkRead{visit: collect, full: func(ctx context.Context) error { return readStream(ctx, log, s, rev, collect) }}

@@ -17,6 +17,7 @@ import (
 	"github.com/coil-net/coil/logindex"
 	"github.com/coil-net/coil/logio"
 	"github.com/coil-net/coil/projection"
+	"github.com/coil-net/coil/readside"
 )
 
 // holding is one attachment's tenure of its addresses: from its AddressAssigned to the
@@ -148,7 +149,7 @@ func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIn
 			}
 		}
 	}
-	streams := streamsOf(heads, keep)
+	streams := readside.StreamsOf(heads, keep)
 	for _, s := range streams {
 		pairingOf(s)
 	}
@@ -159,7 +160,7 @@ func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIn
 			return nil, 0, err
 		}
 	}
-	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
+	err = readside.Parallel(ctx, 0, len(streams), func(ctx context.Context, i int) error {
 		s, p := streams[i], per[streams[i]]
 		return ix.read(ctx, log, s, heads[s], rev, entries[s], arch, chunkRead{
 			want:  p.wants(key),
@@ -171,7 +172,7 @@ func history(ctx context.Context, log events.Log, q *historyQuery, ix *historyIn
 		return nil, 0, err
 	}
 	var out []*holding
-	for _, s := range streamsOf(heads, keep) {
+	for _, s := range readside.StreamsOf(heads, keep) {
 		out = append(out, per[s].out...)
 	}
 	sort.SliceStable(out, func(i, j int) bool {

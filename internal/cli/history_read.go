@@ -2,59 +2,17 @@ package cli
 
 import (
 	"context"
-	"runtime"
-	"sort"
-	"sync"
 
 	"github.com/cockroachdb/errors"
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/logio"
 	"github.com/coil-net/coil/projection"
+	"github.com/coil-net/coil/readside"
 )
 
 // errStopStream ends the read of one stream early (not a failure).
 var errStopStream = errors.New("cli: stop reading stream")
-
-// readWorkers is how many streams are read at once: one per core (etcd's range reads,
-// decoding and hashing are all CPU-bound), at least 2.
-func readWorkers() int { return max(2, runtime.GOMAXPROCS(0)) }
-
-// parallel calls fn(ctx, i) for i in [0, n), readWorkers at once. The first error
-// cancels the others' context and is returned.
-func parallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	next := make(chan int)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for range min(readWorkers(), max(1, n)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := fn(ctx, i); err != nil {
-					once.Do(func() { first = err; cancel() })
-				}
-			}
-		}()
-	}
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if first != nil {
-		return first
-	}
-	return errors.Wrap(ctx.Err(), "read streams")
-}
 
 // readStream reads stream s from its first event as of revision rev, feeding fn its
 // events in sequence order; fn may return errStopStream to skip the rest of the stream.
@@ -64,18 +22,6 @@ func readStream(ctx context.Context, log events.Log, s events.Stream, rev int64,
 		return errors.Wrapf(err, "read %s at revision %d", s, rev)
 	}
 	return nil
-}
-
-// streamsOf lists the streams of heads accepted by keep, sorted by name.
-func streamsOf(heads map[events.Stream]events.Version, keep func(events.Stream) bool) []events.Stream {
-	out := make([]events.Stream, 0, len(heads))
-	for s := range heads {
-		if keep == nil || keep(s) {
-			out = append(out, s)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
 }
 
 // foldResult is a state folded from a prefix of every stream.
@@ -238,9 +184,9 @@ func foldStreams(ctx context.Context, log events.Log, rev int64, keep func(*even
 	if err != nil {
 		return nil, errors.Wrap(err, "list streams")
 	}
-	streams := streamsOf(heads, nil)
+	streams := readside.StreamsOf(heads, nil)
 	folds := make([]*streamFold, len(streams))
-	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
+	err = readside.Parallel(ctx, 0, len(streams), func(ctx context.Context, i int) error {
 		var ferr error
 		folds[i], ferr = foldLive(ctx, log, streams[i], rev, keep)
 		return ferr
@@ -288,12 +234,12 @@ func foldArchived(ctx context.Context, log events.Log, rev int64, keeps []func(*
 			return nil, arch.JoinHead(s, events.Version{})
 		}
 	}
-	streams := streamsOf(heads, nil)
+	streams := readside.StreamsOf(heads, nil)
 	folds := make([][]*streamFold, len(keeps))
 	for k := range folds {
 		folds[k] = make([]*streamFold, len(streams))
 	}
-	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
+	err = readside.Parallel(ctx, 0, len(streams), func(ctx context.Context, i int) error {
 		s := streams[i]
 		sfs := archived[s]
 		if arch.Last(s).Seq == 0 || len(sfs) == 0 {

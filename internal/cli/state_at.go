@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/readside"
 )
 
 // point is a moment of the log: an etcd revision, or a time.
@@ -141,7 +142,7 @@ func loadStatesAt(ctx context.Context, log events.Log, points []point, labels []
 			res, ferr := foldStreams(ctx, log, p.rev, nil)
 			switch {
 			case ferr == nil:
-				out[i] = &stateAt{snapshot: &snapshot{State: res.state, Rev: p.rev}, Current: current,
+				out[i] = &stateAt{snapshot: &snapshot{State: &readside.State{State: res.state, Rev: p.rev}}, Current: current,
 					Time: unixTime(res.lastTime), ReadAtRevision: true}
 				continue
 			case !errors.Is(ferr, events.ErrCompacted):
@@ -178,7 +179,7 @@ func loadStatesAt(ctx context.Context, log events.Log, points []point, labels []
 		if rev == 0 {
 			rev = res[k].lastRev
 		}
-		out[i] = &stateAt{snapshot: &snapshot{State: res[k].state, Rev: rev}, Current: current, Time: unixTime(res[k].lastTime)}
+		out[i] = &stateAt{snapshot: &snapshot{State: &readside.State{State: res[k].state, Rev: rev}}, Current: current, Time: unixTime(res[k].lastTime)}
 	}
 	return out, nil
 }

@@ -1,4 +1,4 @@
-package allocator_test
+package readside_test
 
 import (
 	"context"
@@ -11,11 +11,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/events/eventstest"
 	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/projection"
+	"github.com/coil-net/coil/readside"
 )
 
 // podChurn generates a node's realistic address events: pod i is assigned an address
@@ -139,7 +139,7 @@ func BenchmarkReplay(b *testing.B) {
 	runs := 0
 	for b.Loop() {
 		t0 := time.Now()
-		st, err := allocator.Replay(ctx, log, streams, 0, nil)
+		st, err := readside.Replay(ctx, log, streams, 0, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -162,7 +162,7 @@ func BenchmarkReplayFromSnapshot(b *testing.B) {
 	ctx := context.Background()
 	keys := events.NewKeys("/coil/")
 	snapAt := map[events.Stream]uint64{}
-	full, err := allocator.Replay(ctx, log, streams, 0, nil)
+	full, err := readside.Replay(ctx, log, streams, 0, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func BenchmarkReplayFromSnapshot(b *testing.B) {
 	runs := 0
 	for b.Loop() {
 		t0 := time.Now()
-		if _, err := allocator.Replay(ctx, log, streams, 0, func(_ context.Context, s events.Stream) (uint64, error) { return snapAt[s], nil }); err != nil {
+		if _, err := readside.Replay(ctx, log, streams, 0, func(_ context.Context, s events.Stream) (uint64, error) { return snapAt[s], nil }); err != nil {
 			b.Fatal(err)
 		}
 		sum += time.Since(t0)

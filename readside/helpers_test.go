@@ -1,0 +1,152 @@
+package readside_test
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/projection"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// t0 is the start of every test log's clock.
+var t0 = time.Date(2030, 1, 7, 0, 0, 0, 0, time.UTC)
+
+// at is t0 plus h hours.
+func at(h float64) time.Time { return t0.Add(time.Duration(h * float64(time.Hour))) }
+
+// writer appends hand-made events to a log, tracking each stream's head.
+type writer struct {
+	t     *testing.T
+	log   events.Log
+	heads map[events.Stream]events.Version
+}
+
+func newWriter(t *testing.T, log events.Log) *writer {
+	t.Helper()
+	return &writer{t: t, log: log, heads: map[events.Stream]events.Version{}}
+}
+
+// add appends payloads to stream s in one batch, stamped when, and returns the events
+// as appended (with Seq, Hash and Revision).
+func (w *writer) add(s events.Stream, when time.Time, payloads ...events.Payload) []*events.Event {
+	w.t.Helper()
+	evs := make([]*events.Event, len(payloads))
+	for i, p := range payloads {
+		evs[i] = &events.Event{Time: when, Actor: "test", Payload: p}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h, err := w.log.Append(ctx, events.AppendRequest{Stream: s, Expected: w.heads[s], Events: evs})
+	if err != nil {
+		w.t.Fatalf("append to %s: %v", s, err)
+	}
+	w.heads[s] = h
+	return evs
+}
+
+// snapshot appends a Snapshot of stream s's state (folded from the whole stream).
+func (w *writer) snapshot(s events.Stream, when time.Time) *events.Event {
+	w.t.Helper()
+	st := projection.NewState()
+	if _, err := w.log.Read(context.Background(), s, 1, 0, st.Apply); err != nil {
+		w.t.Fatal(err)
+	}
+	snap, err := projection.SnapshotOf(st.StreamState(s))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return w.add(s, when, snap)[0]
+}
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func pool(name string, bits uint8, subnets ...string) *events.PoolCreated {
+	p := &events.PoolCreated{Name: name, BlockSizeBits: bits}
+	for _, s := range subnets {
+		p.Subnets = append(p.Subnets, events.Subnet{IPv4: pfx(s)})
+	}
+	return p
+}
+
+// assigned is an AddressAssigned of container id (interface eth0) for pod ns/name.
+func assigned(id, ns, name, pool string, block uint32, addrs ...string) *events.AddressAssigned {
+	p := &events.AddressAssigned{ContainerID: id, IfName: "eth0", PodNamespace: ns, PodName: name, Pool: pool, Block: block}
+	for _, a := range addrs {
+		p.Addrs = append(p.Addrs, addr(a))
+	}
+	return p
+}
+
+func released(a *events.AddressAssigned, reason string) *events.AddressReleased {
+	return &events.AddressReleased{ContainerID: a.ContainerID, IfName: a.IfName, Pool: a.Pool, Block: a.Block, Addrs: a.Addrs, Reason: reason}
+}
+
+// smallLog writes a log of two nodes sharing pool p (10.0.0.0/28, blocks of 4):
+//
+//	1h  pool p created; n1 takes block 0, n2 block 1
+//	2h  n1: web-0 (c1) 10.0.0.0; n2: db-0 (c2) 10.0.0.4
+//	3h  n1: web-0 released; web-1 (c3) 10.0.0.1
+//	4h  n2 gives block 1 back after db-0 is released; n1 takes block 1 (10.0.0.4-7)
+//	5h  n1: web-0 again (c4) 10.0.0.4
+func smallLog(t *testing.T, log events.Log) *writer {
+	t.Helper()
+	w := newWriter(t, log)
+	p, n1, n2 := events.PoolStream("p"), events.NodeStream("n1"), events.NodeStream("n2")
+	w.add(events.ClusterStream, at(1), pool("p", 2, "10.0.0.0/28"))
+	w.add(p, at(1), &events.BlockAssigned{Index: 0, Node: "n1"}, &events.BlockAssigned{Index: 1, Node: "n2"})
+	w.add(n1, at(1), &events.NodeRegistered{Node: "n1", Lease: 1})
+	w.add(n2, at(1), &events.NodeRegistered{Node: "n2", Lease: 2})
+	c1 := assigned("c1aaaaaaaaaaaaaaaa", "shop", "web-0", "p", 0, "10.0.0.0")
+	c2 := assigned("c2bbbbbbbbbbbbbbbb", "data", "db-0", "p", 1, "10.0.0.4")
+	w.add(n1, at(2), c1)
+	w.add(n2, at(2), c2)
+	c3 := assigned("c3cccccccccccccccc", "shop", "web-1", "p", 0, "10.0.0.1")
+	w.add(n1, at(3), released(c1, "CNI DEL"), c3)
+	w.add(n2, at(4), released(c2, "CNI DEL"))
+	w.add(p, at(4), &events.BlockReleased{Index: 1, Node: "n2", Reason: "empty"}, &events.BlockAssigned{Index: 1, Node: "n1"})
+	w.add(n1, at(5), assigned("c4dddddddddddddddd", "shop", "web-0", "p", 1, "10.0.0.4"))
+	return w
+}
+
+// fold folds every stream of log from #1 one event after another: the reference the
+// read side's results are checked against.
+func fold(t *testing.T, log events.Log, keep func(*events.Event) bool) *projection.State {
+	t.Helper()
+	ctx := context.Background()
+	heads, _, err := log.Streams(ctx, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := projection.NewState()
+	for s := range heads {
+		stop := false
+		_, err := log.Read(ctx, s, 1, 0, func(e *events.Event) error {
+			if stop || (keep != nil && !keep(e)) {
+				stop = true
+				return nil
+			}
+			return st.Apply(e)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+func hashOf(t *testing.T, st *projection.State) events.Hash {
+	t.Helper()
+	h, err := st.Hash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
