@@ -3,13 +3,18 @@ package readside_test
 import (
 	"context"
 	"net/netip"
+	"path/filepath"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/internal/etcdtest"
+	"github.com/coil-net/coil/logio"
 	"github.com/coil-net/coil/projection"
+	"github.com/coil-net/coil/readside"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -149,4 +154,43 @@ func hashOf(t *testing.T, st *projection.State) events.Hash {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// etcdLog is an EtcdLog on a fresh in-process etcd, with its client.
+func etcdLog(t *testing.T) (*events.EtcdLog, *clientv3.Client) {
+	t.Helper()
+	c := etcdtest.Start(t)
+	cl := c.Client(t)
+	lg := events.NewEtcdLog(cl, events.EtcdConfig{})
+	t.Cleanup(func() { _ = lg.Close() })
+	return lg, cl
+}
+
+// archivedLog is smallLog in etcd, with a snapshot of every stream at 6h, n1's web-1
+// released at 7h, and the events before the snapshots archived (logio.Archive) to the
+// returned file. before maps each hour 0-8 to the state's hash at that time, taken
+// before the archive.
+func archivedLog(t *testing.T) (lg *events.EtcdLog, cl *clientv3.Client, file string, before map[int]events.Hash) {
+	t.Helper()
+	lg, cl = etcdLog(t)
+	w := smallLog(t, lg)
+	for _, s := range []events.Stream{events.ClusterStream, events.PoolStream("p"), events.NodeStream("n1"), events.NodeStream("n2")} {
+		w.snapshot(s, at(6))
+	}
+	c3 := assigned("c3cccccccccccccccc", "shop", "web-1", "p", 0, "10.0.0.1")
+	w.add(events.NodeStream("n1"), at(7), released(c3, "CNI DEL"))
+	before = map[int]events.Hash{}
+	for h := range 9 {
+		p := readside.Point{Time: at(float64(h))}
+		before[h] = hashOf(t, fold(t, lg, p.Includes))
+	}
+	file = filepath.Join(t.TempDir(), "archive.jsonl")
+	res, err := logio.Archive(t.Context(), lg, file, logio.ArchiveOptions{Cut: logio.Cut{Time: at(6.5)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Deleted == 0 {
+		t.Fatal("nothing archived")
+	}
+	return lg, cl, file, before
 }

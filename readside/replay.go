@@ -20,34 +20,28 @@ const ReplayWorkers = 4
 // events.StartSeq to start at the newest snapshot), all at store revision rev (0: each
 // at the latest), into a new state. Streams are read concurrently (ReplayWorkers at
 // once), each into its own stream state; the first error stops the rest and is returned
-// wrapped with the stream's name.
+// wrapped with the stream's name. A stream read from a sequence after #1 must start
+// with a snapshot there (else the events before it are needed: events.ErrCompacted).
 func Replay(ctx context.Context, log events.Log, streams []events.Stream, rev int64, from func(context.Context, events.Stream) (uint64, error)) (*projection.State, error) {
 	defer relaxGC()()
-	states := make([]*projection.State, len(streams))
-	err := Parallel(ctx, ReplayWorkers, len(streams), func(ctx context.Context, i int) error {
-		s := streams[i]
+	res, err := foldAll(ctx, ReplayWorkers, streams, func(ctx context.Context, s events.Stream) (*streamFold, error) {
 		start := uint64(1)
 		if from != nil {
 			var err error
 			if start, err = from(ctx, s); err != nil {
-				return errors.Wrapf(err, "replay %s", s)
+				return nil, errors.Wrapf(err, "replay %s", s)
 			}
 		}
-		st := projection.NewState()
-		if _, err := log.Read(ctx, s, start, rev, st.Apply); err != nil {
-			return errors.Wrapf(err, "replay %s", s)
+		f, err := foldStream(ctx, log, s, start, rev, nil)
+		if err != nil {
+			return nil, errors.Wrapf(err, "replay %s", s)
 		}
-		states[i] = st
-		return nil
+		return f, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	out := projection.NewState()
-	for i, s := range streams {
-		out.Merge(s, states[i])
-	}
-	return out, nil
+	return res.state, nil
 }
 
 // State is the projected state of every stream of the log at one revision.

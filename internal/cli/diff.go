@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coil-net/coil/projection"
+	"github.com/coil-net/coil/readside"
 )
 
 // poolChange is a pool that exists at one end of a diff and not at the other (or whose
@@ -67,7 +68,7 @@ type diffView struct {
 	} `json:"addresses"`
 }
 
-func endOf(st *stateAt) diffEnd {
+func endOf(st *readside.StateAt) diffEnd {
 	e := diffEnd{Revision: st.Rev}
 	if !st.Time.IsZero() {
 		t := st.Time
@@ -78,7 +79,7 @@ func endOf(st *stateAt) diffEnd {
 
 // diffStates compares two states: pools by name, blocks by pool+index+owner, addresses by
 // node+container+interface+addresses.
-func diffStates(from, to *stateAt) *diffView {
+func diffStates(from, to *readside.StateAt) *diffView {
 	d := &diffView{From: endOf(from), To: endOf(to)}
 	d.Pools.Added, d.Pools.Extended, d.Pools.Removed = []poolChange{}, []poolChange{}, []poolChange{}
 	d.Blocks.Assigned, d.Blocks.Released = []blockChange{}, []blockChange{}
@@ -101,7 +102,7 @@ func diffStates(from, to *stateAt) *diffView {
 		}
 	}
 
-	blocksOf := func(st *stateAt) map[projection.BlockRef]string {
+	blocksOf := func(st *readside.StateAt) map[projection.BlockRef]string {
 		out := map[projection.BlockRef]string{}
 		for pool, b := range st.Pools {
 			for idx, o := range b.Owners {
@@ -111,7 +112,7 @@ func diffStates(from, to *stateAt) *diffView {
 		return out
 	}
 	fb, tb := blocksOf(from), blocksOf(to)
-	block := func(st *stateAt, ref projection.BlockRef, node string) blockChange {
+	block := func(st *readside.StateAt, ref projection.BlockRef, node string) blockChange {
 		c := blockChange{Pool: ref.Pool, Index: ref.Index, Node: node, Prefixes: []string{}}
 		if p := st.Cluster.Pools[ref.Pool]; p != nil {
 			ps, _ := p.Block(ref.Index)
@@ -146,7 +147,7 @@ func diffStates(from, to *stateAt) *diffView {
 		node string
 		key  projection.AttachKey
 	}
-	attsOf := func(st *stateAt) map[attKey]*projection.Assignment {
+	attsOf := func(st *readside.StateAt) map[attKey]*projection.Assignment {
 		out := map[attKey]*projection.Assignment{}
 		for node, n := range st.Nodes {
 			for k, asg := range n.Attached {
@@ -223,9 +224,10 @@ log archive': pass the archive files with --archive FILE (repeatable, any order)
 			if err = a.connect(); err != nil {
 				return err
 			}
-			sts, err := loadStatesAt(cmd.Context(), a.log, []point{fp, tp}, []string{"state at FROM", "state at TO"}, archives)
+			fp.Label, tp.Label = "state at FROM", "state at TO"
+			sts, err := readside.StatesAt(cmd.Context(), a.log, []readside.Point{fp, tp}, archives)
 			if err != nil {
-				return err
+				return stateErr(err)
 			}
 			return a.printDiff(fp, tp, diffStates(sts[0], sts[1]))
 		}),
@@ -234,13 +236,13 @@ log archive': pass the archive files with --archive FILE (repeatable, any order)
 	return c
 }
 
-func (a *app) printDiff(fp, tp point, d *diffView) error {
+func (a *app) printDiff(fp, tp readside.Point, d *diffView) error {
 	if a.opts.output != "table" {
 		return a.printValue(d)
 	}
 	w := a.env.Stdout
-	end := func(p point, e diffEnd) string {
-		if p.rev > 0 {
+	end := func(p readside.Point, e diffEnd) string {
+		if p.Rev > 0 {
 			return p.String()
 		}
 		return fmt.Sprintf("%s (revision %d)", p, e.Revision)

@@ -104,7 +104,7 @@ type eventFilter struct {
 	node, pool     string
 	container      string
 	podNS, podName string
-	since, until   *point
+	since, until   *readside.Point
 	// podKeys are the node streams' attachments assigned to the --pod, until released.
 	podKeys map[[3]string]bool
 }
@@ -230,9 +230,9 @@ func (f *eventFilter) show(e *events.Event) bool {
 		return false
 	case f.container != "" && (container == "" || !strings.HasPrefix(container, f.container)):
 		return false
-	case f.since != nil && !f.since.notBefore(e):
+	case f.since != nil && !f.since.NotBefore(e):
 		return false
-	case f.until != nil && !f.until.includes(e):
+	case f.until != nil && !f.until.Includes(e):
 		return false
 	}
 	return true

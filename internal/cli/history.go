@@ -592,13 +592,13 @@ Exit 3 when nothing matches.`,
 			if given != 1 {
 				return usagef("give exactly one of ADDRESS, --container or --pod")
 			}
-			var atPoint *point
+			var atPoint *readside.Point
 			if at != "" {
 				p, err := parsePoint("--at", at, a.env.Clock.Now())
 				if err != nil {
 					return err
 				}
-				if p.rev != 0 {
+				if p.Rev != 0 {
 					return usagef("--at %q: history --at takes a time or a duration, not a revision", at)
 				}
 				atPoint = &p
@@ -614,7 +614,7 @@ Exit 3 when nothing matches.`,
 			if atPoint != nil {
 				kept := hs[:0]
 				for _, h := range hs {
-					if h.holdsAt(atPoint.time) {
+					if h.holdsAt(atPoint.Time) {
 						kept = append(kept, h)
 					}
 				}
@@ -623,7 +623,7 @@ Exit 3 when nothing matches.`,
 			if len(hs) == 0 {
 				when := "in the log"
 				if atPoint != nil {
-					when = "at " + atPoint.time.UTC().Format(time.RFC3339)
+					when = "at " + atPoint.Time.UTC().Format(time.RFC3339)
 				}
 				return errors.Mark(errors.Newf("no assignment of %s %s (log read at revision %d)", q.String(), when, rev), ErrNotFound)
 			}
