@@ -2,6 +2,7 @@ package readside_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -169,8 +170,8 @@ func etcdLog(t *testing.T) (*events.EtcdLog, *clientv3.Client) {
 // archivedLog is smallLog in etcd, with a snapshot of every stream at 6h, n1's web-1
 // released at 7h, and the events before the snapshots archived (logio.Archive) to the
 // returned file. before maps each hour 0-8 to the state's hash at that time, taken
-// before the archive.
-func archivedLog(t *testing.T) (lg *events.EtcdLog, cl *clientv3.Client, file string, before map[int]events.Hash) {
+// before the archive; hook (if set) is called just before the archive.
+func archivedLog(t *testing.T, hook func(*events.EtcdLog)) (lg *events.EtcdLog, cl *clientv3.Client, file string, before map[int]events.Hash) {
 	t.Helper()
 	lg, cl = etcdLog(t)
 	w := smallLog(t, lg)
@@ -184,6 +185,9 @@ func archivedLog(t *testing.T) (lg *events.EtcdLog, cl *clientv3.Client, file st
 		p := readside.Point{Time: at(float64(h))}
 		before[h] = hashOf(t, fold(t, lg, p.Includes))
 	}
+	if hook != nil {
+		hook(lg)
+	}
 	file = filepath.Join(t.TempDir(), "archive.jsonl")
 	res, err := logio.Archive(t.Context(), lg, file, logio.ArchiveOptions{Cut: logio.Cut{Time: at(6.5)}})
 	if err != nil {
@@ -194,3 +198,31 @@ func archivedLog(t *testing.T) (lg *events.EtcdLog, cl *clientv3.Client, file st
 	}
 	return lg, cl, file, before
 }
+
+// churnLog writes a log of pod churn on nodes n1 and n2 (pool p, 10.1.0.0/16, blocks of
+// 256: n1 block 0, n2 block 1): pod shop/web-i (container cid(i)) is assigned on node
+// n(i%2+1) and released 6 pods later, for i < pods; shop/db-0 is assigned first on n1
+// and released only at the end, and assigned again on n2 after that.
+func churnLog(t *testing.T, log events.Log, pods int) {
+	t.Helper()
+	w := newWriter(t, log)
+	w.add(events.ClusterStream, at(0), pool("p", 8, "10.1.0.0/16"))
+	w.add(events.PoolStream("p"), at(0), &events.BlockAssigned{Index: 0, Node: "n1"}, &events.BlockAssigned{Index: 1, Node: "n2"})
+	node := func(i int) events.Stream { return events.NodeStream(fmt.Sprintf("n%d", i%2+1)) }
+	asg := func(i int) *events.AddressAssigned {
+		return assigned(cid(i), "shop", fmt.Sprintf("web-%d", i), "p", uint32(i%2), fmt.Sprintf("10.1.%d.%d", i%2, i/2))
+	}
+	db := assigned(cid(1000), "shop", "db-0", "p", 0, "10.1.0.200")
+	w.add(events.NodeStream("n1"), at(0), db)
+	for i := range pods {
+		w.add(node(i), at(1+float64(i)/10), asg(i))
+		if i >= 6 {
+			w.add(node(i-6), at(1+float64(i)/10), released(asg(i-6), "CNI DEL"))
+		}
+	}
+	w.add(events.NodeStream("n1"), at(20), released(db, "CNI DEL"))
+	w.add(events.NodeStream("n2"), at(21), assigned(cid(1001), "shop", "db-0", "p", 1, "10.1.1.200"))
+}
+
+// cid is a 64-hex container ID.
+func cid(i int) string { return fmt.Sprintf("%08x%056x", 0xc0ffee000+i, i) }

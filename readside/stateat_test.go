@@ -82,7 +82,7 @@ func TestStatesAtRevision(t *testing.T) {
 // given, and with it the state is what it was before the archive; a moment after the
 // snapshots needs no archive.
 func TestStatesAtArchived(t *testing.T) {
-	lg, _, file, before := archivedLog(t)
+	lg, _, file, before := archivedLog(t, nil)
 	ctx := t.Context()
 	_, err := readside.LoadAt(ctx, lg, readside.Point{Time: at(2.5), Label: "state at FROM"}, nil)
 	if !errors.Is(err, events.ErrCompacted) || !contains(err, "state at FROM: ") || !contains(err, "were archived and are needed here") {
