@@ -12,7 +12,7 @@
 //     time (Holding), narrowed by the attachment index (Index, package logindex) and the
 //     block owners where it can be, with the same result as a full read.
 //   - EventFilter and ReadEvents: the events a filter shows, in commit order.
-//   - Diff: what changed between two states.
+//   - DiffStates: what changed between two states (Diff).
 //
 // The package reads; it never appends. It knows no flags and formats nothing: its
 // callers parse their input and print the results (JSON field names of the result types

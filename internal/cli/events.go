@@ -323,7 +323,7 @@ func summary(e *events.Event, cluster *projection.Cluster) string {
 		bits := p.BlockSizeBits
 		return fmt.Sprintf("pool %s: %s, blocks of %d addresses", p.Name, strings.Join(subnetStrings(p.Subnets), " "), uint64(1)<<bits)
 	case *events.PoolSubnetAdded:
-		return fmt.Sprintf("pool %s += %s", p.Name, subnetString(p.Subnet))
+		return fmt.Sprintf("pool %s += %s", p.Name, p.Subnet.String())
 	case *events.PoolDeleted:
 		return fmt.Sprintf("pool %s deleted", p.Name)
 	case *events.BlockAssigned:
