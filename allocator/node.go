@@ -29,7 +29,7 @@ type NodeConfig struct {
 	Node  string
 	Log   events.Log
 	Clock events.Clock
-	// AliveKey and Lease fence every append on the node's liveness key (see DESIGN.md):
+	// AliveKey and Lease fence every append on the node's liveness key (see docs/design.md, "Fencing"):
 	// the appends fail with events.ErrFenced once the lease is gone. Empty AliveKey
 	// disables fencing (tests of pure allocation only).
 	AliveKey string
