@@ -41,8 +41,7 @@ func describeDiff(d *readside.Diff) string {
 // hands show as released by the old holder and assigned to the new; an address taken
 // and given back between the ends does not show; equal states are an empty diff.
 func TestDiffStates(t *testing.T) {
-	log := events.NewMemLog()
-	t.Cleanup(func() { _ = log.Close() })
+	log := memLog(t)
 	w := smallLog(t, log)
 	w.add(events.ClusterStream, at(6), pool("q", 4, "10.9.0.0/24"), &events.PoolSubnetAdded{Name: "p", Subnet: events.Subnet{IPv4: pfx("10.0.1.0/28")}})
 	w.add(events.ClusterStream, at(7), &events.PoolDeleted{Name: "q"})

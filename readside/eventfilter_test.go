@@ -37,8 +37,7 @@ func shown(t *testing.T, log events.Log, ix *readside.Index, f *readside.EventFi
 
 // TestEventFilter: each field of the filter alone and combined, on smallLog.
 func TestEventFilter(t *testing.T) {
-	log := events.NewMemLog()
-	t.Cleanup(func() { _ = log.Close() })
+	log := memLog(t)
 	smallLog(t, log)
 	cases := []struct {
 		name string

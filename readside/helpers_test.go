@@ -26,6 +26,14 @@ var t0 = time.Date(2030, 1, 7, 0, 0, 0, 0, time.UTC)
 // at is t0 plus h hours.
 func at(h float64) time.Time { return t0.Add(time.Duration(h * float64(time.Hour))) }
 
+// memLog is an in-memory log, closed when the test ends.
+func memLog(t *testing.T) *events.MemLog {
+	t.Helper()
+	log := events.NewMemLog()
+	t.Cleanup(func() { _ = log.Close() })
+	return log
+}
+
 // writer appends hand-made events to a log, tracking each stream's head.
 type writer struct {
 	t     *testing.T

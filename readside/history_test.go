@@ -46,8 +46,7 @@ func history(t *testing.T, log events.Log, q readside.Query, ix *readside.Index,
 // block changing hands), every address of a pod or a container prefix, paired with their
 // releases and ordered by assignment time.
 func TestHistory(t *testing.T) {
-	log := events.NewMemLog()
-	t.Cleanup(func() { _ = log.Close() })
+	log := memLog(t)
 	smallLog(t, log)
 	cases := []struct {
 		q    readside.Query

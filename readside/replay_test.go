@@ -15,8 +15,7 @@ import (
 // TestReplay: Replay of every stream equals folding them one event after another; from
 // a stream's newest snapshot it is the same state; streams not asked for are left out.
 func TestReplay(t *testing.T) {
-	log := events.NewMemLog()
-	t.Cleanup(func() { _ = log.Close() })
+	log := memLog(t)
 	w := smallLog(t, log)
 	want := hashOf(t, fold(t, log, nil))
 	ctx := t.Context()
@@ -72,8 +71,7 @@ func TestReplay(t *testing.T) {
 // TestReplayErrors: a corrupt event or a failing start fails the replay, naming the
 // stream, and the error keeps its kind.
 func TestReplayErrors(t *testing.T) {
-	log := events.NewMemLog()
-	t.Cleanup(func() { _ = log.Close() })
+	log := memLog(t)
 	smallLog(t, log)
 	ctx := t.Context()
 	streams := []events.Stream{events.ClusterStream, events.PoolStream("p"), events.NodeStream("n1"), events.NodeStream("n2")}
@@ -101,8 +99,7 @@ func TestReplayErrors(t *testing.T) {
 // TestLoad: the current state of every stream at one revision, from the newest
 // snapshots; the nodes it knows and the addresses in use per block.
 func TestLoad(t *testing.T) {
-	log := events.NewMemLog()
-	t.Cleanup(func() { _ = log.Close() })
+	log := memLog(t)
 	w := smallLog(t, log)
 	w.snapshot(events.NodeStream("n1"), at(6))
 	w.add(events.PoolStream("p"), at(7), &events.BlockAssigned{Index: 2, Node: "n3"})

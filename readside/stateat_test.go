@@ -13,8 +13,7 @@ import (
 // stamped at or before it; Time is the newest event folded, Rev its revision; several
 // points are answered against one current revision.
 func TestStatesAtTime(t *testing.T) {
-	log := events.NewMemLog()
-	t.Cleanup(func() { _ = log.Close() })
+	log := memLog(t)
 	smallLog(t, log)
 	var points []readside.Point
 	for _, h := range []float64{0.5, 1, 2.5, 3, 4.5, 10} {
@@ -49,8 +48,7 @@ func TestStatesAtTime(t *testing.T) {
 // compacted, the current log is folded up to it, with the same state; a revision after
 // the log's is ErrFutureRevision, named by the point's label.
 func TestStatesAtRevision(t *testing.T) {
-	log := events.NewMemLog()
-	t.Cleanup(func() { _ = log.Close() })
+	log := memLog(t)
 	w := smallLog(t, log)
 	mid := w.add(events.NodeStream("n2"), at(6), assigned("c5eeeeeeeeeeeeeeee", "data", "db-1", "p", 1, "10.0.0.5"))[0]
 	w.add(events.NodeStream("n1"), at(7), &events.NodeRetired{Node: "n1"})
