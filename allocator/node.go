@@ -15,6 +15,7 @@ import (
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/projection"
+	"github.com/coil-net/coil/readside"
 )
 
 // DefaultAppendTimeout bounds one append: past it the request fails (CNI "try again").
@@ -28,7 +29,7 @@ type NodeConfig struct {
 	Node  string
 	Log   events.Log
 	Clock events.Clock
-	// AliveKey and Lease fence every append on the node's liveness key (see DESIGN.md):
+	// AliveKey and Lease fence every append on the node's liveness key (see docs/design.md, "Fencing"):
 	// the appends fail with events.ErrFenced once the lease is gone. Empty AliveKey
 	// disables fencing (tests of pure allocation only).
 	AliveKey string
@@ -149,7 +150,7 @@ func (n *Node) Load(ctx context.Context) (int64, map[events.Stream]uint64, error
 			streams = append(streams, stream)
 		}
 	}
-	st, err := Replay(ctx, n.cfg.Log, streams, rev, func(ctx context.Context, s events.Stream) (uint64, error) {
+	st, err := readside.Replay(ctx, n.cfg.Log, streams, rev, func(ctx context.Context, s events.Stream) (uint64, error) {
 		return events.StartSeq(ctx, n.cfg.Log, s, rev)
 	})
 	if err != nil {

@@ -13,9 +13,11 @@ import (
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/projection"
+	"github.com/coil-net/coil/readside"
 )
 
-// replayAll folds every stream of the log into a fresh state.
+// replayAll folds every stream of the log from #1 into a fresh state, as coild's replay
+// does (readside.Replay).
 func replayAll(t testing.TB, log events.Log) *projection.State {
 	t.Helper()
 	ctx := context.Background()
@@ -23,11 +25,9 @@ func replayAll(t testing.TB, log events.Log) *projection.State {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := projection.NewState()
-	for s := range heads {
-		if _, err := log.Read(ctx, s, 1, rev, st.Apply); err != nil {
-			t.Fatalf("replay %s: %v", s, err)
-		}
+	st, err := readside.Replay(ctx, log, readside.StreamsOf(heads, nil), rev, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return st
 }

@@ -13,7 +13,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 	go test ./events -run '^$' -bench 'Append|Decode|BytesPerEvent|Read' -benchtime 1x -count 1 -timeout 60m
 	go test ./allocator -run '^$' -bench 'Allocate' -benchtime 60000x -count 3 -timeout 30m
 	go test ./allocator -run '^$' -bench 'BlockAcquire3Nodes' -benchtime 3000x -count 3 -timeout 30m
-	go test ./allocator -run '^$' -bench 'Replay' -benchtime 3x -count 1 -timeout 60m
+	go test ./readside -run '^$' -bench 'Replay' -benchtime 3x -count 1 -timeout 60m
 	go test ./netplumb -run '^$' -bench . -benchtime 60x -count 1
 	go test ./daemon -run '^$' -bench 'BenchmarkAdd' -benchtime 100x -count 3
 	go test ./logio -run '^$' -bench LogIO -benchtime 1x -count 1 -timeout 60m

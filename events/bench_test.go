@@ -89,48 +89,9 @@ func BenchmarkAppend(b *testing.B) {
 // committed by parallel transactions without compares, then the head.
 func fill(b *testing.B, cli *clientv3.Client, keys events.Keys, s events.Stream, n int) {
 	b.Helper()
-	ctx := bctx(b)
 	rng := rand.New(rand.NewPCG(1, 2))
-	type job struct{ ops []clientv3.Op }
-	jobs := make(chan job, 16)
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				if _, err := cli.Txn(ctx).Then(j.ops...).Commit(); err != nil {
-					errc <- err
-					for range jobs {
-					}
-					return
-				}
-			}
-		}()
-	}
-	var head events.Version
-	for done := 0; done < n; {
-		k := min(events.MaxBatch, n-done)
-		evs := make([]*events.Event, k)
-		for i := range evs {
-			evs[i] = realisticAssigned(rng, done+i)
-		}
-		ops, h, err := eventstest.SealedPuts(keys, events.AppendRequest{Stream: s, Expected: head, Events: evs})
-		if err != nil {
-			b.Fatal(err)
-		}
-		jobs <- job{ops}
-		head = h
-		done += k
-	}
-	close(jobs)
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		b.Fatal(err)
-	}
-	if _, err := cli.Txn(ctx).Then(eventstest.PutHead(keys, s, head)).Commit(); err != nil {
+	if _, err := eventstest.Fill(bctx(b), cli, keys, 8,
+		eventstest.FillStream{Stream: s, N: n, Next: func(i int) *events.Event { return realisticAssigned(rng, i) }}); err != nil {
 		b.Fatal(err)
 	}
 }

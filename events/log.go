@@ -12,7 +12,7 @@ type Version struct {
 	Hash Hash
 }
 
-// Condition fences an append on a leased key (see DESIGN.md, "Fencing"):
+// Condition fences an append on a leased key (see docs/design.md, "Fencing"):
 // with Absent false the key must exist and be attached to Lease (the writer's own
 // liveness key); with Absent true the key must not exist (the node being reclaimed
 // is gone). A failed condition makes Append return ErrFenced.

@@ -19,6 +19,18 @@ type Subnet struct {
 	IPv6 netip.Prefix `json:"ipv6,omitzero"`
 }
 
+// String is the subnet as coilctl takes and prints it: "10.0.0.0/16", "fd00::/112", or
+// "10.0.0.0/16,fd00::/112" for dual stack.
+func (s Subnet) String() string {
+	switch {
+	case s.IPv4.IsValid() && s.IPv6.IsValid():
+		return s.IPv4.String() + "," + s.IPv6.String()
+	case s.IPv4.IsValid():
+		return s.IPv4.String()
+	}
+	return s.IPv6.String()
+}
+
 // PoolCreated defines a pool (stream "cluster").
 type PoolCreated struct {
 	Name          string   `json:"name"`

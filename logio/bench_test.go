@@ -123,54 +123,24 @@ func BenchmarkLogIO(b *testing.B) {
 func fillNodes(b *testing.B, ctx context.Context, cli *clientv3.Client, keys events.Keys, nodes, n int) {
 	b.Helper()
 	per := n / nodes
-	var wg sync.WaitGroup
-	errs := make(chan error, nodes)
-	sem := make(chan struct{}, 8)
+	fills := make([]eventstest.FillStream, nodes)
 	for k := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := events.NodeStream(fmt.Sprintf("worker-%03d", k))
-			rng := rand.New(rand.NewPCG(uint64(k), 7))
-			var head events.Version
-			var live []*events.AddressAssigned
-			for done := 0; done < per; {
-				cnt := min(events.MaxBatch, per-done)
-				evs := make([]*events.Event, cnt)
-				for i := range evs {
-					j := done + i
-					if len(live) > 0 && (rng.IntN(2) == 0 || len(live) > 200) {
-						a := live[0]
-						live = live[1:]
-						evs[i] = &events.Event{Time: time.Unix(1_800_000_000+int64(j), 0).UTC(), Actor: string(s)[5:],
-							Payload: &events.AddressReleased{ContainerID: a.ContainerID, IfName: a.IfName, Pool: a.Pool, Block: a.Block, Addrs: a.Addrs, Reason: "CNI DEL"}}
-						continue
-					}
-					a := eventstest.RealisticAssigned(rng, j)
-					live = append(live, a)
-					evs[i] = &events.Event{Time: time.Unix(1_800_000_000+int64(j), 0).UTC(), Actor: string(s)[5:], Payload: a}
-				}
-				ops, h, err := eventstest.SealedPuts(keys, events.AppendRequest{Stream: s, Expected: head, Events: evs})
-				if err != nil {
-					errs <- err
-					return
-				}
-				ops = append(ops, eventstest.PutHead(keys, s, h))
-				sem <- struct{}{}
-				_, err = cli.Txn(ctx).Then(ops...).Commit()
-				<-sem
-				if err != nil {
-					errs <- err
-					return
-				}
-				head = h
-				done += cnt
+		s := events.NodeStream(fmt.Sprintf("worker-%03d", k))
+		rng := rand.New(rand.NewPCG(uint64(k), 7))
+		var live []*events.AddressAssigned
+		fills[k] = eventstest.FillStream{Stream: s, N: per, Next: func(j int) *events.Event {
+			if len(live) > 0 && (rng.IntN(2) == 0 || len(live) > 200) {
+				a := live[0]
+				live = live[1:]
+				return &events.Event{Time: time.Unix(1_800_000_000+int64(j), 0).UTC(), Actor: string(s)[5:],
+					Payload: &events.AddressReleased{ContainerID: a.ContainerID, IfName: a.IfName, Pool: a.Pool, Block: a.Block, Addrs: a.Addrs, Reason: "CNI DEL"}}
 			}
-		}()
+			a := eventstest.RealisticAssigned(rng, j)
+			live = append(live, a)
+			return &events.Event{Time: time.Unix(1_800_000_000+int64(j), 0).UTC(), Actor: string(s)[5:], Payload: a}
+		}}
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if _, err := eventstest.Fill(ctx, cli, keys, 8, fills...); err != nil {
 		b.Fatal(err)
 	}
 }

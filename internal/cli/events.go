@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -13,8 +12,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/coil-net/coil/events"
-	"github.com/coil-net/coil/logindex"
 	"github.com/coil-net/coil/projection"
+	"github.com/coil-net/coil/readside"
 )
 
 func (a *app) eventsCommand() *cobra.Command {
@@ -94,55 +93,42 @@ func (f *eventFlags) add(c *cobra.Command) {
 	fl.BoolVarP(&f.follow, "follow", "f", false, "after the history, keep printing new events as they are committed (until interrupted)")
 }
 
-// eventFilter decides which events coilctl events shows. It is stateful (--pod pairs a
-// release with the pod's assignment), so it must see every event of the streams it
-// reads, in order.
-type eventFilter struct {
-	keepStream     func(events.Stream) bool
-	keepType       func(events.Type) bool
-	node, pool     string
-	container      string
-	podNS, podName string
-	since, until   *point
-	// podKeys are the node streams' attachments assigned to the --pod, until released.
-	podKeys map[[3]string]bool
-}
-
-func (f *eventFlags) filter(now time.Time) (*eventFilter, error) {
-	var flt eventFilter
+// filter checks the flags and returns the filter they ask for.
+func (f *eventFlags) filter(now time.Time) (*readside.EventFilter, error) {
+	flt := readside.EventFilter{Stream: f.stream}
 	var err error
-	if flt.keepStream, err = streamMatcher(f.stream); err != nil {
+	if err = checkStream(f.stream); err != nil {
 		return nil, err
 	}
-	if flt.keepType, err = typeMatcher(f.types); err != nil {
+	if flt.Types, err = checkTypes(f.types); err != nil {
 		return nil, err
 	}
 	if f.node != "" {
 		if err := validName("--node", f.node); err != nil {
 			return nil, err
 		}
-		flt.node = f.node
+		flt.Node = f.node
 	}
 	if f.pool != "" {
 		if err := validName("--pool", f.pool); err != nil {
 			return nil, err
 		}
-		flt.pool = f.pool
+		flt.Pool = f.pool
 	}
-	flt.container = strings.ToLower(f.container)
+	flt.Container = strings.ToLower(f.container)
 	if f.pod != "" {
 		ns, name, ok := strings.Cut(f.pod, "/")
 		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 			return nil, usagef("--pod %q: want NAMESPACE/NAME", f.pod)
 		}
-		flt.podNS, flt.podName, flt.podKeys = ns, name, map[[3]string]bool{}
+		flt.PodNamespace, flt.PodName = ns, name
 	}
 	if f.since != "" {
 		p, err := parsePoint("--since", f.since, now)
 		if err != nil {
 			return nil, err
 		}
-		flt.since = &p
+		flt.Since = &p
 	}
 	if f.until != "" {
 		if f.follow {
@@ -152,108 +138,27 @@ func (f *eventFlags) filter(now time.Time) (*eventFilter, error) {
 		if err != nil {
 			return nil, err
 		}
-		flt.until = &p
+		flt.Until = &p
 	}
 	return &flt, nil
 }
 
-// reads tells whether a stream can hold events the filter shows.
-func (f *eventFilter) reads(s events.Stream) bool {
-	if !f.keepStream(s) {
-		return false
-	}
-	kind, name := s.Kind()
-	switch {
-	case f.node != "" && kind != "pool" && (kind != "node" || name != f.node):
-		return false
-	case f.pool != "" && kind == "node":
-	case f.pool != "" && kind != "cluster" && name != f.pool:
-		return false
-	case (f.container != "" || f.podName != "") && kind != "node":
-		return false
-	}
-	return true
-}
-
-// show decides one event; call it for every event read, in revision order.
-func (f *eventFilter) show(e *events.Event) bool {
-	if !f.reads(e.Stream) {
-		return false
-	}
-	_, streamName := e.Stream.Kind()
-	var container, ifName, pool, node string
-	switch p := e.Payload.(type) {
-	case *events.PoolCreated:
-		pool = p.Name
-	case *events.PoolSubnetAdded:
-		pool = p.Name
-	case *events.PoolDeleted:
-		pool = p.Name
-	case *events.BlockAssigned:
-		node = p.Node
-	case *events.BlockReleased:
-		node = p.Node
-	case *events.BlockReclaimed:
-		node = p.Node
-	case *events.AddressAssigned:
-		container, ifName, pool = p.ContainerID, p.IfName, p.Pool
-	case *events.AddressReleased:
-		container, ifName, pool = p.ContainerID, p.IfName, p.Pool
-	}
-	if f.podKeys != nil {
-		k := [3]string{string(e.Stream), container, ifName}
-		switch p := e.Payload.(type) {
-		case *events.AddressAssigned:
-			if p.PodNamespace != f.podNS || p.PodName != f.podName {
-				return false
-			}
-			f.podKeys[k] = true
-		case *events.AddressReleased:
-			if !f.podKeys[k] {
-				return false
-			}
-			delete(f.podKeys, k)
-		default:
-			return false
-		}
-	}
-	kind, _ := e.Stream.Kind()
-	switch {
-	case !f.keepType(e.Type()):
-		return false
-	case f.node != "" && kind == "pool" && node != f.node:
-		return false
-	case f.pool != "" && kind != "pool" && pool != f.pool:
-		return false
-	case f.pool != "" && kind == "pool" && streamName != f.pool:
-		return false
-	case f.container != "" && (container == "" || !strings.HasPrefix(container, f.container)):
-		return false
-	case f.since != nil && !f.since.notBefore(e):
-		return false
-	case f.until != nil && !f.until.includes(e):
-		return false
-	}
-	return true
-}
-
 // runEvents prints the matching history at one revision, then, with follow, watches from
 // that revision (every stream's head as read) and prints what matches until ctx ends.
-// --pod and --container use the attachment index for the history (readEvents): the
-// events it skips are ones flt.show rejects without changing its state, so the filter
+// --pod and --container use the attachment index for the history (readside.ReadEvents): the
+// events it skips are ones flt.Show rejects without changing its state, so the filter
 // follows from the heads read as after a full read.
-func (a *app) runEvents(ctx context.Context, flt *eventFilter, follow, wide bool) error {
+func (a *app) runEvents(ctx context.Context, flt *readside.EventFilter, follow, wide bool) error {
 	heads, rev, err := a.log.Streams(ctx, "", 0)
 	if err != nil {
 		return errors.Wrap(err, "list streams")
 	}
-	ix := &historyIndex{cli: a.cli, keys: events.NewKeys(a.opts.prefix), timeout: a.opts.timeout}
-	evs, err := readEvents(ctx, a.log, ix, flt, heads, rev)
+	evs, err := readside.ReadEvents(ctx, a.log, a.index(), flt, heads, rev)
 	if err != nil {
 		return err
 	}
 	pr := a.newEventPrinter(wide, follow)
-	if err := pr.print(evs, flt.show); err != nil {
+	if err := pr.print(evs, flt.Show); err != nil {
 		return err
 	}
 	if err := pr.flush(); err != nil || !follow {
@@ -267,7 +172,7 @@ func (a *app) runEvents(ctx context.Context, flt *eventFilter, follow, wide bool
 		if b.Err != nil {
 			return errors.Wrap(b.Err, "follow the log")
 		}
-		if err := pr.print(b.Events, flt.show); err != nil {
+		if err := pr.print(b.Events, flt.Show); err != nil {
 			return err
 		}
 		if err := pr.flush(); err != nil {
@@ -275,65 +180,6 @@ func (a *app) runEvents(ctx context.Context, flt *eventFilter, follow, wide bool
 		}
 	}
 	return nil // interrupted: tail -f ends with success
-}
-
-// readEvents reads, at rev, the streams of heads that flt reads and the cluster stream
-// (always: summaries need the pools' geometry), readWorkers streams at once, and returns
-// their events in revision order. With ix set and a filter the index can narrow (--pod,
-// or --container with a prefix of 12 characters or more: eventFilter.indexQuery), each
-// node stream reads only the chunks that may mention the pod or container (or the
-// container of an assignment of the pod still open: its release), every unindexed range
-// and the tail (historyIndex.read); the events skipped are ones flt.show rejects and
-// whose absence does not change its state, so what it shows is what the full read shows.
-func readEvents(ctx context.Context, log events.Log, ix *historyIndex, flt *eventFilter,
-	heads map[events.Stream]events.Version, rev int64) ([]*events.Event, error) {
-	streams := streamsOf(heads, func(s events.Stream) bool { return s == events.ClusterStream || flt.reads(s) })
-	q, key, indexed := flt.indexQuery()
-	var entries map[events.Stream][]*logindex.Entry
-	if indexed && ix != nil && len(streams) > 0 {
-		var err error
-		if entries, err = ix.load(ctx, rev); err != nil {
-			return nil, err
-		}
-	}
-	per := make([][]*events.Event, len(streams))
-	err := parallel(ctx, len(streams), func(ctx context.Context, i int) error {
-		s := streams[i]
-		collect := func(e *events.Event) error { per[i] = append(per[i], e); return nil }
-		r := chunkRead{visit: collect, full: func(ctx context.Context) error { return readStream(ctx, log, s, rev, collect) }}
-		if len(entries[s]) > 0 {
-			p := newPairing(q, s)
-			r.want = p.wants(key)
-			r.visit = func(e *events.Event) error { per[i] = append(per[i], e); return p.visit(e) }
-		}
-		return ix.read(ctx, log, s, heads[s], rev, entries[s], nil, r)
-	})
-	if err != nil {
-		return nil, err
-	}
-	var evs []*events.Event
-	for _, p := range per {
-		evs = append(evs, p...)
-	}
-	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Revision < evs[j].Revision })
-	return evs, nil
-}
-
-// indexQuery is the attachment-index query of the filter (the pod's if --pod is given,
-// else the container prefix's) and its key, and false when the index cannot narrow the
-// filter (neither is given, or the prefix is shorter than 12 characters).
-func (f *eventFilter) indexQuery() (*historyQuery, string, bool) {
-	var q historyQuery
-	switch {
-	case f.podName != "":
-		q.podNS, q.podName = f.podNS, f.podName
-	case f.container != "":
-		q.container = f.container
-	default:
-		return nil, "", false
-	}
-	key, ok := q.indexKey()
-	return &q, key, ok
 }
 
 // eventPrinter prints events in one output format, folding the cluster stream as it goes
@@ -426,24 +272,20 @@ func (p *eventPrinter) flush() error {
 	return nil
 }
 
-func streamMatcher(f string) (func(events.Stream) bool, error) {
-	switch {
-	case f == "":
-		return func(events.Stream) bool { return true }, nil
-	case strings.HasSuffix(f, "/"):
-		return func(s events.Stream) bool { return strings.HasPrefix(string(s), f) }, nil
+// checkStream checks --stream: a stream name, or a prefix ending in "/".
+func checkStream(f string) error {
+	if f == "" || strings.HasSuffix(f, "/") {
+		return nil
 	}
 	if err := events.Stream(f).Validate(); err != nil {
-		return nil, errors.Mark(errors.Wrap(err, "--stream"), ErrUsage)
+		return errors.Mark(errors.Wrap(err, "--stream"), ErrUsage)
 	}
-	return func(s events.Stream) bool { return string(s) == f }, nil
+	return nil
 }
 
-func typeMatcher(ts []string) (func(events.Type) bool, error) {
-	if len(ts) == 0 {
-		return func(events.Type) bool { return true }, nil
-	}
-	want := map[events.Type]bool{}
+// checkTypes checks and returns the event types of --type.
+func checkTypes(ts []string) ([]events.Type, error) {
+	var out []events.Type
 	for _, t := range ts {
 		t = strings.TrimSpace(t)
 		if _, ok := events.NewPayload(events.Type(t)); !ok {
@@ -453,9 +295,9 @@ func typeMatcher(ts []string) (func(events.Type) bool, error) {
 			}
 			return nil, usagef("--type %q is not an event type (one of: %s)", t, strings.Join(names, ", "))
 		}
-		want[events.Type(t)] = true
+		out = append(out, events.Type(t))
 	}
-	return func(t events.Type) bool { return want[t] }, nil
+	return out, nil
 }
 
 // summary is a one-line readable account of an event; cluster is the pools' state just
@@ -481,7 +323,7 @@ func summary(e *events.Event, cluster *projection.Cluster) string {
 		bits := p.BlockSizeBits
 		return fmt.Sprintf("pool %s: %s, blocks of %d addresses", p.Name, strings.Join(subnetStrings(p.Subnets), " "), uint64(1)<<bits)
 	case *events.PoolSubnetAdded:
-		return fmt.Sprintf("pool %s += %s", p.Name, subnetString(p.Subnet))
+		return fmt.Sprintf("pool %s += %s", p.Name, p.Subnet.String())
 	case *events.PoolDeleted:
 		return fmt.Sprintf("pool %s deleted", p.Name)
 	case *events.BlockAssigned:

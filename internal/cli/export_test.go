@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/readside"
 )
 
 // HistoryChunks runs the history of --pod NS/NAME (pod) or --container ID (container)
@@ -25,11 +26,12 @@ func HistoryChunksArchived(ctx context.Context, c *clientv3.Client, pod string, 
 func historyChunks(ctx context.Context, c *clientv3.Client, pod, container string, archives []string) (holdings int, read, skipped int64, err error) {
 	lg := events.NewEtcdLog(c, events.EtcdConfig{})
 	defer lg.Close()
-	q := historyQuery{container: container}
-	q.podNS, q.podName, _ = strings.Cut(pod, "/")
-	ix := &historyIndex{cli: c, keys: events.NewKeys(""), timeout: time.Minute}
-	hs, _, err := history(ctx, lg, &q, ix, archives)
-	return len(hs), ix.chunksRead.Load(), ix.chunksSkipped.Load(), err
+	q := readside.Query{Container: container}
+	q.PodNamespace, q.PodName, _ = strings.Cut(pod, "/")
+	ix := &readside.Index{Client: c, Keys: events.NewKeys(""), Timeout: time.Minute}
+	hs, _, err := readside.History(ctx, lg, &q, ix, archives)
+	read, skipped = ix.Chunks()
+	return len(hs), read, skipped, err
 }
 
 // EventsChunks runs the initial read of coilctl events with --pod NS/NAME (pod) and/or
@@ -47,12 +49,13 @@ func EventsChunks(ctx context.Context, c *clientv3.Client, pod, container string
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	ix := &historyIndex{cli: c, keys: events.NewKeys(""), timeout: time.Minute}
-	evs, err := readEvents(ctx, lg, ix, flt, heads, rev)
+	ix := &readside.Index{Client: c, Keys: events.NewKeys(""), Timeout: time.Minute}
+	evs, err := readside.ReadEvents(ctx, lg, ix, flt, heads, rev)
 	for _, e := range evs {
-		if flt.show(e) {
+		if flt.Show(e) {
 			shown++
 		}
 	}
-	return shown, ix.chunksRead.Load(), ix.chunksSkipped.Load(), err
+	read, skipped = ix.Chunks()
+	return shown, read, skipped, err
 }

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,57 +53,27 @@ func fillNodeStreams(tb testing.TB, cli *clientv3.Client, nodes, total int) {
 		}
 	}
 	per := total / nodes
-	var wg sync.WaitGroup
-	errs := make(chan error, nodes)
-	sem := make(chan struct{}, 4)
+	fills := make([]eventstest.FillStream, nodes)
 	for n := range nodes {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			name := fmt.Sprintf("node-%03d", n)
-			stream := events.NodeStream(name)
-			var head events.Version
-			seq := 0
-			for seq < per {
-				batch := min(events.MaxBatch, per-seq)
-				req := events.AppendRequest{Stream: stream, Expected: head}
-				for k := range batch {
-					i := seq + k
-					slot := (i / 2) % 250
-					addr := netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), byte(slot + 3)})
-					sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", name, i/2)))
-					id := hex.EncodeToString(sum[:])
-					tm := start.Add(time.Duration(i) * time.Second)
-					var p events.Payload
-					if i%2 == 0 {
-						p = &events.AddressAssigned{ContainerID: id, IfName: "eth0", PodNamespace: "bench",
-							PodName: fmt.Sprintf("pod-%d-%d", n, i/2), Pool: "default", Block: uint32(n), Addrs: []netip.Addr{addr}}
-					} else {
-						p = &events.AddressReleased{ContainerID: id, IfName: "eth0", Pool: "default", Block: uint32(n),
-							Addrs: []netip.Addr{addr}, Reason: "CNI DEL"}
-					}
-					req.Events = append(req.Events, &events.Event{Time: tm, Actor: name, Payload: p})
-				}
-				ops, next, err := eventstest.SealedPuts(keys, req)
-				if err != nil {
-					errs <- err
-					return
-				}
-				ops = append(ops, eventstest.PutHead(keys, stream, next))
-				if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-					errs <- err
-					return
-				}
-				head = next
-				seq += batch
+		name := fmt.Sprintf("node-%03d", n)
+		fills[n] = eventstest.FillStream{Stream: events.NodeStream(name), N: per, Next: func(i int) *events.Event {
+			slot := (i / 2) % 250
+			addr := netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), byte(slot + 3)})
+			sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", name, i/2)))
+			id := hex.EncodeToString(sum[:])
+			tm := start.Add(time.Duration(i) * time.Second)
+			var p events.Payload
+			if i%2 == 0 {
+				p = &events.AddressAssigned{ContainerID: id, IfName: "eth0", PodNamespace: "bench",
+					PodName: fmt.Sprintf("pod-%d-%d", n, i/2), Pool: "default", Block: uint32(n), Addrs: []netip.Addr{addr}}
+			} else {
+				p = &events.AddressReleased{ContainerID: id, IfName: "eth0", Pool: "default", Block: uint32(n),
+					Addrs: []netip.Addr{addr}, Reason: "CNI DEL"}
 			}
-		}()
+			return &events.Event{Time: tm, Actor: name, Payload: p}
+		}}
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if _, err := eventstest.Fill(ctx, cli, keys, 4, fills...); err != nil {
 		tb.Fatal(err)
 	}
 }

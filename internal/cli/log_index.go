@@ -10,6 +10,7 @@ import (
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/logindex"
+	"github.com/coil-net/coil/readside"
 )
 
 // indexSummary is the -o json|yaml form of `log index`.
@@ -72,7 +73,7 @@ them again. Chunks whose events were archived are skipped.`,
 				}
 			}
 			sum.Streams = make([]logindex.BuildResult, len(streams))
-			err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
+			err = readside.Parallel(ctx, 0, len(streams), func(ctx context.Context, i int) error {
 				r, berr := logindex.Build(ctx, a.cli, keys, lg, streams[i], logindex.BuildOptions{})
 				sum.Streams[i] = r
 				return berr

@@ -89,20 +89,10 @@ func joinAddrs(as []netip.Addr) string {
 	return strings.Join(s, ",")
 }
 
-func subnetString(s events.Subnet) string {
-	switch {
-	case s.IPv4.IsValid() && s.IPv6.IsValid():
-		return s.IPv4.String() + "," + s.IPv6.String()
-	case s.IPv4.IsValid():
-		return s.IPv4.String()
-	}
-	return s.IPv6.String()
-}
-
 func subnetStrings(ss []events.Subnet) []string {
 	out := make([]string, len(ss))
 	for i, s := range ss {
-		out[i] = subnetString(s)
+		out[i] = s.String()
 	}
 	return out
 }

@@ -11,40 +11,34 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/readside"
 )
-
-// point is a moment of the log: an etcd revision, or a time.
-type point struct {
-	rev  int64     // > 0: the state after the event(s) committed at this revision
-	time time.Time // when rev is 0: the state after the events stamped at or before it
-	text string
-}
 
 // parsePoint reads a moment given on the command line: a plain integer is an etcd
 // revision; a duration ("90m", "2h", "3d", "1d12h") means that long before now; anything
 // else must be an RFC 3339 time ("2030-01-07T14:00:00Z", "2030-01-07T14:00:00+09:00").
-func parsePoint(what, s string, now time.Time) (point, error) {
+func parsePoint(what, s string, now time.Time) (readside.Point, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return point{}, usagef("%s: empty (want an RFC 3339 time, a duration like 2h, or a revision)", what)
+		return readside.Point{}, usagef("%s: empty (want an RFC 3339 time, a duration like 2h, or a revision)", what)
 	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if n <= 0 {
-			return point{}, usagef("%s %q: a revision is a positive integer", what, s)
+			return readside.Point{}, usagef("%s %q: a revision is a positive integer", what, s)
 		}
-		return point{rev: n, text: s}, nil
+		return readside.Point{Rev: n}, nil
 	}
 	if d, ok := parseAgo(s); ok {
 		if d < 0 {
-			return point{}, usagef("%s %q: a duration means that long ago; give it without a sign", what, s)
+			return readside.Point{}, usagef("%s %q: a duration means that long ago; give it without a sign", what, s)
 		}
-		return point{time: now.Add(-d).UTC(), text: s}, nil
+		return readside.Point{Time: now.Add(-d).UTC()}, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return point{}, usagef("%s %q: want an RFC 3339 time (2030-01-07T14:00:00Z), a duration meaning that long ago (2h, 3d) or a revision (an integer)", what, s)
+		return readside.Point{}, usagef("%s %q: want an RFC 3339 time (2030-01-07T14:00:00Z), a duration meaning that long ago (2h, 3d) or a revision (an integer)", what, s)
 	}
-	return point{time: t.UTC(), text: s}, nil
+	return readside.Point{Time: t.UTC()}, nil
 }
 
 // parseAgo parses a Go duration, also allowing a leading number of days ("3d", "1d12h").
@@ -68,126 +62,26 @@ func parseAgo(s string) (time.Duration, bool) {
 	return days + d, true
 }
 
-// includes reports whether e is at or before the point.
-func (p point) includes(e *events.Event) bool {
-	if p.rev > 0 {
-		return e.Revision <= p.rev
+// stateErr marks the read side's errors for the exit codes: a revision in the future is
+// a usage error (2).
+func stateErr(err error) error {
+	if errors.Is(err, readside.ErrFutureRevision) {
+		return errors.Mark(err, ErrUsage)
 	}
-	return !e.Time.After(p.time)
+	return err
 }
 
-// notBefore reports whether e is at or after the point.
-func (p point) notBefore(e *events.Event) bool {
-	if p.rev > 0 {
-		return e.Revision >= p.rev
+// OldestStored bounds the log's oldest-stored read by --timeout, like the other calls
+// (readside.OldestStorer: state and diff fold from an older snapshot when the newest is
+// after the moment); 0 when the log cannot tell.
+func (l *timeoutLog) OldestStored(ctx context.Context, s events.Stream, rev int64) (uint64, int64, error) {
+	o, ok := l.Log.(readside.OldestStorer)
+	if !ok {
+		return 0, 0, nil
 	}
-	return !e.Time.Before(p.time)
-}
-
-func (p point) String() string {
-	if p.rev > 0 {
-		return "revision " + strconv.FormatInt(p.rev, 10)
-	}
-	return p.time.Format(time.RFC3339Nano)
-}
-
-// stateAt is the whole state as it was at p, with the revision and time it reflects.
-type stateAt struct {
-	*snapshot
-	// Current is the revision the log was read at.
-	Current int64
-	// Time is the time of the newest event folded (zero for an empty state).
-	Time time.Time
-	// ReadAtRevision tells whether etcd was read at p's revision (else the events were
-	// read at Current and folded up to p).
-	ReadAtRevision bool
-}
-
-// loadStateAt folds every stream up to p (loadStatesAt with one point).
-func loadStateAt(ctx context.Context, log events.Log, p point, archives []string) (*stateAt, error) {
-	sts, err := loadStatesAt(ctx, log, []point{p}, nil, archives)
-	if err != nil {
-		return nil, err
-	}
-	return sts[0], nil
-}
-
-// loadStatesAt folds every stream up to each of points, all against the log at one
-// current revision. A revision still in etcd's history is read at that revision; a
-// compacted one, or a time, is read at the current revision and each stream folded
-// through its last event at or before the point. With archive files, the latter are
-// folded from the archived events first (foldArchived: one pass over the files for all
-// such points) and continued with the live log; streams the archives do not hold fold as
-// without them. Errors about one point are wrapped with its label (labels[i], when
-// given).
-func loadStatesAt(ctx context.Context, log events.Log, points []point, labels []string, archives []string) ([]*stateAt, error) {
-	label := func(i int, err error) error {
-		if i < len(labels) && labels[i] != "" {
-			return errors.Wrap(err, labels[i])
-		}
-		return err
-	}
-	_, current, err := log.Streams(ctx, "cluster", 0)
-	if err != nil {
-		return nil, errors.Wrap(err, "read the log's revision")
-	}
-	out := make([]*stateAt, len(points))
-	var folded []int // the points folded up to from the current log
-	for i, p := range points {
-		if p.rev > current {
-			return nil, label(i, usagef("revision %d is in the future: the log is at revision %d", p.rev, current))
-		}
-		if p.rev > 0 {
-			res, ferr := foldStreams(ctx, log, p.rev, nil)
-			switch {
-			case ferr == nil:
-				out[i] = &stateAt{snapshot: &snapshot{State: res.state, Rev: p.rev}, Current: current,
-					Time: unixTime(res.lastTime), ReadAtRevision: true}
-				continue
-			case !errors.Is(ferr, events.ErrCompacted):
-				return nil, label(i, ferr)
-			}
-			// etcd compacted that revision away: fold the current log up to it.
-		}
-		folded = append(folded, i)
-	}
-	if len(folded) == 0 {
-		return out, nil
-	}
-	res := make([]*foldResult, len(folded))
-	if len(archives) == 0 {
-		for k, i := range folded {
-			if res[k], err = foldStreams(ctx, log, current, points[i].includes); err != nil {
-				return nil, label(i, err)
-			}
-		}
-	} else {
-		keeps := make([]func(*events.Event) bool, len(folded))
-		for k, i := range folded {
-			keeps[k] = points[i].includes
-		}
-		if res, err = foldArchived(ctx, log, current, keeps, archives); err != nil {
-			if len(folded) == 1 {
-				return nil, label(folded[0], err)
-			}
-			return nil, err
-		}
-	}
-	for k, i := range folded {
-		rev := points[i].rev
-		if rev == 0 {
-			rev = res[k].lastRev
-		}
-		out[i] = &stateAt{snapshot: &snapshot{State: res[k].state, Rev: rev}, Current: current, Time: unixTime(res[k].lastTime)}
-	}
-	return out, nil
-}
-
-func unixTime(ns int64) time.Time {
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns).UTC()
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return o.OldestStored(ctx, s, rev)
 }
 
 // stateView is the JSON/YAML form of `state`.
@@ -199,10 +93,11 @@ type stateView struct {
 	Addresses []addressView `json:"addresses"`
 }
 
-func (s *stateAt) view() *stateView {
+func viewState(st *readside.StateAt) *stateView {
+	s := &snapshot{State: &st.State}
 	v := &stateView{Revision: s.Rev, Pools: []*poolView{}, Blocks: s.blocks(filters{}), Addresses: s.addresses(filters{})}
-	if !s.Time.IsZero() {
-		t := s.Time
+	if !st.Time.IsZero() {
+		t := st.Time
 		v.Time = &t
 	}
 	for _, name := range sortedKeys(s.Cluster.Pools) {
@@ -242,7 +137,7 @@ pass; streams with a snapshot at or before the moment never need them.`,
 		Args: argsUsage(0, 0, "no arguments (give --at or --revision)"),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
 			bulkGC() // reads whole streams: see log.go
-			var p point
+			var p readside.Point
 			var err error
 			switch {
 			case (at == "") == (revision == ""):
@@ -252,7 +147,7 @@ pass; streams with a snapshot at or before the moment never need them.`,
 				if perr != nil || n <= 0 {
 					return usagef("--revision %q: want a positive integer (an etcd revision)", revision)
 				}
-				p = point{rev: n, text: revision}
+				p = readside.Point{Rev: n}
 			default:
 				if p, err = parsePoint("--at", at, a.env.Clock.Now()); err != nil {
 					return err
@@ -261,9 +156,9 @@ pass; streams with a snapshot at or before the moment never need them.`,
 			if err = a.connect(); err != nil {
 				return err
 			}
-			st, err := loadStateAt(cmd.Context(), a.log, p, archives)
+			st, err := readside.LoadAt(cmd.Context(), a.log, p, archives)
 			if err != nil {
-				return err
+				return stateErr(err)
 			}
 			return a.printState(p, st)
 		}),
@@ -274,8 +169,8 @@ pass; streams with a snapshot at or before the moment never need them.`,
 	return c
 }
 
-func (a *app) printState(p point, st *stateAt) error {
-	v := st.view()
+func (a *app) printState(p readside.Point, st *readside.StateAt) error {
+	v := viewState(st)
 	if a.opts.output != "table" {
 		return a.printValue(v)
 	}

@@ -1,10 +1,8 @@
-package cli
+package readside
 
 import (
 	"context"
-	"runtime"
-	"sort"
-	"sync"
+	"time"
 
 	"github.com/cockroachdb/errors"
 
@@ -14,69 +12,11 @@ import (
 )
 
 // errStopStream ends the read of one stream early (not a failure).
-var errStopStream = errors.New("cli: stop reading stream")
+var errStopStream = errors.New("readside: stop reading stream")
 
-// readWorkers is how many streams are read at once: one per core (etcd's range reads,
-// decoding and hashing are all CPU-bound), at least 2.
-func readWorkers() int { return max(2, runtime.GOMAXPROCS(0)) }
-
-// parallel calls fn(ctx, i) for i in [0, n), readWorkers at once. The first error
-// cancels the others' context and is returned.
-func parallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	next := make(chan int)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for range min(readWorkers(), max(1, n)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := fn(ctx, i); err != nil {
-					once.Do(func() { first = err; cancel() })
-				}
-			}
-		}()
-	}
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if first != nil {
-		return first
-	}
-	return errors.Wrap(ctx.Err(), "read streams")
-}
-
-// readStream reads stream s from its first event as of revision rev, feeding fn its
-// events in sequence order; fn may return errStopStream to skip the rest of the stream.
-func readStream(ctx context.Context, log events.Log, s events.Stream, rev int64, fn func(*events.Event) error) error {
-	_, err := log.Read(ctx, s, 1, rev, fn)
-	if err != nil && !errors.Is(err, errStopStream) {
-		return errors.Wrapf(err, "read %s at revision %d", s, rev)
-	}
-	return nil
-}
-
-// streamsOf lists the streams of heads accepted by keep, sorted by name.
-func streamsOf(heads map[events.Stream]events.Version, keep func(events.Stream) bool) []events.Stream {
-	out := make([]events.Stream, 0, len(heads))
-	for s := range heads {
-		if keep == nil || keep(s) {
-			out = append(out, s)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
-}
+// errNeedsArchive marks errArchived's errors (besides events.ErrCompacted), so they are
+// returned as they are, not wrapped again.
+var errNeedsArchive = errors.New("readside: archived events needed")
 
 // foldResult is a state folded from a prefix of every stream.
 type foldResult struct {
@@ -154,23 +94,49 @@ func (sf *streamFolder) visit(e *events.Event) error {
 // errArchived is the error of a fold of stream s that needs the events before first,
 // which were archived: it matches events.ErrCompacted and says to pass the archive.
 func errArchived(s events.Stream, first *events.Event) error {
-	return errors.Mark(errors.Newf("%s: events before #%d (%s) were archived and are needed here; pass the archive file with --archive FILE (the file 'coilctl log archive' wrote)",
-		s, first.Seq, fmtTime(first.Time)), events.ErrCompacted)
+	err := errors.Newf("%s: events before #%d (%s) were archived and are needed here; pass the archive file with --archive FILE (the file 'coilctl log archive' wrote)",
+		s, first.Seq, fmtTime(first.Time))
+	return errors.Mark(errors.Mark(err, events.ErrCompacted), errNeedsArchive)
+}
+
+// fmtTime is a time in errors: UTC, seconds.
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // foldStream folds stream s as read at rev from sequence from, through the events keep
 // accepts (nil: all), stopping at the first it rejects. A first event (from > 1) that
-// keep rejects fails with errArchived.
+// keep rejects, or that is not a snapshot, fails with errArchived. The log's errors are
+// returned as they are (the callers say what they were doing).
 func foldStream(ctx context.Context, log events.Log, s events.Stream, from uint64, rev int64, keep func(*events.Event) bool) (*streamFold, error) {
 	sf := newStreamFolder(s, keep)
 	_, err := log.Read(ctx, s, from, rev, sf.visit)
 	if err != nil && !errors.Is(err, errStopStream) {
-		return nil, errors.Wrapf(err, "fold %s at revision %d", s, rev)
+		return nil, err
 	}
 	if sf.needEarlier {
 		return nil, errArchived(s, sf.first)
 	}
 	return &sf.f, nil
+}
+
+// foldAll folds each of streams with fold, workers at once (Parallel), each into its own
+// state, and gathers them into one.
+func foldAll(ctx context.Context, workers int, streams []events.Stream,
+	fold func(context.Context, events.Stream) (*streamFold, error)) (*foldResult, error) {
+	folds := make([]*streamFold, len(streams))
+	err := Parallel(ctx, workers, len(streams), func(ctx context.Context, i int) error {
+		var err error
+		folds[i], err = fold(ctx, streams[i])
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return gatherFolds(streams, folds), nil
 }
 
 // foldLive folds stream s of the live log, as read at rev, through the events keep
@@ -203,22 +169,23 @@ func foldLive(ctx context.Context, log events.Log, s events.Stream, rev int64, k
 			}
 		}
 	}
+	if err != nil && !errors.Is(err, errNeedsArchive) {
+		return nil, errors.Wrapf(err, "fold %s at revision %d", s, rev)
+	}
 	return f, err
 }
 
-// oldestStored returns the sequence of stream s's oldest event still stored at rev (a
-// snapshot once older events were archived; events.EtcdLog.OldestStored), and false when
-// log cannot tell.
+// OldestStorer is implemented by logs that can tell the oldest event of a stream still
+// stored (events.EtcdLog: a snapshot once older events were archived). A log that wraps
+// another should forward it, returning 0 when the log it wraps cannot tell.
+type OldestStorer interface {
+	OldestStored(ctx context.Context, s events.Stream, rev int64) (seq uint64, readRev int64, err error)
+}
+
+// oldestStored returns the sequence of stream s's oldest event still stored at rev
+// (OldestStorer), and false when log cannot tell.
 func oldestStored(ctx context.Context, log events.Log, s events.Stream, rev int64) (uint64, bool, error) {
-	if tl, ok := log.(*timeoutLog); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, tl.timeout)
-		defer cancel()
-		log = tl.Log
-	}
-	o, ok := log.(interface {
-		OldestStored(context.Context, events.Stream, int64) (uint64, int64, error)
-	})
+	o, ok := log.(OldestStorer)
 	if !ok {
 		return 0, false, nil
 	}
@@ -226,29 +193,21 @@ func oldestStored(ctx context.Context, log events.Log, s events.Stream, rev int6
 	if err != nil {
 		return 0, false, errors.Wrapf(err, "oldest stored event of %s at revision %d", s, rev)
 	}
-	return seq, true, nil
+	return seq, seq > 0, nil
 }
 
 // foldStreams reads every stream at rev (0: the latest) and folds, per stream, the events
 // accepted by keep, stopping a stream at its first event keep rejects (so each stream's
 // state is a prefix of the stream, as a fold needs): foldLive. Streams are folded
-// concurrently, each into its own state.
+// concurrently (Workers), each into its own state.
 func foldStreams(ctx context.Context, log events.Log, rev int64, keep func(*events.Event) bool) (*foldResult, error) {
 	heads, rev, err := log.Streams(ctx, "", rev)
 	if err != nil {
 		return nil, errors.Wrap(err, "list streams")
 	}
-	streams := streamsOf(heads, nil)
-	folds := make([]*streamFold, len(streams))
-	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
-		var ferr error
-		folds[i], ferr = foldLive(ctx, log, streams[i], rev, keep)
-		return ferr
+	return foldAll(ctx, 0, StreamsOf(heads, nil), func(ctx context.Context, s events.Stream) (*streamFold, error) {
+		return foldLive(ctx, log, s, rev, keep)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return gatherFolds(streams, folds), nil
 }
 
 // foldArchived folds every stream, per keep (one state each), through the events keep
@@ -288,12 +247,12 @@ func foldArchived(ctx context.Context, log events.Log, rev int64, keeps []func(*
 			return nil, arch.JoinHead(s, events.Version{})
 		}
 	}
-	streams := streamsOf(heads, nil)
+	streams := StreamsOf(heads, nil)
 	folds := make([][]*streamFold, len(keeps))
 	for k := range folds {
 		folds[k] = make([]*streamFold, len(streams))
 	}
-	err = parallel(ctx, len(streams), func(ctx context.Context, i int) error {
+	err = Parallel(ctx, 0, len(streams), func(ctx context.Context, i int) error {
 		s := streams[i]
 		sfs := archived[s]
 		if arch.Last(s).Seq == 0 || len(sfs) == 0 {

@@ -1,21 +1,20 @@
-package allocator_test
+package readside_test
 
 import (
 	"context"
 	"fmt"
 	"net/netip"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/events/eventstest"
 	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/projection"
+	"github.com/coil-net/coil/readside"
 )
 
 // podChurn generates a node's realistic address events: pod i is assigned an address
@@ -53,50 +52,15 @@ func (p *podChurn) addr(k int) netip.Addr {
 }
 
 // fillStream writes n events of gen to a stream with raw batched puts (no compares: the
-// benchmark set-up only), continuing from head, and returns the new head.
+// benchmark set-up only; eventstest.Fill), continuing from head, and returns the new head.
 func fillStream(b *testing.B, cli *clientv3.Client, keys events.Keys, s events.Stream, head events.Version, n int, gen func() *events.Event) events.Version {
 	b.Helper()
-	ctx := context.Background()
-	jobs := make(chan []clientv3.Op, 8)
-	var wg sync.WaitGroup
-	var failed error
-	var mu sync.Mutex
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ops := range jobs {
-				if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-					mu.Lock()
-					failed = err
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for done := 0; done < n; {
-		k := min(events.MaxBatch, n-done)
-		evs := make([]*events.Event, k)
-		for i := range evs {
-			evs[i] = gen()
-		}
-		ops, h, err := eventstest.SealedPuts(keys, events.AppendRequest{Stream: s, Expected: head, Events: evs})
-		if err != nil {
-			b.Fatal(err)
-		}
-		jobs <- ops
-		head = h
-		done += k
-	}
-	close(jobs)
-	wg.Wait()
-	if failed != nil {
-		b.Fatal(failed)
-	}
-	if _, err := cli.Txn(ctx).Then(eventstest.PutHead(keys, s, head)).Commit(); err != nil {
+	heads, err := eventstest.Fill(context.Background(), cli, keys, 4,
+		eventstest.FillStream{Stream: s, Head: head, N: n, Next: func(int) *events.Event { return gen() }})
+	if err != nil {
 		b.Fatal(err)
 	}
-	return head
+	return heads[0]
 }
 
 // replayFixture: 8 node streams of pod churn, 1M events in all with COIL_BENCH_1M=1
@@ -139,7 +103,7 @@ func BenchmarkReplay(b *testing.B) {
 	runs := 0
 	for b.Loop() {
 		t0 := time.Now()
-		st, err := allocator.Replay(ctx, log, streams, 0, nil)
+		st, err := readside.Replay(ctx, log, streams, 0, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -162,7 +126,7 @@ func BenchmarkReplayFromSnapshot(b *testing.B) {
 	ctx := context.Background()
 	keys := events.NewKeys("/coil/")
 	snapAt := map[events.Stream]uint64{}
-	full, err := allocator.Replay(ctx, log, streams, 0, nil)
+	full, err := readside.Replay(ctx, log, streams, 0, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -184,7 +148,7 @@ func BenchmarkReplayFromSnapshot(b *testing.B) {
 	runs := 0
 	for b.Loop() {
 		t0 := time.Now()
-		if _, err := allocator.Replay(ctx, log, streams, 0, func(_ context.Context, s events.Stream) (uint64, error) { return snapAt[s], nil }); err != nil {
+		if _, err := readside.Replay(ctx, log, streams, 0, func(_ context.Context, s events.Stream) (uint64, error) { return snapAt[s], nil }); err != nil {
 			b.Fatal(err)
 		}
 		sum += time.Since(t0)

@@ -1,0 +1,204 @@
+package readside
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/projection"
+)
+
+// Diff is what changed from one state to another (DiffStates). Its JSON form is coilctl
+// diff's -o json; the lists are never nil.
+type Diff struct {
+	From  DiffEnd `json:"from"`
+	To    DiffEnd `json:"to"`
+	Pools struct {
+		Added    []PoolChange `json:"added"`
+		Extended []PoolChange `json:"extended"`
+		Removed  []PoolChange `json:"removed"`
+	} `json:"pools"`
+	Blocks struct {
+		Assigned []BlockChange `json:"assigned"`
+		Released []BlockChange `json:"released"`
+	} `json:"blocks"`
+	Addresses struct {
+		Assigned []AddressChange `json:"assigned"`
+		Released []AddressChange `json:"released"`
+	} `json:"addresses"`
+}
+
+// Empty reports whether nothing changed.
+func (d *Diff) Empty() bool {
+	return len(d.Pools.Added)+len(d.Pools.Extended)+len(d.Pools.Removed)+len(d.Blocks.Assigned)+
+		len(d.Blocks.Released)+len(d.Addresses.Assigned)+len(d.Addresses.Released) == 0
+}
+
+// DiffEnd is one end of a diff: the revision its state reflects and the time of its
+// newest event (nil for an empty state).
+type DiffEnd struct {
+	Revision int64      `json:"revision"`
+	Time     *time.Time `json:"time"`
+}
+
+// PoolChange is a pool that exists at one end of a diff and not at the other (or whose
+// subnets changed).
+type PoolChange struct {
+	Name    string   `json:"name"`
+	Subnets []string `json:"subnets"`
+	// Added lists the subnets added to a pool that existed at both ends.
+	Added []string `json:"addedSubnets,omitempty"`
+}
+
+// BlockChange is a block that changed hands between the two ends.
+type BlockChange struct {
+	Pool     string   `json:"pool"`
+	Index    uint32   `json:"index"`
+	Prefixes []string `json:"prefixes"`
+	Node     string   `json:"node"`
+}
+
+// AddressChange is an attachment's addresses that were held at one end and not the other.
+type AddressChange struct {
+	Addrs        []netip.Addr `json:"addrs"`
+	Pool         string       `json:"pool"`
+	Node         string       `json:"node"`
+	ContainerID  string       `json:"containerID"`
+	IfName       string       `json:"ifName"`
+	PodNamespace string       `json:"podNamespace,omitempty"`
+	PodName      string       `json:"podName,omitempty"`
+	Since        time.Time    `json:"since"`
+}
+
+func endOf(st *StateAt) DiffEnd {
+	e := DiffEnd{Revision: st.Rev}
+	if !st.Time.IsZero() {
+		t := st.Time
+		e.Time = &t
+	}
+	return e
+}
+
+// DiffStates compares two states, not the way between them: pools by name (added,
+// extended by subnets, removed), blocks by pool, index and owner, addresses by node,
+// container, interface, assignment and addresses. A block or address that changed hands
+// is released by the old holder and assigned to the new one. Lists are sorted (pools by
+// name, blocks by pool and index, addresses by first address and node).
+func DiffStates(from, to *StateAt) *Diff {
+	d := &Diff{From: endOf(from), To: endOf(to)}
+	d.Pools.Added, d.Pools.Extended, d.Pools.Removed = []PoolChange{}, []PoolChange{}, []PoolChange{}
+	d.Blocks.Assigned, d.Blocks.Released = []BlockChange{}, []BlockChange{}
+	d.Addresses.Assigned, d.Addresses.Released = []AddressChange{}, []AddressChange{}
+
+	for _, name := range slices.Sorted(maps.Keys(to.Cluster.Pools)) {
+		p := to.Cluster.Pools[name]
+		old, ok := from.Cluster.Pools[name]
+		switch {
+		case !ok:
+			d.Pools.Added = append(d.Pools.Added, PoolChange{Name: name, Subnets: subnetStrings(p.Subnets)})
+		case len(p.Subnets) > len(old.Subnets):
+			d.Pools.Extended = append(d.Pools.Extended, PoolChange{Name: name, Subnets: subnetStrings(p.Subnets),
+				Added: subnetStrings(p.Subnets[len(old.Subnets):])})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(from.Cluster.Pools)) {
+		if _, ok := to.Cluster.Pools[name]; !ok {
+			d.Pools.Removed = append(d.Pools.Removed, PoolChange{Name: name, Subnets: subnetStrings(from.Cluster.Pools[name].Subnets)})
+		}
+	}
+
+	blocksOf := func(st *StateAt) map[projection.BlockRef]string {
+		out := map[projection.BlockRef]string{}
+		for pool, b := range st.Pools {
+			for idx, o := range b.Owners {
+				out[projection.BlockRef{Pool: pool, Index: idx}] = o.Node
+			}
+		}
+		return out
+	}
+	fb, tb := blocksOf(from), blocksOf(to)
+	block := func(st *StateAt, ref projection.BlockRef, node string) BlockChange {
+		c := BlockChange{Pool: ref.Pool, Index: ref.Index, Node: node, Prefixes: []string{}}
+		if p := st.Cluster.Pools[ref.Pool]; p != nil {
+			ps, _ := p.Block(ref.Index)
+			for _, pf := range ps {
+				c.Prefixes = append(c.Prefixes, pf.String())
+			}
+		}
+		return c
+	}
+	for ref, node := range tb {
+		if fb[ref] != node {
+			d.Blocks.Assigned = append(d.Blocks.Assigned, block(to, ref, node))
+		}
+	}
+	for ref, node := range fb {
+		if tb[ref] != node {
+			d.Blocks.Released = append(d.Blocks.Released, block(from, ref, node))
+		}
+	}
+	sortBlocks := func(bs []BlockChange) {
+		sort.Slice(bs, func(i, j int) bool {
+			if bs[i].Pool != bs[j].Pool {
+				return bs[i].Pool < bs[j].Pool
+			}
+			return bs[i].Index < bs[j].Index
+		})
+	}
+	sortBlocks(d.Blocks.Assigned)
+	sortBlocks(d.Blocks.Released)
+
+	type attKey struct {
+		node string
+		key  projection.AttachKey
+	}
+	attsOf := func(st *StateAt) map[attKey]*projection.Assignment {
+		out := map[attKey]*projection.Assignment{}
+		for node, n := range st.Nodes {
+			for k, asg := range n.Attached {
+				out[attKey{node, k}] = asg
+			}
+		}
+		return out
+	}
+	fa, ta := attsOf(from), attsOf(to)
+	same := func(a, b *projection.Assignment) bool {
+		return a != nil && b != nil && a.Seq == b.Seq && slices.Equal(a.Addrs, b.Addrs)
+	}
+	change := func(k attKey, asg *projection.Assignment) AddressChange {
+		return AddressChange{Addrs: asg.Addrs, Pool: asg.Pool, Node: k.node, ContainerID: k.key.ContainerID, IfName: k.key.IfName,
+			PodNamespace: asg.PodNamespace, PodName: asg.PodName, Since: asg.Since}
+	}
+	for k, asg := range ta {
+		if !same(fa[k], asg) {
+			d.Addresses.Assigned = append(d.Addresses.Assigned, change(k, asg))
+		}
+	}
+	for k, asg := range fa {
+		if !same(ta[k], asg) {
+			d.Addresses.Released = append(d.Addresses.Released, change(k, asg))
+		}
+	}
+	sortAddrs := func(as []AddressChange) {
+		sort.Slice(as, func(i, j int) bool {
+			if as[i].Addrs[0] != as[j].Addrs[0] {
+				return as[i].Addrs[0].Less(as[j].Addrs[0])
+			}
+			return as[i].Node < as[j].Node
+		})
+	}
+	sortAddrs(d.Addresses.Assigned)
+	sortAddrs(d.Addresses.Released)
+	return d
+}
+
+func subnetStrings(ss []events.Subnet) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = s.String()
+	}
+	return out
+}
