@@ -159,13 +159,28 @@ func removeCgroupDirs(ctx context.Context, dirs []string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	var err error
-	for _, d := range dirs {
-		if rerr := rmdirTree(d); rerr != nil {
-			err = errors.CombineErrors(err, rerr)
+	// A killed process leaves cgroup.procs at once but keeps its cgroup busy (rmdir:
+	// EBUSY) until its parent reaps it, which the parent may do a moment later: retry
+	// for a bounded time.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		busy := false
+		for _, d := range dirs {
+			if rerr := rmdirTree(d); rerr != nil {
+				err = errors.CombineErrors(err, rerr)
+				busy = busy || errors.Is(rerr, syscall.EBUSY)
+			}
+		}
+		if err == nil || !busy || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.CombineErrors(err, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return err
 }
 
 // cgroupPIDs reads cgroup.procs of dir and of every cgroup below it.
