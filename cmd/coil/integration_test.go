@@ -368,9 +368,9 @@ func TestPluginRefusesBeforeCoild(t *testing.T) {
 		}(), `invalid CNI_ARGS K8S_POD_NAMESPACE "../kube-system"`},
 		{"bad pod name", func() *libcni.RuntimeConf {
 			rt := podRT("cafe0003", nsPath)
-			rt.Args = append(rt.Args, [2]string{"K8S_POD_NAME", "Web_0"})
+			rt.Args = append(rt.Args, [2]string{"K8S_POD_NAME", "web/0"})
 			return rt
-		}(), `invalid CNI_ARGS K8S_POD_NAME "Web_0"`},
+		}(), `invalid CNI_ARGS K8S_POD_NAME "web/0"`},
 	} {
 		_, err := c.AddNetworkList(ctx, list, tc.rt)
 		if code, msg := cniCode(t, err); code != types.ErrInvalidEnvironmentVariables || !strings.Contains(msg, tc.msg) {
