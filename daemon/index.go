@@ -57,7 +57,7 @@ func (d *Daemon) indexLoop(ctx context.Context) {
 		}
 		retry = nil
 		start := time.Now()
-		res, err := logindex.Build(ctx, d.cli, d.keys, d.elog, stream, logindex.BuildOptions{ChunkSize: int(d.index.chunk)})
+		res, err := logindex.Build(ctx, d.elog, stream, logindex.BuildOptions{ChunkSize: int(d.index.chunk)})
 		d.metrics.indexChunks.Add(float64(res.Written))
 		switch {
 		case ctx.Err() != nil:

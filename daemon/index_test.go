@@ -61,7 +61,7 @@ func TestIndexBuiltByCoild(t *testing.T) {
 	e.startDaemon(cfg)
 
 	firsts := func() map[uint64]*logindex.Entry {
-		got, err := logindex.Load(ctx, e.cli, keys, stream, 0)
+		got, err := logindex.Load(ctx, e.log, stream, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

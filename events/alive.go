@@ -46,13 +46,3 @@ func (l *EtcdLog) LiveNodes(ctx context.Context, ttl bool) ([]LiveNode, int64, e
 	}
 	return out, resp.Header.Revision, nil
 }
-
-// NoNodeStartedSince is a transaction comparison that holds while no liveness key under
-// the log's prefix was created after revision rev: no coild started, or took a new lease,
-// since LiveNodes read at rev. (etcd applies a prefix comparison to every key in the
-// range, and to an absent key's zero values when there is none: keys that existed at rev,
-// or expired since, pass.) Tools that must not run beside a live coild (log import) read
-// LiveNodes, refuse if any, and condition their writes on this.
-func (l *EtcdLog) NoNodeStartedSince(rev int64) clientv3.Cmp {
-	return clientv3.Compare(clientv3.CreateRevision(l.keys.Alive("")), "<", rev+1).WithPrefix()
-}

@@ -21,6 +21,8 @@ type MemLog struct {
 	streams   map[Stream]*memStream
 	history   []memPut // every append's events, in revision order
 	leases    map[string]int64
+	created   map[string]int64 // lease key -> the revision it was created at
+	index     map[Stream]map[uint64][]byte
 	nextLease int64
 	fault     func(op string) error
 
@@ -61,6 +63,8 @@ func NewMemLog() *MemLog {
 		rev:     1,
 		streams: map[Stream]*memStream{},
 		leases:  map[string]int64{},
+		created: map[string]int64{},
+		index:   map[Stream]map[uint64][]byte{},
 		base:    base,
 		close:   cancel,
 	}
@@ -100,8 +104,11 @@ func (l *MemLog) NewLease() int64 {
 func (l *MemLog) SetLeaseKey(key string, lease int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.leases[key] = lease
 	l.rev++
+	if _, ok := l.leases[key]; !ok {
+		l.created[key] = l.rev
+	}
+	l.leases[key] = lease
 }
 
 // DeleteKey removes key (its lease expired). Deleting a missing key does nothing.
@@ -110,6 +117,7 @@ func (l *MemLog) DeleteKey(key string) {
 	defer l.mu.Unlock()
 	if _, ok := l.leases[key]; ok {
 		delete(l.leases, key)
+		delete(l.created, key)
 		l.rev++
 	}
 }
@@ -315,7 +323,7 @@ func (l *MemLog) Read(ctx context.Context, stream Stream, from uint64, rev int64
 	if st := l.streams[stream]; st != nil {
 		head = st.headAt(rev)
 		if head.Seq >= from {
-			stored = append(stored, st.events[from-1:head.Seq]...)
+			stored = append(stored, st.events[from-1:min(head.Seq, uint64(len(st.events)))]...)
 		}
 	}
 	l.mu.Unlock()
@@ -332,6 +340,9 @@ func (l *MemLog) Read(ctx context.Context, stream Stream, from uint64, rev int64
 			return rev, errors.Wrapf(err, "read %s", stream)
 		}
 		seq := from + uint64(i)
+		if m.value == nil || m.rev > rev { // trimmed (Trim), or put after rev
+			return rev, checkTail(stream, from, seq, head, chain.Head())
+		}
 		ev, err := dec.Decode(stream, seq, m.value)
 		if err != nil {
 			return rev, err

@@ -69,8 +69,8 @@ func (l *EtcdLog) OldestStored(ctx context.Context, stream Stream, rev int64) (u
 	return seq, rev, nil
 }
 
-// Client is the etcd client the log uses (for tools that read or write raw keys: export,
-// import, archive).
+// Client is the etcd client the log uses, for tests that inspect or damage the raw keys
+// (tools use the Store operations: no package but events reads or writes a key).
 func (l *EtcdLog) Client() *clientv3.Client { return l.cli }
 
 // memSnap is a snapshot pointer value of the in-memory log.

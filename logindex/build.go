@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/cockroachdb/errors"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
 )
@@ -43,7 +42,7 @@ type BuildResult struct {
 // Existing entries are not checked (Verify tells readers whether to trust them; Delete
 // and Build again replace them). A stream with no complete chunk, or unknown, writes
 // nothing and returns no error.
-func Build(ctx context.Context, cli *clientv3.Client, keys events.Keys, lg *events.EtcdLog, stream events.Stream, opt BuildOptions) (BuildResult, error) {
+func Build(ctx context.Context, lg events.Store, stream events.Stream, opt BuildOptions) (BuildResult, error) {
 	size := uint64(opt.ChunkSize)
 	if opt.ChunkSize == 0 {
 		size = DefaultChunkSize
@@ -62,14 +61,12 @@ func Build(ctx context.Context, cli *clientv3.Client, keys events.Keys, lg *even
 		return res, nil
 	}
 	present := map[uint64]bool{}
-	resp, err := cli.Get(ctx, keys.IndexStreamPrefix(stream), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(rev))
+	have, err := lg.IndexEntries(ctx, stream, rev, true)
 	if err != nil {
-		return res, storeErr(err, "logindex: list the entries of %s", stream)
+		return res, errors.Wrapf(err, "logindex: list the entries of %s", stream)
 	}
-	for _, kv := range resp.Kvs {
-		if _, first, perr := keys.ParseIndex(string(kv.Key)); perr == nil {
-			present[first] = true
-		}
+	for _, v := range have {
+		present[v.First] = true
 	}
 	live, _, err := lg.OldestStored(ctx, stream, rev)
 	if err != nil {
@@ -96,7 +93,7 @@ func Build(ctx context.Context, cli *clientv3.Client, keys events.Keys, lg *even
 	var buf []string
 	for _, r := range runs {
 		chunkFirst := r.first
-		_, err := ReadRange(ctx, cli, keys, stream, r.first, r.last, rev, nil, func(e *events.Event) error {
+		_, err := lg.ReadRange(ctx, stream, r.first, r.last, rev, nil, func(e *events.Event) error {
 			res.EventsRead++
 			buf = KeysOf(buf[:0], e.Payload)
 			for _, k := range buf {
@@ -105,7 +102,7 @@ func Build(ctx context.Context, cli *clientv3.Client, keys events.Keys, lg *even
 			if e.Seq-chunkFirst+1 < size {
 				return nil
 			}
-			ok, werr := write(ctx, cli, keys, newEntry(stream, chunkFirst, e.Seq, e.Hash, seen))
+			ok, werr := write(ctx, lg, newEntry(stream, chunkFirst, e.Seq, e.Hash, seen))
 			if werr != nil {
 				return werr
 			}
@@ -126,53 +123,43 @@ func Build(ctx context.Context, cli *clientv3.Client, keys events.Keys, lg *even
 }
 
 // write stores e unless its key exists; ok is false when it did.
-func write(ctx context.Context, cli *clientv3.Client, keys events.Keys, e *Entry) (bool, error) {
+func write(ctx context.Context, lg events.Store, e *Entry) (bool, error) {
 	v, err := e.Encode()
 	if err != nil {
 		return false, err
 	}
-	key := keys.Index(e.Stream, e.First)
-	r, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(v))).Commit()
-	if err != nil {
-		return false, storeErr(err, "logindex: write %s", key)
-	}
-	return r.Succeeded, nil
+	ok, err := lg.PutIndex(ctx, e.Stream, e.First, v)
+	return ok, errors.Wrapf(err, "logindex: write the entry of %s #%d", e.Stream, e.First)
 }
 
 // Delete deletes the index entries of stream, or the whole index when stream is "", and
 // returns how many it deleted. Deleting nothing is not an error.
-func Delete(ctx context.Context, cli *clientv3.Client, keys events.Keys, stream events.Stream) (int64, error) {
-	prefix := keys.IndexPrefix()
-	if stream != "" {
-		prefix = keys.IndexStreamPrefix(stream)
-	}
-	r, err := cli.Delete(ctx, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return 0, storeErr(err, "logindex: delete %s", prefix)
-	}
-	return r.Deleted, nil
+func Delete(ctx context.Context, lg events.Store, stream events.Stream) (int64, error) {
+	n, err := lg.DeleteIndex(ctx, stream, nil)
+	return n, errors.Wrapf(err, "logindex: delete the entries of %q", stream)
 }
 
 // DeleteThrough deletes the entries of stream whose last sequence is at or below seq
 // (chunks wholly archived up to seq), and returns how many it deleted. Entries that do not
 // decode are deleted too when their first sequence is at or below seq.
-func DeleteThrough(ctx context.Context, cli *clientv3.Client, keys events.Keys, stream events.Stream, seq uint64) (int64, error) {
-	resp, err := cli.Get(ctx, keys.IndexStreamPrefix(stream), clientv3.WithRange(keys.Index(stream, seq+1)))
+func DeleteThrough(ctx context.Context, lg events.Store, stream events.Stream, seq uint64) (int64, error) {
+	vals, err := lg.IndexEntries(ctx, stream, 0, false)
 	if err != nil {
-		return 0, storeErr(err, "logindex: list the entries of %s", stream)
+		return 0, errors.Wrapf(err, "logindex: list the entries of %s", stream)
 	}
-	var n int64
-	for _, kv := range resp.Kvs {
-		e, derr := Decode(stream, kv.Value)
-		if derr == nil && e.Last > seq {
+	var firsts []uint64
+	for _, v := range vals {
+		if v.First > seq {
 			continue
 		}
-		r, err := cli.Delete(ctx, string(kv.Key))
-		if err != nil {
-			return n, storeErr(err, "logindex: delete %s", kv.Key)
+		if e, derr := Decode(stream, v.Value); derr == nil && e.Last > seq {
+			continue
 		}
-		n += r.Deleted
+		firsts = append(firsts, v.First)
 	}
-	return n, nil
+	if len(firsts) == 0 {
+		return 0, nil
+	}
+	n, err := lg.DeleteIndex(ctx, stream, firsts)
+	return n, errors.Wrapf(err, "logindex: delete the entries of %s through #%d", stream, seq)
 }

@@ -144,7 +144,7 @@ func TestBuild(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res[i], errs[i] = logindex.Build(ctx, cli, keys, lg, s, logindex.BuildOptions{})
+			res[i], errs[i] = logindex.Build(ctx, lg, s, logindex.BuildOptions{})
 		}()
 	}
 	wg.Wait()
@@ -177,13 +177,13 @@ func TestBuild(t *testing.T) {
 		t.Fatalf("stored keys %d, want 4 (…/000000003073 among them)", len(first))
 	}
 	// Again: nothing to do. Deleted and rebuilt: the same bytes.
-	if r, err := logindex.Build(ctx, cli, keys, lg, s, logindex.BuildOptions{}); err != nil || r.Written != 0 || r.Present != 4 || r.EventsRead != 0 {
+	if r, err := logindex.Build(ctx, lg, s, logindex.BuildOptions{}); err != nil || r.Written != 0 || r.Present != 4 || r.EventsRead != 0 {
 		t.Fatalf("second build: %+v, %v", r, err)
 	}
-	if n, err := logindex.Delete(ctx, cli, keys, s); err != nil || n != 4 {
+	if n, err := logindex.Delete(ctx, lg, s); err != nil || n != 4 {
 		t.Fatalf("Delete: %d, %v", n, err)
 	}
-	if r, err := logindex.Build(ctx, cli, keys, lg, s, logindex.BuildOptions{}); err != nil || r.Written != 4 || r.EventsRead != 4096 {
+	if r, err := logindex.Build(ctx, lg, s, logindex.BuildOptions{}); err != nil || r.Written != 4 || r.EventsRead != 4096 {
 		t.Fatalf("rebuild: %+v, %v", r, err)
 	}
 	for k, v := range stored() {
@@ -192,7 +192,7 @@ func TestBuild(t *testing.T) {
 		}
 	}
 
-	es, err := logindex.Load(ctx, cli, keys, "", 0)
+	es, err := logindex.Load(ctx, lg, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok, hasFirst, err := logindex.Verify(ctx, cli, keys, s, es[s], rev)
+	ok, hasFirst, err := logindex.Verify(ctx, lg, s, es[s], rev)
 	if err != nil || !hasFirst || len(ok) != 4 {
 		t.Fatalf("Verify: %d entries, hasFirst %v, %v", len(ok), hasFirst, err)
 	}
@@ -210,15 +210,15 @@ func TestBuild(t *testing.T) {
 	}
 	prev := events.Version{Seq: ok[0].Last, Hash: ok[0].Hash}
 	n := 0
-	v, err := logindex.ReadRange(ctx, cli, keys, s, 1025, 2048, rev, &prev, func(*events.Event) error { n++; return nil })
+	v, err := lg.ReadRange(ctx, s, 1025, 2048, rev, &prev, func(*events.Event) error { n++; return nil })
 	if err != nil || n != 1024 || v.Seq != 2048 || v.Hash != ok[1].Hash {
 		t.Fatalf("ReadRange: %d events, %v, %v", n, v, err)
 	}
 	bad := events.Version{Seq: 1024, Hash: events.Hash{9}}
-	if _, err = logindex.ReadRange(ctx, cli, keys, s, 1025, 2048, rev, &bad, func(*events.Event) error { return nil }); !errors.Is(err, events.ErrChainBroken) {
+	if _, err = lg.ReadRange(ctx, s, 1025, 2048, rev, &bad, func(*events.Event) error { return nil }); !errors.Is(err, events.ErrChainBroken) {
 		t.Fatalf("ReadRange after a wrong hash: %v, want ErrChainBroken", err)
 	}
-	if v, err = logindex.ReadRange(ctx, cli, keys, s, 4097, head.Seq, rev, nil, func(*events.Event) error { return nil }); err != nil || v != head {
+	if v, err = lg.ReadRange(ctx, s, 4097, head.Seq, rev, nil, func(*events.Event) error { return nil }); err != nil || v != head {
 		t.Fatalf("ReadRange of the tail: %v, %v (head %v)", v, err, head)
 	}
 
@@ -231,15 +231,15 @@ func TestBuild(t *testing.T) {
 	if _, err = cli.Put(ctx, keys.Index(s, 1), string(fb)); err != nil {
 		t.Fatal(err)
 	}
-	es, err = logindex.Load(ctx, cli, keys, s, 0)
+	es, err = logindex.Load(ctx, lg, s, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, _, err = logindex.Verify(ctx, cli, keys, s, es[s], 0); err != nil || len(ok) != 3 || ok[0].First != 1025 {
+	if ok, _, err = logindex.Verify(ctx, lg, s, es[s], 0); err != nil || len(ok) != 3 || ok[0].First != 1025 {
 		t.Fatalf("Verify with a stale entry: %d kept, %v", len(ok), err)
 	}
 	// DeleteThrough removes the entries wholly at or below a sequence.
-	if n, err := logindex.DeleteThrough(ctx, cli, keys, s, 2500); err != nil || n != 2 {
+	if n, err := logindex.DeleteThrough(ctx, lg, s, 2500); err != nil || n != 2 {
 		t.Fatalf("DeleteThrough: %d, %v", n, err)
 	}
 	if left := stored(); len(left) != 2 || left[keys.Index(s, 2049)] == "" {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/logindex"
@@ -92,7 +91,7 @@ type ArchiveResult struct {
 // without such a snapshot are left alone; with none at all, no file is written and the
 // result's header lists no stream. The attachment-index entries (package logindex) of
 // the chunks archived wholly are deleted with the events.
-func Archive(ctx context.Context, log *events.EtcdLog, path string, opt ArchiveOptions) (ArchiveResult, error) {
+func Archive(ctx context.Context, log events.Store, path string, opt ArchiveOptions) (ArchiveResult, error) {
 	if opt.Cut.Revision <= 0 && opt.Cut.Time.IsZero() {
 		return ArchiveResult{}, errors.New("logio: archive needs a cut (revision or time)")
 	}
@@ -104,7 +103,7 @@ func Archive(ctx context.Context, log *events.EtcdLog, path string, opt ArchiveO
 	if now.IsZero() {
 		now = time.Now()
 	}
-	h := newHeader(KindArchive, log.Keys().Prefix(), rev, now)
+	h := newHeader(KindArchive, log.Prefix(), rev, now)
 	h.Before = opt.Cut.String()
 	keep := map[events.Stream]int64{} // the snapshot kept: its ModRevision
 	for _, s := range sortedStreams(heads) {
@@ -144,28 +143,23 @@ func Archive(ctx context.Context, log *events.EtcdLog, path string, opt ArchiveO
 		return res, errors.Wrapf(err, "the archive written to %s does not verify; nothing deleted", path)
 	}
 	total := h.Total()
-	cli, keys := log.Client(), log.Keys()
 	for _, s := range h.SortedStreams() {
 		r := h.Streams[s]
-		snapKey := keys.Event(s, r.Last+1)
 		for lo := r.First; lo <= r.Last; lo += deleteChunk {
 			hi := min(lo+deleteChunk, r.Last+1)
-			resp, err := cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.ModRevision(snapKey), "=", keep[s])).
-				Then(clientv3.OpDelete(keys.Event(s, lo), clientv3.WithRange(keys.Event(s, hi)))).
-				Commit()
+			n, err := log.Trim(ctx, s, lo, hi, r.Last+1, keep[s])
+			if errors.Is(err, events.ErrConflict) {
+				return res, errors.Newf("logio: archive: %s #%d (the snapshot kept) changed during the archive; %d events deleted", s, r.Last+1, res.Deleted)
+			}
 			if err != nil {
 				return res, errors.Wrapf(err, "logio: archive: delete %s #%d-#%d (the file holds them)", s, lo, hi-1)
 			}
-			if !resp.Succeeded {
-				return res, errors.Newf("logio: archive: %s #%d (the snapshot kept) changed during the archive; %d events deleted", s, r.Last+1, res.Deleted)
-			}
-			res.Deleted += resp.Responses[0].GetResponseDeleteRange().Deleted
+			res.Deleted += n
 			opt.DeleteProgress.report(res.Deleted, total)
 		}
 		// The attachment-index entries of the chunks archived wholly describe events no
 		// longer stored (readers ignore them anyway).
-		if _, err := logindex.DeleteThrough(ctx, cli, keys, s, r.Last); err != nil {
+		if _, err := logindex.DeleteThrough(ctx, log, s, r.Last); err != nil {
 			return res, errors.Wrapf(err, "logio: archive: %s archived; delete its index entries", s)
 		}
 	}
@@ -174,7 +168,7 @@ func Archive(ctx context.Context, log *events.EtcdLog, path string, opt ArchiveO
 
 // archiveRange finds, for stream s at rev, the oldest stored event and the newest
 // snapshot committed before the cut (0 if none), with that snapshot's ModRevision.
-func archiveRange(ctx context.Context, log *events.EtcdLog, s events.Stream, rev int64, cut Cut) (first, snap uint64, snapRev int64, err error) {
+func archiveRange(ctx context.Context, log events.Store, s events.Stream, rev int64, cut Cut) (first, snap uint64, snapRev int64, err error) {
 	ptr, _, err := log.SnapshotSeq(ctx, s, rev)
 	if err != nil || ptr == 0 {
 		return 0, 0, 0, errors.Wrapf(err, "snapshot pointer of %s", s)
@@ -211,7 +205,7 @@ func archiveRange(ctx context.Context, log *events.EtcdLog, s events.Stream, rev
 }
 
 // writeArchive writes the archive through path+".tmp", filling in each range's last hash.
-func writeArchive(ctx context.Context, log *events.EtcdLog, path string, h *Header, rev int64, p Progress) error {
+func writeArchive(ctx context.Context, log events.Store, path string, h *Header, rev int64, p Progress) error {
 	// Each range's last hash is needed in the header before the events: it is the kept
 	// snapshot's previous-hash.
 	for s, r := range h.Streams {

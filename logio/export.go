@@ -21,10 +21,10 @@ type ExportOptions struct {
 
 // Export writes the whole live log to w at one revision: the header, then every stream
 // from its oldest stored event to its head, stream by stream in name order, one event per
-// line. Events are read in chunks (EtcdLog.Read), decoded and chain-checked on the way,
+// line. Events are read in chunks (Store.Read), decoded and chain-checked on the way,
 // so memory stays flat and a broken log fails the export (ErrBroken). It returns the
 // header written.
-func Export(ctx context.Context, log *events.EtcdLog, w io.Writer, opt ExportOptions) (Header, error) {
+func Export(ctx context.Context, log events.Store, w io.Writer, opt ExportOptions) (Header, error) {
 	heads, rev, err := log.Streams(ctx, "", 0)
 	if err != nil {
 		return Header{}, errors.Wrap(err, "list streams")
@@ -33,7 +33,7 @@ func Export(ctx context.Context, log *events.EtcdLog, w io.Writer, opt ExportOpt
 	if now.IsZero() {
 		now = time.Now()
 	}
-	h := newHeader(KindExport, log.Keys().Prefix(), rev, now)
+	h := newHeader(KindExport, log.Prefix(), rev, now)
 	for s, v := range heads {
 		first, _, err := log.OldestStored(ctx, s, rev)
 		if err != nil {
@@ -67,7 +67,7 @@ func Export(ctx context.Context, log *events.EtcdLog, w io.Writer, opt ExportOpt
 }
 
 // readRange reads events first..last of s at rev, mapping a broken log to ErrBroken.
-func readRange(ctx context.Context, log *events.EtcdLog, s events.Stream, first, last uint64, rev int64, fn func(*events.Event) error) error {
+func readRange(ctx context.Context, log events.Store, s events.Stream, first, last uint64, rev int64, fn func(*events.Event) error) error {
 	next := first
 	_, err := log.Read(ctx, s, first, rev, func(e *events.Event) error {
 		if e.Seq > last {

@@ -11,7 +11,6 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/errors"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
 )
@@ -63,7 +62,7 @@ type ImportPlan struct {
 // while any node's liveness key exists (a coild would keep appending to the log being
 // replaced, and would not notice its streams changing under it), except the nodes named
 // in opt.IgnoreLiveNodes. The writes are conditioned on no coild starting meanwhile
-// (events.EtcdLog.NoNodeStartedSince). It verifies the whole file first (ErrBroken, ErrFormat: nothing is
+// (events.BulkGuard). It verifies the whole file first (ErrBroken, ErrFormat: nothing is
 // written), keeping each event's stored bytes (the canonical encoding of the JSON event,
 // whose hash the file carries) in a spool file in the temporary directory ($TMPDIR; about
 // 300 bytes per event, removed on return); then it writes them in transactions of up to 127 puts, several in flight,
@@ -77,15 +76,15 @@ type ImportPlan struct {
 //
 // A failure while writing leaves a partial log without heads; run Import again with
 // Force. Archive files cannot be imported (their events are history, not state).
-func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOptions) (Header, error) {
-	cli, keys := log.Client(), log.Keys()
+func Import(ctx context.Context, log events.Store, path string, opt ImportOptions) (Header, error) {
 	// Refuse early (before reading the file), but delete only once the file verified.
-	plan, err := countLog(ctx, cli, keys)
+	cnt, err := log.Count(ctx, 0)
 	if err != nil {
-		return Header{}, err
+		return Header{}, errors.Mark(errors.Wrap(err, "logio: import: is the log empty?"), events.ErrUnavailable)
 	}
+	plan := ImportPlan{Prefix: log.Prefix(), Events: cnt.Events, Streams: cnt.Streams, Snapshots: cnt.Snapshots}
 	if plan.total() > 0 && !opt.Force {
-		return Header{}, errors.Wrapf(ErrNotEmpty, "%d keys under %s (log/, head/, snap/); import needs an empty etcd (or --force, which deletes them)", plan.total(), keys.Prefix())
+		return Header{}, errors.Wrapf(ErrNotEmpty, "%d keys under %s (log/, head/, snap/); import needs an empty etcd (or --force, which deletes them)", plan.total(), log.Prefix())
 	}
 	liveRev, err := checkLive(ctx, log, opt.IgnoreLiveNodes)
 	if err != nil {
@@ -129,21 +128,28 @@ func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOpt
 	if err = sw.Flush(); err != nil {
 		return h, errors.Wrap(err, "logio: import: spool")
 	}
-	noneStarted := log.NoNodeStartedSince(liveRev)
-	if err = deleteLog(ctx, log, opt.Force, noneStarted, liveRev); err != nil {
-		return h, err
+	noneStarted := events.BulkGuard{NoNodeStartedAfter: liveRev}
+	// The attachment index (logindex) is derived from the log: it neither makes etcd
+	// "not empty" nor survives an import (it would describe another log). Without
+	// Force the log was empty when counted; a log that appeared since is refused by
+	// InitHeads.
+	if err = log.Clear(ctx, opt.Force, noneStarted); err != nil {
+		if errors.Is(err, events.ErrNodeStarted) {
+			return h, startedSince(ctx, log, liveRev, "nothing was deleted")
+		}
+		return h, errors.Wrap(err, "logio: import: delete the existing log and its attachment index")
 	}
 	if _, err = spool.Seek(0, io.SeekStart); err != nil {
 		return h, errors.Wrap(err, "logio: import: spool")
 	}
-	n, err := writeSpool(ctx, cli, keys, bufio.NewReaderSize(spool, 1<<20), h.Total(), opt)
+	n, err := writeSpool(ctx, log, bufio.NewReaderSize(spool, 1<<20), h.Total(), opt)
 	if err != nil {
 		return h, err
 	}
 	if n != h.Total() {
 		return h, errors.Newf("logio: import: spooled %d events, the file holds %d", n, h.Total())
 	}
-	if err := writeHeads(ctx, log, &h, noneStarted, liveRev); err != nil {
+	if err := writeHeads(ctx, log, &h, noneStarted); err != nil {
 		return h, err
 	}
 	opt.Progress.report(n, h.Total())
@@ -153,7 +159,7 @@ func Import(ctx context.Context, log *events.EtcdLog, path string, opt ImportOpt
 // checkLive refuses (ErrLiveNodes) while a node other than those ignored holds its
 // liveness key, and returns the revision it read at (the import's writes are conditioned
 // on no node starting after it).
-func checkLive(ctx context.Context, log *events.EtcdLog, ignore []string) (int64, error) {
+func checkLive(ctx context.Context, log events.Store, ignore []string) (int64, error) {
 	live, rev, err := log.LiveNodes(ctx, true)
 	if err != nil {
 		return 0, errors.Wrap(err, "logio: import: is any coild running?")
@@ -177,14 +183,14 @@ func checkLive(ctx context.Context, log *events.EtcdLog, ignore []string) (int64
 		return 0, errors.Wrapf(ErrLiveNodes, "%d nodes hold their liveness key under %s: %s; a coild there would keep writing "+
 			"to the log being replaced: stop every coild first (a stopped coild's key goes when its lease expires), "+
 			"or name the nodes whose coild is stopped with --ignore-live-nodes",
-			len(alive), log.Keys().Alive(""), strings.Join(alive, ", "))
+			len(alive), events.AliveKey(log.Prefix(), ""), strings.Join(alive, ", "))
 	}
 	return rev, nil
 }
 
-// startedSince explains a failed NoNodeStartedSince condition: the nodes whose liveness
+// startedSince explains a failed BulkGuard: the nodes whose liveness
 // key was created after rev.
-func startedSince(ctx context.Context, log *events.EtcdLog, rev int64, what string) error {
+func startedSince(ctx context.Context, log events.Store, rev int64, what string) error {
 	live, _, err := log.LiveNodes(ctx, false)
 	if err != nil {
 		return errors.Wrapf(ErrLiveNodes, "a coild started during the import (%s); %v", what, err)
@@ -199,14 +205,14 @@ func startedSince(ctx context.Context, log *events.EtcdLog, rev int64, what stri
 }
 
 // writeSpool puts the spooled events, several transactions in flight.
-func writeSpool(ctx context.Context, cli *clientv3.Client, keys events.Keys, r *bufio.Reader, total int64, opt ImportOptions) (int64, error) {
+func writeSpool(ctx context.Context, log events.Store, r *bufio.Reader, total int64, opt ImportOptions) (int64, error) {
 	writers := opt.Writers
 	if writers <= 0 {
 		writers = DefaultWriters
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	txns := make(chan []clientv3.Op, writers)
+	txns := make(chan []events.StoredEvent, writers)
 	var wg sync.WaitGroup
 	var once sync.Once
 	var writeErr error
@@ -215,18 +221,18 @@ func writeSpool(ctx context.Context, cli *clientv3.Client, keys events.Keys, r *
 		go func() {
 			defer wg.Done()
 			for ops := range txns {
-				if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+				if err := log.PutEvents(ctx, ops); err != nil {
 					once.Do(func() { writeErr = errors.Wrap(err, "logio: import: write events"); cancel() })
 				}
 			}
 		}()
 	}
 	var done int64
-	batch := make([]clientv3.Op, 0, events.MaxBatch)
+	batch := make([]events.StoredEvent, 0, events.MaxBatch)
 	send := func() bool {
 		select {
 		case txns <- batch:
-			batch = make([]clientv3.Op, 0, events.MaxBatch)
+			batch = make([]events.StoredEvent, 0, events.MaxBatch)
 			return true
 		case <-ctx.Done():
 			return false
@@ -242,7 +248,7 @@ func writeSpool(ctx context.Context, cli *clientv3.Client, keys events.Keys, r *
 			rerr = err
 			break
 		}
-		batch = append(batch, clientv3.OpPut(keys.Event(events.Stream(s), seq), v))
+		batch = append(batch, events.StoredEvent{Stream: events.Stream(s), Seq: seq, Value: v})
 		done++
 		if len(batch) == events.MaxBatch && !send() {
 			break
@@ -265,105 +271,52 @@ func writeSpool(ctx context.Context, cli *clientv3.Client, keys events.Keys, r *
 	return done, ctx.Err()
 }
 
-func readSpool(r *bufio.Reader) (stream string, seq uint64, value string, err error) {
+func readSpool(r *bufio.Reader) (stream string, seq uint64, value []byte, err error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return "", 0, "", io.EOF
+			return "", 0, nil, io.EOF
 		}
-		return "", 0, "", errors.Wrap(err, "logio: import: spool")
+		return "", 0, nil, errors.Wrap(err, "logio: import: spool")
 	}
 	b := make([]byte, n)
 	if _, err = io.ReadFull(r, b); err != nil {
-		return "", 0, "", errors.Wrap(err, "logio: import: spool")
+		return "", 0, nil, errors.Wrap(err, "logio: import: spool")
 	}
 	if seq, err = binary.ReadUvarint(r); err != nil {
-		return "", 0, "", errors.Wrap(err, "logio: import: spool")
+		return "", 0, nil, errors.Wrap(err, "logio: import: spool")
 	}
 	if n, err = binary.ReadUvarint(r); err != nil {
-		return "", 0, "", errors.Wrap(err, "logio: import: spool")
+		return "", 0, nil, errors.Wrap(err, "logio: import: spool")
 	}
 	v := make([]byte, n)
 	if _, err := io.ReadFull(r, v); err != nil {
-		return "", 0, "", errors.Wrap(err, "logio: import: spool")
+		return "", 0, nil, errors.Wrap(err, "logio: import: spool")
 	}
-	return string(b), seq, string(v), nil
+	return string(b), seq, v, nil
 }
 
 func (p ImportPlan) total() int64 { return p.Events + p.Streams + p.Snapshots }
 
-// countLog counts the log's keys under the prefix: events, heads, snapshot pointers.
-func countLog(ctx context.Context, cli *clientv3.Client, keys events.Keys) (ImportPlan, error) {
-	plan := ImportPlan{Prefix: keys.Prefix()}
-	for _, c := range []struct {
-		prefix string
-		n      *int64
-	}{{keys.LogPrefix(), &plan.Events}, {keys.HeadPrefix(), &plan.Streams}, {keys.Prefix() + "snap/", &plan.Snapshots}} {
-		r, err := cli.Get(ctx, c.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err != nil {
-			return plan, errors.Mark(errors.Wrap(err, "logio: import: is the log empty?"), events.ErrUnavailable)
-		}
-		*c.n = r.Count
-	}
-	return plan, nil
-}
-
-// deleteLog deletes the attachment index and, with force, the log's keys (events, heads,
-// snapshot pointers), in one transaction conditioned on cond (no coild started since
-// liveRev). Without force the log was empty when counted; a log that appeared since is
-// refused by writeHeads.
-func deleteLog(ctx context.Context, log *events.EtcdLog, force bool, cond clientv3.Cmp, liveRev int64) error {
-	keys := log.Keys()
-	// The attachment index (logindex) is derived from the log: it neither makes etcd
-	// "not empty" nor survives an import (it would describe another log).
-	ops := []clientv3.Op{clientv3.OpDelete(keys.IndexPrefix(), clientv3.WithPrefix())}
-	if force {
-		for _, p := range []string{keys.LogPrefix(), keys.HeadPrefix(), keys.Prefix() + "snap/"} {
-			ops = append(ops, clientv3.OpDelete(p, clientv3.WithPrefix()))
-		}
-	}
-	resp, err := log.Client().Txn(ctx).If(cond).Then(ops...).Commit()
-	if err != nil {
-		return errors.Wrap(err, "logio: import: delete the existing log and its attachment index")
-	}
-	if !resp.Succeeded {
-		return startedSince(ctx, log, liveRev, "nothing was deleted")
-	}
-	return nil
-}
-
 // writeHeads writes every stream's head and snapshot pointer, checking that no head
-// exists yet (a coild writing meanwhile would be overwritten) and cond (no coild started
-// since liveRev).
-func writeHeads(ctx context.Context, log *events.EtcdLog, h *Header, cond clientv3.Cmp, liveRev int64) error {
-	cli, keys := log.Client(), log.Keys()
-	const perTxn = maxTxnOps / 2
-	streams := h.SortedStreams()
-	for len(streams) > 0 {
-		n := min(perTxn, len(streams))
-		cmps := []clientv3.Cmp{cond}
-		var ops []clientv3.Op
-		for _, s := range streams[:n] {
-			r := h.Streams[s]
-			hk := keys.Head(s)
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(hk), "=", 0))
-			ops = append(ops, clientv3.OpPut(hk, string(events.EncodeHead(events.Version{Seq: r.Last, Hash: r.LastHash}))))
-			if r.Snapshot >= r.First && r.Snapshot <= r.Last && r.Snapshot > 0 {
-				ops = append(ops, clientv3.OpPut(keys.Snap(s), string(events.EncodeSnapSeq(r.Snapshot))))
-			}
+// exists yet (a coild writing meanwhile would be overwritten) and g (no coild started
+// since LiveNodes was read).
+func writeHeads(ctx context.Context, log events.Store, h *Header, g events.BulkGuard) error {
+	heads := make([]events.StreamInit, 0, len(h.Streams))
+	for _, s := range h.SortedStreams() {
+		r := h.Streams[s]
+		in := events.StreamInit{Stream: s, Head: events.Version{Seq: r.Last, Hash: r.LastHash}}
+		if r.Snapshot >= r.First && r.Snapshot <= r.Last && r.Snapshot > 0 {
+			in.Snapshot = r.Snapshot
 		}
-		resp, err := cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		if err != nil {
-			return errors.Wrap(err, "logio: import: write heads")
-		}
-		if !resp.Succeeded {
-			cr, err := cli.Txn(ctx).If(cond).Commit()
-			if err == nil && !cr.Succeeded {
-				return startedSince(ctx, log, liveRev, "events written without heads: import again with --force")
-			}
-			return errors.Wrap(ErrNotEmpty, "a stream's head appeared during the import (is a coild running?)")
-		}
-		streams = streams[n:]
+		heads = append(heads, in)
 	}
-	return nil
+	err := log.InitHeads(ctx, heads, g)
+	switch {
+	case errors.Is(err, events.ErrNodeStarted):
+		return startedSince(ctx, log, g.NoNodeStartedAfter, "events written without heads: import again with --force")
+	case errors.Is(err, events.ErrConflict):
+		return errors.Wrap(ErrNotEmpty, "a stream's head appeared during the import (is a coild running?)")
+	}
+	return errors.Wrap(err, "logio: import: write heads")
 }

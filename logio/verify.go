@@ -5,7 +5,6 @@ import (
 	"io"
 
 	"github.com/cockroachdb/errors"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
 )
@@ -180,7 +179,7 @@ func (v *Verifier) file(ctx context.Context, r io.Reader, check func(*Header) er
 // every stored value, the chain, dense sequences, that the head key names the last
 // event, and that the snapshot pointer names a stored Snapshot; and that no event key lies
 // outside the streams' ranges. Streams seen in earlier files must continue into it.
-func (v *Verifier) Live(ctx context.Context, log *events.EtcdLog) (Report, error) {
+func (v *Verifier) Live(ctx context.Context, log events.Store) (Report, error) {
 	heads, rev, err := log.Streams(ctx, "", 0)
 	if err != nil {
 		return Report{}, errors.Wrap(err, "list streams")
@@ -212,12 +211,12 @@ func (v *Verifier) Live(ctx context.Context, log *events.EtcdLog) (Report, error
 			return rep, brokenf(s, v.known[s].Seq+1, "in the files but not in the live log")
 		}
 	}
-	cnt, err := log.Client().Get(ctx, log.Keys().LogPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithRev(rev))
+	cnt, err := log.Count(ctx, rev)
 	if err != nil {
 		return rep, errors.Wrap(err, "count event keys")
 	}
-	if cnt.Count != total {
-		return rep, errors.Mark(errors.Newf("chain broken: %d event keys stored, the streams' ranges hold %d (stray or missing keys)", cnt.Count, total), ErrBroken)
+	if cnt.Events != total {
+		return rep, errors.Mark(errors.Newf("chain broken: %d event keys stored, the streams' ranges hold %d (stray or missing keys)", cnt.Events, total), ErrBroken)
 	}
 	for _, s := range sortedStreams(heads) {
 		sp := spans[s]

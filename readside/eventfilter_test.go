@@ -69,10 +69,10 @@ func TestEventFilter(t *testing.T) {
 // TestReadEventsIndexed: a pod's or a long container prefix's events read through the
 // attachment index are those of the full read, with chunks skipped.
 func TestReadEventsIndexed(t *testing.T) {
-	lg, cl := etcdLog(t)
+	lg, _ := etcdLog(t)
 	churnLog(t, lg, 120)
 	for _, s := range []events.Stream{events.NodeStream("n1"), events.NodeStream("n2")} {
-		if _, err := logindex.Build(t.Context(), cl, lg.Keys(), lg, s, logindex.BuildOptions{ChunkSize: 8}); err != nil {
+		if _, err := logindex.Build(t.Context(), lg, s, logindex.BuildOptions{ChunkSize: 8}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,7 +82,7 @@ func TestReadEventsIndexed(t *testing.T) {
 	} {
 		full := f
 		want := shown(t, lg, nil, &full)
-		ix := &readside.Index{Client: cl, Keys: lg.Keys(), Timeout: time.Minute}
+		ix := &readside.Index{Store: lg, Timeout: time.Minute}
 		indexed := f
 		got := shown(t, lg, ix, &indexed)
 		if !slices.Equal(got, want) || len(want) == 0 {

@@ -105,7 +105,7 @@ func TestHistoryIndexed(t *testing.T) {
 	churnLog(t, lg, 120)
 	ctx := t.Context()
 	for _, s := range []events.Stream{events.NodeStream("n1"), events.NodeStream("n2")} {
-		if _, err := logindex.Build(ctx, cl, lg.Keys(), lg, s, logindex.BuildOptions{ChunkSize: 8}); err != nil {
+		if _, err := logindex.Build(ctx, lg, s, logindex.BuildOptions{ChunkSize: 8}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -117,7 +117,7 @@ func TestHistoryIndexed(t *testing.T) {
 		t.Helper()
 		for _, q := range queries {
 			full := describeAll(history(t, lg, q, nil))
-			ix := &readside.Index{Client: cl, Keys: lg.Keys(), Timeout: time.Minute}
+			ix := &readside.Index{Store: lg, Timeout: time.Minute}
 			got := describeAll(history(t, lg, q, ix))
 			if got != full {
 				t.Fatalf("%s: indexed history of %s:\n%s\nfull read:\n%s", what, q.String(), got, full)

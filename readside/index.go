@@ -6,20 +6,18 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/logindex"
 	"github.com/coil-net/coil/logio"
 )
 
-// Index is the attachment index (package logindex) of the log under Keys, which History
+// Index is the attachment index (package logindex) of the log in Store, which History
 // and ReadEvents use to read only the chunks of a node stream that may mention a pod or
 // a container. A nil *Index reads every stream in full. It counts the indexed chunks it
 // read and skipped (Chunks); one Index may serve concurrent queries.
 type Index struct {
-	Client *clientv3.Client
-	Keys   events.Keys
+	Store events.Store
 	// Timeout bounds the load of the index and each stream's indexed read, as a
 	// caller's per-request timeout bounds the log's calls (0: no bound).
 	Timeout time.Duration
@@ -44,7 +42,7 @@ func (ix *Index) bound(ctx context.Context) (context.Context, context.CancelFunc
 func (ix *Index) load(ctx context.Context, rev int64) (map[events.Stream][]*logindex.Entry, error) {
 	ctx, cancel := ix.bound(ctx)
 	defer cancel()
-	entries, err := logindex.Load(ctx, ix.Client, ix.Keys, "", rev)
+	entries, err := logindex.Load(ctx, ix.Store, "", rev)
 	if err != nil {
 		return nil, errors.Wrapf(err, "load the attachment index at revision %d", rev)
 	}
@@ -83,7 +81,7 @@ func (ix *Index) read(ctx context.Context, log events.Log, s events.Stream, head
 	if err != nil || from == 0 {
 		return err
 	}
-	valid, hasFirst, err := logindex.Verify(ctx, ix.Client, ix.Keys, s, entries, rev)
+	valid, hasFirst, err := logindex.Verify(ctx, ix.Store, s, entries, rev)
 	if err != nil {
 		return err
 	}
@@ -104,7 +102,7 @@ func (ix *Index) read(ctx context.Context, log events.Log, s events.Stream, head
 		if seg.First == 1 {
 			prev = nil
 		}
-		if last, err = logindex.ReadRange(ctx, ix.Client, ix.Keys, s, seg.First, seg.Last, rev, prev, r.visit); err != nil {
+		if last, err = ix.Store.ReadRange(ctx, s, seg.First, seg.Last, rev, prev, r.visit); err != nil {
 			return errors.Wrapf(err, "read %s #%d-#%d at revision %d", s, seg.First, seg.Last, rev)
 		}
 	}

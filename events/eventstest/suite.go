@@ -57,6 +57,10 @@ func Run(t *testing.T, newLog NewLog) {
 	t.Run("DamagedLog", su.testDamaged)
 	t.Run("InvalidRequests", su.testInvalid)
 	t.Run("SnapshotPointer", su.testSnapshotPointer)
+	t.Run("StoreBulkLoad", su.testBulkLoad)
+	t.Run("StoreBulkGuard", su.testBulkGuard)
+	t.Run("StoreTrim", su.testTrim)
+	t.Run("StoreIndex", su.testIndex)
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -45,7 +45,7 @@ func TestEventsFollowIndexed(t *testing.T) {
 	stopWith := e.follow(withIndex, args...)
 	waitLines(withIndex, n0, "the follower with the index")
 	keys := e.log.Keys()
-	if _, err := logindex.Delete(ctx, e.cli, keys, ""); err != nil {
+	if _, err := logindex.Delete(ctx, e.log, ""); err != nil {
 		t.Fatal(err)
 	}
 	if e.indexCount() != 0 {
@@ -93,7 +93,7 @@ func TestEventsFollowIndexed(t *testing.T) {
 	// A forged entry hiding a chunk that mentions the pod: a follower started on it does
 	// not print the pod's event there.
 	e.buildIndex(goldenChunk)
-	all, err := logindex.Load(ctx, e.cli, keys, "", 0)
+	all, err := logindex.Load(ctx, e.log, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

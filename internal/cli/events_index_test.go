@@ -93,7 +93,7 @@ func TestGoldenWeekEventsIndexed(t *testing.T) {
 	// release names only its container): they were printed above because the
 	// assignment was open (the chunk may mention its container).
 	keys := e.log.Keys()
-	all, err := logindex.Load(ctx, e.cli, keys, "", 0)
+	all, err := logindex.Load(ctx, e.log, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestGoldenWeekEventsIndexed(t *testing.T) {
 		}
 	}
 	e.sameOutputs("chunks missing in the middle", e.stateOutputs(queries), scan)
-	if _, err := logindex.Delete(ctx, e.cli, keys, ""); err != nil {
+	if _, err := logindex.Delete(ctx, e.log, ""); err != nil {
 		t.Fatal(err)
 	}
 	e.sameOutputs("no index", e.stateOutputs(queries), scan)

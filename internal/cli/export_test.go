@@ -28,7 +28,7 @@ func historyChunks(ctx context.Context, c *clientv3.Client, pod, container strin
 	defer lg.Close()
 	q := readside.Query{Container: container}
 	q.PodNamespace, q.PodName, _ = strings.Cut(pod, "/")
-	ix := &readside.Index{Client: c, Keys: events.NewKeys(""), Timeout: time.Minute}
+	ix := &readside.Index{Store: lg, Timeout: time.Minute}
 	hs, _, err := readside.History(ctx, lg, &q, ix, archives)
 	read, skipped = ix.Chunks()
 	return len(hs), read, skipped, err
@@ -49,7 +49,7 @@ func EventsChunks(ctx context.Context, c *clientv3.Client, pod, container string
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	ix := &readside.Index{Client: c, Keys: events.NewKeys(""), Timeout: time.Minute}
+	ix := &readside.Index{Store: lg, Timeout: time.Minute}
 	evs, err := readside.ReadEvents(ctx, lg, ix, flt, heads, rev)
 	for _, e := range evs {
 		if flt.Show(e) {

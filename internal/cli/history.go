@@ -9,7 +9,6 @@ import (
 	"github.com/cockroachdb/errors"
 	"github.com/spf13/cobra"
 
-	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/readside"
 )
 
@@ -141,5 +140,5 @@ func (a *app) printHistory(hs []*readside.Holding) error {
 // index is the attachment index of the run's log, for history and events --pod and
 // --container (each stream's indexed read bounded by --timeout, as the log's calls are).
 func (a *app) index() *readside.Index {
-	return &readside.Index{Client: a.cli, Keys: events.NewKeys(a.opts.prefix), Timeout: a.opts.timeout}
+	return &readside.Index{Store: a.etcd, Timeout: a.opts.timeout}
 }

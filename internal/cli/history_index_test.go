@@ -32,7 +32,7 @@ func (e *env) buildIndex(size int) {
 		e.t.Fatal(err)
 	}
 	for s := range heads {
-		if _, err := logindex.Build(ctx, e.cli, e.log.Keys(), e.log, s, logindex.BuildOptions{ChunkSize: size}); err != nil {
+		if _, err := logindex.Build(ctx, e.log, s, logindex.BuildOptions{ChunkSize: size}); err != nil {
 			e.t.Fatal(err)
 		}
 	}
@@ -143,7 +143,7 @@ func TestGoldenWeekIndexed(t *testing.T) {
 	defer cancel()
 	keys := e.log.Keys()
 	n2 := events.NodeStream("n2")
-	es, err := logindex.Load(ctx, e.cli, keys, n2, 0)
+	es, err := logindex.Load(ctx, e.log, n2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestGoldenWeekIndexed(t *testing.T) {
 
 	// Chunks missing in the middle of every stream are read. (The forged entries, which
 	// left out n2's real keys, are rebuilt first.)
-	if _, err := logindex.Delete(ctx, e.cli, keys, n2); err != nil {
+	if _, err := logindex.Delete(ctx, e.log, n2); err != nil {
 		t.Fatal(err)
 	}
 	e.buildIndex(goldenChunk)
@@ -175,7 +175,7 @@ func TestGoldenWeekIndexed(t *testing.T) {
 	}
 	check("chunks missing in the middle")
 	// And with no index at all.
-	if _, err := logindex.Delete(ctx, e.cli, keys, ""); err != nil {
+	if _, err := logindex.Delete(ctx, e.log, ""); err != nil {
 		t.Fatal(err)
 	}
 	check("no index")

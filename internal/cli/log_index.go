@@ -61,20 +61,19 @@ them again. Chunks whose events were archived are skipped.`,
 			if err != nil {
 				return err
 			}
-			keys := lg.Keys()
 			var sum indexSummary
 			if rebuild {
 				var del events.Stream // "": the whole index
 				if stream != "" {
 					del = streams[0]
 				}
-				if sum.Deleted, err = logindex.Delete(ctx, a.cli, keys, del); err != nil {
+				if sum.Deleted, err = logindex.Delete(ctx, lg, del); err != nil {
 					return err
 				}
 			}
 			sum.Streams = make([]logindex.BuildResult, len(streams))
 			err = readside.Parallel(ctx, 0, len(streams), func(ctx context.Context, i int) error {
-				r, berr := logindex.Build(ctx, a.cli, keys, lg, streams[i], logindex.BuildOptions{})
+				r, berr := logindex.Build(ctx, lg, streams[i], logindex.BuildOptions{})
 				sum.Streams[i] = r
 				return berr
 			})
