@@ -79,7 +79,9 @@ test: setup-test build vet kube-bins node-kit images
 	$(TOOLS)/gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg --jsonfile .test.json \
 		--rerun-fails=1 --packages ./... -- $(TEST_FLAGS) -p 2
 
+# lint also fails on an untidy go.mod/go.sum (go mod tidy -diff prints what tidy would change).
 lint: tools
+	$(GO) mod tidy -diff
 	$(TOOLS)/golangci-lint run ./...
 
 bench: setup build kube-bins node-kit
