@@ -212,3 +212,41 @@ func lookTool(name string) (string, error) {
 		dir = parent
 	}
 }
+
+// CNIResult is what the lab's users read from an ADD result: the pod's addresses and the
+// host-side interface (the first interface without a sandbox; "" when none).
+type CNIResult struct {
+	Addrs  []netip.Addr
+	HostIf string
+}
+
+// ParseCNIResult reads the result cnitool printed for an ADD.
+func ParseCNIResult(out []byte) (CNIResult, error) {
+	var r struct {
+		Interfaces []struct {
+			Name    string `json:"name"`
+			Sandbox string `json:"sandbox"`
+		} `json:"interfaces"`
+		IPs []struct {
+			Address string `json:"address"`
+		} `json:"ips"`
+	}
+	var res CNIResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		return res, errors.Wrapf(err, "lab: parse CNI result %q", out)
+	}
+	for _, ip := range r.IPs {
+		p, err := netip.ParsePrefix(ip.Address)
+		if err != nil {
+			return res, errors.Wrapf(err, "lab: CNI result address %q", ip.Address)
+		}
+		res.Addrs = append(res.Addrs, p.Addr())
+	}
+	for _, i := range r.Interfaces {
+		if i.Sandbox == "" {
+			res.HostIf = i.Name
+			break
+		}
+	}
+	return res, nil
+}

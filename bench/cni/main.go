@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -282,16 +281,8 @@ func (b *bench) startCoild(ctx context.Context) error {
 		return err
 	}
 	b.log.Info("coild started", "pid", p.PID(), "log", p.LogPath)
-	cl := cniproto.NewClient(sock, 2*time.Second)
-	if err := poll(ctx, 60*time.Second, 20*time.Millisecond, func() (bool, error) {
-		select {
-		case <-p.Done():
-			return false, errors.Wrapf(errSetup, "coild exited: %v (log %s)", p.Err(), p.LogPath)
-		default:
-		}
-		return cl.Status(ctx) == nil, nil
-	}); err != nil {
-		return errors.Wrap(err, "wait for coild")
+	if err := lab.WaitCoild(ctx, p, sock, 60*time.Second); err != nil {
+		return errors.Mark(errors.Wrap(err, "wait for coild"), errSetup)
 	}
 	if err := createPool(ctx, etcdURL, b.o.poolSubnet); err != nil {
 		return err
@@ -355,35 +346,13 @@ func (b *bench) cni(ctx context.Context, k *kind, cmd, pod string) (time.Duratio
 	return d, out, nil
 }
 
-type cniResult struct {
-	Interfaces []struct {
-		Name    string `json:"name"`
-		Sandbox string `json:"sandbox"`
-	} `json:"interfaces"`
-	IPs []struct {
-		Address string `json:"address"`
-	} `json:"ips"`
-}
-
 // parseResult returns the addresses and the host-side interface of an ADD result.
-func parseResult(out []byte) (addrs []netip.Addr, hostIf string, err error) {
-	var r cniResult
-	if err := json.Unmarshal(out, &r); err != nil {
-		return nil, "", errors.Wrapf(errResult, "%v: %q", err, out)
+func parseResult(out []byte) ([]netip.Addr, string, error) {
+	r, err := lab.ParseCNIResult(out)
+	if err != nil {
+		return nil, "", errors.Mark(err, errResult)
 	}
-	for _, ip := range r.IPs {
-		p, err := netip.ParsePrefix(ip.Address)
-		if err != nil {
-			return nil, "", errors.Wrapf(errResult, "address %q", ip.Address)
-		}
-		addrs = append(addrs, p.Addr())
-	}
-	for _, i := range r.Interfaces {
-		if i.Sandbox == "" && hostIf == "" {
-			hostIf = i.Name
-		}
-	}
-	return addrs, hostIf, nil
+	return r.Addrs, r.HostIf, nil
 }
 
 // rotate returns kinds starting at index i%len, so no plugin always follows the same one.

@@ -20,7 +20,6 @@ import (
 	"github.com/cockroachdb/errors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
 	"github.com/coil-net/coil/internal/gobuild"
@@ -305,23 +304,10 @@ func (n *Node) StartCoild(ctx context.Context) error {
 }
 
 func (n *Node) waitReady(ctx context.Context, p *lab.Process) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cl := cniproto.NewClient(n.Socket, 2*time.Second)
-	var last error
-	for {
-		if isDone(p.Done()) {
-			return errors.Wrapf(ErrNotReady, "coild of %s exited (%v): %s", n.Name, p.Err(), tail(p.LogPath, 20))
-		}
-		if last = cl.Status(ctx); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Wrapf(ErrNotReady, "coild of %s: %v (last STATUS: %v): %s", n.Name, ctx.Err(), last, tail(p.LogPath, 20))
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := lab.WaitCoild(ctx, p, n.Socket, 30*time.Second); err != nil {
+		return errors.Mark(errors.Wrapf(err, "coild of %s: %s", n.Name, tail(p.LogPath, 20)), ErrNotReady)
 	}
+	return nil
 }
 
 // StopCoild stops the node's coild (SIGTERM, by PID). Pods stay as they are. Stopping a
@@ -387,23 +373,15 @@ func (n *Node) AddPodInPool(ctx context.Context, name, pool string) (*Pod, error
 }
 
 func (p *Pod) parseResult(out []byte) error {
-	var r struct {
-		IPs []struct {
-			Address string `json:"address"`
-		} `json:"ips"`
+	r, err := lab.ParseCNIResult(out)
+	if err != nil {
+		return errors.Wrap(err, "demo")
 	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return errors.Wrapf(err, "demo: parse CNI result %q", out)
-	}
-	for _, ip := range r.IPs {
-		pf, err := netip.ParsePrefix(ip.Address)
-		if err != nil {
-			return errors.Wrapf(err, "demo: CNI result address %q", ip.Address)
-		}
-		if pf.Addr().Is4() {
-			p.Addr = pf.Addr()
+	for _, a := range r.Addrs {
+		if a.Is4() {
+			p.Addr = a
 		} else {
-			p.Addr6 = pf.Addr()
+			p.Addr6 = a
 		}
 	}
 	if !p.Addr.IsValid() {
