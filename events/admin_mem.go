@@ -84,13 +84,7 @@ func (l *MemLog) ReadRange(ctx context.Context, stream Stream, first, last uint6
 	if err != nil {
 		return Version{}, err
 	}
-	chain := Chain{Stream: stream}
-	switch {
-	case first == 1:
-		chain.Expect(Version{})
-	case prev != nil && prev.Seq == first-1:
-		chain.Expect(*prev)
-	}
+	chain := rangeChain(stream, first, prev)
 	dec := NewDecoder()
 	next := first
 	for _, m := range stored {
@@ -110,13 +104,7 @@ func (l *MemLog) ReadRange(ctx context.Context, stream Stream, first, last uint6
 		}
 		next++
 	}
-	switch {
-	case next == first:
-		return Version{}, errors.Wrapf(ErrCompacted, "%s: events #%d-#%d are not stored (archived?)", stream, first, last)
-	case next != last+1:
-		return Version{}, errors.Wrapf(ErrChainBroken, "%s: events end at #%d, want #%d", stream, next-1, last)
-	}
-	return chain.Head(), nil
+	return chain.Head(), checkRangeEnd(stream, first, last, next)
 }
 
 // Count implements Store.

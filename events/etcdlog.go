@@ -421,6 +421,17 @@ func (l *EtcdLog) ReadRange(ctx context.Context, stream Stream, first, last uint
 	if err := stream.Validate(); err != nil {
 		return Version{}, err
 	}
+	chain := rangeChain(stream, first, prev)
+	next, err := l.readSeqs(ctx, stream, first, last, true, rev, &chain, fn)
+	if err != nil {
+		return Version{}, err
+	}
+	return chain.Head(), checkRangeEnd(stream, first, last, next)
+}
+
+// rangeChain is the chain check of a ReadRange from first: primed with the empty stream
+// when first is 1, with prev when it is the version of event first-1.
+func rangeChain(stream Stream, first uint64, prev *Version) Chain {
 	chain := Chain{Stream: stream}
 	switch {
 	case first == 1:
@@ -428,16 +439,19 @@ func (l *EtcdLog) ReadRange(ctx context.Context, stream Stream, first, last uint
 	case prev != nil && prev.Seq == first-1:
 		chain.Expect(*prev)
 	}
-	next, err := l.readSeqs(ctx, stream, first, last, true, rev, &chain, fn)
+	return chain
+}
+
+// checkRangeEnd checks that a ReadRange of first..last ended at last (next is the
+// sequence after the last event read).
+func checkRangeEnd(stream Stream, first, last, next uint64) error {
 	switch {
-	case err != nil:
-		return Version{}, err
 	case next == first:
-		return Version{}, errors.Wrapf(ErrCompacted, "%s: events #%d-#%d are not stored (archived?)", stream, first, last)
+		return errors.Wrapf(ErrCompacted, "%s: events #%d-#%d are not stored (archived?)", stream, first, last)
 	case next != last+1:
-		return Version{}, errors.Wrapf(ErrChainBroken, "%s: events end at #%d, want #%d", stream, next-1, last)
+		return errors.Wrapf(ErrChainBroken, "%s: events end at #%d, want #%d", stream, next-1, last)
 	}
-	return chain.Head(), nil
+	return nil
 }
 
 // checkTail checks that a read reached the head it started from.
