@@ -179,7 +179,7 @@ const maxShown = 64
 // maxShown bytes.
 func showRaw(v json.RawMessage) string {
 	var b bytes.Buffer
-	if json.Compact(&b, v) != nil {
+	if json.Compact(&b, v) != nil || !utf8.Valid(b.Bytes()) {
 		return cniproto.Show(string(v))
 	}
 	if b.Len() <= maxShown {
