@@ -42,6 +42,9 @@ var (
 	// continue the hash chain the reader holds. Unlike ErrChainBroken the stored log may
 	// be consistent: read it again from the start (or the newest snapshot).
 	ErrRewritten = errors.New("events: stream rewritten")
+	// ErrPermissionDenied: etcd refused the request to the credentials in use (etcd RBAC;
+	// see NodeRole).
+	ErrPermissionDenied = errors.New("events: etcd permission denied")
 )
 
 // Stream names an event stream.
