@@ -13,6 +13,7 @@ import (
 
 	"github.com/coil-net/coil/daemon"
 	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/internal/safetext"
 )
 
 func main() {
@@ -52,7 +53,7 @@ func run(args []string) int {
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
 			}
-			opts := &slog.HandlerOptions{Level: lvl}
+			opts := safetext.HandlerOptions(lvl) // escapes terminal controls in pod names and errors
 			var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
 			if logJSON {
 				h = slog.NewJSONHandler(os.Stderr, opts)
