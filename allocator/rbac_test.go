@@ -68,7 +68,7 @@ func TestPerNodeCredentials(t *testing.T) {
 	}
 	forged := allocator.NewNode(allocator.NodeConfig{Node: "n2", Log: events.NewEtcdLog(n1, events.EtcdConfig{Prefix: "/coil/"}),
 		Clock: events.SystemClock{}, AliveKey: keys.Alive("n2"), Lease: int64(g.ID)})
-	if _, _, err := forged.Load(ctx); err != nil {
+	if _, _, err = forged.Load(ctx); err != nil {
 		t.Fatalf("reading is allowed: %+v", err)
 	}
 	err = forged.Register(ctx)

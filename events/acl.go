@@ -101,7 +101,8 @@ func (r Role) EtcdctlCommands() []string {
 
 func shellQuote(s string) string {
 	if strings.IndexFunc(s, func(c rune) bool {
-		return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-", c))
+		safe := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("/._-", c)
+		return !safe
 	}) < 0 {
 		return s
 	}

@@ -18,6 +18,7 @@ import (
 func WithClientCertAuth() Option { return func(o *options) { o.certCA = true } }
 
 func (c *Cluster) clientCertAuth(tb testing.TB, o *options) {
+	tb.Helper()
 	c.ca = NewCA(tb, "coil-test")
 	cert, key := c.ca.Issue(tb, "etcd-server", CertOptions{IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}})
 	o.tls = &TLSFiles{CertFile: cert, KeyFile: key, ClientCAFile: c.ca.CertFile}
