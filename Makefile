@@ -24,7 +24,7 @@ export COIL_NODE_KIT ?= $(HOME)/.cache/coil/nodekit/$(NODE_KIT_VERSIONS)
 # Packages whose tests need root and network namespaces run one at a time.
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: all build setup setup-test tools test vet lint bench demo demo-down demo-kube clean fmt kube-bins node-kit images
+.PHONY: all build setup setup-test tools test vet lint bench demo demo-down demo-kube clean fmt kube-bins node-kit images fuzz
 
 all: build
 
@@ -78,6 +78,12 @@ test: setup-test build vet kube-bins node-kit images
 	# test that fails twice fails the run.
 	$(TOOLS)/gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg --jsonfile .test.json \
 		--rerun-fails=1 --packages ./... -- $(TEST_FLAGS) -p 2
+
+# fuzz runs every fuzz target (func FuzzXxx in a _test.go file) for FUZZTIME each, one
+# after the other (scripts/fuzz.sh; docs/security.md). .ci/run runs it with FUZZTIME=2s.
+FUZZTIME ?= 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 # lint also fails on an untidy go.mod/go.sum (go mod tidy -diff prints what tidy would change).
 lint: tools

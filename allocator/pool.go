@@ -9,6 +9,7 @@ import (
 	"github.com/cockroachdb/errors"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/internal/safetext"
 	"github.com/coil-net/coil/projection"
 )
 
@@ -37,30 +38,30 @@ func ParseSubnet(s string) (events.Subnet, error) {
 	var out events.Subnet
 	parts := strings.Split(s, ",")
 	if len(parts) > 2 {
-		return out, errors.Wrapf(ErrInvalidPool, "subnet %q: want NET or IPV4NET,IPV6NET", s)
+		return out, errors.Wrapf(ErrInvalidPool, "subnet %s: want NET or IPV4NET,IPV6NET", safetext.Quote(s))
 	}
 	for _, part := range parts {
 		p, err := netip.ParsePrefix(strings.TrimSpace(part))
 		if err != nil {
-			return out, errors.Wrapf(ErrInvalidPool, "subnet %q is not a CIDR (like 10.1.0.0/16 or fd00:1::/112)", part)
+			return out, errors.Wrapf(ErrInvalidPool, "subnet %s is not a CIDR (like 10.1.0.0/16 or fd00:1::/112)", safetext.Quote(part))
 		}
 		if p.Addr().Is4In6() {
-			return out, errors.Wrapf(ErrInvalidPool, "subnet %q: IPv4-mapped IPv6 is not allowed; write the IPv4 network", part)
+			return out, errors.Wrapf(ErrInvalidPool, "subnet %s: IPv4-mapped IPv6 is not allowed; write the IPv4 network", safetext.Quote(part))
 		}
 		if p.Addr().Zone() != "" {
-			return out, errors.Wrapf(ErrInvalidPool, "subnet %q: zones are not allowed", part)
+			return out, errors.Wrapf(ErrInvalidPool, "subnet %s: zones are not allowed", safetext.Quote(part))
 		}
 		if p.Masked() != p {
-			return out, errors.Wrapf(ErrInvalidPool, "subnet %q has host bits set: did you mean %s?", part, p.Masked())
+			return out, errors.Wrapf(ErrInvalidPool, "subnet %s has host bits set: did you mean %s?", safetext.Quote(part), p.Masked())
 		}
 		if p.Addr().Is4() {
 			if out.IPv4.IsValid() {
-				return out, errors.Wrapf(ErrInvalidPool, "subnet %q: two IPv4 networks in one pair", s)
+				return out, errors.Wrapf(ErrInvalidPool, "subnet %s: two IPv4 networks in one pair", safetext.Quote(s))
 			}
 			out.IPv4 = p
 		} else {
 			if out.IPv6.IsValid() {
-				return out, errors.Wrapf(ErrInvalidPool, "subnet %q: two IPv6 networks in one pair", s)
+				return out, errors.Wrapf(ErrInvalidPool, "subnet %s: two IPv6 networks in one pair", safetext.Quote(s))
 			}
 			out.IPv6 = p
 		}

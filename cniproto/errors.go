@@ -34,6 +34,10 @@ const (
 	// GC are told to try again later; the plugin reports every STATUS failure as 50
 	// (plugin not available), the code the spec gives STATUS.
 	CodeNotReady = CodeTryAgainLater
+	// CodePermissionDenied: coild refuses the caller (its uid, from the socket's peer
+	// credentials, is not one coild serves). The same code as a socket the plugin may
+	// not open: retrying as the same user cannot help.
+	CodePermissionDenied = CodeIOFailure
 )
 
 // Error is a failure with a CNI error code, sent by the server as the body of a

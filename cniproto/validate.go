@@ -29,7 +29,8 @@ const (
 	// MaxPrevAddrs bounds the addresses a CHECK may carry.
 	MaxPrevAddrs = 16
 	// MaxRequestBody bounds the body of an add, del, check or status call. The largest
-	// valid request (every field at its limit) is under 6 KiB.
+	// valid request (every field at its limit, a CNI_NETNS of 4095 characters that JSON
+	// writes as 6 bytes each, "\u003c") is under 32 KiB (TestLargestValidRequest).
 	MaxRequestBody = 64 << 10
 )
 
@@ -42,8 +43,9 @@ func MaxBodyFor(path string) int64 {
 	return MaxRequestBody
 }
 
-// show quotes a value for an error message, cut to 64 bytes (a value may be megabytes).
-func show(s string) string {
+// Show quotes a value for an error message (Go syntax: control characters escaped), cut
+// to 64 bytes (a value may be megabytes).
+func Show(s string) string {
 	const n = 64
 	if len(s) > n {
 		return strconv.Quote(s[:n]) + fmt.Sprintf("... (%d bytes)", len(s))
@@ -209,7 +211,7 @@ func FieldError(name, value string, reason error) string {
 	if value == "" {
 		return name + " is empty"
 	}
-	return "invalid " + name + " " + show(value) + ": " + reason.Error()
+	return "invalid " + name + " " + Show(value) + ": " + reason.Error()
 }
 
 // Validate checks the fields of a request for op ("add", "del" or "check") and returns
@@ -255,7 +257,7 @@ func (r *Request) Validate(op string) *Error {
 	}
 	for _, a := range r.PrevAddrs {
 		if !a.IsValid() || a.Zone() != "" {
-			return NewError(CodeDecodingFailure, fmt.Sprintf("bad address %s in prevResult", show(a.String())), "")
+			return NewError(CodeDecodingFailure, fmt.Sprintf("bad address %s in prevResult", Show(a.String())), "")
 		}
 	}
 	return nil

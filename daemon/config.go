@@ -22,15 +22,18 @@ type Config struct {
 	EtcdPrefix      string
 	EmbeddedEtcdDir string // when set, start a single-member etcd serving EtcdEndpoints[0]
 	Socket          string
-	StateDir        string // DEL intents, the lock and the node record; default /run/coild
-	ExportTable     int
-	RouteProtocol   int
-	MetricsAddr     string // "" disables the metrics server
-	DefaultPool     string
-	LeaseTTL        time.Duration
-	ReconcileEvery  time.Duration
-	BlockGrace      time.Duration
-	HostNetNS       string // "" = the namespace coild runs in
+	// AllowUIDs are the uids served on Socket besides 0 and coild's own (--allowed-uids):
+	// the server checks every caller's uid (SO_PEERCRED).
+	AllowUIDs      []uint32
+	StateDir       string // DEL intents, the lock and the node record; default /run/coild
+	ExportTable    int
+	RouteProtocol  int
+	MetricsAddr    string // "" disables the metrics server
+	DefaultPool    string
+	LeaseTTL       time.Duration
+	ReconcileEvery time.Duration
+	BlockGrace     time.Duration
+	HostNetNS      string // "" = the namespace coild runs in
 	// Kubeconfig is the kubeconfig file; "" means the in-cluster configuration when
 	// coild runs in a pod (KUBERNETES_SERVICE_HOST set), else Kubernetes features off.
 	Kubeconfig string

@@ -170,7 +170,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err = d.setupKube(); err != nil {
 		return nil, err
 	}
-	d.server, err = cniserver.New(d, cfg.Socket, d.log)
+	d.server, err = cniserver.NewWithOptions(d, cfg.Socket, d.log, cniserver.Options{AllowUIDs: cfg.AllowUIDs})
 	if err != nil {
 		return nil, err
 	}

@@ -80,6 +80,11 @@ func (l *EtcdLog) storeErr(ctx context.Context, err error, format string, args .
 	if err == nil {
 		return nil
 	}
+	if errors.Is(err, rpctypes.ErrPermissionDenied) || errors.Is(err, rpctypes.ErrGRPCPermissionDenied) {
+		return errors.Mark(errors.Wrapf(err, format+" refused by etcd's RBAC for these credentials: a node's role "+
+			"may write only its own stream node/NODE, its liveness key and the pool streams (check the Common Name "+
+			"of --etcd-cert and `coilctl etcd roles`, docs/operations.md)", args...), ErrPermissionDenied)
+	}
 	err = errors.Wrapf(err, format, args...)
 	switch {
 	case errors.Is(err, rpctypes.ErrCompacted):

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/internal/safetext"
 )
 
 // SchemaVersion is the envelope schema this build writes and the newest it reads.
@@ -40,6 +42,9 @@ var (
 	// continue the hash chain the reader holds. Unlike ErrChainBroken the stored log may
 	// be consistent: read it again from the start (or the newest snapshot).
 	ErrRewritten = errors.New("events: stream rewritten")
+	// ErrPermissionDenied: etcd refused the request to the credentials in use (etcd RBAC;
+	// see NodeRole).
+	ErrPermissionDenied = errors.New("events: etcd permission denied")
 )
 
 // Stream names an event stream.
@@ -86,7 +91,7 @@ func ValidName(name string) error {
 		return errors.New("name is empty")
 	}
 	if len(name) > 63 {
-		return errors.Newf("name %q is longer than 63 characters", name)
+		return errors.Newf("name %s is longer than 63 characters", safetext.Quote(name))
 	}
 	for i, c := range name {
 		alnum := (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
@@ -96,7 +101,7 @@ func ValidName(name string) error {
 		if (c == '-' || c == '.') && i > 0 && i < len(name)-1 {
 			continue
 		}
-		return errors.Newf("name %q is invalid: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", name)
+		return errors.Newf("name %s is invalid: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit", safetext.Quote(name))
 	}
 	return nil
 }

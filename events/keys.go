@@ -156,9 +156,20 @@ func EncodeHead(v Version) []byte {
 	return append(b, v.Hash[:]...)
 }
 
+// minimalUvarint is binary.Uvarint that refuses an overlong encoding (a last byte of 0
+// after the first): one value has one stored form, as in the event codec, so a head
+// compared by value in a transaction matches only the bytes EncodeHead writes.
+func minimalUvarint(b []byte) (uint64, int) {
+	v, n := binary.Uvarint(b)
+	if n > 1 && b[n-1] == 0 {
+		return 0, 0
+	}
+	return v, n
+}
+
 // DecodeHead parses a stored head value.
 func DecodeHead(b []byte) (Version, error) {
-	seq, n := binary.Uvarint(b)
+	seq, n := minimalUvarint(b)
 	if n <= 0 || len(b)-n != len(Hash{}) || seq == 0 || seq > MaxSeq {
 		return Version{}, errors.Wrapf(ErrBadKey, "head value of %d bytes does not decode", len(b))
 	}
@@ -182,7 +193,7 @@ func EncodeSnapSeq(seq uint64) []byte { return binary.AppendUvarint(nil, seq) }
 
 // DecodeSnapSeq parses a snapshot pointer's value.
 func DecodeSnapSeq(b []byte) (uint64, error) {
-	seq, n := binary.Uvarint(b)
+	seq, n := minimalUvarint(b)
 	if n <= 0 || n != len(b) || seq == 0 || seq > MaxSeq {
 		return 0, errors.Wrapf(ErrBadKey, "snapshot pointer of %d bytes does not decode", len(b))
 	}

@@ -7,11 +7,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/coil-net/coil/kube/annotation"
 )
 
 // PoolAnnotation is the pod and namespace annotation that names the pool a pod's
-// addresses come from.
-const PoolAnnotation = "coil.cybozu.com/pool"
+// addresses come from (parsed by package annotation).
+const PoolAnnotation = annotation.Pool
 
 // Sentinel errors.
 var (

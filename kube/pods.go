@@ -3,7 +3,6 @@ package kube
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,7 +17,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/kube/annotation"
 )
 
 // PodRef identifies a pod as a CNI request names it (CNI_ARGS K8S_POD_NAMESPACE,
@@ -83,11 +82,11 @@ func SelectPool(pod *corev1.Pod, ns *corev1.Namespace, netconfPool, defaultPool 
 }
 
 func annotated(v string, src Source, obj, uid string) (Selection, error) {
-	v = strings.TrimSpace(v)
-	if err := events.ValidName(v); err != nil {
-		return Selection{}, errors.Wrapf(ErrBadAnnotation, "%s: %s=%q: %v", obj, PoolAnnotation, v, err)
+	pool, err := annotation.ParsePool(v)
+	if err != nil {
+		return Selection{}, errors.Mark(errors.Wrap(err, obj), ErrBadAnnotation)
 	}
-	return Selection{Pool: v, Source: src, PodUID: uid}, nil
+	return Selection{Pool: pool, Source: src, PodUID: uid}, nil
 }
 
 // PodCacheConfig configures a PodCache.

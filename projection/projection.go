@@ -80,6 +80,12 @@ func snapshotApply[T any](h *head, s *T, reset func(*T), e *events.Event, p *eve
 		if err := json.Unmarshal(p.State, &loaded); err != nil {
 			return invalid(e, "snapshot state does not decode: %v", err)
 		}
+		// The state hashes as recorded whatever it holds, so check it is a state the
+		// fold could have produced (no null maps or entries, indexes that agree): the
+		// fold writes into it next.
+		if err := wellFormed(&loaded); err != nil {
+			return invalid(e, "snapshot state is not one the fold makes: %v", err)
+		}
 		got, _, err := hashJSON(&loaded)
 		if err != nil {
 			return err
@@ -99,6 +105,53 @@ func snapshotApply[T any](h *head, s *T, reset func(*T), e *events.Event, p *eve
 	}
 	if got != p.StateHash {
 		return errors.Wrapf(ErrSnapshotMismatch, "%s #%d: replayed state hash %s, snapshot says %s", e.Stream, e.Seq, got, p.StateHash)
+	}
+	return nil
+}
+
+// wellFormed checks a state decoded from a snapshot.
+func wellFormed(s any) error {
+	switch s := s.(type) {
+	case *Cluster:
+		if s.Pools == nil {
+			return errors.New("pools is null")
+		}
+		for name, p := range s.Pools {
+			if p == nil || p.Name != name {
+				return errors.Newf("pool %q is null or named otherwise", name)
+			}
+		}
+	case *Blocks:
+		if s.Owners == nil {
+			return errors.New("owners is null")
+		}
+	case *Node:
+		if s.Attached == nil || s.Held == nil || s.Use == nil || s.Last == nil {
+			return errors.New("attached, held, use or last is null")
+		}
+		held := map[netip.Addr]bool{}
+		for k, a := range s.Attached {
+			if a == nil || k.ContainerID == "" || k.IfName == "" || len(a.Addrs) == 0 {
+				return errors.Newf("attachment %s/%s is null, unnamed or holds no address", k.ContainerID, k.IfName)
+			}
+			for _, addr := range a.Addrs {
+				if h, ok := s.Held[addr]; !ok || h != k {
+					return errors.Newf("attachment %s/%s holds %s, which held does not give it", k.ContainerID, k.IfName, addr)
+				}
+				held[addr] = true
+			}
+			if u := s.Use[BlockRef{Pool: a.Pool, Index: a.Block}]; u == nil || u.InUse <= 0 {
+				return errors.Newf("attachment %s/%s is in block %s#%d, which use does not count", k.ContainerID, k.IfName, a.Pool, a.Block)
+			}
+		}
+		if len(held) != len(s.Held) {
+			return errors.Newf("held lists %d addresses, the attachments hold %d", len(s.Held), len(held))
+		}
+		for r, u := range s.Use {
+			if u == nil || u.InUse < 0 {
+				return errors.Newf("use of %s#%d is null or negative", r.Pool, r.Index)
+			}
+		}
 	}
 	return nil
 }

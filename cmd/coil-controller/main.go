@@ -21,6 +21,7 @@ import (
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/internal/safetext"
 	"github.com/coil-net/coil/kube"
 )
 
@@ -86,7 +87,7 @@ func serve(ctx context.Context, o options) error {
 	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	hopts := &slog.HandlerOptions{Level: lvl}
+	hopts := safetext.HandlerOptions(lvl) // escapes terminal controls in pod names and errors
 	var h slog.Handler = slog.NewTextHandler(os.Stderr, hopts)
 	if o.logJSON {
 		h = slog.NewJSONHandler(os.Stderr, hopts)

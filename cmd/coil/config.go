@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
@@ -62,7 +64,7 @@ var knownKeys = map[string]bool{
 func parseConfig(data []byte) (*netConf, *types.Error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, types.NewError(types.ErrDecodingFailure, "network config is not valid JSON", err.Error())
+		return nil, types.NewError(types.ErrDecodingFailure, "network config is not valid JSON", bound(err.Error()))
 	}
 	if raw == nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "network config is not a JSON object", string(data))
@@ -76,10 +78,10 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 		switch {
 		case k == "ipam":
 			return nil, types.NewError(types.ErrUnsupportedField,
-				fmt.Sprintf("unsupported field \"ipam\" = %s: coil allocates addresses itself (through coild); remove \"ipam\"", raw[k]), "")
+				fmt.Sprintf("unsupported field \"ipam\" = %s: coil allocates addresses itself (through coild); remove \"ipam\"", showRaw(raw[k])), "")
 		case !knownKeys[k] && !strings.Contains(k, "/"):
 			return nil, types.NewError(types.ErrUnsupportedField,
-				fmt.Sprintf("unsupported field %q = %s in network config (coil knows \"socket\", \"pool\", \"timeout\")", k, raw[k]), "")
+				fmt.Sprintf("unsupported field %s = %s in network config (coil knows \"socket\", \"pool\", \"timeout\")", cniproto.Show(k), showRaw(raw[k])), "")
 		}
 	}
 
@@ -90,7 +92,7 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 			return nil
 		}
 		if err := json.Unmarshal(v, dst); err != nil {
-			return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("%q must be a string, got %s", key, v), "")
+			return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("%q must be a string, got %s", key, showRaw(v)), "")
 		}
 		return nil
 	}
@@ -108,7 +110,7 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 	}
 	if typ != pluginType {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("\"type\" is %q, want %q", typ, pluginType), "")
+			fmt.Sprintf("\"type\" is %s, want %q", cniproto.Show(typ), pluginType), "")
 	}
 	if _, ok := raw["socket"]; ok {
 		if e := validSocket(socket); e != nil {
@@ -125,21 +127,21 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 		d, err := time.ParseDuration(timeout)
 		if err != nil {
 			return nil, types.NewError(types.ErrInvalidNetworkConfig,
-				fmt.Sprintf("invalid \"timeout\" %q: want a Go duration such as \"10s\"", timeout), "")
+				fmt.Sprintf("invalid \"timeout\" %s: want a Go duration such as \"10s\"", cniproto.Show(timeout)), "")
 		}
 		if d <= 0 || d > maxTimeout {
 			return nil, types.NewError(types.ErrInvalidNetworkConfig,
-				fmt.Sprintf("invalid \"timeout\" %q: must be more than 0 and at most %s", timeout, maxTimeout), "")
+				fmt.Sprintf("invalid \"timeout\" %s: must be more than 0 and at most %s", cniproto.Show(timeout), maxTimeout), "")
 		}
 		c.Timeout = d
 	}
 	if v, ok := raw["prevResult"]; ok && string(v) != "null" {
 		pc := types.PluginConf{CNIVersion: c.CNIVersion}
 		if err := json.Unmarshal(v, &pc.RawPrevResult); err != nil {
-			return nil, types.NewError(types.ErrDecodingFailure, "\"prevResult\" is not a JSON object", err.Error())
+			return nil, types.NewError(types.ErrDecodingFailure, "\"prevResult\" is not a JSON object", bound(err.Error()))
 		}
 		if err := version.ParsePrevResult(&pc); err != nil {
-			return nil, types.NewError(types.ErrDecodingFailure, "cannot parse \"prevResult\"", err.Error())
+			return nil, types.NewError(types.ErrDecodingFailure, "cannot parse \"prevResult\"", bound(err.Error()))
 		}
 		c.PrevResult = pc.PrevResult
 	}
@@ -150,7 +152,7 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 		}
 		var list []types.GCAttachment
 		if err := json.Unmarshal(v, &list); err != nil {
-			return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("cannot parse %q", key), err.Error())
+			return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("cannot parse %q", key), bound(err.Error()))
 		}
 		// GC releases what the list does not name: an entry that is not a whole, valid
 		// attachment ({"bogus":"x"}, null, a containerID without ifname) fails the GC
@@ -169,9 +171,43 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 	return c, nil
 }
 
+// maxShown bounds how much of a value an error message quotes: a value may be megabytes,
+// and the runtime logs every message.
+const maxShown = 64
+
+// showRaw is a JSON value for an error message: compacted (no line breaks) and cut to
+// maxShown bytes.
+func showRaw(v json.RawMessage) string {
+	var b bytes.Buffer
+	if json.Compact(&b, v) != nil || !utf8.Valid(b.Bytes()) {
+		return cniproto.Show(string(v))
+	}
+	if b.Len() <= maxShown {
+		return b.String()
+	}
+	cut := maxShown
+	for cut > 0 && !utf8.RuneStart(b.Bytes()[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", b.Bytes()[:cut], b.Len())
+}
+
+// bound cuts a library's error text (which may quote input) to 512 bytes.
+func bound(s string) string {
+	const n = 512
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("... (%d bytes)", len(s))
+}
+
 func validSocket(p string) *types.Error {
 	bad := func(why string) *types.Error {
-		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid \"socket\" %q: %s", p, why), "")
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid \"socket\" %s: %s", cniproto.Show(p), why), "")
 	}
 	switch {
 	case p == "":
@@ -179,7 +215,7 @@ func validSocket(p string) *types.Error {
 	case !filepath.IsAbs(p):
 		return bad("must be an absolute path")
 	case filepath.Clean(p) != p || strings.HasSuffix(p, "/"):
-		return bad(fmt.Sprintf("not a clean path (did you mean %q?)", filepath.Clean(p)))
+		return bad(fmt.Sprintf("not a clean path (did you mean %s?)", cniproto.Show(filepath.Clean(p))))
 	case len(p) > maxSocketPath:
 		return bad(fmt.Sprintf("longer than %d bytes, the limit of a UNIX socket path", maxSocketPath))
 	}
@@ -220,7 +256,7 @@ func parseArgs(s string) (podArgs, *types.Error) {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
 			return a, types.NewError(types.ErrInvalidEnvironmentVariables,
-				fmt.Sprintf("CNI_ARGS: %q is not KEY=VALUE", kv), s)
+				fmt.Sprintf("CNI_ARGS: %s is not KEY=VALUE", cniproto.Show(kv)), cniproto.Show(s))
 		}
 		switch k {
 		case "K8S_POD_NAMESPACE":

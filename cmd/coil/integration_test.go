@@ -28,29 +28,46 @@ import (
 	"github.com/coil-net/coil/internal/testutil"
 )
 
-// binDir holds bin/coil built once for the package's tests (mode 0755 along the way,
-// so an unprivileged user can run it).
-var binDir string
+// pluginDir holds bin/coil, built on first use (mode 0755 along the way, so an
+// unprivileged user can run it). Fuzzing (which runs TestMain in every worker) never
+// builds it.
+var (
+	pluginOnce  sync.Once
+	pluginDirV  string
+	pluginErr   error
+	pluginClean func()
+)
 
-func TestMain(m *testing.M) {
-	code := func() int {
+func binDirOf(t testing.TB) string {
+	t.Helper()
+	pluginOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "coil-bin-")
 		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+			pluginErr = err
+			return
 		}
-		defer func() { _ = os.RemoveAll(dir) }()
+		pluginClean = func() { _ = os.RemoveAll(dir) }
 		if err := os.Chmod(dir, 0o755); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+			pluginErr = err
+			return
 		}
 		if err := gobuild.Build(context.Background(), filepath.Join(dir, "coil"), "./cmd/coil", true); err != nil {
-			fmt.Fprintf(os.Stderr, "building the plugin: %v\n", err)
-			return 1
+			pluginErr = fmt.Errorf("building the plugin: %w", err)
+			return
 		}
-		binDir = dir
-		return m.Run()
-	}()
+		pluginDirV = dir
+	})
+	if pluginErr != nil {
+		t.Fatal(pluginErr)
+	}
+	return pluginDirV
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if pluginClean != nil {
+		pluginClean()
+	}
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
@@ -177,7 +194,7 @@ func coilPlugin(socket string) string {
 
 func cni(t *testing.T) *libcni.CNIConfig {
 	t.Helper()
-	return libcni.NewCNIConfigWithCacheDir([]string{binDir}, t.TempDir(), nil)
+	return libcni.NewCNIConfigWithCacheDir([]string{binDirOf(t)}, t.TempDir(), nil)
 }
 
 func podRT(id, netns string) *libcni.RuntimeConf {
@@ -400,6 +417,7 @@ func TestLibcniBadConfig(t *testing.T) {
 // CNI error it printed.
 func runPlugin(t *testing.T, command, stdin string, cred *syscall.Credential) *types.Error {
 	t.Helper()
+	binDir := binDirOf(t)
 	cmd := exec.Command(filepath.Join(binDir, "coil"))
 	cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=cafe0001", "CNI_NETNS=/var/run/netns/none",
 		"CNI_IFNAME=eth0", "CNI_PATH=" + binDir}

@@ -13,10 +13,26 @@ import (
 
 	"github.com/coil-net/coil/daemon"
 	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/internal/safetext"
 )
 
 func main() {
 	os.Exit(run(os.Args[1:]))
+}
+
+// maxUID is the largest uid: (uid_t)-1 = 4294967295 means "no uid" to the kernel.
+const maxUID = 1<<32 - 2
+
+// uids checks --allowed-uids values.
+func uids(in []uint) ([]uint32, error) {
+	out := make([]uint32, 0, len(in))
+	for _, u := range in {
+		if u > maxUID {
+			return nil, fmt.Errorf("--allowed-uids %d: not a uid (at most %d)", u, uint64(maxUID))
+		}
+		out = append(out, uint32(u))
+	}
+	return out, nil
 }
 
 func run(args []string) int {
@@ -25,6 +41,7 @@ func run(args []string) int {
 		endpoints string
 		logLevel  string
 		logJSON   bool
+		allowUIDs []uint
 	)
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
@@ -36,7 +53,7 @@ func run(args []string) int {
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
 			}
-			opts := &slog.HandlerOptions{Level: lvl}
+			opts := safetext.HandlerOptions(lvl) // escapes terminal controls in pod names and errors
 			var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
 			if logJSON {
 				h = slog.NewJSONHandler(os.Stderr, opts)
@@ -47,6 +64,9 @@ func run(args []string) int {
 				return fmt.Errorf("--etcd-endpoints: %w", err)
 			}
 			cfg.EtcdEndpoints = eps
+			if cfg.AllowUIDs, err = uids(allowUIDs); err != nil {
+				return err
+			}
 			// Every value as given: a zero or negative duration, an empty name, a reserved
 			// table is refused here, before daemon.New fills defaults for in-process callers.
 			if err = cfg.Validate(); err != nil {
@@ -73,6 +93,7 @@ func run(args []string) int {
 	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/coil/", "key prefix of Coil's data in etcd")
 	f.StringVar(&cfg.EmbeddedEtcdDir, "embedded-etcd", "", "start a single-member etcd in-process with its data in DIR, serving the first --etcd-endpoints URL")
 	f.StringVar(&cfg.Socket, "socket", "/run/coild.sock", "UNIX socket the CNI plugin talks to (created mode 0600)")
+	f.UintSliceVar(&allowUIDs, "allowed-uids", nil, "uids served on --socket besides 0 and coild's own (comma-separated or repeated); any other caller is refused")
 	f.StringVar(&cfg.StateDir, "state-dir", "/run/coild", "directory for DEL intents and the last lease ID")
 	f.IntVar(&cfg.ExportTable, "export-table", 119, "routing table holding one route per block of this node, for BIRD")
 	f.IntVar(&cfg.RouteProtocol, "route-protocol", 30, "route protocol number marking Coil's routes")

@@ -22,7 +22,12 @@ import (
 	"github.com/coil-net/coil/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(peerClientEnv) != "" {
+		os.Exit(peerClient()) // a copy of this binary, run as another uid by TestPeerCredentials
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // fakeHandler records calls and returns canned answers.
 type fakeHandler struct {

@@ -91,7 +91,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, l: l, since: time.Now()}
+	tc := &trackedConn{Conn: c, l: l, since: time.Now(), peer: peerOf(c)}
 	for {
 		l.mu.Lock()
 		if len(l.conns) < l.max {
@@ -159,6 +159,7 @@ type trackedConn struct {
 	net.Conn
 	l     *limitListener
 	since time.Time
+	peer  peer // who connected (SO_PEERCRED), read at accept
 	// busy is set from the moment a request has been read whole (or refused) until its
 	// reply has been sent: such a connection is never closed to make room.
 	busy atomic.Bool

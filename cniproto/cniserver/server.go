@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -46,16 +47,41 @@ type Server struct {
 	// stop cancels the context of every call; Close and a shutdown past its grace
 	// period call it, so handlers stop working for a client that is gone.
 	stop context.CancelFunc
+	// mux routes the checked calls; srv serves it behind guard (peer credentials).
+	mux          *http.ServeMux
+	allow        allowed
+	refusedPeers atomic.Int64
+	peerLog      logLimiter
 }
 
-// New is NewWithLimits with the default Limits.
+// Options configure a Server beyond its handler and socket. The zero value is the
+// defaults.
+type Options struct {
+	// Limits bound what connections can hold (zero fields: the defaults).
+	Limits Limits
+	// AllowUIDs are served besides uid 0 and the server's own effective uid; a caller
+	// with any other uid (SO_PEERCRED) is refused with code 5 (coild --allowed-uids).
+	AllowUIDs []uint32
+}
+
+// New is NewWithOptions with the default Options.
 func New(h cniproto.Handler, socketPath string, logger *slog.Logger) (*Server, error) {
-	return NewWithLimits(h, socketPath, logger, Limits{})
+	return NewWithOptions(h, socketPath, logger, Options{})
 }
 
-// NewWithLimits creates the socket at socketPath with mode 0600 (owner only; coild runs
+// NewWithLimits is NewWithOptions with only Limits set.
+func NewWithLimits(h cniproto.Handler, socketPath string, logger *slog.Logger, limits Limits) (*Server, error) {
+	return NewWithOptions(h, socketPath, logger, Options{Limits: limits})
+}
+
+// NewWithOptions creates the socket at socketPath with mode 0600 (owner only; coild runs
 // as root, and so does the plugin) and returns a server that is not yet serving, bounded
-// by limits (zero fields: the defaults).
+// by opt.Limits.
+//
+// Every connection's peer is checked first (SO_PEERCRED): only uid 0, the server's own
+// effective uid and opt.AllowUIDs are served; a request from any other uid gets HTTP 403
+// with a cniproto.Error of code CodePermissionDenied naming the uid and pid, and is
+// logged (at most 10 lines at once, then one a second).
 //
 // Every request is checked before the handler sees it: its body is at most
 // cniproto.MaxBodyFor(path) bytes (a larger Content-Length is refused before the body is
@@ -71,7 +97,7 @@ func New(h cniproto.Handler, socketPath string, logger *slog.Logger) (*Server, e
 // few bytes longer than socketPath, which must stay under 108 bytes), chmod'ed, then
 // renamed into place: it never appears under its final name with a wider mode, and no
 // process-wide umask is changed.
-func NewWithLimits(h cniproto.Handler, socketPath string, logger *slog.Logger, limits Limits) (*Server, error) {
+func NewWithOptions(h cniproto.Handler, socketPath string, logger *slog.Logger, opt Options) (*Server, error) {
 	if h == nil {
 		return nil, errors.New("cniserver: nil handler")
 	}
@@ -104,18 +130,19 @@ func NewWithLimits(h cniproto.Handler, socketPath string, logger *slog.Logger, l
 	if err != nil {
 		return fail(errors.Wrapf(err, "cniserver: stat %s", socketPath))
 	}
-	limits = limits.withDefaults()
+	limits := opt.Limits.withDefaults()
 	base, stop := context.WithCancel(context.Background())
 	s := &Server{h: h, path: socketPath, log: logger, ln: ln, info: info, stop: stop,
-		lim: newLimitListener(ln, limits.MaxConns, logger)}
+		lim: newLimitListener(ln, limits.MaxConns, logger), allow: newAllowed(opt.AllowUIDs)}
 	mux := http.NewServeMux()
+	s.mux = mux
 	mux.HandleFunc("POST "+cniproto.PathAdd, s.serveAdd)
 	mux.HandleFunc("POST "+cniproto.PathDel, s.serveReq("del", h.Del))
 	mux.HandleFunc("POST "+cniproto.PathCheck, s.serveReq("check", h.Check))
 	mux.HandleFunc("POST "+cniproto.PathGC, s.serveGC)
 	mux.HandleFunc("POST "+cniproto.PathStatus, s.serveStatus)
 	s.srv = &http.Server{
-		Handler:           mux,
+		Handler:           s.guard(mux),
 		ReadHeaderTimeout: limits.ReadHeaderTimeout,
 		ReadTimeout:       limits.ReadTimeout,
 		IdleTimeout:       limits.IdleTimeout,

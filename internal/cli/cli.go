@@ -132,7 +132,7 @@ func exitCode(err error) int {
 	case errors.Is(err, ErrRefused), errors.Is(err, ErrNotConfirmed), errors.Is(err, allocator.ErrPoolExists), errors.Is(err, allocator.ErrOverlap),
 		errors.Is(err, allocator.ErrPoolInUse), errors.Is(err, allocator.ErrNodeAlive),
 		errors.Is(err, allocator.ErrExhausted), errors.Is(err, allocator.ErrRetries),
-		errors.Is(err, events.ErrConflict), errors.Is(err, events.ErrFenced):
+		errors.Is(err, events.ErrConflict), errors.Is(err, events.ErrFenced), errors.Is(err, events.ErrPermissionDenied):
 		return ExitRefused
 	}
 	return ExitFailure
@@ -185,7 +185,7 @@ in use, overlap, exists, node alive, not confirmed), 5 etcd unreachable.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 
 	root.AddCommand(a.poolCommand(), a.eventsCommand(), a.addressCommand(), a.blockCommand(), a.nodeCommand(),
-		a.historyCommand(), a.stateCommand(), a.diffCommand(), a.logCommand())
+		a.historyCommand(), a.stateCommand(), a.diffCommand(), a.logCommand(), a.etcdCommand())
 	return root
 }
 

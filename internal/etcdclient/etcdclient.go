@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -195,7 +196,8 @@ func probe(cli *clientv3.Client, ccfg clientv3.Config, cfg Config, timeout time.
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	_, err := cli.Get(ctx, "health", clientv3.WithCountOnly())
-	if err == nil {
+	if err == nil || errors.Is(err, rpctypes.ErrPermissionDenied) {
+		// Denied: etcd answered and knows the user (RBAC limits it to Coil's keys).
 		return nil
 	}
 	if ctx.Err() != nil || isUnavailable(err) {

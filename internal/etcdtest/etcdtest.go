@@ -20,6 +20,7 @@ type Option func(*options)
 
 type options struct {
 	tls     *TLSFiles
+	certCA  bool // WithClientCertAuth
 	tcp     bool
 	fsync   bool
 	quota   int64
@@ -57,6 +58,8 @@ type Cluster struct {
 	cfg     etcdembed.Config
 	sockDir string
 
+	ca *CA // WithClientCertAuth
+
 	mu      sync.Mutex
 	etcd    *embed.Etcd
 	clients []*clientv3.Client
@@ -72,6 +75,9 @@ func Start(tb testing.TB, opts ...Option) *Cluster {
 	}
 	c := &Cluster{t: tb}
 	tb.Cleanup(c.cleanup) // also removes the socket directory if the start fails
+	if o.certCA {
+		c.clientCertAuth(tb, &o)
+	}
 	c.cfg = etcdembed.Config{
 		Dir:               filepath.Join(tb.TempDir(), "etcd"),
 		NoFsync:           !o.fsync,

@@ -1,0 +1,31 @@
+package daemon_test
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestAllowedUIDsRefused: a --allowed-uids value that is not a uid stops coild before it
+// touches anything (exit 1), naming the flag and the value; never a default.
+func TestAllowedUIDsRefused(t *testing.T) {
+	for _, tc := range []struct{ value, want string }{
+		{"4294967295", "--allowed-uids 4294967295: not a uid (at most 4294967294)"},
+		{"-1", `invalid argument "-1" for "--allowed-uids" flag`},
+		{"1000,bob", `invalid argument "1000,bob" for "--allowed-uids" flag`},
+		{"", `invalid argument "" for "--allowed-uids" flag`},
+	} {
+		cmd := exec.Command(coildBin(t), "--allowed-uids="+tc.value, "--socket=/nonexistent/dir/coild.sock",
+			"--etcd-endpoints=unix:///nonexistent/etcd.sock")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("--allowed-uids=%q: %v, want exit 1\n%s", tc.value, err, out)
+			continue
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("--allowed-uids=%q: output %q lacks %q", tc.value, out, tc.want)
+		}
+	}
+}
