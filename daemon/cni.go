@@ -164,7 +164,7 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 
 // prepared is the outcome of Plumber.Prepare run beside the allocation.
 type prepared struct {
-	pd  *netplumb.Pending
+	pd  Pending
 	err error
 }
 

@@ -44,10 +44,13 @@ type Daemon struct {
 	elog    *events.EtcdLog
 	keys    events.Keys
 	node    *allocator.Node
-	plumber *netplumb.Plumber
-	exp     *exporter.Exporter
-	server  *cniserver.Server
-	metrics *metrics
+	plumber Plumber
+	// kernelPlumber is the netplumb Plumber New opened (closed by Close); nil when
+	// Config.Plumber was given.
+	kernelPlumber *netplumb.Plumber
+	exp           *exporter.Exporter
+	server        *cniserver.Server
+	metrics       *metrics
 
 	// Kubernetes (nil when off): informers, the leak collector, and a nudge after a
 	// pod of the node is deleted.
@@ -147,9 +150,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d.elog = events.NewEtcdLog(d.cli, events.EtcdConfig{Prefix: cfg.EtcdPrefix, Logger: d.log})
 	var err error
-	d.plumber, err = netplumb.New(netplumb.Config{HostNetNS: cfg.HostNetNS, RouteProtocol: cfg.RouteProtocol, Logger: d.log})
-	if err != nil {
-		return nil, errors.Wrap(err, "netlink")
+	if d.plumber = cfg.Plumber; d.plumber == nil {
+		d.kernelPlumber, err = netplumb.New(netplumb.Config{HostNetNS: cfg.HostNetNS, RouteProtocol: cfg.RouteProtocol, Logger: d.log})
+		if err != nil {
+			return nil, errors.Wrap(err, "netlink")
+		}
+		d.plumber = kernel{d.kernelPlumber}
 	}
 	d.netnsID = d.plumber.HostNetNSID()
 	d.exp = exporter.New(d.plumber, exporter.Config{Table: cfg.ExportTable, Protocol: cfg.RouteProtocol})
@@ -180,8 +186,8 @@ func (d *Daemon) Close() {
 	if d.cli != nil {
 		_ = d.cli.Close()
 	}
-	if d.plumber != nil {
-		_ = d.plumber.Close()
+	if d.kernelPlumber != nil {
+		_ = d.kernelPlumber.Close()
 	}
 	if d.etcd != nil {
 		d.etcd.Close()
