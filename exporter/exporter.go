@@ -127,11 +127,11 @@ func Diff(want, have []netip.Prefix) (add, remove []netip.Prefix) {
 // returns at once, wrapping the Routes error; Report.Added holds what was added before
 // it. The caller should ask for a Sync, which retries.
 func (e *Exporter) Ensure(ctx context.Context, blocks []netip.Prefix) (Report, error) {
+	if e.Exported(blocks) { // only valid blocks are ever exported
+		return Report{Skipped: true}, nil
+	}
 	if err := validate(blocks); err != nil {
 		return Report{}, err
-	}
-	if len(e.missing(blocks)) == 0 {
-		return Report{Skipped: true}, nil
 	}
 	queued := time.Now()
 	e.tableMu.Lock()
@@ -173,7 +173,16 @@ func (e *Exporter) missing(blocks []netip.Prefix) []netip.Prefix {
 
 // Exported reports whether every block is known to be in the table (the last
 // successful Sync's set, plus what Ensure added since).
-func (e *Exporter) Exported(blocks []netip.Prefix) bool { return len(e.missing(blocks)) == 0 }
+func (e *Exporter) Exported(blocks []netip.Prefix) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, p := range blocks {
+		if !e.exported[p] {
+			return false
+		}
+	}
+	return true
+}
 
 // Sync makes the export table hold exactly one route per block that desired returns
 // (IPv4 and IPv6 mixed; duplicates are fine): it lists the table, adds the missing
