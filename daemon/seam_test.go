@@ -99,6 +99,58 @@ func fakeReq(id string) *cniproto.Request {
 	return &cniproto.Request{ContainerID: id, IfName: "eth0", NetNS: "/var/run/netns/" + id, PodNamespace: "default", PodName: "p-" + id}
 }
 
+// startFakeWith is a fake-kernel world with pool "default" and coild running, after an
+// ADD of each of ids.
+func startFakeWith(t *testing.T, ids ...string) (*env, *cniproto.Client, logRecorder) {
+	t.Helper()
+	e := newFakeEnv(t)
+	e.defaultPool()
+	client, rec := e.startFake()
+	for _, id := range ids {
+		if _, err := client.Add(context.Background(), fakeReq(id)); err != nil {
+			t.Fatalf("ADD %s: %v", id, err)
+		}
+	}
+	return e, client, rec
+}
+
+// teardownWitness records, at each TeardownMany naming an attachment's host veth,
+// whether the attachment still held its address then (the veth must go first).
+type teardownWitness struct {
+	mu   sync.Mutex
+	held map[string][]bool
+}
+
+// watchTeardowns installs a teardownWitness for the attachments ids.
+func (e *env) watchTeardowns(ids ...string) *teardownWitness {
+	w := &teardownWitness{held: map[string][]bool{}}
+	e.fake.setOnTeardown(func(names []string) {
+		for _, id := range ids {
+			if slices.Contains(names, netplumb.HostVethName(id, "eth0")) {
+				h, err := e.holds(id)
+				w.mu.Lock()
+				w.held[id] = append(w.held[id], h && err == nil)
+				w.mu.Unlock()
+			}
+		}
+	})
+	return w
+}
+
+// heldAtEach reports whether id's veth was torn down at least once and id held its
+// address at every teardown.
+func (w *teardownWitness) heldAtEach(id string) bool {
+	h := w.heldAt(id)
+	return len(h) > 0 && !slices.Contains(h, false)
+}
+
+// heldAt returns, for each teardown of id's veth, whether id held its address then.
+func (w *teardownWitness) heldAt(id string) []bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.held[id])
+}
+
 // holds reads the log (from any goroutine) and reports whether the attachment holds an
 // address.
 func (e *env) holds(containerID string) (bool, error) {
@@ -279,30 +331,11 @@ func TestFakeExportRouteFailureDoesNotFailAdd(t *testing.T) {
 // fails, the address stays held (and the intent stays) until the reconciler's retry
 // deletes the veth.
 func TestFakeDelTearsDownBeforeRelease(t *testing.T) {
-	e := newFakeEnv(t)
-	e.defaultPool()
-	f := e.fake
-	client, _ := e.startFake()
-	ctx := context.Background()
 	ids := []string{"dela0001", "delb0002"}
-	for _, id := range ids {
-		if _, err := client.Add(ctx, fakeReq(id)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// At each teardown: are the attachments still holding their addresses?
-	var mu sync.Mutex
-	heldAtTeardown := map[string][]bool{}
-	f.setOnTeardown(func(names []string) {
-		for _, id := range ids {
-			if slices.Contains(names, netplumb.HostVethName(id, "eth0")) {
-				h, err := e.holds(id)
-				mu.Lock()
-				heldAtTeardown[id] = append(heldAtTeardown[id], h && err == nil)
-				mu.Unlock()
-			}
-		}
-	})
+	e, client, _ := startFakeWith(t, ids...)
+	f := e.fake
+	ctx := context.Background()
+	witness := e.watchTeardowns(ids...)
 	if err := client.Del(ctx, fakeReq("dela0001")); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
@@ -326,11 +359,9 @@ func TestFakeDelTearsDownBeforeRelease(t *testing.T) {
 	if f.hasLink(vethB) {
 		t.Error("delb0002 released while its veth exists")
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	for _, id := range ids {
-		if len(heldAtTeardown[id]) == 0 || slices.Contains(heldAtTeardown[id], false) {
-			t.Errorf("%s: held at each teardown = %v, want all true (the veth goes before the address)", id, heldAtTeardown[id])
+		if !witness.heldAtEach(id) {
+			t.Errorf("%s: held at each teardown = %v, want all true (the veth goes before the address)", id, witness.heldAt(id))
 		}
 	}
 	if ev := e.attachmentEvents("dela0001"); !slices.Equal(ev, []string{"assigned", "released: CNI DEL"}) {
@@ -347,16 +378,11 @@ func TestFakeDelTearsDownBeforeRelease(t *testing.T) {
 // waits for the DEL to finish (veth gone, address released), then allocates anew; it
 // does not take over the old assignment that the DEL is about to release.
 func TestFakeAddWaitsForDel(t *testing.T) {
-	e := newFakeEnv(t)
-	e.defaultPool()
-	f := e.fake
-	client, rec := e.startFake()
-	ctx := context.Background()
 	const id = "wait0001"
+	e, client, rec := startFakeWith(t, id)
+	f := e.fake
+	ctx := context.Background()
 	veth := netplumb.HostVethName(id, "eth0")
-	if _, err := client.Add(ctx, fakeReq(id)); err != nil {
-		t.Fatal(err)
-	}
 	release := f.holdCall("teardown " + veth)
 	defer release()
 	if err := client.Del(ctx, fakeReq(id)); err != nil {
@@ -398,16 +424,9 @@ func TestFakeAddWaitsForDel(t *testing.T) {
 // deleting its veth first, and keeps the listed ones and those whose ADD is in
 // progress (the runtime's list may predate that ADD); a GC without a list does nothing.
 func TestFakeGCDecisions(t *testing.T) {
-	e := newFakeEnv(t)
-	e.defaultPool()
+	e, client, _ := startFakeWith(t, "keep0001", "gone0002", "gone0003")
 	f := e.fake
-	client, _ := e.startFake()
 	ctx := context.Background()
-	for _, id := range []string{"keep0001", "gone0002", "gone0003"} {
-		if _, err := client.Add(ctx, fakeReq(id)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// An ADD in progress: allocated, its plumbing held in Finish.
 	busy := netplumb.HostVethName("busy0004", "eth0")
 	release := f.holdCall("finish " + busy)
@@ -426,20 +445,7 @@ func TestFakeGCDecisions(t *testing.T) {
 	if n := len(f.callsOf("teardown")); n != 0 {
 		t.Fatalf("GC without a list deleted %d veths", n)
 	}
-	heldAtTeardown := map[string]bool{}
-	var mu sync.Mutex
-	f.setOnTeardown(func(names []string) {
-		for _, n := range names {
-			for _, id := range []string{"gone0002", "gone0003"} {
-				if n == netplumb.HostVethName(id, "eth0") {
-					h, err := e.holds(id)
-					mu.Lock()
-					heldAtTeardown[id] = h && err == nil
-					mu.Unlock()
-				}
-			}
-		}
-	})
+	witness := e.watchTeardowns("gone0002", "gone0003")
 	// GC returns once its releases are done.
 	err := client.GC(ctx, &cniproto.GCRequest{ValidAttachments: []cniproto.Attachment{{ContainerID: "keep0001", IfName: "eth0"}}})
 	if err != nil {
@@ -452,11 +458,9 @@ func TestFakeGCDecisions(t *testing.T) {
 		if f.hasLink(netplumb.HostVethName(id, "eth0")) {
 			t.Errorf("%s: veth still there after GC", id)
 		}
-		mu.Lock()
-		if !heldAtTeardown[id] {
+		if !witness.heldAtEach(id) {
 			t.Errorf("%s: address released before its veth was deleted", id)
 		}
-		mu.Unlock()
 	}
 	for _, id := range []string{"keep0001", "busy0004"} {
 		if h, err := e.holds(id); err != nil || !h {
@@ -480,27 +484,10 @@ func TestFakeGCDecisions(t *testing.T) {
 // prepared but never configured (an interrupted ADD) deletes the veth first, then
 // releases; attachments whose veth is in place are kept.
 func TestFakeReconcileDecisions(t *testing.T) {
-	e := newFakeEnv(t)
-	e.defaultPool()
+	e, _, _ := startFakeWith(t, "fine0001", "miss0002", "pend0003")
 	f := e.fake
-	client, _ := e.startFake()
-	ctx := context.Background()
-	for _, id := range []string{"fine0001", "miss0002", "pend0003"} {
-		if _, err := client.Add(ctx, fakeReq(id)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	pend := netplumb.HostVethName("pend0003", "eth0")
-	var mu sync.Mutex
-	pendHeldAtTeardown := false
-	f.setOnTeardown(func(names []string) {
-		if slices.Contains(names, pend) {
-			h, err := e.holds("pend0003")
-			mu.Lock()
-			pendHeldAtTeardown = h && err == nil
-			mu.Unlock()
-		}
-	})
+	witness := e.watchTeardowns("pend0003")
 	f.putLink("coil-leaked", false) // no attachment
 	f.dropLink(netplumb.HostVethName("miss0002", "eth0"))
 	f.putLink(pend, true)
@@ -515,11 +502,9 @@ func TestFakeReconcileDecisions(t *testing.T) {
 	if ev := e.attachmentEvents("pend0003"); len(ev) != 2 || !strings.Contains(ev[1], "missing its addresses and routes") {
 		t.Errorf("pend0003 events %q", ev)
 	}
-	mu.Lock()
-	if !pendHeldAtTeardown {
+	if !witness.heldAtEach("pend0003") {
 		t.Error("pend0003: address released before its veth was deleted")
 	}
-	mu.Unlock()
 	if h, _ := e.holds("fine0001"); !h || !f.hasLink(netplumb.HostVethName("fine0001", "eth0")) {
 		t.Error("fine0001 touched by the reconciler")
 	}
