@@ -164,7 +164,7 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 
 // prepared is the outcome of Plumber.Prepare run beside the allocation.
 type prepared struct {
-	pd  *netplumb.Pending
+	pd  Pending
 	err error
 }
 
@@ -355,7 +355,7 @@ func (d *Daemon) finishDel(veth string) {
 // then marks the ADD in progress, atomically with the check so that nothing can start
 // deleting the attachment in between.
 func (d *Daemon) beginAdd(ctx context.Context, veth string) error {
-	for {
+	for logged := false; ; logged = true {
 		d.mu.Lock()
 		ch := d.deleting[veth]
 		if ch == nil {
@@ -364,6 +364,9 @@ func (d *Daemon) beginAdd(ctx context.Context, veth string) error {
 			return nil
 		}
 		d.mu.Unlock()
+		if !logged {
+			d.log.Info("ADD waits for the DEL of its attachment", "veth", veth)
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():

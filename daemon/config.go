@@ -45,6 +45,10 @@ type Config struct {
 	// MetricsInterval is how often the sampled gauges (pool blocks, log lag) are updated.
 	MetricsInterval time.Duration
 	Logger          *slog.Logger
+	// Plumber is the kernel coild plumbs pods and the export table through; nil means
+	// netplumb's, on HostNetNS (what coild runs with). A given Plumber (tests: a fake)
+	// is not closed by the daemon, and HostNetNS is then not used.
+	Plumber Plumber
 
 	// CrashAt names a fault-injection point where coild kills itself with SIGKILL (tests
 	// only; see crash.go). Empty in production.

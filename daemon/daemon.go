@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -45,10 +44,13 @@ type Daemon struct {
 	elog    *events.EtcdLog
 	keys    events.Keys
 	node    *allocator.Node
-	plumber *netplumb.Plumber
-	exp     *exporter.Exporter
-	server  *cniserver.Server
-	metrics *metrics
+	plumber Plumber
+	// kernelPlumber is the netplumb Plumber New opened (closed by Close); nil when
+	// Config.Plumber was given.
+	kernelPlumber *netplumb.Plumber
+	exp           *exporter.Exporter
+	server        *cniserver.Server
+	metrics       *metrics
 
 	// Kubernetes (nil when off): informers, the leak collector, and a nudge after a
 	// pod of the node is deleted.
@@ -82,14 +84,6 @@ type Daemon struct {
 	// recent holds the host veths whose ADD or DEL finished since the current reconcile
 	// pass took its snapshots: the pass leaves them alone (its snapshots may predate them).
 	recent map[string]bool
-	// exported holds the blocks known to be in the export table: the set of the last
-	// successful full sync plus the routes ADDs added since (ensureExported).
-	exported map[netip.Prefix]bool
-
-	// exportMu serialises changes to the export table: a full sync reads the node's
-	// blocks and then the table, so two overlapping syncs could undo each other's newer
-	// view; ensureExported adds under it too.
-	exportMu sync.Mutex
 
 	delq    chan delItem
 	syncReq chan struct{}
@@ -105,7 +99,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d := &Daemon{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.Node), keys: events.NewKeys(cfg.EtcdPrefix),
-		inflight: map[string]int{}, deleting: map[string]chan struct{}{}, recent: map[string]bool{}, exported: map[netip.Prefix]bool{},
+		inflight: map[string]int{}, deleting: map[string]chan struct{}{}, recent: map[string]bool{},
 		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1), index: newIndexer(),
 	}
 	ok := false
@@ -156,9 +150,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d.elog = events.NewEtcdLog(d.cli, events.EtcdConfig{Prefix: cfg.EtcdPrefix, Logger: d.log})
 	var err error
-	d.plumber, err = netplumb.New(netplumb.Config{HostNetNS: cfg.HostNetNS, RouteProtocol: cfg.RouteProtocol, Logger: d.log})
-	if err != nil {
-		return nil, errors.Wrap(err, "netlink")
+	if d.plumber = cfg.Plumber; d.plumber == nil {
+		d.kernelPlumber, err = netplumb.New(netplumb.Config{HostNetNS: cfg.HostNetNS, RouteProtocol: cfg.RouteProtocol, Logger: d.log})
+		if err != nil {
+			return nil, errors.Wrap(err, "netlink")
+		}
+		d.plumber = kernel{d.kernelPlumber}
 	}
 	d.netnsID = d.plumber.HostNetNSID()
 	d.exp = exporter.New(d.plumber, exporter.Config{Table: cfg.ExportTable, Protocol: cfg.RouteProtocol})
@@ -189,8 +186,8 @@ func (d *Daemon) Close() {
 	if d.cli != nil {
 		_ = d.cli.Close()
 	}
-	if d.plumber != nil {
-		_ = d.plumber.Close()
+	if d.kernelPlumber != nil {
+		_ = d.kernelPlumber.Close()
 	}
 	if d.etcd != nil {
 		d.etcd.Close()
@@ -346,131 +343,59 @@ const (
 const slowExportSync = 500 * time.Millisecond
 
 // ensureExported returns once every block of asg is in the export table, so a pod's
-// block route exists before its ADD returns. A missing block gets its route with one
-// netlink call (AddBlackhole, idempotent), not a full Sync: a Sync dumps the routes,
-// and during a burst, with the burst's pod routes being added, that dump costs
-// 35-260 ms here (the kernel restarts an interrupted dump). Routes to remove are left to
-// the next full sync (the session loop's when the blocks change, and every reconcile
-// pass). A failed add is logged, asks the session loop for a full sync, and the ADD goes
-// on.
-//
-// The ADDs of a burst that land in a new block all find it missing at once and queue on
-// exportMu. Each re-checks under the lock, so only the first adds the route; the others
-// return as soon as it is there. (Before, each ran a full Sync of its own, one after the
-// other: with the kernel busy creating the burst's veths, a later block's ADDs once
-// waited 2 s behind them.)
+// block route exists before its ADD returns (exporter.Ensure: one route added per
+// missing block, no listing of the table; the ADDs of a burst that land in one new
+// block add its route once). A failed add is logged, asks the session loop for a full
+// sync, and the ADD goes on.
 func (d *Daemon) ensureExported(ctx context.Context, asg *allocator.Assignment) {
-	if d.isExported(asg.BlockPrefixes) {
+	rep, err := d.exp.Ensure(ctx, asg.BlockPrefixes)
+	if err != nil {
+		d.log.Error("export route", "trigger", syncForAdd, "blocks", asg.BlockPrefixes, "err", err)
+		d.requestSync()
 		return
 	}
-	queued := time.Now()
-	d.exportMu.Lock()
-	defer d.exportMu.Unlock()
-	waited := time.Since(queued)
-	var missing []netip.Prefix
-	d.mu.Lock()
-	for _, p := range asg.BlockPrefixes {
-		if !d.exported[p] {
-			missing = append(missing, p)
-		}
+	if rep.Skipped {
+		return
 	}
-	d.mu.Unlock()
-	if len(missing) == 0 {
-		return // a sync or another ADD covered these blocks while this one waited
-	}
-	start := time.Now()
-	cfg := d.exp.Config()
-	for _, p := range missing {
-		if err := d.plumber.AddBlackhole(ctx, cfg.Table, cfg.Protocol, p); err != nil {
-			d.log.Error("export route", "trigger", syncForAdd, "block", p, "err", err)
-			d.requestSync()
-			return
-		}
-		d.mu.Lock()
-		d.exported[p] = true
-		d.mu.Unlock()
-	}
-	d.metrics.reconcileActions.WithLabelValues("export_add").Add(float64(len(missing)))
-	d.log.Info("export table synced", "trigger", syncForAdd, "added", len(missing), "blocks", missing,
-		"waited", waited.Round(time.Microsecond), "took", time.Since(start).Round(time.Microsecond))
+	d.metrics.reconcileActions.WithLabelValues("export_add").Add(float64(len(rep.Added)))
+	d.log.Info("export table synced", "trigger", syncForAdd, "added", len(rep.Added), "blocks", rep.Added,
+		"waited", rep.Waited.Round(time.Microsecond), "took", rep.Took.Round(time.Microsecond))
 }
 
-// isExported reports whether every prefix is known to be in the export table.
-func (d *Daemon) isExported(prefixes []netip.Prefix) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, p := range prefixes {
-		if !d.exported[p] {
-			return false
-		}
-	}
-	return true
-}
-
-// syncExport makes the export table equal to the node's blocks. It holds exportMu for
-// the sync only (read the blocks, list the table, add and delete the difference). A
-// reconcile pass calls it at its end, after listing links and releasing, so an ADD
-// waiting for its block's route waits at most for one sync in progress, never for the
-// rest of a reconcile pass.
+// syncExport makes the export table equal to the node's blocks. A reconcile pass calls
+// it at its end, after listing links and releasing, so an ADD waiting for its block's
+// route waits at most for one sync in progress, never for the rest of a reconcile pass.
 //
 // The session loop asks for a sync after every batch of watched events, most of which
 // (the node's own address events, during a burst one per ADD) leave the blocks as they
-// are: with syncForWatch it syncs only when the node's blocks differ from what the last
-// successful sync exported, so it does not hold exportMu (and the kernel) while ADDs
-// wait for their block's route. A reconcile pass always syncs: it also repairs a table
-// changed behind coild's back.
+// are: with syncForWatch it syncs only when the node's blocks differ from what the
+// exporter knows it exported (exporter.SyncChanged), so it does not hold the table's
+// lock (and the kernel) while ADDs wait for their block's route. A reconcile pass
+// always syncs (exporter.Sync): it also repairs a table changed behind coild's back.
+// The blocks are read under the exporter's lock, so a sync never writes an older view
+// over a newer one.
 func (d *Daemon) syncExport(ctx context.Context, trigger string) {
-	if trigger == syncForWatch && d.exportedEqual(d.node.BlockPrefixes()) {
-		return
+	syncTable := d.exp.Sync
+	if trigger == syncForWatch {
+		syncTable = d.exp.SyncChanged
 	}
-	queued := time.Now()
-	d.exportMu.Lock()
-	defer d.exportMu.Unlock()
-	if trigger == syncForWatch && d.exportedEqual(d.node.BlockPrefixes()) {
-		return // an ADD's sync while this one waited did it
-	}
-	d.syncExportLocked(ctx, trigger, time.Since(queued))
-}
-
-// exportedEqual reports whether want is exactly the set the last successful sync exported.
-func (d *Daemon) exportedEqual(want []netip.Prefix) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := 0
-	for _, p := range want {
-		if !d.exported[p] {
-			return false
-		}
-		n++
-	}
-	return n == len(d.exported)
-}
-
-// syncExportLocked does the sync; exportMu is held. The blocks are read under the lock,
-// so a sync never writes an older view over a newer one.
-func (d *Daemon) syncExportLocked(ctx context.Context, trigger string, waited time.Duration) {
-	start := time.Now()
-	want := d.node.BlockPrefixes()
-	added, removed, err := d.exp.Sync(ctx, want)
-	took := time.Since(start)
+	rep, err := syncTable(ctx, d.node.BlockPrefixes)
 	if err != nil {
 		d.log.Error("export table sync", "trigger", trigger, "err", err)
 		return
 	}
-	d.mu.Lock()
-	d.exported = make(map[netip.Prefix]bool, len(want))
-	for _, p := range want {
-		d.exported[p] = true
+	if rep.Skipped {
+		return
 	}
-	d.mu.Unlock()
-	attrs := []any{"trigger", trigger, "blocks", len(want), "added", added, "removed", removed,
-		"waited", waited.Round(time.Microsecond), "took", took.Round(time.Microsecond)}
+	added, removed := len(rep.Added), len(rep.Removed)
+	attrs := []any{"trigger", trigger, "blocks", rep.Blocks, "added", added, "removed", removed,
+		"waited", rep.Waited.Round(time.Microsecond), "took", rep.Took.Round(time.Microsecond)}
 	switch {
 	case added+removed > 0:
 		d.metrics.reconcileActions.WithLabelValues("export_add").Add(float64(added))
 		d.metrics.reconcileActions.WithLabelValues("export_del").Add(float64(removed))
 		d.log.Info("export table synced", attrs...)
-	case waited+took > slowExportSync:
+	case rep.Waited+rep.Took > slowExportSync:
 		d.log.Info("export table sync was slow", attrs...)
 	default:
 		d.log.Debug("export table sync", attrs...)

@@ -8,4 +8,9 @@
 // reconciler settles: a veth with no address is deleted; an address with no veth is
 // released with an event that says why; a DEL that was answered but not finished is
 // finished (its intent is recorded in the state directory before the answer).
+//
+// The kernel is reached through Plumber, an interface this package owns (the calls coild
+// makes; netplumb's Plumber is the real one). Root tests run coild on the real kernel in
+// a throwaway namespace; the tests of coild's own decisions (error mapping, DEL order,
+// GC and reconcile decisions) give Config.Plumber an in-memory fake and need no root.
 package daemon

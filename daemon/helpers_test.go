@@ -80,7 +80,8 @@ func coildBin(t *testing.T) string {
 	return filepath.Join(binDir, "coild")
 }
 
-// env is one test's world: an etcd, a node namespace, a socket and a state dir.
+// env is one test's world: an etcd, a node namespace (or a fake kernel), a socket and a
+// state dir.
 type env struct {
 	t        *testing.T
 	etcd     *etcdtest.Cluster
@@ -88,21 +89,39 @@ type env struct {
 	log      *events.EtcdLog
 	nodeNS   string // name
 	nodePath string
+	// fake is the kernel of a newFakeEnv (nil: the real one, in nodeNS).
+	fake     *fakePlumber
 	sockDir  string
 	sock     string
 	stateDir string
 }
 
+// newEnv is a world with the real kernel: coild plumbs a throwaway node namespace
+// (root).
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireCommand(t, "ip")
+	e := newBaseEnv(t)
+	e.nodeNS, e.nodePath = testutil.NetNS(t, "node")
+	return e
+}
+
+// newFakeEnv is a world whose kernel is a fakePlumber: no root, no namespace.
+func newFakeEnv(t *testing.T) *env {
+	t.Helper()
+	e := newBaseEnv(t)
+	e.fake = newFakePlumber()
+	return e
+}
+
+func newBaseEnv(t *testing.T) *env {
+	t.Helper()
 	e := &env{t: t}
 	e.etcd = etcdtest.Start(t)
 	e.cli = e.etcd.Client(t)
 	e.log = events.NewEtcdLog(e.cli, events.EtcdConfig{Prefix: "/coil/"})
 	t.Cleanup(func() { _ = e.log.Close() })
-	e.nodeNS, e.nodePath = testutil.NetNS(t, "node")
 	// Socket paths are limited to 107 bytes; t.TempDir() can be long.
 	dir, err := os.MkdirTemp("", "coild-sock-")
 	if err != nil {
@@ -132,7 +151,7 @@ func (e *env) createPool(name string, bits uint8, subnets ...string) {
 }
 
 func (e *env) config() daemon.Config {
-	return daemon.Config{
+	cfg := daemon.Config{
 		Node:           nodeName,
 		EtcdEndpoints:  e.etcd.Endpoints(),
 		Socket:         e.sock,
@@ -142,6 +161,10 @@ func (e *env) config() daemon.Config {
 		ReconcileEvery: 200 * time.Millisecond,
 		Logger:         slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
+	if e.fake != nil {
+		cfg.Plumber = e.fake
+	}
+	return cfg
 }
 
 // testWriter sends log lines to t.Log (shown for failed tests and with -v).

@@ -45,7 +45,7 @@ func TestSyncKernel(t *testing.T) {
 	// A stale Coil block.
 	ipIn(t, node, "route", "add", "blackhole", "10.7.0.0/27", "table", "119", "proto", "30")
 
-	added, removed, err := e.Sync(ctx, pfx("10.1.0.0/27", "10.1.0.32/27", "fd00:1::/120"))
+	added, removed, err := syncTo(ctx, e, pfx("10.1.0.0/27", "10.1.0.32/27", "fd00:1::/120"))
 	if err != nil || added != 3 || removed != 1 {
 		t.Fatalf("Sync = %d, %d, %v", added, removed, err)
 	}
@@ -57,12 +57,12 @@ func TestSyncKernel(t *testing.T) {
 		t.Fatalf("table 119 (v6) = %q", got)
 	}
 	// Idempotent.
-	if added, removed, err = e.Sync(ctx, pfx("fd00:1::/120", "10.1.0.32/27", "10.1.0.0/27")); err != nil || added != 0 || removed != 0 {
+	if added, removed, err = syncTo(ctx, e, pfx("fd00:1::/120", "10.1.0.32/27", "10.1.0.0/27")); err != nil || added != 0 || removed != 0 {
 		t.Fatalf("second Sync = %d, %d, %v", added, removed, err)
 	}
 	// A block whose prefix is held by a foreign route: conflict reported, route untouched,
 	// the rest applied.
-	added, removed, err = e.Sync(ctx, pfx("10.9.0.0/27", "10.1.0.0/27"))
+	added, removed, err = syncTo(ctx, e, pfx("10.9.0.0/27", "10.1.0.0/27"))
 	if !errors.Is(err, netplumb.ErrRouteConflict) || added != 0 || removed != 2 {
 		t.Fatalf("conflicting Sync = %d, %d, %v", added, removed, err)
 	}
@@ -70,7 +70,7 @@ func TestSyncKernel(t *testing.T) {
 		t.Fatalf("foreign route changed: %q", got)
 	}
 	// Empty set: only Coil's routes go.
-	if added, removed, err = e.Sync(ctx, nil); err != nil || added != 0 || removed != 1 {
+	if added, removed, err = syncTo(ctx, e, nil); err != nil || added != 0 || removed != 1 {
 		t.Fatalf("Sync(nil) = %d, %d, %v", added, removed, err)
 	}
 	if got := ipIn(t, node, "-4", "route", "show", "table", "119"); got != "blackhole 10.9.0.0/27 proto 31\n" {
@@ -103,7 +103,7 @@ func TestSyncTouchesOnlyCoilRoutes(t *testing.T) {
 	ipIn(t, node, "route", "add", "blackhole", "10.5.1.0/24", "proto", "30")
 	mainBefore := ipIn(t, node, "route", "show", "table", "main")
 	for _, table := range []int{254, 255, 253} {
-		_, _, err = exporter.New(p, exporter.Config{Table: table}).Sync(ctx, pfx("10.1.0.0/27"))
+		_, _, err = syncTo(ctx, exporter.New(p, exporter.Config{Table: table}), pfx("10.1.0.0/27"))
 		if !errors.Is(err, netplumb.ErrInvalidArgument) || !strings.Contains(err.Error(), "kernel's own") {
 			t.Errorf("Sync into table %d = %v, want ErrInvalidArgument (the kernel's own table)", table, err)
 		}
@@ -116,11 +116,11 @@ func TestSyncTouchesOnlyCoilRoutes(t *testing.T) {
 	ipIn(t, node, "route", "add", "10.6.0.0/27", "dev", "lo", "table", "119", "proto", "30")
 	ipIn(t, node, "route", "add", "unreachable", "10.1.0.0/27", "table", "119", "proto", "30")
 	e := exporter.New(p, exporter.Config{})
-	added, removed, err := e.Sync(ctx, pfx("10.1.0.0/27", "10.1.0.32/27"))
+	added, removed, err := syncTo(ctx, e, pfx("10.1.0.0/27", "10.1.0.32/27"))
 	if !errors.Is(err, netplumb.ErrRouteConflict) || added != 1 || removed != 0 {
 		t.Fatalf("Sync = %d, %d, %v; want 1 added, 0 removed, a conflict at 10.1.0.0/27", added, removed, err)
 	}
-	if _, removed, err = e.Sync(ctx, nil); removed != 1 || err != nil {
+	if _, removed, err = syncTo(ctx, e, nil); removed != 1 || err != nil {
 		t.Fatalf("Sync(nil) removed %d, %v; want 1 (the blackhole coil wrote)", removed, err)
 	}
 	want := "unreachable 10.1.0.0/27 proto 30\n10.6.0.0/27 dev lo proto 30 scope link\n"

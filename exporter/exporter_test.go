@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/cockroachdb/errors"
@@ -18,20 +19,29 @@ type routeKey struct {
 }
 
 // fakeRoutes is an in-memory routing table set with the Routes contract, including a
-// conflict on AddBlackhole when another protocol holds the prefix.
+// conflict on AddBlackhole when another protocol holds the prefix. Safe for concurrent
+// use; an AddBlackhole of a prefix in hold waits until the channel is closed.
 type fakeRoutes struct {
+	mu      sync.Mutex
 	routes  map[routeKey]bool
 	failAdd map[netip.Prefix]error
+	hold    map[netip.Prefix]chan struct{}
+	entered chan netip.Prefix // receives a held prefix when its AddBlackhole starts waiting
 	calls   int
+	lists   int
 }
 
 var errConflict = errors.New("fake: route owned by another protocol")
 
 func newFake() *fakeRoutes {
-	return &fakeRoutes{routes: map[routeKey]bool{}, failAdd: map[netip.Prefix]error{}}
+	return &fakeRoutes{routes: map[routeKey]bool{}, failAdd: map[netip.Prefix]error{}, hold: map[netip.Prefix]chan struct{}{},
+		entered: make(chan netip.Prefix, 16)}
 }
 
 func (f *fakeRoutes) ListRoutes(_ context.Context, table, protocol int) ([]netip.Prefix, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lists++
 	var out []netip.Prefix
 	for k := range f.routes {
 		if k.table == table && k.proto == protocol {
@@ -42,7 +52,16 @@ func (f *fakeRoutes) ListRoutes(_ context.Context, table, protocol int) ([]netip
 }
 
 func (f *fakeRoutes) AddBlackhole(_ context.Context, table, protocol int, dst netip.Prefix) error {
+	f.mu.Lock()
 	f.calls++
+	hold := f.hold[dst]
+	f.mu.Unlock()
+	if hold != nil {
+		f.entered <- dst
+		<-hold
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if err := f.failAdd[dst]; err != nil {
 		return err
 	}
@@ -56,9 +75,32 @@ func (f *fakeRoutes) AddBlackhole(_ context.Context, table, protocol int, dst ne
 }
 
 func (f *fakeRoutes) DelRoute(_ context.Context, table, protocol int, dst netip.Prefix) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.calls++
 	delete(f.routes, routeKey{table, protocol, dst})
 	return nil
+}
+
+// has reports whether Coil's route to dst is in table 119.
+func (f *fakeRoutes) has(dst netip.Prefix) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.routes[routeKey{119, 30, dst}]
+}
+
+// counts returns the route changes and listings so far.
+func (f *fakeRoutes) counts() (calls, lists int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls, f.lists
+}
+
+// syncTo runs e.Sync with a fixed set of blocks and returns how many routes it added
+// and removed.
+func syncTo(ctx context.Context, e *exporter.Exporter, blocks []netip.Prefix) (added, removed int, err error) {
+	rep, err := e.Sync(ctx, func() []netip.Prefix { return blocks })
+	return len(rep.Added), len(rep.Removed), err
 }
 
 func pfx(ss ...string) []netip.Prefix {
@@ -100,7 +142,7 @@ func TestSyncOnlyTouchesItsTableAndProtocol(t *testing.T) {
 		t.Fatalf("defaults = %+v", e.Config())
 	}
 	ctx := context.Background()
-	added, removed, err := e.Sync(ctx, pfx("10.0.0.0/27", "fd00::/120"))
+	added, removed, err := syncTo(ctx, e, pfx("10.0.0.0/27", "fd00::/120"))
 	if err != nil || added != 2 || removed != 1 {
 		t.Fatalf("Sync = %d, %d, %v", added, removed, err)
 	}
@@ -109,12 +151,12 @@ func TestSyncOnlyTouchesItsTableAndProtocol(t *testing.T) {
 	}
 	// Idempotent: no calls at all the second time.
 	f.calls = 0
-	added, removed, err = e.Sync(ctx, pfx("fd00::/120", "10.0.0.0/27"))
+	added, removed, err = syncTo(ctx, e, pfx("fd00::/120", "10.0.0.0/27"))
 	if err != nil || added != 0 || removed != 0 || f.calls != 0 {
 		t.Fatalf("second Sync = %d, %d, %v (%d calls)", added, removed, err, f.calls)
 	}
 	// Empty desired set removes only ours.
-	added, removed, err = e.Sync(ctx, nil)
+	added, removed, err = syncTo(ctx, e, nil)
 	if err != nil || added != 0 || removed != 2 || len(f.routes) != 2 {
 		t.Fatalf("Sync(nil) = %d, %d, %v; routes %v", added, removed, err, f.routes)
 	}
@@ -127,7 +169,7 @@ func TestSyncPartialFailure(t *testing.T) {
 	f.failAdd[netip.MustParsePrefix("10.1.0.0/27")] = boom
 	f.routes[routeKey{119, 30, netip.MustParsePrefix("10.7.0.0/27")}] = true
 	e := exporter.New(f, exporter.Config{})
-	added, removed, err := e.Sync(context.Background(), pfx("10.9.0.0/27", "10.1.0.0/27", "10.2.0.0/27"))
+	added, removed, err := syncTo(context.Background(), e, pfx("10.9.0.0/27", "10.1.0.0/27", "10.2.0.0/27"))
 	if added != 1 || removed != 1 {
 		t.Fatalf("Sync counts = %d, %d", added, removed)
 	}
@@ -140,7 +182,7 @@ func TestSyncRejectsInvalidPrefixes(t *testing.T) {
 	f := newFake()
 	e := exporter.New(f, exporter.Config{Table: 200, Protocol: 40})
 	for _, bad := range []netip.Prefix{{}, netip.MustParsePrefix("10.0.0.1/27")} {
-		if _, _, err := e.Sync(context.Background(), append(pfx("10.0.0.0/27"), bad)); !errors.Is(err, exporter.ErrInvalidPrefix) {
+		if _, _, err := syncTo(context.Background(), e, append(pfx("10.0.0.0/27"), bad)); !errors.Is(err, exporter.ErrInvalidPrefix) {
 			t.Fatalf("Sync with %v = %v, want ErrInvalidPrefix", bad, err)
 		}
 	}
@@ -171,7 +213,7 @@ func TestSyncProperty(t *testing.T) {
 		}
 		want := rapid.SliceOf(genPrefix).Draw(t, "want")
 		e := exporter.New(f, exporter.Config{})
-		if _, _, err := e.Sync(context.Background(), want); err != nil {
+		if _, _, err := syncTo(context.Background(), e, want); err != nil {
 			t.Fatalf("Sync: %v", err)
 		}
 		got, _ := f.ListRoutes(context.Background(), 119, 30)

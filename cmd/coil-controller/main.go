@@ -26,12 +26,13 @@ import (
 )
 
 type options struct {
-	kubeconfig, endpoints, caCert, cert, key, prefix string
-	leaseNamespace, leaseName, identity              string
-	leaseDuration, renewDeadline, retryPeriod        time.Duration
-	retryInterval                                    time.Duration
-	metricsAddr, logLevel                            string
-	logJSON                                          bool
+	kubeconfig                                string
+	etcd                                      etcdclient.Flags
+	leaseNamespace, leaseName, identity       string
+	leaseDuration, renewDeadline, retryPeriod time.Duration
+	retryInterval                             time.Duration
+	metricsAddr, logLevel                     string
+	logJSON                                   bool
 }
 
 func main() {
@@ -59,11 +60,7 @@ func run(args []string) int {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (empty: in-cluster config)")
-	f.StringVar(&o.endpoints, "etcd-endpoints", etcdclient.DefaultEndpoint, "etcd client URLs, comma-separated (http://, https://, unix://)")
-	f.StringVar(&o.caCert, "etcd-cacert", "", "CA certificate to verify etcd's server certificate")
-	f.StringVar(&o.cert, "etcd-cert", "", "client certificate for etcd")
-	f.StringVar(&o.key, "etcd-key", "", "client key for etcd")
-	f.StringVar(&o.prefix, "etcd-prefix", events.DefaultPrefix, "key prefix of Coil's data in etcd")
+	o.etcd.Register(f)
 	f.StringVar(&o.leaseNamespace, "leader-election-namespace", ns, "namespace of the leader-election Lease (default: $POD_NAMESPACE, else kube-system)")
 	f.StringVar(&o.leaseName, "leader-election-name", "coil-controller", "name of the leader-election Lease")
 	f.StringVar(&o.identity, "identity", host+"_"+strconv.Itoa(os.Getpid()), "this candidate's identity in the Lease")
@@ -94,7 +91,7 @@ func serve(ctx context.Context, o options) error {
 	}
 	log := slog.New(h)
 	// Before anything else: an empty list or entry is an error, never the default.
-	eps, err := etcdclient.ParseEndpoints(o.endpoints)
+	ecfg, err := o.etcd.Config(10 * time.Second)
 	if err != nil {
 		return fmt.Errorf("--etcd-endpoints: %w", err)
 	}
@@ -109,18 +106,18 @@ func serve(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	cli, err := etcdclient.New(etcdclient.Config{Endpoints: eps, CACert: o.caCert, Cert: o.cert, Key: o.key, DialTimeout: 10 * time.Second})
+	cli, err := etcdclient.New(ecfg)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = cli.Close() }()
-	elog := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: o.prefix, Logger: log})
+	elog := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: o.etcd.Prefix, Logger: log})
 	defer func() { _ = elog.Close() }()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rec := kube.NewNodeReclaimer(kube.ReclaimerConfig{
 		Client: cs, Admin: &allocator.Admin{Log: elog, Clock: events.SystemClock{}, Actor: "coil-controller"},
-		Prefix: o.prefix, RetryEvery: o.retryInterval, Registerer: reg, Logger: log,
+		Prefix: o.etcd.Prefix, RetryEvery: o.retryInterval, Registerer: reg, Logger: log,
 	})
 	if o.metricsAddr != "" {
 		ln, err := net.Listen("tcp", o.metricsAddr)

@@ -38,7 +38,7 @@ func uids(in []uint) ([]uint32, error) {
 func run(args []string) int {
 	var (
 		cfg       daemon.Config
-		endpoints string
+		etcd      etcdclient.Flags
 		logLevel  string
 		logJSON   bool
 		allowUIDs []uint
@@ -59,11 +59,12 @@ func run(args []string) int {
 				h = slog.NewJSONHandler(os.Stderr, opts)
 			}
 			cfg.Logger = slog.New(h)
-			eps, err := etcdclient.ParseEndpoints(endpoints)
+			ec, err := etcd.Config(0)
 			if err != nil {
 				return fmt.Errorf("--etcd-endpoints: %w", err)
 			}
-			cfg.EtcdEndpoints = eps
+			cfg.EtcdEndpoints, cfg.EtcdCACert, cfg.EtcdCert, cfg.EtcdKey = ec.Endpoints, ec.CACert, ec.Cert, ec.Key
+			cfg.EtcdPrefix = etcd.Prefix
 			if cfg.AllowUIDs, err = uids(allowUIDs); err != nil {
 				return err
 			}
@@ -86,11 +87,7 @@ func run(args []string) int {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Node, "node", host, "this node's name (default: the hostname)")
-	f.StringVar(&endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "etcd client URLs, comma-separated (http://, https://, unix://)")
-	f.StringVar(&cfg.EtcdCACert, "etcd-cacert", "", "CA certificate to verify etcd's server certificate")
-	f.StringVar(&cfg.EtcdCert, "etcd-cert", "", "client certificate for etcd")
-	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "client key for etcd")
-	f.StringVar(&cfg.EtcdPrefix, "etcd-prefix", "/coil/", "key prefix of Coil's data in etcd")
+	etcd.Register(f)
 	f.StringVar(&cfg.EmbeddedEtcdDir, "embedded-etcd", "", "start a single-member etcd in-process with its data in DIR, serving the first --etcd-endpoints URL")
 	f.StringVar(&cfg.Socket, "socket", "/run/coild.sock", "UNIX socket the CNI plugin talks to (created mode 0600)")
 	f.UintSliceVar(&allowUIDs, "allowed-uids", nil, "uids served on --socket besides 0 and coild's own (comma-separated or repeated); any other caller is refused")

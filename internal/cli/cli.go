@@ -52,13 +52,9 @@ type Env struct {
 
 // options are the global flags, filled by cobra.
 type options struct {
-	endpoints string
-	cacert    string
-	cert      string
-	key       string
-	prefix    string
-	timeout   time.Duration
-	output    string
+	etcd    etcdclient.Flags
+	timeout time.Duration
+	output  string
 }
 
 // app is one run of coilctl: the environment, the global flags and, once connected,
@@ -174,12 +170,7 @@ in use, overlap, exists, node alive, not confirmed), 5 etcd unreachable.`,
 		PersistentPreRunE: a.run(func(*cobra.Command, []string) error { return a.checkGlobal() }),
 	}
 	f := root.PersistentFlags()
-	f.StringVar(&a.opts.endpoints, "etcd-endpoints", etcdclient.DefaultEndpoint,
-		"comma-separated etcd endpoints: http://HOST:PORT, https://HOST:PORT or unix:///PATH")
-	f.StringVar(&a.opts.cacert, "etcd-cacert", "", "PEM file of CAs trusted for etcd's certificate (turns TLS on)")
-	f.StringVar(&a.opts.cert, "etcd-cert", "", "PEM client certificate for etcd (with --etcd-key)")
-	f.StringVar(&a.opts.key, "etcd-key", "", "PEM client key for etcd (with --etcd-cert)")
-	f.StringVar(&a.opts.prefix, "etcd-prefix", events.DefaultPrefix, "key prefix of Coil's data in etcd")
+	a.opts.etcd.Register(f)
 	f.DurationVar(&a.opts.timeout, "timeout", 5*time.Second, "longest wait for etcd: to connect, and for each request")
 	f.StringVarP(&a.opts.output, "output", "o", "table", "output format: table, json or yaml")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
@@ -219,11 +210,11 @@ func (a *app) checkGlobal() error {
 	if a.opts.timeout <= 0 {
 		return usagef("--timeout %s: must be positive", a.opts.timeout)
 	}
-	if _, err := etcdclient.ParseEndpoints(a.opts.endpoints); err != nil {
+	if _, err := etcdclient.ParseEndpoints(a.opts.etcd.Endpoints); err != nil {
 		return errors.Mark(err, ErrUsage)
 	}
-	if !strings.HasPrefix(a.opts.prefix, "/") {
-		return usagef("--etcd-prefix %q: must start with /", a.opts.prefix)
+	if !strings.HasPrefix(a.opts.etcd.Prefix, "/") {
+		return usagef("--etcd-prefix %q: must start with /", a.opts.etcd.Prefix)
 	}
 	return nil
 }
@@ -233,13 +224,11 @@ func (a *app) connect() error {
 	if a.log != nil {
 		return nil
 	}
-	eps, err := etcdclient.ParseEndpoints(a.opts.endpoints)
+	ecfg, err := a.opts.etcd.Config(a.opts.timeout)
 	if err != nil {
 		return errors.Mark(err, ErrUsage)
 	}
-	cli, err := etcdclient.New(etcdclient.Config{
-		Endpoints: eps, CACert: a.opts.cacert, Cert: a.opts.cert, Key: a.opts.key, DialTimeout: a.opts.timeout,
-	})
+	cli, err := etcdclient.New(ecfg)
 	if err != nil {
 		if errors.Is(err, etcdclient.ErrTLS) {
 			return errors.Mark(err, ErrUsage)
@@ -247,7 +236,7 @@ func (a *app) connect() error {
 		return err
 	}
 	a.cli = cli
-	a.etcd = events.NewEtcdLog(cli, events.EtcdConfig{Prefix: a.opts.prefix})
+	a.etcd = events.NewEtcdLog(cli, events.EtcdConfig{Prefix: a.opts.etcd.Prefix})
 	a.log = &timeoutLog{Log: a.etcd, timeout: a.opts.timeout}
 	return nil
 }

@@ -34,7 +34,7 @@ user, before 'etcdctl auth enable'. Nothing is read from or written to etcd.`,
 			if !admin && len(nodes) == 0 {
 				return usagef("coilctl etcd roles: give --admin, --node NODE (repeatable), or both")
 			}
-			keys := events.NewKeys(a.opts.prefix)
+			keys := events.NewKeys(a.opts.etcd.Prefix)
 			var out []events.Role
 			if admin {
 				out = append(out, keys.AdminRole())

@@ -395,7 +395,7 @@ pass --yes (without a terminal and without --yes: exit 2, nothing changed).`,
 			if !st.knowsNode(name) {
 				return errors.Wrapf(ErrNotFound, "node %q not found (it never registered and holds no block)", name)
 			}
-			aliveKey := events.AliveKey(a.opts.prefix, name)
+			aliveKey := events.AliveKey(a.opts.etcd.Prefix, name)
 			// Refuse a live node before asking (Reclaim refuses it again, atomically).
 			alive, err := a.aliveNodes(cmd.Context())
 			if err != nil {

@@ -30,7 +30,7 @@ func (a *app) rawLog() (*events.EtcdLog, error) {
 	if err := a.connect(); err != nil {
 		return nil, err
 	}
-	return events.NewEtcdLog(a.cli, events.EtcdConfig{Prefix: a.opts.prefix}), nil
+	return events.NewEtcdLog(a.cli, events.EtcdConfig{Prefix: a.opts.etcd.Prefix}), nil
 }
 
 // bulkGC lets the heap grow 3x between collections instead of 2x: the bulk commands
