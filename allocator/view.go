@@ -91,6 +91,23 @@ func (n *Node) HasPool(name string) bool {
 	return ok
 }
 
+// PoolHasIPv6 reports whether a pool exists and whether it has an IPv6 subnet (its pods
+// get an IPv6 address).
+func (n *Node) PoolHasIPv6(name string) (ipv6, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p, ok := n.st.Cluster.Pools[name]
+	if !ok {
+		return false, false
+	}
+	for _, s := range p.Subnets {
+		if s.IPv6.IsValid() {
+			return true, true
+		}
+	}
+	return false, true
+}
+
 // StateHash is the hash of the node's whole projected state.
 func (n *Node) StateHash() (events.Hash, error) {
 	n.mu.Lock()

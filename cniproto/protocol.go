@@ -35,6 +35,9 @@ type Request struct {
 	// Pool is the netconf "pool" key; empty means coild chooses (namespace
 	// annotation, else the default pool).
 	Pool string `json:"pool,omitempty"`
+	// MTU is the netconf "mtu" key: the MTU of both ends of the pod's veth pair; 0 means
+	// coild chooses (its --mtu, else the MTU of the node's default-route interface).
+	MTU int `json:"mtu,omitempty"`
 	// PodNamespace, PodName and PodUID come from CNI_ARGS (K8S_POD_NAMESPACE,
 	// K8S_POD_NAME, K8S_POD_UID) when the runtime passes them; otherwise empty.
 	PodNamespace string `json:"podNamespace,omitempty"`
@@ -55,6 +58,8 @@ type AddResult struct {
 	PodMAC    string `json:"podMAC,omitempty"`
 	// Addrs holds the pod's addresses, at most one per family.
 	Addrs []netip.Addr `json:"addrs"`
+	// MTU is the MTU of both ends of the veth pair (0 from an older coild: unknown).
+	MTU int `json:"mtu,omitempty"`
 	// Gateway4 and Gateway6 are the link-local gateways of the pod's default routes
 	// (169.254.1.1 and fe80::1); the zero Addr when the pod has no address of that family.
 	Gateway4 netip.Addr `json:"gateway4,omitzero"`

@@ -32,6 +32,14 @@ const (
 	// valid request (every field at its limit, a CNI_NETNS of 4095 characters that JSON
 	// writes as 6 bytes each, "\u003c") is under 32 KiB (TestLargestValidRequest).
 	MaxRequestBody = 64 << 10
+	// MinMTU is the smallest MTU of a pod interface: 576, the datagram size every IPv4
+	// host must accept (RFC 791). MinMTU6 is IPv6's minimum link MTU (RFC 8200): a pod
+	// with an IPv6 address needs at least that (the kernel turns IPv6 off on a link
+	// below it). MaxMTU is the largest MTU a link can have (the kernel's ETH_MAX_MTU, a
+	// veth's limit).
+	MinMTU  = 576
+	MinMTU6 = 1280
+	MaxMTU  = 65535
 )
 
 // MaxBodyFor is the largest request body coild accepts on path: MaxBody for gc (a long
@@ -143,6 +151,22 @@ func ValidPoolName(name string) error {
 	return nil
 }
 
+// ValidMTU checks the MTU of a pod interface: a whole number from MinMTU to MaxMTU, and
+// at least MinMTU6 when the pod gets an IPv6 address (ipv6: its pool has IPv6). The
+// netconf "mtu", coild's --mtu and the MTU coild finds on the node (auto) follow the
+// same rule.
+func ValidMTU(mtu int, ipv6 bool) error {
+	switch {
+	case mtu > MaxMTU:
+		return fmt.Errorf("above %d, the largest MTU of a link", MaxMTU)
+	case ipv6 && mtu < MinMTU6:
+		return fmt.Errorf("below %d, the minimum MTU of IPv6 (RFC 8200)", MinMTU6)
+	case mtu < MinMTU:
+		return fmt.Errorf("below %d, the minimum MTU of IPv4 (RFC 791); %d or more when the pool has IPv6", MinMTU, MinMTU6)
+	}
+	return nil
+}
+
 // validLabel checks a DNS-1123 label: lower-case letters, digits and '-', starting and
 // ending with a letter or digit, 1 to 63 bytes.
 func validLabel(s string) bool {
@@ -217,7 +241,9 @@ func FieldError(name, value string, reason error) string {
 // Validate checks the fields of a request for op ("add", "del" or "check") and returns
 // the first problem as an *Error with the CNI code the runtime should see: 4 (invalid
 // environment variable) naming the CNI_* variable or CNI_ARGS key, 7 for the netconf's
-// "pool", 6 for the addresses of a CHECK. CNI_NETNS is required for add and check; the
+// "pool" and "mtu", 6 for the addresses of a CHECK. An "mtu" is checked against the
+// range every pod accepts (ValidMTU without IPv6); the IPv6 floor depends on the pool,
+// which only coild knows. CNI_NETNS is required for add and check; the
 // K8S_POD_* values are optional.
 //
 // A del is checked only for the two fields it uses, CNI_CONTAINERID and CNI_IFNAME (the
@@ -250,6 +276,11 @@ func (r *Request) Validate(op string) *Error {
 	if r.Pool != "" {
 		if err := ValidPoolName(r.Pool); err != nil {
 			return NewError(CodeInvalidNetworkConfig, FieldError(`"pool"`, r.Pool, err), "")
+		}
+	}
+	if r.MTU != 0 {
+		if err := ValidMTU(r.MTU, false); err != nil {
+			return NewError(CodeInvalidNetworkConfig, fmt.Sprintf(`invalid "mtu" %d: %v`, r.MTU, err), "")
 		}
 	}
 	if len(r.PrevAddrs) > MaxPrevAddrs {

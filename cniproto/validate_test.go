@@ -142,6 +142,9 @@ func TestRequestValidate(t *testing.T) {
 		{"relative netns", func(r *cniproto.Request) { r.NetNS = "netns/p" }, "add", 4, `invalid CNI_NETNS "netns/p": not an absolute path`},
 		{"huge netns", func(r *cniproto.Request) { r.NetNS = "/" + huge }, "check", 4, "longer than 4095 bytes"},
 		{"bad pool", func(r *cniproto.Request) { r.Pool = "Blue" }, "add", 7, `invalid "pool" "Blue"`},
+		{"mtu below IPv4's minimum", func(r *cniproto.Request) { r.MTU = 575 }, "add", 7, `invalid "mtu" 575: below 576, the minimum MTU of IPv4`},
+		{"negative mtu", func(r *cniproto.Request) { r.MTU = -1 }, "check", 7, `invalid "mtu" -1: below 576`},
+		{"mtu above a link's", func(r *cniproto.Request) { r.MTU = 65536 }, "add", 7, `invalid "mtu" 65536: above 65535, the largest MTU of a link`},
 		{"bad namespace", func(r *cniproto.Request) { r.PodNamespace = "../kube-system" }, "add", 4, `invalid CNI_ARGS K8S_POD_NAMESPACE "../kube-system"`},
 		{"huge pod name", func(r *cniproto.Request) { r.PodName = huge }, "add", 4, "invalid CNI_ARGS K8S_POD_NAME"},
 		{"bad UID", func(r *cniproto.Request) { r.PodUID = "a b" }, "check", 4, `invalid CNI_ARGS K8S_POD_UID "a b"`},
@@ -163,9 +166,30 @@ func TestRequestValidate(t *testing.T) {
 	// A DEL is checked only for the attachment's name: it must succeed after an ADD
 	// refused for any other field.
 	r := good
-	r.NetNS, r.Pool, r.PodNamespace, r.PodName, r.PodUID = "relative", "Bad", "../x", "A", "a b"
+	r.NetNS, r.Pool, r.PodNamespace, r.PodName, r.PodUID, r.MTU = "relative", "Bad", "../x", "A", "a b", 1
 	if e := r.Validate("del"); e != nil {
 		t.Errorf("del refused for a field it does not use: %v", e)
+	}
+}
+
+func TestValidMTU(t *testing.T) {
+	for _, tc := range []struct {
+		mtu  int
+		ipv6 bool
+		err  string
+	}{
+		{576, false, ""}, {1500, true, ""}, {1280, true, ""}, {9000, false, ""}, {65535, true, ""},
+		{575, false, "below 576, the minimum MTU of IPv4 (RFC 791); 1280 or more when the pool has IPv6"},
+		{0, false, "below 576"},
+		{1279, true, "below 1280, the minimum MTU of IPv6 (RFC 8200)"},
+		{576, true, "below 1280"},
+		{65536, false, "above 65535, the largest MTU of a link"},
+		{1 << 40, true, "above 65535"},
+	} {
+		err := cniproto.ValidMTU(tc.mtu, tc.ipv6)
+		if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("ValidMTU(%d, ipv6=%v) = %v, want %q", tc.mtu, tc.ipv6, err, tc.err)
+		}
 	}
 }
 

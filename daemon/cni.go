@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -80,6 +81,14 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 		}
 		return nil, cniError(err, "")
 	}
+	mtu := d.podMTU(req)
+	if mtu.mtu < cniproto.MinMTU6 {
+		// Rare: an MTU too small for IPv6. Refuse it for a pod that would get IPv6 before
+		// its pair is made or changed.
+		if err := d.checkLowMTU(ctx, req, mtu); err != nil {
+			return nil, err
+		}
+	}
 	veth := netplumb.HostVethName(req.ContainerID, req.IfName)
 	if err := d.beginAdd(ctx, veth); err != nil {
 		return nil, err
@@ -97,7 +106,7 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	// leaves it alone while the ADD is in flight (inflight, above).
 	prep := make(chan prepared, 1)
 	go func() {
-		pd, err := d.plumber.Prepare(ctx, netplumb.Pod{ContainerID: req.ContainerID, IfName: req.IfName, NetNS: req.NetNS})
+		pd, err := d.plumber.Prepare(ctx, netplumb.Pod{ContainerID: req.ContainerID, IfName: req.IfName, NetNS: req.NetNS, MTU: mtu.mtu})
 		prep <- prepared{pd, err}
 	}()
 	abort := func() {
@@ -158,8 +167,28 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	crashPoint(d.cfg.CrashAt, "add-after-setup")
 	return &cniproto.AddResult{
 		HostVeth: att.HostVeth, HostMAC: att.HostMAC.String(), PodIfName: req.IfName, PodMAC: att.PodMAC.String(),
-		Addrs: att.Addrs, Gateway4: att.Gateway4, Gateway6: att.Gateway6,
+		Addrs: att.Addrs, Gateway4: att.Gateway4, Gateway6: att.Gateway6, MTU: att.MTU,
 	}, nil
+}
+
+// checkLowMTU refuses an MTU below IPv6's minimum when the pod would get IPv6: its
+// existing attachment has an IPv6 address, or the pool chosen for it has IPv6.
+func (d *Daemon) checkLowMTU(ctx context.Context, req *cniproto.Request, mtu mtuChoice) error {
+	ipv6, pool := false, ""
+	if prev, ok := d.node.Lookup(req.ContainerID, req.IfName); ok {
+		pool = prev.Pool
+		for _, a := range prev.Addrs {
+			ipv6 = ipv6 || (a.Is6() && !a.Is4In6())
+		}
+	} else {
+		sel, err := d.selectPool(ctx, req)
+		if err != nil {
+			return err
+		}
+		pool = sel.Pool
+		ipv6, _ = d.node.PoolHasIPv6(pool) // an unknown pool is refused by the allocation
+	}
+	return checkMTU(mtu, ipv6, pool)
 }
 
 // prepared is the outcome of Plumber.Prepare run beside the allocation.
@@ -198,11 +227,16 @@ func (d *Daemon) check(ctx context.Context, req *cniproto.Request) error {
 			}
 		}
 	}
-	if err := d.plumber.Check(ctx, netplumb.Pod{ContainerID: req.ContainerID, IfName: req.IfName, NetNS: req.NetNS, Addrs: asg.Addrs}); err != nil {
+	mtu := d.podMTU(req)
+	if err := d.plumber.Check(ctx, netplumb.Pod{ContainerID: req.ContainerID, IfName: req.IfName, NetNS: req.NetNS, Addrs: asg.Addrs, MTU: mtu.mtu}); err != nil {
 		if errors.Is(err, netplumb.ErrNetNSNotFound) || errors.Is(err, netplumb.ErrNodeNetNS) {
 			return cniError(err, "")
 		}
-		return cniproto.NewError(cniproto.CodeInternal, "pod network is not as coild set it up", err.Error())
+		details := err.Error()
+		if errors.Is(err, netplumb.ErrMTUMismatch) {
+			details += " (MTU " + strconv.Itoa(mtu.mtu) + " from " + mtu.source + ")"
+		}
+		return cniproto.NewError(cniproto.CodeInternal, "pod network is not as coild set it up", details)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 
+	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
 )
@@ -34,6 +35,9 @@ type Config struct {
 	ReconcileEvery time.Duration
 	BlockGrace     time.Duration
 	HostNetNS      string // "" = the namespace coild runs in
+	// MTU of pods' veth pairs when the netconf has no "mtu"; 0 = auto, the MTU of the
+	// node's default-route interface (mtu.go).
+	MTU int
 	// Kubeconfig is the kubeconfig file; "" means the in-cluster configuration when
 	// coild runs in a pod (KUBERNETES_SERVICE_HOST set), else Kubernetes features off.
 	Kubeconfig string
@@ -170,6 +174,11 @@ func (c *Config) Validate() error {
 	} {
 		if d.v <= 0 {
 			return bad("%s %s: must be positive", d.flag, d.v)
+		}
+	}
+	if c.MTU != 0 {
+		if err := cniproto.ValidMTU(c.MTU, false); err != nil {
+			return bad("--mtu %d: %v (0, the default: the MTU of the interface of the node's default route)", c.MTU, err)
 		}
 	}
 	if c.MetricsAddr != "" {

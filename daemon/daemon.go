@@ -72,6 +72,9 @@ type Daemon struct {
 	// their veth is missing (logged once per session). Session goroutine only.
 	kept map[string]bool
 
+	// autoMTU is the MTU of the node's default route (mtu.go), nil until read.
+	autoMTU atomic.Pointer[mtuChoice]
+
 	ready atomic.Bool
 	// loaded is true once the current session has read the log: only then may a DEL
 	// release (before it, the attachment is not known yet and the release would be lost).
@@ -157,6 +160,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		}
 		d.plumber = kernel{d.kernelPlumber}
 	}
+	d.refreshAutoMTU() // before the first ADD; an ADD never reads it from the kernel
 	d.netnsID = d.plumber.HostNetNSID()
 	d.exp = exporter.New(d.plumber, exporter.Config{Table: cfg.ExportTable, Protocol: cfg.RouteProtocol})
 	d.metrics = newMetrics()
@@ -206,7 +210,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Add(7)
+	wg.Add(8)
+	go func() { defer wg.Done(); d.mtuLoop(ctx) }()
 	go func() { defer wg.Done(); d.node.Run(ctx) }()
 	go func() { defer wg.Done(); d.indexLoop(ctx) }()
 	go func() { defer wg.Done(); d.runKube(ctx) }()

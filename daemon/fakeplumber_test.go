@@ -156,6 +156,11 @@ func (f *fakePlumber) hasRoute(p netip.Prefix) bool {
 
 func (f *fakePlumber) HostNetNSID() string { return "fake" }
 
+// UplinkMTU: the fake node has no default route (pods get 1500).
+func (f *fakePlumber) UplinkMTU() (netplumb.Uplink, error) {
+	return netplumb.Uplink{}, netplumb.ErrNoDefaultRoute
+}
+
 func (f *fakePlumber) CheckPodNetNS(path string) error {
 	if err := f.call("checkns", path); err != nil {
 		return err

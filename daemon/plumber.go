@@ -32,6 +32,9 @@ type Plumber interface {
 	TeardownMany(ctx context.Context, hostVeths []string) error
 	// List returns Coil's host veths (Pending: prepared, never finished).
 	List(ctx context.Context) ([]netplumb.HostLink, error)
+	// UplinkMTU is the MTU of the node's default-route interface (ErrNoDefaultRoute
+	// when there is none): the pods' MTU when neither the netconf nor --mtu sets one.
+	UplinkMTU() (netplumb.Uplink, error)
 }
 
 // Pending is a prepared veth pair (Plumber.Prepare): Finish puts the addresses and

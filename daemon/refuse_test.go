@@ -302,6 +302,8 @@ func TestCoildRefusesInvalidFields(t *testing.T) {
 		{"pod name with newline", "add", func(r *cniproto.Request) { r.PodName = "web\nx" }, 4, "K8S_POD_NAME"},
 		{"long pod UID", "add", func(r *cniproto.Request) { r.PodUID = strings.Repeat("f", 200) }, 4, "K8S_POD_UID"},
 		{"bad pool", "add", func(r *cniproto.Request) { r.Pool = "Default" }, 7, `invalid "pool"`},
+		{"mtu below IPv4's minimum", "add", func(r *cniproto.Request) { r.MTU = 100 }, 7, `invalid "mtu" 100: below 576`},
+		{"mtu above a link's", "check", func(r *cniproto.Request) { r.MTU = 1 << 20 }, 7, `invalid "mtu" 1048576: above 65535`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := good

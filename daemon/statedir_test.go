@@ -117,6 +117,10 @@ func TestCoildRefusesBadFlags(t *testing.T) {
 		{[]string{"--state-dir", ""}, "--state-dir is empty"},
 		{[]string{"--metrics-addr", "nonsense"}, `--metrics-addr "nonsense": want HOST:PORT`},
 		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--mtu", "575"}, "--mtu 575: below 576, the minimum MTU of IPv4 (RFC 791); 1280 or more when the pool has IPv6 (0, the default: the MTU of the interface of the node's default route)"},
+		{[]string{"--mtu", "-1"}, "--mtu -1: below 576"},
+		{[]string{"--mtu", "65536"}, "--mtu 65536: above 65535, the largest MTU of a link"},
+		{[]string{"--mtu", "9000.5"}, `invalid argument "9000.5" for "--mtu" flag`},
 		{[]string{"--no-such-flag"}, "unknown flag: --no-such-flag"},
 		{[]string{"stray"}, `unknown command "stray" for "coild"`},
 	} {

@@ -30,6 +30,12 @@ var (
 	ErrIfNameInUse = errors.New("netplumb: interface name already in use in the pod namespace")
 	// ErrCheckFailed: Check found the attachment different from what Setup makes.
 	ErrCheckFailed = errors.New("netplumb: attachment does not match")
+	// ErrMTUMismatch marks an ErrCheckFailed where an end of the pair has another MTU
+	// than the one asked for.
+	ErrMTUMismatch = errors.New("netplumb: MTU differs")
+	// ErrNoDefaultRoute: the host namespace's main table has no default route through
+	// an interface (UplinkMTU).
+	ErrNoDefaultRoute = errors.New("netplumb: no default route")
 	// ErrInvalidArgument: a malformed Pod, prefix, table or protocol.
 	ErrInvalidArgument = errors.New("netplumb: invalid argument")
 	// ErrRouteConflict: a route with the same destination exists in the table but with
@@ -74,7 +80,7 @@ type Config struct {
 	// LinkGroup tags Coil's host veths (default DefaultLinkGroup). LinkGroup+1 is
 	// reserved for TeardownMany, LinkGroup+2 for Prepare.
 	LinkGroup uint32
-	// MTU of both veth ends; 0 keeps the kernel default (1500).
+	// MTU of both veth ends when Pod.MTU is 0; 0 keeps the kernel default (1500).
 	MTU int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger

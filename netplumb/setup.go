@@ -24,6 +24,10 @@ type Pod struct {
 	NetNS string
 	// Addrs holds at most one IPv4 and at most one IPv6 address, at least one in all.
 	Addrs []netip.Addr
+	// MTU of both ends of the pair: Prepare creates the pair with it and sets it on an
+	// existing pair that has another; Check reports a difference. 0 means Config.MTU
+	// (0 there too: the kernel's default, 1500, and an existing pair keeps its own).
+	MTU int
 }
 
 // Attachment is the result of Setup: what the pod interface looks like.
@@ -38,6 +42,8 @@ type Attachment struct {
 	Addrs    []netip.Addr
 	Gateway4 netip.Addr // valid when the pod has an IPv4 address
 	Gateway6 netip.Addr // valid when the pod has an IPv6 address
+	// MTU of both ends of the pair.
+	MTU int
 }
 
 // validateID checks the fields that identify the attachment (all but Addrs).
@@ -51,7 +57,21 @@ func (pod Pod) validateID() error {
 	if pod.NetNS == "" {
 		return errors.Wrap(ErrInvalidArgument, "empty netns path")
 	}
+	if pod.MTU < 0 || pod.MTU > MaxMTU {
+		return errors.Wrapf(ErrInvalidArgument, "MTU %d", pod.MTU)
+	}
 	return nil
+}
+
+// MaxMTU is the largest MTU of a veth (the kernel's ETH_MAX_MTU).
+const MaxMTU = 65535
+
+// mtu is the MTU pod's pair must have; 0: whatever the kernel gave it.
+func (p *Plumber) mtu(pod Pod) int {
+	if pod.MTU > 0 {
+		return pod.MTU
+	}
+	return p.cfg.MTU
 }
 
 func (pod Pod) validate() (v4, v6 netip.Addr, err error) {
@@ -162,12 +182,17 @@ func (p *Plumber) Prepare(ctx context.Context, pod Pod) (*Pending, error) {
 	name := HostVethName(pod.ContainerID, pod.IfName)
 	// The usual ADD makes a new pair at once (no look-ups first); a repeated ADD, or a
 	// stale link of either name, finds the name taken and takes the slower path.
-	pd.hostLink, pd.podLink, err = p.createPair(ph, podNS, name, pod.IfName)
+	mtu := p.mtu(pod)
+	pd.hostLink, pd.podLink, err = p.createPair(ph, podNS, name, pod.IfName, mtu)
 	pd.created = err == nil
 	if errors.Is(err, errLinkExists) {
 		pd.hostLink, pd.podLink, err = p.findPair(ph, podNS, name, pod.IfName)
+		if err == nil && pd.hostLink != nil && mtu > 0 {
+			// A pair that exists (a repeated ADD) gets the MTU asked for now.
+			err = pd.setMTU(mtu)
+		}
 		if err == nil && pd.hostLink == nil {
-			pd.hostLink, pd.podLink, err = p.createPair(ph, podNS, name, pod.IfName)
+			pd.hostLink, pd.podLink, err = p.createPair(ph, podNS, name, pod.IfName, mtu)
 			if errors.Is(err, errLinkExists) {
 				// The host name was freed by findPair, so the clash is in the pod (a race
 				// with another agent, or a non-veth device).
@@ -186,6 +211,23 @@ func (p *Plumber) Prepare(ctx context.Context, pod Pod) (*Pending, error) {
 		return nil, errors.Wrapf(err, "netplumb: prepare %s/%s", pod.ContainerID, pod.IfName)
 	}
 	return pd, nil
+}
+
+// setMTU sets mtu on either end of the pair that has another.
+func (pd *Pending) setMTU(mtu int) error {
+	if pd.podLink.Attrs().MTU != mtu {
+		if err := pd.ph.LinkSetMTU(pd.podLink, mtu); err != nil {
+			return errors.Wrapf(err, "set the MTU of pod interface %s to %d", pd.podLink.Attrs().Name, mtu)
+		}
+		pd.podLink.Attrs().MTU = mtu
+	}
+	if pd.hostLink.Attrs().MTU != mtu {
+		if err := pd.p.host.LinkSetMTU(pd.hostLink, mtu); err != nil {
+			return errors.Wrapf(err, "set the MTU of host veth %s to %d", pd.hostLink.Attrs().Name, mtu)
+		}
+		pd.hostLink.Attrs().MTU = mtu
+	}
+	return nil
 }
 
 func (pd *Pending) linksUp() error {
@@ -321,7 +363,7 @@ func (p *Plumber) isPair(hostLink, podLink netlink.Link, podNS netns.NsHandle) b
 	return h.NetNsID == id
 }
 
-func (p *Plumber) createPair(ph *netlink.Handle, podNS netns.NsHandle, name, ifName string) (netlink.Link, netlink.Link, error) {
+func (p *Plumber) createPair(ph *netlink.Handle, podNS netns.NsHandle, name, ifName string, mtu int) (netlink.Link, netlink.Link, error) {
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.NewLinkAttrs(),
 		PeerName:      ifName,
@@ -332,7 +374,7 @@ func (p *Plumber) createPair(ph *netlink.Handle, podNS netns.NsHandle, name, ifN
 	}
 	veth.Name = name
 	veth.Group = p.PendingGroup()
-	veth.MTU = p.cfg.MTU
+	veth.MTU = mtu // the peer is created with the same MTU
 	veth.Flags = net.FlagUp
 	veth.HardwareAddr = randomMAC()
 	veth.NumTxQueues, veth.NumRxQueues = 1, 1
@@ -395,6 +437,7 @@ func (p *Plumber) configure(ctx context.Context, ph *netlink.Handle, hostLink, p
 		PodMAC:    slices.Clone(podLink.Attrs().HardwareAddr),
 		HostMAC:   slices.Clone(hostLink.Attrs().HardwareAddr),
 		Addrs:     addrList(v4, v6),
+		MTU:       podLink.Attrs().MTU,
 	}
 	if v4.IsValid() {
 		att.Gateway4 = p.cfg.Gateway4
@@ -610,9 +653,11 @@ func (p *Plumber) hostRoutes(index int) ([]netlink.Route, error) {
 
 // Check verifies that a pod's attachment is in place: the pod interface exists and is
 // up, has exactly pod.Addrs among its global addresses and a default route via the
-// gateway for each family, and the host veth is up and routes each address to the pod.
+// gateway for each family, and the host veth is up and routes each address to the pod;
+// both ends have the MTU asked for (pod.MTU, else Config.MTU; neither: not checked).
 // It changes nothing. Errors: ErrNetNSNotFound, ErrNodeNetNS, ErrLinkNotFound (host veth
-// or pod interface missing), ErrCheckFailed (anything else different), ErrInvalidArgument.
+// or pod interface missing), ErrCheckFailed (anything else different; also marked
+// ErrMTUMismatch when an MTU is among the differences), ErrInvalidArgument.
 func (p *Plumber) Check(ctx context.Context, pod Pod) error {
 	v4, v6, err := pod.validate()
 	if err != nil {
@@ -647,6 +692,15 @@ func (p *Plumber) Check(ctx context.Context, pod Pod) error {
 	}
 
 	var problems []string
+	var mtuWrong bool
+	if want := p.mtu(pod); want > 0 {
+		for _, l := range []netlink.Link{podLink, hostLink} {
+			if have := l.Attrs().MTU; have != want {
+				problems = append(problems, fmt.Sprintf("%s has MTU %d, want %d", l.Attrs().Name, have, want))
+				mtuWrong = true
+			}
+		}
+	}
 	if !p.isPair(hostLink, podLink, podNS) {
 		problems = append(problems, fmt.Sprintf("%s is not the peer of %s", pod.IfName, name))
 	}
@@ -703,7 +757,11 @@ func (p *Plumber) Check(ctx context.Context, pod Pod) error {
 		}
 	}
 	if len(problems) > 0 {
-		return errors.Wrapf(ErrCheckFailed, "%s/%s: %s", pod.ContainerID, pod.IfName, strings.Join(problems, "; "))
+		err := errors.Wrapf(ErrCheckFailed, "%s/%s: %s", pod.ContainerID, pod.IfName, strings.Join(problems, "; "))
+		if mtuWrong {
+			err = errors.Mark(err, ErrMTUMismatch)
+		}
+		return err
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -37,6 +38,7 @@ type netConf struct {
 	Name       string
 	Socket     string
 	Pool       string // "" when absent: coild chooses
+	MTU        int    // 0 when absent: coild chooses (its --mtu, else auto)
 	Timeout    time.Duration
 	// PrevResult is the parsed "prevResult" (CHECK, and DEL from CNI 1.0), nil if absent.
 	PrevResult types.Result
@@ -50,7 +52,7 @@ type netConf struct {
 // Keys with a '/' are namespaced conventions (cni.dev/..., vendor keys) and ignored.
 var knownKeys = map[string]bool{
 	// ours
-	"socket": true, "pool": true, "timeout": true,
+	"socket": true, "pool": true, "timeout": true, "mtu": true,
 	// CNI spec keys and what runtimes inject
 	"cniVersion": true, "cniVersions": true, "name": true, "type": true,
 	"disableCheck": true, "disableGC": true, "capabilities": true, "runtimeConfig": true,
@@ -81,7 +83,7 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 				fmt.Sprintf("unsupported field \"ipam\" = %s: coil allocates addresses itself (through coild); remove \"ipam\"", showRaw(raw[k])), "")
 		case !knownKeys[k] && !strings.Contains(k, "/"):
 			return nil, types.NewError(types.ErrUnsupportedField,
-				fmt.Sprintf("unsupported field %s = %s in network config (coil knows \"socket\", \"pool\", \"timeout\")", cniproto.Show(k), showRaw(raw[k])), "")
+				fmt.Sprintf("unsupported field %s = %s in network config (coil knows \"socket\", \"pool\", \"timeout\", \"mtu\")", cniproto.Show(k), showRaw(raw[k])), "")
 		}
 	}
 
@@ -122,6 +124,13 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 		if err := cniproto.ValidPoolName(c.Pool); err != nil {
 			return nil, types.NewError(types.ErrInvalidNetworkConfig, cniproto.FieldError(`"pool"`, c.Pool, err), "")
 		}
+	}
+	if v, ok := raw["mtu"]; ok && string(v) != "null" {
+		mtu, e := parseMTU(v)
+		if e != nil {
+			return nil, e
+		}
+		c.MTU = mtu
 	}
 	if _, ok := raw["timeout"]; ok {
 		d, err := time.ParseDuration(timeout)
@@ -203,6 +212,26 @@ func bound(s string) string {
 		cut--
 	}
 	return s[:cut] + fmt.Sprintf("... (%d bytes)", len(s))
+}
+
+// parseMTU reads the "mtu" key: a JSON number written as a whole number (not 1500.0,
+// not 1.5e3, not "1500"), within the range every pod accepts (cniproto.ValidMTU; coild
+// checks the IPv6 minimum against the pool).
+func parseMTU(v json.RawMessage) (int, *types.Error) {
+	s := strings.TrimSpace(string(v))
+	if s == "" || (s[0] != '-' && (s[0] < '0' || s[0] > '9')) {
+		return 0, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("\"mtu\" must be a number, got %s", showRaw(v)), "")
+	}
+	mtu, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("invalid \"mtu\" %s: want a whole number of bytes, %d-%d (%d or more when the pool has IPv6)", showRaw(v), cniproto.MinMTU, cniproto.MaxMTU, cniproto.MinMTU6), "")
+	}
+	if err := cniproto.ValidMTU(mtu, false); err != nil {
+		return 0, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid \"mtu\" %d: %v", mtu, err), "")
+	}
+	return mtu, nil
 }
 
 func validSocket(p string) *types.Error {

@@ -16,7 +16,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	if e != nil {
 		t.Fatal(e)
 	}
-	if c.Socket != cniproto.DefaultSocketPath || c.Timeout != defaultTimeout || c.Pool != "" ||
+	if c.Socket != cniproto.DefaultSocketPath || c.Timeout != defaultTimeout || c.Pool != "" || c.MTU != 0 ||
 		c.Name != "k8s-pod-network" || c.CNIVersion != "1.1.0" || c.PrevResult != nil || c.ValidAttachments != nil {
 		t.Fatalf("%+v", c)
 	}
@@ -24,12 +24,12 @@ func TestParseConfigDefaults(t *testing.T) {
 
 func TestParseConfigAllKeys(t *testing.T) {
 	c, e := parseConfig([]byte(`{"cniVersion":"1.0.0","name":"n","type":"coil","socket":"/var/run/coil/coild.sock",
-		"pool":"blue-1","timeout":"2s","capabilities":{"x":true},"runtimeConfig":{},"dns":{},"args":{},
+		"pool":"blue-1","timeout":"2s","mtu":9000,"capabilities":{"x":true},"runtimeConfig":{},"dns":{},"args":{},
 		"vendor.example/thing":1}`))
 	if e != nil {
 		t.Fatal(e)
 	}
-	if c.Socket != "/var/run/coil/coild.sock" || c.Pool != "blue-1" || c.Timeout != 2*time.Second {
+	if c.Socket != "/var/run/coil/coild.sock" || c.Pool != "blue-1" || c.Timeout != 2*time.Second || c.MTU != 9000 {
 		t.Fatalf("%+v", c)
 	}
 }
@@ -57,6 +57,17 @@ func TestParseConfigErrors(t *testing.T) {
 		{"zero timeout", `{"name":"n","type":"coil","timeout":"0s"}`, types.ErrInvalidNetworkConfig, "must be more than 0"},
 		{"huge timeout", `{"name":"n","type":"coil","timeout":"1h"}`, types.ErrInvalidNetworkConfig, "at most 5m0s"},
 		{"bad pool", `{"name":"n","type":"coil","pool":"Blue"}`, types.ErrInvalidNetworkConfig, `invalid "pool"`},
+		{"mtu below IPv4's minimum", `{"name":"n","type":"coil","mtu":575}`, types.ErrInvalidNetworkConfig, `invalid "mtu" 575: below 576, the minimum MTU of IPv4 (RFC 791); 1280 or more when the pool has IPv6`},
+		{"mtu zero", `{"name":"n","type":"coil","mtu":0}`, types.ErrInvalidNetworkConfig, `invalid "mtu" 0: below 576`},
+		{"mtu negative", `{"name":"n","type":"coil","mtu":-9000}`, types.ErrInvalidNetworkConfig, `invalid "mtu" -9000: below 576`},
+		{"mtu too big", `{"name":"n","type":"coil","mtu":65536}`, types.ErrInvalidNetworkConfig, `invalid "mtu" 65536: above 65535, the largest MTU of a link`},
+		{"mtu huge", `{"name":"n","type":"coil","mtu":99999999999999999999}`, types.ErrInvalidNetworkConfig, `invalid "mtu" 99999999999999999999: want a whole number of bytes, 576-65535 (1280 or more when the pool has IPv6)`},
+		{"mtu fraction", `{"name":"n","type":"coil","mtu":1500.5}`, types.ErrInvalidNetworkConfig, `invalid "mtu" 1500.5: want a whole number`},
+		{"mtu float", `{"name":"n","type":"coil","mtu":1500.0}`, types.ErrInvalidNetworkConfig, `invalid "mtu" 1500.0: want a whole number`},
+		{"mtu exponent", `{"name":"n","type":"coil","mtu":9e3}`, types.ErrInvalidNetworkConfig, `invalid "mtu" 9e3: want a whole number`},
+		{"mtu string", `{"name":"n","type":"coil","mtu":"9000"}`, types.ErrInvalidNetworkConfig, `"mtu" must be a number, got "9000"`},
+		{"mtu bool", `{"name":"n","type":"coil","mtu":true}`, types.ErrInvalidNetworkConfig, `"mtu" must be a number, got true`},
+		{"mtu object", `{"name":"n","type":"coil","mtu":{}}`, types.ErrInvalidNetworkConfig, `"mtu" must be a number, got {}`},
 		{"typo", `{"name":"n","type":"coil","sokcet":"/run/x.sock"}`, types.ErrUnsupportedField, `unsupported field "sokcet" = "/run/x.sock"`},
 		{"ipam", `{"name":"n","type":"coil","ipam":{"type":"host-local"}}`, types.ErrUnsupportedField, `coil allocates addresses itself`},
 		{"bad prevResult", `{"cniVersion":"1.0.0","name":"n","type":"coil","prevResult":{"ips":"x"}}`, types.ErrDecodingFailure, `cannot parse "prevResult"`},

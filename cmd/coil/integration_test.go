@@ -105,9 +105,13 @@ func (f *fakeCoild) Add(_ context.Context, r *cniproto.Request) (*cniproto.AddRe
 		a = []netip.Addr{netip.AddrFrom4([4]byte{10, 1, 0, byte(f.next)}), netip.MustParseAddr(fmt.Sprintf("fd00::%d", f.next))}
 		f.addrs[key] = a
 	}
+	mtu := r.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
 	return &cniproto.AddResult{
 		HostVeth: "coil" + r.ContainerID[:6], HostMAC: "02:00:00:00:00:01", PodIfName: r.IfName, PodMAC: "02:00:00:00:00:02",
-		Addrs: a, Gateway4: netip.MustParseAddr("169.254.1.1"), Gateway6: netip.MustParseAddr("fe80::1"),
+		Addrs: a, Gateway4: netip.MustParseAddr("169.254.1.1"), Gateway6: netip.MustParseAddr("fe80::1"), MTU: mtu,
 	}, nil
 }
 
@@ -401,6 +405,49 @@ func TestPluginRefusesBeforeCoild(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.adds) != 0 || len(f.dels) != 3 {
 		t.Errorf("coild saw %d adds (want none) and %d dels (want 3)", len(f.adds), len(f.dels))
+	}
+}
+
+// TestPluginForwardsMTU: the netconf "mtu" goes to coild on ADD and CHECK, the result
+// names the MTU on both interfaces; an invalid one is refused (code 7) before coild.
+func TestPluginForwardsMTU(t *testing.T) {
+	f := &fakeCoild{}
+	sock := startCoild(t, f)
+	_, nsPath := testutil.NetNS(t, "mtu")
+	ctx := context.Background()
+	c := cni(t)
+	list := netList(t, "1.1.0", `{"type":"coil","socket":"`+sock+`","mtu":9000}`)
+	rt := podRT("cafe0001", nsPath)
+	res, err := c.AddNetworkList(ctx, list, rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := types100.NewResultFromResult(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Interfaces) != 2 || r.Interfaces[0].Mtu != 9000 || r.Interfaces[1].Mtu != 9000 {
+		t.Errorf("result interfaces %v, want mtu 9000 on both", r.Interfaces)
+	}
+	if err := c.CheckNetworkList(ctx, list, rt); err != nil {
+		t.Fatal(err)
+	}
+	// Without "mtu", coild chooses: the request carries 0.
+	plain := netList(t, "1.1.0", coilPlugin(sock))
+	if _, err := c.AddNetworkList(ctx, plain, podRT("cafe0002", nsPath)); err != nil {
+		t.Fatal(err)
+	}
+	for _, mtu := range []string{"100", "65536", "1500.5", `"1500"`} {
+		bad := netList(t, "1.1.0", `{"type":"coil","socket":"`+sock+`","mtu":`+mtu+`}`)
+		_, err := c.AddNetworkList(ctx, bad, podRT("cafe0003", nsPath))
+		if code, msg := cniCode(t, err); code != types.ErrInvalidNetworkConfig || !strings.Contains(msg, `"mtu"`) {
+			t.Errorf("mtu %s: got %d %q, want 7 naming \"mtu\"", mtu, code, msg)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.adds) != 2 || f.adds[0].MTU != 9000 || f.adds[1].MTU != 0 || len(f.checks) != 1 || f.checks[0].MTU != 9000 {
+		t.Errorf("coild saw adds %+v checks %+v; want MTU 9000 on the first ADD and the CHECK, 0 on the second ADD, nothing else", f.adds, f.checks)
 	}
 }
 

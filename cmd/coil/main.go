@@ -60,6 +60,7 @@ func setup(o op, args *skel.CmdArgs) (*netConf, *cniproto.Request, *types.Error)
 		NetNS:        args.Netns,
 		IfName:       args.IfName,
 		Pool:         conf.Pool,
+		MTU:          conf.MTU,
 		PodNamespace: pod.Namespace,
 		PodName:      pod.Name,
 		PodUID:       pod.UID,

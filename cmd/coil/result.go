@@ -27,9 +27,9 @@ func buildResult(res *cniproto.AddResult, ifName, netns string) (*types100.Resul
 	}
 	r := &types100.Result{CNIVersion: types100.ImplementedSpecVersion}
 	if res.HostVeth != "" {
-		r.Interfaces = append(r.Interfaces, &types100.Interface{Name: res.HostVeth, Mac: res.HostMAC})
+		r.Interfaces = append(r.Interfaces, &types100.Interface{Name: res.HostVeth, Mac: res.HostMAC, Mtu: res.MTU})
 	}
-	r.Interfaces = append(r.Interfaces, &types100.Interface{Name: podIf, Mac: res.PodMAC, Sandbox: netns})
+	r.Interfaces = append(r.Interfaces, &types100.Interface{Name: podIf, Mac: res.PodMAC, Mtu: res.MTU, Sandbox: netns})
 	podIdx := len(r.Interfaces) - 1
 	var have4, have6 bool
 	for _, a := range res.Addrs {

@@ -99,6 +99,7 @@ func run(args []string) int {
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 15*time.Second, "TTL of the node's etcd lease (fencing)")
 	f.DurationVar(&cfg.ReconcileEvery, "reconcile-interval", 30*time.Second, "how often the kernel is reconciled with the log")
 	f.DurationVar(&cfg.BlockGrace, "block-grace", 5*time.Minute, "how long an empty block stays before it is released")
+	f.IntVar(&cfg.MTU, "mtu", 0, "MTU of pods' interfaces (both veth ends) when the network config has no \"mtu\"; 0: the MTU of the interface of the node's default route")
 	f.StringVar(&cfg.HostNetNS, "host-netns", "", "path of the node network namespace (default: coild's own)")
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file for the Kubernetes API (empty: in-cluster config when run in a pod, else Kubernetes features off)")
 	f.DurationVar(&cfg.LeakGrace, "leak-grace", time.Minute, "how long an attachment's pod must be gone before its address is re-checked and released (Kubernetes)")
