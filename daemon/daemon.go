@@ -508,19 +508,7 @@ func (d *Daemon) acquireLease(ctx context.Context, prev *nodeRecord) (int64, <-c
 			if err := writeRecord(d.cfg.StateDir, rec); err != nil {
 				d.log.Warn("record lease", "err", err)
 			}
-			kctx, kcancel := context.WithCancel(ctx)
-			ka, err := d.cli.KeepAlive(kctx, g.ID)
-			if err != nil {
-				kcancel()
-				return 0, nil, nil, errors.Wrap(err, "keep lease alive")
-			}
-			lost := make(chan struct{})
-			go func() {
-				defer kcancel()
-				defer close(lost)
-				for range ka {
-				}
-			}()
+			lost := d.keepLeaseAlive(ctx, g.ID, time.Duration(ttl)*time.Second)
 			d.lease.Store(int64(g.ID))
 			return int64(g.ID), lost, rec, nil
 		}

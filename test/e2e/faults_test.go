@@ -535,3 +535,58 @@ func retries(t *testing.T, n *demo.Node) string {
 }
 
 var retriesSeen = map[string]int{}
+
+// TestEtcdMemberPausedKeepsSessions: each etcd member in turn is paused (SIGSTOP: alive,
+// connections open, answering nothing) for longer than coild's lease TTL while pods are
+// added. coild keeps its session throughout (STATUS never fails, no "session ended")
+// and every ADD succeeds: its lease renewals and appends that went to the paused member
+// time out and are tried again on another. (With clientv3's single keep-alive stream,
+// the lease of a coild whose stream went through the paused member expired.)
+func TestEtcdMemberPausedKeepsSessions(t *testing.T) {
+	const ttl = 6 * time.Second
+	c := startFaultCluster(t, 1, demo.Config{LeaseTTL: ttl})
+	n := c.Nodes[0]
+	ctx := context.Background()
+	client := cniproto.NewClient(n.Socket, 5*time.Second)
+	var all []*demo.Pod
+	for i := range c.Etcd.Members {
+		if err := c.Etcd.Pause(i); err != nil {
+			t.Fatal(err)
+		}
+		pausedAt := time.Now()
+		k := 0
+		for time.Since(pausedAt) < ttl+4*time.Second {
+			if err := client.Status(ctx); err != nil {
+				t.Errorf("m%d paused for %s: STATUS: %v", i, time.Since(pausedAt).Round(time.Millisecond), err)
+			}
+			p, err := n.TryAddPod(ctx, fmt.Sprintf("p%d-%d", i, k))
+			k++
+			if err != nil {
+				t.Errorf("m%d paused for %s: ADD: %v", i, time.Since(pausedAt).Round(time.Millisecond), err)
+				if p != nil {
+					_ = n.DelPod(ctx, p.Name)
+				}
+				continue
+			}
+			all = append(all, p)
+		}
+		if err := c.Etcd.Resume(i); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err := c.Etcd.WaitHealthy(wctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		t.Logf("m%d paused for %s: %d ADDs; coild's retries: %s", i, time.Since(pausedAt).Round(time.Millisecond), k, retries(t, n))
+	}
+	b, err := os.ReadFile(n.CoildLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "session ended") {
+		t.Errorf("coild lost its session while a member was paused:\n%s", demo.Tail(n.CoildLog(), 40))
+	}
+	podsAgree(t, c, n, all)
+}
