@@ -78,9 +78,6 @@ func run(args []string, out, errOut io.Writer) int {
 	for _, v := range rep.Violations {
 		fmt.Fprintf(out, "violation at %s: %s\n", v.At.Round(time.Millisecond), v.What)
 	}
-	for _, f := range rep.AddFailures {
-		fmt.Fprintf(out, "ADD failed with no fault active: %s\n", f)
-	}
 	fmt.Fprintln(out, rep.Summary())
 	if ctx.Err() != nil {
 		return 130
