@@ -15,9 +15,10 @@
 // the fault's convergence time.
 //
 // What the runtimes do is what kubelet does: a failed ADD is followed by a DEL, and a
-// DEL is repeated until it succeeds. Only a killed coild may fail an ADD (it cannot
-// answer): an ADD failing while BIRD or one etcd member is down or paused, or with no
-// fault at all, is a violation. Failed ADDs are reported by the fault active then.
+// DEL is repeated until it succeeds. Only a killed coild may fail an ADD, on its node (it
+// cannot answer): an ADD failing on another node, while BIRD or one etcd member is down
+// or paused, or with no fault at all, is a violation. Failed ADDs are reported by the
+// fault active then.
 package soak
 
 import (
@@ -212,6 +213,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		seen: map[string]bool{},
 	}
 	s.fault.Store(new(string))
+	s.killedOn.Store(new(string))
 	return s.run(ctx), nil
 }
 
@@ -225,7 +227,10 @@ type soak struct {
 	view  *logView
 	start time.Time
 	fault atomic.Pointer[string] // the fault active now ("" when none)
-	bag   []string               // fault kinds still to draw in this round
+	// killedOn is the node whose coild the active fault killed ("" when none): only its
+	// ADDs may fail.
+	killedOn atomic.Pointer[string]
+	bag      []string // fault kinds still to draw in this round
 
 	mu   sync.Mutex
 	rep  *Report
@@ -300,6 +305,7 @@ func (s *soak) run(ctx context.Context) *Report {
 		s.mu.Unlock()
 		none := ""
 		s.fault.Store(&none)
+		s.killedOn.Store(&none)
 		s.log.Info("fault over", "fault", desc, "converged", ok, "after", took.Round(time.Millisecond))
 	}
 	s.rep.Duration = time.Since(s.start)
@@ -352,6 +358,8 @@ func (s *soak) inject(ctx context.Context, kind string) (time.Time, string, erro
 		kill, start := n.KillCoild, n.StartCoild
 		if kind == FaultBird {
 			kill, start = n.KillBird, n.StartBird
+		} else {
+			s.killedOn.Store(&n.Name)
 		}
 		if err := kill(); err != nil {
 			return time.Now(), desc, err
@@ -538,28 +546,29 @@ func (s *soak) worker(ctx context.Context, n *demo.Node, w int) {
 	}
 }
 
-// addFailed counts a failed ADD. Only a coild killed can fail an ADD: one that fails
-// while BIRD or an etcd member is down or paused (a quorum is left), or with no fault at
-// all, is a violation (coild retries etcd within its request deadline).
+// addFailed counts a failed ADD. Only a killed coild can fail an ADD, on its own node:
+// one that fails on another node, while BIRD or an etcd member is down or paused (a
+// quorum is left), or with no fault at all, is a violation (coild retries etcd within its
+// request deadline).
 func (s *soak) addFailed(p *pod, err error) {
 	kind := *s.fault.Load()
 	if kind == "" {
 		kind = "none"
 	}
+	killedOn := *s.killedOn.Load()
 	s.mu.Lock()
 	s.rep.AddsFailed[kind]++
 	s.mu.Unlock()
 	s.log.Info("ADD failed", "pod", p.node.Name+"/"+p.name, "fault", kind, "err", err)
-	if kind != FaultCoild {
-		s.violation(fmt.Sprintf("ADD of %s/%s failed with %s: %v", p.node.Name, p.name, faultName(kind), err))
+	switch {
+	case kind == FaultCoild && p.node.Name == killedOn:
+	case kind == FaultCoild:
+		s.violation(fmt.Sprintf("ADD of %s/%s failed while the coild of %s was killed: %v", p.node.Name, p.name, killedOn, err))
+	case kind == "none":
+		s.violation(fmt.Sprintf("ADD of %s/%s failed with no fault active: %v", p.node.Name, p.name, err))
+	default:
+		s.violation(fmt.Sprintf("ADD of %s/%s failed with %s active: %v", p.node.Name, p.name, kind, err))
 	}
-}
-
-func faultName(kind string) string {
-	if kind == "none" {
-		return "no fault active"
-	}
-	return kind + " active"
 }
 
 // del sends the runtime's DEL until it succeeds (as kubelet repeats it), for up to
