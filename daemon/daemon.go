@@ -71,6 +71,10 @@ type Daemon struct {
 	kept map[string]bool
 
 	ready atomic.Bool
+	// sessions counts the sessions that became ready; leaseCheck asks the lease's
+	// keep-alive to renew at once (an append was fenced: is the lease gone?).
+	sessions   atomic.Uint64
+	leaseCheck chan struct{}
 	// loaded is true once the current session has read the log: only then may a DEL
 	// release (before it, the attachment is not known yet and the release would be lost).
 	loaded atomic.Bool
@@ -106,7 +110,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d := &Daemon{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.Node), keys: events.NewKeys(cfg.EtcdPrefix),
 		inflight: map[string]int{}, deleting: map[string]chan struct{}{}, recent: map[string]bool{}, exported: map[netip.Prefix]bool{},
-		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1), index: newIndexer(),
+		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1), leaseCheck: make(chan struct{}, 1), index: newIndexer(),
 	}
 	ok := false
 	defer func() {
@@ -284,6 +288,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 	if err := d.reconcile(sctx, first); err != nil {
 		d.log.Error("reconcile", "err", err)
 	}
+	d.sessions.Add(1)
 	d.ready.Store(true)
 	d.log.Info("ready", "lease", lease, "revision", rev, "blocks", len(d.node.Blocks()), "addresses", len(d.node.Attachments()))
 	tick := time.NewTicker(d.cfg.ReconcileEvery)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	"github.com/containernetworking/cni/pkg/types"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/internal/testutil"
@@ -40,5 +41,44 @@ func TestEtcdDownNotReadyIsTryAgain(t *testing.T) {
 	e.waitReady()
 	if _, err := c.AddNetworkList(ctx, list, podRT("d0wn0001", path)); err != nil {
 		t.Fatalf("ADD once etcd is back: %v", err)
+	}
+}
+
+// etcd itself can revoke coild's lease under it (in the chaos soak: an etcd leader paused
+// past the lease's expiry, as it resumed). An ADD whose append is then fenced is not
+// failed: coild renews at once, learns the lease is gone, starts a new session and
+// allocates the ADD there, within the request's deadline. Before, the ADD failed with
+// "fenced" (code 11) and the session ended only at the next renewal, up to TTL/3 later.
+func TestAddFencedByRevokedLeaseSucceeds(t *testing.T) {
+	e := newEnv(t)
+	e.defaultPool()
+	ctx := context.Background()
+	cfg := e.config()
+	cfg.LeaseTTL = 15 * time.Second // renewals every 5 s: the ADD below meets the revoked lease first
+	e.startDaemon(cfg)
+	c, list := e.cni(), e.netList()
+	id0, path0 := e.pod("before")
+	if _, err := c.AddNetworkList(ctx, list, podRT(id0, path0)); err != nil {
+		t.Fatal(err)
+	}
+	lease := e.aliveLease()
+	if lease == 0 {
+		t.Fatal("no liveness key")
+	}
+	if _, err := e.cli.Revoke(ctx, clientv3.LeaseID(lease)); err != nil {
+		t.Fatal(err)
+	}
+	id, path := e.pod("fenced")
+	start := time.Now()
+	if _, err := c.AddNetworkList(ctx, list, podRT(id, path)); err != nil {
+		t.Fatalf("ADD right after etcd revoked coild's lease: %v", err)
+	}
+	t.Logf("ADD after the revocation took %s", time.Since(start).Round(time.Millisecond))
+	if got := e.aliveLease(); got == 0 || got == lease {
+		t.Errorf("liveness key's lease %x after the ADD, want a new one (old %x)", got, lease)
+	}
+	held := e.held()
+	if len(held[attachKey{id, "eth0"}]) == 0 || len(held[attachKey{id0, "eth0"}]) == 0 || len(held) != 2 {
+		t.Errorf("log holds %v, want the two pods' addresses", held)
 	}
 }

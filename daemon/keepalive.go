@@ -25,6 +25,10 @@ const leaseAttempt = 2 * time.Second
 // without a renewal, and in the lab a 13 s pause of one member, a follower as well,
 // expired the leases of the coilds whose stream went through it (3 pauses in 6): their
 // sessions ended and their ADDs failed (issue 13, the chaos soak).
+//
+// An ADD whose append was fenced (the lease is gone from etcd) asks for a renewal at
+// once through d.leaseCheck, so that the session ends and the next one starts without
+// waiting for the next renewal (awaitNewSession).
 func (d *Daemon) keepLeaseAlive(ctx context.Context, id clientv3.LeaseID, ttl time.Duration) <-chan struct{} {
 	lost := make(chan struct{})
 	go func() {
@@ -38,6 +42,7 @@ func (d *Daemon) keepLeaseAlive(ctx context.Context, id clientv3.LeaseID, ttl ti
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case <-d.leaseCheck: // an append was fenced: renew now, to learn whether the lease is gone
 			}
 			actx, cancel := context.WithTimeout(ctx, leaseAttempt)
 			_, err := d.cli.KeepAliveOnce(actx, id)
