@@ -24,7 +24,7 @@ export COIL_NODE_KIT ?= $(HOME)/.cache/coil/nodekit/$(NODE_KIT_VERSIONS)
 # Packages whose tests need root and network namespaces run one at a time.
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: all build setup setup-test tools test vet lint bench demo demo-down demo-kube clean fmt kube-bins node-kit images fuzz
+.PHONY: all build setup setup-test tools test vet lint bench demo demo-down demo-kube soak clean fmt kube-bins node-kit images fuzz
 
 all: build
 
@@ -101,6 +101,14 @@ demo: setup build
 # spreads a Deployment over both nodes and checks pod-to-pod traffic (docs/demo.md).
 demo-kube: setup build kube-bins node-kit
 	$(GO) run ./cmd/coil-demo kube -bin bin
+
+# soak is the chaos soak (docs/faults.md): 3 nodes with BIRD, a 3-member etcd, pods churned
+# through cnitool and a random fault every few seconds, for SOAK_SECONDS (default 600).
+# It ends with a one-line summary and exits 0 only with no violation. Not part of `make
+# test` (which runs a 60-second soak, lab/soak's TestSoak).
+SOAK_SECONDS ?= 600
+soak: setup
+	SOAK_SECONDS=$(SOAK_SECONDS) $(GO) run ./cmd/coil-soak
 
 # demo-down removes what a crashed or killed demo left (its namespaces, cgroups and processes).
 demo-down:

@@ -36,9 +36,14 @@ type NodeConfig struct {
 	Lease    int64
 	// MaxBatch bounds a group commit (default events.MaxBatch).
 	MaxBatch int
-	// AppendTimeout bounds each append to the log (default DefaultAppendTimeout).
+	// AppendTimeout is a request's deadline (default DefaultAppendTimeout): from the
+	// moment it is queued, the appends and reads it needs are tried (again, after
+	// try-again errors of the store) until then; past it the request fails with
+	// events.ErrUnavailable (CNI "try again").
 	AppendTimeout time.Duration
-	Logger        *slog.Logger
+	// AttemptTimeout bounds one try within that deadline (default DefaultAttemptTimeout).
+	AttemptTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // Request asks for an address for a container's interface.
@@ -93,6 +98,9 @@ type op struct {
 	reason string
 	grace  time.Duration
 	done   chan opResult
+	// deadline: the caller's, or AppendTimeout after the request was queued, whichever
+	// comes first. The committer does not decide a request past it, nor try its append.
+	deadline time.Time
 }
 
 type opResult struct {
@@ -111,6 +119,9 @@ func NewNode(cfg NodeConfig) *Node {
 	}
 	if cfg.AppendTimeout <= 0 {
 		cfg.AppendTimeout = DefaultAppendTimeout
+	}
+	if cfg.AttemptTimeout <= 0 || cfg.AttemptTimeout > cfg.AppendTimeout {
+		cfg.AttemptTimeout = min(DefaultAttemptTimeout, cfg.AppendTimeout)
 	}
 	lg := cfg.Logger
 	if lg == nil {
@@ -246,7 +257,7 @@ func (n *Node) appendOwn(ctx context.Context, evs []*events.Event) error {
 				return errors.CombineErrors(err, cerr)
 			}
 		}
-		return errors.Wrapf(err, "append to %s", stream)
+		return err // the log's error names the stream
 	}
 	for _, e := range evs {
 		if err := n.st.Apply(e); err != nil {
@@ -278,14 +289,19 @@ func (n *Node) Observe(ctx context.Context, e *events.Event) error {
 	}
 }
 
-// appendLog appends with a deadline of its own (AppendTimeout): the committer runs on a
-// long-lived context, and one append stuck on an unreachable store must not stall every
-// later request. A timed-out append may still have been committed; the next append then
-// conflicts, catches up and finds it (decisions are idempotent per attachment).
+// appendLog appends, trying again after the store's try-again errors until ctx's
+// deadline or AppendTimeout (storeRetry): the committer runs on a long-lived context, and
+// one append stuck on an unreachable store must not stall every later request. A try
+// that timed out may still have been committed; the next one then conflicts, and the
+// caller catches up and finds it (decisions are idempotent per attachment).
 func (n *Node) appendLog(ctx context.Context, req events.AppendRequest) (events.Version, error) {
-	actx, cancel := context.WithTimeout(ctx, n.cfg.AppendTimeout)
-	defer cancel()
-	return n.cfg.Log.Append(actx, req)
+	var v events.Version
+	err := n.storeRetry(ctx, func(ctx context.Context) error {
+		var err error
+		v, err = n.cfg.Log.Append(ctx, req)
+		return err
+	})
+	return v, err
 }
 
 // absorb catches up after a conflict: with the missed events the conflict carries when
@@ -310,25 +326,27 @@ func (n *Node) absorb(ctx context.Context, stream events.Stream, conflict error)
 	return ce.Stream, n.catchUp(ctx, ce.Stream)
 }
 
-// catchUp reads a stream from the state's head, bounded by AppendTimeout like an append:
-// it runs in the committer (or under n.mu), and a read of an etcd without quorum is retried
-// by the client until its context ends. A first event that does not continue the state's
-// head (its previous-hash is another) means the stream was rewritten: ErrRewritten.
+// catchUp reads a stream from the state's head, tried like an append (storeRetry): it
+// runs in the committer (or under n.mu), and a read of an etcd without quorum is retried
+// by the client until its context ends. A try that failed midway keeps what it applied;
+// the next one reads from there. A first event that does not continue the state's head
+// (its previous-hash is another) means the stream was rewritten: ErrRewritten.
 // Caller holds n.mu.
 func (n *Node) catchUp(ctx context.Context, stream events.Stream) error {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.AppendTimeout)
-	defer cancel()
-	have := n.st.Head(stream)
-	first := true
-	_, err := n.cfg.Log.Read(ctx, stream, have.Seq+1, 0, func(e *events.Event) error {
-		if first {
-			first = false
-			if e.Prev != have.Hash {
-				return n.markStale(errors.Wrapf(events.ErrRewritten, "stream %s was rewritten: #%d does not follow this node's #%d (%s)",
-					stream, e.Seq, have.Seq, shortHash(have.Hash)))
+	err := n.storeRetry(ctx, func(ctx context.Context) error {
+		have := n.st.Head(stream)
+		first := true
+		_, err := n.cfg.Log.Read(ctx, stream, have.Seq+1, 0, func(e *events.Event) error {
+			if first {
+				first = false
+				if e.Prev != have.Hash {
+					return n.markStale(errors.Wrapf(events.ErrRewritten, "stream %s was rewritten: #%d does not follow this node's #%d (%s)",
+						stream, e.Seq, have.Seq, shortHash(have.Hash)))
+				}
 			}
-		}
-		return n.st.Apply(e)
+			return n.st.Apply(e)
+		})
+		return err
 	})
 	return errors.Wrapf(err, "catch up %s", stream)
 }
@@ -366,17 +384,28 @@ func (n *Node) Run(ctx context.Context) {
 
 func (n *Node) submit(ctx context.Context, o *op) opResult {
 	o.done = make(chan opResult, 1)
+	o.deadline = time.Now().Add(n.cfg.AppendTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(o.deadline) {
+		o.deadline = d
+	}
 	select {
 	case n.ops <- o:
 	case <-ctx.Done():
 		return opResult{err: errors.Wrap(ctx.Err(), "queueing request")}
 	}
+	// The committer answers by the deadline unless something held it longer (a catch-up
+	// of a watched event under the state's lock): then the caller stops waiting a little
+	// after it, with a try-again error.
+	late := time.NewTimer(time.Until(o.deadline) + answerGrace)
+	defer late.Stop()
 	select {
 	case r := <-o.done:
 		return r
 	case <-ctx.Done():
 		// The committer will still decide it; the idempotent retry finds the result.
 		return opResult{err: errors.Wrap(ctx.Err(), "waiting for commit")}
+	case <-late.C:
+		return opResult{err: expired(o)}
 	}
 }
 
@@ -459,6 +488,10 @@ func (n *Node) processLocked(ctx context.Context, ops []*op, depth int) {
 			o.done <- opResult{err: errors.Wrap(n.staleErr, "waiting for the log to be read again")}
 			continue
 		}
+		if !o.deadline.IsZero() && time.Now().After(o.deadline) {
+			o.done <- opResult{err: expired(o)}
+			continue
+		}
 		switch o.kind {
 		case opAlloc:
 			if i, ok := p.keys[o.req.key()]; ok {
@@ -466,10 +499,12 @@ func (n *Node) processLocked(ctx context.Context, ops []*op, depth int) {
 					flush() // a release of this attachment is pending: commit it first
 				}
 			}
-			if !n.decideAlloc(ctx, o, p) {
+			octx, cancel := context.WithDeadline(ctx, o.deadline)
+			if !n.decideAlloc(octx, o, p) {
 				flush() // its event would take the batch past MaxBatchBytes: decide it again in the next
-				n.decideAlloc(ctx, o, p)
+				n.decideAlloc(octx, o, p)
 			}
+			cancel()
 		case opRelease:
 			if _, ok := p.keys[o.req.key()]; ok {
 				flush()
@@ -480,7 +515,9 @@ func (n *Node) processLocked(ctx context.Context, ops []*op, depth int) {
 			}
 		case opReleaseBlocks:
 			flush()
-			c, err := n.releaseEmptyBlocks(ctx, o.grace)
+			octx, cancel := context.WithDeadline(ctx, o.deadline)
+			c, err := n.releaseEmptyBlocks(octx, o.grace)
+			cancel()
 			o.done <- opResult{n: c, err: err}
 		}
 		if len(p.evs) >= n.cfg.MaxBatch {
@@ -626,6 +663,12 @@ func (n *Node) commit(ctx context.Context, p *pending, depth int) []*op {
 	if len(p.evs) == 0 {
 		return nil
 	}
+	deadline := batchDeadline(p)
+	if deadline.IsZero() {
+		deadline = time.Now().Add(n.cfg.AppendTimeout)
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	err := n.appendOwn(ctx, p.evs)
 	if err != nil && errors.Is(err, events.ErrConflict) {
 		if depth < maxRedecide {

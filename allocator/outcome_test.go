@@ -2,8 +2,10 @@ package allocator_test
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/errors"
 
@@ -13,16 +15,23 @@ import (
 
 // lostReplyLog commits appends to the streams of one kind but, while armed, reports them
 // failed with ErrUnavailable: what a client sees when etcd commits a Txn after the
-// client's deadline passed (the reply is lost, the outcome unknown to the writer).
+// client's deadline passed (the reply is lost, the outcome unknown to the writer). With
+// downAfter set, the store then stays unreachable: every later append fails.
 type lostReplyLog struct {
 	events.Log
-	kind  string
-	armed atomic.Int64 // how many of the next appends of that kind lose their reply
+	kind      string
+	armed     atomic.Int64 // how many of the next appends of that kind lose their reply
+	downAfter bool
+	down      atomic.Bool
 }
 
 func (l *lostReplyLog) Append(ctx context.Context, req events.AppendRequest) (events.Version, error) {
+	if l.down.Load() {
+		return events.Version{}, errors.Mark(errors.Newf("append to %s: store down (test)", req.Stream), events.ErrUnavailable)
+	}
 	v, err := l.Log.Append(ctx, req)
 	if k, _ := req.Stream.Kind(); err == nil && k == l.kind && l.armed.Add(-1) >= 0 {
+		l.down.Store(l.downAfter)
 		return events.Version{}, errors.Mark(errors.Newf("append to %s: reply lost (test)", req.Stream), events.ErrUnavailable)
 	}
 	return v, err
@@ -45,8 +54,9 @@ func countAssigned(t *testing.T, log events.Log, node, containerID string) int {
 }
 
 // An append that committed although the allocator was told it failed (unknown outcome):
-// the caller gets a try-again error; the retry of the same attachment returns the address
-// that was committed, and a new attachment never gets it.
+// the allocator tries again within the request's deadline; that try conflicts, the
+// allocator catches up and finds the committed assignment, and the caller gets it, with
+// no error and one assignment in the log. A new attachment never gets that address.
 func TestAllocateAfterLostReply(t *testing.T) {
 	e := newEnv(t)
 	e.pool("p", 4, "10.0.0.0/24")
@@ -55,21 +65,16 @@ func TestAllocateAfterLostReply(t *testing.T) {
 	alloc(t, n, "warm", "p") // the node owns a block: the next append is the address alone
 
 	lost.armed.Store(1)
-	_, err := n.Allocate(context.Background(), allocator.Request{ContainerID: "c1", IfName: "eth0", Pool: "p"})
-	if !errors.Is(err, events.ErrUnavailable) {
-		t.Fatalf("Allocate with a lost reply = %v, want ErrUnavailable (CNI: try again)", err)
-	}
+	c1 := alloc(t, n, "c1", "p")
 	if got := countAssigned(t, e.log, "n1", "c1"); got != 1 {
 		t.Fatalf("c1 assigned %d times in the log, want 1 (the lost-reply append committed)", got)
 	}
-	// A different container first: it must not get c1's committed address.
 	c2 := alloc(t, n, "c2", "p")
-	c1 := alloc(t, n, "c1", "p")
 	if c1.Addrs[0] == c2.Addrs[0] {
 		t.Fatalf("c1 and c2 both got %s", c1.Addrs[0])
 	}
-	if got := countAssigned(t, e.log, "n1", "c1"); got != 1 {
-		t.Fatalf("c1 assigned %d times in the log after its retry, want 1", got)
+	if again := alloc(t, n, "c1", "p"); again.Addrs[0] != c1.Addrs[0] || countAssigned(t, e.log, "n1", "c1") != 1 {
+		t.Fatalf("repeated c1 got %s (first %s); %d assignments in the log, want one", again.Addrs[0], c1.Addrs[0], countAssigned(t, e.log, "n1", "c1"))
 	}
 	var committed *allocator.Assignment
 	st := replayAll(t, e.log)
@@ -79,22 +84,31 @@ func TestAllocateAfterLostReply(t *testing.T) {
 		}
 	}
 	if committed == nil || committed.Addrs[0] != c1.Addrs[0] {
-		t.Fatalf("retry of c1 returned %s, the log holds %+v", c1.Addrs[0], committed)
+		t.Fatalf("c1 was answered %s, the log holds %+v", c1.Addrs[0], committed)
 	}
 	checkInvariants(t, e.log, nil)
 }
 
-// The same for the retry coming first, before any other append.
-func TestAllocateRetryAfterLostReply(t *testing.T) {
+// A lost reply, then the store unreachable until the request's deadline: the caller gets
+// a try-again error (ErrUnavailable) by its deadline; once the store is back, the retry
+// of the same attachment returns the address that was committed, once.
+func TestAllocateLostReplyThenStoreDown(t *testing.T) {
 	e := newEnv(t)
 	e.pool("p", 4, "10.0.0.0/24")
-	lost := &lostReplyLog{Log: e.log, kind: "node"}
+	lost := &lostReplyLog{Log: e.log, kind: "node", downAfter: true}
 	n := e.node("n1", lost)
 	alloc(t, n, "warm", "p")
 	lost.armed.Store(1)
-	if _, err := n.Allocate(context.Background(), allocator.Request{ContainerID: "c1", IfName: "eth0", Pool: "p"}); !errors.Is(err, events.ErrUnavailable) {
-		t.Fatalf("Allocate with a lost reply = %v, want ErrUnavailable", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := n.Allocate(ctx, allocator.Request{ContainerID: "c1", IfName: "eth0", Pool: "p"})
+	if !errors.Is(err, events.ErrUnavailable) {
+		t.Fatalf("Allocate with a lost reply and the store down = %v, want ErrUnavailable", err)
 	}
+	if strings.Count(err.Error(), "append to node/n1") != 1 {
+		t.Errorf("error %q should name the stream once", err)
+	}
+	lost.down.Store(false)
 	a1 := alloc(t, n, "c1", "p")
 	a2 := alloc(t, n, "c1", "p")
 	if a1.Addrs[0] != a2.Addrs[0] || countAssigned(t, e.log, "n1", "c1") != 1 {
@@ -103,17 +117,14 @@ func TestAllocateRetryAfterLostReply(t *testing.T) {
 	checkInvariants(t, e.log, nil)
 }
 
-// A block acquisition whose reply is lost: the block is the node's in the log; the retry
-// uses it instead of taking a second block.
+// A block acquisition whose reply is lost: the block is the node's in the log; the
+// allocator's next try finds it and uses it instead of taking a second block.
 func TestBlockAcquireAfterLostReply(t *testing.T) {
 	e := newEnv(t)
 	e.pool("p", 4, "10.0.0.0/24")
 	lost := &lostReplyLog{Log: e.log, kind: "pool"}
 	n := e.node("n1", lost)
 	lost.armed.Store(1)
-	if _, err := n.Allocate(context.Background(), allocator.Request{ContainerID: "c1", IfName: "eth0", Pool: "p"}); !errors.Is(err, events.ErrUnavailable) {
-		t.Fatalf("Allocate with a lost block reply = %v, want ErrUnavailable", err)
-	}
 	a := alloc(t, n, "c1", "p")
 	st := replayAll(t, e.log)
 	owned := st.Pools["p"].OwnedBy("n1")

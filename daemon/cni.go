@@ -70,6 +70,8 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	if e := req.Validate("add"); e != nil {
 		return nil, e
 	}
+	start := time.Now()
+	session := d.sessions.Load()
 	if err := d.notReady(); err != nil {
 		return nil, err
 	}
@@ -129,10 +131,17 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 		}
 	}
 	pool := sel.Pool
-	asg, err := d.node.Allocate(ctx, allocator.Request{
+	areq := allocator.Request{
 		ContainerID: req.ContainerID, IfName: req.IfName, Pool: pool,
 		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: sel.PodUID,
-	})
+	}
+	asg, err := d.node.Allocate(ctx, areq)
+	if errors.Is(err, events.ErrFenced) && d.awaitNewSession(ctx, session, start.Add(allocator.DefaultAppendTimeout)) {
+		// Nothing was committed (the append was refused); the new session holds a new
+		// lease and has read the log again.
+		d.log.Info("ADD fenced by a lost lease; allocated again in the new session", "container", req.ContainerID, "after", time.Since(start).Round(time.Millisecond))
+		asg, err = d.node.Allocate(ctx, areq)
+	}
 	if err != nil {
 		abort()
 		if errors.Is(err, allocator.ErrPoolNotFound) {
@@ -189,6 +198,36 @@ func (d *Daemon) checkLowMTU(ctx context.Context, req *cniproto.Request, mtu mtu
 		ipv6, _ = d.node.PoolHasIPv6(pool) // an unknown pool is refused by the allocation
 	}
 	return checkMTU(mtu, ipv6, pool)
+}
+
+// awaitNewSession waits until a session newer than session is ready, or deadline, and
+// says whether one is. An append is fenced when etcd no longer has coild's lease, and
+// etcd can revoke it under coild: in the chaos soak it did, 1.5 s after an etcd leader
+// paused (SIGSTOP) for 11 s resumed, most likely that leader revoking the lease it saw
+// expired before it learnt it had been deposed (etcd's leadership check before revoking
+// is skipped when a raft tick was recent, and after a pause the tick comes first). The
+// session ends at the next renewal, asked for at once here, and the next one starts
+// about a second later: the ADD is allocated again there instead of failing.
+func (d *Daemon) awaitNewSession(ctx context.Context, session uint64, deadline time.Time) bool {
+	select {
+	case d.leaseCheck <- struct{}{}:
+	default:
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if d.ready.Load() && d.sessions.Load() > session {
+			return true
+		}
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 // prepared is the outcome of Plumber.Prepare run beside the allocation.

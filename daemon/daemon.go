@@ -76,6 +76,10 @@ type Daemon struct {
 	autoMTU atomic.Pointer[mtuChoice]
 
 	ready atomic.Bool
+	// sessions counts the sessions that became ready; leaseCheck asks the lease's
+	// keep-alive to renew at once (an append was fenced: is the lease gone?).
+	sessions   atomic.Uint64
+	leaseCheck chan struct{}
 	// loaded is true once the current session has read the log: only then may a DEL
 	// release (before it, the attachment is not known yet and the release would be lost).
 	loaded atomic.Bool
@@ -103,7 +107,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d := &Daemon{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.Node), keys: events.NewKeys(cfg.EtcdPrefix),
 		inflight: map[string]int{}, deleting: map[string]chan struct{}{}, recent: map[string]bool{},
-		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1), index: newIndexer(),
+		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1), leaseCheck: make(chan struct{}, 1), index: newIndexer(),
 	}
 	ok := false
 	defer func() {
@@ -286,6 +290,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 	if err := d.reconcile(sctx, first); err != nil {
 		d.log.Error("reconcile", "err", err)
 	}
+	d.sessions.Add(1)
 	d.ready.Store(true)
 	d.log.Info("ready", "lease", lease, "revision", rev, "blocks", len(d.node.Blocks()), "addresses", len(d.node.Attachments()))
 	tick := time.NewTicker(d.cfg.ReconcileEvery)
@@ -438,19 +443,7 @@ func (d *Daemon) acquireLease(ctx context.Context, prev *nodeRecord) (int64, <-c
 			if err := writeRecord(d.cfg.StateDir, rec); err != nil {
 				d.log.Warn("record lease", "err", err)
 			}
-			kctx, kcancel := context.WithCancel(ctx)
-			ka, err := d.cli.KeepAlive(kctx, g.ID)
-			if err != nil {
-				kcancel()
-				return 0, nil, nil, errors.Wrap(err, "keep lease alive")
-			}
-			lost := make(chan struct{})
-			go func() {
-				defer kcancel()
-				defer close(lost)
-				for range ka {
-				}
-			}()
+			lost := d.keepLeaseAlive(ctx, g.ID, time.Duration(ttl)*time.Second)
 			d.lease.Store(int64(g.ID))
 			return int64(g.ID), lost, rec, nil
 		}

@@ -92,14 +92,28 @@ func (l *EtcdLog) storeErr(ctx context.Context, err error, format string, args .
 	case errors.Is(err, context.Canceled) && ctx.Err() == context.Canceled:
 		return err
 	}
-	code := status.Code(errors.UnwrapAll(err))
-	if errors.Is(err, context.DeadlineExceeded) || code == codes.Unavailable || code == codes.DeadlineExceeded ||
-		errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) ||
+	if errors.Is(err, context.DeadlineExceeded) || transientServerError(err) ||
 		errors.Is(err, clientv3.ErrNoAvailableEndpoints) || errors.Is(err, context.Canceled) {
 		return errors.Mark(errors.Wrapf(err, "etcd at %s unreachable (is etcd running? check --etcd-endpoints)",
 			strings.Join(l.cli.Endpoints(), ",")), ErrUnavailable)
 	}
 	return err
+}
+
+// transientServerError reports whether err is etcd saying "not now": a gRPC status or
+// an etcd server error (rpctypes.EtcdError: the client turns the server's statuses into
+// these, which carry the code but are not gRPC statuses) with code Unavailable (no
+// leader, leader changed, server stopped, every "request timed out" variant, unhealthy
+// cluster) or DeadlineExceeded, or the server's "too many requests". Every one of them
+// may be retried: an append is conditioned on the stream head, so a retry after an
+// unknown outcome commits once or conflicts and catches up.
+func transientServerError(err error) bool {
+	code := status.Code(errors.UnwrapAll(err))
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	}
+	return code == codes.Unavailable || code == codes.DeadlineExceeded || errors.Is(err, rpctypes.ErrTooManyRequests)
 }
 
 func withRev(rev int64) clientv3.OpOption { return clientv3.WithRev(rev) }

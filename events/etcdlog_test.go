@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
@@ -333,5 +334,47 @@ func TestEtcdLogWatchRewritten(t *testing.T) {
 				t.Fatal("watch delivered nothing")
 			}
 		})
+	}
+}
+
+// Every "not now" answer of etcd's server is a try-again error (ErrUnavailable), named
+// once in the message. The etcd client hands these to the caller as rpctypes.EtcdError
+// values, not gRPC statuses: "request timed out, possibly due to previous leader
+// failure" (a member's proposal lost with its leader) was once returned as a plain
+// error, and a CNI ADD failed with it instead of being retried.
+func TestEtcdLogServerErrorsAreTryAgain(t *testing.T) {
+	c := etcdtest.Start(t)
+	cli := c.Client(t)
+	l := events.NewEtcdLog(cli, events.EtcdConfig{})
+	defer l.Close()
+	s := events.PoolStream("u")
+	head := appendBlocks(t, l, s, events.Version{}, 1)
+	var inject error
+	etcdtest.InjectTxnFaults(cli, func(int) *etcdtest.TxnFault { return &etcdtest.TxnFault{Err: inject} })
+	for _, e := range []error{
+		rpctypes.ErrNoLeader, rpctypes.ErrLeaderChanged, rpctypes.ErrStopped, rpctypes.ErrTimeout,
+		rpctypes.ErrTimeoutDueToLeaderFail, rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrTimeoutWaitAppliedIndex,
+		rpctypes.ErrUnhealthy, rpctypes.ErrTooManyRequests,
+	} {
+		inject = e
+		_, err := l.Append(context.Background(), events.AppendRequest{Stream: s, Expected: head,
+			Events: []*events.Event{eventstest.SampleEvent(0, &events.BlockAssigned{Node: "n"})}})
+		if !errors.Is(err, events.ErrUnavailable) {
+			t.Errorf("Append failing with %q: %v, want ErrUnavailable (try again)", e, err)
+			continue
+		}
+		msg := err.Error()
+		if strings.Count(msg, e.Error()) != 1 || strings.Count(msg, "append to pool/u") != 1 || !strings.Contains(msg, "--etcd-endpoints") {
+			t.Errorf("Append failing with %q: message %q should name the etcd error and the stream once, and the flag", e, msg)
+		}
+	}
+	// Errors that will not go away by themselves are not try-again errors.
+	for _, e := range []error{rpctypes.ErrNoSpace, rpctypes.ErrRequestTooLarge, rpctypes.ErrPermissionDenied} {
+		inject = e
+		_, err := l.Append(context.Background(), events.AppendRequest{Stream: s, Expected: head,
+			Events: []*events.Event{eventstest.SampleEvent(0, &events.BlockAssigned{Node: "n"})}})
+		if err == nil || errors.Is(err, events.ErrUnavailable) {
+			t.Errorf("Append failing with %q: %v, want a plain error", e, err)
+		}
 	}
 }

@@ -149,3 +149,21 @@ func isDone(c <-chan struct{}) bool {
 		return false
 	}
 }
+
+// KillBird kills the node's BIRD with SIGKILL (a crash: its BGP sessions drop, the routes
+// it installed stay in the kernel until a new BIRD prunes them) and waits until it is gone.
+func (n *Node) KillBird() error {
+	if n.Bird == nil {
+		return nil
+	}
+	return n.Bird.Kill()
+}
+
+// StartBird starts the node's BIRD again (after KillBird) with the same configuration.
+// Starting it while it runs is an error.
+func (n *Node) StartBird(ctx context.Context) error {
+	if n.Bird != nil && !isDone(n.Bird.Done()) {
+		return errors.Wrapf(ErrConfig, "bird of %s is running", n.Name)
+	}
+	return n.lab.startBird(ctx, n)
+}

@@ -378,6 +378,11 @@ func (l *Lab) AddPodNS(node *Node, name string) (string, error) {
 	return nsPath(ns), nil
 }
 
+// PodNSPath is the path AddPodNS gives the pod namespace called name on node.
+func (l *Lab) PodNSPath(node *Node, name string) string {
+	return nsPath(Prefix + l.Name + "-" + node.Name + "-" + name)
+}
+
 // RemovePodNS deletes a pod namespace made by AddPodNS (its veth goes with it). Removing a
 // pod that does not exist is not an error.
 func (l *Lab) RemovePodNS(node *Node, name string) error {

@@ -32,7 +32,7 @@ type Process struct {
 // Dir (Process.LogPath). The process lives until Stop or Close, not until ctx ends (ctx only
 // aborts the start); it is killed by the kernel if the lab's process dies.
 func (n *Node) StartProcess(ctx context.Context, name string, args ...string) (*Process, error) {
-	return n.StartCommand(ctx, filepath.Base(name), append([]string{"ip", "netns", "exec", n.NetNS, name}, args...))
+	return n.lab.startProcess(ctx, n.NetNS, n.Dir, name, args...)
 }
 
 // StartCommand is StartProcess for a command line that enters the node's namespaces by
@@ -40,13 +40,24 @@ func (n *Node) StartProcess(ctx context.Context, name string, args ...string) (*
 // "<logName>-*.log" in the node's Dir, and it is tracked, stopped and killed with the lab
 // like StartProcess's. Process.Name is logName.
 func (n *Node) StartCommand(ctx context.Context, logName string, argv []string) (*Process, error) {
+	return n.lab.startCommand(ctx, n.NetNS, n.Dir, logName, argv)
+}
+
+// startProcess starts `ip netns exec <ns> name args...` with its log in dir.
+func (l *Lab) startProcess(ctx context.Context, netns, dir, name string, args ...string) (*Process, error) {
+	return l.startCommand(ctx, netns, dir, filepath.Base(name), append([]string{"ip", "netns", "exec", netns, name}, args...))
+}
+
+// startCommand starts argv with its output in "<logName>-*.log" in dir and tracks it;
+// netns names the namespace it enters, for errors.
+func (l *Lab) startCommand(ctx context.Context, netns, dir, logName string, argv []string) (*Process, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, errors.Wrap(err, "lab: start process")
 	}
 	if len(argv) == 0 {
 		return nil, errors.Wrap(ErrConfig, "lab: empty command line")
 	}
-	f, err := os.CreateTemp(n.Dir, logName+"-*.log")
+	f, err := os.CreateTemp(dir, logName+"-*.log")
 	if err != nil {
 		return nil, errors.Wrap(err, "lab: process log")
 	}
@@ -59,13 +70,13 @@ func (n *Node) StartCommand(ctx context.Context, logName string, argv []string) 
 	}
 	p := &Process{Name: logName, LogPath: f.Name(), cmd: cmd, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
-		return nil, errors.Wrapf(err, "lab: start %s in %s", argv[0], n.NetNS)
+		return nil, errors.Wrapf(err, "lab: start %s in %s", argv[0], netns)
 	}
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.done)
 	}()
-	if err := n.lab.track(p); err != nil {
+	if err := l.track(p); err != nil {
 		_ = p.Stop()
 		return nil, err
 	}
@@ -98,6 +109,7 @@ func (p *Process) Stop() error {
 		default:
 		}
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused (SIGSTOP) process must run to exit
 		t := time.NewTimer(StopTimeout)
 		defer t.Stop()
 		select {
@@ -110,4 +122,19 @@ func (p *Process) Stop() error {
 		}
 	})
 	return p.stopErr
+}
+
+// Kill kills the process with SIGKILL (by PID), as a crash would end it, and waits until
+// it has exited. Killing an exited process is not an error.
+func (p *Process) Kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return errors.Wrapf(err, "lab: kill %s (pid %d)", p.Name, p.PID())
+	}
+	<-p.done
+	return nil
 }

@@ -15,11 +15,13 @@ import (
 const Module = "github.com/coil-net/coil"
 
 // Build builds the command pkg ("./cmd/coil", "cmd/coil" or a full import path in this
-// module) into out with cgo off. Stripped adds `-trimpath -ldflags "-s -w"`, as the
-// Makefile builds the CNI plugin.
+// module, or the import path of a command in a module this one requires, such as
+// "go.etcd.io/etcd/server/v3") into out with cgo off. Stripped adds `-trimpath -ldflags
+// "-s -w"`, as the Makefile builds the CNI plugin.
 func Build(ctx context.Context, out, pkg string, stripped bool) error {
 	path := pkg
-	if !strings.HasPrefix(path, Module) {
+	first, _, _ := strings.Cut(strings.TrimPrefix(path, "./"), "/")
+	if !strings.HasPrefix(path, Module) && !strings.Contains(first, ".") {
 		path = Module + "/" + strings.TrimPrefix(path, "./")
 	}
 	args := []string{"build"}

@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"crypto/sha512"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -52,6 +53,10 @@ type Config struct {
 	RouteReflector bool
 	// DisableIPv6 leaves the fabric and BIRD IPv4-only.
 	DisableIPv6 bool
+	// Etcd, when set, starts an etcd cluster of separate member processes in the lab
+	// (lab.Etcd, e.g. 3 members) that every coild uses, instead of an embedded etcd
+	// served by node 0's coild.
+	Etcd *lab.EtcdConfig
 	// BlockGrace, ReconcileInterval and LeaseTTL are passed to every coild when non-zero.
 	BlockGrace        time.Duration
 	ReconcileInterval time.Duration
@@ -66,10 +71,14 @@ type Config struct {
 // use.
 type Cluster struct {
 	Lab *lab.Lab
-	// EtcdURL is the embedded etcd's client URL (unix://...), served by node 0's coild.
+	// EtcdURL is the etcd endpoint list every coild and coilctl use (comma-separated):
+	// the embedded etcd's client URL (unix://...), served by node 0's coild, or the
+	// members of Etcd.
 	EtcdURL string
-	Nodes   []*Node
-	Config  Config
+	// Etcd is the etcd cluster when Config.Etcd is set (nil otherwise).
+	Etcd   *lab.Etcd
+	Nodes  []*Node
+	Config Config
 
 	log     *slog.Logger
 	mu      sync.Mutex
@@ -102,6 +111,18 @@ type Pod struct {
 	Addr   netip.Addr
 	Addr6  netip.Addr // invalid without IPv6
 	Result []byte     // cnitool's output (the CNI result)
+
+	conf string // netconf directory of its ADD
+}
+
+// BuildEtcd builds the etcd server of the etcd version this module uses into dir/etcd,
+// for lab.Etcd (about 15 s warm, a minute cold).
+func BuildEtcd(ctx context.Context, dir string) (string, error) {
+	out := filepath.Join(dir, "etcd")
+	if err := gobuild.Build(ctx, out, "go.etcd.io/etcd/server/v3", false); err != nil {
+		return "", errors.Wrap(errors.Mark(err, ErrCommand), "demo")
+	}
+	return out, nil
 }
 
 // BuildBinaries builds coil, coild and coilctl of the module that holds the working
@@ -146,6 +167,14 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			c.Lab = l
 			if ln.Index == 0 {
 				c.EtcdURL = "unix://" + filepath.Join(l.Dir, "etcd.sock")
+				if cfg.Etcd != nil {
+					e, err := l.StartEtcd(ctx, *cfg.Etcd)
+					if err != nil {
+						return err
+					}
+					c.Etcd = e
+					c.EtcdURL = strings.Join(e.Endpoints(), ",")
+				}
 			}
 			n, err := c.newNode(ln)
 			if err != nil {
@@ -174,7 +203,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := c.Lab.WaitBGPEstablished(wctx); err != nil {
 		return err
 	}
-	cli, err := etcdclient.New(etcdclient.Config{Endpoints: []string{c.EtcdURL}, DialTimeout: 10 * time.Second})
+	cli, err := etcdclient.New(etcdclient.Config{Endpoints: strings.Split(c.EtcdURL, ","), DialTimeout: 10 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -281,7 +310,7 @@ func (n *Node) StartCoild(ctx context.Context) error {
 		"--node", n.Name, "--etcd-endpoints", n.c.EtcdURL, "--socket", n.Socket, "--state-dir", n.StateDir,
 		"--metrics-addr", "", "--log-level", cfg.CoildLogLevel,
 	}
-	if n.Index == 0 {
+	if n.Index == 0 && cfg.Etcd == nil {
 		args = append(args, "--embedded-etcd", filepath.Join(n.c.Lab.Dir, "etcd"))
 	}
 	if cfg.BlockGrace != 0 {
@@ -322,6 +351,28 @@ func (n *Node) StopCoild() error {
 	return p.Stop()
 }
 
+// KillCoild kills the node's coild with SIGKILL (by PID), as a crash would end it, and
+// waits until it is gone. Pods stay as they are. Killing a stopped coild is not an error.
+func (n *Node) KillCoild() error {
+	n.mu.Lock()
+	p := n.coild
+	n.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.Kill()
+}
+
+// CoildPID is the PID of the node's current coild (0 before the first start).
+func (n *Node) CoildPID() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.coild == nil {
+		return 0
+	}
+	return n.coild.PID()
+}
+
 // RestartCoild stops and starts the node's coild and waits until it is ready.
 func (n *Node) RestartCoild(ctx context.Context) error {
 	if err := n.StopCoild(); err != nil {
@@ -349,6 +400,27 @@ func (n *Node) AddPod(ctx context.Context, name string) (*Pod, error) {
 // AddPodInPool is AddPod with the pool named in the network configuration ("" = coild's
 // default). On failure the pod namespace is removed.
 func (n *Node) AddPodInPool(ctx context.Context, name, pool string) (*Pod, error) {
+	p, err := n.addPod(ctx, name, pool)
+	if err != nil && p != nil {
+		err = errors.CombineErrors(err, n.c.Lab.RemovePodNS(n.Node, name))
+		n.mu.Lock()
+		delete(n.pods, name)
+		n.mu.Unlock()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// TryAddPod is AddPod as a container runtime does it: when the ADD fails, the pod stays
+// (its namespace too, Addr invalid) and is returned with the error, for the runtime's DEL
+// (DelPod), which a runtime sends after every failed ADD. A nil pod means nothing was made.
+func (n *Node) TryAddPod(ctx context.Context, name string) (*Pod, error) {
+	return n.addPod(ctx, name, "")
+}
+
+func (n *Node) addPod(ctx context.Context, name, pool string) (*Pod, error) {
 	conf, err := n.netconf(pool)
 	if err != nil {
 		return nil, err
@@ -357,19 +429,36 @@ func (n *Node) AddPodInPool(ctx context.Context, name, pool string) (*Pod, error
 	if err != nil {
 		return nil, err
 	}
-	out, err := n.CNI(ctx, "add", conf, n.c.Config.BinDir, NetName, path,
-		"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME="+name)
-	if err != nil {
-		return nil, errors.CombineErrors(errors.Wrapf(err, "demo: add pod %s on %s", name, n.Name), n.c.Lab.RemovePodNS(n.Node, name))
-	}
-	p := &Pod{Name: name, Node: n, NetNS: filepath.Base(path), Path: path, Result: out}
-	if err := p.parseResult(out); err != nil {
-		return nil, errors.CombineErrors(err, n.c.Lab.RemovePodNS(n.Node, name))
-	}
+	p := &Pod{Name: name, Node: n, NetNS: filepath.Base(path), Path: path, conf: conf}
 	n.mu.Lock()
 	n.pods[name] = p
 	n.mu.Unlock()
+	out, err := n.CNI(ctx, "add", conf, n.c.Config.BinDir, NetName, path,
+		"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME="+name)
+	if err != nil {
+		return p, errors.Wrapf(err, "demo: add pod %s on %s", name, n.Name)
+	}
+	p.Result = out
+	if err := p.parseResult(out); err != nil {
+		p.Addr, p.Addr6 = netip.Addr{}, netip.Addr{}
+		return p, err
+	}
 	return p, nil
+}
+
+// ContainerID is the container ID cnitool gives the pod's CNI calls (derived from the
+// namespace path).
+func (p *Pod) ContainerID() string { return containerID(p.Path) }
+
+// PodContainerID is the container ID the pod called name on this node gets (before it
+// exists).
+func (n *Node) PodContainerID(name string) string {
+	return containerID(n.c.Lab.PodNSPath(n.Node, name))
+}
+
+func containerID(nsPath string) string {
+	s := sha512.Sum512([]byte(nsPath))
+	return fmt.Sprintf("cnitool-%x", s[:10])
 }
 
 func (p *Pod) parseResult(out []byte) error {
@@ -399,7 +488,10 @@ func (n *Node) DelPod(ctx context.Context, name string) error {
 	if !ok {
 		return errors.Wrapf(ErrNoPod, "%s on %s", name, n.Name)
 	}
-	conf := n.ConfDir
+	conf := p.conf
+	if conf == "" {
+		conf = n.ConfDir
+	}
 	if _, err := n.CNI(ctx, "del", conf, n.c.Config.BinDir, NetName, p.Path,
 		"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME="+name); err != nil {
 		return errors.Wrapf(err, "demo: del pod %s on %s", name, n.Name)
@@ -477,10 +569,10 @@ func (n *Node) BGPRoutes(ctx context.Context) ([]lab.Route, error) {
 // Crash takes the node out of the cluster as a crashed machine would leave it: its fabric
 // link goes down first (so not even a TCP FIN reaches the peers: they notice only when
 // their BGP hold timer expires), then coild and BIRD are killed with SIGKILL (by PID), and
-// its pods' namespaces and its own namespace are deleted. Node 0 serves etcd and cannot be
-// removed.
+// its pods' namespaces and its own namespace are deleted. Node 0 serves the embedded etcd
+// (unless Config.Etcd) and cannot be removed then.
 func (n *Node) Crash(ctx context.Context) error {
-	if n.Index == 0 {
+	if n.Index == 0 && n.c.Config.Etcd == nil {
 		return errors.Wrap(ErrConfig, "node 0 serves the embedded etcd")
 	}
 	_, err := n.IP(ctx, "link", "set", n.Link, "down")
@@ -660,4 +752,87 @@ func (c *Cluster) WaitConverged(ctx context.Context, within time.Duration) error
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// HostVeths lists the host ends of pod veths in the node namespace (Coil names them
+// "coil" + hash; the fabric link is not one), sorted.
+func (n *Node) HostVeths(ctx context.Context) ([]string, error) {
+	out, err := n.IP(ctx, "-j", "link", "show", "type", "veth")
+	if err != nil {
+		return nil, err
+	}
+	var links []struct {
+		IfName string `json:"ifname"`
+	}
+	if s := strings.TrimSpace(string(out)); s != "" {
+		if err := json.Unmarshal([]byte(s), &links); err != nil {
+			return nil, errors.Wrapf(err, "demo: parse ip -j link: %q", out)
+		}
+	}
+	var names []string
+	for _, l := range links {
+		if strings.HasPrefix(l.IfName, "coil") {
+			names = append(names, l.IfName)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// PodRoutes lists coild's IPv4 pod routes in the node's main table (route protocol 30,
+// one /32 per pod address, via the pod's host veth), sorted.
+func (n *Node) PodRoutes(ctx context.Context) ([]lab.Route, error) {
+	rs, err := n.Routes(ctx, 254)
+	if err != nil {
+		return nil, err
+	}
+	var out []lab.Route
+	for _, r := range rs {
+		if r.Protocol == strconv.Itoa(lab.DefaultRouteProtocol) {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b lab.Route) int { return comparePrefix(a.Dst, b.Dst) })
+	return out, nil
+}
+
+// Attachment is an address assignment the log holds.
+type Attachment struct {
+	Node        string
+	ContainerID string
+	IfName      string
+	Addrs       []netip.Addr
+}
+
+// Attachments folds every node stream of the log (read at one revision) into the
+// attachments that hold addresses now, by node and container ID.
+func (c *Cluster) Attachments(ctx context.Context) (map[string]map[string]Attachment, error) {
+	streams, rev, err := c.elog.Streams(ctx, "node/", 0)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]Attachment{}
+	for s := range streams {
+		_, node, _ := strings.Cut(string(s), "/")
+		held := map[string]Attachment{}
+		if _, err := c.elog.Read(ctx, s, 1, rev, func(e *events.Event) error {
+			switch p := e.Payload.(type) {
+			case *events.AddressAssigned:
+				held[p.ContainerID+"/"+p.IfName] = Attachment{Node: node, ContainerID: p.ContainerID, IfName: p.IfName, Addrs: p.Addrs}
+			case *events.AddressReleased:
+				delete(held, p.ContainerID+"/"+p.IfName)
+			case *events.NodeRetired:
+				clear(held)
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		byID := map[string]Attachment{}
+		for _, a := range held {
+			byID[a.ContainerID] = a
+		}
+		out[node] = byID
+	}
+	return out, nil
 }

@@ -1,0 +1,94 @@
+package allocator
+
+import (
+	"context"
+	"time"
+
+	"github.com/cockroachdb/errors"
+
+	"github.com/coil-net/coil/events"
+)
+
+// DefaultAttemptTimeout bounds one try of an append or a catch-up read; tries repeat
+// until the request's deadline (AppendTimeout). A try can hang far longer than etcd
+// takes to recover: a member whose leader died holds a forwarded proposal until its own
+// request timeout (5 s + 2 election timeouts, 7 s with etcd's default timings) before
+// it answers "request timed out, possibly due to previous leader failure".
+const DefaultAttemptTimeout = 2 * time.Second
+
+// Waits between tries after a try-again error: from retryFirstWait, doubling, at most
+// retryMaxWait (etcd's elections take 0.2-2 s).
+const (
+	retryFirstWait = 25 * time.Millisecond
+	retryMaxWait   = 400 * time.Millisecond
+)
+
+// answerGrace is how long past a request's deadline its caller still waits for the
+// committer's own answer (which carries the store's error) before giving up on it.
+const answerGrace = time.Second
+
+// storeRetry runs f until it succeeds, fails with anything but a try-again error of the
+// store (events.ErrUnavailable), or the deadline passes: ctx's, or AppendTimeout from
+// now if that comes first. Each try gets at most AttemptTimeout. Retrying is safe for
+// every write the allocator makes: an append is conditioned on the stream head (and
+// its guards), so a try whose outcome was unknown (it timed out, yet committed) makes
+// the next one conflict, and the caller catches up and finds its own events.
+func (n *Node) storeRetry(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.AppendTimeout)
+	defer cancel()
+	start := time.Now()
+	wait := retryFirstWait
+	for attempt := 1; ; attempt++ {
+		actx, acancel := context.WithTimeout(ctx, n.cfg.AttemptTimeout)
+		err := f(actx)
+		acancel()
+		if err == nil {
+			if attempt > 1 {
+				n.log.Info("etcd answered again", "attempts", attempt, "after", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		}
+		if !errors.Is(err, events.ErrUnavailable) {
+			return err
+		}
+		remaining := time.Until(deadlineOf(ctx))
+		if ctx.Err() != nil || remaining <= retryFirstWait {
+			return errors.Wrapf(err, "gave up after %d tries in %s", attempt, time.Since(start).Round(time.Millisecond))
+		}
+		if attempt == 1 {
+			n.log.Warn("etcd did not answer; retrying until the request's deadline", "deadline", remaining.Round(time.Millisecond), "err", err)
+		}
+		t := time.NewTimer(min(wait, remaining/2))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		wait = min(2*wait, retryMaxWait)
+	}
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// expired is the answer to a request that waited in the queue past its deadline.
+func expired(o *op) error {
+	return errors.Mark(errors.Newf("allocator: request not decided within its deadline (%s ago): etcd slow or unreachable; try again",
+		time.Since(o.deadline).Round(time.Millisecond)), events.ErrUnavailable)
+}
+
+// batchDeadline is the earliest deadline of the batch's requests: its append is not
+// tried after one of them stopped waiting.
+func batchDeadline(p *pending) time.Time {
+	var d time.Time
+	for _, ws := range p.waiters {
+		for _, o := range ws {
+			if d.IsZero() || o.deadline.Before(d) {
+				d = o.deadline
+			}
+		}
+	}
+	return d
+}

@@ -1,0 +1,69 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// leaseAttempt bounds one renewal of the lease.
+const leaseAttempt = 2 * time.Second
+
+// keepLeaseAlive renews the lease every ttl/3 until ctx ends, and closes the returned
+// channel when the lease is lost: etcd says it does not exist (expired, revoked), or no
+// renewal succeeded for ttl (etcd has expired it by then, or is unreachable; appends are
+// fenced on the lease either way).
+//
+// Each renewal is one KeepAliveOnce, a new stream the client may place on any member,
+// bounded by leaseAttempt and tried again at once after a failure. A member that stops
+// answering without closing its connections (paused, stuck on a disk) then costs one
+// try, not the lease. clientv3's KeepAlive keeps a single stream on one member: a paused
+// member held it until gRPC's keep-alive pings gave up (5 s + 3 s) after up to ttl/3
+// without a renewal, and in the lab a 13 s pause of one member, a follower as well,
+// expired the leases of the coilds whose stream went through it (3 pauses in 6): their
+// sessions ended and their ADDs failed (issue 13, the chaos soak).
+//
+// An ADD whose append was fenced (the lease is gone from etcd) asks for a renewal at
+// once through d.leaseCheck, so that the session ends and the next one starts without
+// waiting for the next renewal (awaitNewSession).
+func (d *Daemon) keepLeaseAlive(ctx context.Context, id clientv3.LeaseID, ttl time.Duration) <-chan struct{} {
+	lost := make(chan struct{})
+	go func() {
+		defer close(lost)
+		renewed := time.Now()
+		next := ttl / 3
+		t := time.NewTimer(next)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-d.leaseCheck: // an append was fenced: renew now, to learn whether the lease is gone
+			}
+			actx, cancel := context.WithTimeout(ctx, leaseAttempt)
+			_, err := d.cli.KeepAliveOnce(actx, id)
+			cancel()
+			switch {
+			case err == nil:
+				renewed, next = time.Now(), ttl/3
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				d.log.Warn("lease gone", "lease", int64(id), "since last renewal", time.Since(renewed).Round(time.Millisecond))
+				return
+			case time.Since(renewed) >= ttl:
+				d.log.Warn("lease not renewed for its TTL", "lease", int64(id), "ttl", ttl, "err", err)
+				return
+			default:
+				d.log.Warn("lease renewal failed; trying again", "lease", int64(id), "since last renewal", time.Since(renewed).Round(time.Millisecond), "err", err)
+				next = 100 * time.Millisecond
+			}
+			t.Reset(next)
+		}
+	}()
+	return lost
+}
