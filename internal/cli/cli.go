@@ -127,7 +127,7 @@ func exitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, etcdclient.ErrUnreachable), errors.Is(err, events.ErrUnavailable):
 		return ExitUnreachable
-	case errors.Is(err, ErrNotFound), errors.Is(err, allocator.ErrPoolNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, allocator.ErrPoolNotFound), errors.Is(err, allocator.ErrNotHeld):
 		return ExitNotFound
 	case errors.Is(err, ErrRefused), errors.Is(err, ErrNotConfirmed), errors.Is(err, allocator.ErrPoolExists), errors.Is(err, allocator.ErrOverlap),
 		errors.Is(err, allocator.ErrPoolInUse), errors.Is(err, allocator.ErrNodeAlive),
@@ -162,7 +162,8 @@ func (a *app) rootCommand() *cobra.Command {
 It reads Coil's event log from etcd (every listing is replayed at one etcd revision)
 and appends operator events (pool definitions, node reclaim) to it.
 
-Destructive commands (pool delete, node reclaim, log import --force, log archive)
+Destructive commands (pool delete, node reclaim, address release, log import --force,
+log archive)
 ask for confirmation on a terminal; in scripts pass --yes (without a terminal and
 without --yes they refuse: exit 2).
 
