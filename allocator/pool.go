@@ -24,6 +24,7 @@ var (
 	ErrRetries      = errors.New("allocator: too many conflicting retries")
 	ErrNotRunning   = errors.New("allocator: node allocator is not running")
 	ErrNodeAlive    = errors.New("allocator: node is still alive")
+	ErrNotHeld      = errors.New("allocator: address not held")
 )
 
 // DefaultBlockSizeBits is the default block size: 2^5 = 32 addresses (a /27 in IPv4).

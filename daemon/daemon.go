@@ -94,7 +94,10 @@ type Daemon struct {
 
 	delq    chan delItem
 	syncReq chan struct{}
-	index   indexer // the background attachment-index builder (index.go)
+	// reconcileReq asks the session loop for a reconcile pass now: an operator released
+	// an address of this node (coilctl address release), and its veth must go.
+	reconcileReq chan struct{}
+	index        indexer // the background attachment-index builder (index.go)
 }
 
 // New prepares a daemon: starts the embedded etcd if asked, connects to etcd, opens the
@@ -107,7 +110,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d := &Daemon{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.Node), keys: events.NewKeys(cfg.EtcdPrefix),
 		inflight: map[string]int{}, deleting: map[string]chan struct{}{}, recent: map[string]bool{},
-		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1), leaseCheck: make(chan struct{}, 1), index: newIndexer(),
+		delq: make(chan delItem, 4096), syncReq: make(chan struct{}, 1), leaseCheck: make(chan struct{}, 1), reconcileReq: make(chan struct{}, 1), index: newIndexer(),
 	}
 	ok := false
 	defer func() {
@@ -318,10 +321,15 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 					return errors.Wrapf(err, "apply %s #%d", e.Stream, e.Seq)
 				}
 				d.noteIndex(e)
+				d.noteForeignRelease(e)
 			}
 			d.requestSync()
 		case <-d.syncReq:
 			d.syncExport(sctx, syncForWatch)
+		case <-d.reconcileReq:
+			if err := d.reconcile(sctx, false); err != nil {
+				d.log.Error("reconcile", "err", err)
+			}
 		case <-tick.C:
 			if n, err := d.node.ReleaseEmptyBlocks(sctx, d.cfg.BlockGrace); err != nil {
 				d.log.Warn("release empty blocks", "err", err)
@@ -332,6 +340,21 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 				d.log.Error("reconcile", "err", err)
 			}
 		}
+	}
+}
+
+// noteForeignRelease asks for a reconcile pass when e releases an address of this node
+// and was written by someone else (`coilctl address release`): the allocator has dropped
+// the attachment (Observe, or a conflict before), so the pass deletes its veth, and with
+// it the /32 route, now rather than at the next --reconcile-interval.
+func (d *Daemon) noteForeignRelease(e *events.Event) {
+	if _, ok := e.Payload.(*events.AddressReleased); !ok || e.Actor == d.cfg.Node || e.Stream != events.NodeStream(d.cfg.Node) {
+		return
+	}
+	d.log.Info("an address of this node was released by someone else; reconciling", "actor", e.Actor, "seq", e.Seq)
+	select {
+	case d.reconcileReq <- struct{}{}:
+	default:
 	}
 }
 

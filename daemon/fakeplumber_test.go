@@ -156,6 +156,9 @@ func (f *fakePlumber) hasRoute(p netip.Prefix) bool {
 
 func (f *fakePlumber) HostNetNSID() string { return "fake" }
 
+// HostRoutes: the fake keeps no pod routes of its own.
+func (f *fakePlumber) HostRoutes(context.Context) ([]netplumb.HostRoute, error) { return nil, nil }
+
 // UplinkMTU: the fake node has no default route (pods get 1500).
 func (f *fakePlumber) UplinkMTU() (netplumb.Uplink, error) {
 	return netplumb.Uplink{}, netplumb.ErrNoDefaultRoute

@@ -177,6 +177,7 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/ipam", d.serveIPAM) // read-only: the kernel against the projection (coilctl ipam check)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !d.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)

@@ -35,6 +35,8 @@ type Plumber interface {
 	// UplinkMTU is the MTU of the node's default-route interface (ErrNoDefaultRoute
 	// when there is none): the pods' MTU when neither the netconf nor --mtu sets one.
 	UplinkMTU() (netplumb.Uplink, error)
+	// HostRoutes lists Coil's pod routes in the node's main table (for GET /ipam).
+	HostRoutes(ctx context.Context) ([]netplumb.HostRoute, error)
 }
 
 // Pending is a prepared veth pair (Plumber.Prepare): Finish puts the addresses and

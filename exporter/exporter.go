@@ -91,6 +91,12 @@ func New(r Routes, cfg Config) *Exporter {
 // Config returns the effective configuration.
 func (e *Exporter) Config() Config { return e.cfg }
 
+// List returns the routes the export table holds now (Coil's blackhole routes of the
+// configured protocol), sorted. Read-only.
+func (e *Exporter) List(ctx context.Context) ([]netip.Prefix, error) {
+	return e.r.ListRoutes(ctx, e.cfg.Table, e.cfg.Protocol)
+}
+
 // Diff computes what Sync does: the blocks to add (wanted, not present) and the routes to
 // remove (present, not wanted), both sorted and without duplicates. Pure.
 func Diff(want, have []netip.Prefix) (add, remove []netip.Prefix) {

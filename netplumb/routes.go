@@ -154,3 +154,39 @@ func (p *Plumber) DelRoute(ctx context.Context, table, protocol int, dst netip.P
 	}
 	return nil
 }
+
+// HostRoute is one of Coil's routes to a pod in the host's main table (a /32 or /128
+// through the pod's host veth).
+type HostRoute struct {
+	Dst  netip.Prefix
+	Link string // the link the route goes through ("" if it could not be named)
+}
+
+// HostRoutes lists Coil's routes in the host's main table (the pods' /32 and /128
+// routes, protocol --route-protocol), with the link each goes through, sorted by
+// destination. Read-only.
+func (p *Plumber) HostRoutes(ctx context.Context) ([]HostRoute, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	routes, err := p.hostRoutes(0)
+	if err != nil {
+		return nil, errors.Wrap(err, "netplumb")
+	}
+	links, err := retryDump(p.host.LinkList)
+	if err != nil {
+		return nil, errors.Wrap(err, "netplumb: list links")
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	out := make([]HostRoute, 0, len(routes))
+	for _, r := range routes {
+		if dst, ok := ipNetToPrefix(r.Dst); ok {
+			out = append(out, HostRoute{Dst: dst, Link: names[r.LinkIndex]})
+		}
+	}
+	slices.SortFunc(out, func(a, b HostRoute) int { return comparePrefix(a.Dst, b.Dst) })
+	return out, nil
+}

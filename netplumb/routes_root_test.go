@@ -106,3 +106,27 @@ func TestRoutePrimitives(t *testing.T) {
 		}
 	}
 }
+
+// HostRoutes lists Coil's pod routes of the main table with their links, and nothing
+// else: not another protocol's route, not a block route of table 119.
+func TestHostRoutes(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	setup(t, e, mustPod("hostroutes1", "eth0", e.podPath, "10.5.0.1", "fd00:5::1"))
+	veth := netplumb.HostVethName("hostroutes1", "eth0")
+	ipIn(t, e.node, "route", "add", "10.6.0.1/32", "dev", veth, "proto", "31")
+	if err := e.p.AddBlackhole(ctx, 119, 30, netip.MustParsePrefix("10.5.0.0/28")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.p.HostRoutes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netplumb.HostRoute{
+		{Dst: netip.MustParsePrefix("10.5.0.1/32"), Link: veth},
+		{Dst: netip.MustParsePrefix("fd00:5::1/128"), Link: veth},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("HostRoutes = %v, want %v", got, want)
+	}
+}

@@ -26,6 +26,7 @@ const (
 	ExitNotFound    = 3 // the pool, address or node named does not exist (or the address is free)
 	ExitRefused     = 4 // refused: conflict, in use, overlap, already exists, node still alive
 	ExitUnreachable = 5 // etcd could not be reached
+	ExitFindings    = 6 // ipam check found disagreements (its report is on stdout)
 )
 
 // Sentinel errors of the command line.
@@ -123,7 +124,9 @@ func exitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, etcdclient.ErrUnreachable), errors.Is(err, events.ErrUnavailable):
 		return ExitUnreachable
-	case errors.Is(err, ErrNotFound), errors.Is(err, allocator.ErrPoolNotFound):
+	case errors.Is(err, ErrFindings):
+		return ExitFindings
+	case errors.Is(err, ErrNotFound), errors.Is(err, allocator.ErrPoolNotFound), errors.Is(err, allocator.ErrNotHeld):
 		return ExitNotFound
 	case errors.Is(err, ErrRefused), errors.Is(err, ErrNotConfirmed), errors.Is(err, allocator.ErrPoolExists), errors.Is(err, allocator.ErrOverlap),
 		errors.Is(err, allocator.ErrPoolInUse), errors.Is(err, allocator.ErrNodeAlive),
@@ -158,12 +161,14 @@ func (a *app) rootCommand() *cobra.Command {
 It reads Coil's event log from etcd (every listing is replayed at one etcd revision)
 and appends operator events (pool definitions, node reclaim) to it.
 
-Destructive commands (pool delete, node reclaim, log import --force, log archive)
+Destructive commands (pool delete, node reclaim, address release, log import --force,
+log archive)
 ask for confirmation on a terminal; in scripts pass --yes (without a terminal and
 without --yes they refuse: exit 2).
 
 Exit codes: 0 ok, 1 failure, 2 usage error, 3 not found, 4 refused (conflict,
-in use, overlap, exists, node alive, not confirmed), 5 etcd unreachable.`,
+in use, overlap, exists, node alive, not confirmed), 5 etcd unreachable, 6 ipam check
+found problems.`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
@@ -176,7 +181,7 @@ in use, overlap, exists, node alive, not confirmed), 5 etcd unreachable.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 
 	root.AddCommand(a.poolCommand(), a.eventsCommand(), a.addressCommand(), a.blockCommand(), a.nodeCommand(),
-		a.historyCommand(), a.stateCommand(), a.diffCommand(), a.logCommand(), a.etcdCommand())
+		a.historyCommand(), a.stateCommand(), a.diffCommand(), a.logCommand(), a.etcdCommand(), a.ipamCommand())
 	return root
 }
 

@@ -121,7 +121,7 @@ func TestDestructiveCommandsNeedYes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if _, err = w.WriteString("y\ny\ny\ny\ny\ny\ny\ny\n"); err != nil {
+	if _, err = w.WriteString("y\ny\ny\ny\ny\ny\ny\ny\ny\ny\n"); err != nil {
 		t.Fatal(err)
 	}
 	_ = w.Close()
@@ -138,6 +138,7 @@ func TestDestructiveCommandsNeedYes(t *testing.T) {
 	}{
 		{[]string{"pool", "delete", "spare"}, `pool delete would delete pool "spare": pass --yes (-y) to confirm`},
 		{[]string{"node", "reclaim", "n1"}, `node reclaim would reclaim node "n1"`},
+		{[]string{"address", "release", e.c1.Addrs[0].String(), "--reason", "x", "--force"}, "address release would release address " + e.c1.Addrs[0].String()},
 		{[]string{"log", "import", "--force", exp}, "log import would replace the Coil log etcd holds (--force): pass --yes (-y)"},
 		{[]string{"log", "archive", "--before", "2100-01-01T00:00:00Z", "--to", arch}, "log archive would delete the archived events from etcd: pass --yes"},
 	} {
@@ -150,8 +151,8 @@ func TestDestructiveCommandsNeedYes(t *testing.T) {
 			})
 		}
 	}
-	if rest, _ := io.ReadAll(r); len(rest) != 16 {
-		t.Errorf("the commands read stdin: %q left of 16 bytes", rest)
+	if rest, _ := io.ReadAll(r); len(rest) != 20 {
+		t.Errorf("the commands read stdin: %q left of 20 bytes", rest)
 	}
 	if after := e.ok("events", "-o", "json"); after != before {
 		t.Fatal("a refused command changed the log")

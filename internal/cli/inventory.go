@@ -194,7 +194,7 @@ func (a *app) addressCommand() *cobra.Command {
 			return errors.Wrapf(ErrNotFound, "address %s is free (%s)", addr, st.whereIs(addr))
 		}),
 	}
-	return a.group("address", "List addresses in use, show who holds one", list, show)
+	return a.group("address", "List addresses in use, show who holds one, release one whose pod is gone", list, show, a.addressReleaseCommand())
 }
 
 // whereIs says which pool and block an address belongs to, and whether a node owns it.
