@@ -47,7 +47,7 @@ func oldCoild(t *testing.T) (bin, commit string) {
 		t.Fatal(err)
 	}
 	bin = filepath.Join(cache, "coil", "old-coild", commit, "coild")
-	if _, err := os.Stat(bin); err == nil {
+	if _, serr := os.Stat(bin); serr == nil {
 		return bin, commit
 	}
 	src := t.TempDir()

@@ -119,8 +119,8 @@ func TestAppendNoNodeStartedSince(t *testing.T) {
 	if !errors.Is(err, events.ErrConflict) || !strings.Contains(err.Error(), "node late") {
 		t.Fatalf("append after a coild started: %v", err)
 	}
-	if v, _, err := lg.Head(ctx, events.ClusterStream); err != nil || v.Seq != 0 {
-		t.Fatalf("head %+v %v: the failed append wrote", v, err)
+	if v, _, herr := lg.Head(ctx, events.ClusterStream); herr != nil || v.Seq != 0 {
+		t.Fatalf("head %+v %v: the failed append wrote", v, herr)
 	}
 	_, rev, err = lg.LiveNodes(ctx, false)
 	if err != nil {
