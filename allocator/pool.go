@@ -186,6 +186,11 @@ type Admin struct {
 	Log   events.Log
 	Clock events.Clock
 	Actor string // who acts, e.g. "coilctl:alice"; recorded in the events
+	// Live lists the live coilds and their feature levels (RaiseLevel, RequireLevel); nil:
+	// Log's own LiveNodes when it has one (*events.EtcdLog), else no live coild.
+	Live LiveNodes
+
+	level levelSeen // the highest cluster feature level read (RequireLevel)
 }
 
 func (a *Admin) event(p events.Payload) *events.Event {
@@ -196,7 +201,11 @@ func (a *Admin) event(p events.Payload) *events.Event {
 func (a *Admin) Cluster(ctx context.Context) (*projection.Cluster, error) {
 	c := projection.NewCluster()
 	_, err := events.ReadFrom(ctx, a.Log, events.ClusterStream, 0, c.Apply)
-	return c, errors.Wrap(err, "read cluster stream")
+	if err != nil {
+		return c, errors.Wrap(err, "read cluster stream")
+	}
+	a.level.saw(c.Level)
+	return c, nil
 }
 
 // CreatePool validates the pool against all others and appends PoolCreated. It retries
@@ -286,6 +295,10 @@ func (a *Admin) clusterChange(ctx context.Context, decide func(*projection.Clust
 		p, guards, err := decide(c)
 		if err != nil {
 			return err
+		}
+		// A safety net under RequireLevel: no event type is written below its level.
+		if need := events.MinLevel(p.EventType()); need > c.Level {
+			return errors.Wrapf(ErrLevel, "%s needs cluster feature level %d; the cluster is at %d", p.EventType(), need, c.Level)
 		}
 		_, err = a.Log.Append(ctx, events.AppendRequest{
 			Stream:   events.ClusterStream,

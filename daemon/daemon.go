@@ -455,7 +455,7 @@ func (d *Daemon) acquireLease(ctx context.Context, prev *nodeRecord) (int64, <-c
 		}
 		resp, err := d.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, d.cfg.Node, clientv3.WithLease(g.ID))).
+			Then(clientv3.OpPut(key, events.AliveValue(events.AliveInfo{Node: d.cfg.Node, Level: events.CurrentLevel, Build: events.Build()}), clientv3.WithLease(g.ID))).
 			Else(clientv3.OpGet(key)).
 			Commit()
 		if err != nil {

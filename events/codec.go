@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -159,6 +161,30 @@ var typeCodes = [...]Type{
 	4: TypeBlockAssigned, 5: TypeBlockReleased, 6: TypeBlockReclaimed,
 	7: TypeAddressAssigned, 8: TypeAddressReleased,
 	9: TypeNodeRegistered, 10: TypeNodeRetired, 11: TypeSnapshot,
+	// 12-14: block streams (issue 13). 15-24: cluster level, reservations, pool options,
+	// lifecycle and node selectors (issue 14).
+	15: TypeClusterLevelRaised,
+}
+
+// knownCodes describes the codes of typeCodes as ranges: "1-11, 15".
+func knownCodes() string {
+	var parts []string
+	for i := 1; i < len(typeCodes); i++ {
+		if typeCodes[i] == "" {
+			continue
+		}
+		j := i
+		for j+1 < len(typeCodes) && typeCodes[j+1] != "" {
+			j++
+		}
+		if j == i {
+			parts = append(parts, strconv.Itoa(i))
+		} else {
+			parts = append(parts, strconv.Itoa(i)+"-"+strconv.Itoa(j))
+		}
+		i = j
+	}
+	return strings.Join(parts, ", ")
 }
 
 func typeCode(t Type) int {
@@ -409,8 +435,8 @@ func (r *reader) typ() (Type, error) {
 		}
 		return "", errors.Wrapf(ErrUnknownType, "%q: this build of coil does not know it; upgrade before reading this log", string(name))
 	}
-	if code >= uint64(len(typeCodes)) {
-		return "", errors.Wrapf(ErrUnknownType, "type code %d: this build of coil knows codes 1-%d; upgrade before reading this log", code, len(typeCodes)-1)
+	if code >= uint64(len(typeCodes)) || typeCodes[code] == "" {
+		return "", errors.Wrapf(ErrUnknownType, "type code %d: this build of coil does not know it (it knows %s); upgrade before reading this log", code, knownCodes())
 	}
 	return typeCodes[code], nil
 }

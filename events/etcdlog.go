@@ -129,8 +129,12 @@ func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error
 	if err = checkSeq(req.Stream, head.Seq); err != nil {
 		return Version{}, err
 	}
-	if 2+len(req.Conditions)+len(req.Guards) > maxTxnOps {
-		return Version{}, errors.Wrapf(ErrTooLarge, "%d conditions and guards (at most %d)", len(req.Conditions)+len(req.Guards), maxTxnOps-2)
+	extra := 0
+	if req.NoNodeStartedSince != 0 {
+		extra = 1
+	}
+	if 2+extra+len(req.Conditions)+len(req.Guards) > maxTxnOps {
+		return Version{}, errors.Wrapf(ErrTooLarge, "%d conditions and guards (at most %d)", len(req.Conditions)+len(req.Guards), maxTxnOps-2-extra)
 	}
 	hk := l.keys.Head(req.Stream)
 	cmps := make([]clientv3.Cmp, 0, 1+len(req.Conditions))
@@ -166,6 +170,11 @@ func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error
 			cmps = append(cmps, clientv3.Compare(clientv3.Value(gk), "=", string(EncodeHead(g.Version))))
 		}
 		failOps = append(failOps, clientv3.OpGet(gk))
+	}
+	if req.NoNodeStartedSince != 0 {
+		cmps = append(cmps, l.guardCmps(BulkGuard{NoNodeStartedAfter: req.NoNodeStartedSince})...)
+		failOps = append(failOps, clientv3.OpGet(l.keys.Alive(""), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithMinCreateRev(req.NoNodeStartedSince+1)))
 	}
 	// On a conflict, also read the events the writer missed (up to a batch), so a loser
 	// can catch up without another round trip.
@@ -228,6 +237,16 @@ func (l *EtcdLog) appendFailure(req AppendRequest, resp *clientv3.TxnResponse) e
 		}
 		if gv != g.Version {
 			return Conflict(g.Stream, gv)
+		}
+	}
+	if req.NoNodeStartedSince != 0 {
+		if kvs := resp.Responses[1+len(req.Conditions)+len(req.Guards)].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			var names []string
+			for _, kv := range kvs {
+				names = append(names, strings.TrimPrefix(string(kv.Key), l.keys.Alive("")))
+			}
+			return errors.Wrapf(ErrConflict, "append to %s: a coild started after revision %d (node %s): list the live nodes again",
+				req.Stream, req.NoNodeStartedSince, strings.Join(names, ", "))
 		}
 	}
 	if cur == req.Expected {

@@ -143,6 +143,8 @@ const (
 	TypeNodeRegistered  Type = "NodeRegistered"
 	TypeNodeRetired     Type = "NodeRetired"
 	TypeSnapshot        Type = "Snapshot"
+
+	TypeClusterLevelRaised Type = "ClusterLevelRaised"
 )
 
 // Event is the envelope. Stream, Seq, Prev and Schema are set by the log on append;

@@ -33,6 +33,12 @@ type AppendRequest struct {
 	// decisions that read one stream and write another, e.g. deleting a pool only while
 	// its block stream is empty). A moved guard returns ErrConflict naming that stream.
 	Guards []Guard
+	// NoNodeStartedSince, when non-zero, is a store revision: the append fails with
+	// ErrConflict if any liveness key (Keys.Alive) was created after it, i.e. a coild
+	// started or took a new lease since the writer listed the live nodes at that
+	// revision. Raising the cluster level uses it (a coild of an older release starting
+	// meanwhile aborts the raise). The in-memory log has no liveness keys and ignores it.
+	NoNodeStartedSince int64
 }
 
 // Guard pins another stream's head for an append.

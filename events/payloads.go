@@ -103,6 +103,13 @@ type NodeRetired struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// ClusterLevelRaised (stream "cluster"): from here on the cluster's feature level is
+// Level (see Level). Appended only while every live coild records at least Level in its
+// liveness key; levels never go down.
+type ClusterLevelRaised struct {
+	Level Level `json:"level"`
+}
+
 // Snapshot holds the projected state of its stream up to the event before it, in the
 // projection package's canonical encoding, and that state's hash. Readers may start from
 // the newest snapshot instead of the stream's first event.
@@ -122,6 +129,8 @@ func (*AddressReleased) EventType() Type { return TypeAddressReleased }
 func (*NodeRegistered) EventType() Type  { return TypeNodeRegistered }
 func (*NodeRetired) EventType() Type     { return TypeNodeRetired }
 func (*Snapshot) EventType() Type        { return TypeSnapshot }
+
+func (*ClusterLevelRaised) EventType() Type { return TypeClusterLevelRaised }
 
 // newPayload returns an empty payload of type t, or nil for an unknown type.
 func newPayload(t Type) Payload {
@@ -148,6 +157,8 @@ func newPayload(t Type) Payload {
 		return &NodeRetired{}
 	case TypeSnapshot:
 		return &Snapshot{}
+	case TypeClusterLevelRaised:
+		return &ClusterLevelRaised{}
 	}
 	return nil
 }
@@ -159,6 +170,7 @@ func AllTypes() []Type {
 		TypeBlockAssigned, TypeBlockReleased, TypeBlockReclaimed,
 		TypeAddressAssigned, TypeAddressReleased,
 		TypeNodeRegistered, TypeNodeRetired, TypeSnapshot,
+		TypeClusterLevelRaised,
 	}
 }
 
@@ -263,6 +275,9 @@ func (p *NodeRegistered) appendTo(w *writer) { w.str(p.Node); w.uvarint(uint64(p
 func (p *NodeRegistered) readFrom(r *reader) { p.Node = r.name(); p.Lease = int64(r.uvarint()) }
 func (p *NodeRetired) appendTo(w *writer)    { w.str(p.Node); w.str(p.Reason) }
 func (p *NodeRetired) readFrom(r *reader)    { p.Node = r.name(); p.Reason = r.name() }
+
+func (p *ClusterLevelRaised) appendTo(w *writer) { w.uvarint(uint64(p.Level)) }
+func (p *ClusterLevelRaised) readFrom(r *reader) { p.Level = Level(r.u32()) }
 
 func (p *Snapshot) appendTo(w *writer) { w.raw(p.StateHash[:]); w.bytes(p.State) }
 func (p *Snapshot) readFrom(r *reader) {

@@ -185,6 +185,10 @@ type Pool struct {
 type Cluster struct {
 	At    head             `json:"head"`
 	Pools map[string]*Pool `json:"pools"`
+	// Level is the cluster's feature level (ClusterLevelRaised; events.LevelBase before
+	// any). Left out of the state's JSON at LevelBase, so states of logs from before
+	// feature levels hash as they always did.
+	Level events.Level `json:"level,omitempty"`
 }
 
 // NewCluster returns the empty cluster state.
@@ -214,6 +218,15 @@ func (c *Cluster) Apply(e *events.Event) error {
 			return invalid(e, "pool %q does not exist", p.Name)
 		}
 		delete(c.Pools, p.Name)
+	case *events.ClusterLevelRaised:
+		if p.Level <= c.Level {
+			return invalid(e, "level %d is not above the cluster's level %d (levels only go up)", p.Level, c.Level)
+		}
+		if p.Level > events.CurrentLevel {
+			return errors.Wrapf(events.ErrFutureLevel, "%s #%d: the cluster is at feature level %d, this build of coil supports up to %d: upgrade it",
+				e.Stream, e.Seq, p.Level, events.CurrentLevel)
+		}
+		c.Level = p.Level
 	case *events.Snapshot:
 		if err := snapshotApply(&c.At, c, resetCluster, e, p); err != nil {
 			return err
@@ -270,7 +283,7 @@ func (b *Blocks) Apply(e *events.Event) error {
 		if err := snapshotApply(&b.At, b, resetBlocks, e, p); err != nil {
 			return err
 		}
-	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted,
+	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.ClusterLevelRaised,
 		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired:
 		return wrongStream(e)
 	default:
@@ -431,7 +444,7 @@ func (n *Node) Apply(e *events.Event) error {
 		if err := snapshotApply(&n.At, n, resetNode, e, p); err != nil {
 			return err
 		}
-	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted,
+	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.ClusterLevelRaised,
 		*events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed:
 		return wrongStream(e)
 	default:

@@ -1,7 +1,9 @@
 package projection_test
 
 import (
+	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,5 +218,40 @@ func TestPoolGeometry(t *testing.T) {
 	}
 	if _, _, ok := p.Locate(addr("10.2.0.1")); ok {
 		t.Fatal("Locate outside pool")
+	}
+}
+
+// The cluster's feature level only goes up, never beyond what this build reads, and
+// shows in the state hash only once raised (states of older logs hash as before).
+func TestClusterLevel(t *testing.T) {
+	c := projection.NewCluster()
+	ch := &chain{stream: events.ClusterStream}
+	mustApply(t, c.Apply, ch.next(t, &events.PoolCreated{Name: "a", BlockSizeBits: 5, Subnets: []events.Subnet{{IPv4: pfx("10.0.0.0/24")}}}))
+	base, _ := projection.StateHash(c)
+	if js, _ := json.Marshal(c); strings.Contains(string(js), "level") {
+		t.Fatalf("state at level 0 names a level: %s", js)
+	}
+	fork := *ch
+	future := fork.next(t, &events.ClusterLevelRaised{Level: events.CurrentLevel + 1})
+	if err := c.Apply(future); !errors.Is(err, events.ErrFutureLevel) {
+		t.Fatalf("level beyond this build: %v", err)
+	}
+	mustApply(t, c.Apply, ch.next(t, &events.ClusterLevelRaised{Level: 1}))
+	if c.Level != 1 {
+		t.Fatalf("level = %d", c.Level)
+	}
+	if h, _ := projection.StateHash(c); h == base {
+		t.Fatal("the raise does not change the state hash")
+	}
+	again := ch.next(t, &events.ClusterLevelRaised{Level: 1})
+	before, _ := projection.StateHash(c)
+	if err := c.Apply(again); !errors.Is(err, projection.ErrInvalidEvent) {
+		t.Fatalf("raise to the same level: %v", err)
+	}
+	if after, _ := projection.StateHash(c); after != before || c.Level != 1 {
+		t.Fatal("a refused raise changed the state")
+	}
+	if err := projection.NewBlocks().Apply(again); err == nil {
+		t.Fatal("a pool stream took ClusterLevelRaised")
 	}
 }

@@ -14,9 +14,11 @@ import (
 // Diff is what changed from one state to another (DiffStates). Its JSON form is coilctl
 // diff's -o json; the lists are never nil.
 type Diff struct {
-	From  DiffEnd `json:"from"`
-	To    DiffEnd `json:"to"`
-	Pools struct {
+	From DiffEnd `json:"from"`
+	To   DiffEnd `json:"to"`
+	// FeatureLevel is the cluster's feature level at both ends, when it changed.
+	FeatureLevel *LevelChange `json:"featureLevel,omitempty"`
+	Pools        struct {
 		Added    []PoolChange `json:"added"`
 		Extended []PoolChange `json:"extended"`
 		Removed  []PoolChange `json:"removed"`
@@ -33,8 +35,14 @@ type Diff struct {
 
 // Empty reports whether nothing changed.
 func (d *Diff) Empty() bool {
-	return len(d.Pools.Added)+len(d.Pools.Extended)+len(d.Pools.Removed)+len(d.Blocks.Assigned)+
+	return d.FeatureLevel == nil && len(d.Pools.Added)+len(d.Pools.Extended)+len(d.Pools.Removed)+len(d.Blocks.Assigned)+
 		len(d.Blocks.Released)+len(d.Addresses.Assigned)+len(d.Addresses.Released) == 0
+}
+
+// LevelChange is the cluster's feature level at both ends of a diff.
+type LevelChange struct {
+	From events.Level `json:"from"`
+	To   events.Level `json:"to"`
 }
 
 // DiffEnd is one end of a diff: the revision its state reflects and the time of its
@@ -89,6 +97,9 @@ func endOf(st *StateAt) DiffEnd {
 // name, blocks by pool and index, addresses by first address and node).
 func DiffStates(from, to *StateAt) *Diff {
 	d := &Diff{From: endOf(from), To: endOf(to)}
+	if from.Cluster.Level != to.Cluster.Level {
+		d.FeatureLevel = &LevelChange{From: from.Cluster.Level, To: to.Cluster.Level}
+	}
 	d.Pools.Added, d.Pools.Extended, d.Pools.Removed = []PoolChange{}, []PoolChange{}, []PoolChange{}
 	d.Blocks.Assigned, d.Blocks.Released = []BlockChange{}, []BlockChange{}
 	d.Addresses.Assigned, d.Addresses.Released = []AddressChange{}, []AddressChange{}

@@ -22,6 +22,9 @@ type Options struct {
 	Clock    events.Clock // nil = the system clock
 	MaxBatch int          // group-commit bound (0 = events.MaxBatch)
 	TTL      int64        // lease TTL in seconds (0 = 60); the lease is kept alive
+	// AliveValue is the liveness key's value; empty: this build's (events.AliveValue at
+	// events.CurrentLevel). A bare node name plays a coild from before feature levels.
+	AliveValue string
 	// AppendTimeout bounds each append (0 = allocator.DefaultAppendTimeout).
 	AppendTimeout time.Duration
 }
@@ -52,7 +55,11 @@ func Start(tb testing.TB, cli *clientv3.Client, log events.Log, name string, opt
 		tb.Fatal(err)
 	}
 	key := events.AliveKey(opt.Prefix, name)
-	if _, err = cli.Put(ctx, key, name, clientv3.WithLease(g.ID)); err != nil {
+	value := opt.AliveValue
+	if value == "" {
+		value = events.AliveValue(events.AliveInfo{Node: name, Level: events.CurrentLevel})
+	}
+	if _, err = cli.Put(ctx, key, value, clientv3.WithLease(g.ID)); err != nil {
 		tb.Fatal(err)
 	}
 	kctx, kcancel := context.WithCancel(context.Background())

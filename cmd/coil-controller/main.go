@@ -116,7 +116,7 @@ func serve(ctx context.Context, o options) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rec := kube.NewNodeReclaimer(kube.ReclaimerConfig{
-		Client: cs, Admin: &allocator.Admin{Log: elog, Clock: events.SystemClock{}, Actor: "coil-controller"},
+		Client: cs, Admin: &allocator.Admin{Log: elog, Live: elog, Clock: events.SystemClock{}, Actor: "coil-controller"},
 		Prefix: o.etcd.Prefix, RetryEvery: o.retryInterval, Registerer: reg, Logger: log,
 	})
 	if o.metricsAddr != "" {

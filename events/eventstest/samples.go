@@ -52,6 +52,7 @@ func Samples() []Sample {
 		{"Snapshot", events.NodeStream("node-1"), &events.Snapshot{
 			StateHash: events.Hash{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32},
 			State:     []byte("\x00\x01state bytes\xff")}},
+		{"ClusterLevelRaised", events.ClusterStream, &events.ClusterLevelRaised{Level: events.Level1}},
 	}
 }
 

@@ -130,7 +130,7 @@ func exitCode(err error) int {
 		return ExitNotFound
 	case errors.Is(err, ErrRefused), errors.Is(err, ErrNotConfirmed), errors.Is(err, allocator.ErrPoolExists), errors.Is(err, allocator.ErrOverlap),
 		errors.Is(err, allocator.ErrPoolInUse), errors.Is(err, allocator.ErrNodeAlive),
-		errors.Is(err, allocator.ErrExhausted), errors.Is(err, allocator.ErrRetries),
+		errors.Is(err, allocator.ErrExhausted), errors.Is(err, allocator.ErrRetries), errors.Is(err, allocator.ErrLevel),
 		errors.Is(err, events.ErrConflict), errors.Is(err, events.ErrFenced), errors.Is(err, events.ErrPermissionDenied):
 		return ExitRefused
 	}
@@ -181,7 +181,7 @@ found problems.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 
 	root.AddCommand(a.poolCommand(), a.eventsCommand(), a.addressCommand(), a.blockCommand(), a.nodeCommand(),
-		a.historyCommand(), a.stateCommand(), a.diffCommand(), a.logCommand(), a.etcdCommand(), a.ipamCommand())
+		a.historyCommand(), a.stateCommand(), a.diffCommand(), a.logCommand(), a.etcdCommand(), a.ipamCommand(), a.clusterCommand())
 	return root
 }
 
@@ -264,7 +264,7 @@ func (a *app) actor() string {
 }
 
 func (a *app) admin() *allocator.Admin {
-	return &allocator.Admin{Log: a.log, Clock: a.env.Clock, Actor: a.actor()}
+	return &allocator.Admin{Log: a.log, Live: liveTimeout{a.etcd, a.opts.timeout}, Clock: a.env.Clock, Actor: a.actor()}
 }
 
 // requestCtx bounds one etcd request by --timeout.
@@ -301,4 +301,16 @@ func (l *timeoutLog) Streams(ctx context.Context, prefix string, rev int64) (map
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	return l.Log.Streams(ctx, prefix, rev)
+}
+
+// liveTimeout bounds LiveNodes by timeout, as timeoutLog does the log's calls.
+type liveTimeout struct {
+	l       *events.EtcdLog
+	timeout time.Duration
+}
+
+func (l liveTimeout) LiveNodes(ctx context.Context, ttl bool) ([]events.LiveNode, int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	return l.l.LiveNodes(ctx, ttl)
 }

@@ -77,6 +77,9 @@ func (a *app) printDiff(fp, tp readside.Point, d *readside.Diff) error {
 	}
 	fmt.Fprintln(w)
 	t := newTable(w, "CHANGE", "WHAT", "DETAIL")
+	if d.FeatureLevel != nil {
+		t.row("~ level", "cluster feature level", fmt.Sprintf("%d -> %d", d.FeatureLevel.From, d.FeatureLevel.To))
+	}
 	for _, p := range d.Pools.Removed {
 		t.row("- pool", p.Name, strings.Join(p.Subnets, " "))
 	}

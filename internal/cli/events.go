@@ -344,6 +344,8 @@ func summary(e *events.Event, cluster *projection.Cluster) string {
 		return fmt.Sprintf("node %s registered, lease %x", p.Node, p.Lease)
 	case *events.NodeRetired:
 		return fmt.Sprintf("node %s retired%s", p.Node, because(p.Reason))
+	case *events.ClusterLevelRaised:
+		return fmt.Sprintf("cluster feature level raised to %d", p.Level)
 	case *events.Snapshot:
 		return fmt.Sprintf("snapshot of %s, state %s..", e.Stream, p.StateHash.String()[:12])
 	}

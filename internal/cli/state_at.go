@@ -86,16 +86,18 @@ func (l *timeoutLog) OldestStored(ctx context.Context, s events.Stream, rev int6
 
 // stateView is the JSON/YAML form of `state`.
 type stateView struct {
-	Revision  int64         `json:"revision"`
-	Time      *time.Time    `json:"time"`
-	Pools     []*poolView   `json:"pools"`
-	Blocks    []blockView   `json:"blocks"`
-	Addresses []addressView `json:"addresses"`
+	Revision int64      `json:"revision"`
+	Time     *time.Time `json:"time"`
+	// FeatureLevel is the cluster's feature level (coilctl cluster version); left out at 0.
+	FeatureLevel events.Level  `json:"featureLevel,omitempty"`
+	Pools        []*poolView   `json:"pools"`
+	Blocks       []blockView   `json:"blocks"`
+	Addresses    []addressView `json:"addresses"`
 }
 
 func viewState(st *readside.StateAt) *stateView {
 	s := &snapshot{State: &st.State}
-	v := &stateView{Revision: s.Rev, Pools: []*poolView{}, Blocks: s.blocks(filters{}), Addresses: s.addresses(filters{})}
+	v := &stateView{Revision: s.Rev, FeatureLevel: st.Cluster.Level, Pools: []*poolView{}, Blocks: s.blocks(filters{}), Addresses: s.addresses(filters{})}
 	if !st.Time.IsZero() {
 		t := st.Time
 		v.Time = &t
@@ -179,7 +181,11 @@ func (a *app) printState(p readside.Point, st *readside.StateAt) error {
 	if v.Time != nil {
 		when = fmtTime(*v.Time)
 	}
-	fmt.Fprintf(w, "State at %s (revision %d, last event %s; log now at revision %d)\n\n", p, v.Revision, when, st.Current)
+	fmt.Fprintf(w, "State at %s (revision %d, last event %s; log now at revision %d)\n", p, v.Revision, when, st.Current)
+	if v.FeatureLevel != events.LevelBase {
+		fmt.Fprintf(w, "Cluster feature level %d\n", v.FeatureLevel)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "POOLS")
 	t := newTable(w, "NAME", "SUBNETS", "BLOCK SIZE", "BLOCKS USED/TOTAL", "ADDRESSES IN USE")
 	for _, pv := range v.Pools {
