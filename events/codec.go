@@ -159,6 +159,7 @@ var typeCodes = [...]Type{
 	4: TypeBlockAssigned, 5: TypeBlockReleased, 6: TypeBlockReclaimed,
 	7: TypeAddressAssigned, 8: TypeAddressReleased,
 	9: TypeNodeRegistered, 10: TypeNodeRetired, 11: TypeSnapshot,
+	12: TypePoolSplit, 13: TypeNodeBlockAdded, 14: TypeNodeBlockRemoved,
 }
 
 func typeCode(t Type) int {

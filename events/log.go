@@ -33,7 +33,36 @@ type AppendRequest struct {
 	// decisions that read one stream and write another, e.g. deleting a pool only while
 	// its block stream is empty). A moved guard returns ErrConflict naming that stream.
 	Guards []Guard
+	// RangeGuards pin whole sets of streams: none of the streams whose names start with
+	// Prefix may have moved (or been created) after store revision Rev, the revision the
+	// writer read them at (deleting a pool reads every block stream of the pool). A moved
+	// one returns ErrConflict naming it.
+	RangeGuards []RangeGuard
+	// Parts are more streams written in the same transaction, all or nothing, each with
+	// its own expected head (a node taking a block appends to the block's stream and to
+	// its own). A part whose head moved returns ErrConflict naming that stream. Streams
+	// must be distinct; the limits of MaxBatch and MaxBatchBytes apply to all the events
+	// and heads together (see MaxOps).
+	Parts []Part
 }
+
+// Part is one more stream an append writes (AppendRequest.Parts).
+type Part struct {
+	Stream   Stream
+	Expected Version
+	Events   []*Event
+}
+
+// RangeGuard pins the streams under a prefix (AppendRequest.RangeGuards).
+type RangeGuard struct {
+	Prefix string
+	Rev    int64
+}
+
+// MaxOps is how many writes one append may make: every event, plus each stream's head
+// and, for a stream whose events include a Snapshot, its snapshot pointer (etcd's limit
+// of operations per transaction).
+const MaxOps = maxTxnOps
 
 // Guard pins another stream's head for an append.
 type Guard struct {
@@ -50,12 +79,14 @@ const MaxBatchBytes = 1 << 20
 
 // Log is the append-only event log.
 type Log interface {
-	// Append writes the events of req in one transaction and returns the new head.
+	// Append writes the events of req (and of its Parts) in one transaction and returns
+	// the new head of req.Stream.
 	// It returns ErrConflict (wrapped, with the current head in a *ConflictError) when the
 	// stream's head is not req.Expected, ErrFenced when a condition fails, ErrTooLarge for
 	// a batch over MaxBatch events or MaxBatchBytes (or MaxBatch events and a Snapshot:
-	// a batch holding a Snapshot event also moves the stream's snapshot pointer). On return
-	// the events carry their Stream, Seq, Prev, Hash and Revision. Nothing is written on error.
+	// a batch holding a Snapshot event also moves the stream's snapshot pointer; more than
+	// MaxOps writes with the parts). On return the events (of every part) carry their
+	// Stream, Seq, Prev, Hash and Revision. Nothing is written on error.
 	Append(ctx context.Context, req AppendRequest) (Version, error)
 
 	// Head returns the stream's head (zero for an empty or unknown stream) and the

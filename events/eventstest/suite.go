@@ -47,6 +47,8 @@ func Run(t *testing.T, newLog NewLog) {
 	t.Run("ConcurrentWriters", su.testConcurrentWriters)
 	t.Run("Fencing", su.testFencing)
 	t.Run("Guards", su.testGuards)
+	t.Run("Parts", su.testParts)
+	t.Run("RangeGuards", su.testRangeGuards)
 	t.Run("BatchLimits", su.testBatch)
 	t.Run("ReadFrom", su.testReadFrom)
 	t.Run("ReadAndStreamsAtRevision", su.testAtRevision)
