@@ -22,7 +22,13 @@ type lostReplyLog struct {
 
 func (l *lostReplyLog) Append(ctx context.Context, req events.AppendRequest) (events.Version, error) {
 	v, err := l.Log.Append(ctx, req)
-	if k, _ := req.Stream.Kind(); err == nil && k == l.kind && l.armed.Add(-1) >= 0 {
+	k, _ := req.Stream.Kind()
+	for _, p := range req.Parts {
+		if pk, _ := p.Stream.Kind(); pk == l.kind {
+			k = pk // a block take: its block stream is a part of the node stream's append
+		}
+	}
+	if err == nil && k == l.kind && l.armed.Add(-1) >= 0 {
 		return events.Version{}, errors.Mark(errors.Newf("append to %s: reply lost (test)", req.Stream), events.ErrUnavailable)
 	}
 	return v, err
@@ -104,21 +110,35 @@ func TestAllocateRetryAfterLostReply(t *testing.T) {
 }
 
 // A block acquisition whose reply is lost: the block is the node's in the log; the retry
-// uses it instead of taking a second block.
+// uses it instead of taking a second block. In a legacy pool the block is taken in its
+// own append to the pool stream; in a split pool, with the address, in a node-stream
+// append with the block stream as a part.
 func TestBlockAcquireAfterLostReply(t *testing.T) {
-	e := newEnv(t)
-	e.pool("p", 4, "10.0.0.0/24")
-	lost := &lostReplyLog{Log: e.log, kind: "pool"}
-	n := e.node("n1", lost)
-	lost.armed.Store(1)
-	if _, err := n.Allocate(context.Background(), allocator.Request{ContainerID: "c1", IfName: "eth0", Pool: "p"}); !errors.Is(err, events.ErrUnavailable) {
-		t.Fatalf("Allocate with a lost block reply = %v, want ErrUnavailable", err)
+	for _, tc := range []struct {
+		name string
+		kind string
+		opts []allocator.PoolOption
+	}{{"legacy", "pool", []allocator.PoolOption{allocator.LegacyLayout()}}, {"split", "block", nil}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.poolOpts = tc.opts
+			e.pool("p", 4, "10.0.0.0/24")
+			lost := &lostReplyLog{Log: e.log, kind: tc.kind}
+			n := e.node("n1", lost)
+			lost.armed.Store(1)
+			if _, err := n.Allocate(context.Background(), allocator.Request{ContainerID: "c1", IfName: "eth0", Pool: "p"}); !errors.Is(err, events.ErrUnavailable) {
+				t.Fatalf("Allocate with a lost block reply = %v, want ErrUnavailable", err)
+			}
+			a := alloc(t, n, "c1", "p")
+			st := replayAll(t, e.log)
+			owned := ownedBy(st, "p", "n1")
+			if len(owned) != 1 || owned[0] != a.Block {
+				t.Fatalf("after a lost block reply the node owns blocks %v (c1 in block %d), want just that one", owned, a.Block)
+			}
+			if countAssigned(t, e.log, "n1", "c1") != 1 {
+				t.Fatalf("c1 assigned %d times", countAssigned(t, e.log, "n1", "c1"))
+			}
+			checkInvariants(t, e.log, nil)
+		})
 	}
-	a := alloc(t, n, "c1", "p")
-	st := replayAll(t, e.log)
-	owned := st.Pools["p"].OwnedBy("n1")
-	if len(owned) != 1 || owned[0] != a.Block {
-		t.Fatalf("after a lost block reply the node owns blocks %v (c1 in block %d), want just that one", owned, a.Block)
-	}
-	checkInvariants(t, e.log, nil)
 }

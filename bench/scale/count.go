@@ -28,9 +28,9 @@ type countingLog struct {
 }
 
 func (l *countingLog) Append(ctx context.Context, req events.AppendRequest) (events.Version, error) {
-	blocks := countBlocks(req.Events)
+	blocks := countBlocks(req.Events) // BlockAssigned in the main stream (legacy: pool stream)
 	for _, w := range appendParts(req) {
-		blocks += countBlocks(w)
+		blocks += countBlocks(w) // in a block stream, part of a node-stream append
 	}
 	l.c.appends.Add(1)
 	if blocks > 0 {
@@ -56,12 +56,12 @@ func (l *countingLog) Read(ctx context.Context, stream events.Stream, from uint6
 	return l.Log.Read(ctx, stream, from, rev, fn)
 }
 
-// countBlocks counts the block assignments of a stream's part of an append (not a node
-// stream's record of its own blocks, which would count one take twice).
+// countBlocks counts the block assignments of a stream's part of an append (a node
+// stream's record of its own block is a NodeBlockAdded, not counted).
 func countBlocks(evs []*events.Event) int {
 	n := 0
 	for _, e := range evs {
-		if _, ok := e.Payload.(*events.BlockAssigned); ok && !isNodeStream(e) {
+		if _, ok := e.Payload.(*events.BlockAssigned); ok {
 			n++
 		}
 	}

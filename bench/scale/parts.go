@@ -10,15 +10,22 @@ import (
 )
 
 // appendParts returns the event lists an append writes besides its main stream's.
-func appendParts(events.AppendRequest) [][]*events.Event { return nil }
+func appendParts(req events.AppendRequest) [][]*events.Event {
+	out := make([][]*events.Event, len(req.Parts))
+	for i, p := range req.Parts {
+		out[i] = p.Events
+	}
+	return out
+}
 
-func isNodeStream(*events.Event) bool { return false }
-
-// createPoolLayout creates the pool; main's allocator knows one layout only.
+// createPoolLayout creates the pool: default is what `coilctl pool create` makes (block
+// streams), legacy the pool-stream layout of before (today's baseline).
 func createPoolLayout(ctx context.Context, admin *allocator.Admin, p *events.PoolCreated, layout string) error {
 	switch layout {
-	case "default", "legacy":
+	case "default":
 		return admin.CreatePool(ctx, p)
+	case "legacy":
+		return admin.CreatePool(ctx, p, allocator.LegacyLayout())
 	}
 	return errors.Newf("--layout %q: want default or legacy", layout)
 }
