@@ -175,6 +175,29 @@ func (s *State) Owner(pool string, index uint32) (Owner, bool) {
 	return o, ok
 }
 
+// AllOwners returns the owned blocks of every pool the state folded, by pool name (pool
+// streams and block streams together; pools without an owned block are absent).
+func (s *State) AllOwners() map[string]map[uint32]Owner {
+	out := map[string]map[uint32]Owner{}
+	add := func(pool string, idx uint32, o Owner) {
+		if out[pool] == nil {
+			out[pool] = map[uint32]Owner{}
+		}
+		out[pool][idx] = o
+	}
+	for pool, b := range s.Pools {
+		for i, o := range b.Owners {
+			add(pool, i, o)
+		}
+	}
+	for ref, b := range s.BlockStreams {
+		if o, ok := b.Owners[ref.Index]; ok {
+			add(ref.Pool, ref.Index, o)
+		}
+	}
+	return out
+}
+
 // PoolOwners returns every owned block of a pool that the state folded: the pool
 // stream's owners and the block streams' (a block is in one of them at a time).
 func (s *State) PoolOwners(pool string) map[uint32]Owner {

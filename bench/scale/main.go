@@ -38,6 +38,7 @@ import (
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/readside"
 )
 
 type options struct {
@@ -640,7 +641,7 @@ func (h *harness) replay(ctx context.Context) error {
 		h.res.ReplayEvents += int64(v.Seq)
 	}
 	t0 := time.Now()
-	if _, err := allocator.Replay(ctx, log, streams, rev, nil); err != nil {
+	if _, err := readside.Replay(ctx, log, streams, rev, nil); err != nil {
 		return errors.Wrap(err, "replay")
 	}
 	h.res.ReplayS = time.Since(t0).Seconds()
