@@ -194,6 +194,7 @@ func AllTypes() []Type {
 		TypeBlockAssigned, TypeBlockReleased, TypeBlockReclaimed,
 		TypeAddressAssigned, TypeAddressReleased,
 		TypeNodeRegistered, TypeNodeRetired, TypeSnapshot,
+		TypePoolSplit, TypeNodeBlockAdded, TypeNodeBlockRemoved,
 	}
 }
 

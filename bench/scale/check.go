@@ -23,6 +23,7 @@ type logCheck struct {
 	DupBlocks     int            // BlockAssigned of a block another node owned at the time
 	DupAddresses  int            // AddressAssigned of an address another attachment held
 	Foreign       int            // AddressAssigned in a block the node did not own at the time
+	Assigned      int            // BlockAssigned events (blocks taken, over the log's life)
 	BlocksPerNode map[string]int // blocks owned at the end
 	FirstProblems []string
 }
@@ -124,6 +125,7 @@ func checkLog(ctx context.Context, log events.Log) (*logCheck, error) {
 		if pool := blockStreamPool(e.Stream); pool != "" {
 			switch p := e.Payload.(type) {
 			case *events.BlockAssigned:
+				c.Assigned++
 				k := blockKey{pool, p.Index}
 				if o, ok := owner[k]; ok {
 					c.DupBlocks++

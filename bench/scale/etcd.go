@@ -100,6 +100,8 @@ func (c *etcdCluster) rssMiB() float64 { return procRSS(c.cmd.Process.Pid) }
 // dbSize returns the largest DB size (bytes) reported by the members.
 func dbSize(ctx context.Context, cli *clientv3.Client, endpoints []string) (int64, int64) {
 	var size, inUse int64
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for _, ep := range endpoints {
 		st, err := cli.Status(ctx, ep)
 		if err != nil {

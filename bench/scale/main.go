@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -113,11 +114,30 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A run that outlives its timeout by far is stuck somewhere: keep the goroutines' stacks.
+	watchdog := time.AfterFunc(o.timeout+15*time.Minute, func() {
+		path := fmt.Sprintf("%s/coil-scale-stuck-%d.txt", os.TempDir(), os.Getpid())
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.Lookup("goroutine").WriteTo(f, 2)
+			_ = f.Close()
+			fmt.Fprintln(os.Stderr, "bench/scale: still running long after --timeout; goroutines written to", path)
+		}
+	})
+	defer watchdog.Stop()
 	res, err := run(ctx, o)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench/scale: %+v\n", err)
 		os.Exit(1)
 	}
+	if res.Duplicates > 0 || res.Error != "" {
+		os.Exit(2)
+	}
+}
+
+// emit prints the result (table, then the JSON line last) and appends it to the results
+// file. run calls it as soon as the figures are in, before the nodes are stopped: a stop
+// that hangs on a starved machine must not lose the measurement.
+func emit(o options, res *result) {
 	printTable(res)
 	line, _ := json.Marshal(res)
 	if o.results != "" {
@@ -128,9 +148,6 @@ func main() {
 		}
 	}
 	fmt.Println(string(line))
-	if res.Duplicates > 0 || res.Error != "" {
-		os.Exit(2)
-	}
 }
 
 // result is the JSON line the harness prints last.
@@ -207,6 +224,8 @@ type harness struct {
 	nodes []*simNode
 	pool  string
 	res   *result
+	// blocksBefore: BlockAssigned events in the log when the scenario started.
+	blocksBefore int64
 }
 
 func run(ctx context.Context, o options) (*result, error) {
@@ -249,6 +268,9 @@ func run(ctx context.Context, o options) (*result, error) {
 	res.RSSKiBNode = (rss1 - rss0) / 1024 / float64(o.nodes)
 	res.GoroutinesNode = float64(gr1-gr0) / float64(o.nodes)
 	*h.c = counters{} // count the scenario only (set-up registered and replayed)
+	if chk, err := checkLog(ctx, h.log); err == nil {
+		h.blocksBefore = int64(chk.Assigned)
+	}
 	etcdCPU0, cpu0 := ec.cpuSeconds(), procCPU(os.Getpid())
 	sctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -289,11 +311,22 @@ func run(ctx context.Context, o options) (*result, error) {
 	}
 	res.Duplicates = chk.duplicates()
 	res.LogEvents, res.LogStreams, res.LogBlocks, res.LogAddrs = chk.Events, chk.Streams, chk.Blocks, chk.Addresses
+	h.blocksFromLog(chk.Assigned)
 	for _, p := range chk.FirstProblems {
 		fmt.Fprintln(os.Stderr, "log check:", p)
 	}
 	res.DBBytes, res.DBInUseBytes = dbSize(ctx, h.admin, ec.endpoints)
+	emit(o, res)
 	return res, nil
+}
+
+// blocksFromLog counts the blocks taken during the scenario from the log (a take whose
+// reply was lost still took its block): transactions per block = attempts / that.
+func (h *harness) blocksFromLog(assigned int) {
+	if taken := int64(assigned) - h.blocksBefore; taken > 0 {
+		h.res.BlocksTaken = taken
+		h.res.TxnsPerBlock = float64(h.res.BlockAttempts) / float64(taken)
+	}
 }
 
 func (h *harness) fillCounters() {
@@ -356,6 +389,8 @@ func (h *harness) startNodes(ctx context.Context, n int) error {
 	return nil
 }
 
+// stopNodes stops the nodes, giving up after a minute (a node's goroutines may wait on
+// an etcd client that is reconnecting; the process exits anyway).
 func (h *harness) stopNodes() {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -367,7 +402,13 @@ func (h *harness) stopNodes() {
 		sem <- struct{}{}
 		go func() { defer wg.Done(); defer func() { <-sem }(); n.stop() }()
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		fmt.Fprintln(os.Stderr, "bench/scale: some nodes did not stop within a minute; exiting anyway")
+	}
 }
 
 // latencies collects durations from many goroutines.

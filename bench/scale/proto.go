@@ -62,6 +62,8 @@ type protoNode struct {
 	changed chan struct{} // signalled when blocks moves
 	watched atomic.Int64
 
+	ttl    time.Duration
+	rctx   context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	err    atomic.Value
@@ -180,10 +182,12 @@ func (h *harness) runProto(ctx context.Context) (*result, error) {
 	}
 	res.Duplicates = chk.duplicates()
 	res.LogEvents, res.LogStreams, res.LogBlocks, res.LogAddrs = chk.Events, chk.Streams, chk.Blocks, chk.Addresses
+	h.blocksFromLog(chk.Assigned)
 	for _, p := range chk.FirstProblems {
 		fmt.Println("log check:", p)
 	}
 	res.DBBytes, res.DBInUseBytes = dbSize(ctx, h.admin, h.etcd.endpoints)
+	emit(h.o, res)
 	return res, nil
 }
 
@@ -206,7 +210,7 @@ func (h *harness) startProto(ctx context.Context, name string) (*protoNode, erro
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.cancel, n.rctx, n.ttl = cancel, rctx, h.o.leaseTTL
 	ka, err := cli.KeepAlive(rctx, g.ID)
 	if err != nil {
 		n.stop()
@@ -266,6 +270,31 @@ func (h *harness) startProto(ctx context.Context, name string) (*protoNode, erro
 		}
 	}()
 	return n, nil
+}
+
+// renew takes a new lease and liveness key after the old lease expired.
+func (n *protoNode) renew(ctx context.Context) error {
+	g, err := n.cli.Grant(ctx, int64(n.ttl/time.Second))
+	if err != nil {
+		return err
+	}
+	if _, err := n.cli.Put(ctx, n.alive, n.name, clientv3.WithLease(g.ID)); err != nil {
+		return err
+	}
+	ka, err := n.cli.KeepAlive(n.rctx, g.ID)
+	if err != nil {
+		return err
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for range ka {
+		}
+	}()
+	n.mu.Lock()
+	n.lease = g.ID
+	n.mu.Unlock()
+	return nil
 }
 
 func (n *protoNode) stop() {
@@ -338,8 +367,26 @@ func (n *protoNode) pool() *projection.Pool {
 	return n.cluster.Pools["scale"]
 }
 
-// bootOnce takes a block and appends the node's first address.
-func (n *protoNode) bootOnce(ctx context.Context, design string) error {
+// bootOnce takes a block and appends the node's first address. After a failure it
+// catches up its own stream (an append whose reply was lost may have committed) and, when
+// fenced (its lease expired on a starved machine), takes a new lease, as coild would.
+func (n *protoNode) bootOnce(ctx context.Context, design string) (err error) {
+	defer func() {
+		if err == nil {
+			return
+		}
+		if errors.Is(err, events.ErrFenced) {
+			if rerr := n.renew(ctx); rerr != nil {
+				err = errors.CombineErrors(err, rerr)
+			}
+		}
+		if _, rerr := n.log.Read(ctx, events.NodeStream(n.name), n.me.Head().Seq+1, 0, n.me.Apply); rerr == nil && len(n.me.Attached) > 0 {
+			err = nil // the append whose reply was lost did commit
+		}
+	}()
+	if len(n.me.Attached) > 0 {
+		return nil
+	}
 	pool := n.pool()
 	if pool == nil {
 		return errors.New("pool scale unknown")
@@ -348,6 +395,9 @@ func (n *protoNode) bootOnce(ctx context.Context, design string) error {
 	case "proto-blocks":
 		return n.takeBlockStream(ctx, pool)
 	case "proto-shards":
+		if idx, ok := n.owned(); ok {
+			return n.appendAddress(ctx, pool, idx)
+		}
 		idx, err := n.takeShard(ctx, pool)
 		if err != nil {
 			return err
