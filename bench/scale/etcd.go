@@ -140,6 +140,18 @@ func etcdChild(dir string, members int, fsync bool, timings string) error {
 	default:
 		return errors.Newf("-etcd-timings %q: want default or fast", timings)
 	}
+	// etcd's own warnings (slow fsync, missed heartbeats, elections) go to a file kept
+	// after the run, to tell what a slow run waited for.
+	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("coil-scale-etcd-%d.log", os.Getpid()))
+	zcfg := zap.NewProductionConfig()
+	zcfg.Level = zap.NewAtomicLevelAt(zap.WarnLevel)
+	zcfg.OutputPaths, zcfg.ErrorOutputPaths = []string{logPath}, []string{logPath}
+	lg, err := zcfg.Build()
+	if err != nil {
+		lg = zap.NewNop()
+	}
+	defer func() { _ = lg.Sync() }()
+	fmt.Fprintln(os.Stderr, "etcd warnings in", logPath)
 	es := make([]*embed.Etcd, members)
 	errs := make([]error, members)
 	var wg sync.WaitGroup
@@ -150,7 +162,7 @@ func etcdChild(dir string, members int, fsync bool, timings string) error {
 			es[i], errs[i] = etcdembed.Start(etcdembed.Config{
 				Dir: filepath.Join(dir, names[i]), ClientURL: clients[i], PeerURL: peers[i], Name: names[i],
 				InitialCluster: strings.Join(initial, ","), NoFsync: !fsync, TickMs: tick, ElectionMs: election,
-				QuotaBackendBytes: 8 << 30, Logger: zap.NewNop(), ReadyTimeout: 60 * time.Second,
+				QuotaBackendBytes: 8 << 30, Logger: lg.With(zap.String("member", names[i])), ReadyTimeout: 60 * time.Second,
 			})
 		}()
 	}

@@ -85,6 +85,8 @@ func main() {
 	flag.IntVar(&o.startPar, "start-parallel", 32, "nodes started at once during set-up")
 	flag.BoolVar(&o.noWatch, "no-watch", false, "nodes do not watch the log")
 	flag.DurationVar(&o.leaseTTL, "lease-ttl", 60*time.Second, "the nodes' lease TTL")
+	flag.DurationVar(&clientKeepAlive, "client-keepalive", 0, "the nodes' gRPC keep-alive ping interval (0: coild's client, 5 s)")
+	flag.DurationVar(&clientKeepAliveTimeout, "client-keepalive-timeout", 20*time.Second, "with --client-keepalive: how long a ping may go unanswered")
 	flag.DurationVar(&o.retryWait, "retry-wait", time.Second, "boot, churn: wait this long before retrying a failed Allocate (a runtime retries a failed pod later)")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up on the scenario after this long")
 	flag.StringVar(&o.results, "results", "", "append the result's JSON line to this file")

@@ -17,7 +17,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
-	"github.com/coil-net/coil/internal/etcdclient"
 	"github.com/coil-net/coil/projection"
 )
 
@@ -192,7 +191,7 @@ func (h *harness) runProto(ctx context.Context) (*result, error) {
 }
 
 func (h *harness) startProto(ctx context.Context, name string) (*protoNode, error) {
-	cli, err := etcdclient.New(etcdclient.Config{Endpoints: h.etcd.endpoints, DialTimeout: 30 * time.Second})
+	cli, err := newClient(h.etcd.endpoints)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
@@ -46,7 +47,7 @@ type simConfig struct {
 // startNode connects, takes a lease and liveness key, starts the committer, replays,
 // registers and starts the watch: coild's session up to "ready".
 func startNode(ctx context.Context, cfg simConfig, name string) (*simNode, error) {
-	cli, err := etcdclient.New(etcdclient.Config{Endpoints: cfg.endpoints, DialTimeout: 30 * time.Second})
+	cli, err := newClient(cfg.endpoints)
 	if err != nil {
 		return nil, errors.Wrapf(err, "node %s: client", name)
 	}
@@ -184,4 +185,22 @@ func (n *simNode) stop() {
 	if n.log != nil {
 		_ = n.log.Close()
 	}
+}
+
+// clientKeepAlive overrides the nodes' gRPC keep-alive pings (0: coild's, from
+// internal/etcdclient: every 5 s, 3 s to answer).
+var clientKeepAlive, clientKeepAliveTimeout time.Duration
+
+// newClient is a node's etcd client: coild's (internal/etcdclient), or with the
+// keep-alive set by --client-keepalive.
+func newClient(endpoints []string) (*clientv3.Client, error) {
+	if clientKeepAlive == 0 {
+		return etcdclient.New(etcdclient.Config{Endpoints: endpoints, DialTimeout: 30 * time.Second})
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 30 * time.Second, Logger: zap.NewNop(),
+		DialKeepAliveTime: clientKeepAlive, DialKeepAliveTimeout: clientKeepAliveTimeout})
+	if err != nil {
+		return nil, errors.Wrap(err, "etcd client")
+	}
+	return cli, nil
 }
