@@ -141,14 +141,20 @@ func (n *Node) SetLease(lease int64) {
 // it, and streams whose older events were archived load), replacing the in-memory state. It returns that revision and the heads
 // read, to watch from.
 func (n *Node) Load(ctx context.Context) (int64, map[events.Stream]uint64, error) {
-	heads, rev, err := n.cfg.Log.Streams(ctx, "", 0)
-	if err != nil {
-		return 0, nil, errors.Wrap(err, "list streams")
-	}
+	// List only the streams the node follows, all at one revision: listing every head
+	// would read every other node's and every block's, O(cluster) per node start.
 	var streams []events.Stream
-	for stream := range heads {
-		if n.follows(stream) {
-			streams = append(streams, stream)
+	var rev int64
+	for _, prefix := range n.WatchPrefixes() {
+		heads, r, err := n.cfg.Log.Streams(ctx, prefix, rev)
+		if err != nil {
+			return 0, nil, errors.Wrap(err, "list streams")
+		}
+		rev = r
+		for stream := range heads {
+			if n.follows(stream) {
+				streams = append(streams, stream)
+			}
 		}
 	}
 	st, err := readside.Replay(ctx, n.cfg.Log, streams, rev, func(ctx context.Context, s events.Stream) (uint64, error) {
