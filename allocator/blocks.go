@@ -150,11 +150,26 @@ func (n *Node) readPool(ctx context.Context, pool string) error {
 			stale = append(stale, s)
 		}
 	}
-	if err := readStreams(ctx, n.cfg.Log, stale, rev, n.st); err != nil {
+	if len(stale) > readPrefixOver {
+		// Many to read (the first time, or a pool that changed a lot): all of them in one
+		// walk over their keys rather than a read each; what the node has is skipped.
+		if _, err := n.cfg.Log.ReadPrefix(ctx, prefix, rev, func(e *events.Event) error {
+			if e.Seq <= n.st.Head(e.Stream).Seq {
+				return nil
+			}
+			return n.st.Apply(e)
+		}); err != nil {
+			return err
+		}
+	} else if err := readStreams(ctx, n.cfg.Log, stale, rev, n.st); err != nil {
 		return err
 	}
 	return n.catchUp(ctx, events.PoolStream(pool))
 }
+
+// readPrefixOver is how many block streams to read make one ReadPrefix cheaper than a
+// Read of each (two requests apiece).
+const readPrefixOver = 16
 
 // readStreams reads streams (from each one's head in st, or from its newest snapshot
 // when st has none of it) at revision rev into st, a few at a time.

@@ -2,6 +2,8 @@ package allocator_test
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -241,6 +243,37 @@ func TestMigrateLegacyPool(t *testing.T) {
 	late := e.node("m4", nil)
 	if b := alloc(t, late, "e1", "p").Block; b != 0 {
 		t.Fatalf("m4 took block %d, want the released 0", b)
+	}
+	checkInvariants(t, e.log, nil)
+}
+
+// TestSplitExhaustionManyBlocks: a node that knows none of a full pool's 32 blocks reads
+// them all in one walk (ReadPrefix), says exhausted, and after one is released reads just
+// that block's stream and takes it.
+func TestSplitExhaustionManyBlocks(t *testing.T) {
+	e := newEnv(t)
+	e.pool("p", 0, "10.0.0.0/27") // 32 blocks of one address
+	full := e.node("m0", nil)
+	var c7 netip.Addr
+	for i := range 32 {
+		if a := alloc(t, full, fmt.Sprintf("c%d", i), "p"); i == 7 {
+			c7 = a.Addrs[0]
+		}
+	}
+	late := e.node("m3", nil)
+	if _, err := late.Allocate(context.Background(), allocator.Request{ContainerID: "x", IfName: "eth0", Pool: "p"}); !errors.Is(err, allocator.ErrExhausted) {
+		t.Fatalf("allocation from the full pool: %v", err)
+	}
+	if _, err := full.Release(context.Background(), "c7", "eth0", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Hour)
+	if k, err := full.ReleaseEmptyBlocks(context.Background(), time.Minute); err != nil || k != 1 {
+		t.Fatalf("release: %d, %v", k, err)
+	}
+	a := alloc(t, late, "x", "p")
+	if a.Addrs[0] != c7 {
+		t.Fatalf("late node got %s, want the released %s", a.Addrs[0], c7)
 	}
 	checkInvariants(t, e.log, nil)
 }

@@ -334,17 +334,12 @@ func BlockStreamsPrefix(pool string) string { return "block/" + pool + "/" }
 // ReadPool reads a pool's block ownership, its pool stream and every block stream, at
 // one revision, which it returns.
 func ReadPool(ctx context.Context, log events.Log, pool string) (*projection.State, int64, error) {
-	heads, rev, err := log.Streams(ctx, BlockStreamsPrefix(pool), 0)
-	if err != nil {
-		return nil, 0, errors.Wrapf(err, "list the block streams of pool %q", pool)
-	}
-	streams := make([]events.Stream, 0, len(heads)+1)
-	streams = append(streams, events.PoolStream(pool))
-	for s := range heads {
-		streams = append(streams, s)
-	}
 	st := projection.NewState()
-	if err := readStreams(ctx, log, streams, rev, st); err != nil {
+	rev, err := log.ReadPrefix(ctx, BlockStreamsPrefix(pool), 0, st.Apply)
+	if err != nil {
+		return nil, 0, errors.Wrapf(err, "read the block streams of pool %q", pool)
+	}
+	if err := readStreams(ctx, log, []events.Stream{events.PoolStream(pool)}, rev, st); err != nil {
 		return nil, 0, err
 	}
 	return st, rev, nil

@@ -2,6 +2,7 @@ package eventstest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/cockroachdb/errors"
@@ -143,5 +144,47 @@ func (su suite) testRangeGuards(t *testing.T) {
 	if _, err := l.Append(context.Background(), events.AppendRequest{Stream: events.ClusterStream, Expected: hc,
 		Events: []*events.Event{SampleEvent(9, &events.PoolSubnetAdded{Name: "p"})}, RangeGuards: []events.RangeGuard{{Prefix: "block/p/"}}}); err == nil {
 		t.Fatal("range guard without a revision accepted")
+	}
+}
+
+// testReadPrefix: every stream under a prefix, each in sequence and chain-checked, in
+// key order ("block/p/1" before "block/p/10"), at a revision; streams that only share
+// the beginning of the prefix's name are not read; a damaged event stops the read.
+func (su suite) testReadPrefix(t *testing.T) {
+	l, h := su.newLog(t)
+	ctx := ctxT(t)
+	lens := map[uint32]int{1: 3, 10: 1, 2: 2}
+	for idx, n := range lens {
+		appendN(t, l, events.BlockStream("p", idx), events.Version{}, n, 1)
+	}
+	appendN(t, l, events.BlockStream("pp", 0), events.Version{}, 2, 2)
+	_, rev, err := l.Streams(ctx, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, _, _ := l.Head(ctx, events.BlockStream("p", 1))
+	appendN(t, l, events.BlockStream("p", 1), h1, 1, 1) // after rev: not seen at rev
+	var got []string
+	r, err := l.ReadPrefix(ctx, "block/p/", rev, func(e *events.Event) error {
+		got = append(got, fmt.Sprintf("%s#%d", e.Stream, e.Seq))
+		return nil
+	})
+	if err != nil || r != rev {
+		t.Fatalf("ReadPrefix at %d: rev %d, %+v", rev, r, err)
+	}
+	want := "[block/p/1#1 block/p/1#2 block/p/1#3 block/p/10#1 block/p/2#1 block/p/2#2]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("ReadPrefix read %v, want %s", got, want)
+	}
+	n := 0
+	if _, err := l.ReadPrefix(ctx, "block/p/", 0, func(*events.Event) error { n++; return nil }); err != nil || n != 7 {
+		t.Fatalf("ReadPrefix at the latest revision: %d events, %v", n, err)
+	}
+	if _, err := l.ReadPrefix(ctx, "block/none/", 0, func(*events.Event) error { n++; return nil }); err != nil || n != 7 {
+		t.Fatalf("ReadPrefix of nothing: %v", err)
+	}
+	h.Corrupt(events.BlockStream("p", 2), 2, []byte{0xC1, 1})
+	if _, err := l.ReadPrefix(ctx, "block/p/", 0, func(*events.Event) error { return nil }); !errors.Is(err, events.ErrCorrupt) {
+		t.Fatalf("ReadPrefix over a damaged event: %v, want ErrCorrupt", err)
 	}
 }

@@ -49,6 +49,7 @@ func Run(t *testing.T, newLog NewLog) {
 	t.Run("Guards", su.testGuards)
 	t.Run("Parts", su.testParts)
 	t.Run("RangeGuards", su.testRangeGuards)
+	t.Run("ReadPrefix", su.testReadPrefix)
 	t.Run("BatchLimits", su.testBatch)
 	t.Run("ReadFrom", su.testReadFrom)
 	t.Run("ReadAndStreamsAtRevision", su.testAtRevision)
