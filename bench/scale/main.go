@@ -184,6 +184,7 @@ type result struct {
 	RSSKiBNode     float64        `json:"client_rss_kib_per_node"`
 	GoroutinesNode float64        `json:"goroutines_per_node"`
 	SetupS         float64        `json:"setup_s"`
+	SetupRetries   int64          `json:"setup_retries,omitempty"`
 	ScenarioS      float64        `json:"scenario_s"`
 
 	LogEvents  int `json:"log_events"`
@@ -228,6 +229,7 @@ type harness struct {
 	res   *result
 	// blocksBefore: BlockAssigned events in the log when the scenario started.
 	blocksBefore int64
+	setupRetries atomic.Int64
 }
 
 func run(ctx context.Context, o options) (*result, error) {
@@ -265,6 +267,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	}
 	defer h.stopNodes()
 	res.SetupS = time.Since(t0).Seconds()
+	res.SetupRetries = h.setupRetries.Load()
 	heap1, rss1, gr1 := memNow()
 	res.HeapKiBNode = (heap1 - heap0) / 1024 / float64(o.nodes)
 	res.RSSKiBNode = (rss1 - rss0) / 1024 / float64(o.nodes)
@@ -373,7 +376,17 @@ func (h *harness) startNodes(ctx context.Context, n int) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			nd, err := startNode(ctx, cfg, nodeName(i))
+			// A start that fails on a busy etcd is tried again, as coild starts a new
+			// session; five failures in a row end the run.
+			var nd *simNode
+			var err error
+			for try := range 5 {
+				if nd, err = startNode(ctx, cfg, nodeName(i)); err == nil || ctx.Err() != nil {
+					break
+				}
+				h.setupRetries.Add(1)
+				sleepCtx(ctx, time.Duration(try+1)*time.Second)
+			}
 			if err != nil {
 				first.CompareAndSwap(nil, err)
 				return
