@@ -33,7 +33,7 @@ func etcdNode(t testing.TB, ctx context.Context, c *etcdtest.Cluster, name strin
 // every node ends with a clear "exhausted" error and converges on the same ownership.
 // Both layouts: blocks in block streams (collisions per block) and in the pool stream.
 func TestBlockRaceToExhaustion(t *testing.T) {
-	t.Run("split", func(t *testing.T) { blockRaceToExhaustion(t) })
+	t.Run("split", func(t *testing.T) { blockRaceToExhaustion(t, allocator.BlockStreams()) })
 	t.Run("legacy", func(t *testing.T) { blockRaceToExhaustion(t, allocator.LegacyLayout()) })
 }
 

@@ -39,7 +39,8 @@ type env struct {
 	clock *fakeClock
 	admin *allocator.Admin
 	stops []func()
-	// poolOpts are the options pool creates pools with (none: split pools, block streams).
+	// poolOpts are the options pool creates pools with (newEnv: split pools, block
+	// streams; LegacyLayout for the pool-stream layout, coilctl's default for now).
 	poolOpts []allocator.PoolOption
 }
 
@@ -47,7 +48,8 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	log := events.NewMemLog()
 	clock := newClock()
-	e := &env{t: t, log: log, clock: clock, admin: &allocator.Admin{Log: log, Clock: clock, Actor: "test"}}
+	e := &env{t: t, log: log, clock: clock, admin: &allocator.Admin{Log: log, Clock: clock, Actor: "test"},
+		poolOpts: []allocator.PoolOption{allocator.BlockStreams()}}
 	t.Cleanup(e.close)
 	return e
 }
@@ -250,7 +252,7 @@ func TestFencing(t *testing.T) {
 // TestReclaim, in both layouts: blocks in block streams (and the node stream's record of
 // them) and blocks in the pool stream.
 func TestReclaim(t *testing.T) {
-	t.Run("split", func(t *testing.T) { testReclaim(t) })
+	t.Run("split", func(t *testing.T) { testReclaim(t, allocator.BlockStreams()) })
 	t.Run("legacy", func(t *testing.T) { testReclaim(t, allocator.LegacyLayout()) })
 }
 

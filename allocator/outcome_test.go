@@ -118,7 +118,7 @@ func TestBlockAcquireAfterLostReply(t *testing.T) {
 		name string
 		kind string
 		opts []allocator.PoolOption
-	}{{"legacy", "pool", []allocator.PoolOption{allocator.LegacyLayout()}}, {"split", "block", nil}} {
+	}{{"legacy", "pool", []allocator.PoolOption{allocator.LegacyLayout()}}, {"split", "block", []allocator.PoolOption{allocator.BlockStreams()}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			e.poolOpts = tc.opts

@@ -208,18 +208,25 @@ func (a *Admin) Cluster(ctx context.Context) (*projection.Cluster, error) {
 // PoolOption changes how CreatePool makes a pool.
 type PoolOption func(*poolOptions)
 
-type poolOptions struct{ legacy bool }
+type poolOptions struct{ split bool }
+
+// BlockStreams makes the pool record each block's owners in a stream of its own,
+// "block/NAME/INDEX" (PoolSplit in the same append as PoolCreated): nodes taking blocks
+// then race only for the block they pick, not for one pool-wide head. Every coild must
+// run a version that knows block streams: an older one stops at the unknown event. Until
+// a cluster-version gate guards that, pools keep the pool-stream layout unless this is
+// given (docs/design.md, "Block streams").
+func BlockStreams() PoolOption { return func(o *poolOptions) { o.split = true } }
 
 // LegacyLayout makes the pool keep every block's ownership in its one pool stream,
-// "pool/NAME", as pools made before block streams do (see SplitPool). Nodes then race
-// for that one stream's head, which does not scale past a few hundred nodes; it exists
-// for clusters that still run coild versions without block streams.
-func LegacyLayout() PoolOption { return func(o *poolOptions) { o.legacy = true } }
+// "pool/NAME", as pools made before block streams do (see SplitPool). It is the default
+// (see BlockStreams). Nodes then race for that one stream's head, which does not scale
+// past a few hundred nodes.
+func LegacyLayout() PoolOption { return func(o *poolOptions) { o.split = false } }
 
 // CreatePool validates the pool against all others and appends PoolCreated, followed in
-// the same append by PoolSplit (the pool's blocks get a stream each) unless
-// LegacyLayout is given. It retries when another definition raced it, re-validating
-// each time.
+// the same append by PoolSplit (the pool's blocks get a stream each) if BlockStreams is
+// given. It retries when another definition raced it, re-validating each time.
 func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...PoolOption) error {
 	var o poolOptions
 	for _, f := range opts {
@@ -229,7 +236,7 @@ func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...P
 		if err := ValidatePool(p, c.Pools); err != nil {
 			return change{}, err
 		}
-		if o.legacy {
+		if !o.split {
 			return change{payloads: []events.Payload{p}}, nil
 		}
 		return change{payloads: []events.Payload{p, &events.PoolSplit{Name: p.Name}}}, nil

@@ -85,9 +85,9 @@ func (s *site) createPool(name string, bits uint8, subnet string) {
 		s.t.Fatal(err)
 	}
 	admin := &allocator.Admin{Log: s.log, Clock: s.clock, Actor: "test"}
-	var opts []allocator.PoolOption
-	if !s.split {
-		opts = append(opts, allocator.LegacyLayout())
+	opts := []allocator.PoolOption{allocator.LegacyLayout()}
+	if s.split {
+		opts = []allocator.PoolOption{allocator.BlockStreams()}
 	}
 	if err := admin.CreatePool(ctxT(s.t), &events.PoolCreated{Name: name, BlockSizeBits: bits, Subnets: []events.Subnet{sn}}, opts...); err != nil {
 		s.t.Fatal(err)

@@ -75,7 +75,7 @@ func main() {
 	plot := flag.String("plot", "", "write an SVG plot of the results file (--results) to this path and exit")
 	flag.IntVar(&o.nodes, "nodes", 100, "simulated nodes")
 	flag.StringVar(&o.scenario, "scenario", "boot", "boot, churn, exhaustion or limit")
-	flag.StringVar(&o.layout, "layout", "default", "pool layout: default (what coilctl pool create makes) or legacy (one pool stream, today's baseline)")
+	flag.StringVar(&o.layout, "layout", "block-streams", "pool layout: block-streams (a stream per block, opt-in in coilctl for now) or pool-stream (one pool stream: coilctl pool create's default, the baseline)")
 	flag.StringVar(&o.design, "design", "allocator", "block taking: allocator (allocator.Node as built), or a prototype: proto-blocks, proto-shards, proto-combine")
 	flag.IntVar(&o.members, "members", 3, "etcd members")
 	flag.BoolVar(&o.fsync, "fsync", true, "etcd fsyncs its WAL (as in production)")

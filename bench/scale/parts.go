@@ -18,14 +18,15 @@ func appendParts(req events.AppendRequest) [][]*events.Event {
 	return out
 }
 
-// createPoolLayout creates the pool: default is what `coilctl pool create` makes (block
-// streams), legacy the pool-stream layout of before (today's baseline).
+// createPoolLayout creates the pool: block-streams (opt-in for now: `coilctl pool create
+// --layout block-streams`) or pool-stream (what `coilctl pool create` makes today, the
+// baseline).
 func createPoolLayout(ctx context.Context, admin *allocator.Admin, p *events.PoolCreated, layout string) error {
 	switch layout {
-	case "default":
-		return admin.CreatePool(ctx, p)
-	case "legacy":
+	case "block-streams":
+		return admin.CreatePool(ctx, p, allocator.BlockStreams())
+	case "pool-stream":
 		return admin.CreatePool(ctx, p, allocator.LegacyLayout())
 	}
-	return errors.Newf("--layout %q: want default or legacy", layout)
+	return errors.Newf("--layout %q: want block-streams or pool-stream", layout)
 }

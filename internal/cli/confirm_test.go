@@ -167,7 +167,7 @@ func TestDestructiveCommandsNeedYes(t *testing.T) {
 // refuse anyway (a pool in use, a live node) is refused before asking.
 func TestDestructiveCommandsConfirmOnTerminal(t *testing.T) {
 	e := cluster2(t)
-	e.ok("pool", "create", "spare", "10.9.0.0/24")
+	e.ok("pool", "create", "spare", "10.9.0.0/24", "--layout", "block-streams") // as cluster2's pools
 
 	asked := func(t *testing.T, r result, code int, want ...string) {
 		t.Helper()

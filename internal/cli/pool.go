@@ -54,11 +54,13 @@ func (a *app) poolCreateCommand() *cobra.Command {
 an IPv6 network (fd00::/112) or a dual-stack pair (10.0.0.0/16,fd00::/112); all
 subnets of a pool are of one kind, and no subnet may overlap any other pool's.
 
---layout block-streams (the default) gives each block an ownership stream of its own:
-nodes taking blocks at once never wait for each other unless they want the same block.
---layout pool-stream keeps all of them in one stream, as coil versions before block
-streams did: only for clusters where such a coild still runs (it stops at a pool with
-block streams); move the pool later with 'coilctl pool split'.`,
+--layout pool-stream (the default for now) keeps all block owners in the pool's one
+stream, as coil versions before block streams did: nodes taking blocks at once wait for
+each other. --layout block-streams gives each block an ownership stream of its own:
+nodes never wait for each other unless they want the same block. A coild without block
+streams stops at such a pool, so use it only once every coild knows them (it becomes
+the default when a cluster-version gate guards this); move a pool later with
+'coilctl pool split'.`,
 		Example: `  coilctl pool create default 10.64.0.0/16
   coilctl pool create dual 10.65.0.0/16,fd00:65::/112 --block-size-bits 6`,
 		Args: argsUsage(2, -1, "NAME and at least one SUBNET"),
@@ -81,8 +83,8 @@ block streams); move the pool later with 'coilctl pool split'.`,
 			var opts []allocator.PoolOption
 			switch layout {
 			case layoutBlockStreams:
+				opts = append(opts, allocator.BlockStreams())
 			case layoutPoolStream:
-				opts = append(opts, allocator.LegacyLayout())
 			default:
 				return usagef("--layout %q: want %s or %s", layout, layoutBlockStreams, layoutPoolStream)
 			}
@@ -97,7 +99,7 @@ block streams); move the pool later with 'coilctl pool split'.`,
 	}
 	c.Flags().IntVar(&bits, "block-size-bits", allocator.DefaultBlockSizeBits,
 		fmt.Sprintf("block size as a power of two: a block holds 2^N addresses (0-%d; 5 = 32 addresses, a /27)", allocator.MaxBlockSizeBits))
-	c.Flags().StringVar(&layout, "layout", layoutBlockStreams, "where block owners are recorded: "+layoutBlockStreams+" (a stream per block) or "+layoutPoolStream+" (one stream for the pool, as before block streams)")
+	c.Flags().StringVar(&layout, "layout", layoutPoolStream, "where block owners are recorded: "+layoutPoolStream+" (one stream for the pool, as before block streams) or "+layoutBlockStreams+" (a stream per block; opt-in until a cluster-version gate exists)")
 	return c
 }
 

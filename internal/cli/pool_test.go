@@ -281,3 +281,21 @@ func TestPoolLayoutsAndSplit(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolCreateDefaultLayout: until a cluster-version gate exists, pool create writes
+// no event a coild without block streams stops at: the default layout is the pool stream
+// (no PoolSplit), and block streams are only made when asked for.
+func TestPoolCreateDefaultLayout(t *testing.T) {
+	e := newEnv(t)
+	e.ok("pool", "create", "plain", "10.0.0.0/24")
+	if out := e.ok("pool", "show", "plain"); !strings.Contains(out, "Layout:            pool-stream") {
+		t.Fatalf("pool show:\n%s", out)
+	}
+	if out := e.ok("events", "--type", "PoolSplit", "-o", "json"); strings.Contains(out, "PoolSplit") {
+		t.Fatalf("pool create without --layout wrote PoolSplit: %s", out)
+	}
+	e.ok("pool", "create", "split", "10.1.0.0/24", "--layout", "block-streams")
+	if out := e.ok("pool", "show", "split"); !strings.Contains(out, "Layout:            block-streams") {
+		t.Fatalf("pool show:\n%s", out)
+	}
+}
