@@ -250,6 +250,11 @@ func readStreams(ctx context.Context, log events.Log, streams []events.Stream, r
 			}
 		}
 	}
+	if first == nil && ctx.Err() != nil {
+		// ctx ended (not by cancel above): workers may have dropped results, so st
+		// may lack streams it was asked to read.
+		return errors.Wrap(ctx.Err(), "read block streams")
+	}
 	return first
 }
 
@@ -269,7 +274,11 @@ func (n *Node) loadOwnBlocks(ctx context.Context, st *projection.State, rev int6
 		return errors.Wrap(err, "read the node's block streams")
 	}
 	for ref := range me.Blocks {
-		o, ok := st.BlockStreams[ref].Owners[ref.Index]
+		var o projection.Owner
+		ok := false
+		if b := st.BlockStreams[ref]; b != nil {
+			o, ok = b.Owners[ref.Index]
+		}
 		if !ok || o.Node != n.cfg.Node {
 			return errors.Wrapf(events.ErrCorrupt, "%s records block %d of pool %q as its own, but %s says its owner is %q",
 				events.NodeStream(n.cfg.Node), ref.Index, ref.Pool, events.BlockStream(ref.Pool, ref.Index), o.Node)

@@ -2,6 +2,7 @@ package allocator_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 
@@ -140,5 +141,43 @@ func TestBlockAcquireAfterLostReply(t *testing.T) {
 			}
 			checkInvariants(t, e.log, nil)
 		})
+	}
+}
+
+// cancelOnBlockRead cancels a context when a block stream is read and answers the read
+// with nothing, as a read cut short by the end of its context may.
+type cancelOnBlockRead struct {
+	events.Log
+	cancel context.CancelFunc
+}
+
+func (l *cancelOnBlockRead) Read(ctx context.Context, s events.Stream, from uint64, rev int64, fn func(*events.Event) error) (int64, error) {
+	if k, _ := s.Kind(); k == "block" {
+		l.cancel()
+		return rev, nil
+	}
+	return l.Log.Read(ctx, s, from, rev, fn)
+}
+
+// TestLoadCanceledWhileReadingBlocks: a Load whose context ends while it reads the
+// node's block streams fails with the context's error; it once went on with the streams
+// it had (none), and panicked on a block it owns but had not read (churn at 1,000 nodes).
+func TestLoadCanceledWhileReadingBlocks(t *testing.T) {
+	e := newEnv(t)
+	e.pool("p", 4, "10.0.0.0/24")
+	n := e.node("n1", nil)
+	for i := range 3 {
+		e.pool(fmt.Sprintf("q%d", i), 2, fmt.Sprintf("10.%d.0.0/24", i+1))
+		alloc(t, n, fmt.Sprintf("c%d", i), fmt.Sprintf("q%d", i))
+	}
+	alloc(t, n, "c", "p")
+	for range 20 { // the dropped results were a race between the workers and the reader
+		ctx, cancel := context.WithCancel(context.Background())
+		m := allocator.NewNode(allocator.NodeConfig{Node: "n1", Log: &cancelOnBlockRead{Log: e.log, cancel: cancel}, Clock: e.clock})
+		_, _, err := m.Load(ctx)
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Load canceled while reading block streams = %v, want context.Canceled", err)
+		}
 	}
 }
