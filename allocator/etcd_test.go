@@ -38,6 +38,7 @@ func TestBlockRaceToExhaustion(t *testing.T) {
 }
 
 func blockRaceToExhaustion(t *testing.T, opts ...allocator.PoolOption) {
+	t.Helper()
 	ctx := context.Background()
 	c := etcdtest.Start(t)
 	admin := &allocator.Admin{Log: events.NewEtcdLog(c.Client(t), events.EtcdConfig{Prefix: "/coil/"}), Clock: events.SystemClock{}, Actor: "test"}

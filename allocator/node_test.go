@@ -257,6 +257,7 @@ func TestReclaim(t *testing.T) {
 }
 
 func testReclaim(t *testing.T, opts ...allocator.PoolOption) {
+	t.Helper()
 	e := newEnv(t)
 	e.poolOpts = opts
 	ctx := context.Background()

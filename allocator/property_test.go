@@ -122,6 +122,7 @@ func TestPropertyInterleavings(t *testing.T) {
 }
 
 func propertyInterleavings(t *testing.T, layout string) {
+	t.Helper()
 	rapid.Check(t, func(rt *rapid.T) {
 		e := newEnv(t)
 		defer e.close()
