@@ -31,11 +31,18 @@ func etcdNode(t testing.TB, ctx context.Context, c *etcdtest.Cluster, name strin
 // Three nodes, each with its own etcd client, race for the blocks of one small pool
 // until it is exhausted: every block is owned once, every address handed out once,
 // every node ends with a clear "exhausted" error and converges on the same ownership.
+// Both layouts: blocks in block streams (collisions per block) and in the pool stream.
 func TestBlockRaceToExhaustion(t *testing.T) {
+	t.Run("split", func(t *testing.T) { blockRaceToExhaustion(t, allocator.BlockStreams()) })
+	t.Run("legacy", func(t *testing.T) { blockRaceToExhaustion(t, allocator.LegacyLayout()) })
+}
+
+func blockRaceToExhaustion(t *testing.T, opts ...allocator.PoolOption) {
+	t.Helper()
 	ctx := context.Background()
 	c := etcdtest.Start(t)
 	admin := &allocator.Admin{Log: events.NewEtcdLog(c.Client(t), events.EtcdConfig{Prefix: "/coil/"}), Clock: events.SystemClock{}, Actor: "test"}
-	if err := admin.CreatePool(ctx, pool(t, "small", 2, "10.0.0.0/26")); err != nil { // 16 blocks of 4
+	if err := admin.CreatePool(ctx, pool(t, "small", 2, "10.0.0.0/26"), opts...); err != nil { // 16 blocks of 4
 		t.Fatal(err)
 	}
 	names := []string{"n1", "n2", "n3"}
@@ -84,7 +91,7 @@ func TestBlockRaceToExhaustion(t *testing.T) {
 	}
 	// Each block owned once (the fold refuses a second owner), and every node converges.
 	st := replayAll(t, logs[0])
-	if n := len(st.Pools["small"].Owners); n != 16 {
+	if n := len(st.PoolOwners("small")); n != 16 {
 		t.Fatalf("%d blocks owned, want 16", n)
 	}
 	total := 0

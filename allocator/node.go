@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -147,24 +148,33 @@ func (n *Node) SetLease(lease int64) {
 }
 
 // Load replays the cluster stream, every pool stream and the node's own stream, all at
-// one revision, each from its newest snapshot (events.StartSeq: the cost is the tail after
+// one revision (and the block streams of the blocks its stream says it owns), each from its newest snapshot (events.StartSeq: the cost is the tail after
 // it, and streams whose older events were archived load), replacing the in-memory state. It returns that revision and the heads
 // read, to watch from.
 func (n *Node) Load(ctx context.Context) (int64, map[events.Stream]uint64, error) {
-	heads, rev, err := n.cfg.Log.Streams(ctx, "", 0)
-	if err != nil {
-		return 0, nil, errors.Wrap(err, "list streams")
-	}
+	// List only the streams the node follows, all at one revision: listing every head
+	// would read every other node's and every block's, O(cluster) per node start.
 	var streams []events.Stream
-	for stream := range heads {
-		if n.follows(stream) {
-			streams = append(streams, stream)
+	var rev int64
+	for _, prefix := range n.WatchPrefixes() {
+		heads, r, err := n.cfg.Log.Streams(ctx, prefix, rev)
+		if err != nil {
+			return 0, nil, errors.Wrap(err, "list streams")
+		}
+		rev = r
+		for stream := range heads {
+			if n.follows(stream) {
+				streams = append(streams, stream)
+			}
 		}
 	}
 	st, err := readside.Replay(ctx, n.cfg.Log, streams, rev, func(ctx context.Context, s events.Stream) (uint64, error) {
 		return events.StartSeq(ctx, n.cfg.Log, s, rev)
 	})
 	if err != nil {
+		return 0, nil, err
+	}
+	if err := n.loadOwnBlocks(ctx, st, rev); err != nil {
 		return 0, nil, err
 	}
 	after := map[events.Stream]uint64{}
@@ -223,7 +233,8 @@ func (n *Node) checkHead(stream events.Stream, head events.Version) error {
 func shortHash(h events.Hash) string { return h.String()[:12] }
 
 // Follows reports whether the node keeps stream in its state: the cluster stream, pool
-// streams and its own node stream (not other nodes' address streams).
+// streams and its own node stream (not other nodes' address streams, nor block streams:
+// it learns of its own blocks from its own appends and of others' when it needs to).
 func (n *Node) follows(stream events.Stream) bool {
 	kind, _ := stream.Kind()
 	return kind == "cluster" || kind == "pool" || stream == n.stream()
@@ -443,7 +454,8 @@ func (n *Node) ReleaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 	return r.n, r.err
 }
 
-// pending is the batch being built: its events and who waits for them.
+// pending is the batch being built: its events and who waits for them (nobody for the
+// NodeBlockAdded of a block it takes), and the blocks of split pools it takes.
 type pending struct {
 	evs     []*events.Event
 	bytes   int // stored size of evs: a batch stays within events.MaxBatchBytes
@@ -453,35 +465,51 @@ type pending struct {
 	held    map[netip.Addr]bool
 	last    map[string]netip.Addr
 	inBlock map[projection.BlockRef]int
+
+	takes     map[projection.BlockRef]bool
+	takeList  []take
+	takeSizes []int // stored size of each take's NodeBlockAdded
+	// collisions counts the takes of this batch's requests that lost to another node
+	// (over redecisions); refreshed, the pools whose block streams it read meanwhile.
+	collisions int
+	refreshed  map[string]bool
 }
 
-func newPending() *pending {
-	return &pending{keys: map[projection.AttachKey]int{}, held: map[netip.Addr]bool{}, last: map[string]netip.Addr{}, inBlock: map[projection.BlockRef]int{}}
+func newPending(collisions int) *pending {
+	return &pending{keys: map[projection.AttachKey]int{}, held: map[netip.Addr]bool{}, last: map[string]netip.Addr{}, inBlock: map[projection.BlockRef]int{},
+		takes: map[projection.BlockRef]bool{}, collisions: collisions}
+}
+
+// full reports whether the batch cannot take one more request: a request adds an
+// address event and may take a block (an event in the node stream, an event and a head
+// in the block's stream).
+func (p *pending) full(maxBatch int) bool {
+	return len(p.evs) >= maxBatch || len(p.evs)+2+3*len(p.takeList)+4 > events.MaxOps
 }
 
 func (n *Node) process(ctx context.Context, ops []*op) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.processLocked(ctx, ops, 0)
+	n.processLocked(ctx, ops, 0, 0)
 }
 
 // maxRedecide bounds how often a batch is decided again after its append lost a race
 // (someone else appended to this node's stream: a snapshot, or an operator's reclaim).
 const maxRedecide = 3
 
-func (n *Node) processLocked(ctx context.Context, ops []*op, depth int) {
+func (n *Node) processLocked(ctx context.Context, ops []*op, depth, collisions int) {
 	if n.staleErr != nil {
 		for _, o := range ops {
 			o.done <- opResult{err: errors.Wrap(n.staleErr, "waiting for the log to be read again")}
 		}
 		return
 	}
-	p := newPending()
+	p := newPending(collisions)
 	flush := func() {
-		if retry := n.commit(ctx, p, depth); len(retry) > 0 {
-			n.processLocked(ctx, retry, depth+1)
+		if retry, d, c := n.commit(ctx, p, depth); len(retry) > 0 {
+			n.processLocked(ctx, retry, d, c)
 		}
-		p = newPending()
+		p = newPending(collisions)
 	}
 	for _, o := range ops {
 		if n.staleErr != nil { // found rewritten by an earlier flush of this batch
@@ -520,7 +548,7 @@ func (n *Node) processLocked(ctx context.Context, ops []*op, depth int) {
 			cancel()
 			o.done <- opResult{n: c, err: err}
 		}
-		if len(p.evs) >= n.cfg.MaxBatch {
+		if p.full(n.cfg.MaxBatch) {
 			flush()
 		}
 	}
@@ -589,8 +617,20 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) bool {
 		return true
 	}
 	block, addrs, ok := n.nextFree(pool, p)
+	took := false // a block of a split pool taken for this request (undone if it does not fit)
 	if !ok {
-		idx, err := n.acquireBlock(ctx, pool)
+		var idx uint32
+		var err error
+		if !pool.Split {
+			idx, err = n.acquireBlock(ctx, pool)
+			if errors.Is(err, errPoolSplitMeanwhile) {
+				pool = n.st.Cluster.Pools[pool.Name]
+			}
+		}
+		if pool.Split {
+			idx, err = n.decideTake(ctx, pool, p)
+			took = err == nil
+		}
 		if err != nil {
 			o.done <- opResult{err: err}
 			return true
@@ -604,6 +644,10 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) bool {
 		Pool: pool.Name, Block: block, Addrs: addrs,
 	}}
 	size, fit, err := n.fits(ev, p)
+	if (err != nil || !fit) && took {
+		p.undoTake()
+		_, fit, _ = n.fits(ev, p)
+	}
 	if err != nil {
 		o.done <- opResult{err: err}
 		return true
@@ -656,12 +700,15 @@ func (n *Node) decideRelease(o *op, p *pending) bool {
 	return true
 }
 
-// commit appends the batch as one transaction and answers its waiters. When the append
-// lost a race on the node stream (after catching up) it returns the batch's requests to
-// be decided again instead, up to maxRedecide times.
-func (n *Node) commit(ctx context.Context, p *pending, depth int) []*op {
+// commit appends the batch as one transaction (with the block streams of the blocks it
+// takes) and answers its waiters. When the append lost a race it returns the batch's
+// requests to be decided again instead, with the depth and collision count to decide
+// them with: on the node stream (after catching up) up to maxRedecide times; on a block
+// stream (another node took that block first: the node now knows) up to
+// maxTakeRetries times; on the cluster stream (a pool changed) likewise.
+func (n *Node) commit(ctx context.Context, p *pending, depth int) ([]*op, int, int) {
 	if len(p.evs) == 0 {
-		return nil
+		return nil, depth, p.collisions
 	}
 	deadline := batchDeadline(p)
 	if deadline.IsZero() {
@@ -669,16 +716,36 @@ func (n *Node) commit(ctx context.Context, p *pending, depth int) []*op {
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	err := n.appendOwn(ctx, p.evs)
+	var err error
+	if len(p.takeList) == 0 {
+		err = n.appendOwn(ctx, p.evs)
+	} else {
+		err = n.appendTakes(ctx, p)
+	}
 	if err != nil && errors.Is(err, events.ErrConflict) {
-		if depth < maxRedecide {
-			var retry []*op
-			for _, ws := range p.waiters {
-				retry = append(retry, ws...)
-			}
-			return retry
+		var ce *events.ConflictError
+		errors.As(err, &ce)
+		moved := events.Stream("")
+		if ce != nil {
+			moved = ce.Stream
 		}
-		err = errors.Wrap(err, "node stream keeps changing under this allocator; request again")
+		kind, _ := moved.Kind()
+		retry := func() []*op {
+			var out []*op
+			for _, ws := range p.waiters {
+				out = append(out, ws...)
+			}
+			return out
+		}
+		switch {
+		case kind == "block" && p.collisions < maxTakeRetries:
+			return retry(), depth, p.collisions + 1
+		case (kind == "cluster" || kind == "pool") && p.collisions < maxTakeRetries:
+			return retry(), depth, p.collisions + 1
+		case kind != "block" && kind != "cluster" && depth < maxRedecide:
+			return retry(), depth + 1, p.collisions
+		}
+		err = errors.Wrap(err, "the log keeps changing under this allocator; request again")
 	}
 	for i, ws := range p.waiters {
 		for _, o := range ws {
@@ -691,6 +758,47 @@ func (n *Node) commit(ctx context.Context, p *pending, depth int) []*op {
 			o.done <- opResult{asg: &a}
 		}
 	}
+	return nil, depth, p.collisions
+}
+
+// appendTakes appends a batch that takes blocks of split pools: its node-stream events
+// and each block's BlockAssigned in one transaction, fenced on the node's lease and
+// guarded on the cluster stream (a pool deleted or changed meanwhile aborts it). On a
+// conflict it catches up the stream that moved (a collision: the block stream, whose
+// owner the node now knows). Caller holds n.mu.
+func (n *Node) appendTakes(ctx context.Context, p *pending) error {
+	stream := n.stream()
+	parts := n.takeParts(p, n.cfg.Clock.Now())
+	guards := []events.Guard{{Stream: events.ClusterStream, Version: n.st.Head(events.ClusterStream)}}
+	for _, t := range p.takeList {
+		// The pool stream may still record owners from before the split (its owners only
+		// go away since): the node must have seen them all, or it could take one of them.
+		ps := events.PoolStream(t.ref.Pool)
+		if !slices.ContainsFunc(guards, func(g events.Guard) bool { return g.Stream == ps }) {
+			guards = append(guards, events.Guard{Stream: ps, Version: n.st.Head(ps)})
+		}
+	}
+	_, err := n.appendLog(ctx, events.AppendRequest{
+		Stream: stream, Expected: n.st.Head(stream), Events: p.evs, Parts: parts, Conditions: n.conditions(), Guards: guards,
+	})
+	if err != nil {
+		if errors.Is(err, events.ErrConflict) {
+			if _, cerr := n.absorb(ctx, stream, err); cerr != nil {
+				return errors.CombineErrors(err, cerr)
+			}
+		}
+		return errors.Wrapf(err, "append to %s", stream)
+	}
+	if err := n.applyAppended(p.evs, parts); err != nil {
+		return err
+	}
+	for _, t := range p.takeList {
+		var prefixes []netip.Prefix
+		if pool := n.st.Cluster.Pools[t.ref.Pool]; pool != nil {
+			prefixes, _ = pool.Block(t.ref.Index)
+		}
+		n.log.Info("block acquired", "pool", t.ref.Pool, "block", t.ref.Index, "prefixes", prefixes)
+	}
 	return nil
 }
 
@@ -699,6 +807,12 @@ func (n *Node) commit(ctx context.Context, p *pending, depth int) []*op {
 // blocks of the pool in index order, wrapping around.
 func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr, bool) {
 	owned := n.owned(pool.Name)
+	for _, t := range p.takeList {
+		if t.ref.Pool == pool.Name {
+			owned = append(slices.Clone(owned), t.ref.Index)
+			slices.Sort(owned)
+		}
+	}
 	if len(owned) == 0 {
 		return 0, nil, false
 	}
@@ -757,32 +871,45 @@ func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr
 	return 0, nil, false
 }
 
-// owned returns the node's blocks of a pool in index order, cached until the pool
+// owned returns the node's blocks of a pool in index order: those its pool stream
+// records, and (in a split pool) those its node stream records; cached until either
 // stream moves. Caller holds n.mu.
 func (n *Node) owned(pool string) []uint32 {
+	var head events.Version
 	blocks := n.st.Pools[pool]
-	if blocks == nil {
-		return nil
+	if blocks != nil {
+		head = blocks.Head()
 	}
-	head := blocks.Head()
-	if c, ok := n.ownedCache[pool]; ok && c.head == head {
+	nodeHead := n.me().Head()
+	if c, ok := n.ownedCache[pool]; ok && c.head == head && c.nodeHead == nodeHead {
 		return c.blocks
 	}
-	list := blocks.OwnedBy(n.cfg.Node)
+	var list []uint32
+	if blocks != nil {
+		list = blocks.OwnedBy(n.cfg.Node)
+	}
+	if split := n.splitOwned(pool); len(split) > 0 {
+		list = append(list, split...)
+		sort.Slice(list, func(i, j int) bool { return list[i] < list[j] })
+	}
 	if n.ownedCache == nil {
 		n.ownedCache = map[string]ownedEntry{}
 	}
-	n.ownedCache[pool] = ownedEntry{head: head, blocks: list}
+	n.ownedCache[pool] = ownedEntry{head: head, nodeHead: nodeHead, blocks: list}
 	return list
 }
 
 type ownedEntry struct {
-	head   events.Version
-	blocks []uint32
+	head, nodeHead events.Version
+	blocks         []uint32
 }
 
-// acquireBlock takes the lowest free block of the pool, retrying with jitter when
-// another node wins the race for it.
+// errPoolSplitMeanwhile: the pool got block streams while acquireBlock tried to take a
+// block in its pool stream; the take goes to a block stream instead.
+var errPoolSplitMeanwhile = errors.New("allocator: pool split meanwhile")
+
+// acquireBlock takes the lowest free block of a pool without block streams, retrying
+// with jitter when another node wins the race for it.
 func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32, error) {
 	stream := events.PoolStream(pool.Name)
 	mine := map[uint32]bool{}
@@ -808,7 +935,7 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 		}
 		idx, ok := freeBlock(blocks, pool.NumBlocks(), bo.n)
 		if !ok {
-			return 0, exhausted(pool, blocks)
+			return 0, exhausted(pool, blocks.Owners)
 		}
 		ev := &events.Event{Time: n.cfg.Clock.Now(), Actor: n.cfg.Node, Payload: &events.BlockAssigned{Index: idx, Node: n.cfg.Node}}
 		_, err := n.appendLog(ctx, events.AppendRequest{
@@ -834,11 +961,14 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 			return 0, err
 		}
 		if moved == events.ClusterStream {
-			if p := n.st.Cluster.Pools[pool.Name]; p != nil {
-				pool = p
-			} else {
+			p := n.st.Cluster.Pools[pool.Name]
+			switch {
+			case p == nil:
 				return 0, errors.Wrapf(ErrPoolNotFound, "pool %q was deleted", pool.Name)
+			case p.Split:
+				return 0, errPoolSplitMeanwhile
 			}
+			pool = p
 		}
 		if err := bo.wait(ctx); err != nil {
 			return 0, errors.Wrapf(err, "acquire a block of pool %q", pool.Name)
@@ -863,9 +993,9 @@ func freeBlock(b *projection.Blocks, total uint64, attempt int) (uint32, bool) {
 	return cands[rand.IntN(len(cands))], true
 }
 
-func exhausted(pool *projection.Pool, b *projection.Blocks) error {
+func exhausted(pool *projection.Pool, owners map[uint32]projection.Owner) error {
 	per := map[string]int{}
-	for _, o := range b.Owners {
+	for _, o := range owners {
 		per[o.Node]++
 	}
 	var parts []string
@@ -927,5 +1057,33 @@ func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 		total += len(evs)
 		n.log.Info("empty blocks released", "pool", name, "count", len(evs))
 	}
-	return total, nil
+	// Blocks of split pools: their own streams and the node's, in one append per chunk.
+	var refs []projection.BlockRef
+	for ref, since := range me.Blocks {
+		if u := me.Use[ref]; u != nil {
+			if u.InUse > 0 {
+				continue
+			}
+			if u.EmptySince.After(since) {
+				since = u.EmptySince
+			}
+		}
+		if now.Sub(since) >= grace {
+			refs = append(refs, ref)
+		}
+	}
+	if len(refs) == 0 {
+		return total, nil
+	}
+	sort.Slice(refs, func(i, j int) bool {
+		if refs[i].Pool != refs[j].Pool {
+			return refs[i].Pool < refs[j].Pool
+		}
+		return refs[i].Index < refs[j].Index
+	})
+	k, err := n.releaseSplitBlocks(ctx, refs, "empty for "+grace.String())
+	if k > 0 {
+		n.log.Info("empty blocks released", "count", k)
+	}
+	return total + k, err
 }

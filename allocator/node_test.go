@@ -39,13 +39,17 @@ type env struct {
 	clock *fakeClock
 	admin *allocator.Admin
 	stops []func()
+	// poolOpts are the options pool creates pools with (newEnv: split pools, block
+	// streams; LegacyLayout for the pool-stream layout, coilctl's default for now).
+	poolOpts []allocator.PoolOption
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	log := events.NewMemLog()
 	clock := newClock()
-	e := &env{t: t, log: log, clock: clock, admin: &allocator.Admin{Log: log, Clock: clock, Actor: "test"}}
+	e := &env{t: t, log: log, clock: clock, admin: &allocator.Admin{Log: log, Clock: clock, Actor: "test"},
+		poolOpts: []allocator.PoolOption{allocator.BlockStreams()}}
 	t.Cleanup(e.close)
 	return e
 }
@@ -60,7 +64,7 @@ func (e *env) close() {
 
 func (e *env) pool(name string, bits uint8, subnets ...string) {
 	e.t.Helper()
-	if err := e.admin.CreatePool(context.Background(), pool(e.t, name, bits, subnets...)); err != nil {
+	if err := e.admin.CreatePool(context.Background(), pool(e.t, name, bits, subnets...), e.poolOpts...); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -245,8 +249,17 @@ func TestFencing(t *testing.T) {
 	}
 }
 
+// TestReclaim, in both layouts: blocks in block streams (and the node stream's record of
+// them) and blocks in the pool stream.
 func TestReclaim(t *testing.T) {
+	t.Run("split", func(t *testing.T) { testReclaim(t, allocator.BlockStreams()) })
+	t.Run("legacy", func(t *testing.T) { testReclaim(t, allocator.LegacyLayout()) })
+}
+
+func testReclaim(t *testing.T, opts ...allocator.PoolOption) {
+	t.Helper()
 	e := newEnv(t)
+	e.poolOpts = opts
 	ctx := context.Background()
 	e.pool("default", 2, "10.0.0.0/28")
 	n := e.node("n1", nil)
@@ -273,4 +286,14 @@ func TestReclaim(t *testing.T) {
 	if _, err := n.Allocate(ctx, allocator.Request{ContainerID: "c3", IfName: "eth0", Pool: "default"}); err == nil {
 		t.Fatal("stale allocator handed out an address after reclaim")
 	}
+	// The reclaimed block is free for anyone, and nothing was ever held twice.
+	st := replayAll(t, e.log)
+	if owners := st.PoolOwners("default"); len(owners) != 0 {
+		t.Fatalf("blocks owned after the reclaim: %v", owners)
+	}
+	if me := st.Nodes["n1"]; len(me.Blocks) != 0 {
+		t.Fatalf("the node stream still records blocks: %v", me.Blocks)
+	}
+	alloc(t, n2, "c4", "default")
+	checkInvariants(t, e.log, nil)
 }

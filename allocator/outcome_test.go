@@ -2,6 +2,7 @@ package allocator_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -30,7 +31,13 @@ func (l *lostReplyLog) Append(ctx context.Context, req events.AppendRequest) (ev
 		return events.Version{}, errors.Mark(errors.Newf("append to %s: store down (test)", req.Stream), events.ErrUnavailable)
 	}
 	v, err := l.Log.Append(ctx, req)
-	if k, _ := req.Stream.Kind(); err == nil && k == l.kind && l.armed.Add(-1) >= 0 {
+	k, _ := req.Stream.Kind()
+	for _, p := range req.Parts {
+		if pk, _ := p.Stream.Kind(); pk == l.kind {
+			k = pk // a block take: its block stream is a part of the node stream's append
+		}
+	}
+	if err == nil && k == l.kind && l.armed.Add(-1) >= 0 {
 		l.down.Store(l.downAfter)
 		return events.Version{}, errors.Mark(errors.Newf("append to %s: reply lost (test)", req.Stream), events.ErrUnavailable)
 	}
@@ -118,18 +125,70 @@ func TestAllocateLostReplyThenStoreDown(t *testing.T) {
 }
 
 // A block acquisition whose reply is lost: the block is the node's in the log; the
-// allocator's next try finds it and uses it instead of taking a second block.
+// allocator's next try finds it and uses it instead of taking a second block. In a legacy pool the block is taken in its
+// own append to the pool stream; in a split pool, with the address, in a node-stream
+// append with the block stream as a part.
 func TestBlockAcquireAfterLostReply(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kind string
+		opts []allocator.PoolOption
+	}{{"legacy", "pool", []allocator.PoolOption{allocator.LegacyLayout()}}, {"split", "block", []allocator.PoolOption{allocator.BlockStreams()}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.poolOpts = tc.opts
+			e.pool("p", 4, "10.0.0.0/24")
+			lost := &lostReplyLog{Log: e.log, kind: tc.kind}
+			n := e.node("n1", lost)
+			lost.armed.Store(1)
+			a := alloc(t, n, "c1", "p")
+			st := replayAll(t, e.log)
+			owned := ownedBy(st, "p", "n1")
+			if len(owned) != 1 || owned[0] != a.Block {
+				t.Fatalf("after a lost block reply the node owns blocks %v (c1 in block %d), want just that one", owned, a.Block)
+			}
+			if countAssigned(t, e.log, "n1", "c1") != 1 {
+				t.Fatalf("c1 assigned %d times", countAssigned(t, e.log, "n1", "c1"))
+			}
+			checkInvariants(t, e.log, nil)
+		})
+	}
+}
+
+// cancelOnBlockRead cancels a context when a block stream is read and answers the read
+// with nothing, as a read cut short by the end of its context may.
+type cancelOnBlockRead struct {
+	events.Log
+	cancel context.CancelFunc
+}
+
+func (l *cancelOnBlockRead) Read(ctx context.Context, s events.Stream, from uint64, rev int64, fn func(*events.Event) error) (int64, error) {
+	if k, _ := s.Kind(); k == "block" {
+		l.cancel()
+		return rev, nil
+	}
+	return l.Log.Read(ctx, s, from, rev, fn)
+}
+
+// TestLoadCanceledWhileReadingBlocks: a Load whose context ends while it reads the
+// node's block streams fails with the context's error; it once went on with the streams
+// it had (none), and panicked on a block it owns but had not read (churn at 1,000 nodes).
+func TestLoadCanceledWhileReadingBlocks(t *testing.T) {
 	e := newEnv(t)
 	e.pool("p", 4, "10.0.0.0/24")
-	lost := &lostReplyLog{Log: e.log, kind: "pool"}
-	n := e.node("n1", lost)
-	lost.armed.Store(1)
-	a := alloc(t, n, "c1", "p")
-	st := replayAll(t, e.log)
-	owned := st.Pools["p"].OwnedBy("n1")
-	if len(owned) != 1 || owned[0] != a.Block {
-		t.Fatalf("after a lost block reply the node owns blocks %v (c1 in block %d), want just that one", owned, a.Block)
+	n := e.node("n1", nil)
+	for i := range 3 {
+		e.pool(fmt.Sprintf("q%d", i), 2, fmt.Sprintf("10.%d.0.0/24", i+1))
+		alloc(t, n, fmt.Sprintf("c%d", i), fmt.Sprintf("q%d", i))
 	}
-	checkInvariants(t, e.log, nil)
+	alloc(t, n, "c", "p")
+	for range 20 { // the dropped results were a race between the workers and the reader
+		ctx, cancel := context.WithCancel(context.Background())
+		m := allocator.NewNode(allocator.NodeConfig{Node: "n1", Log: &cancelOnBlockRead{Log: e.log, cancel: cancel}, Clock: e.clock})
+		_, _, err := m.Load(ctx)
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Load canceled while reading block streams = %v, want context.Canceled", err)
+		}
+	}
 }

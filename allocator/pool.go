@@ -25,6 +25,7 @@ var (
 	ErrNotRunning   = errors.New("allocator: node allocator is not running")
 	ErrNodeAlive    = errors.New("allocator: node is still alive")
 	ErrNotHeld      = errors.New("allocator: address not held")
+	ErrPoolSplit    = errors.New("allocator: pool already has block streams")
 )
 
 // DefaultBlockSizeBits is the default block size: 2^5 = 32 addresses (a /27 in IPv4).
@@ -193,6 +194,13 @@ type Admin struct {
 	level levelSeen // the highest cluster feature level read (RequireLevel)
 }
 
+// change is what a cluster change appends: its events' payloads and what it is guarded on.
+type change struct {
+	payloads    []events.Payload
+	guards      []events.Guard
+	rangeGuards []events.RangeGuard
+}
+
 func (a *Admin) event(p events.Payload) *events.Event {
 	return &events.Event{Time: a.Clock.Now(), Actor: a.Actor, Payload: p}
 }
@@ -208,20 +216,78 @@ func (a *Admin) Cluster(ctx context.Context) (*projection.Cluster, error) {
 	return c, nil
 }
 
-// CreatePool validates the pool against all others and appends PoolCreated. It retries
-// when another definition raced it, re-validating each time.
-func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated) error {
-	return a.clusterChange(ctx, func(c *projection.Cluster) (events.Payload, []events.Guard, error) {
-		return p, nil, ValidatePool(p, c.Pools)
+// PoolOption changes how CreatePool makes a pool.
+type PoolOption func(*poolOptions)
+
+type poolOptions struct{ split bool }
+
+// BlockStreams makes the pool record each block's owners in a stream of its own,
+// "block/NAME/INDEX" (PoolSplit in the same append as PoolCreated): nodes taking blocks
+// then race only for the block they pick, not for one pool-wide head. Every coild must
+// run a version that knows block streams: an older one stops at the unknown event. Until
+// a cluster-version gate guards that, pools keep the pool-stream layout unless this is
+// given (docs/design.md, "Block streams").
+func BlockStreams() PoolOption { return func(o *poolOptions) { o.split = true } }
+
+// LegacyLayout makes the pool keep every block's ownership in its one pool stream,
+// "pool/NAME", as pools made before block streams do (see SplitPool). It is the default
+// (see BlockStreams). Nodes then race for that one stream's head, which does not scale
+// past a few hundred nodes.
+func LegacyLayout() PoolOption { return func(o *poolOptions) { o.split = false } }
+
+// CreatePool validates the pool against all others and appends PoolCreated, followed in
+// the same append by PoolSplit (the pool's blocks get a stream each) if BlockStreams is
+// given. It retries when another definition raced it, re-validating each time.
+func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...PoolOption) error {
+	var o poolOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.split {
+		if err := a.RequireLevel(ctx, events.Level1, "a pool with block streams"); err != nil {
+			return err
+		}
+	}
+	return a.clusterChange(ctx, func(c *projection.Cluster) (change, error) {
+		if err := ValidatePool(p, c.Pools); err != nil {
+			return change{}, err
+		}
+		if !o.split {
+			return change{payloads: []events.Payload{p}}, nil
+		}
+		return change{payloads: []events.Payload{p, &events.PoolSplit{Name: p.Name}}}, nil
+	})
+}
+
+// SplitPool moves a pool to block streams (PoolSplit): from then on its blocks are
+// taken in streams of their own, block/NAME/INDEX. Blocks owned in pool/NAME stay
+// recorded there until their owner releases them (or they are reclaimed). Every coild
+// must run a version that knows block streams first: an older one stops at the unknown
+// event (docs/design.md, "Block streams"), so the split needs cluster feature level 1
+// (RequireLevel raises it when every live coild reads it, else ErrLevel). Splitting a
+// split pool is ErrPoolSplit.
+func (a *Admin) SplitPool(ctx context.Context, pool string) error {
+	if err := a.RequireLevel(ctx, events.Level1, "block streams (pool split)"); err != nil {
+		return err
+	}
+	return a.clusterChange(ctx, func(c *projection.Cluster) (change, error) {
+		p, ok := c.Pools[pool]
+		if !ok {
+			return change{}, errors.Wrapf(ErrPoolNotFound, "%q", pool)
+		}
+		if p.Split {
+			return change{}, errors.Wrapf(ErrPoolSplit, "pool %q", pool)
+		}
+		return change{payloads: []events.Payload{&events.PoolSplit{Name: pool}}}, nil
 	})
 }
 
 // AddSubnet appends a subnet to a pool; its blocks get the next indexes.
 func (a *Admin) AddSubnet(ctx context.Context, pool string, s events.Subnet) error {
-	return a.clusterChange(ctx, func(c *projection.Cluster) (events.Payload, []events.Guard, error) {
+	return a.clusterChange(ctx, func(c *projection.Cluster) (change, error) {
 		p, ok := c.Pools[pool]
 		if !ok {
-			return nil, nil, errors.Wrapf(ErrPoolNotFound, "%q", pool)
+			return change{}, errors.Wrapf(ErrPoolNotFound, "%q", pool)
 		}
 		others := make(map[string]*projection.Pool, len(c.Pools))
 		for k, v := range c.Pools {
@@ -230,16 +296,17 @@ func (a *Admin) AddSubnet(ctx context.Context, pool string, s events.Subnet) err
 			}
 		}
 		if err := checkSubnet(pool, p.Subnets[0], p.BlockSizeBits, s, p.Subnets, others); err != nil {
-			return nil, nil, err
+			return change{}, err
 		}
-		return &events.PoolSubnetAdded{Name: pool, Subnet: s}, nil, nil
+		return change{payloads: []events.Payload{&events.PoolSubnetAdded{Name: pool, Subnet: s}}}, nil
 	})
 }
 
 // DeletePool appends PoolDeleted, refused while any block of the pool is owned. The
-// append is guarded on the pool's block stream, so a block assigned meanwhile aborts it.
+// append is guarded on the pool's block stream and, for a split pool, on every one of
+// its block streams as read (a range guard), so a block assigned meanwhile aborts it.
 func (a *Admin) DeletePool(ctx context.Context, pool string) error {
-	return a.clusterChange(ctx, func(c *projection.Cluster) (events.Payload, []events.Guard, error) {
+	return a.clusterChange(ctx, func(c *projection.Cluster) (change, error) {
 		return a.decideDelete(ctx, c, pool)
 	})
 }
@@ -253,61 +320,89 @@ func (a *Admin) CheckDeletePool(ctx context.Context, pool string) (*projection.P
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err = a.decideDelete(ctx, c, pool); err != nil {
+	if _, err = a.decideDelete(ctx, c, pool); err != nil {
 		return nil, err
 	}
 	return c.Pools[pool], nil
 }
 
-func (a *Admin) decideDelete(ctx context.Context, c *projection.Cluster, pool string) (events.Payload, []events.Guard, error) {
+// decideDelete reads the pool's pool stream and block streams at one revision and builds
+// the deletion, guarded on the pool stream's head and on every block stream (range guard).
+func (a *Admin) decideDelete(ctx context.Context, c *projection.Cluster, pool string) (change, error) {
 	if _, ok := c.Pools[pool]; !ok {
-		return nil, nil, errors.Wrapf(ErrPoolNotFound, "%q", pool)
+		return change{}, errors.Wrapf(ErrPoolNotFound, "%q", pool)
 	}
-	b := projection.NewBlocks()
-	stream := events.PoolStream(pool)
-	if _, err := events.ReadFrom(ctx, a.Log, stream, 0, b.Apply); err != nil {
-		return nil, nil, errors.Wrapf(err, "read %s", stream)
+	st, rev, err := ReadPool(ctx, a.Log, pool)
+	if err != nil {
+		return change{}, err
 	}
-	if n := len(b.Owners); n > 0 {
+	if owners := st.PoolOwners(pool); len(owners) > 0 {
 		nodes := map[string]int{}
-		for _, o := range b.Owners {
+		for _, o := range owners {
 			nodes[o.Node]++
 		}
 		var parts []string
 		for _, nd := range sortedKeys(nodes) {
 			parts = append(parts, fmt.Sprintf("%s: %d", nd, nodes[nd]))
 		}
-		return nil, nil, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first",
-			pool, n, strings.Join(parts, ", "))
+		return change{}, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first",
+			pool, len(owners), strings.Join(parts, ", "))
 	}
-	return &events.PoolDeleted{Name: pool}, []events.Guard{{Stream: stream, Version: b.Head()}}, nil
+	stream := events.PoolStream(pool)
+	return change{
+		payloads:    []events.Payload{&events.PoolDeleted{Name: pool}},
+		guards:      []events.Guard{{Stream: stream, Version: st.Head(stream)}},
+		rangeGuards: []events.RangeGuard{{Prefix: BlockStreamsPrefix(pool), Rev: rev}},
+	}, nil
 }
 
-// clusterChange reads the cluster stream, lets decide build an event, and appends it;
+// BlockStreamsPrefix is the stream-name prefix of a pool's block streams.
+func BlockStreamsPrefix(pool string) string { return "block/" + pool + "/" }
+
+// ReadPool reads a pool's block ownership, its pool stream and every block stream, at
+// one revision, which it returns.
+func ReadPool(ctx context.Context, log events.Log, pool string) (*projection.State, int64, error) {
+	st := projection.NewState()
+	rev, err := log.ReadPrefix(ctx, BlockStreamsPrefix(pool), 0, st.Apply)
+	if err != nil {
+		return nil, 0, errors.Wrapf(err, "read the block streams of pool %q", pool)
+	}
+	if err := readStreams(ctx, log, []events.Stream{events.PoolStream(pool)}, rev, st); err != nil {
+		return nil, 0, err
+	}
+	return st, rev, nil
+}
+
+// clusterChange reads the cluster stream, lets decide build events, and appends them;
 // on a conflict it reads again and decides again.
-func (a *Admin) clusterChange(ctx context.Context, decide func(*projection.Cluster) (events.Payload, []events.Guard, error)) error {
+func (a *Admin) clusterChange(ctx context.Context, decide func(*projection.Cluster) (change, error)) error {
 	var b backoff
 	for {
 		c, err := a.Cluster(ctx)
 		if err != nil {
 			return err
 		}
-		p, guards, err := decide(c)
+		ch, err := decide(c)
 		if err != nil {
 			return err
 		}
-		// A safety net under RequireLevel: no event type is written below its level.
-		if need := events.MinLevel(p.EventType()); need > c.Level {
-			return errors.Wrapf(ErrLevel, "%s needs cluster feature level %d; the cluster is at %d", p.EventType(), need, c.Level)
+		evs := make([]*events.Event, len(ch.payloads))
+		for i, p := range ch.payloads {
+			// A safety net under RequireLevel: no event type is written below its level.
+			if need := events.MinLevel(p.EventType()); need > c.Level {
+				return errors.Wrapf(ErrLevel, "%s needs cluster feature level %d; the cluster is at %d", p.EventType(), need, c.Level)
+			}
+			evs[i] = a.event(p)
 		}
 		_, err = a.Log.Append(ctx, events.AppendRequest{
-			Stream:   events.ClusterStream,
-			Expected: c.Head(),
-			Events:   []*events.Event{a.event(p)},
-			Guards:   guards,
+			Stream:      events.ClusterStream,
+			Expected:    c.Head(),
+			Events:      evs,
+			Guards:      ch.guards,
+			RangeGuards: ch.rangeGuards,
 		})
 		if !errors.Is(err, events.ErrConflict) {
-			return errors.Wrapf(err, "append %s", p.EventType())
+			return errors.Wrapf(err, "append %s", ch.payloads[0].EventType())
 		}
 		if err := b.wait(ctx); err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -110,11 +111,25 @@ func appendSnapshot(t testing.TB, log events.Log, stream events.Stream) (uint64,
 	return v.Seq, true
 }
 
+// TestPropertyInterleavings: random interleavings of allocations, releases, block
+// releases, reloads and snapshots by three nodes keep the invariants, with pools in
+// block streams, in pool streams (the legacy layout), and in pool streams split into
+// block streams while the nodes work (the migration).
 func TestPropertyInterleavings(t *testing.T) {
+	for _, layout := range []string{"split", "legacy", "migrate"} {
+		t.Run(layout, func(t *testing.T) { propertyInterleavings(t, layout) })
+	}
+}
+
+func propertyInterleavings(t *testing.T, layout string) {
+	t.Helper()
 	rapid.Check(t, func(rt *rapid.T) {
 		e := newEnv(t)
 		defer e.close()
 		ctx := context.Background()
+		if layout != "split" {
+			e.poolOpts = []allocator.PoolOption{allocator.LegacyLayout()}
+		}
 		e.pool("a", 2, "10.0.0.0/28")              // 4 blocks of 4
 		e.pool("b", 1, "10.1.0.0/29,fd00:b::/125") // dual stack, 4 blocks of 2
 		nodes := map[string]*allocator.Node{}
@@ -126,10 +141,14 @@ func TestPropertyInterleavings(t *testing.T) {
 		snaps := map[events.Stream]uint64{}
 		next := 0
 		steps := rapid.IntRange(10, 80).Draw(rt, "steps")
+		maxOp := 9
+		if layout == "migrate" {
+			maxOp = 10
+		}
 		for range steps {
 			nm := rapid.SampledFrom(names).Draw(rt, "node")
 			n := nodes[nm]
-			switch rapid.IntRange(0, 9).Draw(rt, "op") {
+			switch rapid.IntRange(0, maxOp).Draw(rt, "op") {
 			case 0, 1, 2, 3:
 				next++
 				id := fmt.Sprintf("c%d", next)
@@ -163,12 +182,38 @@ func TestPropertyInterleavings(t *testing.T) {
 					rt.Fatal(err)
 				}
 			case 9:
-				s := rapid.SampledFrom([]events.Stream{events.ClusterStream, events.PoolStream("a"), events.PoolStream("b"), events.NodeStream(nm)}).Draw(rt, "snap")
+				candidates := []events.Stream{events.ClusterStream, events.PoolStream("a"), events.PoolStream("b"), events.NodeStream(nm)}
+				blocks, _, err := e.log.Streams(ctx, "block/", 0)
+				if err != nil {
+					rt.Fatal(err)
+				}
+				for s := range blocks {
+					candidates = append(candidates, s)
+				}
+				slices.Sort(candidates)
+				s := rapid.SampledFrom(candidates).Draw(rt, "snap")
 				if seq, ok := appendSnapshot(t, e.log, s); ok {
 					snaps[s] = seq
+				}
+			case 10:
+				p := rapid.SampledFrom([]string{"a", "b"}).Draw(rt, "split")
+				if err := e.admin.SplitPool(ctx, p); err != nil && !errors.Is(err, allocator.ErrPoolSplit) {
+					rt.Fatalf("split %s: %v", p, err)
 				}
 			}
 		}
 		checkInvariants(t, e.log, snaps)
 	})
+}
+
+// ownedBy lists the blocks of pool that node owns, in the pool stream and block streams.
+func ownedBy(st *projection.State, pool, node string) []uint32 {
+	var out []uint32
+	for i, o := range st.PoolOwners(pool) {
+		if o.Node == node {
+			out = append(out, i)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -2,6 +2,7 @@ package allocator
 
 import (
 	"context"
+	"sort"
 
 	"github.com/cockroachdb/errors"
 
@@ -78,7 +79,12 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 			return nil, errors.Wrapf(fenced(err), "retire node %q", node)
 		}
 	}
-	// 2. Reclaim its blocks in every pool.
+	// 2. Reclaim its blocks of split pools: its node stream records them; each goes in
+	// one append with its block stream.
+	if _, err := a.reclaimSplit(ctx, node, reason, cond, res); err != nil {
+		return nil, errors.Wrapf(fenced(err), "reclaim blocks of %q", node)
+	}
+	// 3. Reclaim its blocks in every pool stream.
 	heads, _, err := a.Log.Streams(ctx, "pool/", 0)
 	if err != nil {
 		return nil, errors.Wrap(err, "list pools")
@@ -118,4 +124,62 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 		}
 	}
 	return res, nil
+}
+
+// reclaimSplit reclaims the node's blocks of split pools, as its node stream records
+// them: NodeBlockRemoved in its stream and BlockReclaimed in each block's, one append per
+// chunk, fenced like the rest of the reclaim. It returns how many it reclaimed.
+func (a *Admin) reclaimSplit(ctx context.Context, node, reason string, cond []events.Condition, res *ReclaimResult) (int, error) {
+	stream := events.NodeStream(node)
+	total := 0
+	var bo backoff
+	for {
+		st := projection.NewState()
+		if _, err := events.ReadFrom(ctx, a.Log, stream, 0, st.Apply); err != nil {
+			return total, errors.Wrapf(err, "read %s", stream)
+		}
+		me := st.Nodes[node]
+		if me == nil || len(me.Blocks) == 0 {
+			return total, nil
+		}
+		refs := make([]projection.BlockRef, 0, len(me.Blocks))
+		for ref := range me.Blocks {
+			refs = append(refs, ref)
+		}
+		sort.Slice(refs, func(i, j int) bool {
+			if refs[i].Pool != refs[j].Pool {
+				return refs[i].Pool < refs[j].Pool
+			}
+			return refs[i].Index < refs[j].Index
+		})
+		refs = refs[:min(len(refs), maxBlocksPerAppend)]
+		streams := make([]events.Stream, len(refs))
+		for i, ref := range refs {
+			streams[i] = events.BlockStream(ref.Pool, ref.Index)
+		}
+		if err := readStreams(ctx, a.Log, streams, 0, st); err != nil {
+			return total, err
+		}
+		var evs []*events.Event
+		var parts []events.Part
+		for i, ref := range refs {
+			evs = append(evs, a.event(&events.NodeBlockRemoved{Pool: ref.Pool, Index: ref.Index, Reason: "node reclaimed: " + reason}))
+			parts = append(parts, events.Part{Stream: streams[i], Expected: st.Head(streams[i]),
+				Events: []*events.Event{a.event(&events.BlockReclaimed{Index: ref.Index, Node: node, Reason: reason})}})
+		}
+		_, err := a.Log.Append(ctx, events.AppendRequest{Stream: stream, Expected: st.Head(stream), Events: evs, Parts: parts, Conditions: cond})
+		switch {
+		case err == nil:
+			for _, ref := range refs {
+				res.Reclaimed[ref.Pool]++
+			}
+			total += len(refs)
+		case errors.Is(err, events.ErrConflict):
+			if werr := bo.wait(ctx); werr != nil {
+				return total, werr
+			}
+		default:
+			return total, err
+		}
+	}
 }

@@ -22,11 +22,22 @@ func (n *Node) Blocks() []BlockInfo {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var out []BlockInfo
-	for _, name := range sortedKeys(n.st.Pools) {
+	names := map[string]bool{}
+	for name := range n.st.Pools {
+		names[name] = true
+	}
+	for ref := range n.me().Blocks {
+		names[ref.Pool] = true
+	}
+	for _, name := range sortedKeys(names) {
 		pool := n.st.Cluster.Pools[name]
-		b := n.st.Pools[name]
-		for _, idx := range b.OwnedBy(n.cfg.Node) {
-			bi := BlockInfo{Pool: name, Index: idx, Since: b.Owners[idx].Since}
+		for _, idx := range n.owned(name) {
+			bi := BlockInfo{Pool: name, Index: idx}
+			if since, ok := n.me().Blocks[projection.BlockRef{Pool: name, Index: idx}]; ok {
+				bi.Since = since
+			} else {
+				bi.Since = n.st.Pools[name].Owners[idx].Since
+			}
 			if pool != nil {
 				bi.Prefixes, _ = pool.Block(idx)
 			}
@@ -127,18 +138,23 @@ type PoolUsage struct {
 	Used, Total uint64
 }
 
-// PoolUsage returns the block usage of every pool, as this node's projection sees it
-// (it follows every pool stream).
+// PoolUsage returns the block usage of every pool, as this node's projection sees it:
+// exact for a pool whose blocks are in its pool stream (the node follows every pool
+// stream); for a split pool, the blocks of its own and those of others it has seen
+// (when it took blocks, or read the pool's block streams because they were running
+// out): a lower bound.
 func (n *Node) PoolUsage() map[string]PoolUsage {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	out := map[string]PoolUsage{}
 	for name, pool := range n.st.Cluster.Pools {
-		u := PoolUsage{Total: pool.NumBlocks()}
-		if b := n.st.Pools[name]; b != nil {
-			u.Used = uint64(len(b.Owners))
+		owners := n.st.PoolOwners(name)
+		for ref := range n.me().Blocks {
+			if ref.Pool == name {
+				owners[ref.Index] = projection.Owner{Node: n.cfg.Node}
+			}
 		}
-		out[name] = u
+		out[name] = PoolUsage{Total: pool.NumBlocks(), Used: uint64(len(owners))}
 	}
 	return out
 }

@@ -101,7 +101,7 @@ func newMetrics() *metrics {
 	for _, r := range []string{"pod_deleted", "pod_replaced"} {
 		m.gcReleases.WithLabelValues(r)
 	}
-	for _, kind := range []string{"cluster", "pool", "node"} {
+	for _, kind := range []string{"cluster", "pool", "node", "block"} {
 		m.appendConflicts.WithLabelValues(kind)
 		m.appendRetries.WithLabelValues(kind)
 		for _, res := range []string{"ok", "conflict", "error"} {
@@ -145,6 +145,12 @@ type metricLog struct {
 func (l *metricLog) Append(ctx context.Context, req events.AppendRequest) (events.Version, error) {
 	v, err := l.Log.Append(ctx, req)
 	kind, _ := req.Stream.Kind()
+	var ce *events.ConflictError
+	if errors.As(err, &ce) {
+		if k, _ := ce.Stream.Kind(); k == "block" {
+			kind = k // a block take that collided with another node's (its node-stream append carried the block stream)
+		}
+	}
 	l.m.conflictMu.Lock()
 	if l.m.conflicted[req.Stream] {
 		l.m.appendRetries.WithLabelValues(kind).Inc()

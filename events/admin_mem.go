@@ -30,7 +30,8 @@ func (l *MemLog) guardHoldsLocked(g BulkGuard) bool {
 }
 
 // LiveNodes implements Store: the lease keys under the liveness prefix (no TTLs: a
-// MemLog's leases do not expire on their own).
+// MemLog's leases do not expire on their own). A MemLog's keys carry no value: their
+// nodes count as this build's (CurrentLevel).
 func (l *MemLog) LiveNodes(ctx context.Context, ttl bool) ([]LiveNode, int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -38,7 +39,7 @@ func (l *MemLog) LiveNodes(ctx context.Context, ttl bool) ([]LiveNode, int64, er
 	var out []LiveNode
 	for k, lease := range l.leases {
 		if name, ok := strings.CutPrefix(k, prefix); ok {
-			out = append(out, LiveNode{Node: name, Key: k, Lease: lease, Created: l.created[k]})
+			out = append(out, LiveNode{Node: name, Key: k, Lease: lease, Created: l.created[k], Level: CurrentLevel})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })

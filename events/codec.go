@@ -161,7 +161,8 @@ var typeCodes = [...]Type{
 	4: TypeBlockAssigned, 5: TypeBlockReleased, 6: TypeBlockReclaimed,
 	7: TypeAddressAssigned, 8: TypeAddressReleased,
 	9: TypeNodeRegistered, 10: TypeNodeRetired, 11: TypeSnapshot,
-	// 12-14: block streams (issue 13). 15-24: cluster level, reservations, pool options,
+	12: TypePoolSplit, 13: TypeNodeBlockAdded, 14: TypeNodeBlockRemoved,
+	// 15-24: cluster level, reservations, pool options,
 	// lifecycle and node selectors (issue 14).
 	15: TypeClusterLevelRaised,
 }

@@ -118,33 +118,36 @@ func transientServerError(err error) bool {
 
 func withRev(rev int64) clientv3.OpOption { return clientv3.WithRev(rev) }
 
-// Append implements Log. It runs one etcd transaction: compare the head's stored value
-// (sequence and hash) with req.Expected (for an empty stream: the head key does not exist)
-// and each condition, then put every event and the new head.
+// Append implements Log. It runs one etcd transaction: compare each written stream's
+// head's stored value (sequence and hash) with its expected version (for an empty stream:
+// the head key does not exist), each condition, guard and range guard; then put every
+// event and the new heads.
 func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error) {
-	sealed, head, err := Seal(&req)
+	parts, err := sealAll(&req)
 	if err != nil {
 		return Version{}, err
 	}
-	if err = checkSeq(req.Stream, head.Seq); err != nil {
-		return Version{}, err
-	}
-	extra := 0
+	ncmp := len(parts) + len(req.Conditions) + len(req.Guards) + len(req.RangeGuards)
 	if req.NoNodeStartedSince != 0 {
-		extra = 1
+		ncmp++
 	}
-	if 2+extra+len(req.Conditions)+len(req.Guards) > maxTxnOps {
-		return Version{}, errors.Wrapf(ErrTooLarge, "%d conditions and guards (at most %d)", len(req.Conditions)+len(req.Guards), maxTxnOps-2-extra)
+	if ncmp > maxTxnOps || ncmp+len(parts) > maxTxnOps {
+		return Version{}, errors.Wrapf(ErrTooLarge, "%d streams, %d conditions and %d guards (at most %d compares)",
+			len(parts), len(req.Conditions), len(req.Guards)+len(req.RangeGuards), maxTxnOps)
 	}
-	hk := l.keys.Head(req.Stream)
-	cmps := make([]clientv3.Cmp, 0, 1+len(req.Conditions))
-	if req.Expected.Seq == 0 {
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(hk), "=", 0))
-	} else {
-		cmps = append(cmps, clientv3.Compare(clientv3.Value(hk), "=", string(EncodeHead(req.Expected))))
+	cmps := make([]clientv3.Cmp, 0, ncmp)
+	failOps := make([]clientv3.Op, 0, ncmp+len(parts))
+	headCmp := func(key string, v Version) clientv3.Cmp {
+		if v.Seq == 0 {
+			return clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		}
+		return clientv3.Compare(clientv3.Value(key), "=", string(EncodeHead(v)))
 	}
-	failOps := make([]clientv3.Op, 0, 1+len(req.Conditions))
-	failOps = append(failOps, clientv3.OpGet(hk))
+	for _, p := range parts {
+		hk := l.keys.Head(p.stream)
+		cmps = append(cmps, headCmp(hk, p.expected))
+		failOps = append(failOps, clientv3.OpGet(hk))
+	}
 	for _, c := range req.Conditions {
 		if c.Key == "" {
 			return Version{}, errors.New("events: append: condition with an empty key")
@@ -164,32 +167,36 @@ func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error
 			return Version{}, errors.Wrap(err, "guard")
 		}
 		gk := l.keys.Head(g.Stream)
-		if g.Version.Seq == 0 {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(gk), "=", 0))
-		} else {
-			cmps = append(cmps, clientv3.Compare(clientv3.Value(gk), "=", string(EncodeHead(g.Version))))
-		}
+		cmps = append(cmps, headCmp(gk, g.Version))
 		failOps = append(failOps, clientv3.OpGet(gk))
+	}
+	for _, g := range req.RangeGuards {
+		// Every head under the prefix last written at or before g.Rev (no key at all is
+		// fine: a compare over an empty range holds).
+		gk := l.keys.HeadPrefix() + g.Prefix
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(gk), "<", g.Rev+1).WithPrefix())
+		failOps = append(failOps, clientv3.OpGet(gk, clientv3.WithPrefix(), clientv3.WithMinModRev(g.Rev+1), clientv3.WithLimit(1)))
 	}
 	if req.NoNodeStartedSince != 0 {
 		cmps = append(cmps, l.guardCmps(BulkGuard{NoNodeStartedAfter: req.NoNodeStartedSince})...)
 		failOps = append(failOps, clientv3.OpGet(l.keys.Alive(""), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 			clientv3.WithMinCreateRev(req.NoNodeStartedSince+1)))
 	}
-	// On a conflict, also read the events the writer missed (up to a batch), so a loser
-	// can catch up without another round trip.
-	failOps = append(failOps, clientv3.OpGet(l.keys.Event(req.Stream, req.Expected.Seq+1),
-		clientv3.WithRange(l.keys.Event(req.Stream, min(req.Expected.Seq+1+MaxBatch, MaxSeq)))))
-	ops := make([]clientv3.Op, 0, len(sealed)+1)
-	for _, s := range sealed {
-		ops = append(ops, clientv3.OpPut(l.keys.Event(req.Stream, s.Seq), string(s.Value)))
+	// On a conflict, also read the events the writer missed (up to a batch) of each
+	// stream, so a loser can catch up without another round trip.
+	for _, p := range parts {
+		failOps = append(failOps, clientv3.OpGet(l.keys.Event(p.stream, p.expected.Seq+1),
+			clientv3.WithRange(l.keys.Event(p.stream, min(p.expected.Seq+1+MaxBatch, MaxSeq)))))
 	}
-	ops = append(ops, clientv3.OpPut(hk, string(EncodeHead(head))))
-	if snap := lastSnapshot(req.Events); snap > 0 {
-		ops = append(ops, clientv3.OpPut(l.keys.Snap(req.Stream), string(EncodeSnapSeq(snap))))
-	}
-	if len(ops) > maxTxnOps {
-		return Version{}, errors.Wrapf(ErrTooLarge, "%d events, the head and a snapshot pointer (at most %d operations)", len(sealed), maxTxnOps)
+	ops := make([]clientv3.Op, 0, maxTxnOps)
+	for _, p := range parts {
+		for _, s := range p.sealed {
+			ops = append(ops, clientv3.OpPut(l.keys.Event(p.stream, s.Seq), string(s.Value)))
+		}
+		ops = append(ops, clientv3.OpPut(l.keys.Head(p.stream), string(EncodeHead(p.head))))
+		if p.snap > 0 {
+			ops = append(ops, clientv3.OpPut(l.keys.Snap(p.stream), string(EncodeSnapSeq(p.snap))))
+		}
 	}
 
 	resp, err := l.cli.Txn(ctx).If(cmps...).Then(ops...).Else(failOps...).Commit()
@@ -197,26 +204,32 @@ func (l *EtcdLog) Append(ctx context.Context, req AppendRequest) (Version, error
 		return Version{}, l.storeErr(ctx, err, "append to %s", req.Stream)
 	}
 	if !resp.Succeeded {
-		return Version{}, l.appendFailure(req, resp)
+		return Version{}, l.appendFailure(req, parts, resp)
 	}
-	for _, e := range req.Events {
-		e.Revision = resp.Header.Revision
+	for _, p := range parts {
+		for _, e := range p.events {
+			e.Revision = resp.Header.Revision
+		}
 	}
-	return head, nil
+	return parts[0].head, nil
 }
 
 // appendFailure tells which compare of a failed append failed, from the failure ops' reads.
-func (l *EtcdLog) appendFailure(req AppendRequest, resp *clientv3.TxnResponse) error {
-	var cur Version
-	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
-		v, err := DecodeHead(kvs[0].Value)
-		if err != nil {
-			return errors.Wrapf(ErrCorrupt, "%s: head: %v", req.Stream, err)
+func (l *EtcdLog) appendFailure(req AppendRequest, parts []sealedPart, resp *clientv3.TxnResponse) error {
+	rs := resp.Responses
+	heads := make([]Version, len(parts))
+	for i, p := range parts {
+		if kvs := rs[i].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			v, err := DecodeHead(kvs[0].Value)
+			if err != nil {
+				return errors.Wrapf(ErrCorrupt, "%s: head: %v", p.stream, err)
+			}
+			heads[i] = v
 		}
-		cur = v
 	}
+	rs = rs[len(parts):]
 	for i, c := range req.Conditions {
-		kvs := resp.Responses[i+1].GetResponseRange().GetKvs()
+		kvs := rs[i].GetResponseRange().GetKvs()
 		switch {
 		case c.Absent && len(kvs) > 0:
 			return errors.Wrapf(ErrFenced, "append to %s: %s still exists (lease %x): its holder is alive", req.Stream, c.Key, kvs[0].Lease)
@@ -226,9 +239,10 @@ func (l *EtcdLog) appendFailure(req AppendRequest, resp *clientv3.TxnResponse) e
 			return errors.Wrapf(ErrFenced, "append to %s: %s is held by lease %x, not %x", req.Stream, c.Key, kvs[0].Lease, c.Lease)
 		}
 	}
+	rs = rs[len(req.Conditions):]
 	for i, g := range req.Guards {
 		var gv Version
-		if kvs := resp.Responses[1+len(req.Conditions)+i].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		if kvs := rs[i].GetResponseRange().GetKvs(); len(kvs) > 0 {
 			v, err := DecodeHead(kvs[0].Value)
 			if err != nil {
 				return errors.Wrapf(ErrCorrupt, "%s: head: %v", g.Stream, err)
@@ -239,8 +253,23 @@ func (l *EtcdLog) appendFailure(req AppendRequest, resp *clientv3.TxnResponse) e
 			return Conflict(g.Stream, gv)
 		}
 	}
+	rs = rs[len(req.Guards):]
+	for i, g := range req.RangeGuards {
+		if kvs := rs[i].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			s, err := l.keys.ParseHead(string(kvs[0].Key))
+			if err != nil {
+				return errors.Mark(err, ErrCorrupt)
+			}
+			v, err := DecodeHead(kvs[0].Value)
+			if err != nil {
+				return errors.Wrapf(ErrCorrupt, "%s: head: %v", s, err)
+			}
+			return errors.Wrapf(Conflict(s, v), "streams under %q moved after revision %d", g.Prefix, g.Rev)
+		}
+	}
+	rs = rs[len(req.RangeGuards):]
 	if req.NoNodeStartedSince != 0 {
-		if kvs := resp.Responses[1+len(req.Conditions)+len(req.Guards)].GetResponseRange().GetKvs(); len(kvs) > 0 {
+		if kvs := rs[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
 			var names []string
 			for _, kv := range kvs {
 				names = append(names, strings.TrimPrefix(string(kv.Key), l.keys.Alive("")))
@@ -248,14 +277,17 @@ func (l *EtcdLog) appendFailure(req AppendRequest, resp *clientv3.TxnResponse) e
 			return errors.Wrapf(ErrConflict, "append to %s: a coild started after revision %d (node %s): list the live nodes again",
 				req.Stream, req.NoNodeStartedSince, strings.Join(names, ", "))
 		}
+		rs = rs[1:]
 	}
-	if cur == req.Expected {
-		// Every compare read back as expected: the state changed between the compare and
-		// the reads? Not in one transaction; treat it as a plain conflict.
-		return Conflict(req.Stream, cur)
+	for i, p := range parts {
+		if heads[i] != p.expected {
+			missed := l.decodeMissed(p.stream, p.expected, heads[i], rs[i].GetResponseRange().GetKvs())
+			return ConflictWith(p.stream, heads[i], missed)
+		}
 	}
-	missed := l.decodeMissed(req.Stream, req.Expected, cur, resp.Responses[len(resp.Responses)-1].GetResponseRange().GetKvs())
-	return ConflictWith(req.Stream, cur, missed)
+	// Every compare read back as expected: the state changed between the compare and
+	// the reads? Not in one transaction; treat it as a plain conflict.
+	return Conflict(req.Stream, heads[0])
 }
 
 // decodeMissed decodes the events a losing writer missed, if they chain onto its head;

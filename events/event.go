@@ -3,6 +3,7 @@ package events
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,7 +30,8 @@ var (
 	ErrCorrupt = errors.New("events: corrupt event")
 	// ErrChainBroken: an event whose previous-hash does not match its predecessor, or a gap.
 	ErrChainBroken = errors.New("events: hash chain broken")
-	// ErrInvalidStream: a stream name that is not cluster, pool/NAME or node/NAME.
+	// ErrInvalidStream: a stream name that is not cluster, pool/NAME, block/POOL/INDEX or
+	// node/NAME.
 	ErrInvalidStream = errors.New("events: invalid stream name")
 	// ErrTooLarge: a batch beyond one transaction's limits.
 	ErrTooLarge = errors.New("events: batch too large")
@@ -59,7 +61,43 @@ func PoolStream(pool string) Stream { return Stream("pool/" + pool) }
 // NodeStream is the address stream of a node.
 func NodeStream(node string) Stream { return Stream("node/" + node) }
 
-// Kind returns "cluster", "pool" or "node", and the name after the slash.
+// BlockStream is the ownership stream of one block of a pool whose blocks have a stream
+// each (docs/design.md, "Block streams"): "block/POOL/INDEX", the index in decimal.
+func BlockStream(pool string, index uint32) Stream {
+	return Stream("block/" + pool + "/" + strconv.FormatUint(uint64(index), 10))
+}
+
+// Block returns the pool and index of a block stream; ok is false for any other stream
+// (or a malformed block stream name).
+func (s Stream) Block() (pool string, index uint32, ok bool) {
+	rest, found := strings.CutPrefix(string(s), "block/")
+	if !found {
+		return "", 0, false
+	}
+	i := strings.LastIndexByte(rest, '/')
+	if i < 0 {
+		return "", 0, false
+	}
+	pool, digits := rest[:i], rest[i+1:]
+	if ValidName(pool) != nil || digits == "" || len(digits) > 10 || (digits[0] == '0' && len(digits) > 1) {
+		return "", 0, false
+	}
+	var n uint64
+	for j := 0; j < len(digits); j++ {
+		c := digits[j]
+		if c < '0' || c > '9' {
+			return "", 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	if n > 1<<32-1 {
+		return "", 0, false
+	}
+	return pool, uint32(n), true
+}
+
+// Kind returns "cluster", "pool", "block" or "node", and the name after the first slash
+// ("POOL/INDEX" for a block stream).
 func (s Stream) Kind() (kind, name string) {
 	k, n, ok := strings.Cut(string(s), "/")
 	if !ok {
@@ -80,8 +118,12 @@ func (s Stream) Validate() error {
 		if ValidName(name) == nil {
 			return nil
 		}
+	case "block":
+		if _, _, ok := s.Block(); ok {
+			return nil
+		}
 	}
-	return errors.Wrapf(ErrInvalidStream, "%q (want cluster, pool/NAME or node/NAME)", string(s))
+	return errors.Wrapf(ErrInvalidStream, "%q (want cluster, pool/NAME, block/POOL/INDEX or node/NAME)", string(s))
 }
 
 // ValidName checks a pool or node name: a DNS-1123 subdomain of at most 63 characters
@@ -132,17 +174,20 @@ type Type string
 
 // The event types. These strings are stored; never change one.
 const (
-	TypePoolCreated     Type = "PoolCreated"
-	TypePoolSubnetAdded Type = "PoolSubnetAdded"
-	TypePoolDeleted     Type = "PoolDeleted"
-	TypeBlockAssigned   Type = "BlockAssigned"
-	TypeBlockReleased   Type = "BlockReleased"
-	TypeBlockReclaimed  Type = "BlockReclaimed"
-	TypeAddressAssigned Type = "AddressAssigned"
-	TypeAddressReleased Type = "AddressReleased"
-	TypeNodeRegistered  Type = "NodeRegistered"
-	TypeNodeRetired     Type = "NodeRetired"
-	TypeSnapshot        Type = "Snapshot"
+	TypePoolCreated      Type = "PoolCreated"
+	TypePoolSubnetAdded  Type = "PoolSubnetAdded"
+	TypePoolDeleted      Type = "PoolDeleted"
+	TypeBlockAssigned    Type = "BlockAssigned"
+	TypeBlockReleased    Type = "BlockReleased"
+	TypeBlockReclaimed   Type = "BlockReclaimed"
+	TypeAddressAssigned  Type = "AddressAssigned"
+	TypeAddressReleased  Type = "AddressReleased"
+	TypeNodeRegistered   Type = "NodeRegistered"
+	TypeNodeRetired      Type = "NodeRetired"
+	TypeSnapshot         Type = "Snapshot"
+	TypePoolSplit        Type = "PoolSplit"
+	TypeNodeBlockAdded   Type = "NodeBlockAdded"
+	TypeNodeBlockRemoved Type = "NodeBlockRemoved"
 
 	TypeClusterLevelRaised Type = "ClusterLevelRaised"
 )

@@ -45,6 +45,7 @@ var typeLevels = map[Type]Level{
 	TypeNodeRegistered: LevelBase, TypeNodeRetired: LevelBase, TypeSnapshot: LevelBase,
 
 	TypeClusterLevelRaised: Level1,
+	TypePoolSplit:          Level1, TypeNodeBlockAdded: Level1, TypeNodeBlockRemoved: Level1,
 }
 
 // MinLevel is the lowest cluster level at which events of type t may be appended. A type

@@ -39,7 +39,36 @@ type AppendRequest struct {
 	// revision. Raising the cluster level uses it (a coild of an older release starting
 	// meanwhile aborts the raise). The in-memory log has no liveness keys and ignores it.
 	NoNodeStartedSince int64
+	// RangeGuards pin whole sets of streams: none of the streams whose names start with
+	// Prefix may have moved (or been created) after store revision Rev, the revision the
+	// writer read them at (deleting a pool reads every block stream of the pool). A moved
+	// one returns ErrConflict naming it.
+	RangeGuards []RangeGuard
+	// Parts are more streams written in the same transaction, all or nothing, each with
+	// its own expected head (a node taking a block appends to the block's stream and to
+	// its own). A part whose head moved returns ErrConflict naming that stream. Streams
+	// must be distinct; the limits of MaxBatch and MaxBatchBytes apply to all the events
+	// and heads together (see MaxOps).
+	Parts []Part
 }
+
+// Part is one more stream an append writes (AppendRequest.Parts).
+type Part struct {
+	Stream   Stream
+	Expected Version
+	Events   []*Event
+}
+
+// RangeGuard pins the streams under a prefix (AppendRequest.RangeGuards).
+type RangeGuard struct {
+	Prefix string
+	Rev    int64
+}
+
+// MaxOps is how many writes one append may make: every event, plus each stream's head
+// and, for a stream whose events include a Snapshot, its snapshot pointer (etcd's limit
+// of operations per transaction).
+const MaxOps = maxTxnOps
 
 // Guard pins another stream's head for an append.
 type Guard struct {
@@ -56,12 +85,14 @@ const MaxBatchBytes = 1 << 20
 
 // Log is the append-only event log.
 type Log interface {
-	// Append writes the events of req in one transaction and returns the new head.
+	// Append writes the events of req (and of its Parts) in one transaction and returns
+	// the new head of req.Stream.
 	// It returns ErrConflict (wrapped, with the current head in a *ConflictError) when the
 	// stream's head is not req.Expected, ErrFenced when a condition fails, ErrTooLarge for
 	// a batch over MaxBatch events or MaxBatchBytes (or MaxBatch events and a Snapshot:
-	// a batch holding a Snapshot event also moves the stream's snapshot pointer). On return
-	// the events carry their Stream, Seq, Prev, Hash and Revision. Nothing is written on error.
+	// a batch holding a Snapshot event also moves the stream's snapshot pointer; more than
+	// MaxOps writes with the parts). On return the events (of every part) carry their
+	// Stream, Seq, Prev, Hash and Revision. Nothing is written on error.
 	Append(ctx context.Context, req AppendRequest) (Version, error)
 
 	// Head returns the stream's head (zero for an empty or unknown stream) and the
@@ -78,6 +109,14 @@ type Log interface {
 	// Streams lists the streams whose name starts with prefix ("" for all) with their
 	// heads, as of rev (0: latest), and returns the revision read at.
 	Streams(ctx context.Context, prefix string, rev int64) (map[Stream]Version, int64, error)
+
+	// ReadPrefix calls fn for every event of every stream whose name starts with prefix,
+	// as of rev (0: the latest), stream after stream in key order, and returns the
+	// revision read at: Read of each of them, in far fewer requests when they are many
+	// and short (a pool's block streams). Each stream is read from its oldest stored
+	// event (#1, or the Snapshot where an archive cut it: ErrCompacted otherwise) and
+	// chain-checked up to its head.
+	ReadPrefix(ctx context.Context, prefix string, rev int64, fn func(*Event) error) (int64, error)
 
 	// Watch delivers events of the streams whose names start with one of prefixes,
 	// committed after revision fromRev, in revision order. After[stream] is the last

@@ -183,18 +183,13 @@ func (l *MemLog) revLocked(rev int64) (int64, error) {
 
 // Append implements Log.
 func (l *MemLog) Append(ctx context.Context, req AppendRequest) (Version, error) {
-	sealed, head, err := Seal(&req)
+	parts, err := sealAll(&req)
 	if err != nil {
 		return Version{}, err
 	}
-	if err := checkSeq(req.Stream, head.Seq); err != nil {
-		return Version{}, err
-	}
-	if snap := lastSnapshot(req.Events); snap > 0 && len(sealed)+2 > maxTxnOps {
-		return Version{}, errors.Wrapf(ErrTooLarge, "%d events, the head and a snapshot pointer (at most %d operations)", len(sealed), maxTxnOps)
-	}
-	if 1+len(req.Conditions) > maxTxnOps {
-		return Version{}, errors.Wrapf(ErrTooLarge, "%d conditions (at most %d)", len(req.Conditions), maxTxnOps-1)
+	if n := len(parts) + len(req.Conditions) + len(req.Guards) + len(req.RangeGuards); n > maxTxnOps || n+len(parts) > maxTxnOps {
+		return Version{}, errors.Wrapf(ErrTooLarge, "%d streams, %d conditions and %d guards (at most %d compares)",
+			len(parts), len(req.Conditions), len(req.Guards)+len(req.RangeGuards), maxTxnOps)
 	}
 	for _, c := range req.Conditions {
 		if c.Key == "" {
@@ -239,26 +234,46 @@ func (l *MemLog) Append(ctx context.Context, req AppendRequest) (Version, error)
 			return Version{}, Conflict(g.Stream, gv)
 		}
 	}
-	st := l.streams[req.Stream]
-	if st == nil {
-		st = &memStream{}
-		l.streams[req.Stream] = st
+	for _, g := range req.RangeGuards {
+		var names []Stream
+		for s, st := range l.streams {
+			if strings.HasPrefix(string(s), g.Prefix) && len(st.heads) > 0 && st.heads[len(st.heads)-1].rev > g.Rev {
+				names = append(names, s)
+			}
+		}
+		if len(names) > 0 {
+			sort.Slice(names, func(i, j int) bool { return names[i] < names[j] })
+			return Version{}, errors.Wrapf(Conflict(names[0], l.streams[names[0]].head()), "streams under %q moved after revision %d", g.Prefix, g.Rev)
+		}
 	}
-	if cur := st.head(); cur != req.Expected {
-		return Version{}, Conflict(req.Stream, cur)
+	for _, p := range parts {
+		var cur Version
+		if st := l.streams[p.stream]; st != nil {
+			cur = st.head()
+		}
+		if cur != p.expected {
+			return Version{}, Conflict(p.stream, cur)
+		}
 	}
 	l.rev++
-	for i, s := range sealed {
-		st.events = append(st.events, memEvent{rev: l.rev, value: s.Value})
-		l.history = append(l.history, memPut{rev: l.rev, stream: req.Stream, seq: s.Seq})
-		req.Events[i].Revision = l.rev
-	}
-	st.heads = append(st.heads, memHead{rev: l.rev, v: head})
-	if snap := lastSnapshot(req.Events); snap > 0 {
-		st.snaps = append(st.snaps, memSnap{rev: l.rev, seq: snap})
+	for _, p := range parts {
+		st := l.streams[p.stream]
+		if st == nil {
+			st = &memStream{}
+			l.streams[p.stream] = st
+		}
+		for i, s := range p.sealed {
+			st.events = append(st.events, memEvent{rev: l.rev, value: s.Value})
+			l.history = append(l.history, memPut{rev: l.rev, stream: p.stream, seq: s.Seq})
+			p.events[i].Revision = l.rev
+		}
+		st.heads = append(st.heads, memHead{rev: l.rev, v: p.head})
+		if p.snap > 0 {
+			st.snaps = append(st.snaps, memSnap{rev: l.rev, seq: p.snap})
+		}
 	}
 	l.notifyLocked()
-	return head, nil
+	return parts[0].head, nil
 }
 
 // Head implements Log.

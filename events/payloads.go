@@ -49,7 +49,16 @@ type PoolDeleted struct {
 	Name string `json:"name"`
 }
 
-// BlockAssigned gives block Index of the stream's pool to Node.
+// PoolSplit (stream "cluster"): from here on, each block of pool Name has an ownership
+// stream of its own, "block/NAME/INDEX", instead of all of them sharing "pool/NAME"
+// (docs/design.md, "Block streams"). Blocks owned in "pool/NAME" when it is appended stay
+// recorded there until released; no block is assigned in "pool/NAME" any more.
+type PoolSplit struct {
+	Name string `json:"name"`
+}
+
+// BlockAssigned gives block Index of the stream's pool to Node (stream "pool/POOL" or
+// "block/POOL/INDEX").
 type BlockAssigned struct {
 	Index uint32 `json:"index"`
 	Node  string `json:"node"`
@@ -110,6 +119,23 @@ type ClusterLevelRaised struct {
 	Level Level `json:"level"`
 }
 
+// NodeBlockAdded (stream "node/NAME"): the node took block Index of Pool, a pool with
+// block streams. Appended in the same transaction as the block stream's BlockAssigned, so
+// a node finds its own blocks in its own stream.
+type NodeBlockAdded struct {
+	Pool  string `json:"pool"`
+	Index uint32 `json:"index"`
+}
+
+// NodeBlockRemoved (stream "node/NAME"): the node no longer owns block Index of Pool
+// (released or reclaimed: Reason says which and why). Appended in the same transaction
+// as the block stream's BlockReleased or BlockReclaimed.
+type NodeBlockRemoved struct {
+	Pool   string `json:"pool"`
+	Index  uint32 `json:"index"`
+	Reason string `json:"reason,omitempty"`
+}
+
 // Snapshot holds the projected state of its stream up to the event before it, in the
 // projection package's canonical encoding, and that state's hash. Readers may start from
 // the newest snapshot instead of the stream's first event.
@@ -118,17 +144,20 @@ type Snapshot struct {
 	State     []byte `json:"state"`
 }
 
-func (*PoolCreated) EventType() Type     { return TypePoolCreated }
-func (*PoolSubnetAdded) EventType() Type { return TypePoolSubnetAdded }
-func (*PoolDeleted) EventType() Type     { return TypePoolDeleted }
-func (*BlockAssigned) EventType() Type   { return TypeBlockAssigned }
-func (*BlockReleased) EventType() Type   { return TypeBlockReleased }
-func (*BlockReclaimed) EventType() Type  { return TypeBlockReclaimed }
-func (*AddressAssigned) EventType() Type { return TypeAddressAssigned }
-func (*AddressReleased) EventType() Type { return TypeAddressReleased }
-func (*NodeRegistered) EventType() Type  { return TypeNodeRegistered }
-func (*NodeRetired) EventType() Type     { return TypeNodeRetired }
-func (*Snapshot) EventType() Type        { return TypeSnapshot }
+func (*PoolCreated) EventType() Type      { return TypePoolCreated }
+func (*PoolSubnetAdded) EventType() Type  { return TypePoolSubnetAdded }
+func (*PoolDeleted) EventType() Type      { return TypePoolDeleted }
+func (*BlockAssigned) EventType() Type    { return TypeBlockAssigned }
+func (*BlockReleased) EventType() Type    { return TypeBlockReleased }
+func (*BlockReclaimed) EventType() Type   { return TypeBlockReclaimed }
+func (*AddressAssigned) EventType() Type  { return TypeAddressAssigned }
+func (*AddressReleased) EventType() Type  { return TypeAddressReleased }
+func (*NodeRegistered) EventType() Type   { return TypeNodeRegistered }
+func (*NodeRetired) EventType() Type      { return TypeNodeRetired }
+func (*Snapshot) EventType() Type         { return TypeSnapshot }
+func (*PoolSplit) EventType() Type        { return TypePoolSplit }
+func (*NodeBlockAdded) EventType() Type   { return TypeNodeBlockAdded }
+func (*NodeBlockRemoved) EventType() Type { return TypeNodeBlockRemoved }
 
 func (*ClusterLevelRaised) EventType() Type { return TypeClusterLevelRaised }
 
@@ -159,6 +188,12 @@ func newPayload(t Type) Payload {
 		return &Snapshot{}
 	case TypeClusterLevelRaised:
 		return &ClusterLevelRaised{}
+	case TypePoolSplit:
+		return &PoolSplit{}
+	case TypeNodeBlockAdded:
+		return &NodeBlockAdded{}
+	case TypeNodeBlockRemoved:
+		return &NodeBlockRemoved{}
 	}
 	return nil
 }
@@ -170,6 +205,7 @@ func AllTypes() []Type {
 		TypeBlockAssigned, TypeBlockReleased, TypeBlockReclaimed,
 		TypeAddressAssigned, TypeAddressReleased,
 		TypeNodeRegistered, TypeNodeRetired, TypeSnapshot,
+		TypePoolSplit, TypeNodeBlockAdded, TypeNodeBlockRemoved,
 		TypeClusterLevelRaised,
 	}
 }
@@ -278,6 +314,24 @@ func (p *NodeRetired) readFrom(r *reader)    { p.Node = r.name(); p.Reason = r.n
 
 func (p *ClusterLevelRaised) appendTo(w *writer) { w.uvarint(uint64(p.Level)) }
 func (p *ClusterLevelRaised) readFrom(r *reader) { p.Level = Level(r.u32()) }
+
+func (p *PoolSplit) appendTo(w *writer) { w.str(p.Name) }
+func (p *PoolSplit) readFrom(r *reader) { p.Name = r.name() }
+
+func (p *NodeBlockAdded) appendTo(w *writer) { w.str(p.Pool); w.uvarint(uint64(p.Index)) }
+func (p *NodeBlockAdded) readFrom(r *reader) { p.Pool = r.name(); p.Index = r.u32() }
+
+func (p *NodeBlockRemoved) appendTo(w *writer) {
+	w.str(p.Pool)
+	w.uvarint(uint64(p.Index))
+	w.str(p.Reason)
+}
+
+func (p *NodeBlockRemoved) readFrom(r *reader) {
+	p.Pool = r.name()
+	p.Index = r.u32()
+	p.Reason = r.name()
+}
 
 func (p *Snapshot) appendTo(w *writer) { w.raw(p.StateHash[:]); w.bytes(p.State) }
 func (p *Snapshot) readFrom(r *reader) {

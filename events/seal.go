@@ -91,3 +91,70 @@ func Conflict(stream Stream, head Version) error {
 func ConflictWith(stream Stream, head Version, missed []*Event) error {
 	return errors.Mark(errors.WithStack(&ConflictError{Stream: stream, Head: head, Missed: missed}), ErrConflict)
 }
+
+// sealedPart is one stream of an append, sealed: its events' stored values, new head and
+// snapshot pointer (0: none).
+type sealedPart struct {
+	stream   Stream
+	expected Version
+	events   []*Event
+	sealed   []Sealed
+	head     Version
+	snap     uint64
+}
+
+// sealAll seals every stream of req (req.Stream first, then req.Parts) and checks what
+// both logs refuse alike: an invalid or repeated stream, a sequence beyond the key format,
+// an invalid range guard, more writes than MaxOps or bytes than MaxBatchBytes.
+func sealAll(req *AppendRequest) ([]sealedPart, error) {
+	parts := make([]sealedPart, 0, 1+len(req.Parts))
+	seen := make(map[Stream]bool, 1+len(req.Parts))
+	ops, size := 0, 0
+	add := func(r *AppendRequest) error {
+		if seen[r.Stream] {
+			return errors.Newf("events: append: stream %s given twice", r.Stream)
+		}
+		seen[r.Stream] = true
+		sealed, head, err := Seal(r)
+		if err != nil {
+			if len(parts) > 0 {
+				err = errors.Wrapf(err, "part %s", r.Stream)
+			}
+			return err
+		}
+		if err := checkSeq(r.Stream, head.Seq); err != nil {
+			return err
+		}
+		p := sealedPart{stream: r.Stream, expected: r.Expected, events: r.Events, sealed: sealed, head: head, snap: lastSnapshot(r.Events)}
+		ops += len(sealed) + 1
+		if p.snap > 0 {
+			ops++
+		}
+		for _, s := range sealed {
+			size += len(s.Value)
+		}
+		parts = append(parts, p)
+		return nil
+	}
+	if err := add(req); err != nil {
+		return nil, err
+	}
+	for i := range req.Parts {
+		pr := &AppendRequest{Stream: req.Parts[i].Stream, Expected: req.Parts[i].Expected, Events: req.Parts[i].Events}
+		if err := add(pr); err != nil {
+			return nil, err
+		}
+	}
+	for _, g := range req.RangeGuards {
+		if g.Prefix == "" || g.Rev <= 0 {
+			return nil, errors.Newf("events: append: range guard %q at revision %d: want a prefix and a revision", g.Prefix, g.Rev)
+		}
+	}
+	if ops > maxTxnOps {
+		return nil, errors.Wrapf(ErrTooLarge, "%d writes: events, heads and snapshot pointers of %d streams (at most %d operations)", ops, len(parts), maxTxnOps)
+	}
+	if size > MaxBatchBytes {
+		return nil, errors.Wrapf(ErrTooLarge, "%d bytes (at most %d per append)", size, MaxBatchBytes)
+	}
+	return parts, nil
+}

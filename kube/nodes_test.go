@@ -65,12 +65,12 @@ func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) 
 
 func owners(t *testing.T, elog events.Log, pool string) map[uint32]string {
 	t.Helper()
-	b := projection.NewBlocks()
-	if _, err := elog.Read(context.Background(), events.PoolStream(pool), 1, 0, b.Apply); err != nil {
+	st, _, err := allocator.ReadPool(context.Background(), elog, pool) // pool stream and block streams
+	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[uint32]string{}
-	for i, o := range b.Owners {
+	for i, o := range st.PoolOwners(pool) {
 		out[i] = o.Node
 	}
 	return out

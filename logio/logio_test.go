@@ -57,6 +57,7 @@ type site struct {
 	clock *tickClock
 	nodes map[string]*allocator.Node
 	stop  []func()
+	split bool // createPool makes split pools (block streams), else legacy ones
 }
 
 func newSite(t *testing.T) *site {
@@ -84,9 +85,30 @@ func (s *site) createPool(name string, bits uint8, subnet string) {
 		s.t.Fatal(err)
 	}
 	admin := &allocator.Admin{Log: s.log, Clock: s.clock, Actor: "test"}
-	if err := admin.CreatePool(ctxT(s.t), &events.PoolCreated{Name: name, BlockSizeBits: bits, Subnets: []events.Subnet{sn}}); err != nil {
+	opts := []allocator.PoolOption{allocator.LegacyLayout()}
+	if s.split {
+		opts = []allocator.PoolOption{allocator.BlockStreams()}
+	}
+	if err := admin.CreatePool(ctxT(s.t), &events.PoolCreated{Name: name, BlockSizeBits: bits, Subnets: []events.Subnet{sn}}, opts...); err != nil {
 		s.t.Fatal(err)
 	}
+}
+
+// layouts runs a test on pools in both layouts: "legacy" (every block in pool/NAME, as
+// logs written before block streams) and "split" (a stream per block).
+func layouts(t *testing.T, f func(t *testing.T, split bool)) {
+	t.Run("legacy", func(t *testing.T) { f(t, false) })
+	t.Run("split", func(t *testing.T) { f(t, true) })
+}
+
+// streamCount is how many streams the log holds.
+func streamCount(t *testing.T, lg events.Log) int {
+	t.Helper()
+	heads, _, err := lg.Streams(ctxT(t), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(heads)
 }
 
 // startNode runs a node allocator fenced on a real lease (as coild does): Load, Register, Run.
@@ -188,14 +210,18 @@ func verifyFile(t *testing.T, v *logio.Verifier, path string) (logio.Header, err
 }
 
 // Disaster recovery: export, lose etcd, import into a fresh one, restart the nodes.
-func TestRecovery(t *testing.T) {
+func TestRecovery(t *testing.T) { layouts(t, testRecovery) }
+
+func testRecovery(t *testing.T, split bool) {
 	a := newSite(t)
+	a.split = split
 	a.createPool("default", 3, "10.20.0.0/24") // 32 blocks of 8
 	holding := a.workload("c", 20)
 	_, before := fullState(t, a.log, fromOne)
 	path := filepath.Join(t.TempDir(), "coil.jsonl")
 	h := export(t, a.log, path)
-	if h.Kind != logio.KindExport || len(h.Streams) != 5 { // cluster, pool/default, 3 nodes
+	// legacy: cluster, pool/default, 3 nodes; split: cluster, 3 nodes and their blocks
+	if n := streamCount(t, a.log); h.Kind != logio.KindExport || len(h.Streams) != n || (!split && n != 5) || (split && n < 7) {
 		t.Fatalf("header: %+v", h)
 	}
 	if _, err := verifyFile(t, logio.NewVerifier(), path); err != nil {
@@ -205,6 +231,7 @@ func TestRecovery(t *testing.T) {
 	a.etcd.Stop() // etcd and its data are gone
 
 	b := newSite(t) // fresh etcd, fresh data directory
+	b.split = split
 	if _, err := logio.Import(ctxT(t), b.log, path, logio.ImportOptions{}); err != nil {
 		t.Fatalf("import: %+v", err)
 	}
@@ -369,8 +396,11 @@ func TestTamperedExport(t *testing.T) {
 // Snapshot every stream, archive before the snapshots: the live log still verifies, the
 // archive and the live log verify as one chain, Node.Load starts from the snapshots and
 // its state equals a full replay of archive + live log.
-func TestSnapshotAndArchive(t *testing.T) {
+func TestSnapshotAndArchive(t *testing.T) { layouts(t, testSnapshotAndArchive) }
+
+func testSnapshotAndArchive(t *testing.T, split bool) {
 	a := newSite(t)
+	a.split = split
 	a.createPool("default", 3, "10.20.0.0/24")
 	holding := a.workload("c", 12)
 	_, before := fullState(t, a.log, fromOne)
@@ -407,7 +437,7 @@ func TestSnapshotAndArchive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("archive: %+v", err)
 	}
-	if len(res.Header.Streams) != 5 || res.Deleted != res.Header.Total() || res.Deleted == 0 {
+	if len(res.Header.Streams) != len(heads) || res.Deleted != res.Header.Total() || res.Deleted == 0 {
 		t.Fatalf("archive: %+v", res)
 	}
 	// Reading archived streams from #1 fails clearly; from the snapshot it works.

@@ -179,6 +179,9 @@ type Pool struct {
 	BlockSizeBits uint8           `json:"blockSizeBits"`
 	Subnets       []events.Subnet `json:"subnets"`
 	Created       time.Time       `json:"created"`
+	// Split: the pool's blocks have a stream each, "block/NAME/INDEX" (PoolSplit); before
+	// it (and for blocks owned in it since), "pool/NAME" records their owners.
+	Split bool `json:"split,omitempty"`
 }
 
 // Cluster is the state of the "cluster" stream: the pools that exist.
@@ -227,12 +230,22 @@ func (c *Cluster) Apply(e *events.Event) error {
 				e.Stream, e.Seq, p.Level, events.CurrentLevel)
 		}
 		c.Level = p.Level
+	case *events.PoolSplit:
+		pool, ok := c.Pools[p.Name]
+		if !ok {
+			return invalid(e, "pool %q does not exist", p.Name)
+		}
+		if pool.Split {
+			return invalid(e, "pool %q already has block streams", p.Name)
+		}
+		pool.Split = true
 	case *events.Snapshot:
 		if err := snapshotApply(&c.At, c, resetCluster, e, p); err != nil {
 			return err
 		}
 	case *events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed,
-		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired:
+		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired,
+		*events.NodeBlockAdded, *events.NodeBlockRemoved:
 		return wrongStream(e)
 	default:
 		return unknownType(e)
@@ -249,7 +262,8 @@ type Owner struct {
 	Since time.Time `json:"since"`
 }
 
-// Blocks is the state of a "pool/NAME" stream: which node owns which block.
+// Blocks is the state of a "pool/NAME" stream: which node owns which block. The state
+// of a block stream ("block/POOL/INDEX") is a Blocks too, with at most that one block.
 type Blocks struct {
 	At     head             `json:"head"`
 	Owners map[uint32]Owner `json:"owners"`
@@ -283,8 +297,9 @@ func (b *Blocks) Apply(e *events.Event) error {
 		if err := snapshotApply(&b.At, b, resetBlocks, e, p); err != nil {
 			return err
 		}
-	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.ClusterLevelRaised,
-		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired:
+	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.PoolSplit, *events.ClusterLevelRaised,
+		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired,
+		*events.NodeBlockAdded, *events.NodeBlockRemoved:
 		return wrongStream(e)
 	default:
 		return unknownType(e)
@@ -402,6 +417,9 @@ type Node struct {
 	Held       map[netip.Addr]AttachKey  `json:"held"`
 	Use        map[BlockRef]*BlockUse    `json:"use"`
 	Last       map[string]netip.Addr     `json:"last"` // per pool: the last address handed out (next-after-last)
+	// Blocks are the blocks the node owns in pools with block streams, since when
+	// (NodeBlockAdded, NodeBlockRemoved); blocks owned in a "pool/NAME" stream are not here.
+	Blocks map[BlockRef]time.Time `json:"blocks,omitempty"`
 }
 
 // NewNode returns the empty state of a node stream.
@@ -412,7 +430,8 @@ func NewNode() *Node {
 }
 
 func resetNode(n *Node) {
-	*n = Node{Attached: map[AttachKey]*Assignment{}, Held: map[netip.Addr]AttachKey{}, Use: map[BlockRef]*BlockUse{}, Last: map[string]netip.Addr{}}
+	*n = Node{Attached: map[AttachKey]*Assignment{}, Held: map[netip.Addr]AttachKey{}, Use: map[BlockRef]*BlockUse{}, Last: map[string]netip.Addr{},
+		Blocks: map[BlockRef]time.Time{}}
 }
 
 // Apply folds one event of a node stream. On error n is unchanged.
@@ -440,11 +459,29 @@ func (n *Node) Apply(e *events.Event) error {
 		if err := n.release(e, p); err != nil {
 			return err
 		}
+	case *events.NodeBlockAdded:
+		ref := BlockRef{Pool: p.Pool, Index: p.Index}
+		if _, ok := n.Blocks[ref]; ok {
+			return invalid(e, "block %d of %q is already the node's", p.Index, p.Pool)
+		}
+		if n.Blocks == nil {
+			n.Blocks = map[BlockRef]time.Time{}
+		}
+		n.Blocks[ref] = e.Time
+	case *events.NodeBlockRemoved:
+		ref := BlockRef{Pool: p.Pool, Index: p.Index}
+		if _, ok := n.Blocks[ref]; !ok {
+			return invalid(e, "block %d of %q is not the node's", p.Index, p.Pool)
+		}
+		if u := n.Use[ref]; u != nil && u.InUse > 0 {
+			return invalid(e, "block %d of %q removed while %d of its addresses are in use", p.Index, p.Pool, u.InUse)
+		}
+		delete(n.Blocks, ref)
 	case *events.Snapshot:
 		if err := snapshotApply(&n.At, n, resetNode, e, p); err != nil {
 			return err
 		}
-	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.ClusterLevelRaised,
+	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.PoolSplit, *events.ClusterLevelRaised,
 		*events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed:
 		return wrongStream(e)
 	default:

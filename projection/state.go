@@ -9,18 +9,57 @@ import (
 	"github.com/coil-net/coil/events"
 )
 
-// State is the projection of a set of streams: the cluster stream, pool streams and
-// node streams. A node daemon holds the cluster, every pool and its own node; an
-// operator's tool may hold everything.
+// State is the projection of a set of streams: the cluster stream, pool streams, block
+// streams and node streams. A node daemon holds the cluster, every pool stream, its own
+// node and the block streams it touched; an operator's tool may hold everything.
 type State struct {
 	Cluster *Cluster
 	Pools   map[string]*Blocks
-	Nodes   map[string]*Node
+	// BlockStreams are the states of the block streams folded ("block/POOL/INDEX").
+	BlockStreams map[BlockRef]*Blocks
+	Nodes        map[string]*Node
 }
 
 // NewState returns the empty state.
 func NewState() *State {
-	return &State{Cluster: NewCluster(), Pools: map[string]*Blocks{}, Nodes: map[string]*Node{}}
+	return &State{Cluster: NewCluster(), Pools: map[string]*Blocks{}, BlockStreams: map[BlockRef]*Blocks{}, Nodes: map[string]*Node{}}
+}
+
+// applyBlock folds an event of a block stream: its state is a Blocks holding that block
+// alone, and a block event must name the stream's block.
+func (s *State) applyBlock(e *events.Event) error {
+	pool, index, ok := e.Stream.Block()
+	if !ok {
+		return errors.Wrapf(events.ErrInvalidStream, "%q", string(e.Stream))
+	}
+	var named uint32
+	switch p := e.Payload.(type) {
+	case *events.BlockAssigned:
+		named = p.Index
+	case *events.BlockReleased:
+		named = p.Index
+	case *events.BlockReclaimed:
+		named = p.Index
+	default:
+		named = index
+	}
+	if named != index {
+		return invalid(e, "block %d in the stream of block %d", named, index)
+	}
+	ref := BlockRef{Pool: pool, Index: index}
+	if s.BlockStreams == nil {
+		s.BlockStreams = map[BlockRef]*Blocks{}
+	}
+	b := s.BlockStreams[ref]
+	if b == nil {
+		b = NewBlocks()
+		if err := b.Apply(e); err != nil {
+			return err
+		}
+		s.BlockStreams[ref] = b
+		return nil
+	}
+	return b.Apply(e)
 }
 
 // Apply folds e into the state of its stream. On error the state is unchanged.
@@ -40,6 +79,8 @@ func (s *State) Apply(e *events.Event) error {
 			return nil
 		}
 		return b.Apply(e)
+	case "block":
+		return s.applyBlock(e)
 	case "node":
 		n := s.Nodes[name]
 		if n == nil {
@@ -55,6 +96,12 @@ func (s *State) Apply(e *events.Event) error {
 	return errors.Wrapf(events.ErrInvalidStream, "%q", string(e.Stream))
 }
 
+// blockRef returns the block of a block stream.
+func blockRef(stream events.Stream) (BlockRef, bool) {
+	pool, index, ok := stream.Block()
+	return BlockRef{Pool: pool, Index: index}, ok
+}
+
 // Head returns the position of a stream in this state (zero if absent).
 func (s *State) Head(stream events.Stream) events.Version {
 	kind, name := stream.Kind()
@@ -64,6 +111,12 @@ func (s *State) Head(stream events.Stream) events.Version {
 	case "pool":
 		if b := s.Pools[name]; b != nil {
 			return b.Head()
+		}
+	case "block":
+		if ref, ok := blockRef(stream); ok {
+			if b := s.BlockStreams[ref]; b != nil {
+				return b.Head()
+			}
 		}
 	case "node":
 		if n := s.Nodes[name]; n != nil {
@@ -84,6 +137,9 @@ func (s *State) Hash() (events.Hash, error) {
 	for n, b := range s.Pools {
 		all = append(all, entry{string(events.PoolStream(n)), b})
 	}
+	for ref, b := range s.BlockStreams {
+		all = append(all, entry{string(events.BlockStream(ref.Pool, ref.Index)), b})
+	}
 	for n, st := range s.Nodes {
 		all = append(all, entry{string(events.NodeStream(n)), st})
 	}
@@ -103,14 +159,63 @@ func (s *State) Hash() (events.Hash, error) {
 	return out, nil
 }
 
-// Owner returns the owner of a block, if any.
+// Owner returns the owner of a block, if any: from its block stream, or else from the
+// pool stream (blocks owned there before the pool was split stay recorded there).
 func (s *State) Owner(pool string, index uint32) (Owner, bool) {
+	if b := s.BlockStreams[BlockRef{Pool: pool, Index: index}]; b != nil {
+		if o, ok := b.Owners[index]; ok {
+			return o, true
+		}
+	}
 	b := s.Pools[pool]
 	if b == nil {
 		return Owner{}, false
 	}
 	o, ok := b.Owners[index]
 	return o, ok
+}
+
+// AllOwners returns the owned blocks of every pool the state folded, by pool name (pool
+// streams and block streams together; pools without an owned block are absent).
+func (s *State) AllOwners() map[string]map[uint32]Owner {
+	out := map[string]map[uint32]Owner{}
+	add := func(pool string, idx uint32, o Owner) {
+		if out[pool] == nil {
+			out[pool] = map[uint32]Owner{}
+		}
+		out[pool][idx] = o
+	}
+	for pool, b := range s.Pools {
+		for i, o := range b.Owners {
+			add(pool, i, o)
+		}
+	}
+	for ref, b := range s.BlockStreams {
+		if o, ok := b.Owners[ref.Index]; ok {
+			add(ref.Pool, ref.Index, o)
+		}
+	}
+	return out
+}
+
+// PoolOwners returns every owned block of a pool that the state folded: the pool
+// stream's owners and the block streams' (a block is in one of them at a time).
+func (s *State) PoolOwners(pool string) map[uint32]Owner {
+	out := map[uint32]Owner{}
+	if b := s.Pools[pool]; b != nil {
+		for i, o := range b.Owners {
+			out[i] = o
+		}
+	}
+	for ref, b := range s.BlockStreams {
+		if ref.Pool != pool {
+			continue
+		}
+		if o, ok := b.Owners[ref.Index]; ok {
+			out[ref.Index] = o
+		}
+	}
+	return out
 }
 
 // StreamState returns the state of one stream (*Cluster, *Blocks or *Node), the empty
@@ -125,6 +230,13 @@ func (s *State) StreamState(stream events.Stream) any {
 			return b
 		}
 		return NewBlocks()
+	case "block":
+		if ref, ok := blockRef(stream); ok {
+			if b := s.BlockStreams[ref]; b != nil {
+				return b
+			}
+			return NewBlocks()
+		}
 	case "node":
 		if n := s.Nodes[name]; n != nil {
 			return n
@@ -143,6 +255,15 @@ func (s *State) Merge(stream events.Stream, other *State) {
 	case "pool":
 		if b := other.Pools[name]; b != nil {
 			s.Pools[name] = b
+		}
+	case "block":
+		if ref, ok := blockRef(stream); ok {
+			if b := other.BlockStreams[ref]; b != nil {
+				if s.BlockStreams == nil {
+					s.BlockStreams = map[BlockRef]*Blocks{}
+				}
+				s.BlockStreams[ref] = b
+			}
 		}
 	case "node":
 		if n := other.Nodes[name]; n != nil {

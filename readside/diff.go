@@ -123,8 +123,8 @@ func DiffStates(from, to *StateAt) *Diff {
 
 	blocksOf := func(st *StateAt) map[projection.BlockRef]string {
 		out := map[projection.BlockRef]string{}
-		for pool, b := range st.Pools {
-			for idx, o := range b.Owners {
+		for pool, owners := range st.AllOwners() {
+			for idx, o := range owners {
 				out[projection.BlockRef{Pool: pool, Index: idx}] = o.Node
 			}
 		}

@@ -55,6 +55,9 @@ func (f *EventFilter) Reads(s events.Stream) bool {
 		return false
 	}
 	kind, name := s.Kind()
+	if pool, _, ok := s.Block(); ok {
+		kind, name = "pool", pool // a block stream belongs to its pool
+	}
 	switch {
 	case f.Node != "" && kind != "pool" && (kind != "node" || name != f.Node):
 		return false
@@ -82,10 +85,19 @@ func (f *EventFilter) Show(e *events.Event) bool {
 		return false
 	}
 	_, streamName := e.Stream.Kind()
+	if bpool, _, ok := e.Stream.Block(); ok {
+		streamName = bpool
+	}
 	var container, ifName, pool, node string
 	switch p := e.Payload.(type) {
 	case *events.PoolCreated:
 		pool = p.Name
+	case *events.PoolSplit:
+		pool = p.Name
+	case *events.NodeBlockAdded:
+		pool = p.Pool
+	case *events.NodeBlockRemoved:
+		pool = p.Pool
 	case *events.PoolSubnetAdded:
 		pool = p.Name
 	case *events.PoolDeleted:
@@ -119,6 +131,9 @@ func (f *EventFilter) Show(e *events.Event) bool {
 		}
 	}
 	kind, _ := e.Stream.Kind()
+	if kind == "block" {
+		kind = "pool"
+	}
 	switch {
 	case f.types != nil && !f.types[e.Type()]:
 		return false

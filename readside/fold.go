@@ -55,7 +55,7 @@ func newStreamFolder(s events.Stream, keep func(*events.Event) bool) *streamFold
 	case "cluster":
 		c := projection.NewCluster()
 		sf.apply = func(e *events.Event) error { f.state = c; return c.Apply(e) }
-	case "pool":
+	case "pool", "block":
 		b := projection.NewBlocks()
 		sf.apply = func(e *events.Event) error { f.state = b; return b.Apply(e) }
 	default:
@@ -345,7 +345,11 @@ func gatherFolds(streams []events.Stream, folds []*streamFold) *foldResult {
 		case *projection.Cluster:
 			res.state.Cluster = st
 		case *projection.Blocks:
-			res.state.Pools[name] = st
+			if pool, idx, ok := s.Block(); ok {
+				res.state.BlockStreams[projection.BlockRef{Pool: pool, Index: idx}] = st
+			} else {
+				res.state.Pools[name] = st
+			}
 		case *projection.Node:
 			res.state.Nodes[name] = st
 		}

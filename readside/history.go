@@ -1,8 +1,11 @@
 package readside
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -161,6 +164,10 @@ func History(ctx context.Context, log events.Log, q *Query, ix *Index, archives 
 			return owners.cluster(e)
 		case kind == "pool":
 			owners.pool(name, e)
+		case kind == "block":
+			if pool, _, ok := e.Stream.Block(); ok {
+				owners.pool(pool, e)
+			}
 		}
 		return nil
 	})
@@ -447,6 +454,25 @@ func blockOwners(ctx context.Context, log events.Log, rev int64, o *ownerFold, a
 	for _, pool := range pools {
 		s := events.PoolStream(pool)
 		err = readLive(ctx, log, s, heads[s], rev, arch, func(e *events.Event) error { o.pool(pool, e); return nil })
+		if cannotTell(err) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	// In a pool with block streams each block's owners are in its own stream: read the
+	// streams of the blocks that held addr.
+	refs := slices.SortedFunc(maps.Keys(o.refs), func(a, b projection.BlockRef) int {
+		return cmp.Or(cmp.Compare(a.Pool, b.Pool), cmp.Compare(a.Index, b.Index))
+	})
+	for _, r := range refs {
+		s := events.BlockStream(r.Pool, r.Index)
+		bheads, _, err := log.Streams(ctx, string(s), rev) // the stream itself (and any block/POOL/INDEXnn)
+		if err != nil {
+			return nil, false, errors.Wrapf(err, "head of %s", s)
+		}
+		err = readLive(ctx, log, s, bheads[s], rev, arch, func(e *events.Event) error { o.pool(r.Pool, e); return nil })
 		if cannotTell(err) {
 			return nil, false, nil
 		}

@@ -87,8 +87,8 @@ func (s *State) NodeNames() []string {
 	for n := range s.Nodes {
 		set[n] = true
 	}
-	for _, b := range s.Pools {
-		for _, o := range b.Owners {
+	for _, owners := range s.AllOwners() {
+		for _, o := range owners {
 			set[o.Node] = true
 		}
 	}
@@ -105,8 +105,8 @@ func (s *State) KnowsNode(name string) bool {
 	if _, ok := s.Nodes[name]; ok {
 		return true
 	}
-	for _, b := range s.Pools {
-		for _, o := range b.Owners {
+	for _, owners := range s.AllOwners() {
+		for _, o := range owners {
 			if o.Node == name {
 				return true
 			}

@@ -193,14 +193,16 @@ func latency(ctx context.Context, bin string, samples int) error {
 	}
 	defer peer.stop()
 
-	// BlockAssigned commits, as a watch on the pool stream delivers them.
+	// BlockAssigned commits, as a watch on the pool's streams delivers them.
 	head, rev, err := c.Log().Head(ctx, events.PoolStream("lat"))
 	if err != nil {
 		return err
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch := c.Log().Watch(wctx, events.WatchRequest{Prefixes: []string{string(events.PoolStream("lat"))}, FromRev: rev,
+	// The pool has block streams (coilctl's default): each BlockAssigned is in
+	// block/lat/INDEX; a pool-stream pool would have them in pool/lat.
+	ch := c.Log().Watch(wctx, events.WatchRequest{Prefixes: []string{string(events.PoolStream("lat")), "block/lat/"}, FromRev: rev,
 		After: map[events.Stream]uint64{events.PoolStream("lat"): head.Seq}})
 	var cmu sync.Mutex
 	committed := map[uint32]time.Time{}

@@ -52,6 +52,12 @@ func Samples() []Sample {
 		{"Snapshot", events.NodeStream("node-1"), &events.Snapshot{
 			StateHash: events.Hash{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32},
 			State:     []byte("\x00\x01state bytes\xff")}},
+		// Added with block streams (after the others: samples are stamped by position).
+		{"PoolSplit", events.ClusterStream, &events.PoolSplit{Name: "default"}},
+		{"BlockAssigned-blockstream", events.BlockStream("default", 17), &events.BlockAssigned{Index: 17, Node: "node-1"}},
+		{"BlockReleased-blockstream", events.BlockStream("default", 17), &events.BlockReleased{Index: 17, Node: "node-1", Reason: "empty for 5m0s"}},
+		{"NodeBlockAdded", events.NodeStream("node-1"), &events.NodeBlockAdded{Pool: "default", Index: 17}},
+		{"NodeBlockRemoved", events.NodeStream("node-1"), &events.NodeBlockRemoved{Pool: "default", Index: 4294967295, Reason: "node reclaimed: lease gone"}},
 		{"ClusterLevelRaised", events.ClusterStream, &events.ClusterLevelRaised{Level: events.Level1}},
 	}
 }

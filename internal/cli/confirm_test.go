@@ -168,7 +168,7 @@ func TestDestructiveCommandsNeedYes(t *testing.T) {
 // refuse anyway (a pool in use, a live node) is refused before asking.
 func TestDestructiveCommandsConfirmOnTerminal(t *testing.T) {
 	e := cluster2(t)
-	e.ok("pool", "create", "spare", "10.9.0.0/24")
+	e.ok("pool", "create", "spare", "10.9.0.0/24", "--layout", "block-streams") // as cluster2's pools
 
 	asked := func(t *testing.T, r result, code int, want ...string) {
 		t.Helper()
@@ -223,14 +223,15 @@ func TestDestructiveCommandsConfirmOnTerminal(t *testing.T) {
 	e.ok("log", "snapshot")
 	arch := filepath.Join(t.TempDir(), "archive.jsonl")
 	r = e.runTTY("", "log", "archive", "--before", "2100-01-01T00:00:00Z", "--to", arch)
-	asked(t, r, cli.ExitRefused, "Archive 17 events of 5 streams", "to "+arch+", then delete them from etcd",
+	// cluster, node/n1, node/n2 and the three blocks' streams (pools have block streams)
+	asked(t, r, cli.ExitRefused, "Archive 24 events of 6 streams", "to "+arch+", then delete them from etcd",
 		"coilctl: not confirmed: nothing archived or deleted")
 	if _, err := os.Stat(arch); !os.IsNotExist(err) {
 		t.Fatalf("declined archive wrote %s: %v", arch, err)
 	}
 	r = e.runTTY("y", "log", "archive", "--before", "2100-01-01T00:00:00Z", "--to", arch)
 	asked(t, r, cli.ExitOK)
-	if !strings.Contains(r.stdout, "archived 17 events of 5 streams") {
+	if !strings.Contains(r.stdout, "archived 24 events of 6 streams") {
 		t.Fatalf("archive after y: %q", r.stdout)
 	}
 
@@ -278,7 +279,7 @@ func TestImportRefusesLiveNodes(t *testing.T) {
 	// The plain import into an etcd holding a log says so first (it needs --force anyway).
 	e.fails(cli.ExitRefused, []string{"log", "import", exp}, "already holds a Coil log")
 	out := e.ok("log", "import", "--force", "--yes", "--ignore-live-nodes", "n1,n2", exp)
-	if !strings.Contains(out, "imported 11 events of 5 streams") {
+	if !strings.Contains(out, "imported 16 events of 6 streams") { // cluster, 2 nodes, 3 block streams
 		t.Fatalf("import with every live node named: %q", out)
 	}
 }

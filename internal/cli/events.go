@@ -82,7 +82,7 @@ type eventFlags struct {
 
 func (f *eventFlags) add(c *cobra.Command) {
 	fl := c.Flags()
-	fl.StringVar(&f.stream, "stream", "", `only this stream ("cluster", "pool/NAME", "node/NAME"), or streams under a prefix ending in "/" ("pool/", "node/")`)
+	fl.StringVar(&f.stream, "stream", "", `only this stream ("cluster", "pool/NAME", "block/POOL/INDEX", "node/NAME"), or streams under a prefix ending in "/" ("pool/", "block/POOL/", "node/")`)
 	fl.StringSliceVar(&f.types, "type", nil, "only these event types (repeat the flag or separate with commas), e.g. AddressAssigned,AddressReleased")
 	fl.StringVar(&f.node, "node", "", "only events of node N: its stream node/N and block events about N in pool streams")
 	fl.StringVar(&f.pool, "pool", "", "only events of pool P: its stream pool/P, address events in P, and P's definition in the cluster stream")
@@ -304,6 +304,17 @@ func checkTypes(ts []string) ([]events.Type, error) {
 // before it (for block prefixes).
 func summary(e *events.Event, cluster *projection.Cluster) string {
 	_, streamName := e.Stream.Kind()
+	if pool, _, ok := e.Stream.Block(); ok {
+		streamName = pool
+	}
+	blockOf := func(pool string, index uint32) string {
+		if p := cluster.Pools[pool]; p != nil {
+			if ps, ok := p.Block(index); ok {
+				return fmt.Sprintf("block %d of %s (%s)", index, pool, joinPrefixes(ps))
+			}
+		}
+		return fmt.Sprintf("block %d of %s", index, pool)
+	}
 	block := func(index uint32) string {
 		if p := cluster.Pools[streamName]; p != nil {
 			if ps, ok := p.Block(index); ok {
@@ -348,6 +359,12 @@ func summary(e *events.Event, cluster *projection.Cluster) string {
 		return fmt.Sprintf("cluster feature level raised to %d", p.Level)
 	case *events.Snapshot:
 		return fmt.Sprintf("snapshot of %s, state %s..", e.Stream, p.StateHash.String()[:12])
+	case *events.PoolSplit:
+		return fmt.Sprintf("pool %s: a stream per block from here on", p.Name)
+	case *events.NodeBlockAdded:
+		return fmt.Sprintf("%s taken", blockOf(p.Pool, p.Index))
+	case *events.NodeBlockRemoved:
+		return fmt.Sprintf("%s given up%s", blockOf(p.Pool, p.Index), because(p.Reason))
 	}
 	return string(e.Type())
 }

@@ -35,9 +35,11 @@ func parseJSONLines(t *testing.T, out string) []eventOut {
 	return evs
 }
 
+// TestEvents reads a log whose pools keep their blocks in pool streams (as every log
+// written before block streams); TestEventsBlockStreams reads the default layout.
 func TestEvents(t *testing.T) {
-	e := cluster2(t)
-	e.ok("pool", "create", "spare", "10.9.0.0/24")
+	e := cluster2Layout(t, "pool-stream")
+	e.ok("pool", "create", "spare", "10.9.0.0/24", "--layout", "pool-stream")
 	e.ok("pool", "delete", "spare", "--yes")
 
 	all := parseJSONLines(t, e.ok("events", "-o", "json"))
@@ -122,6 +124,70 @@ func TestEvents(t *testing.T) {
 	}
 
 	e.fails(2, []string{"events", "--type", "Bogus"}, `--type "Bogus" is not an event type (one of: PoolCreated,`)
-	e.fails(2, []string{"events", "--stream", "pools/x"}, `--stream: "pools/x" (want cluster, pool/NAME or node/NAME)`)
+	e.fails(2, []string{"events", "--stream", "pools/x"}, `--stream: "pools/x" (want cluster, pool/NAME, block/POOL/INDEX or node/NAME)`)
 	e.fails(2, []string{"events", "extra"}, "takes no arguments")
+}
+
+// TestEventsBlockStreams: pools with a stream per block (the default): the take's two
+// events (the block's stream and the node's record), --stream block/POOL/INDEX and
+// block/POOL/, --pool and --node over block streams, the summaries.
+func TestEventsBlockStreams(t *testing.T) {
+	e := cluster2(t)
+	all := parseJSONLines(t, e.ok("events", "-o", "json"))
+	// 4 cluster events (PoolCreated and PoolSplit per pool), 2 registrations, 3 takes
+	// (BlockAssigned in the block's stream + NodeBlockAdded: 6 events), 4 address
+	// assignments (c1, c2 on n1; c3, c4 on n2).
+	if len(all) != 16 {
+		t.Fatalf("%d events, want 16: %+v", len(all), all)
+	}
+	byRev := map[int64][]string{}
+	for _, ev := range all {
+		byRev[ev.Revision] = append(byRev[ev.Revision], ev.Stream+" "+ev.Type)
+	}
+	c1block := e.subst("block/default/{c1#}")
+	for _, tc := range []struct {
+		args  []string
+		n     int
+		check func(eventOut) bool
+	}{
+		{[]string{"--stream", c1block}, 1, func(ev eventOut) bool { return ev.Stream == c1block && ev.Payload["node"] == "n1" }},
+		{[]string{"--stream", "block/default/"}, 2, func(ev eventOut) bool { return strings.HasPrefix(ev.Stream, "block/default/") }},
+		{[]string{"--stream", "block/"}, 3, func(ev eventOut) bool { return ev.Type == "BlockAssigned" }},
+		{[]string{"--type", "NodeBlockAdded"}, 3, func(ev eventOut) bool { return strings.HasPrefix(ev.Stream, "node/") }},
+		{[]string{"--pool", "dual"}, 5, func(ev eventOut) bool {
+			return ev.Stream == "cluster" || strings.HasPrefix(ev.Stream, "block/dual/") || ev.Payload["pool"] == "dual"
+		}},
+		{[]string{"--node", "n1", "--type", "BlockAssigned,NodeBlockAdded"}, 2, func(ev eventOut) bool {
+			return ev.Stream == "node/n1" || ev.Payload["node"] == "n1"
+		}},
+	} {
+		got := parseJSONLines(t, e.ok(append([]string{"events", "-o", "json"}, tc.args...)...))
+		if len(got) != tc.n {
+			t.Errorf("events %v: %d events, want %d: %+v", tc.args, len(got), tc.n, got)
+		}
+		for _, ev := range got {
+			if !tc.check(ev) {
+				t.Errorf("events %v: unexpected %s #%d %s", tc.args, ev.Stream, ev.Seq, ev.Type)
+			}
+		}
+	}
+	// A take is one transaction: the block's BlockAssigned, the node's NodeBlockAdded and
+	// the first address in it share a revision.
+	for _, ev := range all {
+		if ev.Type == "BlockAssigned" && len(byRev[ev.Revision]) != 3 {
+			t.Errorf("revision %d holds %v, want the block's event, NodeBlockAdded and an address", ev.Revision, byRev[ev.Revision])
+		}
+	}
+	table := e.ok("events")
+	t.Logf("events:\n%s", table)
+	for _, want := range []string{
+		"pool default: a stream per block from here on",
+		"block {c1#} ({c1/}) -> n1",
+		"block {c1#} of default ({c1/}) taken",
+		"block {c4#} of dual ({c4/},{c46/}) taken",
+	} {
+		if want = e.subst(want); !strings.Contains(table, want) {
+			t.Errorf("events table lacks %q", want)
+		}
+	}
 }

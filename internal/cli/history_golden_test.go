@@ -105,9 +105,11 @@ func generateWeek(t *testing.T) []*events.Event {
 		must(err)
 		return sn
 	}
-	must(alice.CreatePool(ctx, &events.PoolCreated{Name: "default", BlockSizeBits: 4, Subnets: []events.Subnet{subnet("10.1.2.0/24")}}))
+	// Pools in pool streams: week.jsonl is a log as written before block streams, which
+	// must keep replaying (and its outputs stay the same).
+	must(alice.CreatePool(ctx, &events.PoolCreated{Name: "default", BlockSizeBits: 4, Subnets: []events.Subnet{subnet("10.1.2.0/24")}}, allocator.LegacyLayout()))
 	clk.set(clk.Now().Add(2 * time.Minute))
-	must(alice.CreatePool(ctx, &events.PoolCreated{Name: "dual", BlockSizeBits: 3, Subnets: []events.Subnet{subnet("10.2.0.0/24,fd00:2::/120")}}))
+	must(alice.CreatePool(ctx, &events.PoolCreated{Name: "dual", BlockSizeBits: 3, Subnets: []events.Subnet{subnet("10.2.0.0/24,fd00:2::/120")}}, allocator.LegacyLayout()))
 
 	nodes := map[string]*allocator.Node{}
 	names := []string{"n1", "n2", "n3"}
@@ -178,7 +180,7 @@ func generateWeek(t *testing.T) []*events.Event {
 		case now.Equal(time.Date(2030, 1, 8, 12, 0, 0, 0, time.UTC)):
 			must(alice.AddSubnet(ctx, "default", subnet("10.1.3.0/24")))
 		case now.Equal(time.Date(2030, 1, 8, 13, 30, 0, 0, time.UTC)):
-			must(bob.CreatePool(ctx, &events.PoolCreated{Name: "spare", BlockSizeBits: 5, Subnets: []events.Subnet{subnet("10.9.0.0/24")}}))
+			must(bob.CreatePool(ctx, &events.PoolCreated{Name: "spare", BlockSizeBits: 5, Subnets: []events.Subnet{subnet("10.9.0.0/24")}}, allocator.LegacyLayout()))
 		case now.Equal(time.Date(2030, 1, 9, 10, 10, 0, 0, time.UTC)):
 			must(bob.DeletePool(ctx, "spare"))
 		case now.Equal(time.Date(2030, 1, 9, 11, 10, 0, 0, time.UTC)):

@@ -233,13 +233,13 @@ type blockView struct {
 
 func (s *snapshot) blocks(f filters) []blockView {
 	out := []blockView{}
-	for _, pool := range sortedKeys(s.Pools) {
+	owners := s.AllOwners() // pool streams and block streams
+	for _, pool := range sortedKeys(owners) {
 		if f.pool != "" && pool != f.pool {
 			continue
 		}
-		b := s.Pools[pool]
 		use := s.addressesInUse(pool)
-		for idx, o := range b.Owners {
+		for idx, o := range owners[pool] {
 			if f.node != "" && o.Node != f.node {
 				continue
 			}
@@ -330,8 +330,12 @@ func (s *snapshot) nodes(alive map[string]bool) []nodeView {
 		if n := s.Nodes[name]; n != nil {
 			v.Registered, v.Lease, v.Retired, v.Addresses = n.Registered, n.Lease, n.Retired, len(n.Attached)
 		}
-		for _, b := range s.Pools {
-			v.Blocks += len(b.OwnedBy(name))
+		for _, owners := range s.AllOwners() {
+			for _, o := range owners {
+				if o.Node == name {
+					v.Blocks++
+				}
+			}
 		}
 		out = append(out, v)
 	}
@@ -427,8 +431,15 @@ func (s *snapshot) reclaimPlan(node string) string {
 	}
 	blocks := 0
 	var per []string
-	for _, p := range sortedKeys(s.Pools) {
-		if k := len(s.Pools[p].OwnedBy(node)); k > 0 {
+	all := s.AllOwners()
+	for _, p := range sortedKeys(all) {
+		k := 0
+		for _, o := range all[p] {
+			if o.Node == node {
+				k++
+			}
+		}
+		if k > 0 {
 			blocks += k
 			per = append(per, fmt.Sprintf("%s: %d", p, k))
 		}

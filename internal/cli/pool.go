@@ -17,7 +17,8 @@ import (
 
 func (a *app) poolCommand() *cobra.Command {
 	return a.group("pool", "Create, list, show and delete address pools",
-		a.poolCreateCommand(), a.poolAddSubnetCommand(), a.poolListCommand(), a.poolShowCommand(), a.poolDeleteCommand())
+		a.poolCreateCommand(), a.poolAddSubnetCommand(), a.poolListCommand(), a.poolShowCommand(), a.poolDeleteCommand(),
+		a.poolSplitCommand())
 }
 
 // argsUsage checks the argument count with a message naming the arguments.
@@ -37,14 +38,29 @@ func validName(kind, name string) error {
 	return nil
 }
 
+// Pool layouts (--layout): where a pool records its blocks' owners.
+const (
+	layoutBlockStreams = "block-streams"
+	layoutPoolStream   = "pool-stream"
+)
+
 func (a *app) poolCreateCommand() *cobra.Command {
 	var bits int
+	var layout string
 	c := &cobra.Command{
 		Use:   "create NAME SUBNET...",
 		Short: "Create a pool from one or more subnets",
 		Long: `Create a pool from one or more subnets. A SUBNET is an IPv4 network (10.0.0.0/16),
 an IPv6 network (fd00::/112) or a dual-stack pair (10.0.0.0/16,fd00::/112); all
-subnets of a pool are of one kind, and no subnet may overlap any other pool's.`,
+subnets of a pool are of one kind, and no subnet may overlap any other pool's.
+
+--layout pool-stream (the default for now) keeps all block owners in the pool's one
+stream, as coil versions before block streams did: nodes taking blocks at once wait for
+each other. --layout block-streams gives each block an ownership stream of its own:
+nodes never wait for each other unless they want the same block. A coild without block
+streams stops at such a pool, so use it only once every coild knows them (it becomes
+the default when a cluster-version gate guards this); move a pool later with
+'coilctl pool split'.`,
 		Example: `  coilctl pool create default 10.64.0.0/16
   coilctl pool create dual 10.65.0.0/16,fd00:65::/112 --block-size-bits 6`,
 		Args: argsUsage(2, -1, "NAME and at least one SUBNET"),
@@ -64,10 +80,18 @@ subnets of a pool are of one kind, and no subnet may overlap any other pool's.`,
 				}
 				p.Subnets = append(p.Subnets, s)
 			}
+			var opts []allocator.PoolOption
+			switch layout {
+			case layoutBlockStreams:
+				opts = append(opts, allocator.BlockStreams())
+			case layoutPoolStream:
+			default:
+				return usagef("--layout %q: want %s or %s", layout, layoutBlockStreams, layoutPoolStream)
+			}
 			if err := a.connect(); err != nil {
 				return err
 			}
-			if err := a.admin().CreatePool(cmd.Context(), p); err != nil {
+			if err := a.admin().CreatePool(cmd.Context(), p, opts...); err != nil {
 				return poolErr(name, err)
 			}
 			return a.printPoolResult(cmd, name, "created")
@@ -75,7 +99,39 @@ subnets of a pool are of one kind, and no subnet may overlap any other pool's.`,
 	}
 	c.Flags().IntVar(&bits, "block-size-bits", allocator.DefaultBlockSizeBits,
 		fmt.Sprintf("block size as a power of two: a block holds 2^N addresses (0-%d; 5 = 32 addresses, a /27)", allocator.MaxBlockSizeBits))
+	c.Flags().StringVar(&layout, "layout", layoutPoolStream, "where block owners are recorded: "+layoutPoolStream+" (one stream for the pool, as before block streams) or "+layoutBlockStreams+" (a stream per block; needs cluster feature level 1, raised when every live coild reads it)")
 	return c
+}
+
+func (a *app) poolSplitCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "split NAME",
+		Short: "Give each block of a pool its own ownership stream (from pool-stream to block-streams)",
+		Long: `Move a pool made with --layout pool-stream (or by a coil version before block
+streams) to block streams: from now on its blocks are taken in streams of their own, so
+nodes stop racing for the pool stream. Blocks owned now stay recorded in the pool
+stream until their nodes release them. Every coild must run a version that knows block
+streams first: an older one stops at the pool's new events (it exits rather than hand
+out addresses from a log it cannot read). There is no way back.`,
+		Example: `  coilctl pool split default`,
+		Args:    argsUsage(1, 1, "NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName("pool", name); err != nil {
+				return err
+			}
+			if err := a.connect(); err != nil {
+				return err
+			}
+			if err := a.admin().SplitPool(cmd.Context(), name); err != nil {
+				if errors.Is(err, allocator.ErrPoolSplit) {
+					return errors.Mark(errors.Newf("pool %q already has block streams", name), ErrRefused)
+				}
+				return poolErr(name, err)
+			}
+			return a.printPoolResult(cmd, name, "split")
+		}),
+	}
 }
 
 func (a *app) poolAddSubnetCommand() *cobra.Command {
@@ -154,6 +210,7 @@ type poolView struct {
 	Blocks         blockCounts    `json:"blocks"`
 	AddressesInUse int            `json:"addressesInUse"`
 	Created        time.Time      `json:"created"`
+	Layout         string         `json:"layout"`
 	Nodes          []poolNodeView `json:"nodes,omitempty"`
 }
 
@@ -180,31 +237,32 @@ func blockLens(p *projection.Pool) string {
 func (s *snapshot) poolView(p *projection.Pool, withNodes bool) *poolView {
 	v := &poolView{
 		Name: p.Name, Subnets: subnetStrings(p.Subnets), BlockSizeBits: p.BlockSizeBits,
-		BlockSize: blockSize(p), Created: p.Created,
+		BlockSize: blockSize(p), Created: p.Created, Layout: layoutPoolStream,
+	}
+	if p.Split {
+		v.Layout = layoutBlockStreams
 	}
 	v.Blocks.Total = p.NumBlocks()
 	use := s.addressesInUse(p.Name)
 	for _, n := range use {
 		v.AddressesInUse += n
 	}
-	b := s.Pools[p.Name]
-	if b != nil {
-		v.Blocks.Used = uint64(len(b.Owners))
-	}
+	owners := s.PoolOwners(p.Name) // pool stream and block streams
+	v.Blocks.Used = uint64(len(owners))
 	if v.Blocks.Total > v.Blocks.Used {
 		v.Blocks.Free = v.Blocks.Total - v.Blocks.Used
 	}
-	if !withNodes || b == nil {
+	if !withNodes || len(owners) == 0 {
 		return v
 	}
 	byNode := map[string]*poolNodeView{}
-	idx := make([]uint32, 0, len(b.Owners))
-	for i := range b.Owners {
+	idx := make([]uint32, 0, len(owners))
+	for i := range owners {
 		idx = append(idx, i)
 	}
 	sort.Slice(idx, func(i, j int) bool { return idx[i] < idx[j] })
 	for _, i := range idx {
-		o := b.Owners[i]
+		o := owners[i]
 		nv := byNode[o.Node]
 		if nv == nil {
 			nv = &poolNodeView{Node: o.Node, Prefixes: []string{}}
@@ -295,6 +353,7 @@ func (a *app) poolShowCommand() *cobra.Command {
 			fmt.Fprintf(w, "Subnets:           %s\n", strings.Join(v.Subnets, " "))
 			fmt.Fprintf(w, "Block size:        %s, %d bits\n", v.BlockSize, v.BlockSizeBits)
 			fmt.Fprintf(w, "Blocks:            %d used, %d free, %d total\n", v.Blocks.Used, v.Blocks.Free, v.Blocks.Total)
+			fmt.Fprintf(w, "Layout:            %s\n", v.Layout)
 			fmt.Fprintf(w, "Addresses in use:  %d\n", v.AddressesInUse)
 			fmt.Fprintf(w, "Created:           %s\n", fmtTime(v.Created))
 			if len(v.Nodes) == 0 {

@@ -2,12 +2,14 @@ package cli_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 )
 
@@ -230,5 +232,70 @@ func TestPoolReservedRangeInOldLog(t *testing.T) {
 	f := newEnv(t)
 	if r := f.run("log", "import", exp); r.code != 0 || !strings.Contains(r.stdout, "imported") || !strings.HasPrefix(r.stderr, warning) {
 		t.Fatalf("import of the old log: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestPoolLayoutsAndSplit: a pool in one pool stream (as before block streams) is split
+// while a node uses it: its old block stays the node's, the next one is taken in a block
+// stream, pool show tells the layout, history finds holders in either kind of block, a
+// second split is refused, a bad --layout is a usage error.
+func TestPoolLayoutsAndSplit(t *testing.T) {
+	e := newEnv(t)
+	e.fails(2, []string{"pool", "create", "x", "10.8.0.0/24", "--layout", "bogus"}, `--layout "bogus": want block-streams or pool-stream`)
+	e.ok("pool", "create", "old", "10.0.0.0/28", "--block-size-bits", "2", "--layout", "pool-stream") // 4 blocks of 4
+	if out := e.ok("pool", "show", "old"); !strings.Contains(out, "Layout:            pool-stream") {
+		t.Fatalf("pool show:\n%s", out)
+	}
+	n1, _ := e.startNode("n1")
+	first := e.alloc(n1, "c1", "old", "p1")
+	for _, id := range []string{"c2", "c3", "c4"} {
+		e.alloc(n1, id, "old", id)
+	}
+	if out := e.ok("pool", "split", "old"); !strings.Contains(out, `pool "old" split`) {
+		t.Fatalf("pool split: %q", out)
+	}
+	e.fails(4, []string{"pool", "split", "old"}, `pool "old" already has block streams`)
+	e.fails(3, []string{"pool", "split", "nope"}, `pool "nope" not found`)
+	// n1 has not seen the split: its full legacy block sends it to a new block, which it
+	// takes in the block's own stream.
+	second := e.alloc(n1, "c5", "old", "p5")
+	if second.Block == first.Block {
+		t.Fatalf("c5 in the full block %d", first.Block)
+	}
+	if out := e.ok("events", "--stream", fmt.Sprintf("block/old/%d", second.Block), "-o", "json"); !strings.Contains(out, `"BlockAssigned"`) {
+		t.Fatalf("no BlockAssigned in block/old/%d: %q", second.Block, out)
+	}
+	show := e.ok("pool", "show", "old")
+	for _, want := range []string{"Layout:            block-streams", "Blocks:            2 used, 2 free, 4 total"} {
+		if !strings.Contains(show, want) {
+			t.Fatalf("pool show lacks %q:\n%s", want, show)
+		}
+	}
+	if got := len(lines(e.ok("block", "list", "--pool", "old"))); got != 3 {
+		t.Fatalf("block list: %d lines, want a header and 2 blocks", got)
+	}
+	for _, a := range []*allocator.Assignment{first, second} {
+		out := e.ok("history", a.Addrs[0].String())
+		if !strings.Contains(out, a.ContainerID) || !strings.Contains(out, "n1") {
+			t.Fatalf("history %s:\n%s", a.Addrs[0], out)
+		}
+	}
+}
+
+// TestPoolCreateDefaultLayout: until a cluster-version gate exists, pool create writes
+// no event a coild without block streams stops at: the default layout is the pool stream
+// (no PoolSplit), and block streams are only made when asked for.
+func TestPoolCreateDefaultLayout(t *testing.T) {
+	e := newEnv(t)
+	e.ok("pool", "create", "plain", "10.0.0.0/24")
+	if out := e.ok("pool", "show", "plain"); !strings.Contains(out, "Layout:            pool-stream") {
+		t.Fatalf("pool show:\n%s", out)
+	}
+	if out := e.ok("events", "--type", "PoolSplit", "-o", "json"); strings.Contains(out, "PoolSplit") {
+		t.Fatalf("pool create without --layout wrote PoolSplit: %s", out)
+	}
+	e.ok("pool", "create", "split", "10.1.0.0/24", "--layout", "block-streams")
+	if out := e.ok("pool", "show", "split"); !strings.Contains(out, "Layout:            block-streams") {
+		t.Fatalf("pool show:\n%s", out)
 	}
 }

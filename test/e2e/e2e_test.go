@@ -279,7 +279,7 @@ func TestBlockAppearsAndIsWithdrawn(t *testing.T) {
 		return len(last) == 0
 	}, "n1 drops the released block %s (routes: %v)", block, &last)
 	waitExported(t, n0, 0)
-	out, err := c.Coilctl(ctx, "events", "--stream", "pool/default", "--type", "BlockReleased", "-o", "json")
+	out, err := c.Coilctl(ctx, "events", "--pool", "default", "--type", "BlockReleased", "-o", "json") // pool or block streams
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}

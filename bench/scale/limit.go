@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/events"
+)
+
+// limit: every node allocates as fast as its requesters can for limitDur (group commit
+// batches whatever queued up while the previous append was in flight); then etcd's own
+// rate for the same shape of work: one writer per node, each a transaction that compares
+// a head value and the writer's lease, puts the mean batch of values of the mean stored
+// size and the new head (what an append of a group commit is), for as long.
+func (h *harness) limit(ctx context.Context) error {
+	o := h.o
+	var allocs atomic.Int64
+	var fails failures
+	var lat latencies
+	lctx, cancel := context.WithTimeout(ctx, o.limitDur)
+	defer cancel()
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i, n := range h.nodes {
+		for r := range o.limitReqs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := 0; lctx.Err() == nil; k++ {
+					s := time.Now()
+					_, err := n.allocate(lctx, allocator.Request{ContainerID: containerID(i, r<<32|k), IfName: "eth0", Pool: h.pool})
+					if err != nil {
+						if lctx.Err() == nil {
+							fails.add(err)
+						}
+						continue
+					}
+					lat.add(time.Since(s))
+					allocs.Add(1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	el := time.Since(t0).Seconds()
+	h.res.CoilAllocsPerS = float64(allocs.Load()) / el
+	h.res.P50ms, h.res.P99ms, h.res.Maxms = lat.quantiles()
+	h.res.Allocs = int(allocs.Load())
+	h.res.FailedAllocs, h.res.FailedReasons = fails.n, fails.by
+	if a := h.c.appends.Load(); a > 0 {
+		h.res.MeanBatch = float64(h.c.events.Load()) / float64(a)
+	}
+	// Mean stored size of the node streams' events.
+	resp, err := h.admin.Get(ctx, events.NewKeys("").LogPrefix()+"node/", clientv3.WithPrefix(), clientv3.WithLimit(2000))
+	if err == nil && len(resp.Kvs) > 0 {
+		var sum int
+		for _, kv := range resp.Kvs {
+			sum += len(kv.Value)
+		}
+		h.res.MeanValueBytes = float64(sum) / float64(len(resp.Kvs))
+	}
+	fmt.Fprintf(os.Stderr, "limit: coil %.0f allocations/s, mean batch %.1f, value %.0f B\n", h.res.CoilAllocsPerS, h.res.MeanBatch, h.res.MeanValueBytes)
+	if o.noRawEtcd || h.res.MeanBatch == 0 {
+		return nil
+	}
+	rate, err := h.rawPuts(ctx, max(1, int(h.res.MeanBatch+0.5)), int(h.res.MeanValueBytes+0.5), o.limitDur)
+	if err != nil {
+		return err
+	}
+	h.res.EtcdPutsPerS = rate
+	if rate > 0 {
+		h.res.LimitFraction = h.res.CoilAllocsPerS / rate
+	}
+	return nil
+}
+
+// rawPuts runs one writer per node, each appending batches of size values of valueBytes
+// to its own key range with the transaction shape of an append, and returns values/s.
+func (h *harness) rawPuts(ctx context.Context, batch, valueBytes int, d time.Duration) (float64, error) {
+	val := make([]byte, valueBytes)
+	_, _ = rand.Read(val)
+	head := make([]byte, 34)
+	_, _ = rand.Read(head)
+	var puts atomic.Int64
+	var firstErr atomic.Value
+	rctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i, n := range h.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			alive := events.NewKeys("").Alive(n.name)
+			hk := fmt.Sprintf("/raw/head/%d", i)
+			prev := ""
+			for seq := 1; rctx.Err() == nil; {
+				cmps := []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(alive), "=", n.lease)}
+				if prev == "" {
+					cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(hk), "=", 0))
+				} else {
+					cmps = append(cmps, clientv3.Compare(clientv3.Value(hk), "=", prev))
+				}
+				ops := make([]clientv3.Op, 0, batch+1)
+				for range batch {
+					ops = append(ops, clientv3.OpPut(fmt.Sprintf("/raw/log/%d/%012d", i, seq), string(val)))
+					seq++
+				}
+				next := fmt.Sprintf("%012d", seq) + string(head[12:])
+				ops = append(ops, clientv3.OpPut(hk, next))
+				resp, err := n.cli.Txn(rctx).If(cmps...).Then(ops...).Commit()
+				if err != nil {
+					if rctx.Err() == nil {
+						firstErr.CompareAndSwap(nil, err)
+					}
+					return
+				}
+				if !resp.Succeeded {
+					firstErr.CompareAndSwap(nil, fmt.Errorf("raw writer %d: compare failed", i))
+					return
+				}
+				prev = next
+				puts.Add(int64(batch))
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return 0, err
+	}
+	rate := float64(puts.Load()) / time.Since(t0).Seconds()
+	fmt.Fprintf(os.Stderr, "limit: etcd %.0f puts/s (batches of %d, %d B values, %d writers)\n", rate, batch, valueBytes, len(h.nodes))
+	return rate, nil
+}

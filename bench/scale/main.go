@@ -1,0 +1,769 @@
+// Command scale simulates clusters of many Coil nodes against a real 3-member etcd on this
+// machine and measures how block and address allocation holds up (docs/benchmarks.md,
+// "Scale"). Each simulated node is what coild is to etcd, without the kernel: its own etcd
+// client, a lease and liveness key (fenced appends), a real allocator.Node (replay,
+// registration, group commit) and a watch of the streams the node follows.
+//
+//	go run ./bench/scale --nodes 1000 --scenario boot
+//	go run ./bench/scale --nodes 1000 --scenario churn --churn-pods 100000 --churn-rate 500
+//	go run ./bench/scale --nodes 1000 --scenario exhaustion --subnet 10.0.0.0/20
+//	go run ./bench/scale --nodes 64 --scenario limit
+//	go run ./bench/scale --plot docs/scale.svg --results bench/results/scale.jsonl
+//
+// The last line of output is one JSON object with the figures (see result); --results
+// also appends it to a file, from which --plot draws the SVG in docs/.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/errors"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/readside"
+)
+
+type options struct {
+	nodes      int
+	scenario   string
+	layout     string
+	design     string
+	members    int
+	fsync      bool
+	timings    string
+	subnet     string
+	blockBits  int
+	startPar   int
+	noWatch    bool
+	leaseTTL   time.Duration
+	retryWait  time.Duration
+	timeout    time.Duration
+	results    string
+	label      string
+	churnPods  int
+	churnRate  float64
+	churnLive  int
+	reconcile  time.Duration
+	blockGrace time.Duration
+	limitDur   time.Duration
+	limitReqs  int
+	noRawEtcd  bool
+}
+
+func main() {
+	var o options
+	child := flag.String("etcd-child", "", "(internal) run the etcd members with data in this directory")
+	plot := flag.String("plot", "", "write an SVG plot of the results file (--results) to this path and exit")
+	flag.IntVar(&o.nodes, "nodes", 100, "simulated nodes")
+	flag.StringVar(&o.scenario, "scenario", "boot", "boot, churn, exhaustion or limit")
+	flag.StringVar(&o.layout, "layout", "block-streams", "pool layout: block-streams (a stream per block, opt-in in coilctl for now) or pool-stream (one pool stream: coilctl pool create's default, the baseline)")
+	flag.StringVar(&o.design, "design", "allocator", "block taking: allocator (allocator.Node as built), or a prototype: proto-blocks, proto-shards, proto-combine")
+	flag.IntVar(&o.members, "members", 3, "etcd members")
+	flag.BoolVar(&o.fsync, "fsync", true, "etcd fsyncs its WAL (as in production)")
+	flag.StringVar(&o.timings, "etcd-timings", "default", "raft timings: default (100 ms tick, 1 s election) or fast (10/100)")
+	flag.StringVar(&o.subnet, "subnet", "10.0.0.0/8", "the pool's subnet")
+	flag.IntVar(&o.blockBits, "block-bits", 5, "block size in bits")
+	flag.IntVar(&o.startPar, "start-parallel", 32, "nodes started at once during set-up")
+	flag.BoolVar(&o.noWatch, "no-watch", false, "nodes do not watch the log")
+	flag.DurationVar(&o.leaseTTL, "lease-ttl", 60*time.Second, "the nodes' lease TTL")
+	flag.DurationVar(&clientKeepAlive, "client-keepalive", 0, "the nodes' gRPC keep-alive ping interval (0: coild's client, 5 s)")
+	flag.DurationVar(&clientKeepAliveTimeout, "client-keepalive-timeout", 20*time.Second, "with --client-keepalive: how long a ping may go unanswered")
+	flag.DurationVar(&o.retryWait, "retry-wait", time.Second, "boot, churn: wait this long before retrying a failed Allocate (a runtime retries a failed pod later)")
+	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up on the scenario after this long")
+	flag.StringVar(&o.results, "results", "", "append the result's JSON line to this file")
+	flag.StringVar(&o.label, "label", "", "a label recorded with the result (e.g. baseline, new)")
+	flag.IntVar(&o.churnPods, "churn-pods", 100000, "churn: pods started (and stopped)")
+	flag.Float64Var(&o.churnRate, "churn-rate", 500, "churn: pod starts per second (stops follow at the same rate)")
+	flag.IntVar(&o.churnLive, "churn-live", 20, "churn: pods alive per node in the steady state")
+	flag.DurationVar(&o.reconcile, "reconcile-every", 0, "churn: each node releases empty blocks this often (0: never)")
+	flag.DurationVar(&o.blockGrace, "block-grace", 10*time.Second, "churn: how long a block stays empty before it is released")
+	flag.DurationVar(&o.limitDur, "limit-duration", 20*time.Second, "limit: how long each side runs")
+	flag.IntVar(&o.limitReqs, "limit-requesters", 64, "limit: concurrent requesters per node")
+	flag.BoolVar(&o.noRawEtcd, "limit-no-raw", false, "limit: skip etcd's own put rate")
+	flag.Parse()
+	if *child != "" {
+		if err := etcdChild(*child, o.members, o.fsync, o.timings); err != nil {
+			fmt.Fprintf(os.Stderr, "etcd child: %+v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *plot != "" {
+		if err := writePlot(*plot, o.results); err != nil {
+			fmt.Fprintf(os.Stderr, "bench/scale: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// A run that outlives its timeout by far is stuck somewhere: keep the goroutines' stacks.
+	watchdog := time.AfterFunc(o.timeout+15*time.Minute, func() {
+		path := fmt.Sprintf("%s/coil-scale-stuck-%d.txt", os.TempDir(), os.Getpid())
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.Lookup("goroutine").WriteTo(f, 2)
+			_ = f.Close()
+			fmt.Fprintln(os.Stderr, "bench/scale: still running long after --timeout; goroutines written to", path)
+		}
+	})
+	defer watchdog.Stop()
+	res, err := run(ctx, o)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench/scale: %+v\n", err)
+		os.Exit(1)
+	}
+	if res.Duplicates > 0 || res.Error != "" {
+		os.Exit(2)
+	}
+}
+
+// emit prints the result (table, then the JSON line last) and appends it to the results
+// file. run calls it as soon as the figures are in, before the nodes are stopped: a stop
+// that hangs on a starved machine must not lose the measurement.
+func emit(o options, res *result) {
+	printTable(res)
+	line, _ := json.Marshal(res)
+	if o.results != "" {
+		f, err := os.OpenFile(o.results, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			_, _ = f.Write(append(line, '\n'))
+			_ = f.Close()
+		}
+	}
+	fmt.Println(string(line))
+}
+
+// result is the JSON line the harness prints last.
+type result struct {
+	Nodes        int     `json:"nodes"`
+	Scenario     string  `json:"scenario"`
+	Label        string  `json:"label,omitempty"`
+	Layout       string  `json:"layout"`
+	Design       string  `json:"design"`
+	AllBlockedS  float64 `json:"all_blocked_s"`
+	TxnsPerBlock float64 `json:"txns_per_block"`
+	P50ms        float64 `json:"p50_ms"`
+	P99ms        float64 `json:"p99_ms"`
+	Maxms        float64 `json:"max_ms"`
+	Duplicates   int     `json:"duplicates"`
+
+	Allocs         int            `json:"allocs"`
+	FailedAllocs   int            `json:"failed_allocs"`
+	FailedReasons  map[string]int `json:"failed_reasons,omitempty"`
+	BlockAttempts  int64          `json:"block_attempts"`
+	BlocksTaken    int64          `json:"blocks_taken"`
+	Appends        int64          `json:"appends"`
+	Conflicts      int64          `json:"conflicts"`
+	Reads          int64          `json:"reads"`
+	WatchPerNode   float64        `json:"watch_events_per_node"`
+	DBBytes        int64          `json:"etcd_db_bytes"`
+	DBInUseBytes   int64          `json:"etcd_db_in_use_bytes"`
+	EtcdCPUs       float64        `json:"etcd_cpu_s"`
+	EtcdRSSMiB     float64        `json:"etcd_rss_mib"`
+	HarnessCPUs    float64        `json:"harness_cpu_s"`
+	HeapKiBNode    float64        `json:"client_heap_kib_per_node"`
+	RSSKiBNode     float64        `json:"client_rss_kib_per_node"`
+	GoroutinesNode float64        `json:"goroutines_per_node"`
+	SetupS         float64        `json:"setup_s"`
+	SetupRetries   int64          `json:"setup_retries,omitempty"`
+	ScenarioS      float64        `json:"scenario_s"`
+
+	LogEvents  int `json:"log_events"`
+	LogStreams int `json:"log_streams"`
+	LogBlocks  int `json:"log_blocks_owned"`
+	LogAddrs   int `json:"log_addresses_held"`
+
+	// churn
+	ChurnRate      float64 `json:"churn_rate,omitempty"`
+	ReleaseP50ms   float64 `json:"release_p50_ms,omitempty"`
+	ReleaseP99ms   float64 `json:"release_p99_ms,omitempty"`
+	ReplayS        float64 `json:"replay_s,omitempty"`
+	ReplayEvents   int64   `json:"replay_events,omitempty"`
+	NewNodeLoadMs  float64 `json:"new_node_load_ms,omitempty"`
+	BlocksReleased int64   `json:"blocks_released,omitempty"`
+	// exhaustion
+	ExhaustedNodes int `json:"exhausted_nodes,omitempty"`
+	PoolAddresses  int `json:"pool_addresses,omitempty"`
+	// limit
+	CoilAllocsPerS float64 `json:"coil_allocs_per_s,omitempty"`
+	EtcdPutsPerS   float64 `json:"etcd_puts_per_s,omitempty"`
+	LimitFraction  float64 `json:"limit_fraction,omitempty"`
+	MeanBatch      float64 `json:"mean_batch,omitempty"`
+	MeanValueBytes float64 `json:"mean_value_bytes,omitempty"`
+
+	Date    string `json:"date"`
+	Machine string `json:"machine"`
+	Commit  string `json:"commit"`
+	Load    string `json:"loadavg"`
+	Error   string `json:"error,omitempty"`
+}
+
+// harness holds what every scenario uses.
+type harness struct {
+	o     options
+	etcd  *etcdCluster
+	admin *clientv3.Client
+	log   *events.EtcdLog
+	c     *counters
+	nodes []*simNode
+	pool  string
+	res   *result
+	// blocksBefore: BlockAssigned events in the log when the scenario started.
+	blocksBefore int64
+	setupRetries atomic.Int64
+}
+
+func run(ctx context.Context, o options) (*result, error) {
+	raiseFileLimit()
+	res := &result{Nodes: o.nodes, Scenario: o.scenario, Label: o.label, Layout: o.layout, Design: o.design,
+		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Commit: commit(), Load: loadavg()}
+	switch o.scenario {
+	case "boot", "churn", "exhaustion", "limit":
+	default:
+		return nil, errors.Newf("--scenario %q: want boot, churn, exhaustion or limit", o.scenario)
+	}
+	ec, err := startEtcd(ctx, o.members, o.fsync, o.timings)
+	if err != nil {
+		return nil, err
+	}
+	defer ec.stop()
+	h := &harness{o: o, etcd: ec, c: &counters{}, pool: "scale", res: res}
+	h.admin, err = etcdclient.New(etcdclient.Config{Endpoints: ec.endpoints, DialTimeout: 30 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer h.admin.Close()
+	h.log = events.NewEtcdLog(h.admin, events.EtcdConfig{})
+	defer h.log.Close()
+	if err := h.createPool(ctx); err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(o.design, "proto-") {
+		return h.runProto(ctx)
+	}
+	heap0, rss0, gr0 := memNow()
+	t0 := time.Now()
+	if err := h.startNodes(ctx, o.nodes); err != nil {
+		return nil, err
+	}
+	defer h.stopNodes()
+	res.SetupS = time.Since(t0).Seconds()
+	res.SetupRetries = h.setupRetries.Load()
+	heap1, rss1, gr1 := memNow()
+	res.HeapKiBNode = (heap1 - heap0) / 1024 / float64(o.nodes)
+	res.RSSKiBNode = (rss1 - rss0) / 1024 / float64(o.nodes)
+	res.GoroutinesNode = float64(gr1-gr0) / float64(o.nodes)
+	*h.c = counters{} // count the scenario only (set-up registered and replayed)
+	if chk, err := checkLog(ctx, h.log); err == nil {
+		h.blocksBefore = int64(chk.Assigned)
+	}
+	etcdCPU0, cpu0 := ec.cpuSeconds(), procCPU(os.Getpid())
+	sctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	t1 := time.Now()
+	switch o.scenario {
+	case "boot":
+		err = h.boot(sctx)
+	case "churn":
+		err = h.churn(sctx)
+	case "exhaustion":
+		err = h.exhaustion(sctx)
+	case "limit":
+		err = h.limit(sctx)
+	}
+	res.ScenarioS = time.Since(t1).Seconds()
+	if err != nil {
+		res.Error = err.Error()
+	}
+	res.EtcdCPUs = ec.cpuSeconds() - etcdCPU0
+	res.HarnessCPUs = procCPU(os.Getpid()) - cpu0
+	res.EtcdRSSMiB = ec.rssMiB()
+	for _, n := range h.nodes {
+		if err := n.watchErr(); err != nil && res.Error == "" {
+			res.Error = fmt.Sprintf("node %s: watch: %v", n.name, err)
+		}
+	}
+	h.fillCounters()
+	if o.scenario == "churn" {
+		if err := h.replay(ctx); err != nil && res.Error == "" {
+			res.Error = err.Error()
+		}
+	}
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer ccancel()
+	chk, err := checkLog(cctx, h.log)
+	if err != nil {
+		return nil, errors.Wrap(err, "check the log")
+	}
+	res.Duplicates = chk.duplicates()
+	res.LogEvents, res.LogStreams, res.LogBlocks, res.LogAddrs = chk.Events, chk.Streams, chk.Blocks, chk.Addresses
+	h.blocksFromLog(chk.Assigned)
+	for _, p := range chk.FirstProblems {
+		fmt.Fprintln(os.Stderr, "log check:", p)
+	}
+	res.DBBytes, res.DBInUseBytes = dbSize(ctx, h.admin, ec.endpoints)
+	emit(o, res)
+	return res, nil
+}
+
+// blocksFromLog counts the blocks taken during the scenario from the log (a take whose
+// reply was lost still took its block): transactions per block = attempts / that.
+func (h *harness) blocksFromLog(assigned int) {
+	if taken := int64(assigned) - h.blocksBefore; taken > 0 {
+		h.res.BlocksTaken = taken
+		h.res.TxnsPerBlock = float64(h.res.BlockAttempts) / float64(taken)
+	}
+}
+
+func (h *harness) fillCounters() {
+	c, res := h.c, h.res
+	res.BlockAttempts, res.BlocksTaken = c.blockAttempts.Load(), c.blocksTaken.Load()
+	res.Appends, res.Conflicts, res.Reads = c.appends.Load(), c.conflicts.Load(), c.reads.Load()
+	if res.BlocksTaken > 0 {
+		res.TxnsPerBlock = float64(res.BlockAttempts) / float64(res.BlocksTaken)
+	}
+	if len(h.nodes) > 0 {
+		res.WatchPerNode = float64(c.watchEvents.Load()) / float64(len(h.nodes))
+	}
+}
+
+// createPool creates the pool the nodes allocate from, in the layout asked for.
+func (h *harness) createPool(ctx context.Context) error {
+	sn, err := allocator.ParseSubnet(h.o.subnet)
+	if err != nil {
+		return err
+	}
+	admin := &allocator.Admin{Log: h.log, Clock: events.SystemClock{}, Actor: "bench"}
+	p := &events.PoolCreated{Name: h.pool, BlockSizeBits: uint8(h.o.blockBits), Subnets: []events.Subnet{sn}}
+	return createPoolLayout(ctx, admin, p, h.o.layout)
+}
+
+func nodeName(i int) string { return fmt.Sprintf("node-%05d", i) }
+
+// startNodes starts n simulated nodes, startPar at a time.
+func (h *harness) startNodes(ctx context.Context, n int) error {
+	cfg := simConfig{endpoints: h.etcd.endpoints, leaseTTL: h.o.leaseTTL, c: h.c, noWatch: h.o.noWatch}
+	h.nodes = make([]*simNode, n)
+	sem := make(chan struct{}, h.o.startPar)
+	var wg sync.WaitGroup
+	var first atomic.Value
+	var started atomic.Int64
+	for i := range n {
+		sem <- struct{}{}
+		if first.Load() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			// A start that fails on a busy etcd is tried again, as coild starts a new
+			// session; five failures in a row end the run.
+			var nd *simNode
+			var err error
+			for try := range 5 {
+				if nd, err = startNode(ctx, cfg, nodeName(i)); err == nil || ctx.Err() != nil {
+					break
+				}
+				h.setupRetries.Add(1)
+				sleepCtx(ctx, time.Duration(try+1)*time.Second)
+			}
+			if err != nil {
+				first.CompareAndSwap(nil, err)
+				return
+			}
+			h.nodes[i] = nd
+			if k := started.Add(1); k%1000 == 0 {
+				fmt.Fprintf(os.Stderr, "%d nodes started\n", k)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := first.Load().(error); ok {
+		return err
+	}
+	return nil
+}
+
+// stopNodes stops the nodes, giving up after a minute (a node's goroutines may wait on
+// an etcd client that is reconnecting; the process exits anyway).
+func (h *harness) stopNodes() {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, n := range h.nodes {
+		if n == nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() { defer wg.Done(); defer func() { <-sem }(); n.stop() }()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		fmt.Fprintln(os.Stderr, "bench/scale: some nodes did not stop within a minute; exiting anyway")
+	}
+}
+
+// latencies collects durations from many goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) { l.mu.Lock(); l.d = append(l.d, d); l.mu.Unlock() }
+
+// quantiles returns p50, p99 and max in milliseconds.
+func (l *latencies) quantiles() (p50, p99, mx float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0, 0, 0
+	}
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	q := func(f float64) float64 {
+		i := int(f * float64(len(s)-1))
+		return float64(s[i]) / 1e6
+	}
+	return q(0.50), q(0.99), float64(s[len(s)-1]) / 1e6
+}
+
+// failures counts failed calls by reason.
+type failures struct {
+	mu sync.Mutex
+	n  int
+	by map[string]int
+}
+
+func (f *failures) add(err error) {
+	reason := "other"
+	switch {
+	case errors.Is(err, allocator.ErrExhausted):
+		reason = "exhausted"
+	case errors.Is(err, allocator.ErrRetries):
+		reason = "retries"
+	case errors.Is(err, events.ErrConflict):
+		reason = "conflict"
+	case errors.Is(err, events.ErrFenced):
+		reason = "fenced"
+	case errors.Is(err, events.ErrUnavailable):
+		reason = "unavailable"
+	case errors.Is(err, context.DeadlineExceeded):
+		reason = "deadline"
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	if f.by == nil {
+		f.by = map[string]int{}
+	}
+	if f.by[reason] == 0 {
+		fmt.Fprintf(os.Stderr, "first %s failure: %v\n", reason, err)
+	}
+	f.by[reason]++
+}
+
+func containerID(node, k int) string { return fmt.Sprintf("%016x%016x%032x", node, k, rand.Uint64()) }
+
+// boot: every node allocates its first address at one instant (so each takes its first
+// block at once); failed calls are retried at once, as a runtime would retry the pod.
+func (h *harness) boot(ctx context.Context) error {
+	var lat latencies
+	var fails failures
+	var blocked atomic.Int64 // latest success, ns after the start
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, n := range h.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			t0 := time.Now()
+			req := allocator.Request{ContainerID: containerID(i, 0), IfName: "eth0", Pool: h.pool, PodNamespace: "default", PodName: fmt.Sprintf("pod-%d-0", i)}
+			for ctx.Err() == nil {
+				if _, err := n.allocate(ctx, req); err != nil {
+					if ctx.Err() == nil {
+						fails.add(err)
+						sleepCtx(ctx, h.o.retryWait)
+					}
+					continue
+				}
+				d := time.Since(t0)
+				lat.add(d)
+				for {
+					cur := blocked.Load()
+					if int64(d) <= cur || blocked.CompareAndSwap(cur, int64(d)) {
+						break
+					}
+				}
+				return
+			}
+		}()
+	}
+	t0 := time.Now()
+	close(start)
+	wg.Wait()
+	h.res.ScenarioS = time.Since(t0).Seconds()
+	h.res.AllBlockedS = float64(blocked.Load()) / 1e9
+	h.res.P50ms, h.res.P99ms, h.res.Maxms = lat.quantiles()
+	h.res.Allocs = len(lat.d)
+	h.res.FailedAllocs, h.res.FailedReasons = fails.n, fails.by
+	if len(lat.d) < len(h.nodes) {
+		return errors.Newf("only %d of %d nodes got an address before the timeout", len(lat.d), len(h.nodes))
+	}
+	return nil
+}
+
+// exhaustion: every node allocates addresses one after another until the pool is
+// exhausted; every node must end on ErrExhausted and nothing else may fail.
+func (h *harness) exhaustion(ctx context.Context) error {
+	var lat latencies
+	var fails failures
+	var exhausted atomic.Int64
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, n := range h.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for k := 0; ctx.Err() == nil; k++ {
+				req := allocator.Request{ContainerID: containerID(i, k), IfName: "eth0", Pool: h.pool}
+				t0 := time.Now()
+				_, err := n.allocate(ctx, req)
+				if err == nil {
+					lat.add(time.Since(t0))
+					continue
+				}
+				if errors.Is(err, allocator.ErrExhausted) {
+					exhausted.Add(1)
+					return
+				}
+				if ctx.Err() == nil {
+					fails.add(err)
+				}
+				k-- // retry the same pod
+			}
+		}()
+	}
+	t0 := time.Now()
+	close(start)
+	wg.Wait()
+	h.res.AllBlockedS = time.Since(t0).Seconds()
+	h.res.P50ms, h.res.P99ms, h.res.Maxms = lat.quantiles()
+	h.res.Allocs = len(lat.d)
+	h.res.FailedAllocs, h.res.FailedReasons = fails.n, fails.by
+	h.res.ExhaustedNodes = int(exhausted.Load())
+	sn, _ := allocator.ParseSubnet(h.o.subnet)
+	h.res.PoolAddresses = 1 << (sn.IPv4.Addr().BitLen() - sn.IPv4.Bits())
+	if int(exhausted.Load()) != len(h.nodes) {
+		return errors.Newf("%d of %d nodes saw \"pool exhausted\"", exhausted.Load(), len(h.nodes))
+	}
+	if len(lat.d) != h.res.PoolAddresses {
+		return errors.Newf("%d addresses handed out, the pool holds %d", len(lat.d), h.res.PoolAddresses)
+	}
+	return nil
+}
+
+// churn: pods start on random nodes at churnRate per second and each stops after a
+// lifetime that keeps churnLive pods per node alive in the steady state (open loop: the
+// schedule does not wait for slow calls).
+func (h *harness) churn(ctx context.Context) error {
+	o := h.o
+	var alloc, rel latencies
+	var fails failures
+	life := time.Duration(float64(o.churnLive*len(h.nodes)) / o.churnRate * float64(time.Second))
+	h.res.ChurnRate = o.churnRate
+	var reconWG sync.WaitGroup
+	rctx, rcancel := context.WithCancel(ctx)
+	var released atomic.Int64
+	if o.reconcile > 0 {
+		for _, n := range h.nodes {
+			reconWG.Add(1)
+			go func() {
+				defer reconWG.Done()
+				t := time.NewTicker(o.reconcile + time.Duration(rand.Int64N(int64(o.reconcile))))
+				defer t.Stop()
+				for {
+					select {
+					case <-rctx.Done():
+						return
+					case <-t.C:
+						k, _ := n.node.ReleaseEmptyBlocks(rctx, o.blockGrace)
+						released.Add(int64(k))
+					}
+				}
+			}()
+		}
+	}
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	interval := time.Duration(float64(time.Second) / o.churnRate)
+	for i := 0; i < o.churnPods && ctx.Err() == nil; i++ {
+		at := t0.Add(time.Duration(i) * interval)
+		if d := time.Until(at); d > 0 {
+			time.Sleep(d)
+		}
+		ni := rand.IntN(len(h.nodes))
+		n := h.nodes[ni]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := allocator.Request{ContainerID: containerID(ni, i), IfName: "eth0", Pool: h.pool, PodNamespace: "churn", PodName: fmt.Sprintf("pod-%d", i)}
+			for {
+				s := time.Now()
+				_, err := n.allocate(ctx, req)
+				if err == nil {
+					alloc.add(time.Since(s))
+					break
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				fails.add(err)
+				sleepCtx(ctx, o.retryWait)
+			}
+			select {
+			case <-time.After(time.Until(at.Add(life))):
+			case <-ctx.Done():
+				return
+			}
+			s := time.Now()
+			if _, err := n.node.Release(ctx, req.ContainerID, req.IfName, "pod deleted"); err != nil {
+				if ctx.Err() == nil {
+					fails.add(err)
+				}
+				return
+			}
+			rel.add(time.Since(s))
+		}()
+		if (i+1)%10000 == 0 {
+			p50, p99, mx := alloc.quantiles()
+			fmt.Fprintf(os.Stderr, "churn: %d pods started in %.1fs (behind schedule %.1fs), alloc p50 %.1f p99 %.1f max %.1f ms\n",
+				i+1, time.Since(t0).Seconds(), -time.Until(at).Seconds(), p50, p99, mx)
+		}
+	}
+	wg.Wait()
+	rcancel()
+	reconWG.Wait()
+	h.res.AllBlockedS = time.Since(t0).Seconds()
+	h.res.P50ms, h.res.P99ms, h.res.Maxms = alloc.quantiles()
+	h.res.ReleaseP50ms, h.res.ReleaseP99ms, _ = rel.quantiles()
+	h.res.Allocs = len(alloc.d)
+	h.res.FailedAllocs, h.res.FailedReasons = fails.n, fails.by
+	h.res.BlocksReleased = released.Load()
+	return ctx.Err()
+}
+
+// replay measures, after churn, a full replay of the log (every stream, as coilctl state
+// does) and the load of a node that never ran (what a new coild reads before it is ready).
+func (h *harness) replay(ctx context.Context) error {
+	cli, err := etcdclient.New(etcdclient.Config{Endpoints: h.etcd.endpoints, DialTimeout: 30 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	log := events.NewEtcdLog(cli, events.EtcdConfig{})
+	defer log.Close()
+	heads, rev, err := log.Streams(ctx, "", 0)
+	if err != nil {
+		return err
+	}
+	var streams []events.Stream
+	for s, v := range heads {
+		streams = append(streams, s)
+		h.res.ReplayEvents += int64(v.Seq)
+	}
+	t0 := time.Now()
+	if _, err := readside.Replay(ctx, log, streams, rev, nil); err != nil {
+		return errors.Wrap(err, "replay")
+	}
+	h.res.ReplayS = time.Since(t0).Seconds()
+	c := &counters{}
+	t1 := time.Now()
+	n, err := startNode(ctx, simConfig{endpoints: h.etcd.endpoints, leaseTTL: h.o.leaseTTL, c: c, noWatch: true}, "node-new")
+	if err != nil {
+		return err
+	}
+	h.res.NewNodeLoadMs = float64(time.Since(t1)) / 1e6
+	n.stop()
+	return nil
+}
+
+// memNow returns the heap in use (after a GC), the process's RSS (bytes) and goroutines.
+func memNow() (heap, rss float64, goroutines int) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.HeapInuse + ms.StackInuse), procRSS(os.Getpid()) * 1024 * 1024, runtime.NumGoroutine()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+func machine() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores (%s), %s", runtime.NumCPU(), model, runtime.Version())
+}
+
+func commit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
