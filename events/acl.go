@@ -26,7 +26,7 @@ import (
 
 // SharedStreamKinds are the stream kinds every node appends to (block ownership). A
 // node's role may write every stream of these kinds.
-var SharedStreamKinds = []string{"pool"}
+var SharedStreamKinds = []string{"pool", "block"}
 
 // nodeOwnedStreams are the streams that belong to one node (written only by it).
 func nodeOwnedStreams(node string) []Stream { return []Stream{NodeStream(node)} }

@@ -18,9 +18,6 @@ import (
 // DefaultWriters is how many transactions Import keeps in flight.
 const DefaultWriters = 16
 
-// maxTxnOps is etcd's default limit of operations per transaction.
-const maxTxnOps = 128
-
 // ErrLiveNodes: a node's liveness key exists (its coild runs, or stopped less than its
 // lease's TTL ago), so the log must not be replaced under it.
 var ErrLiveNodes = errors.New("logio: nodes are alive")

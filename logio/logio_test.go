@@ -97,6 +97,7 @@ func (s *site) createPool(name string, bits uint8, subnet string) {
 // layouts runs a test on pools in both layouts: "legacy" (every block in pool/NAME, as
 // logs written before block streams) and "split" (a stream per block).
 func layouts(t *testing.T, f func(t *testing.T, split bool)) {
+	t.Helper()
 	t.Run("legacy", func(t *testing.T) { f(t, false) })
 	t.Run("split", func(t *testing.T) { f(t, true) })
 }
@@ -213,6 +214,7 @@ func verifyFile(t *testing.T, v *logio.Verifier, path string) (logio.Header, err
 func TestRecovery(t *testing.T) { layouts(t, testRecovery) }
 
 func testRecovery(t *testing.T, split bool) {
+	t.Helper()
 	a := newSite(t)
 	a.split = split
 	a.createPool("default", 3, "10.20.0.0/24") // 32 blocks of 8
@@ -399,6 +401,7 @@ func TestTamperedExport(t *testing.T) {
 func TestSnapshotAndArchive(t *testing.T) { layouts(t, testSnapshotAndArchive) }
 
 func testSnapshotAndArchive(t *testing.T, split bool) {
+	t.Helper()
 	a := newSite(t)
 	a.split = split
 	a.createPool("default", 3, "10.20.0.0/24")

@@ -149,12 +149,12 @@ func (su suite) testTrim(t *testing.T) {
 	if err != nil || n != 5 {
 		t.Fatalf("trim: %d %+v", n, err)
 	}
-	if first, _, err := st.OldestStored(ctx, s, 0); err != nil || first != 6 {
-		t.Fatalf("oldest after trim %d %v", first, err)
+	if first, _, oerr := st.OldestStored(ctx, s, 0); oerr != nil || first != 6 {
+		t.Fatalf("oldest after trim %d %v", first, oerr)
 	}
 	_, rev, _ := st.Head(ctx, s)
-	if _, err := st.ReadRange(ctx, s, 1, 5, rev, nil, func(*events.Event) error { return nil }); !errors.Is(err, events.ErrCompacted) {
-		t.Fatalf("read of the trimmed range: %v", err)
+	if _, rerr := st.ReadRange(ctx, s, 1, 5, rev, nil, func(*events.Event) error { return nil }); !errors.Is(rerr, events.ErrCompacted) {
+		t.Fatalf("read of the trimmed range: %v", rerr)
 	}
 	prev := events.Version{Seq: 5, Hash: all[4].Hash}
 	var got []*events.Event
@@ -205,14 +205,14 @@ func (su suite) testIndex(t *testing.T) {
 	if c := counts(t, st); c.Index != 3 {
 		t.Fatalf("counts %+v", c)
 	}
-	if n, err := st.DeleteIndex(ctx, a, []uint64{1, 5}); err != nil || n != 1 {
-		t.Fatalf("delete a #1, #5: %d %v", n, err)
+	if n, d1 := st.DeleteIndex(ctx, a, []uint64{1, 5}); d1 != nil || n != 1 {
+		t.Fatalf("delete a #1, #5: %d %v", n, d1)
 	}
-	if n, err := st.DeleteIndex(ctx, a, nil); err != nil || n != 1 {
-		t.Fatalf("delete a: %d %v", n, err)
+	if n, d2 := st.DeleteIndex(ctx, a, nil); d2 != nil || n != 1 {
+		t.Fatalf("delete a: %d %v", n, d2)
 	}
-	if n, err := st.DeleteIndex(ctx, "", nil); err != nil || n != 1 {
-		t.Fatalf("delete all: %d %v", n, err)
+	if n, d3 := st.DeleteIndex(ctx, "", nil); d3 != nil || n != 1 {
+		t.Fatalf("delete all: %d %v", n, d3)
 	}
 	if all, err = st.IndexEntries(ctx, "", 0, false); err != nil || len(all) != 0 {
 		t.Fatalf("left %+v %v", all, err)

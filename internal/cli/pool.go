@@ -58,8 +58,9 @@ subnets of a pool are of one kind, and no subnet may overlap any other pool's.
 stream, as coil versions before block streams did: nodes taking blocks at once wait for
 each other. --layout block-streams gives each block an ownership stream of its own:
 nodes never wait for each other unless they want the same block. A coild without block
-streams stops at such a pool, so use it only once every coild knows them (it becomes
-the default when a cluster-version gate guards this); move a pool later with
+streams stops at such a pool, so block streams need cluster feature level 1: coilctl
+raises it when every live coild reads it, and refuses (exit 4, naming the coilds that
+hold it back) otherwise (docs/operations.md, "Upgrading"). Move a pool later with
 'coilctl pool split'.`,
 		Example: `  coilctl pool create default 10.64.0.0/16
   coilctl pool create dual 10.65.0.0/16,fd00:65::/112 --block-size-bits 6`,

@@ -212,9 +212,9 @@ func TestKubeletRestartKeepsAddresses(t *testing.T) {
 		// The kubelet serves exec only once its pod manager has the pod again ("unable
 		// to upgrade connection: pod does not exist" until then), which can lag Ready.
 		waitUntil(t, time.Minute, "a probe from "+q.Name+" after the kubelet restart", func() (bool, string) {
-			out, err := probeErr(c, q, hostPort(podAddr(t, pods[0]), WorkloadPort))
-			if err != nil {
-				return false, err.Error() + ": " + out
+			out, perr := probeErr(c, q, hostPort(podAddr(t, pods[0]), WorkloadPort))
+			if perr != nil {
+				return false, perr.Error() + ": " + out
 			}
 			return true, ""
 		})
