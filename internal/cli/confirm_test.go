@@ -223,15 +223,16 @@ func TestDestructiveCommandsConfirmOnTerminal(t *testing.T) {
 	e.ok("log", "snapshot")
 	arch := filepath.Join(t.TempDir(), "archive.jsonl")
 	r = e.runTTY("", "log", "archive", "--before", "2100-01-01T00:00:00Z", "--to", arch)
-	// cluster, node/n1, node/n2 and the three blocks' streams (pools have block streams)
-	asked(t, r, cli.ExitRefused, "Archive 24 events of 6 streams", "to "+arch+", then delete them from etcd",
+	// cluster, node/n1, node/n2 and the three blocks' streams (pools have block streams,
+	// so the cluster stream starts with ClusterLevelRaised)
+	asked(t, r, cli.ExitRefused, "Archive 25 events of 6 streams", "to "+arch+", then delete them from etcd",
 		"coilctl: not confirmed: nothing archived or deleted")
 	if _, err := os.Stat(arch); !os.IsNotExist(err) {
 		t.Fatalf("declined archive wrote %s: %v", arch, err)
 	}
 	r = e.runTTY("y", "log", "archive", "--before", "2100-01-01T00:00:00Z", "--to", arch)
 	asked(t, r, cli.ExitOK)
-	if !strings.Contains(r.stdout, "archived 24 events of 6 streams") {
+	if !strings.Contains(r.stdout, "archived 25 events of 6 streams") {
 		t.Fatalf("archive after y: %q", r.stdout)
 	}
 
@@ -279,7 +280,7 @@ func TestImportRefusesLiveNodes(t *testing.T) {
 	// The plain import into an etcd holding a log says so first (it needs --force anyway).
 	e.fails(cli.ExitRefused, []string{"log", "import", exp}, "already holds a Coil log")
 	out := e.ok("log", "import", "--force", "--yes", "--ignore-live-nodes", "n1,n2", exp)
-	if !strings.Contains(out, "imported 16 events of 6 streams") { // cluster, 2 nodes, 3 block streams
+	if !strings.Contains(out, "imported 17 events of 6 streams") { // cluster (with ClusterLevelRaised), 2 nodes, 3 block streams
 		t.Fatalf("import with every live node named: %q", out)
 	}
 }

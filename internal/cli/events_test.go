@@ -134,11 +134,12 @@ func TestEvents(t *testing.T) {
 func TestEventsBlockStreams(t *testing.T) {
 	e := cluster2(t)
 	all := parseJSONLines(t, e.ok("events", "-o", "json"))
-	// 4 cluster events (PoolCreated and PoolSplit per pool), 2 registrations, 3 takes
-	// (BlockAssigned in the block's stream + NodeBlockAdded: 6 events), 4 address
-	// assignments (c1, c2 on n1; c3, c4 on n2).
-	if len(all) != 16 {
-		t.Fatalf("%d events, want 16: %+v", len(all), all)
+	// 5 cluster events (ClusterLevelRaised: block streams need feature level 1; then
+	// PoolCreated and PoolSplit per pool), 2 registrations, 3 takes (BlockAssigned in the
+	// block's stream + NodeBlockAdded: 6 events), 4 address assignments (c1, c2 on n1;
+	// c3, c4 on n2).
+	if len(all) != 17 {
+		t.Fatalf("%d events, want 17: %+v", len(all), all)
 	}
 	byRev := map[int64][]string{}
 	for _, ev := range all {
