@@ -20,7 +20,6 @@ import (
 func TestWrongEtcdEndpoint(t *testing.T) {
 	c := need(t)
 	ctx := context.Background()
-	n1 := c.Nodes[0]
 	wrong := strings.Replace(c.Etcd, fmt.Sprint(kubelab.EtcdPort), "2399", 1)
 	setEndpoint := func(ep string) {
 		t.Helper()
@@ -41,10 +40,12 @@ func TestWrongEtcdEndpoint(t *testing.T) {
 		}
 	})
 	cs := client(t, c)
-	// The new coild on n1 is not Ready, and its log names the endpoint and what to check.
-	var logLine string
-	waitUntil(t, 3*time.Minute, "coild with the wrong endpoint says what to fix", func() (bool, string) {
-		l, err := cs.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=coild", FieldSelector: "spec.nodeName=" + n1.Name})
+	// The DaemonSet replaces one coild at a time (maxUnavailable 1), in an order of its
+	// own choosing; the first one replaced cannot become Ready, so the rollout stops there.
+	// That coild is not Ready, and its log names the endpoint and what to check.
+	var logLine, badNode string
+	waitUntil(t, 3*time.Minute, "a coild with the wrong endpoint says what to fix", func() (bool, string) {
+		l, err := cs.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=coild"})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -56,20 +57,20 @@ func TestWrongEtcdEndpoint(t *testing.T) {
 			out, _ := c.Kubectl(ctx, "-n", "kube-system", "logs", p.Name, "-c", "coild", "--previous=false")
 			prev, _ := c.Kubectl(ctx, "-n", "kube-system", "logs", p.Name, "-c", "coild", "--previous")
 			for _, line := range strings.Split(string(out)+"\n"+string(prev), "\n") {
-				if strings.Contains(line, wrong) && strings.Contains(line, "--etcd-endpoints") {
-					logLine = line
-					return !podReady(&p), describe(&p)
+				if strings.Contains(line, wrong) && strings.Contains(line, "--etcd-endpoints") && !podReady(&p) {
+					logLine, badNode = line, p.Spec.NodeName
+					return true, ""
 				}
 			}
-			states = append(states, describe(&p))
+			states = append(states, p.Name+" "+describe(&p))
 		}
 		return false, strings.Join(states, "; ")
 	})
-	t.Logf("coild's log: %s", logLine)
+	t.Logf("coild's log on %s: %s", badNode, logLine)
 
 	// A new pod waits for coild: its sandbox fails with "try again later" (code 11).
 	namespace(t, c, "badconf", nil)
-	if _, err := cs.CoreV1().Pods("badconf").Create(ctx, podSpec(c, "badconf", "waiting", n1.Name), metav1.CreateOptions{}); err != nil {
+	if _, err := cs.CoreV1().Pods("badconf").Create(ctx, podSpec(c, "badconf", "waiting", badNode), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 2*time.Minute, "pod badconf/waiting waits for coild", func() (bool, string) {
