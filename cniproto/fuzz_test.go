@@ -126,12 +126,19 @@ func FuzzFieldRules(f *testing.F) {
 			}
 		}
 		for name, check := range map[string]func(string) error{
-			"pool": cniproto.ValidPoolName, "namespace": cniproto.ValidPodNamespace, "pod": cniproto.ValidPodName,
+			"pool": cniproto.ValidPoolName, "namespace": cniproto.ValidPodNamespace,
 		} {
 			if check(s) == nil {
 				if s == "" || len(s) > 253 || strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789-.") != "" {
 					t.Fatalf("%s %q accepted", name, s)
 				}
+			}
+		}
+		// A pod name is the runtime's sandbox name: visible ASCII other than '/'.
+		if cniproto.ValidPodName(s) == nil {
+			if s == "" || len(s) > cniproto.MaxPodName || strings.ContainsRune(s, '/') ||
+				strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
+				t.Fatalf("pod %q accepted", s)
 			}
 		}
 		if _, err := netip.ParseAddr(s); err == nil {
