@@ -100,14 +100,25 @@ const MaxQuoted = 64
 
 // Quote is a value for an error message: Go-quoted (control characters escaped) and cut
 // to MaxQuoted bytes with its length added, `"aaaa..."... (70000 bytes)`: a value may be
-// megabytes (an annotation, a line of a file), and a message is read by people.
+// megabytes (an annotation, a line of a file), and a message is read by people. The
+// quoted form is at most 2*MaxQuoted+2 bytes (escapes such as \xff take four bytes for
+// one: a value of them is cut further).
 func Quote(s string) string {
+	const maxOut = 2*MaxQuoted + 2
 	if len(s) <= MaxQuoted {
-		return strconv.Quote(s)
+		if q := strconv.Quote(s); len(q) <= maxOut {
+			return q
+		}
 	}
-	cut := MaxQuoted
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
+	cut := min(len(s), MaxQuoted)
+	for {
+		for cut > 0 && cut < len(s) && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		q := strconv.Quote(s[:cut])
+		if len(q) <= maxOut || cut == 0 {
+			return q + "... (" + strconv.Itoa(len(s)) + " bytes)"
+		}
 		cut--
 	}
-	return strconv.Quote(s[:cut]) + "... (" + strconv.Itoa(len(s)) + " bytes)"
 }
