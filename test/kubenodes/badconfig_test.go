@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/coil-net/coil/lab/kubelab"
 )
@@ -73,21 +74,7 @@ func TestWrongEtcdEndpoint(t *testing.T) {
 	if _, err := cs.CoreV1().Pods("badconf").Create(ctx, podSpec(c, "badconf", "waiting", badNode), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 2*time.Minute, "pod badconf/waiting waits for coild", func() (bool, string) {
-		evs, err := cs.CoreV1().Events("badconf").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=waiting"})
-		if err != nil {
-			return false, err.Error()
-		}
-		var msgs []string
-		for _, e := range evs.Items {
-			if waitsForCoild(e.Reason, e.Message) {
-				t.Logf("pod badconf/waiting: %s: %s", e.Reason, e.Message)
-				return true, ""
-			}
-			msgs = append(msgs, e.Reason+": "+e.Message)
-		}
-		return false, strings.Join(msgs, " | ")
-	})
+	waitForCoildEvent(t, cs, "badconf", "waiting", 2*time.Minute)
 
 	// Corrected: coild Ready everywhere, the waiting pod starts.
 	setEndpoint(c.Etcd)
@@ -105,6 +92,27 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// waitForCoildEvent waits until pod ns/name has an event saying it waits for coild
+// (waitsForCoild), and logs it.
+func waitForCoildEvent(t *testing.T, cs kubernetes.Interface, ns, name string, within time.Duration) {
+	t.Helper()
+	waitUntil(t, within, "pod "+ns+"/"+name+" waits for coild", func() (bool, string) {
+		evs, err := cs.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+		if err != nil {
+			return false, err.Error()
+		}
+		var msgs []string
+		for _, e := range evs.Items {
+			if waitsForCoild(e.Reason, e.Message) {
+				t.Logf("pod %s/%s: %s: %s", ns, name, e.Reason, e.Message)
+				return true, ""
+			}
+			msgs = append(msgs, e.Reason+": "+e.Message)
+		}
+		return false, strings.Join(msgs, " | ")
+	})
 }
 
 // waitsForCoild reports whether a pod event says the pod waits for coild: either the

@@ -127,21 +127,7 @@ func TestCoildDownAndBack(t *testing.T) {
 	if _, err := cs.CoreV1().Pods("down").Create(ctx, podSpec(c, "down", "late", n1.Name), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 90*time.Second, "pod down/late waits for coild", func() (bool, string) {
-		evs, err := cs.CoreV1().Events("down").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=late"})
-		if err != nil {
-			return false, err.Error()
-		}
-		var msgs []string
-		for _, e := range evs.Items {
-			if waitsForCoild(e.Reason, e.Message) {
-				t.Logf("pod down/late: %s: %s", e.Reason, e.Message)
-				return true, ""
-			}
-			msgs = append(msgs, e.Reason+": "+e.Message)
-		}
-		return false, strings.Join(msgs, " | ")
-	})
+	waitForCoildEvent(t, cs, "down", "late", 90*time.Second)
 	if p, err := cs.CoreV1().Pods("down").Get(ctx, "late", metav1.GetOptions{}); err != nil || p.Status.Phase == corev1.PodRunning {
 		t.Fatalf("pod down/late running while coild is down (%v)", err)
 	}
