@@ -29,6 +29,7 @@ fi
 start=$(date +%s)
 targets=0
 failed=()
+flaked=()
 for dir in "${dirs[@]}"; do
 	dir=${dir#./}
 	bin="$tmp/$(echo "$dir" | tr / _).test"
@@ -41,14 +42,39 @@ for dir in "${dirs[@]}"; do
 	for name in "${names[@]}"; do
 		targets=$((targets + 1))
 		echo "fuzz: $dir $name ($FUZZTIME)"
-		if ! (cd "$dir" && "$bin" -test.run='^$' -test.fuzz="^$name\$" -test.fuzztime="$FUZZTIME" \
-			-test.fuzzcachedir="$cache/$module/$dir" >"$tmp/out" 2>&1); then
+		# Go's fuzzing coordinator can fail a target with a bare "context deadline
+		# exceeded" when -fuzztime ends while a worker is mid-call (a race in
+		# internal/fuzz under CPU contention: it writes no failing input, and the
+		# input it ran is not at fault). Such a run is retried once; a second one is
+		# reported as a harness flake only after the target's corpus replays clean
+		# (go test -run). Any run that writes a failing input fails at once.
+		for attempt in 1 2; do
+			before=$(ls "$dir/testdata/fuzz/$name" 2>/dev/null | wc -l)
+			if (cd "$dir" && "$bin" -test.run='^$' -test.fuzz="^$name\$" -test.fuzztime="$FUZZTIME" \
+				-test.fuzzcachedir="$cache/$module/$dir" >"$tmp/out" 2>&1); then
+				grep '^fuzz: elapsed' "$tmp/out" | tail -n 1 | sed 's/^/  /' || true
+				break
+			fi
+			after=$(ls "$dir/testdata/fuzz/$name" 2>/dev/null | wc -l)
+			if [ "$after" -eq "$before" ] && [ "$(grep -c . "$tmp/out")" -le 12 ] &&
+				grep -qx '    context deadline exceeded' "$tmp/out" &&
+				! grep -qE 'panic:|Failing input written|--- FAIL: .*/' "$tmp/out"; then
+				if [ "$attempt" -eq 1 ]; then
+					echo "  fuzz: $name stopped with a bare 'context deadline exceeded' and wrote no input (Go coordinator race at -fuzztime); retrying once"
+					continue
+				fi
+				if (cd "$dir" && "$bin" -test.run="^$name\$" >"$tmp/replay" 2>&1); then
+					echo "fuzz: $dir $name FLAKED twice on Go's fuzztime deadline race (no input written; its corpus replays clean): counted as flaked, not passed" >&2
+					flaked+=("$dir $name")
+					break
+				fi
+				cat "$tmp/replay"
+			fi
 			cat "$tmp/out"
 			failed+=("$dir $name")
 			echo "fuzz: $dir $name FAILED: the failing input is in $dir/testdata/fuzz/$name/; fix the cause and commit the input as a regression test" >&2
-		else
-			grep '^fuzz: elapsed' "$tmp/out" | tail -n 1 | sed 's/^/  /' || true
-		fi
+			break
+		done
 	done
 done
 secs=$(($(date +%s) - start))
@@ -56,4 +82,4 @@ if [ "${#failed[@]}" -gt 0 ]; then
 	echo "fuzz: ${#failed[@]} of $targets targets FAILED (${secs}s): ${failed[*]}" >&2
 	exit 1
 fi
-echo "fuzz: $targets targets in ${#dirs[@]} packages passed, $FUZZTIME each (${secs}s)"
+echo "fuzz: $targets targets in ${#dirs[@]} packages passed, $FUZZTIME each (${secs}s)${flaked:+; ${#flaked[@]} flaked on the deadline race: ${flaked[*]}}"

@@ -172,12 +172,17 @@ func TestKubeletRestartKeepsAddresses(t *testing.T) {
 	if err186 := n1.StopKubelet(); err186 != nil {
 		t.Fatal(err186)
 	}
+	// The new kubelet reports its status once as it starts, then only when the status
+	// changes or every 5 minutes (nodeStatusReportFrequency). Heartbeats are stored in
+	// whole seconds: a report within the second the kubelet started reads as earlier
+	// than a time.Now() taken then (the test waited 2 minutes for a second report that
+	// way), hence the truncation.
+	restarted := time.Now().Truncate(time.Second)
 	if err189 := n1.StartKubelet(ctx); err189 != nil {
 		t.Fatal(err189)
 	}
 	cs := client(t, c)
 	// Ready again, with the kubelet's status reports flowing.
-	restarted := time.Now()
 	waitUntil(t, 2*time.Minute, "n1 Ready after the kubelet restart", func() (bool, string) {
 		node, err196 := cs.CoreV1().Nodes().Get(ctx, n1.Name, metav1.GetOptions{})
 		if err196 != nil {
@@ -185,7 +190,7 @@ func TestKubeletRestartKeepsAddresses(t *testing.T) {
 		}
 		for _, cd := range node.Status.Conditions {
 			if cd.Type == corev1.NodeReady {
-				return cd.Status == corev1.ConditionTrue && cd.LastHeartbeatTime.After(restarted), cd.Reason
+				return cd.Status == corev1.ConditionTrue && !cd.LastHeartbeatTime.Time.Before(restarted), cd.Reason + " (heartbeat " + cd.LastHeartbeatTime.UTC().Format(time.RFC3339) + ")"
 			}
 		}
 		return false, "no Ready condition"
