@@ -16,6 +16,7 @@ import (
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/internal/safetext"
 )
 
 // Exit codes. They are a contract with scripts: see docs/coilctl.md.
@@ -93,7 +94,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if code == ExitUsage && cmd != nil {
 		msg += fmt.Sprintf(" (see '%s --help')", cmd.CommandPath())
 	}
-	fmt.Fprintf(env.Stderr, "coilctl: %s\n", msg)
+	fmt.Fprintf(env.Stderr, "coilctl: %s\n", safetext.Clean(msg))
 	return code
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/internal/safetext"
 )
 
 // filters are --node and --pool of the listings.
@@ -145,7 +146,7 @@ func (a *app) addressCommand() *cobra.Command {
 			}
 			t := newTable(a.env.Stdout, "ADDRESS", "POOL", "BLOCK", "NODE", "CONTAINER", "IF", "POD", "SINCE")
 			for _, v := range views {
-				t.row(v.Address.String(), v.Pool, v.Block, v.Node, shortID(v.ContainerID), v.IfName,
+				t.row(v.Address.String(), v.Pool, v.Block, v.Node, shortID(safetext.Clean(v.ContainerID)), v.IfName,
 					podName(v.PodNamespace, v.PodName), fmtTime(v.Since))
 			}
 			return t.flush()
@@ -179,14 +180,14 @@ func (a *app) addressCommand() *cobra.Command {
 				if len(v.Addrs) > 1 {
 					fmt.Fprintf(w, "Addresses:   %s\n", joinAddrs(v.Addrs))
 				}
-				fmt.Fprintf(w, "Pool:        %s\n", v.Pool)
+				fmt.Fprintf(w, "Pool:        %s\n", safetext.Clean(v.Pool))
 				fmt.Fprintf(w, "Block:       %s (index %d)\n", v.Block, v.BlockIndex)
-				fmt.Fprintf(w, "Node:        %s\n", v.Node)
+				fmt.Fprintf(w, "Node:        %s\n", safetext.Clean(v.Node))
 				fmt.Fprintf(w, "Container:   %s\n", v.ContainerID)
-				fmt.Fprintf(w, "Interface:   %s\n", v.IfName)
-				fmt.Fprintf(w, "Pod:         %s\n", orDash(podName(v.PodNamespace, v.PodName)))
+				fmt.Fprintf(w, "Interface:   %s\n", safetext.Clean(v.IfName))
+				fmt.Fprintf(w, "Pod:         %s\n", safetext.Clean(orDash(podName(v.PodNamespace, v.PodName))))
 				if v.PodUID != "" {
-					fmt.Fprintf(w, "Pod UID:     %s\n", v.PodUID)
+					fmt.Fprintf(w, "Pod UID:     %s\n", safetext.Clean(v.PodUID))
 				}
 				_, err := fmt.Fprintf(w, "Since:       %s\n", fmtTime(v.Since))
 				return errors.Wrap(err, "write output")

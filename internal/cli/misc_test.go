@@ -45,3 +45,27 @@ func TestHelp(t *testing.T) {
 	checkFail(t, runArgs(t, "frobnicate"), 2, nil, `unknown command "frobnicate" for "coilctl"`)
 	checkFail(t, runArgs(t, "node"), 2, nil, `"coilctl node" needs a subcommand (one of: list, reclaim)`)
 }
+
+// TestHostileTextIsEscaped: text that the log holds (written by a node, or by anyone with
+// etcd access) reaches coilctl's tables and text output escaped: no terminal control,
+// tab or newline from a pod name gets through.
+func TestHostileTextIsEscaped(t *testing.T) {
+	e := newEnv(t)
+	e.ok("pool", "create", "p", "198.18.0.0/24", "--block-size-bits", "4")
+	n, _ := e.startNode("n1")
+	hostile := "evil\x1b[2J\tname\n\u202e"
+	a := e.alloc(n, "c1", "p", hostile)
+	want := `ns/evil\x1b[2J\tname\n\u202e`
+	for _, args := range [][]string{
+		{"address", "list"},
+		{"address", "show", a.Addrs[0].String()},
+	} {
+		out := e.ok(args...)
+		if !strings.Contains(out, want) {
+			t.Errorf("coilctl %s: output %q does not hold the escaped name %q", strings.Join(args, " "), out, want)
+		}
+		if strings.ContainsAny(out, "\x1b\u202e") || strings.Contains(out, "\tname") {
+			t.Errorf("coilctl %s: raw control text in output %q", strings.Join(args, " "), out)
+		}
+	}
+}

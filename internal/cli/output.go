@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/coil-net/coil/events"
+	"github.com/coil-net/coil/internal/safetext"
 )
 
 // printValue writes v as indented JSON or YAML (for -o json|yaml).
@@ -46,10 +47,15 @@ func newTable(w io.Writer, header ...string) *table {
 	return t
 }
 
+// row writes one row. Every cell goes through safetext.Clean: cells hold what the log
+// holds (pod names, container IDs, reasons), and a tab, a newline or a terminal
+// control there would break the columns or the operator's terminal.
 func (t *table) row(cols ...string) {
 	for i, c := range cols {
 		if c == "" {
 			cols[i] = "-"
+		} else {
+			cols[i] = safetext.Clean(c)
 		}
 	}
 	fmt.Fprintln(t.w, strings.Join(cols, "\t"))
