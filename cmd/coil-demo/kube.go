@@ -160,11 +160,11 @@ func (d *demoRun) runKube(ctx context.Context, cfg kubelab.Config, deploy string
 
 	d.step("routes each node learnt over BGP (main table, proto bird): one per block, not per pod")
 	for _, n := range c.Lab.Nodes {
-		rs, err := kubelab.BGPRoutes(ctx, n)
+		rs, err := n.BGPRoutes(ctx)
 		if err != nil {
 			return err
 		}
-		own, err := kubelab.ExportedBlocks(ctx, n)
+		own, err := n.ExportedBlocks(ctx)
 		if err != nil {
 			return err
 		}
