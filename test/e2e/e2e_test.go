@@ -24,21 +24,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		dir, err := os.MkdirTemp("", "coil-e2e-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
-		if err := demo.BuildBinaries(context.Background(), dir); err != nil {
-			fmt.Fprintf(os.Stderr, "%+v\n", err)
-			return 1
-		}
+	os.Exit(testutil.RunWithDir(m, "coil-e2e-bin-", func(dir string) error {
 		binDir = dir
-		return m.Run()
-	}()
-	os.Exit(code)
+		return demo.BuildBinaries(context.Background(), dir)
+	}))
 }
 
 // pool is the pool every test creates (as "default").
