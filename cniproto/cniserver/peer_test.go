@@ -20,6 +20,7 @@ import (
 
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/cniproto/cniserver"
+	"github.com/coil-net/coil/cniproto/cniserver/cniservertest"
 	"github.com/coil-net/coil/internal/testutil"
 )
 
@@ -107,20 +108,7 @@ func TestPeerCredentials(t *testing.T) {
 	sock := filepath.Join(dir, "coild.sock")
 	var logs testutil.Buffer
 	h := &fakeHandler{}
-	srv, err := cniserver.NewWithOptions(h, sock, slog.New(slog.NewTextHandler(&logs, nil)),
-		cniserver.Options{AllowUIDs: []uint32{allowedUID}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	srv := cniservertest.Serve(t, h, sock, slog.New(slog.NewTextHandler(&logs, nil)), cniserver.Options{AllowUIDs: []uint32{allowedUID}})
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v (%v), want 0600", fi.Mode(), err)
 	}
