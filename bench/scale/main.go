@@ -490,28 +490,50 @@ func containerID(node, k int) string { return fmt.Sprintf("%016x%016x%032x", nod
 // boot: every node allocates its first address at one instant (so each takes its first
 // block at once); failed calls are retried at once, as a runtime would retry the pod.
 func (h *harness) boot(ctx context.Context) error {
-	var lat latencies
-	var fails failures
+	r := bootAll(ctx, len(h.nodes), h.o.retryWait, func(ctx context.Context, i int) error {
+		req := allocator.Request{ContainerID: containerID(i, 0), IfName: "eth0", Pool: h.pool, PodNamespace: "default", PodName: fmt.Sprintf("pod-%d-0", i)}
+		_, err := h.nodes[i].allocate(ctx, req)
+		return err
+	})
+	r.fill(h.res)
+	if len(r.lat.d) < len(h.nodes) {
+		return errors.Newf("only %d of %d nodes got an address before the timeout", len(r.lat.d), len(h.nodes))
+	}
+	return nil
+}
+
+// bootRun is what bootAll measured.
+type bootRun struct {
+	lat     latencies
+	fails   failures
+	took    time.Duration // from the start until every node is done
+	blocked time.Duration // the latest first success, after the start
+}
+
+// bootAll has each of n nodes call try(i) at one instant and call it again at once
+// (after retryWait) when it fails, as a runtime would retry the pod, until it succeeds
+// or ctx ends.
+func bootAll(ctx context.Context, n int, retryWait time.Duration, try func(ctx context.Context, i int) error) *bootRun {
+	r := &bootRun{}
 	var blocked atomic.Int64 // latest success, ns after the start
 	start := make(chan struct{})
 	var wg sync.WaitGroup
-	for i, n := range h.nodes {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
 			t0 := time.Now()
-			req := allocator.Request{ContainerID: containerID(i, 0), IfName: "eth0", Pool: h.pool, PodNamespace: "default", PodName: fmt.Sprintf("pod-%d-0", i)}
 			for ctx.Err() == nil {
-				if _, err := n.allocate(ctx, req); err != nil {
+				if err := try(ctx, i); err != nil {
 					if ctx.Err() == nil {
-						fails.add(err)
-						sleepCtx(ctx, h.o.retryWait)
+						r.fails.add(err)
+						sleepCtx(ctx, retryWait)
 					}
 					continue
 				}
 				d := time.Since(t0)
-				lat.add(d)
+				r.lat.add(d)
 				for {
 					cur := blocked.Load()
 					if int64(d) <= cur || blocked.CompareAndSwap(cur, int64(d)) {
@@ -525,15 +547,18 @@ func (h *harness) boot(ctx context.Context) error {
 	t0 := time.Now()
 	close(start)
 	wg.Wait()
-	h.res.ScenarioS = time.Since(t0).Seconds()
-	h.res.AllBlockedS = float64(blocked.Load()) / 1e9
-	h.res.P50ms, h.res.P99ms, h.res.Maxms = lat.quantiles()
-	h.res.Allocs = len(lat.d)
-	h.res.FailedAllocs, h.res.FailedReasons = fails.n, fails.by
-	if len(lat.d) < len(h.nodes) {
-		return errors.Newf("only %d of %d nodes got an address before the timeout", len(lat.d), len(h.nodes))
-	}
-	return nil
+	r.took = time.Since(t0)
+	r.blocked = time.Duration(blocked.Load())
+	return r
+}
+
+// fill sets the boot figures of res.
+func (r *bootRun) fill(res *result) {
+	res.ScenarioS = r.took.Seconds()
+	res.AllBlockedS = r.blocked.Seconds()
+	res.P50ms, res.P99ms, res.Maxms = r.lat.quantiles()
+	res.Allocs = len(r.lat.d)
+	res.FailedAllocs, res.FailedReasons = r.fails.n, r.fails.by
 }
 
 // exhaustion: every node allocates addresses one after another until the pool is
