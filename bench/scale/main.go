@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
@@ -37,6 +36,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/bench/benchenv"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
 	"github.com/coil-net/coil/readside"
@@ -235,7 +235,7 @@ type harness struct {
 func run(ctx context.Context, o options) (*result, error) {
 	raiseFileLimit()
 	res := &result{Nodes: o.nodes, Scenario: o.scenario, Label: o.label, Layout: o.layout, Design: o.design,
-		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Commit: commit(), Load: loadavg()}
+		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Commit: benchenv.Commit(), Load: benchenv.LoadAvg()}
 	switch o.scenario {
 	case "boot", "churn", "exhaustion", "limit":
 	default:
@@ -308,20 +308,9 @@ func run(ctx context.Context, o options) (*result, error) {
 			res.Error = err.Error()
 		}
 	}
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer ccancel()
-	chk, err := checkLog(cctx, h.log)
-	if err != nil {
-		return nil, errors.Wrap(err, "check the log")
+	if err := h.finish(ctx, res); err != nil {
+		return nil, err
 	}
-	res.Duplicates = chk.duplicates()
-	res.LogEvents, res.LogStreams, res.LogBlocks, res.LogAddrs = chk.Events, chk.Streams, chk.Blocks, chk.Addresses
-	h.blocksFromLog(chk.Assigned)
-	for _, p := range chk.FirstProblems {
-		fmt.Fprintln(os.Stderr, "log check:", p)
-	}
-	res.DBBytes, res.DBInUseBytes = dbSize(ctx, h.admin, ec.endpoints)
-	emit(o, res)
 	return res, nil
 }
 
@@ -486,6 +475,26 @@ func (f *failures) add(err error) {
 }
 
 func containerID(node, k int) string { return fmt.Sprintf("%016x%016x%032x", node, k, rand.Uint64()) }
+
+// finish checks the log (res's log figures and duplicates, the blocks each node owns),
+// reads the size of etcd's database into res and emits res.
+func (h *harness) finish(ctx context.Context, res *result) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	chk, err := checkLog(cctx, h.log)
+	if err != nil {
+		return errors.Wrap(err, "check the log")
+	}
+	res.Duplicates = chk.duplicates()
+	res.LogEvents, res.LogStreams, res.LogBlocks, res.LogAddrs = chk.Events, chk.Streams, chk.Blocks, chk.Addresses
+	h.blocksFromLog(chk.Assigned)
+	for _, p := range chk.FirstProblems {
+		fmt.Fprintln(os.Stderr, "log check:", p)
+	}
+	res.DBBytes, res.DBInUseBytes = dbSize(ctx, h.admin, h.etcd.endpoints)
+	emit(h.o, res)
+	return nil
+}
 
 // boot: every node allocates its first address at one instant (so each takes its first
 // block at once); failed calls are retried at once, as a runtime would retry the pod.
@@ -764,31 +773,5 @@ func raiseFileLimit() {
 }
 
 func machine() string {
-	model := ""
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "model name"); ok {
-				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("%d cores (%s), %s", runtime.NumCPU(), model, runtime.Version())
-}
-
-func commit() string {
-	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
+	return fmt.Sprintf("%d cores (%s), %s", runtime.NumCPU(), benchenv.CPUModel(), runtime.Version())
 }

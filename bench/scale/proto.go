@@ -130,18 +130,9 @@ func (h *harness) runProto(ctx context.Context) (*result, error) {
 			res.Error = e.Error()
 		}
 	}
-	chk, err := checkLog(ctx, h.log)
-	if err != nil {
-		return nil, errors.Wrap(err, "check the log")
+	if err := h.finish(ctx, res); err != nil {
+		return nil, err
 	}
-	res.Duplicates = chk.duplicates()
-	res.LogEvents, res.LogStreams, res.LogBlocks, res.LogAddrs = chk.Events, chk.Streams, chk.Blocks, chk.Addresses
-	h.blocksFromLog(chk.Assigned)
-	for _, p := range chk.FirstProblems {
-		fmt.Println("log check:", p)
-	}
-	res.DBBytes, res.DBInUseBytes = dbSize(ctx, h.admin, h.etcd.endpoints)
-	emit(h.o, res)
 	return res, nil
 }
 
