@@ -189,10 +189,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	c.Lab = l
 	if err := c.start(ctx); err != nil {
-		if cerr := c.Close(); cerr != nil {
-			err = errors.WithSecondaryError(err, cerr)
-		}
-		return nil, err
+		return nil, lab.CloseAfter(err, c.Close)
 	}
 	return c, nil
 }

@@ -113,10 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	c := &Cluster{Lab: l, CP: l.Nodes[0], Config: cfg, log: cfg.Logger.With("lab", l.Name)}
 	if err := c.start(ctx); err != nil {
-		if cerr := c.Close(); cerr != nil {
-			err = errors.WithSecondaryError(err, cerr)
-		}
-		return nil, err
+		return nil, lab.CloseAfter(err, c.Close)
 	}
 	return c, nil
 }
