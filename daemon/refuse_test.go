@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/cniproto/cniserver/cniservertest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/testutil"
 )
@@ -32,13 +33,8 @@ import (
 // (or cniproto.Client's) checks, and returns the HTTP status and the CNI error.
 func (e *env) rawPost(path string, body []byte) (int, cniproto.Error) {
 	e.t.Helper()
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", e.sock)
-		},
-		DisableKeepAlives: true,
-	}, Timeout: 60 * time.Second}
+	hc := cniservertest.HTTPClient(e.sock)
+	hc.Timeout = 60 * time.Second
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Post("http://coild"+path, "application/json", bytes.NewReader(body))
 	if err != nil {

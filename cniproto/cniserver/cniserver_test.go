@@ -306,13 +306,7 @@ func TestServeShutdownIsGraceful(t *testing.T) {
 func TestPlainHTTPClient(t *testing.T) {
 	long := strings.Repeat("d", 10000)
 	path := serve(t, &fakeHandler{delErr: errors.New(long)})
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		DisableKeepAlives: true,
-	}}
+	hc := cniservertest.HTTPClient(path)
 	defer hc.CloseIdleConnections()
 	type reply struct {
 		status int

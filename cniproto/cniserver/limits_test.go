@@ -98,13 +98,7 @@ func TestRefusesInvalidRequests(t *testing.T) {
 	}
 	// An ordinary HTTP client that writes its whole request before reading the reply
 	// reads the error too (a body of up to 1 MiB is drained, not cut).
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		DisableKeepAlives: true,
-	}}
+	hc := cniservertest.HTTPClient(path)
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Post("http://coild"+cniproto.PathAdd, "application/json", strings.NewReader(`{"podName":"`+strings.Repeat("x", 300<<10)+`"}`))
 	if err != nil {

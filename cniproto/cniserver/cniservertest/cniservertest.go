@@ -5,6 +5,8 @@ package cniservertest
 import (
 	"context"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"testing"
 
@@ -41,4 +43,17 @@ func Serve(t testing.TB, h cniproto.Handler, socketPath string, logger *slog.Log
 		}
 	})
 	return srv
+}
+
+// HTTPClient is a plain HTTP client of the server on socketPath (as curl --unix-socket
+// is; any host name reaches it), without keep-alives: each request opens a connection
+// of its own. The caller closes its idle connections.
+func HTTPClient(socketPath string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socketPath)
+		},
+		DisableKeepAlives: true,
+	}}
 }
