@@ -265,16 +265,26 @@ func TestRestartKeepsPods(t *testing.T) {
 	}
 }
 
+// ipLink is what the tests read of `ip -j link show dev DEV`.
+type ipLink struct {
+	IfIndex int `json:"ifindex"`
+	MTU     int `json:"mtu"`
+}
+
+// showLink reads link dev in namespace ns.
+func showLink(t *testing.T, ns, dev string) ipLink {
+	t.Helper()
+	var links []ipLink
+	ipJSON(t, &links, "-n", ns, "-j", "link", "show", "dev", dev)
+	if len(links) != 1 {
+		t.Fatalf("ip -n %s link show dev %s: %v", ns, dev, links)
+	}
+	return links[0]
+}
+
 func linkIndex(t *testing.T, ns, name string) int {
 	t.Helper()
-	var links []struct {
-		IfIndex int `json:"ifindex"`
-	}
-	ipJSON(t, &links, "-n", ns, "-j", "link", "show", "dev", name)
-	if len(links) != 1 {
-		t.Fatalf("link %s in %s: %v", name, ns, links)
-	}
-	return links[0].IfIndex
+	return showLink(t, ns, name).IfIndex
 }
 
 // TestDelBeforeReady: a DEL answered while coild is still waiting for its lease (before
