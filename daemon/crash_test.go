@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,93 +23,36 @@ import (
 	"github.com/coil-net/coil/internal/testutil"
 )
 
-// proc is coild run as a subprocess inside the node namespace.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-	err  error // set when done is closed
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startCoild starts coild in the node namespace (with --crash-at when crashAt is set)
-// and, unless it is meant to crash, waits until it is ready. The process is stopped at
-// the end of the test if it still runs; its log is shown when the test failed.
-func (e *env) startCoild(crashAt string) *proc {
+// without waiting for it. The process is stopped at the end of the test if it still
+// runs; its log is shown when the test failed.
+func (e *env) startCoild(crashAt string) *testutil.Proc {
 	e.t.Helper()
-	args := []string{"netns", "exec", e.nodeNS, coildBin(e.t),
-		"--node", nodeName, "--etcd-endpoints", e.etcd.Endpoints()[0], "--socket", e.sock, "--state-dir", e.stateDir,
-		"--metrics-addr", "", "--lease-ttl", "3s", "--reconcile-interval", "200ms", "--log-level", "debug"}
+	args := e.coildArgs(e.sock, e.stateDir)
 	if crashAt != "" {
 		args = append(args, "--crash-at", crashAt)
 	}
-	p := &proc{cmd: exec.Command("ip", args...), out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		e.t.Fatalf("start coild: %v", err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t := e.t
-	t.Cleanup(func() {
-		p.stop(t)
-		if t.Failed() {
-			t.Logf("coild (crash-at %q) output:\n%s", crashAt, p.out.String())
-		}
-	})
-	return p
+	return e.startIn(e.nodeNS, fmt.Sprintf("coild (crash-at %q)", crashAt), append([]string{coildBin(e.t)}, args...)...)
 }
 
-// stop sends SIGTERM to the process it started (by PID) and waits; SIGKILL after 20s.
-func (p *proc) stop(t *testing.T) {
-	t.Helper()
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if p.err != nil {
-			t.Errorf("coild did not exit cleanly on SIGTERM: %v", p.err)
-		}
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		t.Errorf("coild ignored SIGTERM for 20s")
-	}
+// startIn runs argv in network namespace ns (ip netns exec) as a testutil.Proc: stopped
+// (SIGTERM, by PID) at the end of the test if it still runs, its output logged under
+// label when the test failed.
+func (e *env) startIn(ns, label string, argv ...string) *testutil.Proc {
+	e.t.Helper()
+	return testutil.StartProc(e.t, label, exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...))
 }
 
 // waitKilled waits for the process to die of SIGKILL (a crash point).
-func (p *proc) waitKilled(t *testing.T) {
+func waitKilled(t *testing.T, p *testutil.Proc) {
 	t.Helper()
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatalf("coild did not crash within 30s")
 	}
-	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("coild exited with %v, want killed by SIGKILL", p.err)
+	if p.KilledBy() != syscall.SIGKILL {
+		t.Fatalf("coild exited with %v, want killed by SIGKILL", p.Err())
 	}
 }
 
@@ -170,7 +111,7 @@ func TestCrashConsistency(t *testing.T) {
 			var bystanderAddrs []netip.Addr
 
 			isAdd := strings.HasPrefix(point, "add-")
-			var p *proc
+			var p *testutil.Proc
 			if isAdd {
 				p = e.startCoild(point)
 			} else {
@@ -180,7 +121,7 @@ func TestCrashConsistency(t *testing.T) {
 				if _, err := c.AddNetworkList(ctx, list, podRT(victim, victimPath)); err != nil {
 					t.Fatalf("ADD %s: %v", victim, err)
 				}
-				first.stop(t)
+				first.Stop(t)
 				p = e.startCoild(point)
 			}
 			e.waitReady()
@@ -208,7 +149,7 @@ func TestCrashConsistency(t *testing.T) {
 					t.Errorf("DEL (answered before the crash): %v", err)
 				}
 			}
-			p.waitKilled(t)
+			waitKilled(t, p)
 
 			e.startCoild("")
 			e.waitReady()
@@ -296,7 +237,7 @@ func TestRestartKeepsPods(t *testing.T) {
 		t.Fatalf("before restart: %v", err)
 	}
 	link := linkIndex(t, e.nodeNS, hostVeth(id))
-	p.stop(t)
+	p.Stop(t)
 	// coild is down: the pod's network does not need it.
 	if err := ping(t, e.nodeNS, addrs[0]); err != nil {
 		t.Errorf("while coild is stopped: %v", err)
@@ -324,16 +265,26 @@ func TestRestartKeepsPods(t *testing.T) {
 	}
 }
 
+// ipLink is what the tests read of `ip -j link show dev DEV`.
+type ipLink struct {
+	IfIndex int `json:"ifindex"`
+	MTU     int `json:"mtu"`
+}
+
+// showLink reads link dev in namespace ns.
+func showLink(t *testing.T, ns, dev string) ipLink {
+	t.Helper()
+	var links []ipLink
+	ipJSON(t, &links, "-n", ns, "-j", "link", "show", "dev", dev)
+	if len(links) != 1 {
+		t.Fatalf("ip -n %s link show dev %s: %v", ns, dev, links)
+	}
+	return links[0]
+}
+
 func linkIndex(t *testing.T, ns, name string) int {
 	t.Helper()
-	var links []struct {
-		IfIndex int `json:"ifindex"`
-	}
-	ipJSON(t, &links, "-n", ns, "-j", "link", "show", "dev", name)
-	if len(links) != 1 {
-		t.Fatalf("link %s in %s: %v", name, ns, links)
-	}
-	return links[0].IfIndex
+	return showLink(t, ns, name).IfIndex
 }
 
 // TestDelBeforeReady: a DEL answered while coild is still waiting for its lease (before

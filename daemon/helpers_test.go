@@ -43,20 +43,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		dir, err := os.MkdirTemp("", "coild-test-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
-		if err := goBuild(filepath.Join(dir, "coil"), "github.com/coil-net/coil/cmd/coil"); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
+	code := testutil.RunWithDir(m, "coild-test-bin-", func(dir string) error {
 		binDir = dir
-		return m.Run()
-	}()
+		return goBuild(filepath.Join(dir, "coil"), "github.com/coil-net/coil/cmd/coil")
+	})
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)

@@ -10,41 +10,12 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/testutil"
 	"github.com/coil-net/coil/kube"
 	"github.com/coil-net/coil/kube/kubetest"
 )
-
-func kubePod(t *testing.T, cs kubernetes.Interface, ns, name string, ann map[string]string) *corev1.Pod {
-	t.Helper()
-	p, err := cs.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: ann},
-		Spec:       corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create pod %s/%s: %v", ns, name, err)
-	}
-	return p
-}
-
-func kubeNamespace(t *testing.T, cs kubernetes.Interface, name string, ann map[string]string) {
-	t.Helper()
-	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: ann}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace %s: %v", name, err)
-	}
-}
-
-func kubeDeletePod(t *testing.T, cs kubernetes.Interface, ns, name string) {
-	t.Helper()
-	zero := int64(0)
-	if err := cs.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
-		t.Fatalf("delete pod %s/%s: %v", ns, name, err)
-	}
-}
 
 // kubeRT is a runtime config as kubelet passes it: CNI_ARGS with the pod's identity
 // (uid "" leaves K8S_POD_UID out, as older runtimes do).
@@ -79,13 +50,13 @@ func TestKubePoolSelection(t *testing.T) {
 	e.createPool("nc", 4, "10.202.0.0/24")
 	e.createPool("nsp", 4, "10.203.0.0/24")
 	e.createPool("podp", 4, "10.204.0.0/24")
-	kubeNamespace(t, cs, "plain", nil)
-	kubeNamespace(t, cs, "annot", map[string]string{kube.PoolAnnotation: "nsp"})
-	p1 := kubePod(t, cs, "annot", "p1", map[string]string{kube.PoolAnnotation: "podp"})
-	p2 := kubePod(t, cs, "annot", "p2", nil)
-	p3 := kubePod(t, cs, "plain", "p3", nil)
-	p3b := kubePod(t, cs, "plain", "p3b", nil)
-	p4 := kubePod(t, cs, "plain", "p4", map[string]string{kube.PoolAnnotation: "missing"})
+	kubetest.CreateNamespace(t, cs, "plain", nil)
+	kubetest.CreateNamespace(t, cs, "annot", map[string]string{kube.PoolAnnotation: "nsp"})
+	p1 := kubetest.CreatePod(t, cs, "annot", "p1", nodeName, map[string]string{kube.PoolAnnotation: "podp"})
+	p2 := kubetest.CreatePod(t, cs, "annot", "p2", nodeName, nil)
+	p3 := kubetest.CreatePod(t, cs, "plain", "p3", nodeName, nil)
+	p3b := kubetest.CreatePod(t, cs, "plain", "p3b", nodeName, nil)
+	p4 := kubetest.CreatePod(t, cs, "plain", "p4", nodeName, map[string]string{kube.PoolAnnotation: "missing"})
 	cfg := e.config()
 	cfg.Kubeconfig = s.Kubeconfig
 	e.startDaemon(cfg)
@@ -155,9 +126,9 @@ func TestKubeLeaksAndMetrics(t *testing.T) {
 	s := kubetest.Start(t)
 	cs := s.Client(t)
 	e.createPool("default", 4, "10.205.0.0/24")
-	kubeNamespace(t, cs, "app", nil)
-	web := kubePod(t, cs, "app", "web-0", nil)
-	gone := kubePod(t, cs, "app", "gone-0", nil)
+	kubetest.CreateNamespace(t, cs, "app", nil)
+	web := kubetest.CreatePod(t, cs, "app", "web-0", nodeName, nil)
+	gone := kubetest.CreatePod(t, cs, "app", "gone-0", nodeName, nil)
 	cfg := e.config()
 	cfg.Kubeconfig = s.Kubeconfig
 	cfg.LeakGrace = 2 * time.Second
@@ -177,7 +148,7 @@ func TestKubeLeaksAndMetrics(t *testing.T) {
 	}
 
 	deleted := time.Now()
-	kubeDeletePod(t, cs, "app", "gone-0")
+	kubetest.DeletePod(t, cs, "app", "gone-0")
 	var rel []*events.AddressReleased
 	testutil.Eventually(t, 60*time.Second, func() bool {
 		rel = e.released("gone-1")
@@ -203,8 +174,8 @@ func TestKubeLeaksAndMetrics(t *testing.T) {
 
 	// web-0 is recreated under the same name (a StatefulSet): the new pod gets an
 	// address and works; the old incarnation's address (its DEL lost) is collected.
-	kubeDeletePod(t, cs, "app", "web-0")
-	web2 := kubePod(t, cs, "app", "web-0", nil)
+	kubetest.DeletePod(t, cs, "app", "web-0")
+	web2 := kubetest.CreatePod(t, cs, "app", "web-0", nodeName, nil)
 	_, web2NS := e.pod("w")
 	res, err := c.AddNetworkList(ctx, list, kubeRT("web-2", web2NS, "app", "web-0", string(web2.UID)))
 	if err != nil {

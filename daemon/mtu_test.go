@@ -19,14 +19,7 @@ import (
 // linkMTU reads the MTU of dev in namespace ns.
 func linkMTU(t *testing.T, ns, dev string) int {
 	t.Helper()
-	var links []struct {
-		MTU int `json:"mtu"`
-	}
-	ipJSON(t, &links, "-n", ns, "-j", "link", "show", "dev", dev)
-	if len(links) != 1 {
-		t.Fatalf("ip -n %s link show dev %s: %v", ns, dev, links)
-	}
-	return links[0].MTU
+	return showLink(t, ns, dev).MTU
 }
 
 // addMTU adds a pod with the netconf extra and checks that both ends of its pair and

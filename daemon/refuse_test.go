@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/cniproto/cniserver/cniservertest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/testutil"
 )
@@ -32,13 +33,8 @@ import (
 // (or cniproto.Client's) checks, and returns the HTTP status and the CNI error.
 func (e *env) rawPost(path string, body []byte) (int, cniproto.Error) {
 	e.t.Helper()
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", e.sock)
-		},
-		DisableKeepAlives: true,
-	}, Timeout: 60 * time.Second}
+	hc := cniservertest.HTTPClient(e.sock)
+	hc.Timeout = 60 * time.Second
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Post("http://coild"+path, "application/json", bytes.NewReader(body))
 	if err != nil {
@@ -394,34 +390,14 @@ func TestHugeAddsDoNotFailOthers(t *testing.T) {
 
 // startCoildNoFile runs coild in the node namespace with an open-file limit of nofile
 // (prlimit), stopped at the end of the test.
-func (e *env) startCoildNoFile(nofile int) *proc {
+func (e *env) startCoildNoFile(nofile int) *testutil.Proc {
 	e.t.Helper()
 	testutil.RequireCommand(e.t, "prlimit")
 	n := strconv.Itoa(nofile)
-	args := []string{"netns", "exec", e.nodeNS, "prlimit", "--nofile=" + n + ":" + n, coildBin(e.t),
+	args := []string{"prlimit", "--nofile=" + n + ":" + n, coildBin(e.t),
 		"--node", nodeName, "--etcd-endpoints", e.etcd.Endpoints()[0], "--socket", e.sock, "--state-dir", e.stateDir,
 		"--metrics-addr", "", "--lease-ttl", "3s", "--reconcile-interval", "200ms", "--log-level", "info"}
-	p := &proc{cmd: exec.Command("ip", args...), out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		e.t.Fatalf("start coild: %v", err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t := e.t
-	t.Cleanup(func() {
-		p.stop(t)
-		if t.Failed() {
-			out := p.out.String()
-			if len(out) > 20000 {
-				out = out[len(out)-20000:]
-			}
-			t.Logf("coild output (tail):\n%s", out)
-		}
-	})
-	return p
+	return e.startIn(e.nodeNS, "coild", args...)
 }
 
 // TestSlowConnectionsDoNotStarveCoild: connections that send part of their headers, or

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -24,56 +23,15 @@ import (
 // runCoild starts coild in network namespace ns with exactly these flags, without
 // waiting for anything. The process is stopped at the end of the test if it still runs;
 // its output is shown when the test failed.
-func (e *env) runCoild(ns string, args ...string) *proc {
+func (e *env) runCoild(ns string, args ...string) *testutil.Proc {
 	e.t.Helper()
-	p := &proc{cmd: exec.Command("ip", append([]string{"netns", "exec", ns, coildBin(e.t)}, args...)...), out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		e.t.Fatalf("start coild: %v", err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t := e.t
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(20 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-p.done
-			}
-		}
-		if t.Failed() {
-			t.Logf("coild %v output:\n%s", args, p.out.String())
-		}
-	})
-	return p
+	return e.startIn(ns, fmt.Sprintf("coild %v", args), append([]string{coildBin(e.t)}, args...)...)
 }
 
 // coildArgs are the flags of a working coild for node n1 with this socket and state dir.
 func (e *env) coildArgs(sock, stateDir string) []string {
 	return []string{"--node", nodeName, "--etcd-endpoints", e.etcd.Endpoints()[0], "--socket", sock, "--state-dir", stateDir,
 		"--metrics-addr", "", "--lease-ttl", "3s", "--reconcile-interval", "200ms", "--log-level", "debug"}
-}
-
-// exited waits up to within for the process to exit and returns its exit code (-1 if
-// it still runs, -2 if killed by a signal).
-func (p *proc) exited(within time.Duration) int {
-	select {
-	case <-p.done:
-	case <-time.After(within):
-		return -1
-	}
-	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if ok && ws.Signaled() {
-		return -2
-	}
-	return p.cmd.ProcessState.ExitCode()
 }
 
 // TestCoildRefusesBadFlags: every flag value coild cannot use makes it exit at start
@@ -128,8 +86,8 @@ func TestCoildRefusesBadFlags(t *testing.T) {
 			sock := filepath.Join(e.sockDir, fmt.Sprintf("bad%d.sock", i))
 			stateDir := filepath.Join(t.TempDir(), "state")
 			p := e.runCoild(e.nodeNS, append(e.coildArgs(sock, stateDir), tc.args...)...)
-			code := p.exited(30 * time.Second)
-			out := p.out.String()
+			code := p.Exited(30 * time.Second)
+			out := p.Out.String()
 			if code != 1 || !strings.HasPrefix(out, "coild: ") || !strings.Contains(out, tc.want) {
 				t.Fatalf("exit %d, output:\n%s\nwant exit 1 and %q", code, out, tc.want)
 			}
@@ -169,9 +127,9 @@ func TestSecondCoildSharingStateDir(t *testing.T) {
 
 	otherNS, _ := testutil.NetNS(t, "other")
 	second := e.runCoild(otherNS, e.coildArgs(filepath.Join(e.sockDir, "second.sock"), e.stateDir)...)
-	code := second.exited(30 * time.Second)
-	want := fmt.Sprintf("coild: --state-dir %s is locked by another coild (pid %d, node %s", e.stateDir, first.cmd.Process.Pid, nodeName)
-	if out := second.out.String(); code != 1 || !strings.Contains(out, want) {
+	code := second.Exited(30 * time.Second)
+	want := fmt.Sprintf("coild: --state-dir %s is locked by another coild (pid %d, node %s", e.stateDir, first.Cmd.Process.Pid, nodeName)
+	if out := second.Out.String(); code != 1 || !strings.Contains(out, want) {
 		t.Fatalf("second coild: exit %d, output:\n%s\nwant exit 1 and %q", code, out, want)
 	}
 	if got := e.aliveLease(); got != lease {
@@ -222,7 +180,7 @@ func TestCoildInForeignNamespaceKeepsAddresses(t *testing.T) {
 			t.Fatalf("ADD %s: %v", id, err)
 		}
 	}
-	first.stop(t)
+	first.Stop(t)
 
 	otherNS, _ := testutil.NetNS(t, "other")
 	sock2 := filepath.Join(e.sockDir, "other.sock")
@@ -233,7 +191,7 @@ func TestCoildInForeignNamespaceKeepsAddresses(t *testing.T) {
 	}, "the other coild ready once the first lease expired")
 	// Wait until its reconciler has looked at both attachments, several passes.
 	testutil.Eventually(t, 30*time.Second, func() bool {
-		return strings.Count(other.out.String(), "not releasing the address of a missing veth") >= 2
+		return strings.Count(other.Out.String(), "not releasing the address of a missing veth") >= 2
 	}, "the other coild's reconciler kept both addresses")
 	// The passes that logged it did not release (the release would have come instead
 	// of the message).
@@ -245,10 +203,10 @@ func TestCoildInForeignNamespaceKeepsAddresses(t *testing.T) {
 			t.Fatalf("%s released by a coild that cannot see its veth: %+v", id, rel[0])
 		}
 	}
-	if err := other.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := other.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := other.exited(30 * time.Second); code != 0 {
+	if code := other.Exited(30 * time.Second); code != 0 {
 		t.Fatalf("other coild exited %d", code)
 	}
 

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,27 +91,11 @@ func oldCoild(t *testing.T) (bin, commit string) {
 
 // startCoildBin runs the coild binary bin as node in e's node namespace and waits for it
 // to be ready unless wait is false. It is stopped (SIGTERM, by PID) at the end of the test.
-func (e *env) startCoildBin(bin, node string, wait bool) *proc {
+func (e *env) startCoildBin(bin, node string, wait bool) *testutil.Proc {
 	e.t.Helper()
-	args := []string{"netns", "exec", e.nodeNS, bin,
+	p := e.startIn(e.nodeNS, fmt.Sprintf("coild %s (%s)", node, bin), bin,
 		"--node", node, "--etcd-endpoints", e.etcd.Endpoints()[0], "--socket", e.sock, "--state-dir", e.stateDir,
-		"--metrics-addr", "", "--lease-ttl", "3s", "--reconcile-interval", "200ms"}
-	p := &proc{cmd: exec.Command("ip", args...), out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		e.t.Fatalf("start %s: %v", bin, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t := e.t
-	t.Cleanup(func() {
-		p.stop(t)
-		if t.Failed() {
-			t.Logf("coild %s (%s) output:\n%s", node, bin, p.out.String())
-		}
-	})
+		"--metrics-addr", "", "--lease-ttl", "3s", "--reconcile-interval", "200ms")
 	if wait {
 		e.waitReady()
 	}
@@ -177,7 +162,7 @@ func TestRollingUpgrade(t *testing.T) {
 
 	// Replace the old coild (the DaemonSet's rolling update does the same): stop it; its
 	// liveness key goes with its lease.
-	oldNode.stop(t)
+	oldNode.Stop(t)
 	var last string
 	testutil.Eventually(t, 30*time.Second, func() bool {
 		out, stderr, code = e.coilctl("cluster", "version", "raise")
@@ -196,11 +181,11 @@ func TestRollingUpgrade(t *testing.T) {
 	// The old release, started again, stops at the event it cannot read.
 	again := e.startCoildBin(oldBin, nodeName, false)
 	select {
-	case <-again.done:
+	case <-again.Done():
 	case <-time.After(60 * time.Second):
-		t.Fatalf("the old coild runs on a log at level 1:\n%s", again.out.String())
+		t.Fatalf("the old coild runs on a log at level 1:\n%s", again.Out.String())
 	}
-	if again.err == nil || !strings.Contains(again.out.String(), "type code 15") {
-		t.Fatalf("the old coild on a level-1 log: %v\n%s", again.err, again.out.String())
+	if again.Err() == nil || !strings.Contains(again.Out.String(), "type code 15") {
+		t.Fatalf("the old coild on a level-1 log: %v\n%s", again.Err(), again.Out.String())
 	}
 }

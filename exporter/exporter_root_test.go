@@ -26,7 +26,9 @@ func ipIn(t *testing.T, ns string, args ...string) string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
-func TestSyncKernel(t *testing.T) {
+// nodePlumber is a Plumber for a fresh node namespace (root only), closed at the end.
+func nodePlumber(t *testing.T) (node string, p *netplumb.Plumber) {
+	t.Helper()
 	testutil.RequireRoot(t)
 	node, nodePath := testutil.NetNS(t, "node")
 	p, err := netplumb.New(netplumb.Config{HostNetNS: nodePath})
@@ -34,6 +36,11 @@ func TestSyncKernel(t *testing.T) {
 		t.Fatalf("netplumb.New: %v", err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
+	return node, p
+}
+
+func TestSyncKernel(t *testing.T) {
+	node, p := nodePlumber(t)
 	var _ exporter.Routes = p
 	e := exporter.New(p, exporter.Config{})
 	ctx := context.Background()
@@ -89,13 +96,7 @@ func TestSyncKernel(t *testing.T) {
 // did), it refuses and the node's routes stay; in its table, a route of Coil's protocol
 // that is not a blackhole (an operator's) is neither deleted nor replaced.
 func TestSyncTouchesOnlyCoilRoutes(t *testing.T) {
-	testutil.RequireRoot(t)
-	node, nodePath := testutil.NetNS(t, "node")
-	p, err := netplumb.New(netplumb.Config{HostNetNS: nodePath})
-	if err != nil {
-		t.Fatalf("netplumb.New: %v", err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
+	node, p := nodePlumber(t)
 	ctx := context.Background()
 	ipIn(t, node, "link", "set", "lo", "up")
 	// The operator's routes, with protocol 30 like Coil's, in the main table.
@@ -103,7 +104,7 @@ func TestSyncTouchesOnlyCoilRoutes(t *testing.T) {
 	ipIn(t, node, "route", "add", "blackhole", "10.5.1.0/24", "proto", "30")
 	mainBefore := ipIn(t, node, "route", "show", "table", "main")
 	for _, table := range []int{254, 255, 253} {
-		_, _, err = syncTo(ctx, exporter.New(p, exporter.Config{Table: table}), pfx("10.1.0.0/27"))
+		_, _, err := syncTo(ctx, exporter.New(p, exporter.Config{Table: table}), pfx("10.1.0.0/27"))
 		if !errors.Is(err, netplumb.ErrInvalidArgument) || !strings.Contains(err.Error(), "kernel's own") {
 			t.Errorf("Sync into table %d = %v, want ErrInvalidArgument (the kernel's own table)", table, err)
 		}

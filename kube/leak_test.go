@@ -25,9 +25,9 @@ func (staleCache) CachedPod(string, string) *corev1.Pod { return nil }
 func TestLeakCollector(t *testing.T) {
 	s := kubetest.Start(t)
 	cs := s.Client(t)
-	mkNamespace(t, cs, "app", nil)
-	web := mkPod(t, cs, "app", "web-0", "n1", nil)
-	other := mkPod(t, cs, "app", "db-0", "n1", nil)
+	kubetest.CreateNamespace(t, cs, "app", nil)
+	web := kubetest.CreatePod(t, cs, "app", "web-0", "n1", nil)
+	other := kubetest.CreatePod(t, cs, "app", "db-0", "n1", nil)
 	c := startCache(t, s, "n1")
 	ctx := context.Background()
 	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
@@ -66,7 +66,7 @@ func TestLeakCollector(t *testing.T) {
 	}
 
 	// web-0 deleted: first seen missing, then only after the grace period reported.
-	rmPod(t, cs, "app", "web-0")
+	kubetest.DeletePod(t, cs, "app", "web-0")
 	testutil.Eventually(t, 20*time.Second, func() bool { return c.CachedPod("app", "web-0") == nil }, "informer sees web-0 deleted")
 	if l := check(); len(l) != 0 {
 		t.Fatalf("reported at first sight: %+v", l)
@@ -86,7 +86,7 @@ func TestLeakCollector(t *testing.T) {
 
 	// web-0 recreated (StatefulSet): the old attachment (old UID) is a leak, the new
 	// pod's attachment is not; the attachment without a UID on db-0 is never touched.
-	web2 := mkPod(t, cs, "app", "web-0", "n1", nil)
+	web2 := kubetest.CreatePod(t, cs, "app", "web-0", "n1", nil)
 	testutil.Eventually(t, 20*time.Second, func() bool {
 		p := c.CachedPod("app", "web-0")
 		return p != nil && p.UID == web2.UID
@@ -103,13 +103,13 @@ func TestLeakCollector(t *testing.T) {
 	t.Logf("leak reason: %s", leaks[0].Reason)
 	// The pod reappears in the cache before the re-check: the suspicion is dropped.
 	atts = atts[1:] // c-web released
-	rmPod(t, cs, "app", "db-0")
+	kubetest.DeletePod(t, cs, "app", "db-0")
 	testutil.Eventually(t, 20*time.Second, func() bool { return c.CachedPod("app", "db-0") == nil }, "informer sees db-0 deleted")
 	check()
 	if lc.Suspects() != 2 { // c-db and c-nouid
 		t.Fatalf("suspects %d, want 2", lc.Suspects())
 	}
-	mkPod(t, cs, "app", "db-0", "n1", nil) // same name, new UID
+	kubetest.CreatePod(t, cs, "app", "db-0", "n1", nil) // same name, new UID
 	testutil.Eventually(t, 20*time.Second, func() bool { return c.CachedPod("app", "db-0") != nil }, "informer sees db-0 again")
 	clock.Add(grace)
 	leaks = check()

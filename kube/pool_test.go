@@ -34,13 +34,13 @@ func startCache(t *testing.T, s *kubetest.APIServer, node string) *kube.PodCache
 func TestResolvePool(t *testing.T) {
 	s := kubetest.Start(t)
 	cs := s.Client(t)
-	mkNamespace(t, cs, "plain", nil)
-	mkNamespace(t, cs, "annotated", map[string]string{kube.PoolAnnotation: "ns-pool"})
-	podA := mkPod(t, cs, "annotated", "a", "n1", map[string]string{kube.PoolAnnotation: "pod-pool"})
-	podB := mkPod(t, cs, "annotated", "b", "n1", nil)
-	podC := mkPod(t, cs, "plain", "c", "n1", nil)
-	mkPod(t, cs, "plain", "bad", "n1", map[string]string{kube.PoolAnnotation: ""})
-	mkPod(t, cs, "plain", "bad2", "n1", map[string]string{kube.PoolAnnotation: "Not_A_Pool"})
+	kubetest.CreateNamespace(t, cs, "plain", nil)
+	kubetest.CreateNamespace(t, cs, "annotated", map[string]string{kube.PoolAnnotation: "ns-pool"})
+	podA := kubetest.CreatePod(t, cs, "annotated", "a", "n1", map[string]string{kube.PoolAnnotation: "pod-pool"})
+	podB := kubetest.CreatePod(t, cs, "annotated", "b", "n1", nil)
+	podC := kubetest.CreatePod(t, cs, "plain", "c", "n1", nil)
+	kubetest.CreatePod(t, cs, "plain", "bad", "n1", map[string]string{kube.PoolAnnotation: ""})
+	kubetest.CreatePod(t, cs, "plain", "bad2", "n1", map[string]string{kube.PoolAnnotation: "Not_A_Pool"})
 	c := startCache(t, s, "n1")
 	ctx := context.Background()
 
@@ -88,7 +88,7 @@ func TestResolvePool(t *testing.T) {
 
 	// A pod created after the informers synced is found (cache or a direct GET), and a
 	// later annotation on its namespace is seen through the informer.
-	podD := mkPod(t, cs, "plain", "d", "n1", nil)
+	podD := kubetest.CreatePod(t, cs, "plain", "d", "n1", nil)
 	sel, err := c.ResolvePool(ctx, kube.PodRef{Namespace: "plain", Name: "d", UID: string(podD.UID)}, "", "dflt")
 	if err != nil || sel.Pool != "dflt" {
 		t.Fatalf("new pod: %+v %v", sel, err)

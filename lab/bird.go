@@ -141,15 +141,6 @@ func (l *Lab) WaitBGPEstablished(ctx context.Context) error {
 	}
 }
 
-func isDone(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
 // KillBird kills the node's BIRD with SIGKILL (a crash: its BGP sessions drop, the routes
 // it installed stay in the kernel until a new BIRD prunes them) and waits until it is gone.
 func (n *Node) KillBird() error {

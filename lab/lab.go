@@ -167,12 +167,18 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 		l.Fabric.Prefix6 = DefaultFabric6
 	}
 	if err := l.start(ctx); err != nil {
-		if cerr := l.Close(); cerr != nil {
-			err = errors.WithSecondaryError(err, cerr)
-		}
-		return nil, err
+		return nil, CloseAfter(err, l.Close)
 	}
 	return l, nil
+}
+
+// CloseAfter closes what failed to start: it returns err, with closeFn's error as a
+// secondary error when closing fails too.
+func CloseAfter(err error, closeFn func() error) error {
+	if cerr := closeFn(); cerr != nil {
+		return errors.WithSecondaryError(err, cerr)
+	}
+	return err
 }
 
 func (l *Lab) start(ctx context.Context) error {

@@ -112,18 +112,16 @@ func mustIP(t *testing.T, n *Node, args ...string) {
 // routeVia reports whether n's main table holds dst via gw.
 func routeVia(t *testing.T, n *Node, dst netip.Prefix, gw netip.Addr) bool {
 	t.Helper()
-	get := n.Routes
-	if dst.Addr().Is6() {
-		get = n.Routes6
-	}
-	rs, err := get(context.Background(), 254)
-	if err != nil {
-		t.Fatalf("routes: %+v", err)
-	}
-	return slices.ContainsFunc(rs, func(r Route) bool { return r.Dst == dst && r.Gateway == gw })
+	return slices.ContainsFunc(mainRoutes(t, n, dst), func(r Route) bool { return r.Dst == dst && r.Gateway == gw })
 }
 
 func hasRoute(t *testing.T, n *Node, dst netip.Prefix) bool {
+	t.Helper()
+	return slices.ContainsFunc(mainRoutes(t, n, dst), func(r Route) bool { return r.Dst == dst })
+}
+
+// mainRoutes lists n's main table of dst's family.
+func mainRoutes(t *testing.T, n *Node, dst netip.Prefix) []Route {
 	t.Helper()
 	get := n.Routes
 	if dst.Addr().Is6() {
@@ -133,7 +131,7 @@ func hasRoute(t *testing.T, n *Node, dst netip.Prefix) bool {
 	if err != nil {
 		t.Fatalf("routes: %+v", err)
 	}
-	return slices.ContainsFunc(rs, func(r Route) bool { return r.Dst == dst })
+	return rs
 }
 
 func TestTwoNodesAnnounceBlocks(t *testing.T) {

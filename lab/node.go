@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -71,6 +72,51 @@ func (n *Node) Routes(ctx context.Context, table int) ([]Route, error) {
 // Routes6 is Routes for IPv6.
 func (n *Node) Routes6(ctx context.Context, table int) ([]Route, error) {
 	return n.routes(ctx, "-6", table)
+}
+
+// RoutesOf lists the IPv4 routes of kernel table `table` that protocol proto wrote (as
+// ip names it: "bird", "30"), sorted by destination.
+func (n *Node) RoutesOf(ctx context.Context, table int, proto string) ([]Route, error) {
+	rs, err := n.Routes(ctx, table)
+	if err != nil {
+		return nil, err
+	}
+	var out []Route
+	for _, r := range rs {
+		if r.Protocol == proto {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b Route) int { return ComparePrefix(a.Dst, b.Dst) })
+	return out, nil
+}
+
+// BGPRoutes lists the IPv4 routes BIRD installed in the node's main table (protocol
+// bird), sorted, with their gateways: one per block of the other nodes.
+func (n *Node) BGPRoutes(ctx context.Context) ([]Route, error) {
+	return n.RoutesOf(ctx, 254, "bird")
+}
+
+// ExportedBlocks lists the node's IPv4 blocks as coild exports them: its export table
+// (DefaultExportTable, protocol DefaultRouteProtocol), sorted.
+func (n *Node) ExportedBlocks(ctx context.Context) ([]netip.Prefix, error) {
+	rs, err := n.RoutesOf(ctx, DefaultExportTable, strconv.Itoa(DefaultRouteProtocol))
+	if err != nil {
+		return nil, err
+	}
+	var ps []netip.Prefix
+	for _, r := range rs {
+		ps = append(ps, r.Dst)
+	}
+	return ps, nil
+}
+
+// ComparePrefix orders prefixes by address, then by length.
+func ComparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
 }
 
 func (n *Node) routes(ctx context.Context, family string, table int) ([]Route, error) {

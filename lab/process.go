@@ -2,9 +2,11 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -89,6 +91,9 @@ func (p *Process) PID() int { return p.cmd.Process.Pid }
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
+// Exited tells whether the process has exited.
+func (p *Process) Exited() bool { return isDone(p.done) }
+
 // Err is the exit status once Done is closed (nil before).
 func (p *Process) Err() error {
 	select {
@@ -137,4 +142,27 @@ func (p *Process) Kill() error {
 	}
 	<-p.done
 	return nil
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// Tail returns the last n lines of a log file, or a note saying why it cannot be read
+// (for error messages).
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

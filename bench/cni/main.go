@@ -19,6 +19,7 @@ import (
 	"github.com/cockroachdb/errors"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/bench/benchenv"
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
@@ -140,7 +141,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (err error) {
 	} else if err := b.bursts(ctx, rep); err != nil {
 		return err
 	}
-	rep.info.loadEnd = loadavg()
+	rep.info.loadEnd = benchenv.LoadAvg()
 	rep.write(os.Stdout)
 	if rep.burstFailed != "" {
 		return errors.Wrap(errBurst, rep.burstFailed)
@@ -761,7 +762,7 @@ type machine struct {
 }
 
 func machineInfo() machine {
-	m := machine{date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpus: runtime.NumCPU(), loadStart: loadavg()}
+	m := machine{date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), cpus: runtime.NumCPU(), loadStart: benchenv.LoadAvg()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -774,18 +775,6 @@ func machineInfo() machine {
 		m.kernel = strings.TrimSpace(string(b))
 	}
 	return m
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 type report struct {

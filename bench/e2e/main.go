@@ -32,6 +32,7 @@ import (
 
 	"github.com/cockroachdb/errors"
 
+	"github.com/coil-net/coil/bench/benchenv"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/lab"
 	"github.com/coil-net/coil/lab/demo"
@@ -80,19 +81,13 @@ func run(ctx context.Context, bin string, samples, nodes, pods, par int, only st
 }
 
 func machine() string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
+	model := benchenv.CPUModel()
+	if model == "" {
+		model = "unknown CPU"
 	}
-	kernel, _ := exec.Command("uname", "-r").Output()
 	bird, _ := exec.Command("bird", "--version").CombinedOutput()
 	return fmt.Sprintf("%d cores (%s), Linux %s, %s, %s", runtime.NumCPU(), model,
-		strings.TrimSpace(string(kernel)), strings.TrimSpace(string(bird)), runtime.Version())
+		benchenv.Kernel(), strings.TrimSpace(string(bird)), runtime.Version())
 }
 
 // monitor follows `ip -n NS monitor route` and records when each IPv4 prefix first appears.

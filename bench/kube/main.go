@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/coil-net/coil/bench/benchenv"
 	"github.com/coil-net/coil/internal/testutil"
 	"github.com/coil-net/coil/lab"
 	"github.com/coil-net/coil/lab/kubelab"
@@ -112,7 +113,7 @@ func runpBench(nRunp int) error {
 	if _, err := n.StartPlainCoil(ctx, "10.100.0.0/16", ""); err != nil {
 		return err
 	}
-	fmt.Printf("# %s, %d cores, kernel %s, load %s\n", time.Now().UTC().Format(time.RFC3339), nproc(), kernel(), loadavg())
+	fmt.Printf("# %s, %d cores, kernel %s, load %s\n", time.Now().UTC().Format(time.RFC3339), nproc(), benchenv.Kernel(), benchenv.LoadAvg())
 	fmt.Printf("# crictl runp latency (sandbox with its network, one at a time; crictl's own start included), %d per CNI, alternating\n", nRunp)
 	runpRes := map[string][]time.Duration{}
 	for _, cni := range []string{"coil", "ptp", "coil", "ptp"} {
@@ -171,7 +172,7 @@ func podBench(nPods, rounds int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("# %s, %d cores, kernel %s, load %s\n", time.Now().UTC().Format(time.RFC3339), nproc(), kernel(), loadavg())
+	fmt.Printf("# %s, %d cores, kernel %s, load %s\n", time.Now().UTC().Format(time.RFC3339), nproc(), benchenv.Kernel(), benchenv.LoadAvg())
 	fmt.Printf("# pod start latency (Create -> Running with IP), %d pods at once on one kubelet node, %d rounds per CNI\n", nPods, rounds)
 	res := map[string][]time.Duration{}
 	for r := range rounds {
@@ -349,18 +350,4 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func nproc() int {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	return strings.Count(string(b), "processor\t:")
-}
-
-func kernel() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return strings.TrimSpace(string(b))
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
@@ -37,6 +36,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/bench/benchenv"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
 	"github.com/coil-net/coil/readside"
@@ -235,7 +235,7 @@ type harness struct {
 func run(ctx context.Context, o options) (*result, error) {
 	raiseFileLimit()
 	res := &result{Nodes: o.nodes, Scenario: o.scenario, Label: o.label, Layout: o.layout, Design: o.design,
-		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Commit: commit(), Load: loadavg()}
+		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Commit: benchenv.Commit(), Load: benchenv.LoadAvg()}
 	switch o.scenario {
 	case "boot", "churn", "exhaustion", "limit":
 	default:
@@ -308,20 +308,9 @@ func run(ctx context.Context, o options) (*result, error) {
 			res.Error = err.Error()
 		}
 	}
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer ccancel()
-	chk, err := checkLog(cctx, h.log)
-	if err != nil {
-		return nil, errors.Wrap(err, "check the log")
+	if err := h.finish(ctx, res); err != nil {
+		return nil, err
 	}
-	res.Duplicates = chk.duplicates()
-	res.LogEvents, res.LogStreams, res.LogBlocks, res.LogAddrs = chk.Events, chk.Streams, chk.Blocks, chk.Addresses
-	h.blocksFromLog(chk.Assigned)
-	for _, p := range chk.FirstProblems {
-		fmt.Fprintln(os.Stderr, "log check:", p)
-	}
-	res.DBBytes, res.DBInUseBytes = dbSize(ctx, h.admin, ec.endpoints)
-	emit(o, res)
 	return res, nil
 }
 
@@ -487,31 +476,73 @@ func (f *failures) add(err error) {
 
 func containerID(node, k int) string { return fmt.Sprintf("%016x%016x%032x", node, k, rand.Uint64()) }
 
+// finish checks the log (res's log figures and duplicates, the blocks each node owns),
+// reads the size of etcd's database into res and emits res.
+func (h *harness) finish(ctx context.Context, res *result) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	chk, err := checkLog(cctx, h.log)
+	if err != nil {
+		return errors.Wrap(err, "check the log")
+	}
+	res.Duplicates = chk.duplicates()
+	res.LogEvents, res.LogStreams, res.LogBlocks, res.LogAddrs = chk.Events, chk.Streams, chk.Blocks, chk.Addresses
+	h.blocksFromLog(chk.Assigned)
+	for _, p := range chk.FirstProblems {
+		fmt.Fprintln(os.Stderr, "log check:", p)
+	}
+	res.DBBytes, res.DBInUseBytes = dbSize(ctx, h.admin, h.etcd.endpoints)
+	emit(h.o, res)
+	return nil
+}
+
 // boot: every node allocates its first address at one instant (so each takes its first
 // block at once); failed calls are retried at once, as a runtime would retry the pod.
 func (h *harness) boot(ctx context.Context) error {
-	var lat latencies
-	var fails failures
+	r := bootAll(ctx, len(h.nodes), h.o.retryWait, func(ctx context.Context, i int) error {
+		req := allocator.Request{ContainerID: containerID(i, 0), IfName: "eth0", Pool: h.pool, PodNamespace: "default", PodName: fmt.Sprintf("pod-%d-0", i)}
+		_, err := h.nodes[i].allocate(ctx, req)
+		return err
+	})
+	r.fill(h.res)
+	if len(r.lat.d) < len(h.nodes) {
+		return errors.Newf("only %d of %d nodes got an address before the timeout", len(r.lat.d), len(h.nodes))
+	}
+	return nil
+}
+
+// bootRun is what bootAll measured.
+type bootRun struct {
+	lat     latencies
+	fails   failures
+	took    time.Duration // from the start until every node is done
+	blocked time.Duration // the latest first success, after the start
+}
+
+// bootAll has each of n nodes call try(i) at one instant and call it again at once
+// (after retryWait) when it fails, as a runtime would retry the pod, until it succeeds
+// or ctx ends.
+func bootAll(ctx context.Context, n int, retryWait time.Duration, try func(ctx context.Context, i int) error) *bootRun {
+	r := &bootRun{}
 	var blocked atomic.Int64 // latest success, ns after the start
 	start := make(chan struct{})
 	var wg sync.WaitGroup
-	for i, n := range h.nodes {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
 			t0 := time.Now()
-			req := allocator.Request{ContainerID: containerID(i, 0), IfName: "eth0", Pool: h.pool, PodNamespace: "default", PodName: fmt.Sprintf("pod-%d-0", i)}
 			for ctx.Err() == nil {
-				if _, err := n.allocate(ctx, req); err != nil {
+				if err := try(ctx, i); err != nil {
 					if ctx.Err() == nil {
-						fails.add(err)
-						sleepCtx(ctx, h.o.retryWait)
+						r.fails.add(err)
+						sleepCtx(ctx, retryWait)
 					}
 					continue
 				}
 				d := time.Since(t0)
-				lat.add(d)
+				r.lat.add(d)
 				for {
 					cur := blocked.Load()
 					if int64(d) <= cur || blocked.CompareAndSwap(cur, int64(d)) {
@@ -525,15 +556,18 @@ func (h *harness) boot(ctx context.Context) error {
 	t0 := time.Now()
 	close(start)
 	wg.Wait()
-	h.res.ScenarioS = time.Since(t0).Seconds()
-	h.res.AllBlockedS = float64(blocked.Load()) / 1e9
-	h.res.P50ms, h.res.P99ms, h.res.Maxms = lat.quantiles()
-	h.res.Allocs = len(lat.d)
-	h.res.FailedAllocs, h.res.FailedReasons = fails.n, fails.by
-	if len(lat.d) < len(h.nodes) {
-		return errors.Newf("only %d of %d nodes got an address before the timeout", len(lat.d), len(h.nodes))
-	}
-	return nil
+	r.took = time.Since(t0)
+	r.blocked = time.Duration(blocked.Load())
+	return r
+}
+
+// fill sets the boot figures of res.
+func (r *bootRun) fill(res *result) {
+	res.ScenarioS = r.took.Seconds()
+	res.AllBlockedS = r.blocked.Seconds()
+	res.P50ms, res.P99ms, res.Maxms = r.lat.quantiles()
+	res.Allocs = len(r.lat.d)
+	res.FailedAllocs, res.FailedReasons = r.fails.n, r.fails.by
 }
 
 // exhaustion: every node allocates addresses one after another until the pool is
@@ -739,31 +773,5 @@ func raiseFileLimit() {
 }
 
 func machine() string {
-	model := ""
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "model name"); ok {
-				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("%d cores (%s), %s", runtime.NumCPU(), model, runtime.Version())
-}
-
-func commit() string {
-	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
+	return fmt.Sprintf("%d cores (%s), %s", runtime.NumCPU(), benchenv.CPUModel(), runtime.Version())
 }

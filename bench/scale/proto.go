@@ -45,13 +45,9 @@ import (
 const protoShards = 64
 
 type protoNode struct {
-	name  string
-	cli   *clientv3.Client
-	log   *events.EtcdLog
-	clog  events.Log
-	lease clientv3.LeaseID
-	alive string
-	c     *counters
+	session
+	clog events.Log
+	c    *counters
 
 	mu      sync.Mutex
 	cluster *projection.Cluster
@@ -59,13 +55,6 @@ type protoNode struct {
 	blocks  *projection.Blocks // the shard (proto-shards) or the pool stream (proto-combine)
 	bstream events.Stream
 	changed chan struct{} // signalled when blocks moves
-	watched atomic.Int64
-
-	ttl    time.Duration
-	rctx   context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	err    atomic.Value
 }
 
 func hashName(s string) uint64 {
@@ -124,69 +113,26 @@ func (h *harness) runProto(ctx context.Context) (*result, error) {
 	etcdCPU0, cpu0 := h.etcd.cpuSeconds(), procCPU(os.Getpid())
 	sctx, cancel := context.WithTimeout(ctx, h.o.timeout)
 	defer cancel()
-	var lat latencies
-	var fails failures
-	var blocked atomic.Int64
-	start := make(chan struct{})
-	for _, n := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			t0 := time.Now()
-			for sctx.Err() == nil {
-				if err := n.bootOnce(sctx, h.o.design); err != nil {
-					if sctx.Err() == nil {
-						fails.add(err)
-						sleepCtx(sctx, h.o.retryWait)
-					}
-					continue
-				}
-				d := time.Since(t0)
-				lat.add(d)
-				for {
-					cur := blocked.Load()
-					if int64(d) <= cur || blocked.CompareAndSwap(cur, int64(d)) {
-						break
-					}
-				}
-				return
-			}
-		}()
-	}
-	t1 := time.Now()
-	close(start)
-	wg.Wait()
-	res.ScenarioS = time.Since(t1).Seconds()
-	res.AllBlockedS = float64(blocked.Load()) / 1e9
-	res.P50ms, res.P99ms, res.Maxms = lat.quantiles()
-	res.Allocs = len(lat.d)
-	res.FailedAllocs, res.FailedReasons = fails.n, fails.by
+	r := bootAll(sctx, len(nodes), h.o.retryWait, func(ctx context.Context, i int) error {
+		return nodes[i].bootOnce(ctx, h.o.design)
+	})
+	r.fill(res)
 	res.EtcdCPUs = h.etcd.cpuSeconds() - etcdCPU0
 	res.HarnessCPUs = procCPU(os.Getpid()) - cpu0
 	res.EtcdRSSMiB = h.etcd.rssMiB()
 	h.fillCounters()
 	res.WatchPerNode = float64(h.c.watchEvents.Load()) / float64(len(nodes))
-	if len(lat.d) < len(nodes) {
-		res.Error = fmt.Sprintf("only %d of %d nodes got an address", len(lat.d), len(nodes))
+	if len(r.lat.d) < len(nodes) {
+		res.Error = fmt.Sprintf("only %d of %d nodes got an address", len(r.lat.d), len(nodes))
 	}
 	for _, n := range nodes {
-		if e, ok := n.err.Load().(error); ok && res.Error == "" {
+		if e := n.watchErr(); e != nil && res.Error == "" {
 			res.Error = e.Error()
 		}
 	}
-	chk, err := checkLog(ctx, h.log)
-	if err != nil {
-		return nil, errors.Wrap(err, "check the log")
+	if err := h.finish(ctx, res); err != nil {
+		return nil, err
 	}
-	res.Duplicates = chk.duplicates()
-	res.LogEvents, res.LogStreams, res.LogBlocks, res.LogAddrs = chk.Events, chk.Streams, chk.Blocks, chk.Addresses
-	h.blocksFromLog(chk.Assigned)
-	for _, p := range chk.FirstProblems {
-		fmt.Println("log check:", p)
-	}
-	res.DBBytes, res.DBInUseBytes = dbSize(ctx, h.admin, h.etcd.endpoints)
-	emit(h.o, res)
 	return res, nil
 }
 
@@ -195,7 +141,7 @@ func (h *harness) startProto(ctx context.Context, name string) (*protoNode, erro
 	if err != nil {
 		return nil, err
 	}
-	n := &protoNode{name: name, cli: cli, c: h.c, changed: make(chan struct{}, 1),
+	n := &protoNode{session: session{name: name, cli: cli}, c: h.c, changed: make(chan struct{}, 1),
 		cluster: projection.NewCluster(), me: projection.NewNode(), blocks: projection.NewBlocks()}
 	g, err := cli.Grant(ctx, int64(h.o.leaseTTL/time.Second))
 	if err != nil {
@@ -210,17 +156,10 @@ func (h *harness) startProto(ctx context.Context, name string) (*protoNode, erro
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	n.cancel, n.rctx, n.ttl = cancel, rctx, h.o.leaseTTL
-	ka, err := cli.KeepAlive(rctx, g.ID)
-	if err != nil {
+	if err := n.keepAlive(g.ID); err != nil {
 		n.stop()
 		return nil, err
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		for range ka {
-		}
-	}()
 	n.log = events.NewEtcdLog(cli, events.EtcdConfig{})
 	n.clog = &countingLog{Log: n.log, c: h.c}
 	prefixes := []string{"cluster", string(events.NodeStream(name))}
@@ -253,21 +192,7 @@ func (h *harness) startProto(ctx context.Context, name string) (*protoNode, erro
 	_ = n.me.Apply(ev)
 	after[events.NodeStream(name)] = 1
 	watch := n.log.Watch(rctx, events.WatchRequest{Prefixes: prefixes, FromRev: rev, After: after})
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		for b := range watch {
-			if b.Err != nil {
-				n.err.CompareAndSwap(nil, b.Err)
-				return
-			}
-			for _, e := range b.Events {
-				n.watched.Add(1)
-				h.c.watchEvents.Add(1)
-				n.observe(e)
-			}
-		}
-	}()
+	n.watch(watch, h.c, func(e *events.Event) error { n.observe(e); return nil })
 	return n, nil
 }
 
@@ -280,36 +205,13 @@ func (n *protoNode) renew(ctx context.Context) error {
 	if _, err := n.cli.Put(ctx, n.alive, n.name, clientv3.WithLease(g.ID)); err != nil {
 		return err
 	}
-	ka, err := n.cli.KeepAlive(n.rctx, g.ID)
-	if err != nil {
+	if err := n.keepAlive(g.ID); err != nil {
 		return err
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		for range ka {
-		}
-	}()
 	n.mu.Lock()
 	n.lease = g.ID
 	n.mu.Unlock()
 	return nil
-}
-
-func (n *protoNode) stop() {
-	if n.cancel != nil {
-		n.cancel()
-	}
-	if n.lease != 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _ = n.cli.Revoke(ctx, n.lease)
-		cancel()
-	}
-	_ = n.cli.Close()
-	n.wg.Wait()
-	if n.log != nil {
-		_ = n.log.Close()
-	}
 }
 
 // observe folds a watched event into the state it belongs to (own appends come back too).

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -20,20 +19,9 @@ import (
 // registration, group commit) and a watch of the streams the node follows, whose events
 // the node folds as coild's session loop does.
 type simNode struct {
-	name    string
-	cli     *clientv3.Client
-	log     *events.EtcdLog
+	session
 	node    *allocator.Node
-	lease   clientv3.LeaseID
-	alive   string
-	ttl     time.Duration
-	rctx    context.Context
-	watched atomic.Int64
 	renewMu sync.Mutex
-
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	err    atomic.Value // first watch error
 }
 
 type simConfig struct {
@@ -51,7 +39,7 @@ func startNode(ctx context.Context, cfg simConfig, name string) (*simNode, error
 	if err != nil {
 		return nil, errors.Wrapf(err, "node %s: client", name)
 	}
-	n := &simNode{name: name, cli: cli}
+	n := &simNode{session: session{name: name, cli: cli}}
 	fail := func(err error, what string) (*simNode, error) {
 		n.stop()
 		return nil, errors.Wrapf(err, "node %s: %s", name, what)
@@ -79,24 +67,9 @@ func startNode(ctx context.Context, cfg simConfig, name string) (*simNode, error
 		return n, nil
 	}
 	watch := n.log.Watch(rctx, events.WatchRequest{Prefixes: n.node.WatchPrefixes(), FromRev: rev, After: after})
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		for b := range watch {
-			if b.Err != nil {
-				n.err.CompareAndSwap(nil, b.Err)
-				return
-			}
-			for _, e := range b.Events {
-				n.watched.Add(1)
-				cfg.c.watchEvents.Add(1)
-				if err := n.node.Observe(rctx, e); err != nil {
-					n.err.CompareAndSwap(nil, errors.Wrapf(err, "apply %s #%d", e.Stream, e.Seq))
-					return
-				}
-			}
-		}
-	}()
+	n.watch(watch, cfg.c, func(e *events.Event) error {
+		return errors.Wrapf(n.node.Observe(rctx, e), "apply %s #%d", e.Stream, e.Seq)
+	})
 	return n, nil
 }
 
@@ -115,17 +88,7 @@ func (n *simNode) takeLease(ctx context.Context) error {
 		return errors.New("liveness key already held")
 	}
 	n.lease = g.ID
-	ka, err := n.cli.KeepAlive(n.rctx, g.ID)
-	if err != nil {
-		return errors.Wrap(err, "keep lease alive")
-	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		for range ka {
-		}
-	}()
-	return nil
+	return errors.Wrap(n.keepAlive(g.ID), "keep lease alive")
 }
 
 // renew starts a new session after the lease was lost (etcd too busy to renew it in
@@ -158,33 +121,6 @@ func (n *simNode) allocate(ctx context.Context, req allocator.Request) (*allocat
 		}
 	}
 	return a, err
-}
-
-// watchErr is the first error the node's watch loop met, if any.
-func (n *simNode) watchErr() error {
-	if e, ok := n.err.Load().(error); ok {
-		return e
-	}
-	return nil
-}
-
-// stop ends the node's goroutines, revokes its lease and closes its client.
-// The client is closed before waiting for the goroutines: a watch whose connection is
-// being re-established does not end on its context alone.
-func (n *simNode) stop() {
-	if n.cancel != nil {
-		n.cancel()
-	}
-	if n.lease != 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, _ = n.cli.Revoke(ctx, n.lease)
-		cancel()
-	}
-	_ = n.cli.Close()
-	n.wg.Wait()
-	if n.log != nil {
-		_ = n.log.Close()
-	}
 }
 
 // clientKeepAlive overrides the nodes' gRPC keep-alive pings (0: coild's, from

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -41,36 +40,23 @@ func runKube(args []string, out io.Writer) int {
 	}
 	ctx, stop := lab.Signals(context.Background())
 	defer stop()
-	binDir, err := filepath.Abs(*bin)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "coil-demo: %v\n", err)
-		return 1
-	}
-	imgDir, err := filepath.Abs(*images)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "coil-demo: %v\n", err)
-		return 1
-	}
-	logger := slog.New(slog.DiscardHandler)
-	if *verbose {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
 	d := &demoRun{out: out, start: time.Now()}
-	imgs, err := kubelab.LoadImages(imgDir)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "coil-demo: %v\n", err)
-		return 1
-	}
-	cfg := kubelab.Config{Name: kubeLabName, Nodes: 2, Kit: kubelab.DefaultKit(binDir), Images: imgs, Logger: logger}
-	if err := d.runKube(ctx, cfg, *deploy, *replicas, *events); err != nil {
-		if ctx.Err() != nil {
-			fmt.Fprintf(out, "\ninterrupted: cluster torn down\n")
-			return 130
+	return d.exit(ctx, func() error {
+		binDir, err := filepath.Abs(*bin)
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(os.Stderr, "coil-demo: %+v\n", err)
-		return 1
-	}
-	return 0
+		imgDir, err := filepath.Abs(*images)
+		if err != nil {
+			return err
+		}
+		imgs, err := kubelab.LoadImages(imgDir)
+		if err != nil {
+			return err
+		}
+		cfg := kubelab.Config{Name: kubeLabName, Nodes: 2, Kit: kubelab.DefaultKit(binDir), Images: imgs, Logger: newLogger(*verbose)}
+		return d.runKube(ctx, cfg, *deploy, *replicas, *events)
+	}(), "cluster")
 }
 
 func (d *demoRun) runKube(ctx context.Context, cfg kubelab.Config, deploy string, replicas, nEvents int) (err error) {
@@ -86,14 +72,7 @@ func (d *demoRun) runKube(ctx context.Context, cfg kubelab.Config, deploy string
 	if err != nil {
 		return err
 	}
-	defer func() {
-		d.step("tearing down: kubelets, containerd, pods (by cgroup), control plane, BIRD, namespaces")
-		if cerr := c.Close(); cerr != nil {
-			err = errors.CombineErrors(err, cerr)
-			return
-		}
-		d.printf("done in %.1fs\n", time.Since(d.start).Seconds())
-	}()
+	defer d.tearDown("kubelets, containerd, pods (by cgroup), control plane, BIRD, namespaces", c.Close, &err)
 	out, err := c.Kubectl(ctx, "get", "nodes", "-o", "wide")
 	if err != nil {
 		return err
@@ -160,11 +139,11 @@ func (d *demoRun) runKube(ctx context.Context, cfg kubelab.Config, deploy string
 
 	d.step("routes each node learnt over BGP (main table, proto bird): one per block, not per pod")
 	for _, n := range c.Lab.Nodes {
-		rs, err := kubelab.BGPRoutes(ctx, n)
+		rs, err := n.BGPRoutes(ctx)
 		if err != nil {
 			return err
 		}
-		own, err := kubelab.ExportedBlocks(ctx, n)
+		own, err := n.ExportedBlocks(ctx)
 		if err != nil {
 			return err
 		}
@@ -173,9 +152,7 @@ func (d *demoRun) runKube(ctx context.Context, cfg kubelab.Config, deploy string
 			role = "control plane"
 		}
 		d.printf("  %s (%s, %s): %d route(s)\n", n.Name, role, n.FabricAddr, len(rs))
-		for _, r := range rs {
-			d.printf("      %s via %s dev %s proto bird\n", r.Dst, r.Gateway, r.Dev)
-		}
+		d.printRoutes(rs)
 		if n != c.CP {
 			d.printf("    own blocks in export table 119 (announced by BIRD): %s\n", joinPrefixes(own))
 		}

@@ -59,26 +59,12 @@ func run(args []string, out io.Writer) int {
 		fmt.Fprintf(out, "demo-down: %d leftover namespaces removed\n", len(removed))
 		return 0
 	}
-	binDir, err := filepath.Abs(*bin)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "coil-demo: %v\n", err)
-		return 1
-	}
-	logger := slog.New(slog.DiscardHandler)
-	if *verbose {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
 	d := &demoRun{out: out, start: time.Now()}
-	err = d.run(ctx, demo.Config{Nodes: *nodes, Name: labName, BinDir: binDir, Logger: logger}, *pods, *pool, *bits, *events)
-	if err != nil {
-		if ctx.Err() != nil {
-			fmt.Fprintf(out, "\ninterrupted: lab torn down\n")
-			return 130
-		}
-		fmt.Fprintf(os.Stderr, "coil-demo: %+v\n", err)
-		return 1
+	binDir, err := filepath.Abs(*bin)
+	if err == nil {
+		err = d.run(ctx, demo.Config{Nodes: *nodes, Name: labName, BinDir: binDir, Logger: newLogger(*verbose)}, *pods, *pool, *bits, *events)
 	}
-	return 0
+	return d.exit(ctx, err, "lab")
 }
 
 type demoRun struct {
@@ -92,20 +78,54 @@ func (d *demoRun) step(format string, args ...any) {
 
 func (d *demoRun) printf(format string, args ...any) { fmt.Fprintf(d.out, format, args...) }
 
+// exit is a demo's exit code: 130 with a note when ctx was interrupted (what, the lab or
+// the cluster, is torn down by then), 1 with err on stderr, 0 without err.
+func (d *demoRun) exit(ctx context.Context, err error, what string) int {
+	switch {
+	case err == nil:
+		return 0
+	case ctx.Err() != nil:
+		fmt.Fprintf(d.out, "\ninterrupted: %s torn down\n", what)
+		return 130
+	default:
+		fmt.Fprintf(os.Stderr, "coil-demo: %+v\n", err)
+		return 1
+	}
+}
+
+// tearDown is a demo's last step: it says what it tears down, closes, and says how long
+// the demo took; a failure to close joins *err.
+func (d *demoRun) tearDown(what string, closeFn func() error, err *error) {
+	d.step("tearing down: %s", what)
+	if cerr := closeFn(); cerr != nil {
+		*err = errors.CombineErrors(*err, cerr)
+		return
+	}
+	d.printf("done in %.1fs\n", time.Since(d.start).Seconds())
+}
+
+// newLogger logs the lab's progress to stderr when verbose, nowhere otherwise.
+func newLogger(verbose bool) *slog.Logger {
+	if verbose {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// printRoutes prints the routes BIRD installed, one line each.
+func (d *demoRun) printRoutes(rs []lab.Route) {
+	for _, r := range rs {
+		d.printf("      %s via %s dev %s proto bird\n", r.Dst, r.Gateway, r.Dev)
+	}
+}
+
 func (d *demoRun) run(ctx context.Context, cfg demo.Config, podsPerNode int, subnet string, bits, nEvents int) (err error) {
 	d.step("starting a %d-node lab: one network namespace per node on a bridge, BIRD 2 per node (iBGP full mesh), coild per node; node n0's coild serves the embedded etcd", cfg.Nodes)
 	c, err := demo.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		d.step("tearing down: stopping coild and BIRD, deleting the namespaces")
-		if cerr := c.Close(); cerr != nil {
-			err = errors.CombineErrors(err, cerr)
-			return
-		}
-		d.printf("done in %.1fs\n", time.Since(d.start).Seconds())
-	}()
+	defer d.tearDown("stopping coild and BIRD, deleting the namespaces", c.Close, &err)
 	for _, n := range c.Nodes {
 		sess, _ := n.BGPSessions(ctx)
 		var up []string
@@ -187,9 +207,7 @@ func (d *demoRun) run(ctx context.Context, cfg demo.Config, podsPerNode int, sub
 			}
 		}
 		d.printf("  %s: %d route(s) for %d pod(s) on other nodes in %d block(s): one route per block, not per pod\n", n.Name, len(rs), peerPods, peerBlocks)
-		for _, r := range rs {
-			d.printf("      %s via %s dev %s proto bird\n", r.Dst, r.Gateway, r.Dev)
-		}
+		d.printRoutes(rs)
 		own, err := n.ExportedBlocks(ctx)
 		if err != nil {
 			return err

@@ -15,31 +15,25 @@ import (
 
 	"github.com/coil-net/coil/internal/gobuild"
 	"github.com/coil-net/coil/internal/images"
+	"github.com/coil-net/coil/internal/testutil"
 )
 
 var binDir string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		dir, err := os.MkdirTemp("", "coil-testapp-")
-		if err != nil {
-			return 1
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
+	os.Exit(testutil.RunWithDir(m, "coil-testapp-", func(dir string) error {
+		binDir = dir
 		if err := gobuild.Build(context.Background(), filepath.Join(dir, images.TestApp), "./cmd/coil-testapp", true); err != nil {
-			_, _ = os.Stderr.WriteString(err.Error() + "\n")
-			return 1
+			return err
 		}
 		// The links the image has in /bin.
 		for _, a := range images.TestAppApplets {
 			if err := os.Symlink(images.TestApp, filepath.Join(dir, a)); err != nil {
-				return 1
+				return err
 			}
 		}
-		binDir = dir
-		return m.Run()
-	}()
-	os.Exit(code)
+		return nil
+	}))
 }
 
 func run(t *testing.T, name string, args ...string) (string, int) {

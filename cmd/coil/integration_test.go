@@ -24,6 +24,7 @@ import (
 
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/cniproto/cniserver"
+	"github.com/coil-net/coil/cniproto/cniserver/cniservertest"
 	"github.com/coil-net/coil/internal/gobuild"
 	"github.com/coil-net/coil/internal/testutil"
 )
@@ -167,19 +168,7 @@ func sockDir(t *testing.T) string {
 func startCoild(t *testing.T, h cniproto.Handler) string {
 	t.Helper()
 	path := filepath.Join(sockDir(t), "coild.sock")
-	srv, err := cniserver.New(h, path, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	cniservertest.Serve(t, h, path, cniservertest.StderrLogger(slog.LevelError), cniserver.Options{})
 	return path
 }
 

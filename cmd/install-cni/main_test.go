@@ -17,20 +17,10 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		dir, err := os.MkdirTemp("", "install-cni-test-")
-		if err != nil {
-			return 1
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
+	os.Exit(testutil.RunWithDir(m, "install-cni-test-", func(dir string) error {
 		bin = filepath.Join(dir, "install-cni")
-		if err := gobuild.Build(context.Background(), bin, "./cmd/install-cni", true); err != nil {
-			_, _ = os.Stderr.WriteString(err.Error() + "\n")
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+		return gobuild.Build(context.Background(), bin, "./cmd/install-cni", true)
+	}))
 }
 
 type node struct {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/cniproto/cniserver"
+	"github.com/coil-net/coil/cniproto/cniserver/cniservertest"
 	"github.com/coil-net/coil/internal/testutil"
 )
 
@@ -102,22 +103,7 @@ func addReq(containerID string) *cniproto.Request {
 func serve(t *testing.T, h cniproto.Handler) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "coild.sock")
-	srv, err := cniserver.New(h, path, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("socket %s still there after Serve returned (err %v)", path, err)
-		}
-	})
+	cniservertest.Serve(t, h, path, cniservertest.StderrLogger(slog.LevelWarn), cniserver.Options{})
 	return path
 }
 
@@ -320,13 +306,7 @@ func TestServeShutdownIsGraceful(t *testing.T) {
 func TestPlainHTTPClient(t *testing.T) {
 	long := strings.Repeat("d", 10000)
 	path := serve(t, &fakeHandler{delErr: errors.New(long)})
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		DisableKeepAlives: true,
-	}}
+	hc := cniservertest.HTTPClient(path)
 	defer hc.CloseIdleConnections()
 	type reply struct {
 		status int

@@ -20,6 +20,7 @@ import (
 
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/cniproto/cniserver"
+	"github.com/coil-net/coil/cniproto/cniserver/cniservertest"
 	"github.com/coil-net/coil/internal/testutil"
 )
 
@@ -27,19 +28,7 @@ import (
 func serveLimits(t *testing.T, h cniproto.Handler, limits cniserver.Limits) (*cniserver.Server, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "coild.sock")
-	srv, err := cniserver.NewWithLimits(h, path, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), limits)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	srv := cniservertest.Serve(t, h, path, cniservertest.StderrLogger(slog.LevelError), cniserver.Options{Limits: limits})
 	return srv, path
 }
 
@@ -109,13 +98,7 @@ func TestRefusesInvalidRequests(t *testing.T) {
 	}
 	// An ordinary HTTP client that writes its whole request before reading the reply
 	// reads the error too (a body of up to 1 MiB is drained, not cut).
-	hc := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		DisableKeepAlives: true,
-	}}
+	hc := cniservertest.HTTPClient(path)
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Post("http://coild"+cniproto.PathAdd, "application/json", strings.NewReader(`{"podName":"`+strings.Repeat("x", 300<<10)+`"}`))
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/cniproto/cniserver"
+	"github.com/coil-net/coil/cniproto/cniserver/cniservertest"
 	"github.com/coil-net/coil/internal/testutil"
 )
 
@@ -42,24 +42,6 @@ func peerClient() int {
 	b, _ := json.Marshal(out)
 	fmt.Println(string(b))
 	return 0
-}
-
-// syncBuffer is a log sink the server's goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // copyExecutable copies this test binary into a directory every user may enter and
@@ -124,22 +106,9 @@ func TestPeerCredentials(t *testing.T) {
 	const nobody, allowedUID = 65534, 65533
 	dir, bin := copyExecutable(t)
 	sock := filepath.Join(dir, "coild.sock")
-	var logs syncBuffer
+	var logs testutil.Buffer
 	h := &fakeHandler{}
-	srv, err := cniserver.NewWithOptions(h, sock, slog.New(slog.NewTextHandler(&logs, nil)),
-		cniserver.Options{AllowUIDs: []uint32{allowedUID}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	srv := cniservertest.Serve(t, h, sock, slog.New(slog.NewTextHandler(&logs, nil)), cniserver.Options{AllowUIDs: []uint32{allowedUID}})
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v (%v), want 0600", fi.Mode(), err)
 	}

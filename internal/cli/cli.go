@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -141,6 +142,16 @@ func exitCode(err error) int {
 // usagef returns a usage error (exit 2).
 func usagef(format string, args ...any) error {
 	return errors.Mark(errors.Newf(format, args...), ErrUsage)
+}
+
+// parseAddrArg parses an ADDRESS argument: an IP address without a zone, an IPv4-mapped
+// IPv6 address taken as its IPv4 address.
+func parseAddrArg(arg string) (netip.Addr, error) {
+	addr, err := netip.ParseAddr(arg)
+	if err != nil || addr.Zone() != "" {
+		return netip.Addr{}, usagef("%q is not an IP address (like 10.64.0.5 or fd00::5)", arg)
+	}
+	return addr.Unmap(), nil
 }
 
 // run adapts a command body to cobra's RunE, marking its errors as the command's own.

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/cli"
@@ -159,15 +157,7 @@ func TestEventsFollowCompaction(t *testing.T) {
 	e.createPools(0, 5)
 	n3, _ := e.startNode("n3")
 	e.alloc(n3, "c9", "p0", "late-1")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	resp, err := e.cli.Get(ctx, "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatal(err)
-	}
+	e.compact()
 	close(out.gate)
 	e.waitPrinted(out, "after compaction")
 	e.createPools(5, 3)

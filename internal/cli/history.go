@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -50,11 +49,11 @@ Exit 3 when nothing matches.`,
 			var q readside.Query
 			given := 0
 			if len(args) == 1 {
-				addr, err := netip.ParseAddr(args[0])
-				if err != nil || addr.Zone() != "" {
-					return usagef("%q is not an IP address (like 10.64.0.5 or fd00::5)", args[0])
+				addr, err := parseAddrArg(args[0])
+				if err != nil {
+					return err
 				}
-				q.Addr = addr.Unmap()
+				q.Addr = addr
 				given++
 			}
 			if container != "" {

@@ -513,15 +513,7 @@ func TestGoldenWeekCompacted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	resp, err := e.cli.Get(ctx, "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
-		t.Fatal(err)
-	}
+	e.compact()
 	if got := "$ coilctl state --revision 40\n" + e.ok("state", "--revision", "40"); got != string(want) {
 		t.Fatalf("state --revision 40 after compaction:\n%s\nwant\n%s", got, want)
 	}

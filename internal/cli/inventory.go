@@ -159,11 +159,10 @@ func (a *app) addressCommand() *cobra.Command {
 		Example: "  coilctl address show 10.64.0.5",
 		Args:    argsUsage(1, 1, "one ADDRESS"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			addr, err := netip.ParseAddr(args[0])
-			if err != nil || addr.Zone() != "" {
-				return usagef("%q is not an IP address (like 10.64.0.5 or fd00::5)", args[0])
+			addr, err := parseAddrArg(args[0])
+			if err != nil {
+				return err
 			}
-			addr = addr.Unmap()
 			st, err := a.load(cmd.Context())
 			if err != nil {
 				return err

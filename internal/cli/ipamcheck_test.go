@@ -17,7 +17,7 @@ import (
 // runningPod creates a pod and sets its status to Running with ips, as a kubelet would.
 func runningPod(t *testing.T, cs kubernetes.Interface, ns, name string, ips ...string) *corev1.Pod {
 	t.Helper()
-	p := createPod(t, cs, ns, name)
+	p := kubetest.CreatePod(t, cs, ns, name, "n1", nil)
 	p.Status.Phase = corev1.PodRunning
 	for _, ip := range ips {
 		p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: ip})
@@ -43,11 +43,9 @@ func TestIPAMCheckPods(t *testing.T) {
 	s := kubetest.Start(t)
 	cs := s.Client(t)
 	kc := []string{"--kubeconfig", s.Kubeconfig}
-	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	kubetest.CreateNamespace(t, cs, "ns", nil)
 	n1, _ := e.startNode("n1")
-	web := createPod(t, cs, "ns", "web")
+	web := kubetest.CreatePod(t, cs, "ns", "web", "n1", nil)
 	aWeb := e.allocPod(n1, "cweb", "ns", "web", string(web.UID))
 	web.Status.Phase = corev1.PodRunning
 	web.Status.PodIPs = []corev1.PodIP{{IP: aWeb.Addrs[0].String()}}
@@ -69,12 +67,12 @@ func TestIPAMCheckPods(t *testing.T) {
 	}
 
 	// A leak (pod gone), an old incarnation, a running pod the log does not know.
-	gone := createPod(t, cs, "ns", "gone")
+	gone := kubetest.CreatePod(t, cs, "ns", "gone", "n1", nil)
 	aGone := e.allocPod(n1, "cgone", "ns", "gone", string(gone.UID))
-	deletePod(t, cs, "ns", "gone")
-	old := createPod(t, cs, "ns", "sts-0")
+	kubetest.DeletePod(t, cs, "ns", "gone")
+	old := kubetest.CreatePod(t, cs, "ns", "sts-0", "n1", nil)
 	e.allocPod(n1, "cold", "ns", "sts-0", string(old.UID))
-	deletePod(t, cs, "ns", "sts-0")
+	kubetest.DeletePod(t, cs, "ns", "sts-0")
 	runningPod(t, cs, "ns", "sts-0")
 	runningPod(t, cs, "ns", "stray", "10.0.0.77")
 

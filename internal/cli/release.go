@@ -128,11 +128,10 @@ pass --yes (without a terminal and without --yes: exit 2, nothing changed).`,
   coilctl address release 10.64.3.7 --reason "container gone" --force --yes`,
 		Args: argsUsage(1, 1, "one ADDRESS"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			addr, err := netip.ParseAddr(args[0])
-			if err != nil || addr.Zone() != "" {
-				return usagef("%q is not an IP address (like 10.64.0.5 or fd00::5)", args[0])
+			addr, err := parseAddrArg(args[0])
+			if err != nil {
+				return err
 			}
-			addr = addr.Unmap()
 			if strings.TrimSpace(reason) == "" {
 				return usagef("--reason is required: say why the address is released (it is recorded in the AddressReleased event)")
 			}

@@ -10,35 +10,11 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/cli"
 	"github.com/coil-net/coil/kube/kubetest"
 )
-
-func createPod(t *testing.T, cs kubernetes.Interface, ns, name string) *corev1.Pod {
-	t.Helper()
-	p, err := cs.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec:       corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create pod %s/%s: %v", ns, name, err)
-	}
-	return p
-}
-
-func deletePod(t *testing.T, cs kubernetes.Interface, ns, name string) {
-	t.Helper()
-	zero := int64(0)
-	if err := cs.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
-		t.Fatalf("delete pod %s/%s: %v", ns, name, err)
-	}
-}
 
 // allocPod allocates for a pod with its UID ("" name: an attachment made for no pod).
 func (e *env) allocPod(n *allocator.Node, id, ns, name, uid string) *allocator.Assignment {
@@ -78,21 +54,19 @@ func TestAddressRelease(t *testing.T) {
 	s := kubetest.Start(t)
 	cs := s.Client(t)
 	kc := []string{"--kubeconfig", s.Kubeconfig}
-	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	kubetest.CreateNamespace(t, cs, "ns", nil)
 	n1, _ := e.startNode("n1")
-	live := createPod(t, cs, "ns", "live")
-	gone := createPod(t, cs, "ns", "gone")
-	old := createPod(t, cs, "ns", "sts-0")
+	live := kubetest.CreatePod(t, cs, "ns", "live", "n1", nil)
+	gone := kubetest.CreatePod(t, cs, "ns", "gone", "n1", nil)
+	old := kubetest.CreatePod(t, cs, "ns", "sts-0", "n1", nil)
 	aLive := e.allocPod(n1, "clive", "ns", "live", string(live.UID))
 	aGone := e.allocPod(n1, "cgone", "ns", "gone", string(gone.UID))
 	aOld := e.allocPod(n1, "cold", "ns", "sts-0", string(old.UID))
 	aNoPod := e.allocPod(n1, "cnopod", "", "", "")
 	aNoKube := e.allocPod(n1, "cnokube", "ns", "live", string(live.UID))
-	deletePod(t, cs, "ns", "gone")
-	deletePod(t, cs, "ns", "sts-0")
-	createPod(t, cs, "ns", "sts-0") // the StatefulSet made a new pod of that name
+	kubetest.DeletePod(t, cs, "ns", "gone")
+	kubetest.DeletePod(t, cs, "ns", "sts-0")
+	kubetest.CreatePod(t, cs, "ns", "sts-0", "n1", nil) // the StatefulSet made a new pod of that name
 	ctx := context.Background()
 	dual, err := n1.Allocate(ctx, allocator.Request{ContainerID: "cdual", IfName: "eth0", Pool: "dual", PodNamespace: "ns", PodName: "gone-dual", PodUID: "u-dual"})
 	if err != nil {

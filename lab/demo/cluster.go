@@ -189,10 +189,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	c.Lab = l
 	if err := c.start(ctx); err != nil {
-		if cerr := c.Close(); cerr != nil {
-			err = errors.WithSecondaryError(err, cerr)
-		}
-		return nil, err
+		return nil, lab.CloseAfter(err, c.Close)
 	}
 	return c, nil
 }
@@ -300,7 +297,7 @@ func (c *Cluster) CreatePool(ctx context.Context, name, subnet string, bits int)
 // answers STATUS. Starting a running coild is an error.
 func (n *Node) StartCoild(ctx context.Context) error {
 	n.mu.Lock()
-	running := n.coild != nil && !isDone(n.coild.Done())
+	running := n.coild != nil && !n.coild.Exited()
 	n.mu.Unlock()
 	if running {
 		return errors.Wrapf(ErrConfig, "coild of %s is running", n.Name)
@@ -334,7 +331,7 @@ func (n *Node) StartCoild(ctx context.Context) error {
 
 func (n *Node) waitReady(ctx context.Context, p *lab.Process) error {
 	if err := lab.WaitCoild(ctx, p, n.Socket, 30*time.Second); err != nil {
-		return errors.Mark(errors.Wrapf(err, "coild of %s: %s", n.Name, tail(p.LogPath, 20)), ErrNotReady)
+		return errors.Mark(errors.Wrapf(err, "coild of %s: %s", n.Name, lab.Tail(p.LogPath, 20)), ErrNotReady)
 	}
 	return nil
 }
@@ -528,44 +525,6 @@ func (p *Pod) Exec(ctx context.Context, name string, args ...string) ([]byte, er
 	return run(ctx, "ip", append([]string{"netns", "exec", p.NetNS, name}, args...)...)
 }
 
-// ExportedBlocks lists the node's IPv4 blocks as coild exports them: its export table
-// (119), sorted.
-func (n *Node) ExportedBlocks(ctx context.Context) ([]netip.Prefix, error) {
-	rs, err := n.Routes(ctx, lab.DefaultExportTable)
-	if err != nil {
-		// A table that never held a route does not exist yet: no blocks.
-		if strings.Contains(err.Error(), "FIB table does not exist") {
-			return nil, nil
-		}
-		return nil, err
-	}
-	var ps []netip.Prefix
-	for _, r := range rs {
-		if r.Protocol == strconv.Itoa(lab.DefaultRouteProtocol) {
-			ps = append(ps, r.Dst)
-		}
-	}
-	slices.SortFunc(ps, comparePrefix)
-	return ps, nil
-}
-
-// BGPRoutes lists the IPv4 routes BIRD installed in the node's main table (protocol bird),
-// sorted, with their gateways.
-func (n *Node) BGPRoutes(ctx context.Context) ([]lab.Route, error) {
-	rs, err := n.Routes(ctx, 254)
-	if err != nil {
-		return nil, err
-	}
-	var out []lab.Route
-	for _, r := range rs {
-		if r.Protocol == "bird" {
-			out = append(out, r)
-		}
-	}
-	slices.SortFunc(out, func(a, b lab.Route) int { return comparePrefix(a.Dst, b.Dst) })
-	return out, nil
-}
-
 // Crash takes the node out of the cluster as a crashed machine would leave it: its fabric
 // link goes down first (so not even a TCP FIN reaches the peers: they notice only when
 // their BGP hold timer expires), then coild and BIRD are killed with SIGKILL (by PID), and
@@ -583,7 +542,7 @@ func (n *Node) Crash(ctx context.Context) error {
 		if p == nil {
 			continue
 		}
-		if !isDone(p.Done()) {
+		if !p.Exited() {
 			_ = syscall.Kill(p.PID(), syscall.SIGKILL)
 		}
 		err = errors.CombineErrors(err, p.Stop())
@@ -624,38 +583,6 @@ func (c *Cluster) Events(ctx context.Context) ([]*events.Event, error) {
 	return evs, nil
 }
 
-func comparePrefix(a, b netip.Prefix) int {
-	if c := a.Addr().Compare(b.Addr()); c != 0 {
-		return c
-	}
-	return a.Bits() - b.Bits()
-}
-
-func isDone(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
-// tail returns the last n lines of a file (for error messages).
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// Tail returns the last n lines of a log file, or a note saying why it cannot be read.
-func Tail(path string, n int) string { return tail(path, n) }
-
 func run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	var stdout, stderr bytes.Buffer
@@ -694,7 +621,7 @@ func (c *Cluster) BlocksFromLog(ctx context.Context) (map[string][]netip.Prefix,
 		}
 	}
 	for _, ps := range m {
-		slices.SortFunc(ps, comparePrefix)
+		slices.SortFunc(ps, lab.ComparePrefix)
 	}
 	return m, nil
 }
@@ -729,7 +656,7 @@ func (c *Cluster) Converged(ctx context.Context) (bool, string, error) {
 				want = append(want, owned[m.Name]...)
 			}
 		}
-		slices.SortFunc(want, comparePrefix)
+		slices.SortFunc(want, lab.ComparePrefix)
 		if !slices.Equal(got, want) {
 			return false, fmt.Sprintf("%s learnt %v, the other nodes own %v", n.Name, got, want), nil
 		}
@@ -782,18 +709,7 @@ func (n *Node) HostVeths(ctx context.Context) ([]string, error) {
 // PodRoutes lists coild's IPv4 pod routes in the node's main table (route protocol 30,
 // one /32 per pod address, via the pod's host veth), sorted.
 func (n *Node) PodRoutes(ctx context.Context) ([]lab.Route, error) {
-	rs, err := n.Routes(ctx, 254)
-	if err != nil {
-		return nil, err
-	}
-	var out []lab.Route
-	for _, r := range rs {
-		if r.Protocol == strconv.Itoa(lab.DefaultRouteProtocol) {
-			out = append(out, r)
-		}
-	}
-	slices.SortFunc(out, func(a, b lab.Route) int { return comparePrefix(a.Dst, b.Dst) })
-	return out, nil
+	return n.RoutesOf(ctx, 254, strconv.Itoa(lab.DefaultRouteProtocol))
 }
 
 // Attachment is an address assignment the log holds.

@@ -113,10 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	c := &Cluster{Lab: l, CP: l.Nodes[0], Config: cfg, log: cfg.Logger.With("lab", l.Name)}
 	if err := c.start(ctx); err != nil {
-		if cerr := c.Close(); cerr != nil {
-			err = errors.WithSecondaryError(err, cerr)
-		}
-		return nil, err
+		return nil, lab.CloseAfter(err, c.Close)
 	}
 	return c, nil
 }
@@ -222,7 +219,7 @@ func (c *Cluster) waitHTTP(ctx context.Context, p *lab.Process, hc *http.Client,
 	for {
 		select {
 		case <-p.Done():
-			return errors.Wrapf(ErrNotReady, "%s exited (%v): %s", p.Name, p.Err(), tail(p.LogPath, 30))
+			return errors.Wrapf(ErrNotReady, "%s exited (%v): %s", p.Name, p.Err(), lab.Tail(p.LogPath, 30))
 		default:
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -241,7 +238,7 @@ func (c *Cluster) waitHTTP(ctx context.Context, p *lab.Process, hc *http.Client,
 		}
 		select {
 		case <-ctx.Done():
-			return errors.Wrapf(ErrNotReady, "%s: %s not ready (%v, last: %s): %s", p.Name, url, ctx.Err(), last, tail(p.LogPath, 30))
+			return errors.Wrapf(ErrNotReady, "%s: %s not ready (%v, last: %s): %s", p.Name, url, ctx.Err(), last, lab.Tail(p.LogPath, 30))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -415,19 +412,3 @@ func run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte
 	}
 	return stdout.Bytes(), nil
 }
-
-// tail returns the last n lines of a file (for error messages).
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(no log: %v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// Tail returns the last n lines of a log file, or a note saying why it cannot be read.
-func Tail(path string, n int) string { return tail(path, n) }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coil-net/coil/internal/testutil"
+	"github.com/coil-net/coil/lab"
 )
 
 // critestFocus selects cri-tools' Networking tests and its PodSandbox tests.
@@ -55,7 +56,7 @@ func TestCritestOnCoilNode(t *testing.T) {
 		"--ginkgo.no-color", "--ginkgo.v")
 	t.Logf("critest:\n%s", lastLinesOf(string(out), 60))
 	if err != nil {
-		t.Fatalf("critest failed: %v\ncoild log:\n%s", err, Tail(pc.Coild.LogPath, 40))
+		t.Fatalf("critest failed: %v\ncoild log:\n%s", err, lab.Tail(pc.Coild.LogPath, 40))
 	}
 	if !strings.Contains(string(out), "SUCCESS!") {
 		t.Errorf("critest did not report SUCCESS")

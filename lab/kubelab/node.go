@@ -267,7 +267,7 @@ func (n *Node) StartContainerd(ctx context.Context) error {
 // StartKubelet starts the node's kubelet (it registers the node; waitRegistered).
 func (n *Node) StartKubelet(ctx context.Context) error {
 	n.mu.Lock()
-	running := n.kubelet != nil && !isDone(n.kubelet.Done())
+	running := n.kubelet != nil && !n.kubelet.Exited()
 	n.mu.Unlock()
 	if running {
 		return errors.Wrapf(ErrConfig, "kubelet of %s is running", n.Name)
@@ -359,7 +359,7 @@ func (n *Node) waitRegistered(ctx context.Context) error {
 	return waitFor(ctx, 90*time.Second, n.kubelet, "kubelet of "+n.Name+" registering", func() (bool, string) {
 		_, err := cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return false, "no Node object yet; kubelet log: " + tail(n.KubeletLog(), 5)
+			return false, "no Node object yet; kubelet log: " + lab.Tail(n.KubeletLog(), 5)
 		}
 		if err != nil {
 			return false, err.Error()
@@ -374,8 +374,8 @@ func waitFor(ctx context.Context, within time.Duration, p *lab.Process, what str
 	defer cancel()
 	var last string
 	for {
-		if p != nil && isDone(p.Done()) {
-			return errors.Wrapf(ErrNotReady, "%s: %s exited (%v): %s", what, p.Name, p.Err(), tail(p.LogPath, 30))
+		if p != nil && p.Exited() {
+			return errors.Wrapf(ErrNotReady, "%s: %s exited (%v): %s", what, p.Name, p.Err(), lab.Tail(p.LogPath, 30))
 		}
 		ok, why := cond()
 		if ok {
@@ -386,20 +386,11 @@ func waitFor(ctx context.Context, within time.Duration, p *lab.Process, what str
 		case <-ctx.Done():
 			msg := ""
 			if p != nil {
-				msg = tail(p.LogPath, 30)
+				msg = lab.Tail(p.LogPath, 30)
 			}
 			return errors.Wrapf(ErrNotReady, "%s: %v (last: %s) %s", what, ctx.Err(), last, msg)
 		case <-time.After(100 * time.Millisecond):
 		}
-	}
-}
-
-func isDone(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coil-net/coil/internal/testutil"
+	"github.com/coil-net/coil/lab"
 )
 
 func requireRuntimeKit(t *testing.T) (Kit, Images) {
@@ -89,7 +90,7 @@ func TestRuntimeOnlyNode(t *testing.T) {
 	}
 	id, err := n.Crictl(ctx, "runp", sandbox)
 	if err != nil {
-		t.Fatalf("runp: %+v\ncontainerd log:\n%s", err, Tail(n.ContainerdLog(), 30))
+		t.Fatalf("runp: %+v\ncontainerd log:\n%s", err, lab.Tail(n.ContainerdLog(), 30))
 	}
 	insp, err := n.Crictl(ctx, "inspectp", strings.TrimSpace(string(id)))
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coil-net/coil/internal/testutil"
+	"github.com/coil-net/coil/lab"
 	"github.com/coil-net/coil/lab/demo"
 )
 
@@ -23,21 +24,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		dir, err := os.MkdirTemp("", "coil-e2e-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
-		if err := demo.BuildBinaries(context.Background(), dir); err != nil {
-			fmt.Fprintf(os.Stderr, "%+v\n", err)
-			return 1
-		}
+	os.Exit(testutil.RunWithDir(m, "coil-e2e-bin-", func(dir string) error {
 		binDir = dir
-		return m.Run()
-	}()
-	os.Exit(code)
+		return demo.BuildBinaries(context.Background(), dir)
+	}))
 }
 
 // pool is the pool every test creates (as "default").
@@ -79,9 +69,9 @@ func startClusterWithPool(t *testing.T, cfg demo.Config, subnets string, bits in
 			return
 		}
 		for _, n := range c.Nodes {
-			t.Logf("---- %s coild log (tail) %s\n%s", n.Name, n.CoildLog(), demo.Tail(n.CoildLog(), 30))
+			t.Logf("---- %s coild log (tail) %s\n%s", n.Name, n.CoildLog(), lab.Tail(n.CoildLog(), 30))
 			if n.Bird != nil {
-				t.Logf("---- %s bird log (tail)\n%s", n.Name, demo.Tail(n.Dir+"/bird.log", 15))
+				t.Logf("---- %s bird log (tail)\n%s", n.Name, lab.Tail(n.Dir+"/bird.log", 15))
 			}
 		}
 	})
@@ -127,12 +117,7 @@ func exported(t *testing.T, n *demo.Node) []netip.Prefix {
 }
 
 func sortPrefixes(ps []netip.Prefix) []netip.Prefix {
-	slices.SortFunc(ps, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
-			return c
-		}
-		return a.Bits() - b.Bits()
-	})
+	slices.SortFunc(ps, lab.ComparePrefix)
 	return ps
 }
 

@@ -586,7 +586,7 @@ func TestEtcdMemberPausedKeepsSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Contains(string(b), "session ended") {
-		t.Errorf("coild lost its session while a member was paused:\n%s", demo.Tail(n.CoildLog(), 40))
+		t.Errorf("coild lost its session while a member was paused:\n%s", lab.Tail(n.CoildLog(), 40))
 	}
 	podsAgree(t, c, n, all)
 }

@@ -311,7 +311,7 @@ func blocksOf(t *testing.T, c *kubelab.Cluster, node string) []netip.Prefix {
 
 func routesAt(t *testing.T, n *kubelab.Node) []netip.Prefix {
 	t.Helper()
-	rs, err := kubelab.BGPRoutes(context.Background(), n.Node)
+	rs, err := n.BGPRoutes(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,24 +33,7 @@ type containerd struct {
 	cgroup string // parent cgroup of the test's containers (removed at the end)
 	cmd    *exec.Cmd
 	done   chan struct{}
-	logBuf *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logBuf *testutil.Buffer
 }
 
 // ctrNamespace is the containerd namespace of the test's containers; the CNI container
@@ -81,7 +63,7 @@ func startContainerd(t *testing.T, n *node) *containerd {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	c := &containerd{t: t, work: work, sock: filepath.Join(work, "ctd.sock"), cgroup: "/coiltest-" + hex.EncodeToString(b[:]),
-		done: make(chan struct{}), logBuf: &syncBuffer{}}
+		done: make(chan struct{}), logBuf: &testutil.Buffer{}}
 	config := fmt.Sprintf(`version = 2
 root = %q
 state = %q
@@ -179,8 +161,8 @@ func (c *containerd) stop() {
 
 // run starts `ctr run --cni --rm IMAGE ID [ARGS]` in the background (not detached: ctr
 // sends DEL when the task ends) and returns its process and output.
-func (c *containerd) run(image, id string, args ...string) (*exec.Cmd, *syncBuffer, chan error) {
-	out := &syncBuffer{}
+func (c *containerd) run(image, id string, args ...string) (*exec.Cmd, *testutil.Buffer, chan error) {
+	out := &testutil.Buffer{}
 	cmd := exec.Command("nsenter", c.ctrArgs(append([]string{"run", "--cni", "--rm", "--cgroup", c.cgroup + "/" + id, image, id}, args...)...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -192,7 +174,7 @@ func (c *containerd) run(image, id string, args ...string) (*exec.Cmd, *syncBuff
 	return cmd, out, done
 }
 
-func wait(t *testing.T, done chan error, within time.Duration, what string, out *syncBuffer) error {
+func wait(t *testing.T, done chan error, within time.Duration, what string, out *testutil.Buffer) error {
 	t.Helper()
 	select {
 	case err := <-done:

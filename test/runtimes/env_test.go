@@ -2,7 +2,6 @@ package runtimes
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -38,28 +37,14 @@ const (
 var pluginsDir string
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		dir, err := os.MkdirTemp("", "coil-runtimes-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
-		if err := os.Chmod(dir, 0o755); err != nil {
-			return 1
-		}
+	os.Exit(testutil.RunWithDir(m, "coil-runtimes-bin-", func(dir string) error {
 		var pkgs []string
 		for _, b := range append([]string{images.TestApp}, installcni.DefaultPlugins...) {
 			pkgs = append(pkgs, images.Packages[b])
 		}
-		if err := gobuild.Static(context.Background(), dir, "", pkgs...); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
 		pluginsDir = dir
-		return m.Run()
-	}()
-	os.Exit(code)
+		return gobuild.Static(context.Background(), dir, "", pkgs...)
+	}))
 }
 
 // node is one test's node: an etcd with pool "default", a node network namespace and
