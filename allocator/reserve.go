@@ -15,11 +15,14 @@ import (
 
 // Sentinel errors of reservations.
 var (
-	// ErrInvalidRange: a RANGE that does not parse, lies outside the pool, overlaps
-	// another range of the request or a reservation, or (unreserve) is not reserved.
+	// ErrInvalidRange: a RANGE that does not parse, lies outside the pool, or overlaps
+	// another range of the same request.
 	ErrInvalidRange = errors.New("allocator: invalid range")
 	// ErrAddressInUse: a range to reserve holds addresses pods hold (see AfterRelease).
 	ErrAddressInUse = errors.New("allocator: address in use")
+	// ErrReservation: a range to reserve overlaps a reservation, or a range to unreserve
+	// holds an address that is not reserved.
+	ErrReservation = errors.New("allocator: reservation conflict")
 )
 
 // ParseRange parses a RANGE argument: one address ("10.1.0.5"), a CIDR prefix
@@ -107,7 +110,7 @@ func CheckRanges(p *projection.Pool, ranges []events.AddrRange) error {
 			}
 		}
 		if res, ok := p.ReservationOverlapping(r); ok {
-			return errors.Wrapf(ErrInvalidRange, "range %s overlaps %s, reserved by %s at %s%s: unreserve it first",
+			return errors.Wrapf(ErrReservation, "range %s overlaps %s, reserved by %s at %s%s: unreserve it first",
 				r, res.Range(), res.Actor, res.Time.UTC().Format("2006-01-02T15:04:05Z"), because(res.Reason))
 		}
 	}
@@ -293,7 +296,7 @@ func (a *Admin) Unreserve(ctx context.Context, pool string, ranges []events.Addr
 				}
 			}
 			if x, ok := p.FirstUnreserved(r); ok {
-				return change{}, errors.Wrapf(ErrInvalidRange, "pool %q: address %s of range %s is not reserved (see coilctl pool show %s)", pool, x, r, pool)
+				return change{}, errors.Wrapf(ErrReservation, "pool %q: address %s of range %s is not reserved (see coilctl pool show %s)", pool, x, r, pool)
 			}
 		}
 		return change{payloads: []events.Payload{&events.AddressesUnreserved{Pool: pool, Ranges: ranges, Reason: reason}}}, nil
