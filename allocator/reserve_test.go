@@ -178,7 +178,7 @@ func TestReserveRefusals(t *testing.T) {
 	if _, ok := n.Lookup("c1", "eth0"); !ok {
 		t.Fatal("the holder lost its address")
 	}
-	if _, err := n.Release(ctx, "c1", "eth0", "gone"); err != nil {
+	if _, err = n.Release(ctx, "c1", "eth0", "gone"); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 40 {
@@ -188,7 +188,7 @@ func TestReserveRefusals(t *testing.T) {
 		}
 	}
 	// Unreserve gives it back (one of the two).
-	if err := e.admin.Unreserve(ctx, "p", ranges(t, "10.0.0.5"), "vip moved"); err != nil {
+	if err = e.admin.Unreserve(ctx, "p", ranges(t, "10.0.0.5"), "vip moved"); err != nil {
 		t.Fatal(err)
 	}
 	c, err := e.admin.Cluster(ctx)

@@ -25,6 +25,7 @@ type reserveFold struct {
 }
 
 func newReserveFold(t *testing.T, subnets ...events.Subnet) *reserveFold {
+	t.Helper()
 	f := &reserveFold{t: t, c: projection.NewCluster(), ch: &chain{stream: events.ClusterStream}}
 	mustApply(t, f.c.Apply, f.ch.next(t, &events.PoolCreated{Name: "p", BlockSizeBits: 4, Subnets: subnets}))
 	return f

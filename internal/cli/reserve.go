@@ -103,7 +103,7 @@ when; pool show lists the reservations, pool unreserve takes them back.`,
 			if err != nil {
 				return err
 			}
-			if err := a.connect(); err != nil {
+			if err = a.connect(); err != nil {
 				return err
 			}
 			held, err := a.admin().Reserve(cmd.Context(), allocator.ReserveRequest{Pool: name, Ranges: rs, Reason: reason, AfterRelease: afterRelease})
@@ -152,10 +152,10 @@ its reason. Recorded as an AddressesUnreserved event with --reason (required).`,
 			if err != nil {
 				return err
 			}
-			if err := a.connect(); err != nil {
+			if err = a.connect(); err != nil {
 				return err
 			}
-			if err := a.admin().Unreserve(cmd.Context(), name, rs, reason); err != nil {
+			if err = a.admin().Unreserve(cmd.Context(), name, rs, reason); err != nil {
 				return poolErr(name, err)
 			}
 			if a.opts.output != "table" {
