@@ -3,6 +3,7 @@ package allocator_test
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -21,7 +22,10 @@ func BenchmarkAllocate(b *testing.B) {
 	for _, mode := range []struct {
 		name  string
 		batch int
-	}{{"group-commit", events.MaxBatch}, {"txn-per-alloc", 1}} {
+		// reserved: the pool skips its network and broadcast addresses and has 65
+		// reservations in the blocks the node takes (the exclusion checks on ADD).
+		reserved bool
+	}{{"group-commit", events.MaxBatch, false}, {"txn-per-alloc", 1, false}, {"group-commit-reserved", events.MaxBatch, true}} {
 		b.Run(mode.name, func(b *testing.B) {
 			ctx := context.Background()
 			c := etcdtest.Start(b, etcdtest.WithFsync())
@@ -29,7 +33,16 @@ func BenchmarkAllocate(b *testing.B) {
 			p := &events.PoolCreated{Name: "bench", BlockSizeBits: 8}
 			sn, _ := allocator.ParseSubnet("10.0.0.0/8")
 			p.Subnets = append(p.Subnets, sn)
-			if err := admin.CreatePool(ctx, p); err != nil {
+			var opts []allocator.PoolOption
+			if mode.reserved {
+				rs := []events.AddrRange{{First: netip.MustParseAddr("10.0.0.10"), Last: netip.MustParseAddr("10.0.0.19")}}
+				for blk := range 64 {
+					a := netip.AddrFrom4([4]byte{10, 0, byte(blk), 100})
+					rs = append(rs, events.AddrRange{First: a, Last: a})
+				}
+				opts = append(opts, allocator.SkipNetworkBroadcast(true), allocator.ReserveRanges(rs, "bench"))
+			}
+			if err := admin.CreatePool(ctx, p, opts...); err != nil {
 				b.Fatal(err)
 			}
 			n, _, _ := etcdNode(b, ctx, c, "n1", mode.batch)

@@ -102,7 +102,7 @@ func (n *Node) pickBlock(ctx context.Context, pool *projection.Pool, p *pending)
 			start := hashStart(n.cfg.Node, total)
 			var cands []uint32
 			for j := uint64(0); j < total && len(cands) < want; j++ {
-				if idx := uint32((start + j) % total); !n.knownTaken(pool.Name, idx, p) {
+				if idx := uint32((start + j) % total); !n.knownTaken(pool.Name, idx, p) && !pool.BlockExcluded(idx) {
 					cands = append(cands, idx)
 				}
 			}

@@ -250,15 +250,23 @@ func (n *Node) Register(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ev := &events.Event{Time: n.cfg.Clock.Now(), Actor: n.cfg.Node, Payload: &events.NodeRegistered{Node: n.cfg.Node, Lease: n.cfg.Lease}}
-	return n.appendOwn(ctx, []*events.Event{ev})
+	return n.appendOwn(ctx, []*events.Event{ev}, false)
 }
 
-// appendOwn appends to the node stream and applies the events. Caller holds n.mu.
-func (n *Node) appendOwn(ctx context.Context, evs []*events.Event) error {
+// appendOwn appends to the node stream and applies the events; allocs: the events hand
+// out addresses (see the guard below). Caller holds n.mu.
+func (n *Node) appendOwn(ctx context.Context, evs []*events.Event, allocs bool) error {
 	stream := n.stream()
-	_, err := n.appendLog(ctx, events.AppendRequest{
-		Stream: stream, Expected: n.st.Head(stream), Events: evs, Conditions: n.conditions(),
-	})
+	req := events.AppendRequest{Stream: stream, Expected: n.st.Head(stream), Events: evs, Conditions: n.conditions()}
+	if allocs {
+		// The node decided against the reservations it knows: a reservation appended
+		// since (Admin.Reserve, guarded on this stream's head in turn) aborts the append,
+		// and the batch is decided again. At every level: the reservation may come with
+		// the raise to level 1 the node has not seen yet. (One more compare in the
+		// transaction; a cluster change costs the batches in flight one retry.)
+		req.Guards = []events.Guard{{Stream: events.ClusterStream, Version: n.st.Head(events.ClusterStream)}}
+	}
+	_, err := n.appendLog(ctx, req)
 	if err != nil {
 		if errors.Is(err, events.ErrConflict) {
 			if _, cerr := n.absorb(ctx, stream, err); cerr != nil {
@@ -636,7 +644,15 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) bool {
 			return true
 		}
 		block = idx
-		addrs, _ = pool.Addrs(idx, 0)
+		off, usable := pool.FirstUsable(idx)
+		if !usable { // pickBlock and freeBlock skip such blocks: reserved meanwhile?
+			if took {
+				p.undoTake()
+			}
+			o.done <- opResult{err: errors.Wrapf(ErrExhausted, "block %d of pool %q has no address that is not reserved", idx, pool.Name)}
+			return true
+		}
+		addrs, _ = pool.Addrs(idx, off)
 	}
 	ev := &events.Event{Time: n.cfg.Clock.Now(), Actor: n.cfg.Node, Payload: &events.AddressAssigned{
 		ContainerID: o.req.ContainerID, IfName: o.req.IfName,
@@ -718,7 +734,7 @@ func (n *Node) commit(ctx context.Context, p *pending, depth int) ([]*op, int, i
 	defer cancel()
 	var err error
 	if len(p.takeList) == 0 {
-		err = n.appendOwn(ctx, p.evs)
+		err = n.appendOwn(ctx, p.evs, true)
 	} else {
 		err = n.appendTakes(ctx, p)
 	}
@@ -834,6 +850,7 @@ func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr
 		}
 	}
 	size := pool.BlockSize()
+	excl := pool.HasExclusions() // reserved addresses, network and broadcast addresses
 	for k := 0; k <= len(owned); k++ {
 		bi := (startBlock + k) % len(owned)
 		ref := projection.BlockRef{Pool: pool.Name, Index: owned[bi]}
@@ -859,6 +876,9 @@ func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr
 		for off := from; off < to; off++ {
 			a := projection.AddrAt(prefixes[0], off)
 			if _, held := me.Held[a]; held || p.held[a] {
+				continue
+			}
+			if excl && pool.OffsetExcluded(prefixes, off) {
 				continue
 			}
 			addrs := make([]netip.Addr, len(prefixes))
@@ -933,7 +953,7 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 				return idx, nil
 			}
 		}
-		idx, ok := freeBlock(blocks, pool.NumBlocks(), bo.n)
+		idx, ok := freeBlock(pool, blocks, bo.n)
 		if !ok {
 			return 0, exhausted(pool, blocks.Owners)
 		}
@@ -979,11 +999,12 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 // freeBlock picks the lowest free block on the first attempt. After lost races it picks
 // at random among the lowest few free blocks (up to 8), so contending nodes stop
 // colliding on the same index while blocks still fill from the bottom.
-func freeBlock(b *projection.Blocks, total uint64, attempt int) (uint32, bool) {
+func freeBlock(pool *projection.Pool, b *projection.Blocks, attempt int) (uint32, bool) {
 	spread := min(attempt+1, 8)
+	total := pool.NumBlocks()
 	var cands []uint32
 	for i := uint64(0); i < total && len(cands) < spread; i++ {
-		if _, taken := b.Owners[uint32(i)]; !taken {
+		if _, taken := b.Owners[uint32(i)]; !taken && !pool.BlockExcluded(uint32(i)) {
 			cands = append(cands, uint32(i))
 		}
 	}
@@ -1001,6 +1022,10 @@ func exhausted(pool *projection.Pool, owners map[uint32]projection.Owner) error 
 	var parts []string
 	for _, nd := range sortedKeys(per) {
 		parts = append(parts, fmt.Sprintf("%s: %d", nd, per[nd]))
+	}
+	if len(pool.Reserved) > 0 {
+		return errors.Wrapf(ErrExhausted, "pool %q has no free block: %d of its %d blocks of %d addresses are owned (%s), the others wholly reserved (coilctl pool show %s); add a subnet with `coilctl pool add-subnet %s SUBNET`, unreserve or free addresses",
+			pool.Name, len(owners), pool.NumBlocks(), pool.BlockSize(), strings.Join(parts, ", "), pool.Name, pool.Name)
 	}
 	return errors.Wrapf(ErrExhausted, "pool %q has no free block: all %d blocks of %d addresses are owned (%s); add a subnet with `coilctl pool add-subnet %s SUBNET` or free addresses",
 		pool.Name, pool.NumBlocks(), pool.BlockSize(), strings.Join(parts, ", "), pool.Name)

@@ -219,7 +219,34 @@ func (a *Admin) Cluster(ctx context.Context) (*projection.Cluster, error) {
 // PoolOption changes how CreatePool makes a pool.
 type PoolOption func(*poolOptions)
 
-type poolOptions struct{ split bool }
+type poolOptions struct {
+	split bool
+	// skipNB: PoolNetworkBroadcastSet{Skip: true} in the same append; skipNBIfLevel: only
+	// when the cluster is at feature level 1 or can be raised to it.
+	skipNB, skipNBIfLevel bool
+	reserve               []events.AddrRange
+	reason                string
+}
+
+// SkipNetworkBroadcast makes the pool skip the network and broadcast address of each of
+// its IPv4 subnets (PoolNetworkBroadcastSet in the same append; cluster feature level 1).
+// Without it (or with false) the pool hands them out, as pools did before the option.
+func SkipNetworkBroadcast(skip bool) PoolOption {
+	return func(o *poolOptions) { o.skipNB, o.skipNBIfLevel = skip, false }
+}
+
+// SkipNetworkBroadcastIfLevel is SkipNetworkBroadcast(true) when the cluster is at
+// feature level 1 or can be raised to it, else nothing (a coild of an older release
+// runs): coilctl's default. Read the pool to see which it was.
+func SkipNetworkBroadcastIfLevel() PoolOption {
+	return func(o *poolOptions) { o.skipNB, o.skipNBIfLevel = false, true }
+}
+
+// ReserveRanges reserves ranges of the new pool from the start (AddressesReserved in the
+// same append; cluster feature level 1), with reason.
+func ReserveRanges(ranges []events.AddrRange, reason string) PoolOption {
+	return func(o *poolOptions) { o.reserve, o.reason = append(o.reserve, ranges...), reason }
+}
 
 // BlockStreams makes the pool record each block's owners in a stream of its own,
 // "block/NAME/INDEX" (PoolSplit in the same append as PoolCreated): nodes taking blocks
@@ -248,14 +275,48 @@ func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...P
 			return err
 		}
 	}
+	if len(o.reserve) > 0 {
+		if err := a.RequireLevel(ctx, events.Level1, "address reservations"); err != nil {
+			return err
+		}
+	}
+	hasV4 := len(p.Subnets) > 0 && p.Subnets[0].IPv4.IsValid()
+	if !hasV4 {
+		o.skipNB, o.skipNBIfLevel = false, false // nothing to skip in IPv6
+	}
+	if o.skipNB {
+		if err := a.RequireLevel(ctx, events.Level1, "the network/broadcast option"); err != nil {
+			return err
+		}
+	}
+	if o.skipNBIfLevel {
+		err := a.RequireLevel(ctx, events.Level1, "the network/broadcast option")
+		switch {
+		case err == nil:
+			o.skipNB = true
+		case !errors.Is(err, ErrLevel):
+			return err
+		}
+	}
 	return a.clusterChange(ctx, func(c *projection.Cluster) (change, error) {
 		if err := ValidatePool(p, c.Pools); err != nil {
 			return change{}, err
 		}
-		if !o.split {
-			return change{payloads: []events.Payload{p}}, nil
+		payloads := []events.Payload{p}
+		if o.split {
+			payloads = append(payloads, &events.PoolSplit{Name: p.Name})
 		}
-		return change{payloads: []events.Payload{p, &events.PoolSplit{Name: p.Name}}}, nil
+		if o.skipNB {
+			payloads = append(payloads, &events.PoolNetworkBroadcastSet{Pool: p.Name, Skip: true})
+		}
+		if len(o.reserve) > 0 {
+			np := &projection.Pool{Name: p.Name, BlockSizeBits: p.BlockSizeBits, Subnets: p.Subnets}
+			if err := CheckRanges(np, o.reserve); err != nil {
+				return change{}, errors.Wrapf(err, "pool %q", p.Name)
+			}
+			payloads = append(payloads, &events.AddressesReserved{Pool: p.Name, Ranges: o.reserve, Reason: o.reason})
+		}
+		return change{payloads: payloads}, nil
 	})
 }
 

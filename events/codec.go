@@ -165,6 +165,7 @@ var typeCodes = [...]Type{
 	// 15-24: cluster level, reservations, pool options,
 	// lifecycle and node selectors (issue 14).
 	15: TypeClusterLevelRaised,
+	16: TypeAddressesReserved, 17: TypeAddressesUnreserved, 18: TypePoolNetworkBroadcastSet,
 }
 
 // knownCodes describes the codes of typeCodes as ranges: "1-11, 15".
@@ -266,6 +267,22 @@ func (w *writer) prefix(p netip.Prefix) {
 }
 
 func (w *writer) subnet(s Subnet) { w.prefix(s.IPv4); w.prefix(s.IPv6) }
+
+func (w *writer) ranges(rs []AddrRange) {
+	w.uvarint(uint64(len(rs)))
+	for _, r := range rs {
+		w.addr(r.First)
+		w.addr(r.Last)
+	}
+}
+
+func (w *writer) bool(b bool) {
+	if b {
+		w.uvarint(1)
+		return
+	}
+	w.uvarint(0)
+}
 
 // isLowerUUID reports the canonical lower-case UUID form (8-4-4-4-12 hex digits), as
 // Kubernetes writes pod UIDs.
@@ -538,3 +555,17 @@ func (r *reader) prefix() netip.Prefix {
 }
 
 func (r *reader) subnet() Subnet { return Subnet{IPv4: r.prefix(), IPv6: r.prefix()} }
+
+func (r *reader) ranges() []AddrRange {
+	n := r.count(2)
+	if n == 0 {
+		return nil
+	}
+	out := make([]AddrRange, n)
+	for i := range out {
+		out[i] = AddrRange{First: r.addr(), Last: r.addr()}
+	}
+	return out
+}
+
+func (r *reader) bool() bool { return r.uvarintMax(1) == 1 }

@@ -190,6 +190,10 @@ const (
 	TypeNodeBlockRemoved Type = "NodeBlockRemoved"
 
 	TypeClusterLevelRaised Type = "ClusterLevelRaised"
+
+	TypeAddressesReserved       Type = "AddressesReserved"
+	TypeAddressesUnreserved     Type = "AddressesUnreserved"
+	TypePoolNetworkBroadcastSet Type = "PoolNetworkBroadcastSet"
 )
 
 // Event is the envelope. Stream, Seq, Prev and Schema are set by the log on append;

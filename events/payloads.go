@@ -136,6 +136,50 @@ type NodeBlockRemoved struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// AddrRange is an inclusive range of addresses of one family, First <= Last: "10.1.0.5"
+// is {10.1.0.5, 10.1.0.5}, "10.1.0.0/30" is {10.1.0.0, 10.1.0.3}.
+type AddrRange struct {
+	First netip.Addr `json:"first"`
+	Last  netip.Addr `json:"last"`
+}
+
+// String is the range as coilctl prints it: "A" for one address, "A-B" for more.
+func (r AddrRange) String() string {
+	if r.First == r.Last {
+		return r.First.String()
+	}
+	return r.First.String() + "-" + r.Last.String()
+}
+
+// AddressesReserved (stream "cluster"): the addresses of Ranges, all in pool Pool, are
+// never handed out from here on. In a dual-stack pool a pod gets the same offset in both
+// families, so a reserved address keeps its whole offset (both families) out of use.
+// AfterRelease: the operator reserved addresses that pods held at the time; they keep
+// them, and each takes effect as its holder releases it (nothing more is written then).
+type AddressesReserved struct {
+	Pool         string      `json:"pool"`
+	Ranges       []AddrRange `json:"ranges"`
+	Reason       string      `json:"reason,omitempty"`
+	AfterRelease bool        `json:"afterRelease,omitempty"`
+}
+
+// AddressesUnreserved (stream "cluster"): the addresses of Ranges, every one of them
+// reserved, may be handed out again. A reservation partly covered keeps the rest.
+type AddressesUnreserved struct {
+	Pool   string      `json:"pool"`
+	Ranges []AddrRange `json:"ranges"`
+	Reason string      `json:"reason,omitempty"`
+}
+
+// PoolNetworkBroadcastSet (stream "cluster"): whether pool Pool skips the network and
+// broadcast address (the first and the last) of each of its IPv4 subnets of at most /30.
+// A pool without this event hands them out, as pools did before it existed; coilctl
+// creates pools with Skip set (docs/design.md, "Decisions").
+type PoolNetworkBroadcastSet struct {
+	Pool string `json:"pool"`
+	Skip bool   `json:"skip"`
+}
+
 // Snapshot holds the projected state of its stream up to the event before it, in the
 // projection package's canonical encoding, and that state's hash. Readers may start from
 // the newest snapshot instead of the stream's first event.
@@ -160,6 +204,10 @@ func (*NodeBlockAdded) EventType() Type   { return TypeNodeBlockAdded }
 func (*NodeBlockRemoved) EventType() Type { return TypeNodeBlockRemoved }
 
 func (*ClusterLevelRaised) EventType() Type { return TypeClusterLevelRaised }
+
+func (*AddressesReserved) EventType() Type       { return TypeAddressesReserved }
+func (*AddressesUnreserved) EventType() Type     { return TypeAddressesUnreserved }
+func (*PoolNetworkBroadcastSet) EventType() Type { return TypePoolNetworkBroadcastSet }
 
 // newPayload returns an empty payload of type t, or nil for an unknown type.
 func newPayload(t Type) Payload {
@@ -194,6 +242,12 @@ func newPayload(t Type) Payload {
 		return &NodeBlockAdded{}
 	case TypeNodeBlockRemoved:
 		return &NodeBlockRemoved{}
+	case TypeAddressesReserved:
+		return &AddressesReserved{}
+	case TypeAddressesUnreserved:
+		return &AddressesUnreserved{}
+	case TypePoolNetworkBroadcastSet:
+		return &PoolNetworkBroadcastSet{}
 	}
 	return nil
 }
@@ -207,6 +261,7 @@ func AllTypes() []Type {
 		TypeNodeRegistered, TypeNodeRetired, TypeSnapshot,
 		TypePoolSplit, TypeNodeBlockAdded, TypeNodeBlockRemoved,
 		TypeClusterLevelRaised,
+		TypeAddressesReserved, TypeAddressesUnreserved, TypePoolNetworkBroadcastSet,
 	}
 }
 
@@ -338,3 +393,27 @@ func (p *Snapshot) readFrom(r *reader) {
 	copy(p.StateHash[:], r.fixed(len(p.StateHash)))
 	p.State = append([]byte(nil), r.bytesField()...)
 }
+
+func (p *AddressesReserved) appendTo(w *writer) {
+	w.str(p.Pool)
+	w.ranges(p.Ranges)
+	w.str(p.Reason)
+	w.bool(p.AfterRelease)
+}
+
+func (p *AddressesReserved) readFrom(r *reader) {
+	p.Pool = r.name()
+	p.Ranges = r.ranges()
+	p.Reason = r.str()
+	p.AfterRelease = r.bool()
+}
+
+func (p *AddressesUnreserved) appendTo(w *writer) { w.str(p.Pool); w.ranges(p.Ranges); w.str(p.Reason) }
+func (p *AddressesUnreserved) readFrom(r *reader) {
+	p.Pool = r.name()
+	p.Ranges = r.ranges()
+	p.Reason = r.str()
+}
+
+func (p *PoolNetworkBroadcastSet) appendTo(w *writer) { w.str(p.Pool); w.bool(p.Skip) }
+func (p *PoolNetworkBroadcastSet) readFrom(r *reader) { p.Pool = r.name(); p.Skip = r.bool() }

@@ -182,6 +182,13 @@ type Pool struct {
 	// Split: the pool's blocks have a stream each, "block/NAME/INDEX" (PoolSplit); before
 	// it (and for blocks owned in it since), "pool/NAME" records their owners.
 	Split bool `json:"split,omitempty"`
+	// Reserved are the pool's reserved ranges (AddressesReserved, AddressesUnreserved),
+	// sorted by first address, disjoint: no pod gets an address in them.
+	Reserved []Reservation `json:"reserved,omitempty"`
+	// SkipNetworkBroadcast: no pod gets the first or the last address of an IPv4 subnet
+	// of the pool of at most /30 (PoolNetworkBroadcastSet). False for a pool without that
+	// event: it hands them out, as pools did before the option existed.
+	SkipNetworkBroadcast bool `json:"skipNetworkBroadcast,omitempty"`
 }
 
 // Cluster is the state of the "cluster" stream: the pools that exist.
@@ -239,6 +246,20 @@ func (c *Cluster) Apply(e *events.Event) error {
 			return invalid(e, "pool %q already has block streams", p.Name)
 		}
 		pool.Split = true
+	case *events.AddressesReserved:
+		if err := c.reserve(e, p); err != nil {
+			return err
+		}
+	case *events.AddressesUnreserved:
+		if err := c.unreserve(e, p); err != nil {
+			return err
+		}
+	case *events.PoolNetworkBroadcastSet:
+		pool, ok := c.Pools[p.Pool]
+		if !ok {
+			return invalid(e, "pool %q does not exist", p.Pool)
+		}
+		pool.SkipNetworkBroadcast = p.Skip
 	case *events.Snapshot:
 		if err := snapshotApply(&c.At, c, resetCluster, e, p); err != nil {
 			return err
@@ -299,7 +320,8 @@ func (b *Blocks) Apply(e *events.Event) error {
 		}
 	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.PoolSplit, *events.ClusterLevelRaised,
 		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired,
-		*events.NodeBlockAdded, *events.NodeBlockRemoved:
+		*events.NodeBlockAdded, *events.NodeBlockRemoved,
+		*events.AddressesReserved, *events.AddressesUnreserved, *events.PoolNetworkBroadcastSet:
 		return wrongStream(e)
 	default:
 		return unknownType(e)
@@ -482,7 +504,8 @@ func (n *Node) Apply(e *events.Event) error {
 			return err
 		}
 	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.PoolSplit, *events.ClusterLevelRaised,
-		*events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed:
+		*events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed,
+		*events.AddressesReserved, *events.AddressesUnreserved, *events.PoolNetworkBroadcastSet:
 		return wrongStream(e)
 	default:
 		return unknownType(e)

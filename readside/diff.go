@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coil-net/coil/events"
@@ -31,12 +33,36 @@ type Diff struct {
 		Assigned []AddressChange `json:"assigned"`
 		Released []AddressChange `json:"released"`
 	} `json:"addresses"`
+	// Reservations are reserved ranges present at one end only (a reservation trimmed
+	// by an unreserve is removed and its remaining pieces added).
+	Reservations struct {
+		Added   []ReservationChange `json:"added"`
+		Removed []ReservationChange `json:"removed"`
+	} `json:"reservations"`
+	// Options are pool options that differ between the ends (pools present at both).
+	Options []OptionChange `json:"options"`
+}
+
+// ReservationChange is a reserved range of a pool.
+type ReservationChange struct {
+	Pool   string `json:"pool"`
+	Range  string `json:"range"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// OptionChange is a pool option's value at both ends of a diff.
+type OptionChange struct {
+	Pool   string `json:"pool"`
+	Option string `json:"option"` // "skipNetworkBroadcast"
+	From   string `json:"from"`
+	To     string `json:"to"`
 }
 
 // Empty reports whether nothing changed.
 func (d *Diff) Empty() bool {
 	return d.FeatureLevel == nil && len(d.Pools.Added)+len(d.Pools.Extended)+len(d.Pools.Removed)+len(d.Blocks.Assigned)+
-		len(d.Blocks.Released)+len(d.Addresses.Assigned)+len(d.Addresses.Released) == 0
+		len(d.Blocks.Released)+len(d.Addresses.Assigned)+len(d.Addresses.Released)+
+		len(d.Reservations.Added)+len(d.Reservations.Removed)+len(d.Options) == 0
 }
 
 // LevelChange is the cluster's feature level at both ends of a diff.
@@ -203,7 +229,59 @@ func DiffStates(from, to *StateAt) *Diff {
 	}
 	sortAddrs(d.Addresses.Assigned)
 	sortAddrs(d.Addresses.Released)
+	diffReservations(d, from, to)
 	return d
+}
+
+// diffReservations fills the reservation and option parts of d.
+func diffReservations(d *Diff, from, to *StateAt) {
+	d.Reservations.Added, d.Reservations.Removed, d.Options = []ReservationChange{}, []ReservationChange{}, []OptionChange{}
+	type key struct {
+		pool string
+		res  projection.Reservation
+	}
+	resOf := func(st *StateAt) map[key]bool {
+		out := map[key]bool{}
+		for name, p := range st.Cluster.Pools {
+			for _, r := range p.Reserved {
+				out[key{name, r}] = true
+			}
+		}
+		return out
+	}
+	fr, tr := resOf(from), resOf(to)
+	change := func(k key) ReservationChange {
+		return ReservationChange{Pool: k.pool, Range: k.res.Range().String(), Reason: k.res.Reason}
+	}
+	for k := range tr {
+		if !fr[k] {
+			d.Reservations.Added = append(d.Reservations.Added, change(k))
+		}
+	}
+	for k := range fr {
+		if !tr[k] {
+			d.Reservations.Removed = append(d.Reservations.Removed, change(k))
+		}
+	}
+	sortRes := func(rs []ReservationChange) {
+		sort.Slice(rs, func(i, j int) bool {
+			if rs[i].Pool != rs[j].Pool {
+				return rs[i].Pool < rs[j].Pool
+			}
+			a, _ := netip.ParseAddr(strings.SplitN(rs[i].Range, "-", 2)[0])
+			b, _ := netip.ParseAddr(strings.SplitN(rs[j].Range, "-", 2)[0])
+			return a.Less(b)
+		})
+	}
+	sortRes(d.Reservations.Added)
+	sortRes(d.Reservations.Removed)
+	for _, name := range slices.Sorted(maps.Keys(to.Cluster.Pools)) {
+		old, ok := from.Cluster.Pools[name]
+		if p := to.Cluster.Pools[name]; ok && old.SkipNetworkBroadcast != p.SkipNetworkBroadcast {
+			d.Options = append(d.Options, OptionChange{Pool: name, Option: "skipNetworkBroadcast",
+				From: strconv.FormatBool(old.SkipNetworkBroadcast), To: strconv.FormatBool(p.SkipNetworkBroadcast)})
+		}
+	}
 }
 
 func subnetStrings(ss []events.Subnet) []string {

@@ -22,6 +22,15 @@ func describeDiff(d *readside.Diff) string {
 	for _, p := range d.Pools.Extended {
 		fmt.Fprintf(&b, "+ subnet %s %v\n", p.Name, p.Added)
 	}
+	for _, o := range d.Options {
+		fmt.Fprintf(&b, "~ option %s %s %s -> %s\n", o.Pool, o.Option, o.From, o.To)
+	}
+	for _, r := range d.Reservations.Removed {
+		fmt.Fprintf(&b, "- reserved %s %s (%s)\n", r.Pool, r.Range, r.Reason)
+	}
+	for _, r := range d.Reservations.Added {
+		fmt.Fprintf(&b, "+ reserved %s %s (%s)\n", r.Pool, r.Range, r.Reason)
+	}
 	for _, c := range d.Blocks.Released {
 		fmt.Fprintf(&b, "- block %s#%d %v %s\n", c.Pool, c.Index, c.Prefixes, c.Node)
 	}
@@ -44,7 +53,10 @@ func TestDiffStates(t *testing.T) {
 	log := memLog(t)
 	w := smallLog(t, log)
 	w.add(events.ClusterStream, at(6), pool("q", 4, "10.9.0.0/24"), &events.PoolSubnetAdded{Name: "p", Subnet: events.Subnet{IPv4: pfx("10.0.1.0/28")}})
-	w.add(events.ClusterStream, at(7), &events.PoolDeleted{Name: "q"})
+	w.add(events.ClusterStream, at(7), &events.PoolDeleted{Name: "q"},
+		&events.AddressesReserved{Pool: "p", Ranges: []events.AddrRange{{First: pfx("10.0.0.8/32").Addr(), Last: pfx("10.0.0.11/32").Addr()}}, Reason: "vip"},
+		&events.AddressesUnreserved{Pool: "p", Ranges: []events.AddrRange{{First: pfx("10.0.0.9/32").Addr(), Last: pfx("10.0.0.9/32").Addr()}}},
+		&events.PoolNetworkBroadcastSet{Pool: "p", Skip: true})
 	points := []readside.Point{{Time: at(2.5)}, {Time: at(5.5)}, {Time: at(6.5)}, {Time: at(8)}, {Time: at(0)}}
 	sts, err := readside.StatesAt(t.Context(), log, points, nil)
 	if err != nil {
@@ -65,6 +77,9 @@ func TestDiffStates(t *testing.T) {
 + subnet p [10.0.1.0/28]
 `},
 		{2, 3, `- pool q [10.9.0.0/24]
+~ option p skipNetworkBroadcast false -> true
++ reserved p 10.0.0.8 (vip)
++ reserved p 10.0.0.10-10.0.0.11 (vip)
 `},
 		{4, 1, `+ pool p [10.0.0.0/28]
 + block p#0 [10.0.0.0/30] n1
@@ -88,7 +103,7 @@ func TestDiffStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"from":{"revision":0,"time":null},"to":{"revision":0,"time":null},"pools":{"added":[],"extended":[],"removed":[]},"blocks":{"assigned":[],"released":[]},"addresses":{"assigned":[],"released":[]}}`
+	want := `{"from":{"revision":0,"time":null},"to":{"revision":0,"time":null},"pools":{"added":[],"extended":[],"removed":[]},"blocks":{"assigned":[],"released":[]},"addresses":{"assigned":[],"released":[]},"reservations":{"added":[],"removed":[]},"options":[]}`
 	if string(b) != want {
 		t.Fatalf("empty diff JSON:\n%s\nwant:\n%s", b, want)
 	}

@@ -102,6 +102,12 @@ func (f *EventFilter) Show(e *events.Event) bool {
 		pool = p.Name
 	case *events.PoolDeleted:
 		pool = p.Name
+	case *events.AddressesReserved:
+		pool = p.Pool
+	case *events.AddressesUnreserved:
+		pool = p.Pool
+	case *events.PoolNetworkBroadcastSet:
+		pool = p.Pool
 	case *events.BlockAssigned:
 		node = p.Node
 	case *events.BlockReleased:

@@ -59,6 +59,20 @@ func Samples() []Sample {
 		{"NodeBlockAdded", events.NodeStream("node-1"), &events.NodeBlockAdded{Pool: "default", Index: 17}},
 		{"NodeBlockRemoved", events.NodeStream("node-1"), &events.NodeBlockRemoved{Pool: "default", Index: 4294967295, Reason: "node reclaimed: lease gone"}},
 		{"ClusterLevelRaised", events.ClusterStream, &events.ClusterLevelRaised{Level: events.Level1}},
+		// Reservations and the network/broadcast option (issue 14, codes 16-18).
+		{"AddressesReserved", events.ClusterStream, &events.AddressesReserved{Pool: "default",
+			Ranges: []events.AddrRange{
+				{First: netip.MustParseAddr("10.1.0.5"), Last: netip.MustParseAddr("10.1.0.5")},
+				{First: netip.MustParseAddr("10.1.2.0"), Last: netip.MustParseAddr("10.1.2.255")},
+			}, Reason: "VIPs of the load balancer"}},
+		{"AddressesReserved-after-release", events.ClusterStream, &events.AddressesReserved{Pool: "dual",
+			Ranges:       []events.AddrRange{{First: netip.MustParseAddr("fd00:10:1::10"), Last: netip.MustParseAddr("fd00:10:1::1f")}},
+			AfterRelease: true}},
+		{"AddressesUnreserved", events.ClusterStream, &events.AddressesUnreserved{Pool: "default",
+			Ranges: []events.AddrRange{{First: netip.MustParseAddr("10.1.2.0"), Last: netip.MustParseAddr("10.1.2.127")}},
+			Reason: "half of the VIPs are back"}},
+		{"PoolNetworkBroadcastSet", events.ClusterStream, &events.PoolNetworkBroadcastSet{Pool: "default", Skip: true}},
+		{"PoolNetworkBroadcastSet-off", events.ClusterStream, &events.PoolNetworkBroadcastSet{Pool: "default"}},
 	}
 }
 

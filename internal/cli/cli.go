@@ -121,7 +121,7 @@ func exitCode(err error) int {
 		return ExitUsage
 	}
 	switch {
-	case errors.Is(err, ErrUsage), errors.Is(err, allocator.ErrInvalidPool),
+	case errors.Is(err, ErrUsage), errors.Is(err, allocator.ErrInvalidPool), errors.Is(err, allocator.ErrInvalidRange),
 		errors.Is(err, etcdclient.ErrInvalidEndpoint), errors.Is(err, events.ErrInvalidStream):
 		return ExitUsage
 	case errors.Is(err, etcdclient.ErrUnreachable), errors.Is(err, events.ErrUnavailable):
@@ -132,6 +132,7 @@ func exitCode(err error) int {
 		return ExitNotFound
 	case errors.Is(err, ErrRefused), errors.Is(err, ErrNotConfirmed), errors.Is(err, allocator.ErrPoolExists), errors.Is(err, allocator.ErrOverlap),
 		errors.Is(err, allocator.ErrPoolInUse), errors.Is(err, allocator.ErrNodeAlive),
+		errors.Is(err, allocator.ErrAddressInUse), errors.Is(err, allocator.ErrReservation),
 		errors.Is(err, allocator.ErrExhausted), errors.Is(err, allocator.ErrRetries), errors.Is(err, allocator.ErrLevel),
 		errors.Is(err, events.ErrConflict), errors.Is(err, events.ErrFenced), errors.Is(err, events.ErrPermissionDenied):
 		return ExitRefused

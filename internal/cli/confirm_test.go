@@ -110,7 +110,7 @@ func (e *env) exportTo(name string) string {
 // 2 and change nothing; they never read stdin, whatever it holds.
 func TestDestructiveCommandsNeedYes(t *testing.T) {
 	e := cluster2(t)
-	e.ok("pool", "create", "spare", "10.9.0.0/24")
+	e.ok("pool", "create", "spare", "10.9.0.0/24", noSkipNB)
 	exp := e.exportTo("export.jsonl")
 	e.ok("log", "snapshot")
 	arch := filepath.Join(t.TempDir(), "archive.jsonl")
@@ -168,7 +168,7 @@ func TestDestructiveCommandsNeedYes(t *testing.T) {
 // refuse anyway (a pool in use, a live node) is refused before asking.
 func TestDestructiveCommandsConfirmOnTerminal(t *testing.T) {
 	e := cluster2(t)
-	e.ok("pool", "create", "spare", "10.9.0.0/24", "--layout", "block-streams") // as cluster2's pools
+	e.ok("pool", "create", "spare", "10.9.0.0/24", "--layout", "block-streams", noSkipNB) // as cluster2's pools
 
 	asked := func(t *testing.T, r result, code int, want ...string) {
 		t.Helper()

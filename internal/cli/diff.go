@@ -89,6 +89,15 @@ func (a *app) printDiff(fp, tp readside.Point, d *readside.Diff) error {
 	for _, p := range d.Pools.Extended {
 		t.row("+ subnet", p.Name, strings.Join(p.Added, " "))
 	}
+	for _, o := range d.Options {
+		t.row("~ option", o.Pool, fmt.Sprintf("%s %s -> %s", o.Option, o.From, o.To))
+	}
+	for _, r := range d.Reservations.Removed {
+		t.row("- reserved", r.Pool+" "+r.Range, r.Reason)
+	}
+	for _, r := range d.Reservations.Added {
+		t.row("+ reserved", r.Pool+" "+r.Range, r.Reason)
+	}
 	for _, b := range d.Blocks.Released {
 		t.row("- block", fmt.Sprintf("%s#%d %s", b.Pool, b.Index, strings.Join(b.Prefixes, ",")), "node "+b.Node)
 	}

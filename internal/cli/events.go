@@ -365,6 +365,19 @@ func summary(e *events.Event, cluster *projection.Cluster) string {
 		return fmt.Sprintf("%s taken", blockOf(p.Pool, p.Index))
 	case *events.NodeBlockRemoved:
 		return fmt.Sprintf("%s given up%s", blockOf(p.Pool, p.Index), because(p.Reason))
+	case *events.AddressesReserved:
+		after := ""
+		if p.AfterRelease {
+			after = " (held addresses: once released)"
+		}
+		return fmt.Sprintf("pool %s reserves %s%s%s", p.Pool, strings.Join(rangeStrings(p.Ranges), " "), after, because(p.Reason))
+	case *events.AddressesUnreserved:
+		return fmt.Sprintf("pool %s unreserves %s%s", p.Pool, strings.Join(rangeStrings(p.Ranges), " "), because(p.Reason))
+	case *events.PoolNetworkBroadcastSet:
+		if p.Skip {
+			return fmt.Sprintf("pool %s skips its IPv4 network and broadcast addresses", p.Pool)
+		}
+		return fmt.Sprintf("pool %s hands out its IPv4 network and broadcast addresses", p.Pool)
 	}
 	return string(e.Type())
 }

@@ -39,7 +39,7 @@ func parseJSONLines(t *testing.T, out string) []eventOut {
 // written before block streams); TestEventsBlockStreams reads the default layout.
 func TestEvents(t *testing.T) {
 	e := cluster2Layout(t, "pool-stream")
-	e.ok("pool", "create", "spare", "10.9.0.0/24", "--layout", "pool-stream")
+	e.ok("pool", "create", "spare", "10.9.0.0/24", "--layout", "pool-stream", noSkipNB)
 	e.ok("pool", "delete", "spare", "--yes")
 
 	all := parseJSONLines(t, e.ok("events", "-o", "json"))

@@ -32,8 +32,8 @@ func cluster2(t *testing.T) *fixture {
 func cluster2Layout(t *testing.T, layout string) *fixture {
 	t.Helper()
 	e := newEnv(t)
-	e.ok("pool", "create", "default", "10.0.0.0/24", "--block-size-bits", "4", "--layout", layout)
-	e.ok("pool", "create", "dual", "10.1.0.0/24,fd00:1::/120", "--block-size-bits", "3", "--layout", layout)
+	e.ok("pool", "create", "default", "10.0.0.0/24", "--block-size-bits", "4", "--layout", layout, noSkipNB)
+	e.ok("pool", "create", "dual", "10.1.0.0/24,fd00:1::/120", "--block-size-bits", "3", "--layout", layout, noSkipNB)
 	n1, kill1 := e.startNode("n1")
 	n2, kill2 := e.startNode("n2")
 	f := &fixture{env: e, kill1: kill1, kill2: kill2}

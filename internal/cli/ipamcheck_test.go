@@ -39,7 +39,7 @@ func runningPod(t *testing.T, cs kubernetes.Interface, ns, name string, ips ...s
 // be asked is a finding; bad flags are usage errors.
 func TestIPAMCheckPods(t *testing.T) {
 	e := newEnv(t)
-	e.ok("pool", "create", "default", "10.0.0.0/24", "--block-size-bits", "4")
+	e.ok("pool", "create", "default", "10.0.0.0/24", "--block-size-bits", "4", noSkipNB)
 	s := kubetest.Start(t)
 	cs := s.Client(t)
 	kc := []string{"--kubeconfig", s.Kubeconfig}

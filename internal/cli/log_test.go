@@ -12,7 +12,7 @@ import (
 // coilctl log export | verify | import | snapshot | archive, end to end through the CLI.
 func TestLogCommands(t *testing.T) {
 	e := newEnv(t)
-	e.ok("pool", "create", "default", "10.30.0.0/24", "--block-size-bits", "3")
+	e.ok("pool", "create", "default", "10.30.0.0/24", "--block-size-bits", "3", noSkipNB)
 	n1, _ := e.startNode("n1")
 	for _, id := range []string{"a1", "a2", "a3", "a4"} {
 		e.alloc(n1, id, "default", id)
@@ -87,7 +87,7 @@ func TestLogCommands(t *testing.T) {
 	if out := e.ok("address", "list"); !strings.Contains(out, "a5") {
 		t.Fatalf("address list after archive: %q", out)
 	}
-	e.ok("pool", "create", "more", "10.31.0.0/24")
+	e.ok("pool", "create", "more", "10.31.0.0/24", noSkipNB)
 	if out := e.ok("pool", "list"); !strings.Contains(out, "more") {
 		t.Fatalf("pool list after archive: %q", out)
 	}

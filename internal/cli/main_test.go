@@ -149,3 +149,7 @@ func row(t *testing.T, out, key string) []string {
 	t.Fatalf("no row %q in\n%s", key, out)
 	return nil
 }
+
+// noSkipNB makes `pool create` hand out the network and broadcast addresses, as pools
+// made before the option did: the fixtures' logs, addresses and event counts predate it.
+const noSkipNB = "--skip-network-broadcast=false"

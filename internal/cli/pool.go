@@ -18,7 +18,8 @@ import (
 func (a *app) poolCommand() *cobra.Command {
 	return a.group("pool", "Create, list, show and delete address pools",
 		a.poolCreateCommand(), a.poolAddSubnetCommand(), a.poolListCommand(), a.poolShowCommand(), a.poolDeleteCommand(),
-		a.poolSplitCommand())
+		a.poolSplitCommand(),
+		a.poolReserveCommand(), a.poolUnreserveCommand(), a.poolSetCommand())
 }
 
 // argsUsage checks the argument count with a message naming the arguments.
@@ -47,6 +48,9 @@ const (
 func (a *app) poolCreateCommand() *cobra.Command {
 	var bits int
 	var layout string
+	var reserve []string
+	var reserveReason string
+	var skipNB bool
 	c := &cobra.Command{
 		Use:   "create NAME SUBNET...",
 		Short: "Create a pool from one or more subnets",
@@ -61,9 +65,17 @@ nodes never wait for each other unless they want the same block. A coild without
 streams stops at such a pool, so block streams need cluster feature level 1: coilctl
 raises it when every live coild reads it, and refuses (exit 4, naming the coilds that
 hold it back) otherwise (docs/operations.md, "Upgrading"). Move a pool later with
-'coilctl pool split'.`,
+'coilctl pool split'.
+
+A new pool does not hand out the network and broadcast address (the first and the last)
+of its IPv4 subnets (--skip-network-broadcast, default true; change it with 'coilctl
+pool set'). That takes cluster feature level 1: while a coild of an older release runs,
+the pool is made without the option (it hands them out) and coilctl says so.
+--reserve RANGE (repeatable) reserves addresses from the start (see 'coilctl pool
+reserve').`,
 		Example: `  coilctl pool create default 10.64.0.0/16
-  coilctl pool create dual 10.65.0.0/16,fd00:65::/112 --block-size-bits 6`,
+  coilctl pool create dual 10.65.0.0/16,fd00:65::/112 --block-size-bits 6
+  coilctl pool create edge 10.66.0.0/24 --reserve 10.66.0.1 --reserve 10.66.0.240/28 --reserve-reason "router and VIPs"`,
 		Args: argsUsage(2, -1, "NAME and at least one SUBNET"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -81,7 +93,31 @@ hold it back) otherwise (docs/operations.md, "Upgrading"). Move a pool later wit
 				}
 				p.Subnets = append(p.Subnets, s)
 			}
+			rs, err := parseRanges(reserve)
+			if err != nil {
+				return err
+			}
+			if len(rs) > 0 {
+				// Checked against the pool's definition before anything is written.
+				np := &projection.Pool{Name: name, BlockSizeBits: p.BlockSizeBits, Subnets: p.Subnets}
+				if err := allocator.CheckRanges(np, rs); err != nil {
+					return errors.Mark(err, ErrUsage)
+				}
+			}
 			var opts []allocator.PoolOption
+			switch {
+			case !cmd.Flags().Changed("skip-network-broadcast"):
+				opts = append(opts, allocator.SkipNetworkBroadcastIfLevel())
+			default:
+				opts = append(opts, allocator.SkipNetworkBroadcast(skipNB))
+			}
+			if len(rs) > 0 {
+				why := reserveReason
+				if strings.TrimSpace(why) == "" {
+					why = "reserved when the pool was created"
+				}
+				opts = append(opts, allocator.ReserveRanges(rs, why))
+			}
 			switch layout {
 			case layoutBlockStreams:
 				opts = append(opts, allocator.BlockStreams())
@@ -98,6 +134,9 @@ hold it back) otherwise (docs/operations.md, "Upgrading"). Move a pool later wit
 			return a.printPoolResult(cmd, name, "created")
 		}),
 	}
+	c.Flags().StringArrayVar(&reserve, "reserve", nil, "reserve RANGE (an address, a CIDR prefix or FIRST-LAST) from the start; repeatable")
+	c.Flags().StringVar(&reserveReason, "reserve-reason", "", "why the --reserve ranges are reserved (recorded)")
+	c.Flags().BoolVar(&skipNB, "skip-network-broadcast", true, "do not hand out the network and broadcast address of the pool's IPv4 subnets (needs cluster feature level 1; without it the default falls back to handing them out)")
 	c.Flags().IntVar(&bits, "block-size-bits", allocator.DefaultBlockSizeBits,
 		fmt.Sprintf("block size as a power of two: a block holds 2^N addresses (0-%d; 5 = 32 addresses, a /27)", allocator.MaxBlockSizeBits))
 	c.Flags().StringVar(&layout, "layout", layoutPoolStream, "where block owners are recorded: "+layoutPoolStream+" (one stream for the pool, as before block streams) or "+layoutBlockStreams+" (a stream per block; needs cluster feature level 1, raised when every live coild reads it)")
@@ -182,6 +221,12 @@ func (a *app) printPoolResult(cmd *cobra.Command, name, what string) error {
 		return errors.Wrapf(ErrNotFound, "pool %q vanished after the change (deleted meanwhile?)", name)
 	}
 	v := st.poolView(p, false)
+	if what == "created" && len(p.Subnets) > 0 && p.Subnets[0].IPv4.IsValid() && !p.SkipNetworkBroadcast &&
+		!cmd.Flags().Changed("skip-network-broadcast") {
+		fmt.Fprintf(a.env.Stderr, "coilctl: warning: pool %q hands out the network and broadcast addresses of its IPv4 subnets: "+
+			"skipping them needs cluster feature level 1, which a coild of an older release holds back; once every coild is upgraded: "+
+			"coilctl pool set %s --skip-network-broadcast=true\n", name, name)
+	}
 	if a.opts.output != "table" {
 		return a.printValue(v)
 	}
@@ -213,6 +258,10 @@ type poolView struct {
 	Created        time.Time      `json:"created"`
 	Layout         string         `json:"layout"`
 	Nodes          []poolNodeView `json:"nodes,omitempty"`
+	// SkipNetworkBroadcast: the pool does not hand out its IPv4 subnets' network and
+	// broadcast addresses; Reservations are its reserved ranges.
+	SkipNetworkBroadcast bool              `json:"skipNetworkBroadcast"`
+	Reservations         []reservationView `json:"reservations"`
 }
 
 // blockSize describes a block: "32 (/27)", "32 (/27,/123)" for dual stack.
@@ -243,6 +292,8 @@ func (s *snapshot) poolView(p *projection.Pool, withNodes bool) *poolView {
 	if p.Split {
 		v.Layout = layoutBlockStreams
 	}
+	v.SkipNetworkBroadcast = p.SkipNetworkBroadcast
+	v.Reservations = s.reservationViews(p)
 	v.Blocks.Total = p.NumBlocks()
 	use := s.addressesInUse(p.Name)
 	for _, n := range use {
@@ -357,6 +408,27 @@ func (a *app) poolShowCommand() *cobra.Command {
 			fmt.Fprintf(w, "Layout:            %s\n", v.Layout)
 			fmt.Fprintf(w, "Addresses in use:  %d\n", v.AddressesInUse)
 			fmt.Fprintf(w, "Created:           %s\n", fmtTime(v.Created))
+			if len(p.Subnets) > 0 && p.Subnets[0].IPv4.IsValid() {
+				nb := "handed out (coilctl pool set " + name + " --skip-network-broadcast=true to stop)"
+				if v.SkipNetworkBroadcast {
+					nb = "skipped"
+				}
+				fmt.Fprintf(w, "Network/broadcast: %s\n", nb)
+			}
+			if len(v.Reservations) > 0 {
+				fmt.Fprintln(w, "\nReserved:")
+				t := newTable(w, "RANGE", "REASON", "BY", "SINCE", "PENDING UNTIL RELEASED")
+				for _, r := range v.Reservations {
+					pend := "-"
+					if len(r.Pending) > 0 {
+						pend = strings.Join(r.Pending, ", ")
+					}
+					t.row(r.Range, r.Reason, r.By, fmtTime(r.Since), pend)
+				}
+				if err := t.flush(); err != nil {
+					return err
+				}
+			}
 			if len(v.Nodes) == 0 {
 				_, err := fmt.Fprintln(w, "\nNo node holds a block of this pool.")
 				return errors.Wrap(err, "write output")

@@ -127,7 +127,7 @@ func TestPoolBadInput(t *testing.T) {
 
 func TestPoolDeleteInUse(t *testing.T) {
 	e := newEnv(t)
-	e.ok("pool", "create", "busy", "10.0.0.0/24", "--block-size-bits", "4")
+	e.ok("pool", "create", "busy", "10.0.0.0/24", "--block-size-bits", "4", noSkipNB)
 	n, _ := e.startNode("n1")
 	a := e.alloc(n, "c1", "busy", "p1")
 	prefix := a.BlockPrefixes[0].String()
@@ -157,7 +157,7 @@ func TestPoolDeleteInUse(t *testing.T) {
 // A block appended directly (no node stream at all) also keeps a pool from deletion.
 func TestPoolDeleteInUseRawBlock(t *testing.T) {
 	e := newEnv(t)
-	e.ok("pool", "create", "raw", "10.0.0.0/24")
+	e.ok("pool", "create", "raw", "10.0.0.0/24", noSkipNB)
 	ctx := t.Context()
 	_, err := e.log.Append(ctx, events.AppendRequest{
 		Stream: events.PoolStream("raw"),
@@ -242,7 +242,7 @@ func TestPoolReservedRangeInOldLog(t *testing.T) {
 func TestPoolLayoutsAndSplit(t *testing.T) {
 	e := newEnv(t)
 	e.fails(2, []string{"pool", "create", "x", "10.8.0.0/24", "--layout", "bogus"}, `--layout "bogus": want block-streams or pool-stream`)
-	e.ok("pool", "create", "old", "10.0.0.0/28", "--block-size-bits", "2", "--layout", "pool-stream") // 4 blocks of 4
+	e.ok("pool", "create", "old", "10.0.0.0/28", "--block-size-bits", "2", "--layout", "pool-stream", noSkipNB) // 4 blocks of 4
 	if out := e.ok("pool", "show", "old"); !strings.Contains(out, "Layout:            pool-stream") {
 		t.Fatalf("pool show:\n%s", out)
 	}
