@@ -165,6 +165,8 @@ var typeCodes = [...]Type{
 	// 15-24: cluster level, reservations, pool options,
 	// lifecycle and node selectors (issue 14).
 	15: TypeClusterLevelRaised,
+	// 23-25: fixed addresses (issue 14, item 3); 25 is kept for them.
+	23: TypeAddressClaimed, 24: TypeAddressClaimReleased,
 }
 
 // knownCodes describes the codes of typeCodes as ranges: "1-11, 15".

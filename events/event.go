@@ -190,6 +190,10 @@ const (
 	TypeNodeBlockRemoved Type = "NodeBlockRemoved"
 
 	TypeClusterLevelRaised Type = "ClusterLevelRaised"
+
+	// Fixed addresses (issue 14, item 3).
+	TypeAddressClaimed       Type = "AddressClaimed"
+	TypeAddressClaimReleased Type = "AddressClaimReleased"
 )
 
 // Event is the envelope. Stream, Seq, Prev and Schema are set by the log on append;
