@@ -207,6 +207,18 @@ func (n *Node) tryClaim(ctx context.Context, o *op) (*Assignment, bool, error) {
 	if err := CheckLevel(n.st.Cluster, events.Level1, FixedFeature); err != nil {
 		return nil, false, err
 	}
+	// Decide on the latest: the watch may not have brought a release yet (another
+	// writer's in this node's stream, an operator's; a claim ended in the pool's), and a
+	// refusal names a holder. Two reads, on fixed-address ADDs only.
+	for _, s := range []events.Stream{n.stream(), events.PoolStream(pool.Name)} {
+		if err := n.catchUp(ctx, s); err != nil {
+			return nil, false, err
+		}
+	}
+	me = n.me()
+	if a, ok := me.Attached[key]; ok {
+		return n.assignmentOf(key, a), false, nil
+	}
 	block, addrs, err := n.resolveFixed(pool, o.req.Fixed)
 	if err != nil {
 		return nil, false, err

@@ -211,18 +211,48 @@ func TestFixedAddressStatefulSet(t *testing.T) {
 		if err != nil || a.Addrs[0] != ip("10.0.0.3") {
 			t.Fatalf("after the old pod's DEL: %v %v", a, err)
 		}
-		// An operator releases it on n3 (node stream only): the claim is stale.
+		// An operator releases it on n3 (coilctl address release): the claim ends too.
 		if _, err := e.admin.ReleaseAddress(context.Background(), "n3", ip("10.0.0.3"), 0, "operator"); err != nil {
 			t.Fatal(err)
+		}
+		if st := checkClaims(t, e); len(st.Pools["p"].Claims) != 0 {
+			t.Fatalf("claims after the operator's release: %+v", st.Pools["p"].Claims)
 		}
 		a, err = claim(n2, "again", "web-0", "p", "10.0.0.3")
 		if err != nil || a.Addrs[0] != ip("10.0.0.3") {
 			t.Fatalf("after an operator's release: %v %v", a, err)
 		}
+		// A release that writes the node stream only (a reclaim, an older coilctl)
+		// leaves the claim standing; the next claim ends it in its own append.
+		ns := events.NodeStream("n2")
+		head, _, err := e.log.Head(context.Background(), ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.log.Append(context.Background(), events.AppendRequest{Stream: ns, Expected: head, Events: []*events.Event{{
+			Time: e.clock.Now(), Actor: "old-coilctl", Payload: &events.AddressReleased{ContainerID: "again", IfName: "eth0", Pool: "p", Block: a.Block, Addrs: a.Addrs, Reason: "old tool"},
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := claim(n3, "third", "web-0", "p", "10.0.0.3"); err != nil {
+			t.Fatalf("after a node-stream-only release: %v", err)
+		}
 		st := checkClaims(t, e)
 		c, ok := st.Pools["p"].ClaimOf(ip("10.0.0.3"))
-		if !ok || c.Node != "n2" || c.ContainerID != "again" {
+		if !ok || c.Node != "n3" || c.ContainerID != "third" {
 			t.Fatalf("claim = %+v %v", c, ok)
+		}
+		var ended *events.AddressClaimReleased
+		if _, err := e.log.Read(context.Background(), events.PoolStream("p"), 1, 0, func(ev *events.Event) error {
+			if p, ok := ev.Payload.(*events.AddressClaimReleased); ok {
+				ended = p
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if ended == nil || ended.ContainerID != "again" || !strings.Contains(ended.Reason, "the attachment no longer holds it (node/n2 #") {
+			t.Fatalf("last claim release: %+v", ended)
 		}
 	})
 }
