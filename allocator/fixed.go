@@ -223,7 +223,7 @@ func (n *Node) tryClaim(ctx context.Context, o *op) (*Assignment, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if err := n.reserved(pool, addrs); err != nil {
+	if err = n.reserved(pool, addrs); err != nil {
 		return nil, false, err
 	}
 	reqPod := podOf(o.req.PodNamespace, o.req.PodName)
@@ -240,9 +240,9 @@ func (n *Node) tryClaim(ctx context.Context, o *op) (*Assignment, bool, error) {
 		if st, ok := others[node]; ok {
 			return st, nil
 		}
-		st, err := n.readNode(ctx, node)
-		if err != nil {
-			return nil, err
+		st, rerr := n.readNode(ctx, node)
+		if rerr != nil {
+			return nil, rerr
 		}
 		others[node] = st
 		guards = append(guards, events.Guard{Stream: events.NodeStream(node), Version: st.Head()})
@@ -302,7 +302,7 @@ func (n *Node) tryClaim(ctx context.Context, o *op) (*Assignment, bool, error) {
 		Addrs: addrs, Block: block, Node: n.cfg.Node, ContainerID: o.req.ContainerID, IfName: o.req.IfName,
 		PodNamespace: o.req.PodNamespace, PodName: o.req.PodName, PodUID: o.req.PodUID,
 	}})
-	if _, _, err := n.fits(ev, newPending(0)); err != nil {
+	if _, _, err = n.fits(ev, newPending(0)); err != nil {
 		return nil, false, err
 	}
 	guards = append(guards, events.Guard{Stream: events.ClusterStream, Version: n.st.Head(events.ClusterStream)})
@@ -406,8 +406,8 @@ func (n *Node) releaseClaimed(ctx context.Context, o *op) {
 		stream := n.stream()
 		_, err := n.appendLog(ctx, events.AppendRequest{Stream: stream, Expected: n.st.Head(stream), Events: []*events.Event{ev}, Parts: parts, Conditions: n.conditions()})
 		if err == nil {
-			if err := n.applyAppended([]*events.Event{ev}, parts); err != nil {
-				o.done <- opResult{err: err}
+			if aerr := n.applyAppended([]*events.Event{ev}, parts); aerr != nil {
+				o.done <- opResult{err: aerr}
 				return
 			}
 			o.done <- opResult{asg: asg}

@@ -28,6 +28,7 @@ func claim(n *allocator.Node, id, pod, poolName string, fixed ...string) (*alloc
 // layouts runs f for both pool layouts (pool stream, block streams); the legacy one with
 // the cluster at feature level 1, which claims need.
 func layouts(t *testing.T, f func(t *testing.T, e *env)) {
+	t.Helper()
 	t.Run("legacy", func(t *testing.T) {
 		e := newEnv(t)
 		e.poolOpts = []allocator.PoolOption{allocator.LegacyLayout()}
@@ -69,7 +70,7 @@ func checkClaims(t *testing.T, e *env) *projection.State {
 // seen the claim (no watch here), never hands that address out (its append conflicts on
 // the pool stream, it catches up and skips it).
 func TestFixedAddressInAnotherNodesBlock(t *testing.T) {
-	layouts(t, func(t *testing.T, e *env) {
+	layouts(t, func(t *testing.T, e *env) { //nolint:thelper // the subtest's body, not a helper
 		e.pool("p", 4, "10.0.0.0/24") // 16 blocks of 16
 		n1, n2 := e.node("n1", nil), e.node("n2", nil)
 		first := alloc(t, n1, "c0", "p")
@@ -116,7 +117,7 @@ func TestFixedAddressInAnotherNodesBlock(t *testing.T) {
 
 // TestFixedAddressRefusals: every refusal names what is wrong, and the holder.
 func TestFixedAddressRefusals(t *testing.T) {
-	layouts(t, func(t *testing.T, e *env) {
+	layouts(t, func(t *testing.T, e *env) { //nolint:thelper // the subtest's body, not a helper
 		e.pool("p", 4, "10.0.0.0/24")
 		e.pool("q", 4, "10.5.0.0/24")
 		e.pool("ds", 4, "10.6.0.0/24,fd00:6::/120")
@@ -194,7 +195,7 @@ func TestFixedAddressNeedsLevel1(t *testing.T) {
 // (an operator's `address release`, which writes the node stream only) is ended by the
 // next claim in the same append.
 func TestFixedAddressStatefulSet(t *testing.T) {
-	layouts(t, func(t *testing.T, e *env) {
+	layouts(t, func(t *testing.T, e *env) { //nolint:thelper // the subtest's body, not a helper
 		e.pool("p", 4, "10.0.0.0/24")
 		n1, n2, n3 := e.node("n1", nil), e.node("n2", nil), e.node("n3", nil)
 		alloc(t, n1, "c0", "p")
@@ -212,7 +213,7 @@ func TestFixedAddressStatefulSet(t *testing.T) {
 			t.Fatalf("after the old pod's DEL: %v %v", a, err)
 		}
 		// An operator releases it on n3 (coilctl address release): the claim ends too.
-		if _, err := e.admin.ReleaseAddress(context.Background(), "n3", ip("10.0.0.3"), 0, "operator"); err != nil {
+		if _, err = e.admin.ReleaseAddress(context.Background(), "n3", ip("10.0.0.3"), 0, "operator"); err != nil {
 			t.Fatal(err)
 		}
 		if st := checkClaims(t, e); len(st.Pools["p"].Claims) != 0 {
@@ -261,7 +262,7 @@ func TestFixedAddressStatefulSet(t *testing.T) {
 // as a host route; the nodes that take blocks afterwards never hand it out, down to the
 // last address of the pool.
 func TestFixedAddressInFreeBlock(t *testing.T) {
-	layouts(t, func(t *testing.T, e *env) {
+	layouts(t, func(t *testing.T, e *env) { //nolint:thelper // the subtest's body, not a helper
 		e.pool("s", 2, "10.1.0.0/28") // 4 blocks of 4
 		n1, n2 := e.node("n1", nil), e.node("n2", nil)
 		a, err := claim(n2, "fixed", "db-0", "s", "10.1.0.6")

@@ -30,6 +30,7 @@ import (
 // own etcd (--embedded-etcd, the one-machine default that bench/cni measures); otherwise
 // etcd is a separate server reached over its unix socket.
 func benchDaemon(b *testing.B, embedded, viaSocket bool) (*daemon.Daemon, *netplumb.Plumber, string, string) {
+	b.Helper()
 	return benchDaemonLevel(b, embedded, viaSocket, false)
 }
 
@@ -96,7 +97,7 @@ func benchDaemonLevel(b *testing.B, embedded, viaSocket, raise bool) (*daemon.Da
 	}
 	if raise {
 		testutil.Eventually(b, 30*time.Second, func() bool { return d.Status(ctx) == nil }, "coild ready")
-		if err := admin.RequireLevel(ctx, events.Level1, "bench"); err != nil {
+		if err = admin.RequireLevel(ctx, events.Level1, "bench"); err != nil {
 			b.Fatal(err)
 		}
 	}

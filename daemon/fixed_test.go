@@ -91,8 +91,8 @@ func TestFixedAddressThroughLibcni(t *testing.T) {
 		{"192.0.2.7/24", types.ErrInvalidNetworkConfig, []string{`invalid fixed address (runtimeConfig "ips") for pool "v4"`, "address 192.0.2.7 is in no pool"}},
 		{"banana", types.ErrInvalidNetworkConfig, []string{`invalid runtimeConfig "ips": cniproto: invalid fixed address "banana"`}},
 	} {
-		_, err := c.AddNetworkList(ctx, e.fixedNetList(), withIPs(podRT("cafe0009", otherPath), tc.ip))
-		code, msg := cniCode(t, err)
+		_, aerr := c.AddNetworkList(ctx, e.fixedNetList(), withIPs(podRT("cafe0009", otherPath), tc.ip))
+		code, msg := cniCode(t, aerr)
 		if code != tc.code {
 			t.Errorf("%s: code %d (%s), want %d", tc.ip, code, msg, tc.code)
 		}
@@ -101,7 +101,7 @@ func TestFixedAddressThroughLibcni(t *testing.T) {
 				t.Errorf("%s: %q does not say %q", tc.ip, msg, m)
 			}
 		}
-		if err := c.DelNetworkList(ctx, e.fixedNetList(), podRT("cafe0009", otherPath)); err != nil {
+		if err = c.DelNetworkList(ctx, e.fixedNetList(), podRT("cafe0009", otherPath)); err != nil {
 			t.Fatal(err)
 		}
 	}

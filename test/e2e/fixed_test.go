@@ -47,8 +47,8 @@ func TestFixedAddressAcrossNodes(t *testing.T) {
 		got = exported(t, b)
 		return slices.Equal(got, []netip.Prefix{host})
 	}, "%s exports only %s (exports %v)", b.Name, host, &got)
-	if got := exported(t, a); !slices.Equal(got, []netip.Prefix{blockA}) {
-		t.Fatalf("%s exports %v, want its block %s alone", a.Name, got, blockA)
+	if onA := exported(t, a); !slices.Equal(onA, []netip.Prefix{blockA}) {
+		t.Fatalf("%s exports %v, want its block %s alone", a.Name, onA, blockA)
 	}
 	for _, n := range []*demo.Node{a, cn} {
 		var rs []lab.Route
