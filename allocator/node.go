@@ -55,6 +55,9 @@ type Request struct {
 	PodNamespace string
 	PodName      string
 	PodUID       string
+	// Fixed asks for these addresses (at most one per family: a fixed address, see
+	// fixed.go); empty for an address the node chooses.
+	Fixed []netip.Addr
 }
 
 func (r *Request) key() projection.AttachKey {
@@ -65,7 +68,9 @@ func (r *Request) key() projection.AttachKey {
 type Assignment struct {
 	projection.AttachKey
 	projection.Assignment
-	// BlockPrefixes are the prefixes of the block the addresses come from.
+	// BlockPrefixes are the prefixes of the block the addresses come from, what the
+	// export table must hold for them; for a fixed address in a block the node does not
+	// own, the addresses' host prefixes (/32, /128) instead.
 	BlockPrefixes []netip.Prefix
 }
 
@@ -250,23 +255,16 @@ func (n *Node) Register(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ev := &events.Event{Time: n.cfg.Clock.Now(), Actor: n.cfg.Node, Payload: &events.NodeRegistered{Node: n.cfg.Node, Lease: n.cfg.Lease}}
-	return n.appendOwn(ctx, []*events.Event{ev}, false)
+	return n.appendOwn(ctx, []*events.Event{ev})
 }
 
-// appendOwn appends to the node stream and applies the events; allocs: the events hand
-// out addresses (see the guard below). Caller holds n.mu.
-func (n *Node) appendOwn(ctx context.Context, evs []*events.Event, allocs bool) error {
+// appendOwn appends to the node stream, guarded on guards, and applies the events.
+// Caller holds n.mu.
+func (n *Node) appendOwn(ctx context.Context, evs []*events.Event, guards ...events.Guard) error {
 	stream := n.stream()
-	req := events.AppendRequest{Stream: stream, Expected: n.st.Head(stream), Events: evs, Conditions: n.conditions()}
-	if allocs {
-		// The node decided against the reservations it knows: a reservation appended
-		// since (Admin.Reserve, guarded on this stream's head in turn) aborts the append,
-		// and the batch is decided again. At every level: the reservation may come with
-		// the raise to level 1 the node has not seen yet. (One more compare in the
-		// transaction; a cluster change costs the batches in flight one retry.)
-		req.Guards = []events.Guard{{Stream: events.ClusterStream, Version: n.st.Head(events.ClusterStream)}}
-	}
-	_, err := n.appendLog(ctx, req)
+	_, err := n.appendLog(ctx, events.AppendRequest{
+		Stream: stream, Expected: n.st.Head(stream), Events: evs, Conditions: n.conditions(), Guards: guards,
+	})
 	if err != nil {
 		if errors.Is(err, events.ErrConflict) {
 			if _, cerr := n.absorb(ctx, stream, err); cerr != nil {
@@ -473,6 +471,9 @@ type pending struct {
 	held    map[netip.Addr]bool
 	last    map[string]netip.Addr
 	inBlock map[projection.BlockRef]int
+	// pools are the pools the batch hands out addresses of: its append is guarded on
+	// their streams' heads, so a fixed-address claim committed meanwhile is seen first.
+	pools map[string]bool
 
 	takes     map[projection.BlockRef]bool
 	takeList  []take
@@ -485,7 +486,7 @@ type pending struct {
 
 func newPending(collisions int) *pending {
 	return &pending{keys: map[projection.AttachKey]int{}, held: map[netip.Addr]bool{}, last: map[string]netip.Addr{}, inBlock: map[projection.BlockRef]int{},
-		takes: map[projection.BlockRef]bool{}, collisions: collisions}
+		pools: map[string]bool{}, takes: map[projection.BlockRef]bool{}, collisions: collisions}
 }
 
 // full reports whether the batch cannot take one more request: a request adds an
@@ -536,6 +537,14 @@ func (n *Node) processLocked(ctx context.Context, ops []*op, depth, collisions i
 				}
 			}
 			octx, cancel := context.WithDeadline(ctx, o.deadline)
+			if len(o.req.Fixed) > 0 {
+				// A fixed address is claimed alone: it reads other streams and appends to
+				// the pool's (fixed.go).
+				flush()
+				n.claimFixed(octx, o)
+				cancel()
+				continue
+			}
 			if !n.decideAlloc(octx, o, p) {
 				flush() // its event would take the batch past MaxBatchBytes: decide it again in the next
 				n.decideAlloc(octx, o, p)
@@ -544,6 +553,13 @@ func (n *Node) processLocked(ctx context.Context, ops []*op, depth, collisions i
 		case opRelease:
 			if _, ok := p.keys[o.req.key()]; ok {
 				flush()
+			}
+			if a, ok := n.me().Attached[o.req.key()]; ok && n.claimOf(o.req.key(), a) != nil {
+				flush() // a fixed address: its claim ends in the same append (fixed.go)
+				octx, cancel := context.WithDeadline(ctx, o.deadline)
+				n.releaseClaimed(octx, o)
+				cancel()
+				continue
 			}
 			if !n.decideRelease(o, p) {
 				flush()
@@ -575,10 +591,18 @@ func (n *Node) me() *projection.Node {
 
 func (n *Node) assignmentOf(key projection.AttachKey, a *projection.Assignment) *Assignment {
 	out := &Assignment{AttachKey: key, Assignment: *a}
-	if pool := n.st.Cluster.Pools[a.Pool]; pool != nil {
+	if !n.ownsBlock(a.Pool, a.Block) {
+		out.BlockPrefixes = hostPrefixes(a.Addrs) // a fixed address in another node's block (or none's)
+	} else if pool := n.st.Cluster.Pools[a.Pool]; pool != nil {
 		out.BlockPrefixes, _ = pool.Block(a.Block)
 	}
 	return out
+}
+
+// ownsBlock reports whether the node owns block index of pool. Caller holds n.mu.
+func (n *Node) ownsBlock(pool string, index uint32) bool {
+	_, ok := slices.BinarySearch(n.owned(pool), index)
+	return ok
 }
 
 // fits measures the stored size of ev (an event of the node stream) and tells whether
@@ -685,6 +709,7 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) bool {
 	}
 	p.last[pool.Name] = addrs[0]
 	p.inBlock[projection.BlockRef{Pool: pool.Name, Index: block}]++
+	p.pools[pool.Name] = true
 	p.bytes += size
 	return true
 }
@@ -734,7 +759,13 @@ func (n *Node) commit(ctx context.Context, p *pending, depth int) ([]*op, int, i
 	defer cancel()
 	var err error
 	if len(p.takeList) == 0 {
-		err = n.appendOwn(ctx, p.evs, true)
+		// The node decided against the reservations it knows: a reservation appended
+		// since (Admin.Reserve, guarded on this stream's head in turn) aborts the append,
+		// and the batch is decided again. At every level: the reservation may come with
+		// the raise to level 1 the node has not seen yet. (One more compare in the
+		// transaction; a cluster change costs the batches in flight one retry.) The pool
+		// streams' heads guard against fixed-address claims the same way (poolGuards).
+		err = n.appendOwn(ctx, p.evs, n.poolGuards(p, []events.Guard{{Stream: events.ClusterStream, Version: n.st.Head(events.ClusterStream)}})...)
 	} else {
 		err = n.appendTakes(ctx, p)
 	}
@@ -794,6 +825,7 @@ func (n *Node) appendTakes(ctx context.Context, p *pending) error {
 			guards = append(guards, events.Guard{Stream: ps, Version: n.st.Head(ps)})
 		}
 	}
+	guards = n.poolGuards(p, guards)
 	_, err := n.appendLog(ctx, events.AppendRequest{
 		Stream: stream, Expected: n.st.Head(stream), Events: p.evs, Parts: parts, Conditions: n.conditions(), Guards: guards,
 	})
@@ -818,6 +850,20 @@ func (n *Node) appendTakes(ctx context.Context, p *pending) error {
 	return nil
 }
 
+// poolGuards adds to guards the heads of the streams of the pools the batch hands out
+// addresses of: a fixed-address claim committed there since the node decided makes the
+// append conflict, and the node decide again, skipping the claimed address (fixed.go).
+// Caller holds n.mu.
+func (n *Node) poolGuards(p *pending, guards []events.Guard) []events.Guard {
+	for pool := range p.pools {
+		ps := events.PoolStream(pool)
+		if !slices.ContainsFunc(guards, func(g events.Guard) bool { return g.Stream == ps }) {
+			guards = append(guards, events.Guard{Stream: ps, Version: n.st.Head(ps)})
+		}
+	}
+	return guards
+}
+
 // nextFree finds the next free address after the last one handed out in the pool
 // (next-after-last, so a just-freed address is not reused at once), over the node's
 // blocks of the pool in index order, wrapping around.
@@ -833,6 +879,10 @@ func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr
 		return 0, nil, false
 	}
 	me := n.me()
+	var claims map[netip.Addr]*projection.Claim // fixed addresses of other attachments (fixed.go)
+	if b := n.st.Pools[pool.Name]; b != nil {
+		claims = b.Claims
+	}
 	last, ok := p.last[pool.Name]
 	if !ok {
 		last, ok = me.Last[pool.Name]
@@ -879,6 +929,9 @@ func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr
 				continue
 			}
 			if excl && pool.OffsetExcluded(prefixes, off) {
+				continue
+			}
+			if _, claimed := claims[a]; claimed {
 				continue
 			}
 			addrs := make([]netip.Addr, len(prefixes))

@@ -52,7 +52,19 @@ func (a *Admin) ReleaseAddress(ctx context.Context, node string, addr netip.Addr
 		ev := a.event(&events.AddressReleased{
 			ContainerID: key.ContainerID, IfName: key.IfName, Pool: asg.Pool, Block: asg.Block, Addrs: asg.Addrs, Reason: reason,
 		})
-		_, err := a.Log.Append(ctx, events.AppendRequest{Stream: stream, Expected: st.Head(), Events: []*events.Event{ev}})
+		// A fixed address: its claim in the pool stream ends in the same append.
+		ps := events.PoolStream(asg.Pool)
+		pool := projection.NewBlocks()
+		if _, err := events.ReadFrom(ctx, a.Log, ps, 0, pool.Apply); err != nil {
+			return nil, errors.Wrapf(err, "read %s", ps)
+		}
+		var parts []events.Part
+		if c, ok := pool.ClaimOf(asg.Addrs[0]); ok && c.Node == node && c.ContainerID == key.ContainerID && c.IfName == key.IfName {
+			parts = []events.Part{{Stream: ps, Expected: pool.Head(), Events: []*events.Event{a.event(&events.AddressClaimReleased{
+				Addrs: c.Addrs, Block: c.Block, Node: node, ContainerID: key.ContainerID, IfName: key.IfName, Reason: reason,
+			})}}}
+		}
+		_, err := a.Log.Append(ctx, events.AppendRequest{Stream: stream, Expected: st.Head(), Events: []*events.Event{ev}, Parts: parts})
 		switch {
 		case err == nil:
 			return &ReleaseResult{Node: node, AttachKey: key, Assignment: *asg, Reason: reason}, nil

@@ -241,6 +241,15 @@ func (a *Admin) holders(ctx context.Context, p *projection.Pool, ranges []events
 			}
 		}
 	}
+	// A fixed address (a claim, fixed.go) is held by the claiming node, which need not own
+	// its block: its node stream holds the attachment too.
+	if b := st.Pools[p.Name]; b != nil {
+		for x, c := range b.Claims {
+			if in(x) {
+				nodes[c.Node] = true
+			}
+		}
+	}
 	var streams []events.Stream
 	for _, nd := range sortedKeys(nodes) {
 		streams = append(streams, events.NodeStream(nd))

@@ -47,12 +47,35 @@ func (n *Node) Blocks() []BlockInfo {
 	return out
 }
 
-// BlockPrefixes lists the prefixes of every block the node owns (what the export table holds).
+// BlockPrefixes lists what the export table holds: the prefixes of every block the node
+// owns, and the host prefixes (/32, /128) of its fixed addresses in blocks it does not
+// own (another node's, or none's: fixed.go).
 func (n *Node) BlockPrefixes() []netip.Prefix {
 	var out []netip.Prefix
 	for _, b := range n.Blocks() {
 		out = append(out, b.Prefixes...)
 	}
+	return append(out, n.ForeignPrefixes()...)
+}
+
+// ForeignPrefixes are the host prefixes of the node's addresses in blocks it does not
+// own: fixed addresses the node exports one by one.
+func (n *Node) ForeignPrefixes() []netip.Prefix {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	me := n.me()
+	var out []netip.Prefix
+	for ref, u := range me.Use {
+		if u.InUse == 0 || n.ownsBlock(ref.Pool, ref.Index) {
+			continue
+		}
+		for _, a := range me.Attached {
+			if a.Pool == ref.Pool && a.Block == ref.Index {
+				out = append(out, hostPrefixes(a.Addrs)...)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr().Less(out[j].Addr()) })
 	return out
 }
 

@@ -43,6 +43,10 @@ type Request struct {
 	PodNamespace string `json:"podNamespace,omitempty"`
 	PodName      string `json:"podName,omitempty"`
 	PodUID       string `json:"podUID,omitempty"`
+	// IPs are the fixed addresses the runtime asks for (runtimeConfig "ips", the CNI
+	// "ips" capability), at most one per family; empty: coild chooses (or the pod's
+	// annotation coil.cybozu.com/ip does). Add only.
+	IPs []netip.Addr `json:"ips,omitempty"`
 	// PrevAddrs is set on check only: the addresses in the runtime's prevResult.
 	PrevAddrs []netip.Addr `json:"prevAddrs,omitempty"`
 }

@@ -283,6 +283,9 @@ func (r *Request) Validate(op string) *Error {
 			return NewError(CodeInvalidNetworkConfig, fmt.Sprintf(`invalid "mtu" %d: %v`, r.MTU, err), "")
 		}
 	}
+	if err := CheckFixedIPs(r.IPs); err != nil {
+		return NewError(CodeInvalidNetworkConfig, `invalid runtimeConfig "ips": `+err.Error(), "")
+	}
 	if len(r.PrevAddrs) > MaxPrevAddrs {
 		return NewError(CodeDecodingFailure, fmt.Sprintf("prevResult has %d addresses, more than %d", len(r.PrevAddrs), MaxPrevAddrs), "")
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,6 +30,13 @@ import (
 // own etcd (--embedded-etcd, the one-machine default that bench/cni measures); otherwise
 // etcd is a separate server reached over its unix socket.
 func benchDaemon(b *testing.B, embedded, viaSocket bool) (*daemon.Daemon, *netplumb.Plumber, string, string) {
+	b.Helper()
+	return benchDaemonLevel(b, embedded, viaSocket, false)
+}
+
+// benchDaemonLevel is benchDaemon, with the cluster raised to feature level 1 when
+// raise is set (fixed addresses need it).
+func benchDaemonLevel(b *testing.B, embedded, viaSocket, raise bool) (*daemon.Daemon, *netplumb.Plumber, string, string) {
 	b.Helper()
 	testutil.RequireRoot(b)
 	_, nodePath := testutil.NetNS(b, "node")
@@ -87,6 +95,12 @@ func benchDaemon(b *testing.B, embedded, viaSocket bool) (*daemon.Daemon, *netpl
 	if err = admin.CreatePool(context.Background(), &events.PoolCreated{Name: "default", BlockSizeBits: 5, Subnets: []events.Subnet{sub}}); err != nil {
 		b.Fatal(err)
 	}
+	if raise {
+		testutil.Eventually(b, 30*time.Second, func() bool { return d.Status(ctx) == nil }, "coild ready")
+		if err = admin.RequireLevel(ctx, events.Level1, "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
 	testutil.Eventually(b, 30*time.Second, func() bool { return d.Status(ctx) == nil }, "coild ready")
 	p, err := netplumb.New(netplumb.Config{HostNetNS: nodePath})
 	if err != nil {
@@ -127,18 +141,25 @@ func p50(d []time.Duration) float64 {
 // "sequential": one ADD at a time, each followed by an untimed DEL and wait; reported
 // the median ADD in ms; with etcd a separate server, or embedded in coild (as bench/cni
 // runs it) reached directly or, the baseline, through its socket. "burst16": 16 concurrent ADDs into 16 pods; reported the median ADD and the
-// median wall time of the 16.
+// median wall time of the 16. "sequential-fixed" is "sequential" with a fixed address
+// (runtimeConfig "ips", in the node's own block): the claim's path (issue 14).
 func BenchmarkAdd(b *testing.B) {
 	for _, bc := range []struct {
 		name                string
 		embedded, viaSocket bool
-	}{{"sequential", false, false}, {"sequential-embedded-socket", true, true}, {"sequential-embedded", true, false}} {
+		fixed               bool
+	}{{"sequential", false, false, false}, {"sequential-embedded-socket", true, true, false}, {"sequential-embedded", true, false, false},
+		{"sequential-fixed", false, false, true}} {
 		b.Run(bc.name, func(b *testing.B) {
-			d, p, podPath, intents := benchDaemon(b, bc.embedded, bc.viaSocket)
+			d, p, podPath, intents := benchDaemonLevel(b, bc.embedded, bc.viaSocket, bc.fixed)
 			ctx := context.Background()
+			var ips []netip.Addr
+			if bc.fixed {
+				ips = []netip.Addr{netip.MustParseAddr("10.100.0.7")}
+			}
 			var took []time.Duration
 			for i := range b.N + 5 {
-				req := &cniproto.Request{ContainerID: fmt.Sprintf("bench-%d", i), IfName: "eth0", NetNS: podPath}
+				req := &cniproto.Request{ContainerID: fmt.Sprintf("bench-%d", i), IfName: "eth0", NetNS: podPath, IPs: ips}
 				t0 := time.Now()
 				if _, err := d.Add(ctx, req); err != nil {
 					b.Fatalf("ADD: %v", err)

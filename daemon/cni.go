@@ -54,6 +54,23 @@ func cniError(err error, pool string) error {
 
 func quote(s string) string { return "\"" + s + "\"" }
 
+// fixedError maps the refusals of a fixed address (allocator, fixed.go) to CNI errors,
+// saying where the address was asked for; nil for other errors. An address held by
+// another attachment is code 11: it is free once its holder's DEL ran (a StatefulSet pod
+// moved to another node), and the runtime retries. The others are the configuration's
+// (code 7): retrying cannot help.
+func fixedError(err error, from, pool string) error {
+	switch {
+	case errors.Is(err, allocator.ErrAddressHeld):
+		return cniproto.NewError(cniproto.CodeTryAgainLater, "fixed address ("+from+") is in use", err.Error())
+	case errors.Is(err, allocator.ErrAddressNotInPool), errors.Is(err, allocator.ErrInvalidFixed), errors.Is(err, allocator.ErrAddressReserved):
+		return cniproto.NewError(cniproto.CodeInvalidNetworkConfig, "invalid fixed address ("+from+") for pool "+quote(pool), err.Error())
+	case errors.Is(err, allocator.ErrLevel):
+		return cniproto.NewError(cniproto.CodeInvalidNetworkConfig, "fixed addresses ("+from+") are not enabled in this cluster yet", err.Error())
+	}
+	return nil
+}
+
 // Add allocates (idempotently) and plumbs. The veth pair is prepared while the address
 // commits; addresses and routes are put on it only once the address is committed. A
 // failed allocation deletes the prepared pair; a failed plumbing releases the address
@@ -135,6 +152,16 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 		ContainerID: req.ContainerID, IfName: req.IfName, Pool: pool,
 		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: sel.PodUID,
 	}
+	// Fixed addresses: the runtime's "ips" wins over the pod's annotation (docs/cni.md,
+	// "Fixed addresses"). A repeated ADD keeps what the attachment holds.
+	fixedFrom := ""
+	switch {
+	case existed:
+	case len(req.IPs) > 0:
+		areq.Fixed, fixedFrom = req.IPs, `runtimeConfig "ips"`
+	case len(sel.FixedIPs) > 0:
+		areq.Fixed, fixedFrom = sel.FixedIPs, "pod annotation "+kube.IPAnnotation
+	}
 	asg, err := d.node.Allocate(ctx, areq)
 	if errors.Is(err, events.ErrFenced) && d.awaitNewSession(ctx, session, start.Add(allocator.DefaultAppendTimeout)) {
 		// Nothing was committed (the append was refused); the new session holds a new
@@ -144,6 +171,11 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	}
 	if err != nil {
 		abort()
+		if fixedFrom != "" {
+			if e := fixedError(err, fixedFrom, pool); e != nil {
+				return nil, e
+			}
+		}
 		if errors.Is(err, allocator.ErrPoolNotFound) {
 			return nil, cniproto.NewError(cniproto.CodeUnknownPool, "pool "+quote(pool)+" ("+string(sel.Source)+") does not exist",
 				"create it with `coilctl pool create` or fix the "+string(sel.Source))

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -100,7 +101,11 @@ func (d *Daemon) selectPool(ctx context.Context, req *cniproto.Request) (kube.Se
 		pod := req.PodNamespace + "/" + req.PodName
 		switch {
 		case errors.Is(err, kube.ErrBadAnnotation):
-			return sel, cniproto.NewError(cniproto.CodeInvalidNetworkConfig, "invalid pool annotation for pod "+pod, err.Error())
+			what := "pool annotation"
+			if strings.Contains(err.Error(), kube.IPAnnotation+"=") {
+				what = "annotation " + kube.IPAnnotation
+			}
+			return sel, cniproto.NewError(cniproto.CodeInvalidNetworkConfig, "invalid "+what+" for pod "+pod, err.Error())
 		case errors.Is(err, kube.ErrPodNotFound), errors.Is(err, kube.ErrNamespaceNotFound):
 			return sel, cniproto.NewError(cniproto.CodeInvalidEnv, "cannot choose a pool: pod "+pod+" not found in Kubernetes", err.Error())
 		default:

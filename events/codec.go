@@ -166,6 +166,8 @@ var typeCodes = [...]Type{
 	// lifecycle and node selectors (issue 14).
 	15: TypeClusterLevelRaised,
 	16: TypeAddressesReserved, 17: TypeAddressesUnreserved, 18: TypePoolNetworkBroadcastSet,
+	// 23-25: fixed addresses (issue 14, item 3); 25 is kept for them.
+	23: TypeAddressClaimed, 24: TypeAddressClaimReleased,
 }
 
 // knownCodes describes the codes of typeCodes as ranges: "1-11, 15".

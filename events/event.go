@@ -194,6 +194,9 @@ const (
 	TypeAddressesReserved       Type = "AddressesReserved"
 	TypeAddressesUnreserved     Type = "AddressesUnreserved"
 	TypePoolNetworkBroadcastSet Type = "PoolNetworkBroadcastSet"
+	// Fixed addresses (issue 14, item 3).
+	TypeAddressClaimed       Type = "AddressClaimed"
+	TypeAddressClaimReleased Type = "AddressClaimReleased"
 )
 
 // Event is the envelope. Stream, Seq, Prev and Schema are set by the log on append;

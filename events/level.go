@@ -47,6 +47,8 @@ var typeLevels = map[Type]Level{
 	TypeClusterLevelRaised: Level1,
 	TypePoolSplit:          Level1, TypeNodeBlockAdded: Level1, TypeNodeBlockRemoved: Level1,
 	TypeAddressesReserved: Level1, TypeAddressesUnreserved: Level1, TypePoolNetworkBroadcastSet: Level1,
+
+	TypeAddressClaimed: Level1, TypeAddressClaimReleased: Level1,
 }
 
 // MinLevel is the lowest cluster level at which events of type t may be appended. A type

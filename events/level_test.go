@@ -73,10 +73,10 @@ func TestParseAlive(t *testing.T) {
 // A code this build does not know (a later release's type, or one of a parallel branch's
 // before it merges) names the codes it knows.
 func TestUnknownTypeCode(t *testing.T) {
-	known := "it knows 1-" + strconv.Itoa(len(events.AllTypes())) // codes are contiguous
-	for _, code := range []byte{byte(len(events.AllTypes()) + 1), 99} {
+	for _, code := range []byte{99, 127} {
 		_, err := events.Decode(events.ClusterStream, 1, []byte{0xC1, 1, code})
-		if !errors.Is(err, events.ErrUnknownType) || !strings.Contains(err.Error(), known) {
+		if !errors.Is(err, events.ErrUnknownType) || !strings.Contains(err.Error(), "it knows 1-") ||
+			!strings.Contains(err.Error(), "type code "+strconv.Itoa(int(code))) {
 			t.Fatalf("code %d: %v", code, err)
 		}
 	}

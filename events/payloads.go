@@ -180,6 +180,36 @@ type PoolNetworkBroadcastSet struct {
 	Skip bool   `json:"skip"`
 }
 
+// AddressClaimed (stream "pool/POOL"): Node claimed Addrs, a fixed address asked for by
+// a pod (annotation coil.cybozu.com/ip or the CNI "ips" capability), for a container's
+// interface. Addrs are one per family of the pool's subnet, at the same offset of block
+// Block, whoever owns that block (or nobody). Appended in the same transaction as the
+// claiming node's AddressAssigned of the same addresses; the event's actor and time say
+// who claimed and when. While the claim stands no other attachment gets these addresses
+// (docs/design.md, "Fixed addresses").
+type AddressClaimed struct {
+	Addrs        []netip.Addr `json:"addrs"`
+	Block        uint32       `json:"block"`
+	Node         string       `json:"node"`
+	ContainerID  string       `json:"containerID"`
+	IfName       string       `json:"ifName"`
+	PodNamespace string       `json:"podNamespace,omitempty"`
+	PodName      string       `json:"podName,omitempty"`
+	PodUID       string       `json:"podUID,omitempty"`
+}
+
+// AddressClaimReleased (stream "pool/POOL"): the claim of Addrs by the named attachment
+// of Node ended (its address was released: CNI DEL, GC, an operator's release, a
+// reclaim; or a later claim found the attachment gone, Reason says which).
+type AddressClaimReleased struct {
+	Addrs       []netip.Addr `json:"addrs"`
+	Block       uint32       `json:"block"`
+	Node        string       `json:"node"`
+	ContainerID string       `json:"containerID"`
+	IfName      string       `json:"ifName"`
+	Reason      string       `json:"reason,omitempty"`
+}
+
 // Snapshot holds the projected state of its stream up to the event before it, in the
 // projection package's canonical encoding, and that state's hash. Readers may start from
 // the newest snapshot instead of the stream's first event.
@@ -208,6 +238,8 @@ func (*ClusterLevelRaised) EventType() Type { return TypeClusterLevelRaised }
 func (*AddressesReserved) EventType() Type       { return TypeAddressesReserved }
 func (*AddressesUnreserved) EventType() Type     { return TypeAddressesUnreserved }
 func (*PoolNetworkBroadcastSet) EventType() Type { return TypePoolNetworkBroadcastSet }
+func (*AddressClaimed) EventType() Type       { return TypeAddressClaimed }
+func (*AddressClaimReleased) EventType() Type { return TypeAddressClaimReleased }
 
 // newPayload returns an empty payload of type t, or nil for an unknown type.
 func newPayload(t Type) Payload {
@@ -248,6 +280,10 @@ func newPayload(t Type) Payload {
 		return &AddressesUnreserved{}
 	case TypePoolNetworkBroadcastSet:
 		return &PoolNetworkBroadcastSet{}
+	case TypeAddressClaimed:
+		return &AddressClaimed{}
+	case TypeAddressClaimReleased:
+		return &AddressClaimReleased{}
 	}
 	return nil
 }
@@ -262,6 +298,7 @@ func AllTypes() []Type {
 		TypePoolSplit, TypeNodeBlockAdded, TypeNodeBlockRemoved,
 		TypeClusterLevelRaised,
 		TypeAddressesReserved, TypeAddressesUnreserved, TypePoolNetworkBroadcastSet,
+		TypeAddressClaimed, TypeAddressClaimReleased,
 	}
 }
 
@@ -385,6 +422,46 @@ func (p *NodeBlockRemoved) appendTo(w *writer) {
 func (p *NodeBlockRemoved) readFrom(r *reader) {
 	p.Pool = r.name()
 	p.Index = r.u32()
+	p.Reason = r.name()
+}
+
+func (p *AddressClaimed) appendTo(w *writer) {
+	w.addrs(p.Addrs)
+	w.uvarint(uint64(p.Block))
+	w.str(p.Node)
+	w.id(p.ContainerID)
+	w.str(p.IfName)
+	w.str(p.PodNamespace)
+	w.str(p.PodName)
+	w.id(p.PodUID)
+}
+
+func (p *AddressClaimed) readFrom(r *reader) {
+	p.Addrs = r.addrs()
+	p.Block = r.u32()
+	p.Node = r.name()
+	p.ContainerID = r.id()
+	p.IfName = r.name()
+	p.PodNamespace = r.name()
+	p.PodName = r.str()
+	p.PodUID = r.id()
+}
+
+func (p *AddressClaimReleased) appendTo(w *writer) {
+	w.addrs(p.Addrs)
+	w.uvarint(uint64(p.Block))
+	w.str(p.Node)
+	w.id(p.ContainerID)
+	w.str(p.IfName)
+	w.str(p.Reason)
+}
+
+func (p *AddressClaimReleased) readFrom(r *reader) {
+	p.Addrs = r.addrs()
+	p.Block = r.u32()
+	p.Node = r.name()
+	p.ContainerID = r.id()
+	p.IfName = r.name()
 	p.Reason = r.name()
 }
 

@@ -15,6 +15,10 @@ import (
 // addresses come from (parsed by package annotation).
 const PoolAnnotation = annotation.Pool
 
+// IPAnnotation is the pod annotation that asks for fixed addresses (parsed by package
+// annotation).
+const IPAnnotation = annotation.IP
+
 // Sentinel errors.
 var (
 	// ErrDisabled: no kubeconfig was given and coild does not run in a pod.

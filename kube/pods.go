@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,9 @@ type Selection struct {
 	Pool   string
 	Source Source
 	PodUID string
+	// FixedIPs are the addresses the pod's annotation coil.cybozu.com/ip asks for
+	// (annotation.ParseIPs); nil without it.
+	FixedIPs []netip.Addr
 }
 
 // SelectPool applies the precedence: pod annotation, namespace annotation, network
@@ -61,6 +65,21 @@ type Selection struct {
 // error, not replaced by the next source. A present but invalid annotation (empty, not
 // a pool name) is ErrBadAnnotation.
 func SelectPool(pod *corev1.Pod, ns *corev1.Namespace, netconfPool, defaultPool string) (Selection, error) {
+	sel, err := selectPool(pod, ns, netconfPool, defaultPool)
+	if err != nil || pod == nil {
+		return sel, err
+	}
+	if v, ok := pod.Annotations[IPAnnotation]; ok {
+		ips, err := annotation.ParseIPs(v)
+		if err != nil {
+			return Selection{}, errors.Mark(errors.Wrap(err, "pod "+pod.Namespace+"/"+pod.Name), ErrBadAnnotation)
+		}
+		sel.FixedIPs = ips
+	}
+	return sel, nil
+}
+
+func selectPool(pod *corev1.Pod, ns *corev1.Namespace, netconfPool, defaultPool string) (Selection, error) {
 	if pod != nil {
 		if v, ok := pod.Annotations[PoolAnnotation]; ok {
 			return annotated(v, SourcePodAnnotation, "pod "+pod.Namespace+"/"+pod.Name, string(pod.UID))

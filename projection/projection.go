@@ -125,6 +125,11 @@ func wellFormed(s any) error {
 		if s.Owners == nil {
 			return errors.New("owners is null")
 		}
+		for a, c := range s.Claims {
+			if c == nil || len(c.Addrs) == 0 || c.Addrs[0] != a {
+				return errors.Newf("claim of %s is null or keyed otherwise", a)
+			}
+		}
 	case *Node:
 		if s.Attached == nil || s.Held == nil || s.Use == nil || s.Last == nil {
 			return errors.New("attached, held, use or last is null")
@@ -266,7 +271,7 @@ func (c *Cluster) Apply(e *events.Event) error {
 		}
 	case *events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed,
 		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired,
-		*events.NodeBlockAdded, *events.NodeBlockRemoved:
+		*events.NodeBlockAdded, *events.NodeBlockRemoved, *events.AddressClaimed, *events.AddressClaimReleased:
 		return wrongStream(e)
 	default:
 		return unknownType(e)
@@ -283,11 +288,58 @@ type Owner struct {
 	Since time.Time `json:"since"`
 }
 
-// Blocks is the state of a "pool/NAME" stream: which node owns which block. The state
-// of a block stream ("block/POOL/INDEX") is a Blocks too, with at most that one block.
+// Blocks is the state of a "pool/NAME" stream: which node owns which block, and the
+// pool's fixed-address claims. The state of a block stream ("block/POOL/INDEX") is a
+// Blocks too, with at most that one block and no claims.
 type Blocks struct {
 	At     head             `json:"head"`
 	Owners map[uint32]Owner `json:"owners"`
+	// Claims are the standing fixed-address claims (AddressClaimed), by the claim's
+	// first address (the address of the pool subnet's first family, as Node.Held keys
+	// them). Left out of the JSON when empty, so states of logs without claims hash as
+	// they always did.
+	Claims map[netip.Addr]*Claim `json:"claims,omitempty"`
+}
+
+// Claim is a standing fixed-address claim: which attachment of which node holds Addrs,
+// in which block, for which pod, since when.
+type Claim struct {
+	Addrs        []netip.Addr `json:"addrs"`
+	Block        uint32       `json:"block"`
+	Node         string       `json:"node"`
+	ContainerID  string       `json:"containerID"`
+	IfName       string       `json:"ifName"`
+	PodNamespace string       `json:"podNamespace,omitempty"`
+	PodName      string       `json:"podName,omitempty"`
+	PodUID       string       `json:"podUID,omitempty"`
+	Since        time.Time    `json:"since"`
+}
+
+// Pod is "NAMESPACE/NAME" of the claim's pod, "" when the claim names none.
+func (c *Claim) Pod() string {
+	if c.PodName == "" {
+		return ""
+	}
+	return c.PodNamespace + "/" + c.PodName
+}
+
+// ClaimOf returns the standing claim holding addr (any of its families), if any. A nil
+// Blocks has none.
+func (b *Blocks) ClaimOf(addr netip.Addr) (*Claim, bool) {
+	if b == nil || len(b.Claims) == 0 {
+		return nil, false
+	}
+	if c, ok := b.Claims[addr]; ok {
+		return c, true
+	}
+	for _, c := range b.Claims { // an address of another family than the key's
+		for _, a := range c.Addrs {
+			if a == addr {
+				return c, true
+			}
+		}
+	}
+	return nil, false
 }
 
 // NewBlocks returns the empty state of a pool stream.
@@ -314,6 +366,14 @@ func (b *Blocks) Apply(e *events.Event) error {
 		if err := b.release(e, p.Index, p.Node); err != nil {
 			return err
 		}
+	case *events.AddressClaimed:
+		if err := b.claim(e, p); err != nil {
+			return err
+		}
+	case *events.AddressClaimReleased:
+		if err := b.unclaim(e, p); err != nil {
+			return err
+		}
 	case *events.Snapshot:
 		if err := snapshotApply(&b.At, b, resetBlocks, e, p); err != nil {
 			return err
@@ -327,6 +387,44 @@ func (b *Blocks) Apply(e *events.Event) error {
 		return unknownType(e)
 	}
 	b.At.advance(e)
+	return nil
+}
+
+func (b *Blocks) claim(e *events.Event, p *events.AddressClaimed) error {
+	if len(p.Addrs) == 0 || p.Node == "" || p.ContainerID == "" || p.IfName == "" {
+		return invalid(e, "a claim needs addresses, a node, a container ID and an interface name")
+	}
+	for _, a := range p.Addrs {
+		if c, ok := b.ClaimOf(a); ok {
+			return invalid(e, "address %s is already claimed by %s/%s on node %q", a, c.ContainerID, c.IfName, c.Node)
+		}
+	}
+	if b.Claims == nil {
+		b.Claims = map[netip.Addr]*Claim{}
+	}
+	b.Claims[p.Addrs[0]] = &Claim{
+		Addrs: append([]netip.Addr(nil), p.Addrs...), Block: p.Block, Node: p.Node, ContainerID: p.ContainerID, IfName: p.IfName,
+		PodNamespace: p.PodNamespace, PodName: p.PodName, PodUID: p.PodUID, Since: e.Time,
+	}
+	return nil
+}
+
+func (b *Blocks) unclaim(e *events.Event, p *events.AddressClaimReleased) error {
+	if len(p.Addrs) == 0 {
+		return invalid(e, "no address")
+	}
+	c, ok := b.Claims[p.Addrs[0]]
+	if !ok {
+		return invalid(e, "address %s is not claimed", p.Addrs[0])
+	}
+	if c.Node != p.Node || c.ContainerID != p.ContainerID || c.IfName != p.IfName {
+		return invalid(e, "address %s is claimed by %s/%s on node %q, not by %s/%s on node %q",
+			p.Addrs[0], c.ContainerID, c.IfName, c.Node, p.ContainerID, p.IfName, p.Node)
+	}
+	delete(b.Claims, p.Addrs[0])
+	if len(b.Claims) == 0 {
+		b.Claims = nil
+	}
 	return nil
 }
 
@@ -505,7 +603,8 @@ func (n *Node) Apply(e *events.Event) error {
 		}
 	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.PoolSplit, *events.ClusterLevelRaised,
 		*events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed,
-		*events.AddressesReserved, *events.AddressesUnreserved, *events.PoolNetworkBroadcastSet:
+		*events.AddressesReserved, *events.AddressesUnreserved, *events.PoolNetworkBroadcastSet,
+		*events.AddressClaimed, *events.AddressClaimReleased:
 		return wrongStream(e)
 	default:
 		return unknownType(e)

@@ -40,6 +40,8 @@ func (s *State) applyBlock(e *events.Event) error {
 		named = p.Index
 	case *events.BlockReclaimed:
 		named = p.Index
+	case *events.AddressClaimed, *events.AddressClaimReleased:
+		return wrongStream(e) // claims are recorded in the pool stream
 	default:
 		named = index
 	}

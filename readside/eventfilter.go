@@ -114,6 +114,10 @@ func (f *EventFilter) Show(e *events.Event) bool {
 		node = p.Node
 	case *events.BlockReclaimed:
 		node = p.Node
+	case *events.AddressClaimed:
+		node = p.Node
+	case *events.AddressClaimReleased:
+		node = p.Node
 	case *events.AddressAssigned:
 		container, ifName, pool = p.ContainerID, p.IfName, p.Pool
 	case *events.AddressReleased:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -40,6 +41,9 @@ type netConf struct {
 	Pool       string // "" when absent: coild chooses
 	MTU        int    // 0 when absent: coild chooses (its --mtu, else auto)
 	Timeout    time.Duration
+	// IPs are the fixed addresses of runtimeConfig "ips" (the "ips" capability), nil
+	// when absent.
+	IPs []netip.Addr
 	// PrevResult is the parsed "prevResult" (CHECK, and DEL from CNI 1.0), nil if absent.
 	PrevResult types.Result
 	// ValidAttachments is the GC list from "cni.dev/valid-attachments" and the older
@@ -144,6 +148,13 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 		}
 		c.Timeout = d
 	}
+	if v, ok := raw["runtimeConfig"]; ok && string(v) != "null" {
+		ips, e := parseRuntimeIPs(v)
+		if e != nil {
+			return nil, e
+		}
+		c.IPs = ips
+	}
 	if v, ok := raw["prevResult"]; ok && string(v) != "null" {
 		pc := types.PluginConf{CNIVersion: c.CNIVersion}
 		if err := json.Unmarshal(v, &pc.RawPrevResult); err != nil {
@@ -178,6 +189,34 @@ func parseConfig(data []byte) (*netConf, *types.Error) {
 		c.ValidAttachments = mergeAttachments(c.ValidAttachments, list)
 	}
 	return c, nil
+}
+
+// parseRuntimeIPs reads "ips" from runtimeConfig (libcni puts it there when the
+// conflist declares the capability {"ips": true} and the runtime passes it): a list of
+// addresses, plain or in CIDR form (CNI CONVENTIONS), at most one per family. Other
+// runtimeConfig keys are not coil's and are ignored.
+func parseRuntimeIPs(v json.RawMessage) ([]netip.Addr, *types.Error) {
+	var rc map[string]json.RawMessage
+	if err := json.Unmarshal(v, &rc); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "\"runtimeConfig\" is not a JSON object", bound(err.Error()))
+	}
+	raw, ok := rc["ips"]
+	if !ok || string(raw) == "null" {
+		return nil, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("runtimeConfig \"ips\" must be a list of strings, got %s", showRaw(raw)), "")
+	}
+	if len(list) == 0 {
+		return nil, nil
+	}
+	ips, err := cniproto.ParseFixedIPs(list)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid runtimeConfig \"ips\": "+err.Error(), "")
+	}
+	return ips, nil
 }
 
 // maxShown bounds how much of a value an error message quotes: a value may be megabytes,

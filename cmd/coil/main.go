@@ -65,6 +65,9 @@ func setup(o op, args *skel.CmdArgs) (*netConf, *cniproto.Request, *types.Error)
 		PodName:      pod.Name,
 		PodUID:       pod.UID,
 	}
+	if o == opAdd {
+		req.IPs = conf.IPs // the "ips" capability asks for fixed addresses on ADD only
+	}
 	if e := req.Validate(strings.ToLower(string(o))); e != nil {
 		return nil, nil, types.NewError(e.Code, e.Msg, e.Details)
 	}

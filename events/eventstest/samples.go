@@ -73,6 +73,18 @@ func Samples() []Sample {
 			Reason: "half of the VIPs are back"}},
 		{"PoolNetworkBroadcastSet", events.ClusterStream, &events.PoolNetworkBroadcastSet{Pool: "default", Skip: true}},
 		{"PoolNetworkBroadcastSet-off", events.ClusterStream, &events.PoolNetworkBroadcastSet{Pool: "default"}},
+		// Fixed addresses (issue 14, item 3).
+		{"AddressClaimed", events.PoolStream("default"), &events.AddressClaimed{
+			Addrs: []netip.Addr{netip.MustParseAddr("10.2.0.7"), netip.MustParseAddr("fd00:10:1::7")}, Block: 0, Node: "node-2",
+			ContainerID:  "4f8c2b9e1d7a6035b2c9e8f1a4d7b0c3e6f9a2d5b8c1e4f7a0d3b6c9e2f5a8d1",
+			IfName:       "eth0",
+			PodNamespace: "default", PodName: "db-0", PodUID: "8d7f2c1e9b3a4f6e8d7c6b5a49382716"}},
+		{"AddressClaimed-nopod", events.PoolStream("v6"), &events.AddressClaimed{
+			Addrs: []netip.Addr{netip.MustParseAddr("2001:db8::1:7")}, Block: 4294967295, Node: "node-1",
+			ContainerID: "cnitool-77d0c8b5e9d1f1d0e9a1", IfName: "net1"}},
+		{"AddressClaimReleased", events.PoolStream("default"), &events.AddressClaimReleased{
+			Addrs: []netip.Addr{netip.MustParseAddr("10.2.0.7"), netip.MustParseAddr("fd00:10:1::7")}, Block: 0, Node: "node-2",
+			ContainerID: "4f8c2b9e1d7a6035b2c9e8f1a4d7b0c3e6f9a2d5b8c1e4f7a0d3b6c9e2f5a8d1", IfName: "eth0", Reason: "CNI DEL"}},
 	}
 }
 

@@ -378,6 +378,14 @@ func summary(e *events.Event, cluster *projection.Cluster) string {
 			return fmt.Sprintf("pool %s skips its IPv4 network and broadcast addresses", p.Pool)
 		}
 		return fmt.Sprintf("pool %s hands out its IPv4 network and broadcast addresses", p.Pool)
+	case *events.AddressClaimed:
+		att := shortID(p.ContainerID) + "/" + p.IfName
+		if pod := podName(p.PodNamespace, p.PodName); pod != "" {
+			return fmt.Sprintf("%s claimed by %s (%s) on %s, %s", joinAddrs(p.Addrs), pod, att, p.Node, block(p.Block))
+		}
+		return fmt.Sprintf("%s claimed by %s on %s, %s", joinAddrs(p.Addrs), att, p.Node, block(p.Block))
+	case *events.AddressClaimReleased:
+		return fmt.Sprintf("%s claim of %s/%s on %s ended%s", joinAddrs(p.Addrs), shortID(p.ContainerID), p.IfName, p.Node, because(p.Reason))
 	}
 	return string(e.Type())
 }

@@ -4,10 +4,12 @@
 package annotation
 
 import (
+	"net/netip"
 	"strings"
 
 	"github.com/cockroachdb/errors"
 
+	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/safetext"
 )
@@ -28,4 +30,24 @@ func ParsePool(value string) (string, error) {
 		return "", errors.Wrapf(ErrInvalid, "%s=%s: %v", Pool, safetext.Quote(value), err)
 	}
 	return v, nil
+}
+
+// IP is the pod annotation that asks for a fixed address: one address per family,
+// separated by a comma ("198.18.5.7", "198.18.5.7,fd00::7"). The CNI runtime config
+// "ips" wins over it when both are given (docs/kubernetes.md, "Fixed addresses").
+const IP = "coil.cybozu.com/ip"
+
+// ParseIPs returns the addresses an IP annotation's value names: a comma-separated list
+// of addresses (white space around each is ignored; the CIDR form is accepted and its
+// prefix length ignored, as for the CNI "ips"), at most one per family. Otherwise it
+// returns an error wrapping ErrInvalid that quotes the value.
+func ParseIPs(value string) ([]netip.Addr, error) {
+	if len(value) > 256 {
+		return nil, errors.Wrapf(ErrInvalid, "%s=%s: longer than 256 bytes; want one address per family, such as 198.18.5.7,fd00::7", IP, safetext.Quote(value))
+	}
+	ips, err := cniproto.ParseFixedIPs(strings.Split(value, ","))
+	if err != nil {
+		return nil, errors.Wrapf(ErrInvalid, "%s=%s: %v", IP, safetext.Quote(value), err)
+	}
+	return ips, nil
 }

@@ -1,6 +1,7 @@
 package annotation_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -46,4 +47,56 @@ func TestParsePool(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), `x"... (104 bytes): name`) {
 		t.Fatalf("got %v, want %s...", err, want)
 	}
+}
+
+// TestParseIPs: the annotation coil.cybozu.com/ip holds one address per family, comma
+// separated; every malformed value is ErrInvalid, quoting it and saying what is wrong.
+func TestParseIPs(t *testing.T) {
+	for v, want := range map[string]string{
+		"198.18.5.7":             "[198.18.5.7]",
+		" 198.18.5.7 , fd00::7 ": "[198.18.5.7 fd00::7]",
+		"fd00::7,198.18.5.7/24":  "[fd00::7 198.18.5.7]",
+		"::ffff:198.18.5.7":      "[198.18.5.7]",
+	} {
+		ips, err := annotation.ParseIPs(v)
+		if err != nil || fmt.Sprint(ips) != want {
+			t.Errorf("%q: %v %v, want %s", v, ips, err, want)
+		}
+	}
+	for v, want := range map[string]string{
+		"":                        `coil.cybozu.com/ip="": cniproto: invalid fixed address ""`,
+		"198.18.5.7,":             `invalid fixed address ""`,
+		"198.18.5.7;fd00::7":      `invalid fixed address "198.18.5.7;fd00::7"`,
+		"198.18.5.7,198.18.5.8":   "198.18.5.7 and 198.18.5.8 are of one family",
+		"1.1.1.1,fd00::1,2.2.2.2": "3 addresses, at most one per family",
+		"224.0.0.1":               "not a unicast address a pod may have",
+		strings.Repeat("1", 300):  "longer than 256 bytes",
+		"\x1b[2J198.18.5.7":       `coil.cybozu.com/ip="\x1b[2J198.18.5.7"`,
+	} {
+		_, err := annotation.ParseIPs(v)
+		if !errors.Is(err, annotation.ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%.40q: %v, want ErrInvalid saying %q", v, err, want)
+		}
+	}
+}
+
+// FuzzParseIPs: ParseIPs never panics, returns at most one valid address per family, and
+// its errors are bounded and hold no control character.
+func FuzzParseIPs(f *testing.F) {
+	for _, s := range []string{"198.18.5.7", "198.18.5.7,fd00::7", "", ",", "1.1.1.1/99", "\x1b]0;x\a", strings.Repeat("1,", 200)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		ips, err := annotation.ParseIPs(v)
+		if err != nil {
+			msg := err.Error()
+			if !errors.Is(err, annotation.ErrInvalid) || len(msg) > 1024 || !utf8.ValidString(msg) || strings.ContainsAny(msg, "\x00\x1b\a\n\r\u202e") {
+				t.Fatalf("bad error (%d bytes): %.300q", len(msg), msg)
+			}
+			return
+		}
+		if len(ips) == 0 || len(ips) > 2 || (len(ips) == 2 && ips[0].Is4() == ips[1].Is4()) {
+			t.Fatalf("ParseIPs(%q) = %v", v, ips)
+		}
+	})
 }

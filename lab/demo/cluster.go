@@ -238,7 +238,10 @@ func (n *Node) netconf(pool string) (string, error) {
 		return d, nil
 	}
 	d := filepath.Join(n.Dir, "netconf")
-	conf := map[string]any{"cniVersion": "1.1.0", "name": NetName, "type": "coil", "socket": n.Socket, "timeout": "30s"}
+	// The "ips" capability lets AddPodWithIPs pass runtimeConfig "ips" (cnitool's
+	// CAP_ARGS); a pod added without it gets no runtimeConfig.
+	conf := map[string]any{"cniVersion": "1.1.0", "name": NetName, "type": "coil", "socket": n.Socket, "timeout": "30s",
+		"capabilities": map[string]bool{"ips": true}}
 	if pool != "" {
 		d += "-" + pool
 		conf["pool"] = pool
@@ -410,6 +413,26 @@ func (n *Node) AddPodInPool(ctx context.Context, name, pool string) (*Pod, error
 	return p, nil
 }
 
+// AddPodWithIPs is AddPod asking for fixed addresses through the CNI "ips" capability
+// (runtimeConfig "ips", cnitool's CAP_ARGS). On failure the pod namespace is removed.
+func (n *Node) AddPodWithIPs(ctx context.Context, name string, ips ...string) (*Pod, error) {
+	b, err := json.Marshal(map[string][]string{"ips": ips})
+	if err != nil {
+		return nil, errors.Wrap(err, "demo: CAP_ARGS")
+	}
+	p, err := n.addPod(ctx, name, "", "CAP_ARGS="+string(b))
+	if err != nil && p != nil {
+		err = errors.CombineErrors(err, n.c.Lab.RemovePodNS(n.Node, name))
+		n.mu.Lock()
+		delete(n.pods, name)
+		n.mu.Unlock()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // TryAddPod is AddPod as a container runtime does it: when the ADD fails, the pod stays
 // (its namespace too, Addr invalid) and is returned with the error, for the runtime's DEL
 // (DelPod), which a runtime sends after every failed ADD. A nil pod means nothing was made.
@@ -417,7 +440,7 @@ func (n *Node) TryAddPod(ctx context.Context, name string) (*Pod, error) {
 	return n.addPod(ctx, name, "")
 }
 
-func (n *Node) addPod(ctx context.Context, name, pool string) (*Pod, error) {
+func (n *Node) addPod(ctx context.Context, name, pool string, env ...string) (*Pod, error) {
 	conf, err := n.netconf(pool)
 	if err != nil {
 		return nil, err
@@ -431,7 +454,7 @@ func (n *Node) addPod(ctx context.Context, name, pool string) (*Pod, error) {
 	n.pods[name] = p
 	n.mu.Unlock()
 	out, err := n.CNI(ctx, "add", conf, n.c.Config.BinDir, NetName, path,
-		"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME="+name)
+		append([]string{"CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + name}, env...)...)
 	if err != nil {
 		return p, errors.Wrapf(err, "demo: add pod %s on %s", name, n.Name)
 	}
