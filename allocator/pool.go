@@ -219,7 +219,17 @@ func (a *Admin) Cluster(ctx context.Context) (*projection.Cluster, error) {
 // PoolOption changes how CreatePool makes a pool.
 type PoolOption func(*poolOptions)
 
-type poolOptions struct{ split bool }
+type poolOptions struct {
+	split    bool
+	selector string // canonical node selector ("" = every node)
+}
+
+// WithNodeSelector gives the new pool a node selector (canonical form, from
+// ParseNodeSelector): PoolNodeSelectorSet in the same append as PoolCreated. Only nodes
+// whose labels match it take its blocks. It needs cluster feature level 1.
+func WithNodeSelector(selector string) PoolOption {
+	return func(o *poolOptions) { o.selector = selector }
+}
 
 // BlockStreams makes the pool record each block's owners in a stream of its own,
 // "block/NAME/INDEX" (PoolSplit in the same append as PoolCreated): nodes taking blocks
@@ -248,14 +258,23 @@ func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...P
 			return err
 		}
 	}
+	if o.selector != "" {
+		if err := a.RequireLevel(ctx, events.Level1, "a pool with a node selector"); err != nil {
+			return err
+		}
+	}
 	return a.clusterChange(ctx, func(c *projection.Cluster) (change, error) {
 		if err := ValidatePool(p, c.Pools); err != nil {
 			return change{}, err
 		}
-		if !o.split {
-			return change{payloads: []events.Payload{p}}, nil
+		payloads := []events.Payload{p}
+		if o.split {
+			payloads = append(payloads, &events.PoolSplit{Name: p.Name})
 		}
-		return change{payloads: []events.Payload{p, &events.PoolSplit{Name: p.Name}}}, nil
+		if o.selector != "" {
+			payloads = append(payloads, &events.PoolNodeSelectorSet{Name: p.Name, Selector: o.selector})
+		}
+		return change{payloads: payloads}, nil
 	})
 }
 
@@ -345,7 +364,7 @@ func (a *Admin) decideDelete(ctx context.Context, c *projection.Cluster, pool st
 		for _, nd := range sortedKeys(nodes) {
 			parts = append(parts, fmt.Sprintf("%s: %d", nd, nodes[nd]))
 		}
-		return change{}, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first",
+		return change{}, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first (nodes give a block back once it is empty: after their --block-grace, at once when the pool is disabled with coilctl pool disable)",
 			pool, len(owners), strings.Join(parts, ", "))
 	}
 	stream := events.PoolStream(pool)
@@ -385,6 +404,9 @@ func (a *Admin) clusterChange(ctx context.Context, decide func(*projection.Clust
 		ch, err := decide(c)
 		if err != nil {
 			return err
+		}
+		if len(ch.payloads) == 0 {
+			return nil // nothing to change
 		}
 		evs := make([]*events.Event, len(ch.payloads))
 		for i, p := range ch.payloads {

@@ -165,6 +165,7 @@ var typeCodes = [...]Type{
 	// 15-24: cluster level, reservations, pool options,
 	// lifecycle and node selectors (issue 14).
 	15: TypeClusterLevelRaised,
+	19: TypePoolNodeSelectorSet, 20: TypePoolDisabled, 21: TypePoolEnabled, 22: TypeNodeLabelsSet,
 }
 
 // knownCodes describes the codes of typeCodes as ranges: "1-11, 15".

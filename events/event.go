@@ -190,6 +190,11 @@ const (
 	TypeNodeBlockRemoved Type = "NodeBlockRemoved"
 
 	TypeClusterLevelRaised Type = "ClusterLevelRaised"
+
+	TypePoolNodeSelectorSet Type = "PoolNodeSelectorSet"
+	TypePoolDisabled        Type = "PoolDisabled"
+	TypePoolEnabled         Type = "PoolEnabled"
+	TypeNodeLabelsSet       Type = "NodeLabelsSet"
 )
 
 // Event is the envelope. Stream, Seq, Prev and Schema are set by the log on append;

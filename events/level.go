@@ -46,6 +46,8 @@ var typeLevels = map[Type]Level{
 
 	TypeClusterLevelRaised: Level1,
 	TypePoolSplit:          Level1, TypeNodeBlockAdded: Level1, TypeNodeBlockRemoved: Level1,
+
+	TypePoolNodeSelectorSet: Level1, TypePoolDisabled: Level1, TypePoolEnabled: Level1, TypeNodeLabelsSet: Level1,
 }
 
 // MinLevel is the lowest cluster level at which events of type t may be appended. A type

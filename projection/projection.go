@@ -182,6 +182,13 @@ type Pool struct {
 	// Split: the pool's blocks have a stream each, "block/NAME/INDEX" (PoolSplit); before
 	// it (and for blocks owned in it since), "pool/NAME" records their owners.
 	Split bool `json:"split,omitempty"`
+	// NodeSelector: only nodes whose labels match it take blocks of the pool
+	// (PoolNodeSelectorSet, in canonical label-selector form); empty: every node.
+	NodeSelector string `json:"nodeSelector,omitempty"`
+	// Disabled: the pool hands out no new block or address (PoolDisabled, until
+	// PoolEnabled); DisabledReason is the reason given.
+	Disabled       bool   `json:"disabled,omitempty"`
+	DisabledReason string `json:"disabledReason,omitempty"`
 }
 
 // Cluster is the state of the "cluster" stream: the pools that exist.
@@ -239,13 +246,37 @@ func (c *Cluster) Apply(e *events.Event) error {
 			return invalid(e, "pool %q already has block streams", p.Name)
 		}
 		pool.Split = true
+	case *events.PoolNodeSelectorSet:
+		pool, ok := c.Pools[p.Name]
+		if !ok {
+			return invalid(e, "pool %q does not exist", p.Name)
+		}
+		pool.NodeSelector = p.Selector
+	case *events.PoolDisabled:
+		pool, ok := c.Pools[p.Name]
+		if !ok {
+			return invalid(e, "pool %q does not exist", p.Name)
+		}
+		if pool.Disabled {
+			return invalid(e, "pool %q is already disabled", p.Name)
+		}
+		pool.Disabled, pool.DisabledReason = true, p.Reason
+	case *events.PoolEnabled:
+		pool, ok := c.Pools[p.Name]
+		if !ok {
+			return invalid(e, "pool %q does not exist", p.Name)
+		}
+		if !pool.Disabled {
+			return invalid(e, "pool %q is not disabled", p.Name)
+		}
+		pool.Disabled, pool.DisabledReason = false, ""
 	case *events.Snapshot:
 		if err := snapshotApply(&c.At, c, resetCluster, e, p); err != nil {
 			return err
 		}
 	case *events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed,
 		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired,
-		*events.NodeBlockAdded, *events.NodeBlockRemoved:
+		*events.NodeBlockAdded, *events.NodeBlockRemoved, *events.NodeLabelsSet:
 		return wrongStream(e)
 	default:
 		return unknownType(e)
@@ -299,7 +330,8 @@ func (b *Blocks) Apply(e *events.Event) error {
 		}
 	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.PoolSplit, *events.ClusterLevelRaised,
 		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired,
-		*events.NodeBlockAdded, *events.NodeBlockRemoved:
+		*events.NodeBlockAdded, *events.NodeBlockRemoved,
+		*events.PoolNodeSelectorSet, *events.PoolDisabled, *events.PoolEnabled, *events.NodeLabelsSet:
 		return wrongStream(e)
 	default:
 		return unknownType(e)
@@ -420,6 +452,9 @@ type Node struct {
 	// Blocks are the blocks the node owns in pools with block streams, since when
 	// (NodeBlockAdded, NodeBlockRemoved); blocks owned in a "pool/NAME" stream are not here.
 	Blocks map[BlockRef]time.Time `json:"blocks,omitempty"`
+	// Labels are the node's labels as its coild last recorded them (NodeLabelsSet);
+	// nil before any (left out of the state's JSON, so older states hash as before).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // NewNode returns the empty state of a node stream.
@@ -477,12 +512,21 @@ func (n *Node) Apply(e *events.Event) error {
 			return invalid(e, "block %d of %q removed while %d of its addresses are in use", p.Index, p.Pool, u.InUse)
 		}
 		delete(n.Blocks, ref)
+	case *events.NodeLabelsSet:
+		if n.Name != "" && p.Node != n.Name {
+			return invalid(e, "labels of node %q in the stream of %q", p.Node, n.Name)
+		}
+		n.Labels = make(map[string]string, len(p.Labels))
+		for k, v := range p.Labels {
+			n.Labels[k] = v
+		}
 	case *events.Snapshot:
 		if err := snapshotApply(&n.At, n, resetNode, e, p); err != nil {
 			return err
 		}
 	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.PoolSplit, *events.ClusterLevelRaised,
-		*events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed:
+		*events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed,
+		*events.PoolNodeSelectorSet, *events.PoolDisabled, *events.PoolEnabled:
 		return wrongStream(e)
 	default:
 		return unknownType(e)

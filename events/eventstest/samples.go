@@ -59,6 +59,14 @@ func Samples() []Sample {
 		{"NodeBlockAdded", events.NodeStream("node-1"), &events.NodeBlockAdded{Pool: "default", Index: 17}},
 		{"NodeBlockRemoved", events.NodeStream("node-1"), &events.NodeBlockRemoved{Pool: "default", Index: 4294967295, Reason: "node reclaimed: lease gone"}},
 		{"ClusterLevelRaised", events.ClusterStream, &events.ClusterLevelRaised{Level: events.Level1}},
+		// Node selectors, node labels, pool lifecycle (issue 14).
+		{"PoolNodeSelectorSet", events.ClusterStream, &events.PoolNodeSelectorSet{Name: "default", Selector: "rack in (r1,r2),zone=a"}},
+		{"PoolNodeSelectorSet-all", events.ClusterStream, &events.PoolNodeSelectorSet{Name: "default", Selector: ""}},
+		{"PoolDisabled", events.ClusterStream, &events.PoolDisabled{Name: "default", Reason: "migrating to pool blue"}},
+		{"PoolEnabled", events.ClusterStream, &events.PoolEnabled{Name: "default"}},
+		{"NodeLabelsSet", events.NodeStream("node-1"), &events.NodeLabelsSet{Node: "node-1",
+			Labels: map[string]string{"kubernetes.io/hostname": "node-1", "topology.kubernetes.io/zone": "a", "empty": ""}}},
+		{"NodeLabelsSet-none", events.NodeStream("node-1"), &events.NodeLabelsSet{Node: "node-1", Labels: map[string]string{}}},
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/projection"
 	"github.com/coil-net/coil/readside"
@@ -365,6 +366,17 @@ func summary(e *events.Event, cluster *projection.Cluster) string {
 		return fmt.Sprintf("%s taken", blockOf(p.Pool, p.Index))
 	case *events.NodeBlockRemoved:
 		return fmt.Sprintf("%s given up%s", blockOf(p.Pool, p.Index), because(p.Reason))
+	case *events.PoolNodeSelectorSet:
+		if p.Selector == "" {
+			return fmt.Sprintf("pool %s: every node may use it", p.Name)
+		}
+		return fmt.Sprintf("pool %s: only nodes matching %s", p.Name, p.Selector)
+	case *events.PoolDisabled:
+		return fmt.Sprintf("pool %s disabled%s", p.Name, because(p.Reason))
+	case *events.PoolEnabled:
+		return fmt.Sprintf("pool %s enabled", p.Name)
+	case *events.NodeLabelsSet:
+		return fmt.Sprintf("node %s labels: %s", p.Node, allocator.FormatLabels(p.Labels))
 	}
 	return string(e.Type())
 }
