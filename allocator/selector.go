@@ -2,6 +2,7 @@ package allocator
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"sort"
 	"strings"
@@ -23,6 +24,26 @@ var (
 	// ErrPoolDisabled: the pool hands out no new address (coilctl pool disable).
 	ErrPoolDisabled = errors.New("allocator: pool disabled")
 )
+
+// RefusalError is a request refused by a pool's state: ErrPoolDisabled or
+// ErrNodeNotSelected (errors.Is works through it). coild shows Msg as the CNI error's
+// message and Detail and Hint as its details.
+type RefusalError struct {
+	Kind   error  // ErrPoolDisabled or ErrNodeNotSelected
+	Pool   string // the pool refused
+	Msg    string // what is refused: names the pool (and the node)
+	Detail string // why: the reason given, the selector and the node's labels
+	Hint   string // what to do
+}
+
+// Error is "Msg: Detail; Hint".
+func (e *RefusalError) Error() string { return e.Msg + ": " + e.Details() }
+
+// Details is "Detail; Hint".
+func (e *RefusalError) Details() string { return e.Detail + "; " + e.Hint }
+
+// Unwrap returns Kind.
+func (e *RefusalError) Unwrap() error { return e.Kind }
 
 // MaxSelector bounds a node selector's text.
 const MaxSelector = 4096
@@ -129,12 +150,12 @@ func (c selectorCache) get(s string) (labels.Selector, error) {
 // selector (if any) matches the labels the node recorded (NodeLabelsSet). Caller holds n.mu.
 func (n *Node) usable(pool *projection.Pool) error {
 	if pool.Disabled {
-		why := ""
+		detail := "it hands out no new address"
 		if pool.DisabledReason != "" {
-			why = " (" + pool.DisabledReason + ")"
+			detail = "reason: " + pool.DisabledReason + "; " + detail
 		}
-		return errors.Wrapf(ErrPoolDisabled, "pool %q is disabled%s: it hands out no new address; `coilctl pool enable %s` enables it, or choose another pool",
-			pool.Name, why, pool.Name)
+		return &RefusalError{Kind: ErrPoolDisabled, Pool: pool.Name, Msg: fmt.Sprintf("pool %q is disabled", pool.Name),
+			Detail: detail, Hint: fmt.Sprintf("`coilctl pool enable %s` enables it, or choose another pool", pool.Name)}
 	}
 	if pool.NodeSelector == "" {
 		return nil
@@ -150,8 +171,9 @@ func (n *Node) usable(pool *projection.Pool) error {
 	if sel.Matches(labels.Set(me.Labels)) {
 		return nil
 	}
-	return errors.Wrapf(ErrNodeNotSelected, "pool %q may not be used on node %q: its node selector %q does not match the node's labels %s; choose another pool, label the node, or change the selector (coilctl pool set-node-selector)",
-		pool.Name, n.cfg.Node, pool.NodeSelector, FormatLabels(me.Labels))
+	return &RefusalError{Kind: ErrNodeNotSelected, Pool: pool.Name, Msg: fmt.Sprintf("pool %q may not be used on node %q", pool.Name, n.cfg.Node),
+		Detail: fmt.Sprintf("its node selector %q does not match the node's labels %s", pool.NodeSelector, FormatLabels(me.Labels)),
+		Hint:   "choose another pool, label the node, or change the selector (coilctl pool set-node-selector)"}
 }
 
 // choosePool returns the pool a request allocates from: the requested one, or, when it
@@ -182,8 +204,11 @@ func (n *Node) choosePool(ctx context.Context, req *Request) (*projection.Pool, 
 		}
 		return fb, ferr
 	}
-	if len(req.Fallbacks) > 0 {
-		return nil, errors.Wrapf(err, "and no fallback pool (%s) is enabled", strings.Join(req.Fallbacks, ", "))
+	var re *RefusalError
+	if len(req.Fallbacks) > 0 && errors.As(err, &re) {
+		c := *re
+		c.Detail += fmt.Sprintf("; no pool configured after it (%s) is enabled", strings.Join(req.Fallbacks, ", "))
+		return nil, &c
 	}
 	return nil, err
 }
