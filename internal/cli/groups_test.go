@@ -140,3 +140,47 @@ func TestPoolDisableEnable(t *testing.T) {
 		}
 	}
 }
+
+// The new types in diff, state and across log export/import: a selector change, a
+// disable and a node's labels show in diff; the state after import hashes and reads the
+// same.
+func TestPoolSettingsInDiffAndExport(t *testing.T) {
+	e := newEnv(t)
+	e.ok("pool", "create", "p", "10.0.0.0/24", "--block-size-bits", "4")
+	n, kill := e.startNode("n1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e.ok("cluster", "version", "raise")
+	before := e.rev()
+	e.ok("pool", "set-node-selector", "p", "zone=a")
+	e.ok("pool", "disable", "p", "--reason", "r")
+	if _, _, err := n.Load(ctx); err != nil { // no watch here: read the raise
+		t.Fatal(err)
+	}
+	if _, err := n.SetLabels(ctx, map[string]string{"zone": "a"}); err != nil {
+		t.Fatal(err)
+	}
+	after := e.rev()
+	d := e.ok("diff", before, after)
+	for _, want := range []string{"~ pool    p        node selector (every node) -> zone=a", "~ pool    p        enabled -> disabled", "~ labels  node n1  (none) -> zone=a"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("diff lacks %q:\n%s", want, d)
+		}
+	}
+	if d := e.ok("diff", before, after, "-o", "json"); !strings.Contains(d, `"setting": "nodeSelector"`) || !strings.Contains(d, `"nodeLabels": [`) {
+		t.Errorf("diff -o json:\n%s", d)
+	}
+	st := e.ok("state", "--revision", after, "-o", "json")
+	if !strings.Contains(st, `"nodeSelector": "zone=a"`) || !strings.Contains(st, `"disabled": true`) {
+		t.Errorf("state --revision lacks the pool's settings:\n%s", st)
+	}
+	exp := e.exportTo("export.jsonl")
+	kill()
+	e.ok("log", "import", "--force", "--yes", exp)
+	if got := e.ok("pool", "show", "p", "-o", "json"); !strings.Contains(got, `"nodeSelector": "zone=a"`) || !strings.Contains(got, `"disabledReason": "r"`) {
+		t.Errorf("state after import:\n%s", got)
+	}
+	if evs := e.ok("events", "--type", "NodeLabelsSet"); !strings.Contains(evs, "node n1 labels: zone=a") {
+		t.Errorf("events after import:\n%s", evs)
+	}
+}
