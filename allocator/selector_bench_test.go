@@ -46,3 +46,46 @@ func BenchmarkAllocateDecision(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPoolCheck is the check an ADD makes on its pool, alone (under the node's
+// lock, as in the committer): "plain" (no selector: a bool and a string compared),
+// "selector" (a cached, parsed selector matched against the node's labels), and
+// "parse-each-time" (what parsing the selector on every ADD would cost instead).
+func BenchmarkPoolCheck(b *testing.B) {
+	ctx := context.Background()
+	e := newEnv(&testing.T{})
+	defer e.close()
+	const sel = "topology.kubernetes.io/zone=a,rack in (r1,r2)"
+	if err := e.admin.CreatePool(ctx, pool(e.t, "plain", 8, "10.0.0.0/16"), e.poolOpts...); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.admin.CreatePool(ctx, pool(e.t, "sel", 8, "10.1.0.0/16"), append(e.poolOpts, allocator.WithNodeSelector(sel))...); err != nil {
+		b.Fatal(err)
+	}
+	n := e.node("n1", nil)
+	lbls := map[string]string{"topology.kubernetes.io/zone": "a", "rack": "r1", "kubernetes.io/hostname": "n1"}
+	if _, err := n.SetLabels(ctx, lbls); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("plain", func(b *testing.B) {
+		for range b.N {
+			if err := n.Usable("plain"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("selector", func(b *testing.B) {
+		for range b.N {
+			if err := n.Usable("sel"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parse-each-time", func(b *testing.B) {
+		for range b.N {
+			if ok, err := allocator.Selects(sel, lbls); err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+}
