@@ -1025,7 +1025,7 @@ func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 	total := 0
 	for _, name := range sortedKeys(n.st.Pools) {
 		blocks := n.st.Pools[name]
-		grace, reason := n.graceFor(name, grace)
+		poolGrace, reason := n.graceFor(name, grace)
 		var evs []*events.Event
 		for _, idx := range blocks.OwnedBy(n.cfg.Node) {
 			since := blocks.Owners[idx].Since
@@ -1037,7 +1037,7 @@ func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 					since = u.EmptySince
 				}
 			}
-			if now.Sub(since) < grace || len(evs) == events.MaxBatch {
+			if now.Sub(since) < poolGrace || len(evs) == events.MaxBatch {
 				continue
 			}
 			evs = append(evs, &events.Event{Time: now, Actor: n.cfg.Node, Payload: &events.BlockReleased{

@@ -45,11 +45,11 @@ func TestAddRefusedOnNodeNotSelected(t *testing.T) {
 		p := &events.PoolCreated{Name: name, BlockSizeBits: 4}
 		s, _ := allocator.ParseSubnet(subnet)
 		p.Subnets = append(p.Subnets, s)
-		if err := admin.CreatePool(ctx, p, allocator.WithNodeSelector(sel)); err != nil {
-			t.Fatal(err)
+		if cerr := admin.CreatePool(ctx, p, allocator.WithNodeSelector(sel)); cerr != nil {
+			t.Fatal(cerr)
 		}
 	}
-	if _, err := admin.SetNodeSelector(ctx, "zone-b", "zone=b"); err != nil {
+	if _, err = admin.SetNodeSelector(ctx, "zone-b", "zone=b"); err != nil {
 		t.Fatal(err)
 	}
 	cfg := e.config()
@@ -96,7 +96,7 @@ func TestAddDisabledPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := e.admin()
-	if _, err := admin.DisablePool(ctx, "old", "migrating"); err != nil {
+	if _, err = admin.DisablePool(ctx, "old", "migrating"); err != nil {
 		t.Fatal(err)
 	}
 	// The ADD falls through to pool "default" once coild has seen the disable.
@@ -105,8 +105,8 @@ func TestAddDisabledPool(t *testing.T) {
 		i++
 		req := fakeReq(fmt.Sprintf("c-fall-%d", i))
 		req.Pool = "old"
-		res, err := client.Add(ctx, req)
-		return err == nil && strings.HasPrefix(res.Addrs[0].String(), strings.TrimSuffix(pool4, "0/24"))
+		res, aerr := client.Add(ctx, req)
+		return aerr == nil && strings.HasPrefix(res.Addrs[0].String(), strings.TrimSuffix(pool4, "0/24"))
 	}, "an ADD in disabled pool old falls through to pool default")
 	again, err := client.Add(ctx, kept)
 	if err != nil || again.Addrs[0] != first.Addrs[0] {

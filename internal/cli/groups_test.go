@@ -9,7 +9,7 @@ import (
 )
 
 // Node selectors from the command line: create --node-selector (canonical form
-// recorded), set-node-selector ('' = every node), refusals that write nothing.
+// recorded), set-node-selector (” = every node), refusals that write nothing.
 func TestPoolNodeSelector(t *testing.T) {
 	e := newEnv(t)
 	out := e.ok("pool", "create", "zone-a", "10.0.0.0/24", "--node-selector", "zone = a, rack in (r2,r1)")

@@ -347,7 +347,7 @@ pool has already is success and writes nothing.`,
 			if err != nil {
 				return err
 			}
-			if err := a.connect(); err != nil {
+			if err = a.connect(); err != nil {
 				return err
 			}
 			changed, err := a.admin().SetNodeSelector(cmd.Context(), name, canon)
