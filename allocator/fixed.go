@@ -217,14 +217,14 @@ func (n *Node) tryClaim(ctx context.Context, o *op) (*Assignment, bool, error) {
 	if a, ok := me.Attached[key]; ok {
 		return n.assignmentOf(key, a), false, nil // a repeated ADD keeps what it got
 	}
-	pool := n.st.Cluster.Pools[o.req.Pool]
-	if pool == nil {
-		if err := n.catchUp(ctx, events.ClusterStream); err != nil {
-			return nil, false, errors.Wrapf(err, "pool %q is not known here and the log could not be read to check", o.req.Pool)
-		}
-		if pool = n.st.Cluster.Pools[o.req.Pool]; pool == nil {
-			return nil, false, errors.Wrapf(ErrPoolNotFound, "pool %q does not exist (see coilctl pool list)", o.req.Pool)
-		}
+	pool, err := n.lookupPool(ctx, o.req.Pool)
+	if err != nil {
+		return nil, false, err
+	}
+	// A disabled pool, or one whose node selector leaves this node out, hands out no
+	// fixed address either; and no fallback: the address must lie in the chosen pool.
+	if err = n.usable(pool); err != nil {
+		return nil, false, err
 	}
 	if err := CheckLevel(n.st.Cluster, events.Level1, FixedFeature); err != nil {
 		return nil, false, err

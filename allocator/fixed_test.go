@@ -184,6 +184,29 @@ func TestFixedAddressRefusals(t *testing.T) {
 				}
 			}
 		}
+		// A disabled pool, or one whose node selector leaves the node out, hands out no
+		// fixed address either.
+		if _, err := e.admin.DisablePool(ctx, "q", "moving"); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := n3.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := claim(n3, "c-disabled", "x", "q", "10.5.0.9"); !errors.Is(err, allocator.ErrPoolDisabled) {
+			t.Errorf("claim in a disabled pool: %v", err)
+		}
+		if _, err := e.admin.EnablePool(ctx, "q"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.admin.SetNodeSelector(ctx, "q", "zone=a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := n3.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := claim(n3, "c-unselected", "x", "q", "10.5.0.9"); !errors.Is(err, allocator.ErrNodeNotSelected) {
+			t.Errorf("claim in a pool that does not select the node: %v", err)
+		}
 		// Nothing was written by the refusals: n3 holds nothing.
 		if atts := n3.Attachments(); len(atts) != 0 {
 			t.Fatalf("n3 holds %v after refusals", atts)

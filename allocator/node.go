@@ -58,6 +58,10 @@ type Request struct {
 	// Fixed asks for these addresses (at most one per family: a fixed address, see
 	// fixed.go); empty for an address the node chooses.
 	Fixed []netip.Addr
+	// Fallbacks are pools to allocate from, in order, when Pool is disabled (the pool
+	// choices the operator configured after the one that chose Pool); the first that
+	// exists and is enabled serves. A fallback is not used for any other refusal.
+	Fallbacks []string
 }
 
 func (r *Request) key() projection.AttachKey {
@@ -83,6 +87,7 @@ type Node struct {
 	mu         sync.Mutex
 	st         *projection.State
 	ownedCache map[string]ownedEntry // per pool: the node's blocks at a pool-stream head
+	selectors  selectorCache         // parsed node selectors, by text
 	// stale is closed when a followed stream turned out to be rewritten under the node
 	// (staleErr says how, events.ErrRewritten); from then on every request fails with
 	// staleErr until Load reads the log again and replaces both.
@@ -634,25 +639,15 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) bool {
 		p.waiters[i] = append(p.waiters[i], o)
 		return true
 	}
-	pool := n.st.Cluster.Pools[o.req.Pool]
-	if pool == nil {
-		// The watch may not have brought a pool created a moment ago: ask etcd before
-		// saying it does not exist (only on this path, so a typo costs one read).
-		if err := n.catchUp(ctx, events.ClusterStream); err != nil {
-			o.done <- opResult{err: errors.Wrapf(err, "pool %q is not known here and the log could not be read to check", o.req.Pool)}
-			return true
-		}
-		pool = n.st.Cluster.Pools[o.req.Pool]
-	}
-	if pool == nil {
-		o.done <- opResult{err: errors.Wrapf(ErrPoolNotFound, "pool %q does not exist (see coilctl pool list)", o.req.Pool)}
+	pool, err := n.choosePool(ctx, &o.req)
+	if err != nil {
+		o.done <- opResult{err: err}
 		return true
 	}
 	block, addrs, ok := n.nextFree(pool, p)
 	took := false // a block of a split pool taken for this request (undone if it does not fit)
 	if !ok {
 		var idx uint32
-		var err error
 		if !pool.Split {
 			idx, err = n.acquireBlock(ctx, pool)
 			if errors.Is(err, errPoolSplitMeanwhile) {
@@ -1084,6 +1079,22 @@ func exhausted(pool *projection.Pool, owners map[uint32]projection.Owner) error 
 		pool.Name, pool.NumBlocks(), pool.BlockSize(), strings.Join(parts, ", "), pool.Name)
 }
 
+// graceFor is how long an empty block of pool stays with the node, and the reason its
+// release records: grace, except for a pool the node may no longer take addresses from
+// (disabled, or its node selector no longer matches the node), whose empty blocks go back
+// at once, so that `coilctl pool delete` succeeds once the pool holds no address.
+func (n *Node) graceFor(pool string, grace time.Duration) (time.Duration, string) {
+	if p := n.st.Cluster.Pools[pool]; p != nil {
+		if err := n.usable(p); err != nil {
+			if p.Disabled {
+				return 0, "empty, pool disabled"
+			}
+			return 0, "empty, node not selected by the pool"
+		}
+	}
+	return grace, "empty for " + grace.String()
+}
+
 // releaseEmptyBlocks appends BlockReleased for the node's blocks that have been empty for
 // at least grace. Caller holds n.mu (it runs in the committer).
 func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int, error) {
@@ -1092,6 +1103,7 @@ func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 	total := 0
 	for _, name := range sortedKeys(n.st.Pools) {
 		blocks := n.st.Pools[name]
+		poolGrace, reason := n.graceFor(name, grace)
 		var evs []*events.Event
 		for _, idx := range blocks.OwnedBy(n.cfg.Node) {
 			since := blocks.Owners[idx].Since
@@ -1103,11 +1115,11 @@ func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 					since = u.EmptySince
 				}
 			}
-			if now.Sub(since) < grace || len(evs) == events.MaxBatch {
+			if now.Sub(since) < poolGrace || len(evs) == events.MaxBatch {
 				continue
 			}
 			evs = append(evs, &events.Event{Time: now, Actor: n.cfg.Node, Payload: &events.BlockReleased{
-				Index: idx, Node: n.cfg.Node, Reason: "empty for " + grace.String(),
+				Index: idx, Node: n.cfg.Node, Reason: reason,
 			}})
 		}
 		if len(evs) == 0 {
@@ -1146,7 +1158,7 @@ func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 				since = u.EmptySince
 			}
 		}
-		if now.Sub(since) >= grace {
+		if g, _ := n.graceFor(ref.Pool, grace); now.Sub(since) >= g {
 			refs = append(refs, ref)
 		}
 	}

@@ -226,6 +226,7 @@ type poolOptions struct {
 	skipNB, skipNBIfLevel bool
 	reserve               []events.AddrRange
 	reason                string
+	selector              string // canonical node selector ("" = every node)
 }
 
 // SkipNetworkBroadcast makes the pool skip the network and broadcast address of each of
@@ -246,6 +247,13 @@ func SkipNetworkBroadcastIfLevel() PoolOption {
 // same append; cluster feature level 1), with reason.
 func ReserveRanges(ranges []events.AddrRange, reason string) PoolOption {
 	return func(o *poolOptions) { o.reserve, o.reason = append(o.reserve, ranges...), reason }
+}
+
+// WithNodeSelector gives the new pool a node selector (canonical form, from
+// ParseNodeSelector): PoolNodeSelectorSet in the same append as PoolCreated. Only nodes
+// whose labels match it take its blocks. It needs cluster feature level 1.
+func WithNodeSelector(selector string) PoolOption {
+	return func(o *poolOptions) { o.selector = selector }
 }
 
 // BlockStreams makes the pool record each block's owners in a stream of its own,
@@ -298,6 +306,11 @@ func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...P
 			return err
 		}
 	}
+	if o.selector != "" {
+		if err := a.RequireLevel(ctx, events.Level1, "a pool with a node selector"); err != nil {
+			return err
+		}
+	}
 	return a.clusterChange(ctx, func(c *projection.Cluster) (change, error) {
 		if err := ValidatePool(p, c.Pools); err != nil {
 			return change{}, err
@@ -315,6 +328,9 @@ func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...P
 				return change{}, errors.Wrapf(err, "pool %q", p.Name)
 			}
 			payloads = append(payloads, &events.AddressesReserved{Pool: p.Name, Ranges: o.reserve, Reason: o.reason})
+		}
+		if o.selector != "" {
+			payloads = append(payloads, &events.PoolNodeSelectorSet{Name: p.Name, Selector: o.selector})
 		}
 		return change{payloads: payloads}, nil
 	})
@@ -406,7 +422,7 @@ func (a *Admin) decideDelete(ctx context.Context, c *projection.Cluster, pool st
 		for _, nd := range sortedKeys(nodes) {
 			parts = append(parts, fmt.Sprintf("%s: %d", nd, nodes[nd]))
 		}
-		return change{}, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first",
+		return change{}, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first (nodes give a block back once it is empty: after their --block-grace, at once when the pool is disabled with coilctl pool disable)",
 			pool, len(owners), strings.Join(parts, ", "))
 	}
 	stream := events.PoolStream(pool)
@@ -446,6 +462,9 @@ func (a *Admin) clusterChange(ctx context.Context, decide func(*projection.Clust
 		ch, err := decide(c)
 		if err != nil {
 			return err
+		}
+		if len(ch.payloads) == 0 {
+			return nil // nothing to change
 		}
 		evs := make([]*events.Event, len(ch.payloads))
 		for i, p := range ch.payloads {

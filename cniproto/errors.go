@@ -38,6 +38,13 @@ const (
 	// credentials, is not one coild serves). The same code as a socket the plugin may
 	// not open: retrying as the same user cannot help.
 	CodePermissionDenied = CodeIOFailure
+	// CodeNodeNotSelected: the pool chosen for the pod has a node selector that does not
+	// match this node's labels; the configuration (pool choice, labels or selector) must
+	// change, so retrying cannot help.
+	CodeNodeNotSelected = CodeInvalidNetworkConfig
+	// CodePoolDisabled: the pool chosen for the pod is disabled (coilctl pool disable)
+	// and no later pool choice is configured; the pool choice must change.
+	CodePoolDisabled = CodeInvalidNetworkConfig
 )
 
 // Error is a failure with a CNI error code, sent by the server as the body of a

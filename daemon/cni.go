@@ -149,7 +149,7 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	}
 	pool := sel.Pool
 	areq := allocator.Request{
-		ContainerID: req.ContainerID, IfName: req.IfName, Pool: pool,
+		ContainerID: req.ContainerID, IfName: req.IfName, Pool: pool, Fallbacks: sel.Fallbacks,
 		PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: sel.PodUID,
 	}
 	// Fixed addresses: the runtime's "ips" wins over the pod's annotation (docs/cni.md,
@@ -180,8 +180,22 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 			return nil, cniproto.NewError(cniproto.CodeUnknownPool, "pool "+quote(pool)+" ("+string(sel.Source)+") does not exist",
 				"create it with `coilctl pool create` or fix the "+string(sel.Source))
 		}
+		var re *allocator.RefusalError
+		if errors.As(err, &re) {
+			code := cniproto.CodePoolDisabled
+			if errors.Is(err, allocator.ErrNodeNotSelected) {
+				code = cniproto.CodeNodeNotSelected
+			}
+			// re.Msg names the pool (and the node); say where the choice came from.
+			why := " (chosen by the " + string(sel.Source) + ")"
+			if re.Pool != pool {
+				why = " (configured after pool " + quote(pool) + ", chosen by the " + string(sel.Source) + ", which is disabled)"
+			}
+			return nil, cniproto.NewError(code, re.Msg+why, re.Details())
+		}
 		return nil, cniError(err, pool)
 	}
+	pool = asg.Pool // a fallback's, when the chosen pool is disabled
 	if !existed {
 		d.metrics.allocations.WithLabelValues(pool).Inc()
 	}

@@ -25,12 +25,15 @@ type Config struct {
 	Socket          string
 	// AllowUIDs are the uids served on Socket besides 0 and coild's own (--allowed-uids):
 	// the server checks every caller's uid (SO_PEERCRED).
-	AllowUIDs      []uint32
-	StateDir       string // DEL intents, the lock and the node record; default /run/coild
-	ExportTable    int
-	RouteProtocol  int
-	MetricsAddr    string // "" disables the metrics server
-	DefaultPool    string
+	AllowUIDs     []uint32
+	StateDir      string // DEL intents, the lock and the node record; default /run/coild
+	ExportTable   int
+	RouteProtocol int
+	MetricsAddr   string // "" disables the metrics server
+	DefaultPool   string
+	// NodeLabels are the node's labels where there is no Kubernetes (--node-labels);
+	// with Kubernetes, the Node object's labels are merged over them (labels.go).
+	NodeLabels     map[string]string
 	LeaseTTL       time.Duration
 	ReconcileEvery time.Duration
 	BlockGrace     time.Duration

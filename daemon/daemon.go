@@ -287,6 +287,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 		return errors.Wrap(err, "register node")
 	}
 	d.noteTrust(rec, lastReg)
+	d.recordLabels(sctx) // before ADDs are served: pools with a node selector match them
 	d.loaded.Store(true)
 	d.requestIndex() // the replay may have passed chunk boundaries
 	watch := d.elog.Watch(sctx, events.WatchRequest{Prefixes: d.node.WatchPrefixes(), FromRev: rev, After: after})
@@ -331,6 +332,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 				d.log.Error("reconcile", "err", err)
 			}
 		case <-tick.C:
+			d.recordLabels(sctx)
 			if n, err := d.node.ReleaseEmptyBlocks(sctx, d.cfg.BlockGrace); err != nil {
 				d.log.Warn("release empty blocks", "err", err)
 			} else if n > 0 {

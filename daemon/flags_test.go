@@ -29,3 +29,26 @@ func TestAllowedUIDsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeLabelsRefused: a --node-labels value that is not KEY=VALUE,... with
+// Kubernetes' label rules stops coild before it touches anything (exit 1).
+func TestNodeLabelsRefused(t *testing.T) {
+	for _, tc := range []struct{ value, want string }{
+		{"zone", `--node-labels: node label "zone": want KEY=VALUE`},
+		{"zone=a,zone=b", `--node-labels: node label "zone" given twice`},
+		{"bad key=a", `--node-labels: node labels "bad key=a": `},
+		{"zone=a/b", `--node-labels: node labels "zone=a/b": `},
+	} {
+		cmd := exec.Command(coildBin(t), "--node-labels="+tc.value, "--socket=/nonexistent/dir/coild.sock",
+			"--etcd-endpoints=unix:///nonexistent/etcd.sock")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("--node-labels=%q: %v, want exit 1\n%s", tc.value, err, out)
+			continue
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("--node-labels=%q: output %q lacks %q", tc.value, out, tc.want)
+		}
+	}
+}

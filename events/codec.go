@@ -168,6 +168,7 @@ var typeCodes = [...]Type{
 	16: TypeAddressesReserved, 17: TypeAddressesUnreserved, 18: TypePoolNetworkBroadcastSet,
 	// 23-25: fixed addresses (issue 14, item 3); 25 is kept for them.
 	23: TypeAddressClaimed, 24: TypeAddressClaimReleased,
+	19: TypePoolNodeSelectorSet, 20: TypePoolDisabled, 21: TypePoolEnabled, 22: TypeNodeLabelsSet,
 }
 
 // knownCodes describes the codes of typeCodes as ranges: "1-11, 15".

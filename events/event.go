@@ -197,6 +197,10 @@ const (
 	// Fixed addresses (issue 14, item 3).
 	TypeAddressClaimed       Type = "AddressClaimed"
 	TypeAddressClaimReleased Type = "AddressClaimReleased"
+	TypePoolNodeSelectorSet  Type = "PoolNodeSelectorSet"
+	TypePoolDisabled         Type = "PoolDisabled"
+	TypePoolEnabled          Type = "PoolEnabled"
+	TypeNodeLabelsSet        Type = "NodeLabelsSet"
 )
 
 // Event is the envelope. Stream, Seq, Prev and Schema are set by the log on append;

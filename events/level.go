@@ -49,6 +49,8 @@ var typeLevels = map[Type]Level{
 	TypeAddressesReserved: Level1, TypeAddressesUnreserved: Level1, TypePoolNetworkBroadcastSet: Level1,
 
 	TypeAddressClaimed: Level1, TypeAddressClaimReleased: Level1,
+
+	TypePoolNodeSelectorSet: Level1, TypePoolDisabled: Level1, TypePoolEnabled: Level1, TypeNodeLabelsSet: Level1,
 }
 
 // MinLevel is the lowest cluster level at which events of type t may be appended. A type

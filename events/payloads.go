@@ -2,6 +2,7 @@ package events
 
 import (
 	"net/netip"
+	"sort"
 )
 
 // Payload is the typed body of an event. The set is closed: every payload type is
@@ -210,6 +211,37 @@ type AddressClaimReleased struct {
 	Reason      string       `json:"reason,omitempty"`
 }
 
+// PoolNodeSelectorSet (stream "cluster"): from here on, only nodes whose labels match
+// Selector (Kubernetes label-selector syntax, in the canonical form
+// k8s.io/apimachinery/pkg/labels writes) take blocks of pool Name; an empty Selector
+// lets every node use it. Appended by coilctl pool create --node-selector and pool
+// set-node-selector.
+type PoolNodeSelectorSet struct {
+	Name     string `json:"name"`
+	Selector string `json:"selector"`
+}
+
+// PoolDisabled (stream "cluster"): pool Name hands out no new block or address from here
+// on; the addresses and blocks it has stay with their holders until released.
+type PoolDisabled struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// PoolEnabled (stream "cluster"): a disabled pool Name hands out addresses again.
+type PoolEnabled struct {
+	Name string `json:"name"`
+}
+
+// NodeLabelsSet (stream "node/NAME"): the node's labels, as its coild found them (the
+// Node object's, and coild --node-labels), are Labels from here on. Pools with a node
+// selector are matched against them. Appended by coild when they differ from the
+// labels last recorded.
+type NodeLabelsSet struct {
+	Node   string            `json:"node"`
+	Labels map[string]string `json:"labels"`
+}
+
 // Snapshot holds the projected state of its stream up to the event before it, in the
 // projection package's canonical encoding, and that state's hash. Readers may start from
 // the newest snapshot instead of the stream's first event.
@@ -238,8 +270,12 @@ func (*ClusterLevelRaised) EventType() Type { return TypeClusterLevelRaised }
 func (*AddressesReserved) EventType() Type       { return TypeAddressesReserved }
 func (*AddressesUnreserved) EventType() Type     { return TypeAddressesUnreserved }
 func (*PoolNetworkBroadcastSet) EventType() Type { return TypePoolNetworkBroadcastSet }
-func (*AddressClaimed) EventType() Type       { return TypeAddressClaimed }
-func (*AddressClaimReleased) EventType() Type { return TypeAddressClaimReleased }
+func (*AddressClaimed) EventType() Type          { return TypeAddressClaimed }
+func (*AddressClaimReleased) EventType() Type    { return TypeAddressClaimReleased }
+func (*PoolNodeSelectorSet) EventType() Type     { return TypePoolNodeSelectorSet }
+func (*PoolDisabled) EventType() Type            { return TypePoolDisabled }
+func (*PoolEnabled) EventType() Type             { return TypePoolEnabled }
+func (*NodeLabelsSet) EventType() Type           { return TypeNodeLabelsSet }
 
 // newPayload returns an empty payload of type t, or nil for an unknown type.
 func newPayload(t Type) Payload {
@@ -284,6 +320,14 @@ func newPayload(t Type) Payload {
 		return &AddressClaimed{}
 	case TypeAddressClaimReleased:
 		return &AddressClaimReleased{}
+	case TypePoolNodeSelectorSet:
+		return &PoolNodeSelectorSet{}
+	case TypePoolDisabled:
+		return &PoolDisabled{}
+	case TypePoolEnabled:
+		return &PoolEnabled{}
+	case TypeNodeLabelsSet:
+		return &NodeLabelsSet{}
 	}
 	return nil
 }
@@ -299,6 +343,7 @@ func AllTypes() []Type {
 		TypeClusterLevelRaised,
 		TypeAddressesReserved, TypeAddressesUnreserved, TypePoolNetworkBroadcastSet,
 		TypeAddressClaimed, TypeAddressClaimReleased,
+		TypePoolNodeSelectorSet, TypePoolDisabled, TypePoolEnabled, TypeNodeLabelsSet,
 	}
 }
 
@@ -463,6 +508,45 @@ func (p *AddressClaimReleased) readFrom(r *reader) {
 	p.ContainerID = r.id()
 	p.IfName = r.name()
 	p.Reason = r.name()
+}
+
+func (p *PoolNodeSelectorSet) appendTo(w *writer) { w.str(p.Name); w.str(p.Selector) }
+func (p *PoolNodeSelectorSet) readFrom(r *reader) { p.Name = r.name(); p.Selector = r.str() }
+func (p *PoolDisabled) appendTo(w *writer)        { w.str(p.Name); w.str(p.Reason) }
+func (p *PoolDisabled) readFrom(r *reader)        { p.Name = r.name(); p.Reason = r.str() }
+func (p *PoolEnabled) appendTo(w *writer)         { w.str(p.Name) }
+func (p *PoolEnabled) readFrom(r *reader)         { p.Name = r.name() }
+
+// NodeLabelsSet stores its labels sorted by key, so that the encoding is a function of
+// the map; a reader refuses keys out of order or repeated (they would not re-encode to
+// the same bytes).
+func (p *NodeLabelsSet) appendTo(w *writer) {
+	w.str(p.Node)
+	keys := make([]string, 0, len(p.Labels))
+	for k := range p.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	w.uvarint(uint64(len(keys)))
+	for _, k := range keys {
+		w.str(k)
+		w.str(p.Labels[k])
+	}
+}
+
+func (p *NodeLabelsSet) readFrom(r *reader) {
+	p.Node = r.name()
+	n := r.count(2)
+	p.Labels = make(map[string]string, n)
+	prev := ""
+	for i := 0; i < n && r.err == nil; i++ {
+		k, v := r.str(), r.str()
+		if i > 0 && k <= prev {
+			r.fail("node labels out of order or repeated")
+			return
+		}
+		p.Labels[k], prev = v, k
+	}
 }
 
 func (p *Snapshot) appendTo(w *writer) { w.raw(p.StateHash[:]); w.bytes(p.State) }

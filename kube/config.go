@@ -28,6 +28,8 @@ var (
 	ErrPodNotFound = errors.New("kube: pod not found")
 	// ErrNamespaceNotFound: the pod's namespace does not exist.
 	ErrNamespaceNotFound = errors.New("kube: namespace not found")
+	// ErrNodeNotFound: the Node object coild looks for does not exist.
+	ErrNodeNotFound = errors.New("kube: node not found")
 	// ErrBadAnnotation: a pool annotation is present but empty or not a valid name.
 	ErrBadAnnotation = errors.New("kube: invalid pool annotation")
 	// ErrUnavailable: the API server could not be asked (network, authorization).

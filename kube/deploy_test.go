@@ -62,7 +62,9 @@ func TestManifestsServerDryRun(t *testing.T) {
 	}{
 		{coild, []string{"list", "pods", "-A"}, "yes"},
 		{coild, []string{"watch", "namespaces"}, "yes"},
-		{coild, []string{"get", "nodes"}, "no"},
+		{coild, []string{"get", "nodes"}, "yes"}, // its Node object's labels (pool node selectors)
+		{coild, []string{"list", "nodes"}, "no"},
+		{coild, []string{"update", "nodes"}, "no"},
 		{coild, []string{"update", "pods", "-n", "default"}, "no"},
 		{coild, []string{"delete", "pods", "-n", "default"}, "no"},
 		{coild, []string{"get", "secrets", "-n", "kube-system"}, "no"},

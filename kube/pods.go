@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +58,11 @@ type Selection struct {
 	// FixedIPs are the addresses the pod's annotation coil.cybozu.com/ip asks for
 	// (annotation.ParseIPs); nil without it.
 	FixedIPs []netip.Addr
+	// Fallbacks are the pools the sources after Source name, in precedence order
+	// (namespace annotation, network config, default; each once, Pool left out): where
+	// an ADD goes when Pool is disabled (coilctl pool disable). An invalid namespace
+	// annotation is left out here (it is refused only when it is the choice).
+	Fallbacks []string
 }
 
 // SelectPool applies the precedence: pod annotation, namespace annotation, network
@@ -66,8 +72,31 @@ type Selection struct {
 // a pool name) is ErrBadAnnotation.
 func SelectPool(pod *corev1.Pod, ns *corev1.Namespace, netconfPool, defaultPool string) (Selection, error) {
 	sel, err := selectPool(pod, ns, netconfPool, defaultPool)
-	if err != nil || pod == nil {
+	if err != nil {
 		return sel, err
+	}
+	// The pools of the sources after the chosen one, for a disabled pool.
+	var later []string
+	if sel.Source == SourcePodAnnotation && ns != nil {
+		if v, ok := ns.Annotations[PoolAnnotation]; ok {
+			if p, err := annotation.ParsePool(v); err == nil {
+				later = append(later, p)
+			}
+		}
+	}
+	if sel.Source == SourcePodAnnotation || sel.Source == SourceNamespaceAnnotation {
+		later = append(later, netconfPool)
+	}
+	if sel.Source != SourceDefault {
+		later = append(later, defaultPool)
+	}
+	for _, p := range later {
+		if p != "" && p != sel.Pool && !slices.Contains(sel.Fallbacks, p) {
+			sel.Fallbacks = append(sel.Fallbacks, p)
+		}
+	}
+	if pod == nil {
+		return sel, nil
 	}
 	if v, ok := pod.Annotations[IPAnnotation]; ok {
 		ips, err := annotation.ParseIPs(v)
@@ -269,8 +298,26 @@ func (c *PodCache) ResolvePool(ctx context.Context, ref PodRef, netconfPool, def
 		if ns, err = c.namespace(ctx, ref.Namespace); err != nil {
 			return Selection{}, err
 		}
+	} else if cached, err := c.nsList.Get(ref.Namespace); err == nil {
+		ns = cached // for the fallbacks only: from the cache, never an API call
 	}
 	return SelectPool(pod, ns, netconfPool, defaultPool)
+}
+
+// NodeLabels reads the labels of Node object name from the API server (coild's
+// ClusterRole may get nodes). A missing node is ErrNodeNotFound; any other failure
+// ErrUnavailable.
+func (c *PodCache) NodeLabels(ctx context.Context, name string) (map[string]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	n, err := c.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, errors.Wrapf(ErrNodeNotFound, "node %s", name)
+	case err != nil:
+		return nil, errors.Wrapf(ErrUnavailable, "get node %s: %v", name, err)
+	}
+	return n.Labels, nil
 }
 
 // UID is a pod UID as a string (types.UID is a string type).

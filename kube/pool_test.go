@@ -3,10 +3,13 @@ package kube_test
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/errors"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/coil-net/coil/internal/testutil"
 	"github.com/coil-net/coil/kube"
@@ -67,6 +70,37 @@ func TestResolvePool(t *testing.T) {
 		if sel.Pool != tc.pool || sel.Source != tc.source || sel.PodUID != tc.uid {
 			t.Errorf("%v netconf %q: got %+v, want pool %q from %q uid %s", tc.ref, tc.netconf, sel, tc.pool, tc.source, tc.uid)
 		}
+	}
+
+	// The fallbacks of a disabled pool: the pools of the sources after the chosen one,
+	// each once, the chosen pool left out.
+	for _, tc := range []struct {
+		ref       kube.PodRef
+		netconf   string
+		fallbacks string
+	}{
+		{kube.PodRef{Namespace: "annotated", Name: "a"}, "nc-pool", "ns-pool,nc-pool,dflt"},
+		{kube.PodRef{Namespace: "annotated", Name: "a"}, "dflt", "ns-pool,dflt"},
+		{kube.PodRef{Namespace: "annotated", Name: "b"}, "nc-pool", "nc-pool,dflt"},
+		{kube.PodRef{Namespace: "plain", Name: "c"}, "nc-pool", "dflt"},
+		{kube.PodRef{Namespace: "plain", Name: "c"}, "", ""},
+		{kube.PodRef{}, "dflt", ""},
+	} {
+		sel, err := c.ResolvePool(ctx, tc.ref, tc.netconf, "dflt")
+		if got := strings.Join(sel.Fallbacks, ","); err != nil || got != tc.fallbacks {
+			t.Errorf("%v netconf %q: fallbacks %q (%v), want %q", tc.ref, tc.netconf, got, err, tc.fallbacks)
+		}
+	}
+
+	// coild reads its Node object's labels (pools with a node selector).
+	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{"zone": "a"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if lbls, err := c.NodeLabels(ctx, "n1"); err != nil || len(lbls) != 1 || lbls["zone"] != "a" {
+		t.Errorf("NodeLabels(n1) = %v, %v", lbls, err)
+	}
+	if _, err := c.NodeLabels(ctx, "nosuch"); !errors.Is(err, kube.ErrNodeNotFound) {
+		t.Errorf("NodeLabels(nosuch): %v", err)
 	}
 
 	for _, tc := range []struct {

@@ -194,6 +194,13 @@ type Pool struct {
 	// of the pool of at most /30 (PoolNetworkBroadcastSet). False for a pool without that
 	// event: it hands them out, as pools did before the option existed.
 	SkipNetworkBroadcast bool `json:"skipNetworkBroadcast,omitempty"`
+	// NodeSelector: only nodes whose labels match it take blocks of the pool
+	// (PoolNodeSelectorSet, in canonical label-selector form); empty: every node.
+	NodeSelector string `json:"nodeSelector,omitempty"`
+	// Disabled: the pool hands out no new block or address (PoolDisabled, until
+	// PoolEnabled); DisabledReason is the reason given.
+	Disabled       bool   `json:"disabled,omitempty"`
+	DisabledReason string `json:"disabledReason,omitempty"`
 }
 
 // Cluster is the state of the "cluster" stream: the pools that exist.
@@ -265,13 +272,38 @@ func (c *Cluster) Apply(e *events.Event) error {
 			return invalid(e, "pool %q does not exist", p.Pool)
 		}
 		pool.SkipNetworkBroadcast = p.Skip
+	case *events.PoolNodeSelectorSet:
+		pool, ok := c.Pools[p.Name]
+		if !ok {
+			return invalid(e, "pool %q does not exist", p.Name)
+		}
+		pool.NodeSelector = p.Selector
+	case *events.PoolDisabled:
+		pool, ok := c.Pools[p.Name]
+		if !ok {
+			return invalid(e, "pool %q does not exist", p.Name)
+		}
+		if pool.Disabled {
+			return invalid(e, "pool %q is already disabled", p.Name)
+		}
+		pool.Disabled, pool.DisabledReason = true, p.Reason
+	case *events.PoolEnabled:
+		pool, ok := c.Pools[p.Name]
+		if !ok {
+			return invalid(e, "pool %q does not exist", p.Name)
+		}
+		if !pool.Disabled {
+			return invalid(e, "pool %q is not disabled", p.Name)
+		}
+		pool.Disabled, pool.DisabledReason = false, ""
 	case *events.Snapshot:
 		if err := snapshotApply(&c.At, c, resetCluster, e, p); err != nil {
 			return err
 		}
 	case *events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed,
 		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired,
-		*events.NodeBlockAdded, *events.NodeBlockRemoved, *events.AddressClaimed, *events.AddressClaimReleased:
+		*events.NodeBlockAdded, *events.NodeBlockRemoved, *events.AddressClaimed, *events.AddressClaimReleased,
+		*events.NodeLabelsSet:
 		return wrongStream(e)
 	default:
 		return unknownType(e)
@@ -381,7 +413,8 @@ func (b *Blocks) Apply(e *events.Event) error {
 	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.PoolSplit, *events.ClusterLevelRaised,
 		*events.AddressAssigned, *events.AddressReleased, *events.NodeRegistered, *events.NodeRetired,
 		*events.NodeBlockAdded, *events.NodeBlockRemoved,
-		*events.AddressesReserved, *events.AddressesUnreserved, *events.PoolNetworkBroadcastSet:
+		*events.AddressesReserved, *events.AddressesUnreserved, *events.PoolNetworkBroadcastSet,
+		*events.PoolNodeSelectorSet, *events.PoolDisabled, *events.PoolEnabled, *events.NodeLabelsSet:
 		return wrongStream(e)
 	default:
 		return unknownType(e)
@@ -540,6 +573,9 @@ type Node struct {
 	// Blocks are the blocks the node owns in pools with block streams, since when
 	// (NodeBlockAdded, NodeBlockRemoved); blocks owned in a "pool/NAME" stream are not here.
 	Blocks map[BlockRef]time.Time `json:"blocks,omitempty"`
+	// Labels are the node's labels as its coild last recorded them (NodeLabelsSet);
+	// nil before any (left out of the state's JSON, so older states hash as before).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // NewNode returns the empty state of a node stream.
@@ -597,6 +633,14 @@ func (n *Node) Apply(e *events.Event) error {
 			return invalid(e, "block %d of %q removed while %d of its addresses are in use", p.Index, p.Pool, u.InUse)
 		}
 		delete(n.Blocks, ref)
+	case *events.NodeLabelsSet:
+		if n.Name != "" && p.Node != n.Name {
+			return invalid(e, "labels of node %q in the stream of %q", p.Node, n.Name)
+		}
+		n.Labels = make(map[string]string, len(p.Labels))
+		for k, v := range p.Labels {
+			n.Labels[k] = v
+		}
 	case *events.Snapshot:
 		if err := snapshotApply(&n.At, n, resetNode, e, p); err != nil {
 			return err
@@ -604,7 +648,8 @@ func (n *Node) Apply(e *events.Event) error {
 	case *events.PoolCreated, *events.PoolSubnetAdded, *events.PoolDeleted, *events.PoolSplit, *events.ClusterLevelRaised,
 		*events.BlockAssigned, *events.BlockReleased, *events.BlockReclaimed,
 		*events.AddressesReserved, *events.AddressesUnreserved, *events.PoolNetworkBroadcastSet,
-		*events.AddressClaimed, *events.AddressClaimReleased:
+		*events.AddressClaimed, *events.AddressClaimReleased,
+		*events.PoolNodeSelectorSet, *events.PoolDisabled, *events.PoolEnabled:
 		return wrongStream(e)
 	default:
 		return unknownType(e)

@@ -24,8 +24,12 @@ type Diff struct {
 		Added    []PoolChange `json:"added"`
 		Extended []PoolChange `json:"extended"`
 		Removed  []PoolChange `json:"removed"`
+		// Changed: node selectors and enabled/disabled of pools at both ends.
+		Changed []PoolSettingChange `json:"changed,omitempty"`
 	} `json:"pools"`
-	Blocks struct {
+	// NodeLabels: nodes whose recorded labels (NodeLabelsSet) differ between the ends.
+	NodeLabels []NodeLabelsChange `json:"nodeLabels,omitempty"`
+	Blocks     struct {
 		Assigned []BlockChange `json:"assigned"`
 		Released []BlockChange `json:"released"`
 	} `json:"blocks"`
@@ -60,7 +64,7 @@ type OptionChange struct {
 
 // Empty reports whether nothing changed.
 func (d *Diff) Empty() bool {
-	return d.FeatureLevel == nil && len(d.Pools.Added)+len(d.Pools.Extended)+len(d.Pools.Removed)+len(d.Blocks.Assigned)+
+	return d.FeatureLevel == nil && len(d.Pools.Added)+len(d.Pools.Extended)+len(d.Pools.Removed)+len(d.Pools.Changed)+len(d.NodeLabels)+len(d.Blocks.Assigned)+
 		len(d.Blocks.Released)+len(d.Addresses.Assigned)+len(d.Addresses.Released)+
 		len(d.Reservations.Added)+len(d.Reservations.Removed)+len(d.Options) == 0
 }
@@ -85,6 +89,38 @@ type PoolChange struct {
 	Subnets []string `json:"subnets"`
 	// Added lists the subnets added to a pool that existed at both ends.
 	Added []string `json:"addedSubnets,omitempty"`
+}
+
+// PoolSettingChange is a setting of a pool that exists at both ends: Setting is
+// "nodeSelector" ("" = every node) or "state" ("enabled", "disabled").
+type PoolSettingChange struct {
+	Name    string `json:"name"`
+	Setting string `json:"setting"`
+	From    string `json:"from"`
+	To      string `json:"to"`
+}
+
+// NodeLabelsChange is a node's recorded labels at both ends ("k=v,..." sorted; "" none).
+type NodeLabelsChange struct {
+	Node string `json:"node"`
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+func labelsString(m map[string]string) string {
+	keys := slices.Sorted(maps.Keys(m))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func poolState(p *projection.Pool) string {
+	if p.Disabled {
+		return "disabled"
+	}
+	return "enabled"
 }
 
 // BlockChange is a block that changed hands between the two ends.
@@ -139,6 +175,37 @@ func DiffStates(from, to *StateAt) *Diff {
 		case len(p.Subnets) > len(old.Subnets):
 			d.Pools.Extended = append(d.Pools.Extended, PoolChange{Name: name, Subnets: subnetStrings(p.Subnets),
 				Added: subnetStrings(p.Subnets[len(old.Subnets):])})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(to.Cluster.Pools)) {
+		p, old := to.Cluster.Pools[name], from.Cluster.Pools[name]
+		if old == nil {
+			continue
+		}
+		if p.NodeSelector != old.NodeSelector {
+			d.Pools.Changed = append(d.Pools.Changed, PoolSettingChange{Name: name, Setting: "nodeSelector", From: old.NodeSelector, To: p.NodeSelector})
+		}
+		if p.Disabled != old.Disabled {
+			d.Pools.Changed = append(d.Pools.Changed, PoolSettingChange{Name: name, Setting: "state", From: poolState(old), To: poolState(p)})
+		}
+	}
+	nodes := map[string]bool{}
+	for name := range to.Nodes {
+		nodes[name] = true
+	}
+	for name := range from.Nodes {
+		nodes[name] = true
+	}
+	for _, name := range slices.Sorted(maps.Keys(nodes)) {
+		var a, b string
+		if n := from.Nodes[name]; n != nil {
+			a = labelsString(n.Labels)
+		}
+		if n := to.Nodes[name]; n != nil {
+			b = labelsString(n.Labels)
+		}
+		if a != b {
+			d.NodeLabels = append(d.NodeLabels, NodeLabelsChange{Node: name, From: a, To: b})
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(from.Cluster.Pools)) {

@@ -108,6 +108,12 @@ func (f *EventFilter) Show(e *events.Event) bool {
 		pool = p.Pool
 	case *events.PoolNetworkBroadcastSet:
 		pool = p.Pool
+	case *events.PoolNodeSelectorSet:
+		pool = p.Name
+	case *events.PoolDisabled:
+		pool = p.Name
+	case *events.PoolEnabled:
+		pool = p.Name
 	case *events.BlockAssigned:
 		node = p.Node
 	case *events.BlockReleased:

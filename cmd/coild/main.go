@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/daemon"
 	"github.com/coil-net/coil/internal/etcdclient"
 	"github.com/coil-net/coil/internal/safetext"
@@ -37,11 +38,12 @@ func uids(in []uint) ([]uint32, error) {
 
 func run(args []string) int {
 	var (
-		cfg       daemon.Config
-		etcd      etcdclient.Flags
-		logLevel  string
-		logJSON   bool
-		allowUIDs []uint
+		cfg        daemon.Config
+		etcd       etcdclient.Flags
+		logLevel   string
+		logJSON    bool
+		allowUIDs  []uint
+		nodeLabels string
 	)
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
@@ -67,6 +69,9 @@ func run(args []string) int {
 			cfg.EtcdPrefix = etcd.Prefix
 			if cfg.AllowUIDs, err = uids(allowUIDs); err != nil {
 				return err
+			}
+			if cfg.NodeLabels, err = allocator.ParseNodeLabels(nodeLabels); err != nil {
+				return fmt.Errorf("--node-labels: %w", err)
 			}
 			// Every value as given: a zero or negative duration, an empty name, a reserved
 			// table is refused here, before daemon.New fills defaults for in-process callers.
@@ -96,6 +101,7 @@ func run(args []string) int {
 	f.IntVar(&cfg.RouteProtocol, "route-protocol", 30, "route protocol number marking Coil's routes")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9384", "address of the Prometheus metrics endpoint (empty: off)")
 	f.StringVar(&cfg.DefaultPool, "default-pool", "default", "pool used when the request names none")
+	f.StringVar(&nodeLabels, "node-labels", "", "this node's labels, KEY=VALUE,... (for pools with a node selector; with Kubernetes the Node object's labels win over these on the same key)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 15*time.Second, "TTL of the node's etcd lease (fencing)")
 	f.DurationVar(&cfg.ReconcileEvery, "reconcile-interval", 30*time.Second, "how often the kernel is reconciled with the log")
 	f.DurationVar(&cfg.BlockGrace, "block-grace", 5*time.Minute, "how long an empty block stays before it is released")

@@ -85,6 +85,14 @@ func Samples() []Sample {
 		{"AddressClaimReleased", events.PoolStream("default"), &events.AddressClaimReleased{
 			Addrs: []netip.Addr{netip.MustParseAddr("10.2.0.7"), netip.MustParseAddr("fd00:10:1::7")}, Block: 0, Node: "node-2",
 			ContainerID: "4f8c2b9e1d7a6035b2c9e8f1a4d7b0c3e6f9a2d5b8c1e4f7a0d3b6c9e2f5a8d1", IfName: "eth0", Reason: "CNI DEL"}},
+		// Node selectors, node labels, pool lifecycle (issue 14).
+		{"PoolNodeSelectorSet", events.ClusterStream, &events.PoolNodeSelectorSet{Name: "default", Selector: "rack in (r1,r2),zone=a"}},
+		{"PoolNodeSelectorSet-all", events.ClusterStream, &events.PoolNodeSelectorSet{Name: "default", Selector: ""}},
+		{"PoolDisabled", events.ClusterStream, &events.PoolDisabled{Name: "default", Reason: "migrating to pool blue"}},
+		{"PoolEnabled", events.ClusterStream, &events.PoolEnabled{Name: "default"}},
+		{"NodeLabelsSet", events.NodeStream("node-1"), &events.NodeLabelsSet{Node: "node-1",
+			Labels: map[string]string{"kubernetes.io/hostname": "node-1", "topology.kubernetes.io/zone": "a", "empty": ""}}},
+		{"NodeLabelsSet-none", events.NodeStream("node-1"), &events.NodeLabelsSet{Node: "node-1", Labels: map[string]string{}}},
 	}
 }
 

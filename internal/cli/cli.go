@@ -121,7 +121,7 @@ func exitCode(err error) int {
 		return ExitUsage
 	}
 	switch {
-	case errors.Is(err, ErrUsage), errors.Is(err, allocator.ErrInvalidPool), errors.Is(err, allocator.ErrInvalidRange),
+	case errors.Is(err, ErrUsage), errors.Is(err, allocator.ErrInvalidPool), errors.Is(err, allocator.ErrInvalidRange), errors.Is(err, allocator.ErrInvalidSelector),
 		errors.Is(err, etcdclient.ErrInvalidEndpoint), errors.Is(err, events.ErrInvalidStream):
 		return ExitUsage
 	case errors.Is(err, etcdclient.ErrUnreachable), errors.Is(err, events.ErrUnavailable):

@@ -98,6 +98,28 @@ func (a *app) printDiff(fp, tp readside.Point, d *readside.Diff) error {
 	for _, r := range d.Reservations.Added {
 		t.row("+ reserved", r.Pool+" "+r.Range, r.Reason)
 	}
+	orAll := func(s string) string {
+		if s == "" {
+			return "(every node)"
+		}
+		return s
+	}
+	for _, c := range d.Pools.Changed {
+		if c.Setting == "nodeSelector" {
+			t.row("~ pool", c.Name, "node selector "+orAll(c.From)+" -> "+orAll(c.To))
+		} else {
+			t.row("~ pool", c.Name, c.From+" -> "+c.To)
+		}
+	}
+	orNone := func(s string) string {
+		if s == "" {
+			return "(none)"
+		}
+		return s
+	}
+	for _, c := range d.NodeLabels {
+		t.row("~ labels", "node "+c.Node, orNone(c.From)+" -> "+orNone(c.To))
+	}
 	for _, b := range d.Blocks.Released {
 		t.row("- block", fmt.Sprintf("%s#%d %s", b.Pool, b.Index, strings.Join(b.Prefixes, ",")), "node "+b.Node)
 	}

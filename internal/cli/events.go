@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/projection"
 	"github.com/coil-net/coil/readside"
@@ -386,6 +387,17 @@ func summary(e *events.Event, cluster *projection.Cluster) string {
 		return fmt.Sprintf("%s claimed by %s on %s, %s", joinAddrs(p.Addrs), att, p.Node, block(p.Block))
 	case *events.AddressClaimReleased:
 		return fmt.Sprintf("%s claim of %s/%s on %s ended%s", joinAddrs(p.Addrs), shortID(p.ContainerID), p.IfName, p.Node, because(p.Reason))
+	case *events.PoolNodeSelectorSet:
+		if p.Selector == "" {
+			return fmt.Sprintf("pool %s: every node may use it", p.Name)
+		}
+		return fmt.Sprintf("pool %s: only nodes matching %s", p.Name, p.Selector)
+	case *events.PoolDisabled:
+		return fmt.Sprintf("pool %s disabled%s", p.Name, because(p.Reason))
+	case *events.PoolEnabled:
+		return fmt.Sprintf("pool %s enabled", p.Name)
+	case *events.NodeLabelsSet:
+		return fmt.Sprintf("node %s labels: %s", p.Node, allocator.FormatLabels(p.Labels))
 	}
 	return string(e.Type())
 }

@@ -19,7 +19,9 @@ func (a *app) poolCommand() *cobra.Command {
 	return a.group("pool", "Create, list, show and delete address pools",
 		a.poolCreateCommand(), a.poolAddSubnetCommand(), a.poolListCommand(), a.poolShowCommand(), a.poolDeleteCommand(),
 		a.poolSplitCommand(),
-		a.poolReserveCommand(), a.poolUnreserveCommand(), a.poolSetCommand())
+		a.poolReserveCommand(), a.poolUnreserveCommand(), a.poolSetCommand(),
+		// Node selectors and pool lifecycle (issue 14).
+		a.poolSetNodeSelectorCommand(), a.poolDisableCommand(), a.poolEnableCommand())
 }
 
 // argsUsage checks the argument count with a message naming the arguments.
@@ -47,7 +49,7 @@ const (
 
 func (a *app) poolCreateCommand() *cobra.Command {
 	var bits int
-	var layout string
+	var layout, selector string
 	var reserve []string
 	var reserveReason string
 	var skipNB bool
@@ -72,10 +74,15 @@ of its IPv4 subnets (--skip-network-broadcast, default true; change it with 'coi
 pool set'). That takes cluster feature level 1: while a coild of an older release runs,
 the pool is made without the option (it hands them out) and coilctl says so.
 --reserve RANGE (repeatable) reserves addresses from the start (see 'coilctl pool
-reserve').`,
+reserve').
+--node-selector restricts the pool to the nodes whose labels match it (Kubernetes
+label-selector syntax: zone=a,rack in (r1,r2),!gpu); other nodes take no block of it,
+and an ADD there that chooses it is refused. It needs cluster feature level 1, like
+block streams. Change it later with 'coilctl pool set-node-selector'.`,
 		Example: `  coilctl pool create default 10.64.0.0/16
   coilctl pool create dual 10.65.0.0/16,fd00:65::/112 --block-size-bits 6
-  coilctl pool create edge 10.66.0.0/24 --reserve 10.66.0.1 --reserve 10.66.0.240/28 --reserve-reason "router and VIPs"`,
+  coilctl pool create edge 10.66.0.0/24 --reserve 10.66.0.1 --reserve 10.66.0.240/28 --reserve-reason "router and VIPs"
+  coilctl pool create zone-a 10.67.0.0/16 --node-selector 'topology.kubernetes.io/zone=a'`,
 		Args: argsUsage(2, -1, "NAME and at least one SUBNET"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -118,6 +125,15 @@ reserve').`,
 				}
 				opts = append(opts, allocator.ReserveRanges(rs, why))
 			}
+			if cmd.Flags().Changed("node-selector") {
+				canon, err := allocator.ParseNodeSelector(selector)
+				if err != nil {
+					return err
+				}
+				if canon != "" {
+					opts = append(opts, allocator.WithNodeSelector(canon))
+				}
+			}
 			switch layout {
 			case layoutBlockStreams:
 				opts = append(opts, allocator.BlockStreams())
@@ -139,6 +155,7 @@ reserve').`,
 	c.Flags().BoolVar(&skipNB, "skip-network-broadcast", true, "do not hand out the network and broadcast address of the pool's IPv4 subnets (needs cluster feature level 1; without it the default falls back to handing them out)")
 	c.Flags().IntVar(&bits, "block-size-bits", allocator.DefaultBlockSizeBits,
 		fmt.Sprintf("block size as a power of two: a block holds 2^N addresses (0-%d; 5 = 32 addresses, a /27)", allocator.MaxBlockSizeBits))
+	c.Flags().StringVar(&selector, "node-selector", "", "only nodes whose labels match this Kubernetes label selector take blocks of the pool (zone=a,rack in (r1,r2)); empty: every node")
 	c.Flags().StringVar(&layout, "layout", layoutPoolStream, "where block owners are recorded: "+layoutPoolStream+" (one stream for the pool, as before block streams) or "+layoutBlockStreams+" (a stream per block; needs cluster feature level 1, raised when every live coild reads it)")
 	return c
 }
@@ -250,6 +267,9 @@ type poolNodeView struct {
 
 type poolView struct {
 	Name           string         `json:"name"`
+	NodeSelector   string         `json:"nodeSelector,omitempty"`
+	Disabled       bool           `json:"disabled,omitempty"`
+	DisabledReason string         `json:"disabledReason,omitempty"`
 	Subnets        []string       `json:"subnets"`
 	BlockSizeBits  uint8          `json:"blockSizeBits"`
 	BlockSize      string         `json:"blockSize"`
@@ -288,6 +308,7 @@ func (s *snapshot) poolView(p *projection.Pool, withNodes bool) *poolView {
 	v := &poolView{
 		Name: p.Name, Subnets: subnetStrings(p.Subnets), BlockSizeBits: p.BlockSizeBits,
 		BlockSize: blockSize(p), Created: p.Created, Layout: layoutPoolStream,
+		NodeSelector: p.NodeSelector, Disabled: p.Disabled, DisabledReason: p.DisabledReason,
 	}
 	if p.Split {
 		v.Layout = layoutBlockStreams
@@ -307,6 +328,8 @@ func (s *snapshot) poolView(p *projection.Pool, withNodes bool) *poolView {
 	if !withNodes || len(owners) == 0 {
 		return v
 	}
+	// Addresses held in blocks no node owns any more cannot happen (a block is released
+	// only empty); every address in use is counted under its block's owner below.
 	byNode := map[string]*poolNodeView{}
 	idx := make([]uint32, 0, len(owners))
 	for i := range owners {
@@ -332,6 +355,134 @@ func (s *snapshot) poolView(p *projection.Pool, withNodes bool) *poolView {
 	}
 	return v
 }
+
+// remaining says what a disabled pool still holds: "3 addresses on n1 (2), n2 (1)", or
+// that it is empty and may be deleted.
+func remaining(v *poolView) string {
+	if v.AddressesInUse == 0 {
+		if v.Blocks.Used > 0 {
+			return fmt.Sprintf("no address; %d empty blocks not yet given back by their nodes (at once for a disabled pool, on each node's next reconcile pass)", v.Blocks.Used)
+		}
+		return "nothing: the pool may be deleted (coilctl pool delete " + v.Name + ")"
+	}
+	var parts []string
+	for _, n := range v.Nodes {
+		if n.AddressesInUse > 0 {
+			parts = append(parts, fmt.Sprintf("%s (%d)", n.Node, n.AddressesInUse))
+		}
+	}
+	return fmt.Sprintf("%d addresses on %s", v.AddressesInUse, strings.Join(parts, ", "))
+}
+
+func (a *app) poolSetNodeSelectorCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "set-node-selector NAME SELECTOR",
+		Short: "Restrict a pool to the nodes whose labels match SELECTOR ('' for every node)",
+		Long: `Set the node selector of a pool: from now on only nodes whose labels match SELECTOR
+(Kubernetes label-selector syntax: zone=a,rack in (r1,r2),!gpu) take blocks and
+addresses from it. An empty SELECTOR ('') lets every node use the pool again. Nodes that
+no longer match keep the addresses they hold; they take no new one and give their
+empty blocks of the pool back. A node's labels are those of its Node object, or coild
+--node-labels (docs/coild.md). Needs cluster feature level 1. Setting the selector the
+pool has already is success and writes nothing.`,
+		Example: `  coilctl pool set-node-selector gpu 'accelerator in (a100,h100)'
+  coilctl pool set-node-selector gpu ''`,
+		Args: argsUsage(2, 2, "NAME and one SELECTOR ('' for every node)"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName("pool", name); err != nil {
+				return err
+			}
+			canon, err := allocator.ParseNodeSelector(args[1])
+			if err != nil {
+				return err
+			}
+			if err = a.connect(); err != nil {
+				return err
+			}
+			changed, err := a.admin().SetNodeSelector(cmd.Context(), name, canon)
+			if err != nil {
+				return poolErr(name, err)
+			}
+			what := "node selector set to " + strconvQuote(canon)
+			if canon == "" {
+				what = "usable by every node"
+			}
+			if !changed {
+				what += " (unchanged)"
+			}
+			return a.printPoolResult(cmd, name, what)
+		}),
+	}
+}
+
+func (a *app) poolDisableCommand() *cobra.Command {
+	var reason string
+	c := &cobra.Command{
+		Use:   "disable NAME",
+		Short: "Stop a pool from handing out blocks and addresses (existing ones stay)",
+		Long: `Disable a pool: no node takes a new block or address from it. Addresses it has
+handed out stay with their pods until released; nodes give its empty blocks back at
+once (on their next reconcile pass). An ADD that chooses the pool falls through to the
+next pool the operator configured for that pod (namespace annotation, network config
+"pool", coild --default-pool, in that order after the source that chose it); with none
+enabled it is refused, naming the pool. 'pool show' says how many addresses remain and
+where; 'pool delete' succeeds once none does. Needs cluster feature level 1. Disabling
+a disabled pool is success and writes nothing. See docs/operations.md, "Moving pods to
+another pool".`,
+		Example: `  coilctl pool disable old --reason 'moving to pool new'`,
+		Args:    argsUsage(1, 1, "one pool NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName("pool", name); err != nil {
+				return err
+			}
+			if err := a.connect(); err != nil {
+				return err
+			}
+			changed, err := a.admin().DisablePool(cmd.Context(), name, reason)
+			if err != nil {
+				return poolErr(name, err)
+			}
+			what := "disabled"
+			if !changed {
+				what = "already disabled"
+			}
+			return a.printPoolResult(cmd, name, what)
+		}),
+	}
+	c.Flags().StringVar(&reason, "reason", "", "why, recorded in the log (PoolDisabled) and shown by pool show")
+	return c
+}
+
+func (a *app) poolEnableCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "enable NAME",
+		Short:   "Let a disabled pool hand out addresses again",
+		Example: `  coilctl pool enable old`,
+		Args:    argsUsage(1, 1, "one pool NAME"),
+		RunE: a.run(func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := validName("pool", name); err != nil {
+				return err
+			}
+			if err := a.connect(); err != nil {
+				return err
+			}
+			changed, err := a.admin().EnablePool(cmd.Context(), name)
+			if err != nil {
+				return poolErr(name, err)
+			}
+			what := "enabled"
+			if !changed {
+				what = "already enabled"
+			}
+			return a.printPoolResult(cmd, name, what)
+		}),
+	}
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
 
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
@@ -406,7 +557,23 @@ func (a *app) poolShowCommand() *cobra.Command {
 			fmt.Fprintf(w, "Block size:        %s, %d bits\n", v.BlockSize, v.BlockSizeBits)
 			fmt.Fprintf(w, "Blocks:            %d used, %d free, %d total\n", v.Blocks.Used, v.Blocks.Free, v.Blocks.Total)
 			fmt.Fprintf(w, "Layout:            %s\n", v.Layout)
+			sel := v.NodeSelector
+			if sel == "" {
+				sel = "(every node)"
+			}
+			fmt.Fprintf(w, "Node selector:     %s\n", sel)
+			state := "enabled"
+			if v.Disabled {
+				state = "disabled"
+				if v.DisabledReason != "" {
+					state += " (" + v.DisabledReason + ")"
+				}
+			}
+			fmt.Fprintf(w, "State:             %s\n", state)
 			fmt.Fprintf(w, "Addresses in use:  %d\n", v.AddressesInUse)
+			if v.Disabled {
+				fmt.Fprintf(w, "Remaining:         %s\n", remaining(v))
+			}
 			fmt.Fprintf(w, "Created:           %s\n", fmtTime(v.Created))
 			if len(p.Subnets) > 0 && p.Subnets[0].IPv4.IsValid() {
 				nb := "handed out (coilctl pool set " + name + " --skip-network-broadcast=true to stop)"
