@@ -619,7 +619,7 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) bool {
 	block, addrs, ok := n.nextFree(pool, p)
 	took := false // a block of a split pool taken for this request (undone if it does not fit)
 	if !ok {
-		var idx uint32
+		var idx uint64
 		var err error
 		if !pool.Split {
 			idx, err = n.acquireBlock(ctx, pool)
@@ -805,7 +805,7 @@ func (n *Node) appendTakes(ctx context.Context, p *pending) error {
 // nextFree finds the next free address after the last one handed out in the pool
 // (next-after-last, so a just-freed address is not reused at once), over the node's
 // blocks of the pool in index order, wrapping around.
-func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr, bool) {
+func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint64, []netip.Addr, bool) {
 	owned := n.owned(pool.Name)
 	for _, t := range p.takeList {
 		if t.ref.Pool == pool.Name {
@@ -874,7 +874,7 @@ func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr
 // owned returns the node's blocks of a pool in index order: those its pool stream
 // records, and (in a split pool) those its node stream records; cached until either
 // stream moves. Caller holds n.mu.
-func (n *Node) owned(pool string) []uint32 {
+func (n *Node) owned(pool string) []uint64 {
 	var head events.Version
 	blocks := n.st.Pools[pool]
 	if blocks != nil {
@@ -884,7 +884,7 @@ func (n *Node) owned(pool string) []uint32 {
 	if c, ok := n.ownedCache[pool]; ok && c.head == head && c.nodeHead == nodeHead {
 		return c.blocks
 	}
-	var list []uint32
+	var list []uint64
 	if blocks != nil {
 		list = blocks.OwnedBy(n.cfg.Node)
 	}
@@ -901,7 +901,7 @@ func (n *Node) owned(pool string) []uint32 {
 
 type ownedEntry struct {
 	head, nodeHead events.Version
-	blocks         []uint32
+	blocks         []uint64
 }
 
 // errPoolSplitMeanwhile: the pool got block streams while acquireBlock tried to take a
@@ -910,9 +910,9 @@ var errPoolSplitMeanwhile = errors.New("allocator: pool split meanwhile")
 
 // acquireBlock takes the lowest free block of a pool without block streams, retrying
 // with jitter when another node wins the race for it.
-func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32, error) {
+func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint64, error) {
 	stream := events.PoolStream(pool.Name)
-	mine := map[uint32]bool{}
+	mine := map[uint64]bool{}
 	if b := n.st.Pools[pool.Name]; b != nil {
 		for _, idx := range b.OwnedBy(n.cfg.Node) {
 			mine[idx] = true
@@ -979,12 +979,12 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 // freeBlock picks the lowest free block on the first attempt. After lost races it picks
 // at random among the lowest few free blocks (up to 8), so contending nodes stop
 // colliding on the same index while blocks still fill from the bottom.
-func freeBlock(b *projection.Blocks, total uint64, attempt int) (uint32, bool) {
+func freeBlock(b *projection.Blocks, total uint64, attempt int) (uint64, bool) {
 	spread := min(attempt+1, 8)
-	var cands []uint32
+	var cands []uint64
 	for i := uint64(0); i < total && len(cands) < spread; i++ {
-		if _, taken := b.Owners[uint32(i)]; !taken {
-			cands = append(cands, uint32(i))
+		if _, taken := b.Owners[uint64(i)]; !taken {
+			cands = append(cands, uint64(i))
 		}
 	}
 	if len(cands) == 0 {
@@ -993,7 +993,7 @@ func freeBlock(b *projection.Blocks, total uint64, attempt int) (uint32, bool) {
 	return cands[rand.IntN(len(cands))], true
 }
 
-func exhausted(pool *projection.Pool, owners map[uint32]projection.Owner) error {
+func exhausted(pool *projection.Pool, owners map[uint64]projection.Owner) error {
 	per := map[string]int{}
 	for _, o := range owners {
 		per[o.Node]++

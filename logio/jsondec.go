@@ -241,6 +241,12 @@ func (l *lexer) u32(dst *uint32) bool {
 	return true
 }
 
+func (l *lexer) u64(dst *uint64) bool {
+	v, ok := l.uint()
+	*dst = v
+	return ok
+}
+
 func (l *lexer) strTo(dst *string) bool {
 	s, ok := l.str()
 	*dst = s
@@ -264,7 +270,7 @@ func (l *lexer) assigned() (events.Payload, bool) {
 		case "pool":
 			return l.strTo(&p.Pool)
 		case "block":
-			return l.u32(&p.Block)
+			return l.u64(&p.Block)
 		case "addrs":
 			var ok bool
 			p.Addrs, ok = l.addrs()
@@ -286,7 +292,7 @@ func (l *lexer) released() (events.Payload, bool) {
 		case "pool":
 			return l.strTo(&p.Pool)
 		case "block":
-			return l.u32(&p.Block)
+			return l.u64(&p.Block)
 		case "reason":
 			return l.strTo(&p.Reason)
 		case "addrs":

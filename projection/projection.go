@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -266,13 +267,13 @@ type Owner struct {
 // of a block stream ("block/POOL/INDEX") is a Blocks too, with at most that one block.
 type Blocks struct {
 	At     head             `json:"head"`
-	Owners map[uint32]Owner `json:"owners"`
+	Owners map[uint64]Owner `json:"owners"`
 }
 
 // NewBlocks returns the empty state of a pool stream.
-func NewBlocks() *Blocks { return &Blocks{Owners: map[uint32]Owner{}} }
+func NewBlocks() *Blocks { return &Blocks{Owners: map[uint64]Owner{}} }
 
-func resetBlocks(b *Blocks) { *b = Blocks{Owners: map[uint32]Owner{}} }
+func resetBlocks(b *Blocks) { *b = Blocks{Owners: map[uint64]Owner{}} }
 
 // Apply folds one event of a pool stream. On error b is unchanged.
 func (b *Blocks) Apply(e *events.Event) error {
@@ -308,7 +309,7 @@ func (b *Blocks) Apply(e *events.Event) error {
 	return nil
 }
 
-func (b *Blocks) release(e *events.Event, index uint32, node string) error {
+func (b *Blocks) release(e *events.Event, index uint64, node string) error {
 	o, ok := b.Owners[index]
 	if !ok {
 		return invalid(e, "block %d is not owned", index)
@@ -321,8 +322,8 @@ func (b *Blocks) release(e *events.Event, index uint32, node string) error {
 }
 
 // OwnedBy lists the blocks node owns, in ascending order.
-func (b *Blocks) OwnedBy(node string) []uint32 {
-	var out []uint32
+func (b *Blocks) OwnedBy(node string) []uint64 {
+	var out []uint64
 	for i, o := range b.Owners {
 		if o.Node == node {
 			out = append(out, i)
@@ -361,7 +362,7 @@ type Assignment struct {
 	PodName      string       `json:"podName,omitempty"`
 	PodUID       string       `json:"podUID,omitempty"`
 	Pool         string       `json:"pool"`
-	Block        uint32       `json:"block"`
+	Block        uint64       `json:"block"`
 	Addrs        []netip.Addr `json:"addrs"`
 	Since        time.Time    `json:"since"`
 	Seq          uint64       `json:"seq"`
@@ -370,7 +371,7 @@ type Assignment struct {
 // BlockRef names a block of a pool.
 type BlockRef struct {
 	Pool  string `json:"pool"`
-	Index uint32 `json:"index"`
+	Index uint64 `json:"index"`
 }
 
 // MarshalText makes BlockRef usable as a JSON map key ("pool#index").
@@ -383,17 +384,15 @@ func (r *BlockRef) UnmarshalText(b []byte) error {
 	s := string(b)
 	for i := len(s) - 1; i >= 0; i-- {
 		if s[i] == '#' {
-			var n uint64
-			for _, c := range s[i+1:] {
-				if c < '0' || c > '9' {
-					return errors.Newf("block ref %q: bad index", s)
-				}
-				n = n*10 + uint64(c-'0')
-			}
-			if i+1 == len(s) || n > 1<<32-1 {
+			digits := s[i+1:]
+			if digits == "" || strings.IndexFunc(digits, func(c rune) bool { return c < '0' || c > '9' }) >= 0 {
 				return errors.Newf("block ref %q: bad index", s)
 			}
-			r.Pool, r.Index = s[:i], uint32(n)
+			n, err := strconv.ParseUint(digits, 10, 64)
+			if err != nil {
+				return errors.Newf("block ref %q: bad index", s)
+			}
+			r.Pool, r.Index = s[:i], n
 			return nil
 		}
 	}

@@ -257,7 +257,7 @@ func (s *snapshot) poolView(p *projection.Pool, withNodes bool) *poolView {
 		return v
 	}
 	byNode := map[string]*poolNodeView{}
-	idx := make([]uint32, 0, len(owners))
+	idx := make([]uint64, 0, len(owners))
 	for i := range owners {
 		idx = append(idx, i)
 	}
