@@ -161,10 +161,10 @@ func checkSubnet(pool string, first events.Subnet, bits uint8, s events.Subnet, 
 	}
 	total := projection.SubnetBlocks(s, bits)
 	for _, o := range same {
-		total += projection.SubnetBlocks(o, bits) // at most 128 subnets of 2^56 blocks before the check below: no overflow
+		total += projection.SubnetBlocks(o, bits) // at most 2^63 before, plus 2^58: no overflow
 		if total > projection.MaxBlocksPerPool {
-			return errors.Wrapf(ErrInvalidPool, "pool %q: subnet %s would take the pool past %d blocks (2^63); Coil numbers at most 2^56 blocks of each subnet, so a pool holds at most 128 subnets that large: use another pool",
-				pool, subnetString(s), uint64(projection.MaxBlocksPerPool))
+			return errors.Wrapf(ErrInvalidPool, "pool %q: subnet %s would take the pool past %d blocks (2^63; Coil numbers up to 2^%d blocks of each subnet): use another pool",
+				pool, subnetString(s), uint64(projection.MaxBlocksPerPool), projection.MaxBlockIndexBits)
 		}
 	}
 	for _, o := range same {

@@ -4,17 +4,21 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/errors"
+
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/allocator/allocatortest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/projection"
 )
 
 // TestWidePools: IPv6 pools of the sizes people plan, a /48 or a /64 with blocks of 6 to
-// 8 bits (up to 2^56 blocks numbered), in both layouts: nodes take blocks, a node fills
+// 8 bits (up to 2^58 blocks numbered), in both layouts: nodes take blocks, a node fills
 // one and takes the next, every address lies in its block and locates back to it, a
 // released block is taken again, a restarted node finds its blocks, and the log replays
 // deterministically. Block streams start at a hash of the node's name over all the
@@ -50,7 +54,7 @@ func widePool(t *testing.T, subnet string, bits uint8, split bool) {
 	}
 	p := c.Pools["v6"]
 	sub := pfx(subnet)
-	if want := uint64(1) << min(128-sub.Bits()-int(bits), 56); p.NumBlocks() != want {
+	if want := uint64(1) << min(128-sub.Bits()-int(bits), projection.MaxBlockIndexBits); p.NumBlocks() != want {
 		t.Fatalf("pool numbers %d blocks, want %d", p.NumBlocks(), want)
 	}
 	check := func(who string, a *allocator.Assignment) {
@@ -213,5 +217,47 @@ func TestWidePoolProportional(t *testing.T) {
 	}
 	if wide.replayAlloc > small.replayAlloc*1.05+50 {
 		t.Fatalf("replay: /64 pool %.0f allocations, /112 pool %.0f: grows with the blocks possible", wide.replayAlloc, small.replayAlloc)
+	}
+}
+
+// TestWidePoolNeedsLevel1: a pool with a subnet of more than 2^24 blocks is refused while
+// a coild of a release before feature levels is live (it holds block indexes in 32 bits)
+// and nothing is written; pools of the old sizes are still made; once the old coild is
+// gone the same command raises the level and makes the pool.
+func TestWidePoolNeedsLevel1(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := etcdtest.Start(t)
+	cli := c.Client(t)
+	log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
+	t.Cleanup(func() { _ = log.Close() })
+	admin := &allocator.Admin{Log: log, Clock: events.SystemClock{}, Actor: "test"}
+	old := allocatortest.Start(t, cli, log, "n-old", allocatortest.Options{Prefix: "/coil/", AliveValue: "n-old"})
+	t.Cleanup(old.Kill)
+
+	err := admin.CreatePool(ctx, pool(t, "v6", 8, "fd00:c011::/48"))
+	if !errors.Is(err, allocator.ErrLevel) || !strings.Contains(err.Error(), `pool "v6": subnet fd00:c011::/48 of more than 2^24 blocks needs cluster feature level 1`) ||
+		!strings.Contains(err.Error(), "n-old") {
+		t.Fatalf("wide pool with an old coild live: %v", err)
+	}
+	if err := admin.CreatePool(ctx, pool(t, "small", 8, "fd00:1::/104")); err != nil { // 2^16 blocks: as before
+		t.Fatal(err)
+	}
+	if err := admin.AddSubnet(ctx, "small", events.Subnet{IPv6: pfx("fd00:2::/64")}); !errors.Is(err, allocator.ErrLevel) {
+		t.Fatalf("wide subnet added with an old coild live: %v", err)
+	}
+	cl, err := admin.Cluster(ctx)
+	if err != nil || cl.Level != events.LevelBase || len(cl.Pools) != 1 || len(cl.Pools["small"].Subnets) != 1 {
+		t.Fatalf("after the refusals: level %d, pools %v, %v", cl.Level, cl.Pools, err)
+	}
+	old.Kill()
+	if err := admin.CreatePool(ctx, pool(t, "v6", 8, "fd00:c011::/48")); err != nil {
+		t.Fatalf("once the old coild is gone: %v", err)
+	}
+	if err := admin.AddSubnet(ctx, "small", events.Subnet{IPv6: pfx("fd00:2::/64")}); err != nil {
+		t.Fatal(err)
+	}
+	if cl, err = admin.Cluster(ctx); err != nil || cl.Level != events.Level1 || cl.Pools["small"].NumBlocks() != 1<<16+1<<56 {
+		t.Fatalf("level %d, small pool %+v, %v", cl.Level, cl.Pools["small"], err)
 	}
 }

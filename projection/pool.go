@@ -10,13 +10,17 @@ import (
 
 // MaxBlocksPerSubnet is how many blocks of one subnet Coil numbers: a subnet holding
 // more (an IPv6 /48 with blocks of 8 bits holds 2^72) uses its first MaxBlocksPerSubnet
-// blocks and never hands out the addresses beyond them. 2^56 is an IPv6 /64 with blocks
-// of 8 bits, whole; no cluster takes that many blocks. Block indexes are uint64, and a
-// pool numbers at most MaxBlocksPerPool blocks, so index arithmetic never overflows.
-const MaxBlocksPerSubnet = 1 << 56
+// blocks and never hands out the addresses beyond them. 2^58 is an IPv6 /64 with blocks
+// of 6 bits (Calico's /122), whole; no cluster takes that many blocks. Block indexes are
+// uint64, and a pool numbers at most MaxBlocksPerPool blocks, so index arithmetic never
+// overflows.
+const MaxBlocksPerSubnet = 1 << MaxBlockIndexBits
+
+// MaxBlockIndexBits is log2(MaxBlocksPerSubnet).
+const MaxBlockIndexBits = 58
 
 // MaxBlocksPerPool bounds the blocks of a pool over all its subnets (validation refuses
-// a subnet that would take a pool past it): 128 subnets of MaxBlocksPerSubnet blocks.
+// a subnet that would take a pool past it): 32 subnets of MaxBlocksPerSubnet blocks.
 const MaxBlocksPerPool = 1 << 63
 
 // LegacyMaxBlocksPerSubnet is the most blocks a subnet could hold in releases before
@@ -39,8 +43,8 @@ func SubnetBlocks(s events.Subnet, blockBits uint8) uint64 {
 	if host < 0 {
 		return 0
 	}
-	if host > 56 {
-		host = 56
+	if host > MaxBlockIndexBits {
+		host = MaxBlockIndexBits
 	}
 	return 1 << host
 }
