@@ -978,11 +978,13 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint64,
 
 // freeBlock picks the lowest free block on the first attempt. After lost races it picks
 // at random among the lowest few free blocks (up to 8), so contending nodes stop
-// colliding on the same index while blocks still fill from the bottom.
+// colliding on the same index while blocks still fill from the bottom. The search starts
+// at the pool state's hint (no free block below it), so it does not walk the owned
+// blocks at the bottom of a pool again for every block taken.
 func freeBlock(b *projection.Blocks, total uint64, attempt int) (uint64, bool) {
 	spread := min(attempt+1, 8)
 	var cands []uint64
-	for i := uint64(0); i < total && len(cands) < spread; i++ {
+	for i := b.FirstFreeHint(); i < total && len(cands) < spread; i++ {
 		if _, taken := b.Owners[uint64(i)]; !taken {
 			cands = append(cands, uint64(i))
 		}

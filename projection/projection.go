@@ -268,7 +268,17 @@ type Owner struct {
 type Blocks struct {
 	At     head             `json:"head"`
 	Owners map[uint64]Owner `json:"owners"`
+
+	// free is a hint, not state (not encoded, not hashed): no index below it is free.
+	// Assigning the index at the hint moves it past the owned run; a release below it
+	// lowers it. A state loaded from a snapshot starts at 0, which is always true.
+	free uint64
 }
+
+// FirstFreeHint is an index at or below the lowest free block index: a search for the
+// lowest free block may start there instead of at 0 (an IPv6 pool numbers up to 2^58
+// blocks; blocks fill from the bottom in the pool-stream layout).
+func (b *Blocks) FirstFreeHint() uint64 { return b.free }
 
 // NewBlocks returns the empty state of a pool stream.
 func NewBlocks() *Blocks { return &Blocks{Owners: map[uint64]Owner{}} }
@@ -286,6 +296,14 @@ func (b *Blocks) Apply(e *events.Event) error {
 			return invalid(e, "block %d already owned by node %q", p.Index, o.Node)
 		}
 		b.Owners[p.Index] = Owner{Node: p.Node, Since: e.Time}
+		if p.Index == b.free {
+			for {
+				if _, owned := b.Owners[b.free]; !owned {
+					break
+				}
+				b.free++ // past the owned run above the index just assigned
+			}
+		}
 	case *events.BlockReleased:
 		if err := b.release(e, p.Index, p.Node); err != nil {
 			return err
@@ -318,6 +336,7 @@ func (b *Blocks) release(e *events.Event, index uint64, node string) error {
 		return invalid(e, "block %d is owned by %q, not %q", index, o.Node, node)
 	}
 	delete(b.Owners, index)
+	b.free = min(b.free, index)
 	return nil
 }
 
