@@ -77,3 +77,19 @@ func TestPoolWideIPv6(t *testing.T) {
 		t.Fatalf("history %s:\n%s", w.Addrs[0], h)
 	}
 }
+
+// TestPoolWideRefused: a pool numbers at most 2^63 blocks: 32 subnets of 2^58 blocks fill
+// it, a 33rd is refused (exit 2) and nothing is written.
+func TestPoolWideRefused(t *testing.T) {
+	e := newEnv(t)
+	args := []string{"pool", "create", "huge", "--block-size-bits", "8"}
+	for i := range 33 {
+		args = append(args, fmt.Sprintf("fd00:%x::/48", 0x100+i))
+	}
+	e.fails(2, args, `pool "huge": subnet fd00:120::/48 would take the pool past 9223372036854775808 blocks (2^63; Coil numbers up to 2^58 blocks of each subnet): use another pool`)
+	if out := e.ok("pool", "list", "-o", "json"); strings.Contains(out, "huge") {
+		t.Fatalf("refused pool listed:\n%s", out)
+	}
+	e.ok(args[:len(args)-1]...)
+	e.fails(2, []string{"pool", "add-subnet", "huge", "fd00:120::/48"}, "would take the pool past 9223372036854775808 blocks")
+}
