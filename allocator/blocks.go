@@ -102,7 +102,7 @@ func (n *Node) pickBlock(ctx context.Context, pool *projection.Pool, p *pending)
 			start := hashStart(n.cfg.Node, total)
 			var cands []uint64
 			for j := uint64(0); j < total && len(cands) < want; j++ {
-				if idx := uint64((start + j) % total); !n.knownTaken(pool.Name, idx, p) {
+				if idx := (start + j) % total; !n.knownTaken(pool.Name, idx, p) {
 					cands = append(cands, idx)
 				}
 			}

@@ -985,8 +985,8 @@ func freeBlock(b *projection.Blocks, total uint64, attempt int) (uint64, bool) {
 	spread := min(attempt+1, 8)
 	var cands []uint64
 	for i := b.FirstFreeHint(); i < total && len(cands) < spread; i++ {
-		if _, taken := b.Owners[uint64(i)]; !taken {
-			cands = append(cands, uint64(i))
+		if _, taken := b.Owners[i]; !taken {
+			cands = append(cands, i)
 		}
 	}
 	if len(cands) == 0 {

@@ -39,6 +39,7 @@ func TestWidePools(t *testing.T) {
 }
 
 func widePool(t *testing.T, subnet string, bits uint8, split bool) {
+	t.Helper()
 	ctx := context.Background()
 	e := newEnv(t)
 	if !split {
@@ -240,10 +241,10 @@ func TestWidePoolNeedsLevel1(t *testing.T) {
 		!strings.Contains(err.Error(), "n-old") {
 		t.Fatalf("wide pool with an old coild live: %v", err)
 	}
-	if err := admin.CreatePool(ctx, pool(t, "small", 8, "fd00:1::/104")); err != nil { // 2^16 blocks: as before
+	if err = admin.CreatePool(ctx, pool(t, "small", 8, "fd00:1::/104")); err != nil { // 2^16 blocks: as before
 		t.Fatal(err)
 	}
-	if err := admin.AddSubnet(ctx, "small", events.Subnet{IPv6: pfx("fd00:2::/64")}); !errors.Is(err, allocator.ErrLevel) {
+	if err = admin.AddSubnet(ctx, "small", events.Subnet{IPv6: pfx("fd00:2::/64")}); !errors.Is(err, allocator.ErrLevel) {
 		t.Fatalf("wide subnet added with an old coild live: %v", err)
 	}
 	cl, err := admin.Cluster(ctx)
@@ -251,10 +252,10 @@ func TestWidePoolNeedsLevel1(t *testing.T) {
 		t.Fatalf("after the refusals: level %d, pools %v, %v", cl.Level, cl.Pools, err)
 	}
 	old.Kill()
-	if err := admin.CreatePool(ctx, pool(t, "v6", 8, "fd00:c011::/48")); err != nil {
+	if err = admin.CreatePool(ctx, pool(t, "v6", 8, "fd00:c011::/48")); err != nil {
 		t.Fatalf("once the old coild is gone: %v", err)
 	}
-	if err := admin.AddSubnet(ctx, "small", events.Subnet{IPv6: pfx("fd00:2::/64")}); err != nil {
+	if err = admin.AddSubnet(ctx, "small", events.Subnet{IPv6: pfx("fd00:2::/64")}); err != nil {
 		t.Fatal(err)
 	}
 	if cl, err = admin.Cluster(ctx); err != nil || cl.Level != events.Level1 || cl.Pools["small"].NumBlocks() != 1<<16+1<<56 {

@@ -232,15 +232,6 @@ func (l *lexer) object(field func(key string) bool) bool {
 	}
 }
 
-func (l *lexer) u32(dst *uint32) bool {
-	v, ok := l.uint()
-	if !ok || v > 1<<32-1 {
-		return false
-	}
-	*dst = uint32(v)
-	return true
-}
-
 func (l *lexer) u64(dst *uint64) bool {
 	v, ok := l.uint()
 	*dst = v

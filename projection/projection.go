@@ -395,7 +395,7 @@ type BlockRef struct {
 
 // MarshalText makes BlockRef usable as a JSON map key ("pool#index").
 func (r BlockRef) MarshalText() ([]byte, error) {
-	return []byte(r.Pool + "#" + strconv.FormatUint(uint64(r.Index), 10)), nil
+	return []byte(r.Pool + "#" + strconv.FormatUint(r.Index, 10)), nil
 }
 
 // UnmarshalText parses "pool#index".

@@ -240,7 +240,7 @@ func latency(ctx context.Context, bin string, samples int) error {
 		if err != nil {
 			return err
 		}
-		idx := uint64(addrDiff(base, p.Addr))
+		idx := addrDiff(base, p.Addr)
 		var tCommit time.Time
 		for deadline := time.Now().Add(5 * time.Second); tCommit.IsZero() && time.Now().Before(deadline); {
 			cmu.Lock()

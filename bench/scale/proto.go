@@ -433,7 +433,7 @@ func (n *protoNode) appendAddress(ctx context.Context, pool *projection.Pool, id
 // stream's head and fenced on the node's lease.
 func (n *protoNode) takeBlockStream(ctx context.Context, pool *projection.Pool) error {
 	total := pool.NumBlocks()
-	idx := uint64(hashName(n.name) % total)
+	idx := hashName(n.name) % total
 	keys := events.NewKeys("")
 	n.mu.Lock()
 	ch := n.cluster.Head()
@@ -479,7 +479,7 @@ func (n *protoNode) takeBlockStream(ctx context.Context, pool *projection.Pool) 
 		if len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
 			return errors.New("take failed on another condition")
 		}
-		idx = uint64((uint64(idx) + 1) % total)
+		idx = (idx + 1) % total
 	}
 	return errors.New("pool exhausted")
 }
@@ -492,8 +492,8 @@ func (n *protoNode) takeShard(ctx context.Context, pool *projection.Pool) (uint6
 		n.mu.Lock()
 		var cands []uint64
 		for i := uint64(shard); i < total && len(cands) < min(attempt+1, 8); i += protoShards {
-			if _, taken := n.blocks.Owners[uint64(i)]; !taken {
-				cands = append(cands, uint64(i))
+			if _, taken := n.blocks.Owners[i]; !taken {
+				cands = append(cands, i)
 			}
 		}
 		head, ch := n.blocks.Head(), n.cluster.Head()
@@ -568,7 +568,7 @@ func (n *protoNode) takeCombined(ctx context.Context, pool *projection.Pool) (ui
 					break
 				}
 				for next < total {
-					if _, taken := n.blocks.Owners[uint64(next)]; !taken {
+					if _, taken := n.blocks.Owners[next]; !taken {
 						break
 					}
 					next++
@@ -576,7 +576,7 @@ func (n *protoNode) takeCombined(ctx context.Context, pool *projection.Pool) (ui
 				if next == total {
 					break
 				}
-				evs = append(evs, &events.Event{Time: time.Now(), Actor: n.name, Payload: &events.BlockAssigned{Index: uint64(next), Node: name}})
+				evs = append(evs, &events.Event{Time: time.Now(), Actor: n.name, Payload: &events.BlockAssigned{Index: next, Node: name}})
 				next++
 			}
 		}

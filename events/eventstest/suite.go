@@ -81,7 +81,7 @@ func appendN(t *testing.T, l events.Log, stream events.Stream, head events.Versi
 		k := min(n, batch)
 		evs := make([]*events.Event, k)
 		for i := range evs {
-			evs[i] = SampleEvent(int(head.Seq)+i, &events.BlockAssigned{Index: uint64(head.Seq) + uint64(i), Node: "node-1"})
+			evs[i] = SampleEvent(int(head.Seq)+i, &events.BlockAssigned{Index: head.Seq + uint64(i), Node: "node-1"})
 		}
 		h, err := l.Append(ctx, events.AppendRequest{Stream: stream, Expected: head, Events: evs})
 		if err != nil {
