@@ -47,8 +47,8 @@ func hashStart(node string, total uint64) uint64 {
 
 // splitOwned lists the node's own blocks of a split pool from its node stream.
 // Caller holds n.mu.
-func (n *Node) splitOwned(pool string) []uint32 {
-	var out []uint32
+func (n *Node) splitOwned(pool string) []uint64 {
+	var out []uint64
 	for ref := range n.me().Blocks {
 		if ref.Pool == pool {
 			out = append(out, ref.Index)
@@ -62,7 +62,7 @@ func (n *Node) splitOwned(pool string) []uint32 {
 // or taken by the pending batch. What it knows of other nodes' blocks may be stale:
 // a block it believes owned may have been released since (it just is not picked), a
 // block it believes free may have been taken (the take collides and the node learns).
-func (n *Node) knownTaken(pool string, idx uint32, p *pending) bool {
+func (n *Node) knownTaken(pool string, idx uint64, p *pending) bool {
 	ref := projection.BlockRef{Pool: pool, Index: idx}
 	if p.takes[ref] {
 		return true
@@ -89,7 +89,7 @@ func (n *Node) knownTaken(pool string, idx uint32, p *pending) bool {
 // refreshAfter collisions, or when every block looks taken, it first reads the pool's
 // block streams. It returns ErrExhausted only when that read finds no free block.
 // Caller holds n.mu.
-func (n *Node) pickBlock(ctx context.Context, pool *projection.Pool, p *pending) (uint32, error) {
+func (n *Node) pickBlock(ctx context.Context, pool *projection.Pool, p *pending) (uint64, error) {
 	total := pool.NumBlocks()
 	if p.collisions >= refreshAfter && !p.refreshed[pool.Name] {
 		if err := n.refreshPool(ctx, pool.Name, p); err != nil {
@@ -100,9 +100,9 @@ func (n *Node) pickBlock(ctx context.Context, pool *projection.Pool, p *pending)
 		if total > 0 {
 			want := 1 << min(p.collisions, 6)
 			start := hashStart(n.cfg.Node, total)
-			var cands []uint32
+			var cands []uint64
 			for j := uint64(0); j < total && len(cands) < want; j++ {
-				if idx := uint32((start + j) % total); !n.knownTaken(pool.Name, idx, p) && !pool.BlockExcluded(idx) {
+				if idx := (start + j) % total; !n.knownTaken(pool.Name, idx, p) && !pool.BlockExcluded(idx) {
 					cands = append(cands, idx)
 				}
 			}
@@ -290,7 +290,7 @@ func (n *Node) loadOwnBlocks(ctx context.Context, st *projection.State, rev int6
 // decideTake adds to the pending batch the take of a block of a split pool: the
 // NodeBlockAdded event (before the addresses in it) and the block stream's BlockAssigned
 // as a part of the same append. Caller holds n.mu.
-func (n *Node) decideTake(ctx context.Context, pool *projection.Pool, p *pending) (uint32, error) {
+func (n *Node) decideTake(ctx context.Context, pool *projection.Pool, p *pending) (uint64, error) {
 	idx, err := n.pickBlock(ctx, pool, p)
 	if err != nil {
 		return 0, err

@@ -50,8 +50,8 @@ const FixedFeature = "fixed addresses (annotation coil.cybozu.com/ip, CNI \"ips\
 // resolveFixed turns the addresses a pod asked for into the block, and the attachment's
 // addresses in it (one per family of the block, the ones not asked for at the same
 // offset). Caller holds n.mu.
-func (n *Node) resolveFixed(pool *projection.Pool, fixed []netip.Addr) (uint32, []netip.Addr, error) {
-	var block uint32
+func (n *Node) resolveFixed(pool *projection.Pool, fixed []netip.Addr) (uint64, []netip.Addr, error) {
+	var block uint64
 	var off uint64
 	seen := map[bool]netip.Addr{}
 	for i, a := range fixed {
@@ -357,7 +357,7 @@ func (n *Node) tryClaim(ctx context.Context, o *op) (*Assignment, bool, error) {
 // blockOwner returns the owner of a block: in a split pool from its block stream, read
 // now and guarded; else from the pool stream the node follows (guarded by the claim's
 // own append to it). Caller holds n.mu.
-func (n *Node) blockOwner(ctx context.Context, pool *projection.Pool, block uint32, guards *[]events.Guard) (string, bool, error) {
+func (n *Node) blockOwner(ctx context.Context, pool *projection.Pool, block uint64, guards *[]events.Guard) (string, bool, error) {
 	if b := n.st.Pools[pool.Name]; b != nil {
 		if o, ok := b.Owners[block]; ok {
 			return o.Node, true, nil

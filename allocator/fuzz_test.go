@@ -21,10 +21,13 @@ func FuzzPoolGeometry(f *testing.F) {
 		"10.0.0.0/16", "fd00::/112", "10.1.0.0/24,fd01::/120", "10.0.0.0/8", "0.0.0.0/0", "::/0",
 		"10.0.0.1/24", "::ffff:10.0.0.0/120", "fe80::%eth0/64", "10.0.0.0/16,10.1.0.0/16", "a,b,c", " 10.0.0.0/24 ",
 	} {
-		f.Add(s, uint8(5), uint32(3), uint64(7))
+		f.Add(s, uint8(5), uint64(3), uint64(7))
 	}
-	f.Add("10.0.0.0/30", uint8(40), uint32(1<<31), uint64(1<<63))
-	f.Fuzz(func(t *testing.T, s string, bits uint8, idx uint32, off uint64) {
+	f.Add("10.0.0.0/30", uint8(40), uint64(1<<31), uint64(1<<63))
+	f.Add("fd00:c011::/48", uint8(8), uint64(1<<55+12345), uint64(200))
+	f.Add("fd00:c011::/48", uint8(6), uint64(1<<58-1), uint64(63))
+	f.Add("10.0.0.0/16,fd00:c011::/64", uint8(8), uint64(255), uint64(9))
+	f.Fuzz(func(t *testing.T, s string, bits uint8, idx uint64, off uint64) {
 		sub, err := allocator.ParseSubnet(s)
 		if err != nil {
 			if !errors.Is(err, allocator.ErrInvalidPool) {
@@ -60,11 +63,11 @@ func FuzzPoolGeometry(f *testing.F) {
 			}
 			return
 		}
-		if n == 0 || n > projection.MaxBlocksPerSubnet {
+		if n == 0 || n > projection.MaxBlocksPerSubnet || n > projection.MaxBlocksPerPool {
 			t.Fatalf("%q/%d: a valid pool with %d blocks", s, bits, n)
 		}
 		size := pool.BlockSize()
-		for _, i := range []uint32{0, uint32(uint64(idx) % n), uint32(n - 1)} {
+		for _, i := range []uint64{0, idx % n, n - 1} {
 			prefixes, ok := pool.Block(i)
 			if !ok || len(prefixes) == 0 {
 				t.Fatalf("%q/%d: block %d of %d missing", s, bits, i, n)
@@ -88,7 +91,7 @@ func FuzzPoolGeometry(f *testing.F) {
 				}
 			}
 		}
-		if _, ok := pool.Block(uint32(min(n, 1<<32-1))); ok && n < 1<<32 {
+		if _, ok := pool.Block(n); ok {
 			t.Fatalf("%q/%d: block %d of %d exists", s, bits, n, n)
 		}
 		if strings.Contains(s, "%") {

@@ -605,7 +605,7 @@ func (n *Node) assignmentOf(key projection.AttachKey, a *projection.Assignment) 
 }
 
 // ownsBlock reports whether the node owns block index of pool. Caller holds n.mu.
-func (n *Node) ownsBlock(pool string, index uint32) bool {
+func (n *Node) ownsBlock(pool string, index uint64) bool {
 	_, ok := slices.BinarySearch(n.owned(pool), index)
 	return ok
 }
@@ -647,7 +647,8 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) bool {
 	block, addrs, ok := n.nextFree(pool, p)
 	took := false // a block of a split pool taken for this request (undone if it does not fit)
 	if !ok {
-		var idx uint32
+		var idx uint64
+		var err error
 		if !pool.Split {
 			idx, err = n.acquireBlock(ctx, pool)
 			if errors.Is(err, errPoolSplitMeanwhile) {
@@ -862,7 +863,7 @@ func (n *Node) poolGuards(p *pending, guards []events.Guard) []events.Guard {
 // nextFree finds the next free address after the last one handed out in the pool
 // (next-after-last, so a just-freed address is not reused at once), over the node's
 // blocks of the pool in index order, wrapping around.
-func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr, bool) {
+func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint64, []netip.Addr, bool) {
 	owned := n.owned(pool.Name)
 	for _, t := range p.takeList {
 		if t.ref.Pool == pool.Name {
@@ -942,7 +943,7 @@ func (n *Node) nextFree(pool *projection.Pool, p *pending) (uint32, []netip.Addr
 // owned returns the node's blocks of a pool in index order: those its pool stream
 // records, and (in a split pool) those its node stream records; cached until either
 // stream moves. Caller holds n.mu.
-func (n *Node) owned(pool string) []uint32 {
+func (n *Node) owned(pool string) []uint64 {
 	var head events.Version
 	blocks := n.st.Pools[pool]
 	if blocks != nil {
@@ -952,7 +953,7 @@ func (n *Node) owned(pool string) []uint32 {
 	if c, ok := n.ownedCache[pool]; ok && c.head == head && c.nodeHead == nodeHead {
 		return c.blocks
 	}
-	var list []uint32
+	var list []uint64
 	if blocks != nil {
 		list = blocks.OwnedBy(n.cfg.Node)
 	}
@@ -969,7 +970,7 @@ func (n *Node) owned(pool string) []uint32 {
 
 type ownedEntry struct {
 	head, nodeHead events.Version
-	blocks         []uint32
+	blocks         []uint64
 }
 
 // errPoolSplitMeanwhile: the pool got block streams while acquireBlock tried to take a
@@ -978,9 +979,9 @@ var errPoolSplitMeanwhile = errors.New("allocator: pool split meanwhile")
 
 // acquireBlock takes the lowest free block of a pool without block streams, retrying
 // with jitter when another node wins the race for it.
-func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32, error) {
+func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint64, error) {
 	stream := events.PoolStream(pool.Name)
-	mine := map[uint32]bool{}
+	mine := map[uint64]bool{}
 	if b := n.st.Pools[pool.Name]; b != nil {
 		for _, idx := range b.OwnedBy(n.cfg.Node) {
 			mine[idx] = true
@@ -1046,14 +1047,17 @@ func (n *Node) acquireBlock(ctx context.Context, pool *projection.Pool) (uint32,
 
 // freeBlock picks the lowest free block on the first attempt. After lost races it picks
 // at random among the lowest few free blocks (up to 8), so contending nodes stop
-// colliding on the same index while blocks still fill from the bottom.
-func freeBlock(pool *projection.Pool, b *projection.Blocks, attempt int) (uint32, bool) {
+// colliding on the same index while blocks still fill from the bottom. The search starts
+// at the pool state's hint (no free block below it), so it does not walk the owned
+// blocks at the bottom of a pool again for every block taken. Blocks whose every address
+// is reserved are skipped.
+func freeBlock(pool *projection.Pool, b *projection.Blocks, attempt int) (uint64, bool) {
 	spread := min(attempt+1, 8)
 	total := pool.NumBlocks()
-	var cands []uint32
-	for i := uint64(0); i < total && len(cands) < spread; i++ {
-		if _, taken := b.Owners[uint32(i)]; !taken && !pool.BlockExcluded(uint32(i)) {
-			cands = append(cands, uint32(i))
+	var cands []uint64
+	for i := b.FirstFreeHint(); i < total && len(cands) < spread; i++ {
+		if _, taken := b.Owners[i]; !taken && !pool.BlockExcluded(i) {
+			cands = append(cands, i)
 		}
 	}
 	if len(cands) == 0 {
@@ -1062,7 +1066,7 @@ func freeBlock(pool *projection.Pool, b *projection.Blocks, attempt int) (uint32
 	return cands[rand.IntN(len(cands))], true
 }
 
-func exhausted(pool *projection.Pool, owners map[uint32]projection.Owner) error {
+func exhausted(pool *projection.Pool, owners map[uint64]projection.Owner) error {
 	per := map[string]int{}
 	for _, o := range owners {
 		per[o.Node]++

@@ -108,10 +108,6 @@ func validateSubnet(s events.Subnet, bits uint8) error {
 		}
 	}
 	n := projection.SubnetBlocks(s, bits)
-	if n > projection.MaxBlocksPerSubnet {
-		return errors.Wrapf(ErrInvalidPool, "subnet %s holds too many blocks of %d bits (at most %d): use a longer prefix or larger blocks",
-			subnetString(s), bits, projection.MaxBlocksPerSubnet)
-	}
 	if s.IPv4.IsValid() && s.IPv6.IsValid() {
 		v6 := projection.SubnetBlocks(events.Subnet{IPv6: s.IPv6}, bits)
 		if v6 < n {
@@ -162,6 +158,14 @@ func checkSubnet(pool string, first events.Subnet, bits uint8, s events.Subnet, 
 	}
 	if err := validateSubnet(s, bits); err != nil {
 		return errors.Wrapf(err, "pool %q", pool)
+	}
+	total := projection.SubnetBlocks(s, bits)
+	for _, o := range same {
+		total += projection.SubnetBlocks(o, bits) // at most 2^63 before, plus 2^58: no overflow
+		if total > projection.MaxBlocksPerPool {
+			return errors.Wrapf(ErrInvalidPool, "pool %q: subnet %s would take the pool past %d blocks (2^63; Coil numbers up to 2^%d blocks of each subnet): use another pool",
+				pool, subnetString(s), uint64(projection.MaxBlocksPerPool), projection.MaxBlockIndexBits)
+		}
 	}
 	for _, o := range same {
 		if overlaps(s, o) {
@@ -311,6 +315,9 @@ func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...P
 			return err
 		}
 	}
+	if err := a.requireWideIndexes(ctx, p.Name, p.BlockSizeBits, p.Subnets...); err != nil {
+		return err
+	}
 	return a.clusterChange(ctx, func(c *projection.Cluster) (change, error) {
 		if err := ValidatePool(p, c.Pools); err != nil {
 			return change{}, err
@@ -359,12 +366,39 @@ func (a *Admin) SplitPool(ctx context.Context, pool string) error {
 	})
 }
 
+// requireWideIndexes is the level gate of large pools: a subnet of more than
+// projection.LegacyMaxBlocksPerSubnet blocks (an IPv6 /64 or /48 with small blocks) has
+// block indexes that releases before feature level 1 cannot hold (they read 32-bit
+// indexes and scan pools from their first block), so such a pool needs level 1. Small
+// subnets need nothing. Checked before validation: a subnet the validation refuses
+// anyway may raise the level first (raising is harmless, and only when every coild
+// reads level 1).
+func (a *Admin) requireWideIndexes(ctx context.Context, pool string, bits uint8, subnets ...events.Subnet) error {
+	for _, s := range subnets {
+		if projection.SubnetBlocks(s, bits) > projection.LegacyMaxBlocksPerSubnet {
+			return a.RequireLevel(ctx, events.Level1, fmt.Sprintf("pool %q: subnet %s of more than 2^24 blocks", pool, subnetString(s)))
+		}
+	}
+	return nil
+}
+
 // AddSubnet appends a subnet to a pool; its blocks get the next indexes.
 func (a *Admin) AddSubnet(ctx context.Context, pool string, s events.Subnet) error {
+	if c, err := a.Cluster(ctx); err != nil {
+		return err
+	} else if p, ok := c.Pools[pool]; ok {
+		if err := a.requireWideIndexes(ctx, pool, p.BlockSizeBits, s); err != nil {
+			return err
+		}
+	}
 	return a.clusterChange(ctx, func(c *projection.Cluster) (change, error) {
 		p, ok := c.Pools[pool]
 		if !ok {
 			return change{}, errors.Wrapf(ErrPoolNotFound, "%q", pool)
+		}
+		if projection.SubnetBlocks(s, p.BlockSizeBits) > projection.LegacyMaxBlocksPerSubnet && c.Level < events.Level1 {
+			// The pool was deleted and made again with smaller blocks since the gate.
+			return change{}, errors.Wrapf(ErrLevel, "pool %q: subnet %s of more than 2^24 blocks needs cluster feature level 1; the cluster is at %d", pool, subnetString(s), c.Level)
 		}
 		others := make(map[string]*projection.Pool, len(c.Pools))
 		for k, v := range c.Pools {

@@ -2,6 +2,7 @@ package allocator_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -90,7 +91,7 @@ func TestValidatePool(t *testing.T) {
 		{"v4 block too big", pool(t, "x", 9, "10.9.0.0/24"), allocator.ErrInvalidPool, "block size 9 bits is out of range for IPv4 subnet 10.9.0.0/24: must be between 0 and 8"},
 		{"v4 block over max", pool(t, "x", 17, "10.0.0.0/8"), allocator.ErrInvalidPool, "must be between 0 and 16"},
 		{"v6 block too big", pool(t, "x", 9, "fd00::/120"), allocator.ErrInvalidPool, "out of range for IPv6 subnet fd00::/120: must be between 0 and 8"},
-		{"v6 too many blocks", pool(t, "x", 5, "fd00::/64"), allocator.ErrInvalidPool, "too many blocks"},
+		{"pool past 2^63 blocks", pool(t, "x", 8, wideSubnets(129)...), allocator.ErrInvalidPool, "subnet fd00:0:0:80::/64 would take the pool past 9223372036854775808 blocks (2^63; Coil numbers up to 2^58 blocks of each subnet)"},
 		{"mixed kinds", pool(t, "x", 5, "10.9.0.0/24", "fd00::/112"), allocator.ErrInvalidPool, "all of one kind"},
 		{"dual v6 too small", pool(t, "x", 2, "10.9.0.0/24,fd00::/124"), allocator.ErrInvalidPool, "fewer than the IPv4"},
 	} {
@@ -231,4 +232,13 @@ func TestReservedPoolInOldLog(t *testing.T) {
 	if err := e.admin.AddSubnet(ctx, "old", events.Subnet{IPv4: pfx("127.2.0.0/24")}); !errors.Is(err, projection.ErrReservedRange) {
 		t.Fatalf("a reserved subnet added to an old pool: %v", err)
 	}
+}
+
+// wideSubnets returns n IPv6 /64 subnets: with blocks of 8 bits, 2^56 blocks each.
+func wideSubnets(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("fd00:0:0:%x::/64", i)
+	}
+	return out
 }

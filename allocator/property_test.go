@@ -210,8 +210,8 @@ func propertyInterleavings(t *testing.T, layout string) {
 }
 
 // ownedBy lists the blocks of pool that node owns, in the pool stream and block streams.
-func ownedBy(st *projection.State, pool, node string) []uint32 {
-	var out []uint32
+func ownedBy(st *projection.State, pool, node string) []uint64 {
+	var out []uint64
 	for i, o := range st.PoolOwners(pool) {
 		if o.Node == node {
 			out = append(out, i)

@@ -12,7 +12,7 @@ import (
 // BlockInfo is a block the node owns.
 type BlockInfo struct {
 	Pool     string
-	Index    uint32
+	Index    uint64
 	Prefixes []netip.Prefix
 	Since    time.Time
 }

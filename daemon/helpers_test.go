@@ -408,9 +408,9 @@ func (e *env) released(containerID string) []*events.AddressReleased {
 }
 
 // nodeBlocks folds a pool stream into the indexes of the blocks the node owns.
-func (e *env) nodeBlocks(pool string) []uint32 {
+func (e *env) nodeBlocks(pool string) []uint64 {
 	e.t.Helper()
-	owned := map[uint32]bool{}
+	owned := map[uint64]bool{}
 	if _, err := e.log.Read(context.Background(), events.PoolStream(pool), 1, 0, func(ev *events.Event) error {
 		switch p := ev.Payload.(type) {
 		case *events.BlockAssigned:
@@ -426,7 +426,7 @@ func (e *env) nodeBlocks(pool string) []uint32 {
 	}); err != nil {
 		e.t.Fatalf("read pool stream: %v", err)
 	}
-	var out []uint32
+	var out []uint64
 	for i := range owned {
 		out = append(out, i)
 	}
@@ -436,17 +436,17 @@ func (e *env) nodeBlocks(pool string) []uint32 {
 
 // blockRoutes is what table 119 must hold for blocks of a dual-stack pool whose single
 // subnet is v4,v6 with blocks of 2^bits addresses.
-func blockRoutes(v4, v6 string, bits int, idx []uint32) []string {
+func blockRoutes(v4, v6 string, bits int, idx []uint64) []string {
 	p4, p6 := netip.MustParsePrefix(v4), netip.MustParsePrefix(v6)
 	var out []string
 	for _, i := range idx {
 		a4 := p4.Addr().As4()
 		n := uint32(a4[0])<<24 | uint32(a4[1])<<16 | uint32(a4[2])<<8 | uint32(a4[3])
-		n += i << bits
+		n += uint32(i) << bits
 		b4 := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
 		out = append(out, "blackhole "+netip.PrefixFrom(b4, 32-bits).String())
 		a6 := p6.Addr().As16()
-		binary.BigEndian.PutUint64(a6[8:], binary.BigEndian.Uint64(a6[8:])+uint64(i)<<bits)
+		binary.BigEndian.PutUint64(a6[8:], binary.BigEndian.Uint64(a6[8:])+i<<bits)
 		out = append(out, "blackhole "+netip.PrefixFrom(netip.AddrFrom16(a6), 128-bits).String())
 	}
 	sort.Strings(out)

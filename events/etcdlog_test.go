@@ -92,7 +92,7 @@ func appendBlocks(t *testing.T, l events.Log, s events.Stream, head events.Versi
 	t.Helper()
 	for i := 0; i < n; i++ {
 		h, err := l.Append(context.Background(), events.AppendRequest{Stream: s, Expected: head,
-			Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint32(i), Node: "n"})}})
+			Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint64(i), Node: "n"})}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +223,7 @@ func TestEtcdLogWatchSurvivesRestart(t *testing.T) {
 	c.Restart()
 	for i := 0; i < 3; i++ {
 		h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head,
-			Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint32(10 + i), Node: "n"})}})
+			Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint64(10 + i), Node: "n"})}})
 		if err != nil {
 			t.Fatalf("append after restart: %+v", err)
 		}
@@ -299,7 +299,7 @@ func TestEtcdLogWatchRewritten(t *testing.T) {
 			ch := l.Watch(ctx, events.WatchRequest{Prefixes: []string{"pool/"}, FromRev: rev, After: map[events.Stream]uint64{s: 1}})
 			for i := 0; i < 2; i++ {
 				h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head,
-					Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint32(10 + i), Node: "n"})}})
+					Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint64(10 + i), Node: "n"})}})
 				if err != nil {
 					t.Fatal(err)
 				}

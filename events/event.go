@@ -63,13 +63,13 @@ func NodeStream(node string) Stream { return Stream("node/" + node) }
 
 // BlockStream is the ownership stream of one block of a pool whose blocks have a stream
 // each (docs/design.md, "Block streams"): "block/POOL/INDEX", the index in decimal.
-func BlockStream(pool string, index uint32) Stream {
-	return Stream("block/" + pool + "/" + strconv.FormatUint(uint64(index), 10))
+func BlockStream(pool string, index uint64) Stream {
+	return Stream("block/" + pool + "/" + strconv.FormatUint(index, 10))
 }
 
 // Block returns the pool and index of a block stream; ok is false for any other stream
 // (or a malformed block stream name).
-func (s Stream) Block() (pool string, index uint32, ok bool) {
+func (s Stream) Block() (pool string, index uint64, ok bool) {
 	rest, found := strings.CutPrefix(string(s), "block/")
 	if !found {
 		return "", 0, false
@@ -79,21 +79,19 @@ func (s Stream) Block() (pool string, index uint32, ok bool) {
 		return "", 0, false
 	}
 	pool, digits := rest[:i], rest[i+1:]
-	if ValidName(pool) != nil || digits == "" || len(digits) > 10 || (digits[0] == '0' && len(digits) > 1) {
+	if ValidName(pool) != nil || digits == "" || len(digits) > 20 || (digits[0] == '0' && len(digits) > 1) {
 		return "", 0, false
 	}
-	var n uint64
 	for j := 0; j < len(digits); j++ {
-		c := digits[j]
-		if c < '0' || c > '9' {
+		if c := digits[j]; c < '0' || c > '9' {
 			return "", 0, false
 		}
-		n = n*10 + uint64(c-'0')
 	}
-	if n > 1<<32-1 {
+	n, err := strconv.ParseUint(digits, 10, 64) // only overflow can fail here
+	if err != nil {
 		return "", 0, false
 	}
-	return pool, uint32(n), true
+	return pool, n, true
 }
 
 // Kind returns "cluster", "pool", "block" or "node", and the name after the first slash

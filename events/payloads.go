@@ -61,20 +61,20 @@ type PoolSplit struct {
 // BlockAssigned gives block Index of the stream's pool to Node (stream "pool/POOL" or
 // "block/POOL/INDEX").
 type BlockAssigned struct {
-	Index uint32 `json:"index"`
+	Index uint64 `json:"index"`
 	Node  string `json:"node"`
 }
 
 // BlockReleased: Node gave block Index back (it stayed empty past the grace period).
 type BlockReleased struct {
-	Index  uint32 `json:"index"`
+	Index  uint64 `json:"index"`
 	Node   string `json:"node"`
 	Reason string `json:"reason,omitempty"`
 }
 
 // BlockReclaimed: block Index was taken back from Node, whose lease was gone.
 type BlockReclaimed struct {
-	Index  uint32 `json:"index"`
+	Index  uint64 `json:"index"`
 	Node   string `json:"node"`
 	Reason string `json:"reason,omitempty"`
 }
@@ -87,7 +87,7 @@ type AddressAssigned struct {
 	PodName      string       `json:"podName,omitempty"`
 	PodUID       string       `json:"podUID,omitempty"`
 	Pool         string       `json:"pool"`
-	Block        uint32       `json:"block"`
+	Block        uint64       `json:"block"`
 	Addrs        []netip.Addr `json:"addrs"`
 }
 
@@ -96,7 +96,7 @@ type AddressReleased struct {
 	ContainerID string       `json:"containerID"`
 	IfName      string       `json:"ifName"`
 	Pool        string       `json:"pool"`
-	Block       uint32       `json:"block"`
+	Block       uint64       `json:"block"`
 	Addrs       []netip.Addr `json:"addrs"`
 	Reason      string       `json:"reason,omitempty"`
 }
@@ -125,7 +125,7 @@ type ClusterLevelRaised struct {
 // a node finds its own blocks in its own stream.
 type NodeBlockAdded struct {
 	Pool  string `json:"pool"`
-	Index uint32 `json:"index"`
+	Index uint64 `json:"index"`
 }
 
 // NodeBlockRemoved (stream "node/NAME"): the node no longer owns block Index of Pool
@@ -133,7 +133,7 @@ type NodeBlockAdded struct {
 // as the block stream's BlockReleased or BlockReclaimed.
 type NodeBlockRemoved struct {
 	Pool   string `json:"pool"`
-	Index  uint32 `json:"index"`
+	Index  uint64 `json:"index"`
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -190,7 +190,7 @@ type PoolNetworkBroadcastSet struct {
 // (docs/design.md, "Fixed addresses").
 type AddressClaimed struct {
 	Addrs        []netip.Addr `json:"addrs"`
-	Block        uint32       `json:"block"`
+	Block        uint64       `json:"block"`
 	Node         string       `json:"node"`
 	ContainerID  string       `json:"containerID"`
 	IfName       string       `json:"ifName"`
@@ -204,7 +204,7 @@ type AddressClaimed struct {
 // reclaim; or a later claim found the attachment gone, Reason says which).
 type AddressClaimReleased struct {
 	Addrs       []netip.Addr `json:"addrs"`
-	Block       uint32       `json:"block"`
+	Block       uint64       `json:"block"`
 	Node        string       `json:"node"`
 	ContainerID string       `json:"containerID"`
 	IfName      string       `json:"ifName"`
@@ -377,29 +377,29 @@ func (p *PoolSubnetAdded) readFrom(r *reader) { p.Name = r.name(); p.Subnet = r.
 func (p *PoolDeleted) appendTo(w *writer)     { w.str(p.Name) }
 func (p *PoolDeleted) readFrom(r *reader)     { p.Name = r.name() }
 
-func (p *BlockAssigned) appendTo(w *writer) { w.uvarint(uint64(p.Index)); w.str(p.Node) }
-func (p *BlockAssigned) readFrom(r *reader) { p.Index = r.u32(); p.Node = r.name() }
+func (p *BlockAssigned) appendTo(w *writer) { w.uvarint(p.Index); w.str(p.Node) }
+func (p *BlockAssigned) readFrom(r *reader) { p.Index = r.uvarint(); p.Node = r.name() }
 
 func (p *BlockReleased) appendTo(w *writer) {
-	w.uvarint(uint64(p.Index))
+	w.uvarint(p.Index)
 	w.str(p.Node)
 	w.str(p.Reason)
 }
 
 func (p *BlockReleased) readFrom(r *reader) {
-	p.Index = r.u32()
+	p.Index = r.uvarint()
 	p.Node = r.name()
 	p.Reason = r.name()
 }
 
 func (p *BlockReclaimed) appendTo(w *writer) {
-	w.uvarint(uint64(p.Index))
+	w.uvarint(p.Index)
 	w.str(p.Node)
 	w.str(p.Reason)
 }
 
 func (p *BlockReclaimed) readFrom(r *reader) {
-	p.Index = r.u32()
+	p.Index = r.uvarint()
 	p.Node = r.name()
 	p.Reason = r.name()
 }
@@ -411,7 +411,7 @@ func (p *AddressAssigned) appendTo(w *writer) {
 	w.str(p.PodName)
 	w.id(p.PodUID)
 	w.str(p.Pool)
-	w.uvarint(uint64(p.Block))
+	w.uvarint(p.Block)
 	w.addrs(p.Addrs)
 }
 
@@ -422,7 +422,7 @@ func (p *AddressAssigned) readFrom(r *reader) {
 	p.PodName = r.str()
 	p.PodUID = r.id()
 	p.Pool = r.name()
-	p.Block = r.u32()
+	p.Block = r.uvarint()
 	p.Addrs = r.addrs()
 }
 
@@ -430,7 +430,7 @@ func (p *AddressReleased) appendTo(w *writer) {
 	w.id(p.ContainerID)
 	w.str(p.IfName)
 	w.str(p.Pool)
-	w.uvarint(uint64(p.Block))
+	w.uvarint(p.Block)
 	w.addrs(p.Addrs)
 	w.str(p.Reason)
 }
@@ -439,7 +439,7 @@ func (p *AddressReleased) readFrom(r *reader) {
 	p.ContainerID = r.id()
 	p.IfName = r.name()
 	p.Pool = r.name()
-	p.Block = r.u32()
+	p.Block = r.uvarint()
 	p.Addrs = r.addrs()
 	p.Reason = r.name()
 }
@@ -455,24 +455,24 @@ func (p *ClusterLevelRaised) readFrom(r *reader) { p.Level = Level(r.u32()) }
 func (p *PoolSplit) appendTo(w *writer) { w.str(p.Name) }
 func (p *PoolSplit) readFrom(r *reader) { p.Name = r.name() }
 
-func (p *NodeBlockAdded) appendTo(w *writer) { w.str(p.Pool); w.uvarint(uint64(p.Index)) }
-func (p *NodeBlockAdded) readFrom(r *reader) { p.Pool = r.name(); p.Index = r.u32() }
+func (p *NodeBlockAdded) appendTo(w *writer) { w.str(p.Pool); w.uvarint(p.Index) }
+func (p *NodeBlockAdded) readFrom(r *reader) { p.Pool = r.name(); p.Index = r.uvarint() }
 
 func (p *NodeBlockRemoved) appendTo(w *writer) {
 	w.str(p.Pool)
-	w.uvarint(uint64(p.Index))
+	w.uvarint(p.Index)
 	w.str(p.Reason)
 }
 
 func (p *NodeBlockRemoved) readFrom(r *reader) {
 	p.Pool = r.name()
-	p.Index = r.u32()
+	p.Index = r.uvarint()
 	p.Reason = r.name()
 }
 
 func (p *AddressClaimed) appendTo(w *writer) {
 	w.addrs(p.Addrs)
-	w.uvarint(uint64(p.Block))
+	w.uvarint(p.Block)
 	w.str(p.Node)
 	w.id(p.ContainerID)
 	w.str(p.IfName)
@@ -483,7 +483,7 @@ func (p *AddressClaimed) appendTo(w *writer) {
 
 func (p *AddressClaimed) readFrom(r *reader) {
 	p.Addrs = r.addrs()
-	p.Block = r.u32()
+	p.Block = r.uvarint()
 	p.Node = r.name()
 	p.ContainerID = r.id()
 	p.IfName = r.name()
@@ -494,7 +494,7 @@ func (p *AddressClaimed) readFrom(r *reader) {
 
 func (p *AddressClaimReleased) appendTo(w *writer) {
 	w.addrs(p.Addrs)
-	w.uvarint(uint64(p.Block))
+	w.uvarint(p.Block)
 	w.str(p.Node)
 	w.id(p.ContainerID)
 	w.str(p.IfName)
@@ -503,7 +503,7 @@ func (p *AddressClaimReleased) appendTo(w *writer) {
 
 func (p *AddressClaimReleased) readFrom(r *reader) {
 	p.Addrs = r.addrs()
-	p.Block = r.u32()
+	p.Block = r.uvarint()
 	p.Node = r.name()
 	p.ContainerID = r.id()
 	p.IfName = r.name()

@@ -9,9 +9,10 @@ import (
 func TestBlockStreamNames(t *testing.T) {
 	for _, tc := range []struct {
 		pool  string
-		index uint32
+		index uint64
 		name  string
-	}{{"p", 0, "block/p/0"}, {"default", 17, "block/default/17"}, {"a.b-c", 4294967295, "block/a.b-c/4294967295"}} {
+	}{{"p", 0, "block/p/0"}, {"default", 17, "block/default/17"}, {"a.b-c", 4294967295, "block/a.b-c/4294967295"},
+		{"v6", 4294967296, "block/v6/4294967296"}, {"v6", 1<<56 - 1, "block/v6/72057594037927935"}, {"v6", 1<<64 - 1, "block/v6/18446744073709551615"}} {
 		s := events.BlockStream(tc.pool, tc.index)
 		if string(s) != tc.name {
 			t.Errorf("BlockStream(%q, %d) = %q, want %q", tc.pool, tc.index, s, tc.name)
@@ -27,8 +28,8 @@ func TestBlockStreamNames(t *testing.T) {
 			t.Errorf("%s.Kind() = %q", s, kind)
 		}
 	}
-	for _, bad := range []string{"block/p/007", "block/p/", "block/p", "block//1", "block/P/1", "block/p/4294967296",
-		"block/p/1/2", "block/p/-1", "block/p/1x", "block/p/99999999999", "pool/p/1", "node/p/1"} {
+	for _, bad := range []string{"block/p/007", "block/p/", "block/p", "block//1", "block/P/1", "block/p/18446744073709551616",
+		"block/p/1/2", "block/p/-1", "block/p/1x", "block/p/99999999999999999999", "block/p/100000000000000000000", "pool/p/1", "node/p/1"} {
 		s := events.Stream(bad)
 		if err := s.Validate(); err == nil {
 			t.Errorf("%q accepted as a stream name", bad)

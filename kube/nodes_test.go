@@ -63,13 +63,13 @@ func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) 
 	return -1
 }
 
-func owners(t *testing.T, elog events.Log, pool string) map[uint32]string {
+func owners(t *testing.T, elog events.Log, pool string) map[uint64]string {
 	t.Helper()
 	st, _, err := allocator.ReadPool(context.Background(), elog, pool) // pool stream and block streams
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[uint32]string{}
+	out := map[uint64]string{}
 	for i, o := range st.PoolOwners(pool) {
 		out[i] = o.Node
 	}

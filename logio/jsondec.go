@@ -232,13 +232,10 @@ func (l *lexer) object(field func(key string) bool) bool {
 	}
 }
 
-func (l *lexer) u32(dst *uint32) bool {
+func (l *lexer) u64(dst *uint64) bool {
 	v, ok := l.uint()
-	if !ok || v > 1<<32-1 {
-		return false
-	}
-	*dst = uint32(v)
-	return true
+	*dst = v
+	return ok
 }
 
 func (l *lexer) strTo(dst *string) bool {
@@ -264,7 +261,7 @@ func (l *lexer) assigned() (events.Payload, bool) {
 		case "pool":
 			return l.strTo(&p.Pool)
 		case "block":
-			return l.u32(&p.Block)
+			return l.u64(&p.Block)
 		case "addrs":
 			var ok bool
 			p.Addrs, ok = l.addrs()
@@ -286,7 +283,7 @@ func (l *lexer) released() (events.Payload, bool) {
 		case "pool":
 			return l.strTo(&p.Pool)
 		case "block":
-			return l.u32(&p.Block)
+			return l.u64(&p.Block)
 		case "reason":
 			return l.strTo(&p.Reason)
 		case "addrs":

@@ -100,7 +100,7 @@ func appendAssigned(b []byte, p *events.AddressAssigned) []byte {
 	b = append(b, `,"pool":`...)
 	b = appendString(b, p.Pool)
 	b = append(b, `,"block":`...)
-	b = strconv.AppendUint(b, uint64(p.Block), 10)
+	b = strconv.AppendUint(b, p.Block, 10)
 	b = append(b, `,"addrs":`...)
 	b = appendAddrs(b, p.Addrs)
 	return append(b, '}')
@@ -114,7 +114,7 @@ func appendReleased(b []byte, p *events.AddressReleased) []byte {
 	b = append(b, `,"pool":`...)
 	b = appendString(b, p.Pool)
 	b = append(b, `,"block":`...)
-	b = strconv.AppendUint(b, uint64(p.Block), 10)
+	b = strconv.AppendUint(b, p.Block, 10)
 	b = append(b, `,"addrs":`...)
 	b = appendAddrs(b, p.Addrs)
 	if p.Reason != "" {

@@ -44,11 +44,11 @@ func followUp(k uint8, b byte) events.Payload {
 	case 1:
 		switch b % 3 {
 		case 0:
-			return &events.BlockAssigned{Index: uint32(b % 5), Node: "n1"}
+			return &events.BlockAssigned{Index: uint64(b % 5), Node: "n1"}
 		case 1:
-			return &events.BlockReleased{Index: uint32(b % 5), Node: "n1"}
+			return &events.BlockReleased{Index: uint64(b % 5), Node: "n1"}
 		}
-		return &events.BlockReclaimed{Index: uint32(b % 5), Node: "n2"}
+		return &events.BlockReclaimed{Index: uint64(b % 5), Node: "n2"}
 	}
 	switch b % 4 {
 	case 0:
@@ -56,9 +56,9 @@ func followUp(k uint8, b byte) events.Payload {
 	case 1:
 		return &events.NodeRetired{Node: "n1"}
 	case 2:
-		return &events.AddressAssigned{ContainerID: id, IfName: "eth0", Pool: name, Block: uint32(b % 2), Addrs: []netip.Addr{a}}
+		return &events.AddressAssigned{ContainerID: id, IfName: "eth0", Pool: name, Block: uint64(b % 2), Addrs: []netip.Addr{a}}
 	}
-	return &events.AddressReleased{ContainerID: id, IfName: "eth0", Pool: name, Block: uint32(b % 2), Addrs: []netip.Addr{a}}
+	return &events.AddressReleased{ContainerID: id, IfName: "eth0", Pool: name, Block: uint64(b % 2), Addrs: []netip.Addr{a}}
 }
 
 func newFolder(k uint8) (folder, events.Stream) {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -325,19 +326,24 @@ type Owner struct {
 // Blocks too, with at most that one block and no claims.
 type Blocks struct {
 	At     head             `json:"head"`
-	Owners map[uint32]Owner `json:"owners"`
+	Owners map[uint64]Owner `json:"owners"`
 	// Claims are the standing fixed-address claims (AddressClaimed), by the claim's
 	// first address (the address of the pool subnet's first family, as Node.Held keys
 	// them). Left out of the JSON when empty, so states of logs without claims hash as
 	// they always did.
 	Claims map[netip.Addr]*Claim `json:"claims,omitempty"`
+
+	// free is a hint, not state (not encoded, not hashed): no index below it is free.
+	// Assigning the index at the hint moves it past the owned run; a release below it
+	// lowers it. A state loaded from a snapshot starts at 0, which is always true.
+	free uint64
 }
 
 // Claim is a standing fixed-address claim: which attachment of which node holds Addrs,
 // in which block, for which pod, since when.
 type Claim struct {
 	Addrs        []netip.Addr `json:"addrs"`
-	Block        uint32       `json:"block"`
+	Block        uint64       `json:"block"`
 	Node         string       `json:"node"`
 	ContainerID  string       `json:"containerID"`
 	IfName       string       `json:"ifName"`
@@ -374,10 +380,15 @@ func (b *Blocks) ClaimOf(addr netip.Addr) (*Claim, bool) {
 	return nil, false
 }
 
-// NewBlocks returns the empty state of a pool stream.
-func NewBlocks() *Blocks { return &Blocks{Owners: map[uint32]Owner{}} }
+// FirstFreeHint is an index at or below the lowest free block index: a search for the
+// lowest free block may start there instead of at 0 (an IPv6 pool numbers up to 2^58
+// blocks; blocks fill from the bottom in the pool-stream layout).
+func (b *Blocks) FirstFreeHint() uint64 { return b.free }
 
-func resetBlocks(b *Blocks) { *b = Blocks{Owners: map[uint32]Owner{}} }
+// NewBlocks returns the empty state of a pool stream.
+func NewBlocks() *Blocks { return &Blocks{Owners: map[uint64]Owner{}} }
+
+func resetBlocks(b *Blocks) { *b = Blocks{Owners: map[uint64]Owner{}} }
 
 // Apply folds one event of a pool stream. On error b is unchanged.
 func (b *Blocks) Apply(e *events.Event) error {
@@ -390,6 +401,14 @@ func (b *Blocks) Apply(e *events.Event) error {
 			return invalid(e, "block %d already owned by node %q", p.Index, o.Node)
 		}
 		b.Owners[p.Index] = Owner{Node: p.Node, Since: e.Time}
+		if p.Index == b.free {
+			for {
+				if _, owned := b.Owners[b.free]; !owned {
+					break
+				}
+				b.free++ // past the owned run above the index just assigned
+			}
+		}
 	case *events.BlockReleased:
 		if err := b.release(e, p.Index, p.Node); err != nil {
 			return err
@@ -461,7 +480,7 @@ func (b *Blocks) unclaim(e *events.Event, p *events.AddressClaimReleased) error 
 	return nil
 }
 
-func (b *Blocks) release(e *events.Event, index uint32, node string) error {
+func (b *Blocks) release(e *events.Event, index uint64, node string) error {
 	o, ok := b.Owners[index]
 	if !ok {
 		return invalid(e, "block %d is not owned", index)
@@ -470,12 +489,13 @@ func (b *Blocks) release(e *events.Event, index uint32, node string) error {
 		return invalid(e, "block %d is owned by %q, not %q", index, o.Node, node)
 	}
 	delete(b.Owners, index)
+	b.free = min(b.free, index)
 	return nil
 }
 
 // OwnedBy lists the blocks node owns, in ascending order.
-func (b *Blocks) OwnedBy(node string) []uint32 {
-	var out []uint32
+func (b *Blocks) OwnedBy(node string) []uint64 {
+	var out []uint64
 	for i, o := range b.Owners {
 		if o.Node == node {
 			out = append(out, i)
@@ -514,7 +534,7 @@ type Assignment struct {
 	PodName      string       `json:"podName,omitempty"`
 	PodUID       string       `json:"podUID,omitempty"`
 	Pool         string       `json:"pool"`
-	Block        uint32       `json:"block"`
+	Block        uint64       `json:"block"`
 	Addrs        []netip.Addr `json:"addrs"`
 	Since        time.Time    `json:"since"`
 	Seq          uint64       `json:"seq"`
@@ -523,12 +543,12 @@ type Assignment struct {
 // BlockRef names a block of a pool.
 type BlockRef struct {
 	Pool  string `json:"pool"`
-	Index uint32 `json:"index"`
+	Index uint64 `json:"index"`
 }
 
 // MarshalText makes BlockRef usable as a JSON map key ("pool#index").
 func (r BlockRef) MarshalText() ([]byte, error) {
-	return []byte(r.Pool + "#" + strconv.FormatUint(uint64(r.Index), 10)), nil
+	return []byte(r.Pool + "#" + strconv.FormatUint(r.Index, 10)), nil
 }
 
 // UnmarshalText parses "pool#index".
@@ -536,17 +556,15 @@ func (r *BlockRef) UnmarshalText(b []byte) error {
 	s := string(b)
 	for i := len(s) - 1; i >= 0; i-- {
 		if s[i] == '#' {
-			var n uint64
-			for _, c := range s[i+1:] {
-				if c < '0' || c > '9' {
-					return errors.Newf("block ref %q: bad index", s)
-				}
-				n = n*10 + uint64(c-'0')
-			}
-			if i+1 == len(s) || n > 1<<32-1 {
+			digits := s[i+1:]
+			if digits == "" || strings.IndexFunc(digits, func(c rune) bool { return c < '0' || c > '9' }) >= 0 {
 				return errors.Newf("block ref %q: bad index", s)
 			}
-			r.Pool, r.Index = s[:i], uint32(n)
+			n, err := strconv.ParseUint(digits, 10, 64)
+			if err != nil {
+				return errors.Newf("block ref %q: bad index", s)
+			}
+			r.Pool, r.Index = s[:i], n
 			return nil
 		}
 	}

@@ -146,7 +146,7 @@ func (p *Pool) OffsetExcluded(prefixes []netip.Prefix, off uint64) bool {
 // every address of the block is excluded (or i is out of range). Without exclusions it
 // is 0 at once; with them it scans the block's offsets until one is usable (at most
 // 2^16, each a binary search of the reservations).
-func (p *Pool) FirstUsable(i uint32) (uint64, bool) {
+func (p *Pool) FirstUsable(i uint64) (uint64, bool) {
 	prefixes, ok := p.Block(i)
 	if !ok {
 		return 0, false
@@ -161,7 +161,7 @@ func (p *Pool) FirstUsable(i uint32) (uint64, bool) {
 
 // BlockExcluded reports whether no address of block i may be handed out (every offset
 // is excluded): nodes do not take such a block.
-func (p *Pool) BlockExcluded(i uint32) bool {
+func (p *Pool) BlockExcluded(i uint64) bool {
 	if !p.HasExclusions() {
 		return false
 	}

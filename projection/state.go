@@ -32,7 +32,7 @@ func (s *State) applyBlock(e *events.Event) error {
 	if !ok {
 		return errors.Wrapf(events.ErrInvalidStream, "%q", string(e.Stream))
 	}
-	var named uint32
+	var named uint64
 	switch p := e.Payload.(type) {
 	case *events.BlockAssigned:
 		named = p.Index
@@ -163,7 +163,7 @@ func (s *State) Hash() (events.Hash, error) {
 
 // Owner returns the owner of a block, if any: from its block stream, or else from the
 // pool stream (blocks owned there before the pool was split stay recorded there).
-func (s *State) Owner(pool string, index uint32) (Owner, bool) {
+func (s *State) Owner(pool string, index uint64) (Owner, bool) {
 	if b := s.BlockStreams[BlockRef{Pool: pool, Index: index}]; b != nil {
 		if o, ok := b.Owners[index]; ok {
 			return o, true
@@ -179,11 +179,11 @@ func (s *State) Owner(pool string, index uint32) (Owner, bool) {
 
 // AllOwners returns the owned blocks of every pool the state folded, by pool name (pool
 // streams and block streams together; pools without an owned block are absent).
-func (s *State) AllOwners() map[string]map[uint32]Owner {
-	out := map[string]map[uint32]Owner{}
-	add := func(pool string, idx uint32, o Owner) {
+func (s *State) AllOwners() map[string]map[uint64]Owner {
+	out := map[string]map[uint64]Owner{}
+	add := func(pool string, idx uint64, o Owner) {
 		if out[pool] == nil {
-			out[pool] = map[uint32]Owner{}
+			out[pool] = map[uint64]Owner{}
 		}
 		out[pool][idx] = o
 	}
@@ -202,8 +202,8 @@ func (s *State) AllOwners() map[string]map[uint32]Owner {
 
 // PoolOwners returns every owned block of a pool that the state folded: the pool
 // stream's owners and the block streams' (a block is in one of them at a time).
-func (s *State) PoolOwners(pool string) map[uint32]Owner {
-	out := map[uint32]Owner{}
+func (s *State) PoolOwners(pool string) map[uint64]Owner {
+	out := map[uint64]Owner{}
 	if b := s.Pools[pool]; b != nil {
 		for i, o := range b.Owners {
 			out[i] = o

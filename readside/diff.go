@@ -126,7 +126,7 @@ func poolState(p *projection.Pool) string {
 // BlockChange is a block that changed hands between the two ends.
 type BlockChange struct {
 	Pool     string   `json:"pool"`
-	Index    uint32   `json:"index"`
+	Index    uint64   `json:"index"`
 	Prefixes []string `json:"prefixes"`
 	Node     string   `json:"node"`
 }

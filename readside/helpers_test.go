@@ -91,7 +91,7 @@ func pool(name string, bits uint8, subnets ...string) *events.PoolCreated {
 }
 
 // assigned is an AddressAssigned of container id (interface eth0) for pod ns/name.
-func assigned(id, ns, name, pool string, block uint32, addrs ...string) *events.AddressAssigned {
+func assigned(id, ns, name, pool string, block uint64, addrs ...string) *events.AddressAssigned {
 	p := &events.AddressAssigned{ContainerID: id, IfName: "eth0", PodNamespace: ns, PodName: name, Pool: pool, Block: block}
 	for _, a := range addrs {
 		p.Addrs = append(p.Addrs, addr(a))
@@ -218,7 +218,7 @@ func churnLog(t *testing.T, log events.Log, pods int) {
 	w.add(events.PoolStream("p"), at(0), &events.BlockAssigned{Index: 0, Node: "n1"}, &events.BlockAssigned{Index: 1, Node: "n2"})
 	node := func(i int) events.Stream { return events.NodeStream(fmt.Sprintf("n%d", i%2+1)) }
 	asg := func(i int) *events.AddressAssigned {
-		return assigned(cid(i), "shop", fmt.Sprintf("web-%d", i), "p", uint32(i%2), fmt.Sprintf("10.1.%d.%d", i%2, i/2))
+		return assigned(cid(i), "shop", fmt.Sprintf("web-%d", i), "p", uint64(i%2), fmt.Sprintf("10.1.%d.%d", i%2, i/2))
 	}
 	db := assigned(cid(1000), "shop", "db-0", "p", 0, "10.1.0.200")
 	w.add(events.NodeStream("n1"), at(0), db)

@@ -28,7 +28,7 @@ var ErrInvalidQuery = errors.New("readside: invalid query")
 type Holding struct {
 	Addrs        []netip.Addr `json:"addrs"`
 	Pool         string       `json:"pool"`
-	Block        uint32       `json:"block"`
+	Block        uint64       `json:"block"`
 	Node         string       `json:"node"`
 	ContainerID  string       `json:"containerID"`
 	IfName       string       `json:"ifName"`

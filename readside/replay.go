@@ -68,8 +68,8 @@ func Load(ctx context.Context, log events.Log) (*State, error) {
 }
 
 // AddressesInUse counts, per block of pool, the addresses nodes hold in it.
-func (s *State) AddressesInUse(pool string) map[uint32]int {
-	out := map[uint32]int{}
+func (s *State) AddressesInUse(pool string) map[uint64]int {
+	out := map[uint64]int{}
 	for _, n := range s.Nodes {
 		for ref, u := range n.Use {
 			if ref.Pool == pool && u.InUse > 0 {

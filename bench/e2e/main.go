@@ -200,7 +200,7 @@ func latency(ctx context.Context, bin string, samples int) error {
 	ch := c.Log().Watch(wctx, events.WatchRequest{Prefixes: []string{string(events.PoolStream("lat")), "block/lat/"}, FromRev: rev,
 		After: map[events.Stream]uint64{events.PoolStream("lat"): head.Seq}})
 	var cmu sync.Mutex
-	committed := map[uint32]time.Time{}
+	committed := map[uint64]time.Time{}
 	go func() {
 		for b := range ch {
 			now := time.Now()
@@ -235,7 +235,7 @@ func latency(ctx context.Context, bin string, samples int) error {
 		if err != nil {
 			return err
 		}
-		idx := uint32(addrDiff(base, p.Addr))
+		idx := addrDiff(base, p.Addr)
 		var tCommit time.Time
 		for deadline := time.Now().Add(5 * time.Second); tCommit.IsZero() && time.Now().Before(deadline); {
 			cmu.Lock()

@@ -38,7 +38,7 @@ func (c *logCheck) problem(format string, args ...any) {
 
 type blockKey struct {
 	pool  string
-	index uint32
+	index uint64
 }
 
 // blockStreamPool returns the pool a block-ownership event belongs to, or "" for a stream

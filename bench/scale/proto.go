@@ -234,7 +234,7 @@ func (n *protoNode) observe(e *events.Event) {
 	}
 }
 
-func (n *protoNode) owned() (uint32, bool) {
+func (n *protoNode) owned() (uint64, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for i, o := range n.blocks.Owners {
@@ -313,14 +313,14 @@ func (n *protoNode) bootOnce(ctx context.Context, design string) (err error) {
 	}
 }
 
-func (n *protoNode) addrEvent(pool *projection.Pool, idx uint32) *events.Event {
+func (n *protoNode) addrEvent(pool *projection.Pool, idx uint64) *events.Event {
 	addrs, _ := pool.Addrs(idx, 0)
 	return &events.Event{Time: time.Now(), Actor: n.name, Payload: &events.AddressAssigned{
 		ContainerID: fmt.Sprintf("%064x", hashName(n.name)), IfName: "eth0", PodNamespace: "default", PodName: "pod-" + n.name,
 		Pool: pool.Name, Block: idx, Addrs: addrs}}
 }
 
-func (n *protoNode) appendAddress(ctx context.Context, pool *projection.Pool, idx uint32) error {
+func (n *protoNode) appendAddress(ctx context.Context, pool *projection.Pool, idx uint64) error {
 	ev := n.addrEvent(pool, idx)
 	_, err := n.clog.Append(ctx, events.AppendRequest{Stream: events.NodeStream(n.name), Expected: n.me.Head(), Events: []*events.Event{ev},
 		Conditions: []events.Condition{{Key: n.alive, Lease: int64(n.lease)}}})
@@ -335,7 +335,7 @@ func (n *protoNode) appendAddress(ctx context.Context, pool *projection.Pool, id
 // stream's head and fenced on the node's lease.
 func (n *protoNode) takeBlockStream(ctx context.Context, pool *projection.Pool) error {
 	total := pool.NumBlocks()
-	idx := uint32(hashName(n.name) % total)
+	idx := hashName(n.name) % total
 	keys := events.NewKeys("")
 	n.mu.Lock()
 	ch := n.cluster.Head()
@@ -381,21 +381,21 @@ func (n *protoNode) takeBlockStream(ctx context.Context, pool *projection.Pool) 
 		if len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
 			return errors.New("take failed on another condition")
 		}
-		idx = uint32((uint64(idx) + 1) % total)
+		idx = (idx + 1) % total
 	}
 	return errors.New("pool exhausted")
 }
 
 // takeShard: proto-shards, today's algorithm on the node's shard.
-func (n *protoNode) takeShard(ctx context.Context, pool *projection.Pool) (uint32, error) {
+func (n *protoNode) takeShard(ctx context.Context, pool *projection.Pool) (uint64, error) {
 	shard, _ := strconv.Atoi(strings.TrimPrefix(string(n.bstream), "pool/scale.s"))
 	total := pool.NumBlocks()
 	for attempt := 0; attempt < 64; attempt++ {
 		n.mu.Lock()
-		var cands []uint32
+		var cands []uint64
 		for i := uint64(shard); i < total && len(cands) < min(attempt+1, 8); i += protoShards {
-			if _, taken := n.blocks.Owners[uint32(i)]; !taken {
-				cands = append(cands, uint32(i))
+			if _, taken := n.blocks.Owners[i]; !taken {
+				cands = append(cands, i)
 			}
 		}
 		head, ch := n.blocks.Head(), n.cluster.Head()
@@ -432,7 +432,7 @@ func (n *protoNode) takeShard(ctx context.Context, pool *projection.Pool) (uint3
 }
 
 // takeCombined: proto-combine.
-func (n *protoNode) takeCombined(ctx context.Context, pool *projection.Pool) (uint32, error) {
+func (n *protoNode) takeCombined(ctx context.Context, pool *projection.Pool) (uint64, error) {
 	reqPrefix := "/coil/req/scale/"
 	n.c.appends.Add(1)
 	n.c.blockAttempts.Add(1)
@@ -470,7 +470,7 @@ func (n *protoNode) takeCombined(ctx context.Context, pool *projection.Pool) (ui
 					break
 				}
 				for next < total {
-					if _, taken := n.blocks.Owners[uint32(next)]; !taken {
+					if _, taken := n.blocks.Owners[next]; !taken {
 						break
 					}
 					next++
@@ -478,7 +478,7 @@ func (n *protoNode) takeCombined(ctx context.Context, pool *projection.Pool) (ui
 				if next == total {
 					break
 				}
-				evs = append(evs, &events.Event{Time: time.Now(), Actor: n.name, Payload: &events.BlockAssigned{Index: uint32(next), Node: name}})
+				evs = append(evs, &events.Event{Time: time.Now(), Actor: n.name, Payload: &events.BlockAssigned{Index: next, Node: name}})
 				next++
 			}
 		}

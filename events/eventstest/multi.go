@@ -103,7 +103,7 @@ func (su suite) testRangeGuards(t *testing.T) {
 	l, _ := su.newLog(t)
 	ctx := ctxT(t)
 	for i := range 3 {
-		appendN(t, l, events.BlockStream("p", uint32(i)), events.Version{}, 1, 1)
+		appendN(t, l, events.BlockStream("p", uint64(i)), events.Version{}, 1, 1)
 	}
 	_, rev, err := l.Streams(ctx, "block/p/", 0)
 	if err != nil {
@@ -153,7 +153,7 @@ func (su suite) testRangeGuards(t *testing.T) {
 func (su suite) testReadPrefix(t *testing.T) {
 	l, h := su.newLog(t)
 	ctx := ctxT(t)
-	lens := map[uint32]int{1: 3, 10: 1, 2: 2}
+	lens := map[uint64]int{1: 3, 10: 1, 2: 2}
 	for idx, n := range lens {
 		appendN(t, l, events.BlockStream("p", idx), events.Version{}, n, 1)
 	}

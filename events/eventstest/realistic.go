@@ -31,7 +31,7 @@ func RealisticAssigned(rng *rand.Rand, i int) *events.AddressAssigned {
 		PodName:      fmt.Sprintf("checkout-api-7d9f8c6b5-%05d", i%100000),
 		PodUID:       u[0:8] + "-" + u[8:12] + "-" + u[12:16] + "-" + u[16:20] + "-" + u[20:],
 		Pool:         "default",
-		Block:        uint32(i/32) % 4096,
+		Block:        uint64(i/32) % 4096,
 		Addrs:        []netip.Addr{netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})},
 	}
 }

@@ -26,7 +26,7 @@ func (su suite) testSnapshotPointer(t *testing.T) {
 		t.Helper()
 		evs := []*events.Event{SampleEvent(0, &events.Snapshot{State: []byte("s")})}
 		for i := range extra {
-			evs = append(evs, SampleEvent(i, &events.BlockAssigned{Index: uint32(100 + i), Node: "n"}))
+			evs = append(evs, SampleEvent(i, &events.BlockAssigned{Index: uint64(100 + i), Node: "n"}))
 		}
 		v, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head, Events: evs})
 		if err != nil {
@@ -70,7 +70,7 @@ func (su suite) testSnapshotPointer(t *testing.T) {
 	// A full batch plus a snapshot is more than one transaction holds.
 	evs := make([]*events.Event, events.MaxBatch)
 	for i := range evs {
-		evs[i] = SampleEvent(i, &events.BlockAssigned{Index: uint32(i), Node: "n"})
+		evs[i] = SampleEvent(i, &events.BlockAssigned{Index: uint64(i), Node: "n"})
 	}
 	evs[len(evs)-1] = SampleEvent(0, &events.Snapshot{})
 	if _, err := l.Append(ctx, events.AppendRequest{Stream: events.PoolStream("full"), Events: evs}); !errors.Is(err, events.ErrTooLarge) {

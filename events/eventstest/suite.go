@@ -81,7 +81,7 @@ func appendN(t *testing.T, l events.Log, stream events.Stream, head events.Versi
 		k := min(n, batch)
 		evs := make([]*events.Event, k)
 		for i := range evs {
-			evs[i] = SampleEvent(int(head.Seq)+i, &events.BlockAssigned{Index: uint32(head.Seq) + uint32(i), Node: "node-1"})
+			evs[i] = SampleEvent(int(head.Seq)+i, &events.BlockAssigned{Index: head.Seq + uint64(i), Node: "node-1"})
 		}
 		h, err := l.Append(ctx, events.AppendRequest{Stream: stream, Expected: head, Events: evs})
 		if err != nil {
@@ -256,7 +256,7 @@ func (su suite) testConcurrentWriters(t *testing.T) {
 			done := 0
 			var head events.Version
 			for done < each {
-				e := SampleEvent(done, &events.BlockAssigned{Index: uint32(w*100 + done), Node: fmt.Sprintf("n%d", w)})
+				e := SampleEvent(done, &events.BlockAssigned{Index: uint64(w*100 + done), Node: fmt.Sprintf("n%d", w)})
 				h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head, Events: []*events.Event{e}})
 				var ce *events.ConflictError
 				switch {

@@ -308,7 +308,7 @@ func summary(e *events.Event, cluster *projection.Cluster) string {
 	if pool, _, ok := e.Stream.Block(); ok {
 		streamName = pool
 	}
-	blockOf := func(pool string, index uint32) string {
+	blockOf := func(pool string, index uint64) string {
 		if p := cluster.Pools[pool]; p != nil {
 			if ps, ok := p.Block(index); ok {
 				return fmt.Sprintf("block %d of %s (%s)", index, pool, joinPrefixes(ps))
@@ -316,7 +316,7 @@ func summary(e *events.Event, cluster *projection.Cluster) string {
 		}
 		return fmt.Sprintf("block %d of %s", index, pool)
 	}
-	block := func(index uint32) string {
+	block := func(index uint64) string {
 		if p := cluster.Pools[streamName]; p != nil {
 			if ps, ok := p.Block(index); ok {
 				return fmt.Sprintf("block %d (%s)", index, joinPrefixes(ps))

@@ -45,7 +45,7 @@ func fillNodeStreams(tb testing.TB, cli *clientv3.Client, nodes, total int) {
 		var evs []*events.Event
 		for n := lo; n < min(nodes, lo+events.MaxBatch); n++ {
 			evs = append(evs, &events.Event{Time: start, Actor: fmt.Sprintf("node-%03d", n),
-				Payload: &events.BlockAssigned{Index: uint32(n), Node: fmt.Sprintf("node-%03d", n)}})
+				Payload: &events.BlockAssigned{Index: uint64(n), Node: fmt.Sprintf("node-%03d", n)}})
 		}
 		var err error
 		if head, err = lg.Append(ctx, events.AppendRequest{Stream: events.PoolStream("default"), Expected: head, Events: evs}); err != nil {
@@ -65,9 +65,9 @@ func fillNodeStreams(tb testing.TB, cli *clientv3.Client, nodes, total int) {
 			var p events.Payload
 			if i%2 == 0 {
 				p = &events.AddressAssigned{ContainerID: id, IfName: "eth0", PodNamespace: "bench",
-					PodName: fmt.Sprintf("pod-%d-%d", n, i/2), Pool: "default", Block: uint32(n), Addrs: []netip.Addr{addr}}
+					PodName: fmt.Sprintf("pod-%d-%d", n, i/2), Pool: "default", Block: uint64(n), Addrs: []netip.Addr{addr}}
 			} else {
-				p = &events.AddressReleased{ContainerID: id, IfName: "eth0", Pool: "default", Block: uint32(n),
+				p = &events.AddressReleased{ContainerID: id, IfName: "eth0", Pool: "default", Block: uint64(n),
 					Addrs: []netip.Addr{addr}, Reason: "CNI DEL"}
 			}
 			return &events.Event{Time: tm, Actor: name, Payload: p}

@@ -81,7 +81,7 @@ type addressView struct {
 	Address      netip.Addr   `json:"address"`
 	Addrs        []netip.Addr `json:"addrs"` // all addresses of the attachment (one per family)
 	Pool         string       `json:"pool"`
-	BlockIndex   uint32       `json:"blockIndex"`
+	BlockIndex   uint64       `json:"blockIndex"`
 	Block        string       `json:"block"`
 	Node         string       `json:"node"`
 	ContainerID  string       `json:"containerID"`
@@ -224,7 +224,7 @@ func orDash(s string) string {
 
 type blockView struct {
 	Pool           string    `json:"pool"`
-	Index          uint32    `json:"index"`
+	Index          uint64    `json:"index"`
 	Prefixes       []string  `json:"prefixes"`
 	Node           string    `json:"node"`
 	Since          time.Time `json:"since"`

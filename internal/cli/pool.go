@@ -247,9 +247,29 @@ func (a *app) printPoolResult(cmd *cobra.Command, name, what string) error {
 	if a.opts.output != "table" {
 		return a.printValue(v)
 	}
-	_, err = fmt.Fprintf(a.env.Stdout, "pool %q %s: %s (%d blocks of %d addresses, %s)\n",
-		name, what, strings.Join(v.Subnets, " "), v.Blocks.Total, p.BlockSize(), blockLens(p))
+	_, err = fmt.Fprintf(a.env.Stdout, "pool %q %s: %s (%d blocks of %d addresses, %s)\n%s",
+		name, what, strings.Join(v.Subnets, " "), v.Blocks.Total, p.BlockSize(), blockLens(p), capNote(p))
 	return errors.Wrap(err, "write output")
+}
+
+// capNote is a line saying which subnets of p hold more blocks than Coil numbers
+// (projection.MaxBlocksPerSubnet), or "" when none does.
+func capNote(p *projection.Pool) string {
+	var big []string
+	for _, s := range p.Subnets {
+		pf := s.IPv4
+		if !pf.IsValid() {
+			pf = s.IPv6
+		}
+		if host := pf.Addr().BitLen() - pf.Bits() - int(p.BlockSizeBits); host > projection.MaxBlockIndexBits {
+			big = append(big, fmt.Sprintf("%s holds 2^%d", s, host))
+		}
+	}
+	if len(big) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("Note: Coil numbers the first 2^%d blocks of a subnet (%s); the addresses beyond them are never handed out.\n",
+		projection.MaxBlockIndexBits, strings.Join(big, ", "))
 }
 
 type blockCounts struct {
@@ -331,7 +351,7 @@ func (s *snapshot) poolView(p *projection.Pool, withNodes bool) *poolView {
 	// Addresses held in blocks no node owns any more cannot happen (a block is released
 	// only empty); every address in use is counted under its block's owner below.
 	byNode := map[string]*poolNodeView{}
-	idx := make([]uint32, 0, len(owners))
+	idx := make([]uint64, 0, len(owners))
 	for i := range owners {
 		idx = append(idx, i)
 	}
@@ -556,6 +576,9 @@ func (a *app) poolShowCommand() *cobra.Command {
 			fmt.Fprintf(w, "Subnets:           %s\n", strings.Join(v.Subnets, " "))
 			fmt.Fprintf(w, "Block size:        %s, %d bits\n", v.BlockSize, v.BlockSizeBits)
 			fmt.Fprintf(w, "Blocks:            %d used, %d free, %d total\n", v.Blocks.Used, v.Blocks.Free, v.Blocks.Total)
+			if note := capNote(p); note != "" {
+				fmt.Fprintf(w, "                   %s", note)
+			}
 			fmt.Fprintf(w, "Layout:            %s\n", v.Layout)
 			sel := v.NodeSelector
 			if sel == "" {

@@ -63,7 +63,7 @@ type releaseView struct {
 	Addrs        []netip.Addr `json:"addrs"`
 	Node         string       `json:"node"`
 	Pool         string       `json:"pool"`
-	BlockIndex   uint32       `json:"blockIndex"`
+	BlockIndex   uint64       `json:"blockIndex"`
 	ContainerID  string       `json:"containerID"`
 	IfName       string       `json:"ifName"`
 	PodNamespace string       `json:"podNamespace,omitempty"`

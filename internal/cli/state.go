@@ -28,7 +28,7 @@ func sortedStreams(heads map[events.Stream]events.Version) []events.Stream {
 }
 
 // addressesInUse counts, per block of pool, the addresses nodes hold in it.
-func (s *snapshot) addressesInUse(pool string) map[uint32]int { return s.AddressesInUse(pool) }
+func (s *snapshot) addressesInUse(pool string) map[uint64]int { return s.AddressesInUse(pool) }
 
 // nodeNames lists every node the log knows: with a node stream or owning a block.
 func (s *snapshot) nodeNames() []string { return s.NodeNames() }
