@@ -226,14 +226,14 @@ func (n *Node) tryClaim(ctx context.Context, o *op) (*Assignment, bool, error) {
 	if err = n.usable(pool); err != nil {
 		return nil, false, err
 	}
-	if err := CheckLevel(n.st.Cluster, events.Level1, FixedFeature); err != nil {
+	if err = CheckLevel(n.st.Cluster, events.Level1, FixedFeature); err != nil {
 		return nil, false, err
 	}
 	// Decide on the latest: the watch may not have brought a release yet (another
 	// writer's in this node's stream, an operator's; a claim ended in the pool's), and a
 	// refusal names a holder. Two reads, on fixed-address ADDs only.
 	for _, s := range []events.Stream{n.stream(), events.PoolStream(pool.Name)} {
-		if err := n.catchUp(ctx, s); err != nil {
+		if err = n.catchUp(ctx, s); err != nil {
 			return nil, false, err
 		}
 	}

@@ -648,7 +648,6 @@ func (n *Node) decideAlloc(ctx context.Context, o *op, p *pending) bool {
 	took := false // a block of a split pool taken for this request (undone if it does not fit)
 	if !ok {
 		var idx uint64
-		var err error
 		if !pool.Split {
 			idx, err = n.acquireBlock(ctx, pool)
 			if errors.Is(err, errPoolSplitMeanwhile) {
