@@ -26,6 +26,15 @@ if [ "${#dirs[@]}" -eq 0 ]; then
 	exit 1
 fi
 
+# count_inputs prints how many inputs a target's testdata directory holds (0 without one).
+count_inputs() {
+	if [ -d "$1" ]; then
+		find "$1" -type f | wc -l
+	else
+		echo 0
+	fi
+}
+
 start=$(date +%s)
 targets=0
 failed=()
@@ -49,13 +58,13 @@ for dir in "${dirs[@]}"; do
 		# reported as a harness flake only after the target's corpus replays clean
 		# (go test -run). Any run that writes a failing input fails at once.
 		for attempt in 1 2; do
-			before=$(ls "$dir/testdata/fuzz/$name" 2>/dev/null | wc -l)
+			before=$(count_inputs "$dir/testdata/fuzz/$name")
 			if (cd "$dir" && "$bin" -test.run='^$' -test.fuzz="^$name\$" -test.fuzztime="$FUZZTIME" \
 				-test.fuzzcachedir="$cache/$module/$dir" >"$tmp/out" 2>&1); then
 				grep '^fuzz: elapsed' "$tmp/out" | tail -n 1 | sed 's/^/  /' || true
 				break
 			fi
-			after=$(ls "$dir/testdata/fuzz/$name" 2>/dev/null | wc -l)
+			after=$(count_inputs "$dir/testdata/fuzz/$name")
 			if [ "$after" -eq "$before" ] && [ "$(grep -c . "$tmp/out")" -le 12 ] &&
 				grep -qx '    context deadline exceeded' "$tmp/out" &&
 				! grep -qE 'panic:|Failing input written|--- FAIL: .*/' "$tmp/out"; then
@@ -82,4 +91,4 @@ if [ "${#failed[@]}" -gt 0 ]; then
 	echo "fuzz: ${#failed[@]} of $targets targets FAILED (${secs}s): ${failed[*]}" >&2
 	exit 1
 fi
-echo "fuzz: $targets targets in ${#dirs[@]} packages passed, $FUZZTIME each (${secs}s)${flaked:+; ${#flaked[@]} flaked on the deadline race: ${flaked[*]}}"
+echo "fuzz: $((targets - ${#flaked[@]})) of $targets targets in ${#dirs[@]} packages passed, $FUZZTIME each (${secs}s)${flaked:+; ${#flaked[@]} FLAKED on the deadline race: ${flaked[*]}}"
