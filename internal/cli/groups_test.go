@@ -174,6 +174,10 @@ func TestPoolSettingsInDiffAndExport(t *testing.T) {
 	if !strings.Contains(st, `"nodeSelector": "zone=a"`) || !strings.Contains(st, `"disabled": true`) {
 		t.Errorf("state --revision lacks the pool's settings:\n%s", st)
 	}
+	// The table says it too; pool create skipped the network and broadcast addresses.
+	if st := e.ok("state", "--revision", after); !strings.Contains(st, "disabled; nodes: zone=a; skips network/broadcast") {
+		t.Errorf("state --revision (table) lacks the pool's settings:\n%s", st)
+	}
 	exp := e.exportTo("export.jsonl")
 	kill()
 	e.ok("log", "import", "--force", "--yes", exp)

@@ -187,9 +187,10 @@ func (a *app) printState(p readside.Point, st *readside.StateAt) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "POOLS")
-	t := newTable(w, "NAME", "SUBNETS", "BLOCK SIZE", "BLOCKS USED/TOTAL", "ADDRESSES IN USE")
+	t := newTable(w, "NAME", "SUBNETS", "BLOCK SIZE", "BLOCKS USED/TOTAL", "ADDRESSES IN USE", "SETTINGS")
 	for _, pv := range v.Pools {
-		t.row(pv.Name, strings.Join(pv.Subnets, " "), pv.BlockSize, fmt.Sprintf("%d/%d", pv.Blocks.Used, pv.Blocks.Total), fmt.Sprint(pv.AddressesInUse))
+		t.row(pv.Name, strings.Join(pv.Subnets, " "), pv.BlockSize, fmt.Sprintf("%d/%d", pv.Blocks.Used, pv.Blocks.Total), fmt.Sprint(pv.AddressesInUse),
+			poolSettings(pv))
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -208,4 +209,28 @@ func (a *app) printState(p readside.Point, st *readside.StateAt) error {
 		t.row(ad.Address.String(), ad.Pool, ad.Block, ad.Node, shortID(ad.ContainerID), ad.IfName, podName(ad.PodNamespace, ad.PodName), fmtTime(ad.Since))
 	}
 	return t.flush()
+}
+
+// poolSettings summarizes what a pool's settings events (issue 14) made of it, for the
+// state table: "disabled; nodes: zone=a; skips network/broadcast; 2 reserved ranges",
+// "" when it has none of them (pool show has the details).
+func poolSettings(pv *poolView) string {
+	var parts []string
+	if pv.Disabled {
+		parts = append(parts, "disabled")
+	}
+	if pv.NodeSelector != "" {
+		parts = append(parts, "nodes: "+pv.NodeSelector)
+	}
+	if pv.SkipNetworkBroadcast {
+		parts = append(parts, "skips network/broadcast")
+	}
+	switch n := len(pv.Reservations); n {
+	case 0:
+	case 1:
+		parts = append(parts, "1 reserved range")
+	default:
+		parts = append(parts, fmt.Sprintf("%d reserved ranges", n))
+	}
+	return strings.Join(parts, "; ")
 }
