@@ -333,3 +333,36 @@ func TestFixedAddressInFreeBlock(t *testing.T) {
 		checkClaims(t, e)
 	})
 }
+
+// TestFixedAddressReclaim: reclaiming a dead node ends its claims too, so a StatefulSet
+// pod rescheduled elsewhere gets its address at once, not at the next claim.
+func TestFixedAddressReclaim(t *testing.T) {
+	layouts(t, func(t *testing.T, e *env) { //nolint:thelper // the subtest's body, not a helper
+		ctx := context.Background()
+		e.pool("p", 4, "10.0.0.0/24")
+		n1, n2, n3 := e.node("n1", nil), e.node("n2", nil), e.node("n3", nil)
+		alloc(t, n1, "c0", "p")
+		if _, err := claim(n2, "old", "web-0", "p", "10.0.0.3"); err != nil {
+			t.Fatal(err)
+		}
+		e.log.DeleteKey("/coil/alive/n2")
+		res, err := e.admin.Reclaim(ctx, "n2", "/coil/alive/n2", "node deleted")
+		if err != nil || res.Released != 1 || res.ClaimsEnded != 1 {
+			t.Fatalf("reclaim = %+v, %v", res, err)
+		}
+		if st := checkClaims(t, e); len(st.Pools["p"].Claims) != 0 {
+			t.Fatalf("claims after the reclaim: %+v", st.Pools["p"].Claims)
+		}
+		if _, _, err := n3.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		a, err := claim(n3, "new", "web-0", "p", "10.0.0.3")
+		if err != nil || a.Addrs[0] != ip("10.0.0.3") {
+			t.Fatalf("claim after the reclaim: %v %v", a, err)
+		}
+		again, err := e.admin.Reclaim(ctx, "n2", "/coil/alive/n2", "again")
+		if err != nil || again.ClaimsEnded != 0 || again.Released != 0 {
+			t.Fatalf("second reclaim = %+v, %v", again, err)
+		}
+	})
+}

@@ -15,6 +15,8 @@ type ReclaimResult struct {
 	Node      string
 	Released  int            // addresses released
 	Reclaimed map[string]int // blocks reclaimed per pool
+	// ClaimsEnded counts the node's fixed-address claims ended (AddressClaimReleased).
+	ClaimsEnded int
 }
 
 // Reclaim takes a dead node's addresses and blocks back and retires it. Every append is
@@ -98,22 +100,39 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 				return nil, errors.Wrapf(err, "read %s", ps)
 			}
 			owned := b.OwnedBy(node)
-			if len(owned) == 0 {
+			claims := b.ClaimsBy(node)
+			if len(owned) == 0 && len(claims) == 0 {
 				break
 			}
 			var evs []*events.Event
+			// The node's fixed-address claims end with it (its attachments were
+			// released in step 1), so the addresses may be claimed again at once.
+			for _, c := range claims {
+				if len(evs) == events.MaxBatch {
+					break
+				}
+				evs = append(evs, a.event(&events.AddressClaimReleased{
+					Addrs: c.Addrs, Block: c.Block, Node: c.Node, ContainerID: c.ContainerID, IfName: c.IfName,
+					Reason: "node reclaimed: " + reason,
+				}))
+			}
+			blocks := 0
 			for _, idx := range owned {
 				if len(evs) == events.MaxBatch {
 					break
 				}
 				evs = append(evs, a.event(&events.BlockReclaimed{Index: idx, Node: node, Reason: reason}))
+				blocks++
 			}
 			_, err := a.Log.Append(ctx, events.AppendRequest{
 				Stream: ps, Expected: b.Head(), Events: evs, Conditions: cond,
 			})
 			switch {
 			case err == nil:
-				res.Reclaimed[pool] += len(evs)
+				if blocks > 0 {
+					res.Reclaimed[pool] += blocks
+				}
+				res.ClaimsEnded += len(evs) - blocks
 			case errors.Is(err, events.ErrConflict):
 				if werr := bo.wait(ctx); werr != nil {
 					return nil, werr

@@ -361,6 +361,18 @@ func (c *Claim) Pod() string {
 	return c.PodNamespace + "/" + c.PodName
 }
 
+// ClaimsBy returns the standing claims of node, ordered by their first address.
+func (b *Blocks) ClaimsBy(node string) []*Claim {
+	var out []*Claim
+	for _, c := range b.Claims {
+		if c.Node == node {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addrs[0].Less(out[j].Addrs[0]) })
+	return out
+}
+
 // ClaimOf returns the standing claim holding addr (any of its families), if any. A nil
 // Blocks has none.
 func (b *Blocks) ClaimOf(addr netip.Addr) (*Claim, bool) {
