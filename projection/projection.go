@@ -231,14 +231,14 @@ func (c *Cluster) Apply(e *events.Event) error {
 		}
 		c.Pools[p.Name] = &Pool{Name: p.Name, BlockSizeBits: p.BlockSizeBits, Subnets: append([]events.Subnet(nil), p.Subnets...), Created: e.Time}
 	case *events.PoolSubnetAdded:
-		pool, ok := c.Pools[p.Name]
-		if !ok {
-			return invalid(e, "pool %q does not exist", p.Name)
+		pool, err := c.existing(e, p.Name)
+		if err != nil {
+			return err
 		}
 		pool.Subnets = append(pool.Subnets, p.Subnet)
 	case *events.PoolDeleted:
-		if _, ok := c.Pools[p.Name]; !ok {
-			return invalid(e, "pool %q does not exist", p.Name)
+		if _, err := c.existing(e, p.Name); err != nil {
+			return err
 		}
 		delete(c.Pools, p.Name)
 	case *events.ClusterLevelRaised:
@@ -251,9 +251,9 @@ func (c *Cluster) Apply(e *events.Event) error {
 		}
 		c.Level = p.Level
 	case *events.PoolSplit:
-		pool, ok := c.Pools[p.Name]
-		if !ok {
-			return invalid(e, "pool %q does not exist", p.Name)
+		pool, err := c.existing(e, p.Name)
+		if err != nil {
+			return err
 		}
 		if pool.Split {
 			return invalid(e, "pool %q already has block streams", p.Name)
@@ -268,30 +268,30 @@ func (c *Cluster) Apply(e *events.Event) error {
 			return err
 		}
 	case *events.PoolNetworkBroadcastSet:
-		pool, ok := c.Pools[p.Pool]
-		if !ok {
-			return invalid(e, "pool %q does not exist", p.Pool)
+		pool, err := c.existing(e, p.Pool)
+		if err != nil {
+			return err
 		}
 		pool.SkipNetworkBroadcast = p.Skip
 	case *events.PoolNodeSelectorSet:
-		pool, ok := c.Pools[p.Name]
-		if !ok {
-			return invalid(e, "pool %q does not exist", p.Name)
+		pool, err := c.existing(e, p.Name)
+		if err != nil {
+			return err
 		}
 		pool.NodeSelector = p.Selector
 	case *events.PoolDisabled:
-		pool, ok := c.Pools[p.Name]
-		if !ok {
-			return invalid(e, "pool %q does not exist", p.Name)
+		pool, err := c.existing(e, p.Name)
+		if err != nil {
+			return err
 		}
 		if pool.Disabled {
 			return invalid(e, "pool %q is already disabled", p.Name)
 		}
 		pool.Disabled, pool.DisabledReason = true, p.Reason
 	case *events.PoolEnabled:
-		pool, ok := c.Pools[p.Name]
-		if !ok {
-			return invalid(e, "pool %q does not exist", p.Name)
+		pool, err := c.existing(e, p.Name)
+		if err != nil {
+			return err
 		}
 		if !pool.Disabled {
 			return invalid(e, "pool %q is not disabled", p.Name)
@@ -359,6 +359,15 @@ func (c *Claim) Pod() string {
 		return ""
 	}
 	return c.PodNamespace + "/" + c.PodName
+}
+
+// existing returns pool name, which event e (of the cluster stream) needs to exist.
+func (c *Cluster) existing(e *events.Event, name string) (*Pool, error) {
+	pool, ok := c.Pools[name]
+	if !ok {
+		return nil, invalid(e, "pool %q does not exist", name)
+	}
+	return pool, nil
 }
 
 // ClaimsBy returns the standing claims of node, ordered by their first address.

@@ -172,9 +172,9 @@ func (p *Pool) BlockExcluded(i uint64) bool {
 // reserve folds AddressesReserved: the pool exists, every range is well formed, inside
 // the pool and overlaps no reservation (nor another range of the event).
 func (c *Cluster) reserve(e *events.Event, p *events.AddressesReserved) error {
-	pool, ok := c.Pools[p.Pool]
-	if !ok {
-		return invalid(e, "pool %q does not exist", p.Pool)
+	pool, err := c.existing(e, p.Pool)
+	if err != nil {
+		return err
 	}
 	if len(p.Ranges) == 0 {
 		return invalid(e, "no range")
@@ -200,9 +200,9 @@ func (c *Cluster) reserve(e *events.Event, p *events.AddressesReserved) error {
 // reservations lose those addresses (one partly covered keeps the rest, in one or two
 // pieces with its reason, actor and time).
 func (c *Cluster) unreserve(e *events.Event, p *events.AddressesUnreserved) error {
-	pool, ok := c.Pools[p.Pool]
-	if !ok {
-		return invalid(e, "pool %q does not exist", p.Pool)
+	pool, err := c.existing(e, p.Pool)
+	if err != nil {
+		return err
 	}
 	if len(p.Ranges) == 0 {
 		return invalid(e, "no range")
