@@ -39,6 +39,23 @@ type reservationView struct {
 }
 
 // reservationViews lists the pool's reservations with the addresses still held in them.
+// poolRangesArgs checks the arguments of pool reserve and unreserve (POOL RANGE...
+// --reason TEXT; noReason is the usage error without a reason) and connects.
+func (a *app) poolRangesArgs(args []string, reason, noReason string) (string, []events.AddrRange, error) {
+	name := args[0]
+	if err := validName("pool", name); err != nil {
+		return "", nil, err
+	}
+	if strings.TrimSpace(reason) == "" {
+		return "", nil, usagef("%s", noReason)
+	}
+	rs, err := parseRanges(args[1:])
+	if err != nil {
+		return "", nil, err
+	}
+	return name, rs, a.connect()
+}
+
 func (s *snapshot) reservationViews(p *projection.Pool) []reservationView {
 	out := []reservationView{}
 	if len(p.Reserved) == 0 {
@@ -92,18 +109,8 @@ when; pool show lists the reservations, pool unreserve takes them back.`,
   coilctl pool reserve default 10.64.3.7 --reason "handed to the LB" --after-release`,
 		Args: argsUsage(2, -1, "a POOL and at least one RANGE"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			name := args[0]
-			if err := validName("pool", name); err != nil {
-				return err
-			}
-			if strings.TrimSpace(reason) == "" {
-				return usagef("--reason is required: say why the addresses are reserved (it is recorded in the AddressesReserved event and shown by pool show)")
-			}
-			rs, err := parseRanges(args[1:])
+			name, rs, err := a.poolRangesArgs(args, reason, "--reason is required: say why the addresses are reserved (it is recorded in the AddressesReserved event and shown by pool show)")
 			if err != nil {
-				return err
-			}
-			if err = a.connect(); err != nil {
 				return err
 			}
 			held, err := a.admin().Reserve(cmd.Context(), allocator.ReserveRequest{Pool: name, Ranges: rs, Reason: reason, AfterRelease: afterRelease})
@@ -141,18 +148,8 @@ its reason. Recorded as an AddressesUnreserved event with --reason (required).`,
 		Example: `  coilctl pool unreserve default 10.64.255.0/25 --reason "VIPs moved"`,
 		Args:    argsUsage(2, -1, "a POOL and at least one RANGE"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
-			name := args[0]
-			if err := validName("pool", name); err != nil {
-				return err
-			}
-			if strings.TrimSpace(reason) == "" {
-				return usagef("--reason is required: say why the addresses may be handed out again (it is recorded in the AddressesUnreserved event)")
-			}
-			rs, err := parseRanges(args[1:])
+			name, rs, err := a.poolRangesArgs(args, reason, "--reason is required: say why the addresses may be handed out again (it is recorded in the AddressesUnreserved event)")
 			if err != nil {
-				return err
-			}
-			if err = a.connect(); err != nil {
 				return err
 			}
 			if err = a.admin().Unreserve(cmd.Context(), name, rs, reason); err != nil {
