@@ -227,7 +227,14 @@ func (n *Node) tryClaim(ctx context.Context, o *op) (*Assignment, bool, error) {
 		return nil, false, err
 	}
 	if err = CheckLevel(n.st.Cluster, events.Level1, FixedFeature); err != nil {
-		return nil, false, err
+		// The watch may not have brought a raise yet: read the cluster stream once
+		// before refusing (a refusal path only, as lookupPool does for a new pool).
+		if cerr := n.catchUp(ctx, events.ClusterStream); cerr != nil {
+			return nil, false, errors.CombineErrors(err, cerr)
+		}
+		if err = CheckLevel(n.st.Cluster, events.Level1, FixedFeature); err != nil {
+			return nil, false, err
+		}
 	}
 	// Decide on the latest: the watch may not have brought a release yet (another
 	// writer's in this node's stream, an operator's; a claim ended in the pool's), and a

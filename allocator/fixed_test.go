@@ -353,7 +353,7 @@ func TestFixedAddressReclaim(t *testing.T) {
 		if st := checkClaims(t, e); len(st.Pools["p"].Claims) != 0 {
 			t.Fatalf("claims after the reclaim: %+v", st.Pools["p"].Claims)
 		}
-		if _, _, err := n3.Load(ctx); err != nil {
+		if _, _, err = n3.Load(ctx); err != nil {
 			t.Fatal(err)
 		}
 		a, err := claim(n3, "new", "web-0", "p", "10.0.0.3")
