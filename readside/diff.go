@@ -1,6 +1,7 @@
 package readside
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -45,6 +46,30 @@ type Diff struct {
 	} `json:"reservations"`
 	// Options are pool options that differ between the ends (pools present at both).
 	Options []OptionChange `json:"options"`
+	// Claims are fixed-address claims standing at one end only (AddressClaimed,
+	// AddressClaimReleased).
+	Claims struct {
+		Added   []PoolClaim `json:"added"`
+		Removed []PoolClaim `json:"removed"`
+	} `json:"claims"`
+}
+
+// PoolClaim is a standing fixed-address claim in pool Pool.
+type PoolClaim struct {
+	Pool string `json:"pool"`
+	projection.Claim
+}
+
+// Claims lists the fixed-address claims standing in st, ordered by address.
+func Claims(st *projection.State) []PoolClaim {
+	out := []PoolClaim{}
+	for pool, b := range st.Pools {
+		for _, c := range b.Claims {
+			out = append(out, PoolClaim{Pool: pool, Claim: *c})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addrs[0].Less(out[j].Addrs[0]) })
+	return out
 }
 
 // ReservationChange is a reserved range of a pool.
@@ -66,7 +91,7 @@ type OptionChange struct {
 func (d *Diff) Empty() bool {
 	return d.FeatureLevel == nil && len(d.Pools.Added)+len(d.Pools.Extended)+len(d.Pools.Removed)+len(d.Pools.Changed)+len(d.NodeLabels)+len(d.Blocks.Assigned)+
 		len(d.Blocks.Released)+len(d.Addresses.Assigned)+len(d.Addresses.Released)+
-		len(d.Reservations.Added)+len(d.Reservations.Removed)+len(d.Options) == 0
+		len(d.Reservations.Added)+len(d.Reservations.Removed)+len(d.Options)+len(d.Claims.Added)+len(d.Claims.Removed) == 0
 }
 
 // LevelChange is the cluster's feature level at both ends of a diff.
@@ -297,7 +322,36 @@ func DiffStates(from, to *StateAt) *Diff {
 	sortAddrs(d.Addresses.Assigned)
 	sortAddrs(d.Addresses.Released)
 	diffReservations(d, from, to)
+	diffClaims(d, from, to)
 	return d
+}
+
+// diffClaims fills the claims part of d: a claim is the same at both ends when its
+// pool, addresses, holder and time are.
+func diffClaims(d *Diff, from, to *StateAt) {
+	key := func(c PoolClaim) string {
+		return fmt.Sprint(c.Pool, c.Addrs, c.Node, c.ContainerID, c.IfName, c.Since.UnixNano())
+	}
+	fc, tc := Claims(from.State.State), Claims(to.State.State)
+	in := func(cs []PoolClaim) map[string]bool {
+		m := map[string]bool{}
+		for _, c := range cs {
+			m[key(c)] = true
+		}
+		return m
+	}
+	fk, tk := in(fc), in(tc)
+	d.Claims.Added, d.Claims.Removed = []PoolClaim{}, []PoolClaim{}
+	for _, c := range tc {
+		if !fk[key(c)] {
+			d.Claims.Added = append(d.Claims.Added, c)
+		}
+	}
+	for _, c := range fc {
+		if !tk[key(c)] {
+			d.Claims.Removed = append(d.Claims.Removed, c)
+		}
+	}
 }
 
 // diffReservations fills the reservation and option parts of d.

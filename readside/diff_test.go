@@ -43,6 +43,12 @@ func describeDiff(d *readside.Diff) string {
 	for _, c := range d.Addresses.Assigned {
 		fmt.Fprintf(&b, "+ address %v %s %s/%s\n", c.Addrs, c.Node, c.PodNamespace, c.PodName)
 	}
+	for _, c := range d.Claims.Removed {
+		fmt.Fprintf(&b, "- claim %v %s#%d %s %s/%s\n", c.Addrs, c.Pool, c.Block, c.Node, c.PodNamespace, c.PodName)
+	}
+	for _, c := range d.Claims.Added {
+		fmt.Fprintf(&b, "+ claim %v %s#%d %s %s/%s\n", c.Addrs, c.Pool, c.Block, c.Node, c.PodNamespace, c.PodName)
+	}
 	return b.String()
 }
 
@@ -57,6 +63,10 @@ func TestDiffStates(t *testing.T) {
 		&events.AddressesReserved{Pool: "p", Ranges: []events.AddrRange{{First: pfx("10.0.0.8/32").Addr(), Last: pfx("10.0.0.11/32").Addr()}}, Reason: "vip"},
 		&events.AddressesUnreserved{Pool: "p", Ranges: []events.AddrRange{{First: pfx("10.0.0.9/32").Addr(), Last: pfx("10.0.0.9/32").Addr()}}},
 		&events.PoolNetworkBroadcastSet{Pool: "p", Skip: true})
+	fixed := assigned("c5eeeeeeeeeeeeeeee", "data", "db-1", "p", 2, "10.0.0.9") // a claim in block 2, which nobody owns
+	w.add(events.PoolStream("p"), at(7.5), &events.AddressClaimed{Addrs: fixed.Addrs, Block: 2, Node: "n2", ContainerID: fixed.ContainerID,
+		IfName: fixed.IfName, PodNamespace: "data", PodName: "db-1"})
+	w.add(events.NodeStream("n2"), at(7.5), fixed)
 	points := []readside.Point{{Time: at(2.5)}, {Time: at(5.5)}, {Time: at(6.5)}, {Time: at(8)}, {Time: at(0)}}
 	sts, err := readside.StatesAt(t.Context(), log, points, nil)
 	if err != nil {
@@ -80,12 +90,20 @@ func TestDiffStates(t *testing.T) {
 ~ option p skipNetworkBroadcast false -> true
 + reserved p 10.0.0.8 (vip)
 + reserved p 10.0.0.10-10.0.0.11 (vip)
++ address [10.0.0.9] n2 data/db-1
++ claim [10.0.0.9] p#2 n2 data/db-1
 `},
 		{4, 1, `+ pool p [10.0.0.0/28]
 + block p#0 [10.0.0.0/30] n1
 + block p#1 [10.0.0.4/30] n1
 + address [10.0.0.1] n1 shop/web-1
 + address [10.0.0.4] n1 shop/web-0
+`},
+		{3, 1, `~ option p skipNetworkBroadcast true -> false
+- reserved p 10.0.0.8 (vip)
+- reserved p 10.0.0.10-10.0.0.11 (vip)
+- address [10.0.0.9] n2 data/db-1
+- claim [10.0.0.9] p#2 n2 data/db-1
 `},
 		{3, 3, ``},
 	}
@@ -103,7 +121,7 @@ func TestDiffStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"from":{"revision":0,"time":null},"to":{"revision":0,"time":null},"pools":{"added":[],"extended":[],"removed":[]},"blocks":{"assigned":[],"released":[]},"addresses":{"assigned":[],"released":[]},"reservations":{"added":[],"removed":[]},"options":[]}`
+	want := `{"from":{"revision":0,"time":null},"to":{"revision":0,"time":null},"pools":{"added":[],"extended":[],"removed":[]},"blocks":{"assigned":[],"released":[]},"addresses":{"assigned":[],"released":[]},"reservations":{"added":[],"removed":[]},"options":[],"claims":{"added":[],"removed":[]}}`
 	if string(b) != want {
 		t.Fatalf("empty diff JSON:\n%s\nwant:\n%s", b, want)
 	}

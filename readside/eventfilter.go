@@ -26,10 +26,11 @@ type EventFilter struct {
 	// Pool: only pool Pool's stream, the address events in Pool and Pool's definition in
 	// the cluster stream.
 	Pool string
-	// Container: only address events of containers whose ID starts with this (lower case).
+	// Container: only address events of containers whose ID starts with this (lower case),
+	// and their fixed-address claims (AddressClaimed, AddressClaimReleased in pool streams).
 	Container string
 	// PodNamespace and PodName (both or neither): only the address events of this pod (its
-	// assignments and their releases).
+	// assignments and their releases, its claims and their ends).
 	PodNamespace, PodName string
 	// Since and Until: only events at or after, at or before these points.
 	Since, Until *Point
@@ -55,7 +56,8 @@ func (f *EventFilter) Reads(s events.Stream) bool {
 		return false
 	}
 	kind, name := s.Kind()
-	if pool, _, ok := s.Block(); ok {
+	pool, _, isBlock := s.Block()
+	if isBlock {
 		kind, name = "pool", pool // a block stream belongs to its pool
 	}
 	switch {
@@ -64,8 +66,8 @@ func (f *EventFilter) Reads(s events.Stream) bool {
 	case f.Pool != "" && kind == "node":
 	case f.Pool != "" && kind != "cluster" && name != f.Pool:
 		return false
-	case (f.Container != "" || f.PodName != "") && kind != "node":
-		return false
+	case (f.Container != "" || f.PodName != "") && kind != "node" && (kind != "pool" || isBlock):
+		return false // address events are in node streams, fixed-address claims in pool streams
 	}
 	return true
 }
@@ -121,9 +123,9 @@ func (f *EventFilter) Show(e *events.Event) bool {
 	case *events.BlockReclaimed:
 		node = p.Node
 	case *events.AddressClaimed:
-		node = p.Node
+		container, ifName, node = p.ContainerID, p.IfName, p.Node
 	case *events.AddressClaimReleased:
-		node = p.Node
+		container, ifName, node = p.ContainerID, p.IfName, p.Node
 	case *events.AddressAssigned:
 		container, ifName, pool = p.ContainerID, p.IfName, p.Pool
 	case *events.AddressReleased:
@@ -137,7 +139,12 @@ func (f *EventFilter) Show(e *events.Event) bool {
 				return false
 			}
 			f.podKeys[k] = true
-		case *events.AddressReleased:
+		case *events.AddressClaimed:
+			if p.PodNamespace != f.PodNamespace || p.PodName != f.PodName {
+				return false
+			}
+			f.podKeys[k] = true
+		case *events.AddressReleased, *events.AddressClaimReleased:
 			if !f.podKeys[k] {
 				return false
 			}

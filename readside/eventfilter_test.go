@@ -66,6 +66,43 @@ func TestEventFilter(t *testing.T) {
 	}
 }
 
+// TestEventFilterClaims: --pod and --container show a fixed-address claim (in the pool
+// stream) and its end, next to the pod's assignment and release in the node stream;
+// other pods' claims are not shown, and block streams are not read for them.
+func TestEventFilterClaims(t *testing.T) {
+	log := memLog(t)
+	w := smallLog(t, log)
+	p, n2 := events.PoolStream("p"), events.NodeStream("n2")
+	claim := func(id, ns, name, a string) (*events.AddressClaimed, *events.AddressAssigned) {
+		asg := assigned(id, ns, name, "p", 2, a)
+		return &events.AddressClaimed{Addrs: asg.Addrs, Block: 2, Node: "n2", ContainerID: id, IfName: "eth0", PodNamespace: ns, PodName: name}, asg
+	}
+	c5, a5 := claim("c5eeeeeeeeeeeeeeee", "data", "db-1", "10.0.0.9")
+	c6, a6 := claim("c6ffffffffffffffff", "data", "db-2", "10.0.0.10")
+	w.add(p, at(8), c5, c6)                                                                                                                              // pool/p#5, #6
+	w.add(n2, at(8), a5, a6)                                                                                                                             // node/n2#4, #5
+	w.add(p, at(9), &events.AddressClaimReleased{Addrs: c5.Addrs, Block: 2, Node: "n2", ContainerID: c5.ContainerID, IfName: "eth0", Reason: "CNI DEL"}) // pool/p#7
+	w.add(n2, at(9), released(a5, "CNI DEL"))                                                                                                            // node/n2#6
+	for _, c := range []struct {
+		name string
+		f    readside.EventFilter
+		want []string
+	}{
+		{"pod", readside.EventFilter{PodNamespace: "data", PodName: "db-1"}, []string{"pool/p#5", "node/n2#4", "pool/p#7", "node/n2#6"}},
+		{"container", readside.EventFilter{Container: "c6"}, []string{"pool/p#6", "node/n2#5"}},
+		{"pod and type", readside.EventFilter{PodNamespace: "data", PodName: "db-1", Types: []events.Type{events.TypeAddressClaimReleased}},
+			[]string{"pool/p#7"}},
+	} {
+		if got := shown(t, log, nil, &c.f); !slices.Equal(got, c.want) {
+			t.Errorf("%s: shown %v, want %v", c.name, got, c.want)
+		}
+	}
+	f := readside.EventFilter{PodNamespace: "data", PodName: "db-1"}
+	if !f.Reads(events.PoolStream("p")) || f.Reads(events.BlockStream("p", 2)) || f.Reads(events.ClusterStream) {
+		t.Fatal("Reads of --pod: node and pool streams, not block streams or the cluster")
+	}
+}
+
 // TestReadEventsIndexed: a pod's or a long container prefix's events read through the
 // attachment index are those of the full read, with chunks skipped.
 func TestReadEventsIndexed(t *testing.T) {

@@ -24,8 +24,13 @@ var ErrInvalidQuery = errors.New("readside: invalid query")
 
 // Holding is one attachment's tenure of its addresses: from its AddressAssigned to the
 // AddressReleased of the same container and interface on the same node (if any yet).
-// Its JSON form is coilctl history's -o json.
+// In the history of an address it may also be a reservation of it (Kind
+// KindReservation): from the AddressesReserved that covered it to the
+// AddressesUnreserved (or PoolDeleted) that ended that. Its JSON form is coilctl
+// history's -o json.
 type Holding struct {
+	// Kind is KindAttachment or KindReservation.
+	Kind         string       `json:"kind"`
 	Addrs        []netip.Addr `json:"addrs"`
 	Pool         string       `json:"pool"`
 	Block        uint64       `json:"block"`
@@ -41,11 +46,26 @@ type Holding struct {
 	To            *time.Time `json:"to"`
 	ToRevision    int64      `json:"toRevision,omitempty"`
 	ReleaseReason string     `json:"releaseReason,omitempty"`
-	// ReleasedBy is the actor of the release (the node, or coilctl:USER for a reclaim).
+	// ReleasedBy is the actor of the release (the node, or coilctl:USER for a reclaim;
+	// for a reservation, of the unreserve or the pool's deletion).
 	ReleasedBy string `json:"releasedBy,omitempty"`
+	// Fixed: the attachment claimed its addresses (a fixed address: AddressClaimed in
+	// the pool's stream); set in the history of an address only.
+	Fixed bool `json:"fixed,omitempty"`
+	// Reason and Actor are a reservation's (its AddressesReserved event's); AfterRelease
+	// that it was made with --after-release (it took effect as the holder released).
+	Reason       string `json:"reason,omitempty"`
+	Actor        string `json:"actor,omitempty"`
+	AfterRelease bool   `json:"afterRelease,omitempty"`
 
 	seq uint64 // sequence of the assignment in its node stream (ordering ties)
 }
+
+// The kinds of holding.
+const (
+	KindAttachment  = "attachment"
+	KindReservation = "reservation"
+)
 
 // HeldAt reports whether the holding covered time t (from inclusive, to exclusive).
 func (h *Holding) HeldAt(t time.Time) bool {
@@ -125,7 +145,10 @@ func (q *Query) indexKey() (string, bool) {
 // order, verified as one chain per stream), their events are read first, in one
 // streaming pass, and each stream's live events continue them (the join checked), so a
 // holding may span the archive's end. For an address, only the streams of the nodes that
-// ever owned its block are read live (fed the archived cluster and pool events too). For
+// ever owned its block or claimed it (a fixed address) are read live (fed the archived
+// cluster and pool events too); its reservations are holdings too (KindReservation) and
+// the claims' holdings are marked Fixed (unless the cluster or pool streams cannot tell:
+// then every node stream is read, without either). For
 // a pod or a container ID prefix of 12 characters or more, with ix set, the attachment
 // index narrows each stream's live read to the chunks that may mention it (Index); the
 // result is the same as a full read. It returns the holdings ordered by assignment time
@@ -175,12 +198,13 @@ func History(ctx context.Context, log events.Log, q *Query, ix *Index, archives 
 		return nil, 0, err
 	}
 	keep := func(events.Stream) bool { return true }
+	told := false // the cluster and pool streams told addr's owners, claims and reservations
 	if owners != nil {
 		nodes, ok, berr := blockOwners(ctx, log, rev, owners, arch)
 		if berr != nil {
 			return nil, 0, berr
 		}
-		if ok {
+		if told = ok; ok {
 			keep = func(s events.Stream) bool { _, n := s.Kind(); return nodes[n] }
 		}
 	}
@@ -216,6 +240,12 @@ func History(ctx context.Context, log events.Log, q *Query, ix *Index, archives 
 	var out []*Holding
 	for _, s := range streams {
 		out = append(out, per[s].out...)
+	}
+	if told {
+		for _, h := range out {
+			h.Fixed = owners.claims[[3]string{h.Node, h.ContainerID, h.IfName}]
+		}
+		out = append(out, owners.reserves...)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i], out[j]
@@ -337,7 +367,7 @@ func (p *pairing) visit(e *events.Event) error {
 		}
 		h := &Holding{
 			Addrs: pl.Addrs, Pool: pl.Pool, Block: pl.Block, Node: p.node,
-			ContainerID: pl.ContainerID, IfName: pl.IfName,
+			Kind: KindAttachment, ContainerID: pl.ContainerID, IfName: pl.IfName,
 			PodNamespace: pl.PodNamespace, PodName: pl.PodName, PodUID: pl.PodUID,
 			From: e.Time, FromRevision: e.Revision, seq: e.Seq,
 		}
@@ -368,20 +398,24 @@ func mayContainOpen(e *logindex.Entry, open map[[2]string]*Holding) bool {
 }
 
 // ownerFold gathers what blockOwners needs, fed the cluster stream's events (folded: which
-// blocks of which pools ever held addr) and the pool streams' BlockAssigned events (which
-// nodes were assigned which blocks; all of them, as a pool's events may come before the
-// cluster events that tell whether they matter).
+// blocks of which pools ever held addr, and when addr was reserved) and the pool streams'
+// BlockAssigned and AddressClaimed events (which nodes were assigned which blocks, which
+// attachments claimed addr; all of them, as a pool's events may come before the cluster
+// events that tell whether they matter).
 type ownerFold struct {
 	addr     netip.Addr
 	fold     *projection.Cluster
 	refs     map[projection.BlockRef]bool
 	pools    map[string]bool
 	assigned map[projection.BlockRef]map[string]bool // block -> nodes ever assigned it
+	claims   map[[3]string]bool                      // node, container ID, interface that claimed addr
+	reserved map[string]*Holding                     // pool -> its reservation of addr, while it stands
+	reserves []*Holding                              // every reservation of addr, in log order
 }
 
 func newOwnerFold(addr netip.Addr) *ownerFold {
 	return &ownerFold{addr: addr, fold: projection.NewCluster(), refs: map[projection.BlockRef]bool{}, pools: map[string]bool{},
-		assigned: map[projection.BlockRef]map[string]bool{}}
+		assigned: map[projection.BlockRef]map[string]bool{}, claims: map[[3]string]bool{}, reserved: map[string]*Holding{}}
 }
 
 // cluster folds one cluster event, in sequence order.
@@ -389,32 +423,68 @@ func (o *ownerFold) cluster(e *events.Event) error {
 	if err := o.fold.Apply(e); err != nil {
 		return errors.Wrapf(err, "fold cluster #%d", e.Seq)
 	}
-	var name string
 	switch p := e.Payload.(type) {
 	case *events.PoolCreated:
-		name = p.Name
+		o.located(p.Name)
 	case *events.PoolSubnetAdded:
-		name = p.Name
-	default:
-		return nil
+		o.located(p.Name)
+	case *events.AddressesReserved:
+		o.reservation(p.Pool, e, "")
+	case *events.AddressesUnreserved:
+		o.reservation(p.Pool, e, p.Reason)
+	case *events.PoolDeleted:
+		o.reservation(p.Name, e, "pool deleted")
 	}
+	return nil
+}
+
+// located notes the block of pool name that holds addr, if any.
+func (o *ownerFold) located(name string) {
 	if p := o.fold.Pools[name]; p != nil {
 		if idx, _, ok := p.Locate(o.addr); ok {
 			o.refs[projection.BlockRef{Pool: name, Index: idx}] = true
 			o.pools[name] = true
 		}
 	}
-	return nil
 }
 
-// pool records the BlockAssigned events of pool's stream.
+// reservation opens or ends pool's reservation of addr after e changed its reservations
+// (ending it with reason).
+func (o *ownerFold) reservation(pool string, e *events.Event, reason string) {
+	var res projection.Reservation
+	var now bool
+	p := o.fold.Pools[pool]
+	if p != nil {
+		res, now = p.ReservationOf(o.addr)
+	}
+	open := o.reserved[pool]
+	switch {
+	case now && open == nil:
+		idx, _, _ := p.Locate(o.addr)
+		h := &Holding{Kind: KindReservation, Addrs: []netip.Addr{o.addr}, Pool: pool, Block: idx,
+			From: e.Time, FromRevision: e.Revision, Reason: res.Reason, Actor: res.Actor, AfterRelease: res.AfterRelease}
+		o.reserved[pool] = h
+		o.reserves = append(o.reserves, h)
+	case !now && open != nil:
+		t := e.Time
+		open.To, open.ToRevision, open.ReleaseReason, open.ReleasedBy = &t, e.Revision, reason, e.Actor
+		delete(o.reserved, pool)
+	}
+}
+
+// pool records the BlockAssigned and AddressClaimed events of pool's stream.
 func (o *ownerFold) pool(pool string, e *events.Event) {
-	if p, ok := e.Payload.(*events.BlockAssigned); ok {
+	switch p := e.Payload.(type) {
+	case *events.BlockAssigned:
 		r := projection.BlockRef{Pool: pool, Index: p.Index}
 		if o.assigned[r] == nil {
 			o.assigned[r] = map[string]bool{}
 		}
 		o.assigned[r][p.Node] = true
+	case *events.AddressClaimed:
+		if slices.Contains(p.Addrs, o.addr) {
+			o.claims[[3]string{p.Node, p.ContainerID, p.IfName}] = true
+		}
 	}
 }
 
@@ -485,6 +555,9 @@ func blockOwners(ctx context.Context, log events.Log, rev int64, o *ownerFold, a
 		for n := range o.assigned[r] {
 			nodes[n] = true
 		}
+	}
+	for c := range o.claims { // a claim's node need not own the block (docs/design.md, "Fixed addresses")
+		nodes[c[0]] = true
 	}
 	return nodes, true, nil
 }

@@ -21,6 +21,13 @@ func describe(h *readside.Holding) string {
 	if h.To != nil {
 		to = h.To.UTC().Format(time.RFC3339) + " (" + h.ReleaseReason + ")"
 	}
+	if h.Kind == readside.KindReservation {
+		return fmt.Sprintf("%v %s#%d reserved by %s (%s) %s..%s", h.Addrs, h.Pool, h.Block, h.Actor, h.Reason,
+			h.From.UTC().Format(time.RFC3339), to)
+	}
+	if h.Fixed {
+		to += " fixed"
+	}
 	return fmt.Sprintf("%v %s#%d %s %s/%s %s/%s %s..%s", h.Addrs, h.Pool, h.Block, h.Node, h.ContainerID[:2], h.IfName,
 		h.PodNamespace, h.PodName, h.From.UTC().Format(time.RFC3339), to)
 }
@@ -86,6 +93,48 @@ func TestHistory(t *testing.T) {
 		if _, _, err := readside.History(t.Context(), log, &q, nil, nil); !errors.Is(err, readside.ErrInvalidQuery) {
 			t.Errorf("query %+v: got %v, want ErrInvalidQuery", q, err)
 		}
+	}
+}
+
+// TestHistoryClaimsAndReservations: the history of an address shows a fixed-address
+// claim by a node that never owned the address's block (its stream is read), marked
+// fixed, and the reservations that covered the address, from reserve to unreserve or
+// to the pool's deletion.
+func TestHistoryClaimsAndReservations(t *testing.T) {
+	log := memLog(t)
+	w := smallLog(t, log)
+	p, n2 := events.PoolStream("p"), events.NodeStream("n2")
+	w.add(events.ClusterStream, at(5.5), &events.ClusterLevelRaised{Level: 1})
+	rng := []events.AddrRange{{First: addr("10.0.0.8"), Last: addr("10.0.0.9")}}
+	w.add(events.ClusterStream, at(6), &events.AddressesReserved{Pool: "p", Ranges: rng, Reason: "printers"})
+	w.add(events.ClusterStream, at(7), &events.AddressesUnreserved{Pool: "p", Ranges: rng, Reason: "printers gone"})
+	// Block 2 (10.0.0.8-11) has no owner; n2 claims 10.0.0.9 in it.
+	c5 := assigned("c5eeeeeeeeeeeeeeee", "data", "db-1", "p", 2, "10.0.0.9")
+	w.add(p, at(8), &events.AddressClaimed{Addrs: c5.Addrs, Block: 2, Node: "n2", ContainerID: c5.ContainerID, IfName: c5.IfName,
+		PodNamespace: "data", PodName: "db-1"})
+	w.add(n2, at(8), c5)
+	w.add(events.ClusterStream, at(9), &events.AddressesReserved{Pool: "p", Ranges: rng[:1], Reason: "again", AfterRelease: true})
+	want := `[10.0.0.9] p#2 reserved by test (printers) 2030-01-07T06:00:00Z..2030-01-07T07:00:00Z (printers gone)
+[10.0.0.9] p#2 n2 c5/eth0 data/db-1 2030-01-07T08:00:00Z..- fixed
+[10.0.0.9] p#2 reserved by test (again) 2030-01-07T09:00:00Z..-
+`
+	if got := describeAll(history(t, log, readside.Query{Addr: addr("10.0.0.9")}, nil)); got != want {
+		t.Fatalf("history of 10.0.0.9:\n%s\nwant:\n%s", got, want)
+	}
+	hs := history(t, log, readside.Query{Addr: addr("10.0.0.8")}, nil)
+	if len(hs) != 2 || hs[0].Kind != readside.KindReservation || hs[1].To != nil || !hs[1].AfterRelease {
+		t.Fatalf("history of 10.0.0.8:\n%s", describeAll(hs))
+	}
+	w.add(n2, at(10), released(c5, "CNI DEL"))
+	w.add(events.ClusterStream, at(11), &events.PoolDeleted{Name: "p"})
+	hs = history(t, log, readside.Query{Addr: addr("10.0.0.8")}, nil)
+	if last := hs[len(hs)-1]; last.To == nil || last.ReleaseReason != "pool deleted" || !last.To.Equal(at(11)) {
+		t.Fatalf("the pool's deletion ends its reservation:\n%s", describeAll(hs))
+	}
+	// A pod's history is not an address's: no reservations, no fixed mark.
+	if got := describeAll(history(t, log, readside.Query{PodNamespace: "data", PodName: "db-1"}, nil)); strings.Contains(got, "reserved") ||
+		strings.Contains(got, "fixed") || !strings.Contains(got, "c5/eth0") {
+		t.Fatalf("history of data/db-1:\n%s", got)
 	}
 }
 

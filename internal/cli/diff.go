@@ -139,5 +139,14 @@ func (a *app) printDiff(fp, tp readside.Point, d *readside.Diff) error {
 	for _, c := range d.Addresses.Assigned {
 		t.row("+ address", joinAddrs(c.Addrs), holder(c))
 	}
+	claimant := func(c readside.PoolClaim) string {
+		return holder(readside.AddressChange{Node: c.Node, ContainerID: c.ContainerID, IfName: c.IfName, PodNamespace: c.PodNamespace, PodName: c.PodName})
+	}
+	for _, c := range d.Claims.Removed {
+		t.row("- claim", fmt.Sprintf("%s %s#%d", joinAddrs(c.Addrs), c.Pool, c.Block), claimant(c))
+	}
+	for _, c := range d.Claims.Added {
+		t.row("+ claim", fmt.Sprintf("%s %s#%d", joinAddrs(c.Addrs), c.Pool, c.Block), claimant(c))
+	}
 	return t.flush()
 }

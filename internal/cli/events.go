@@ -27,7 +27,9 @@ revision. Filter by stream (exact name, or a prefix ending in "/"), type, node, 
 container, pod and a window of revisions or times; the filters combine (all must hold).
 --pod and --container (a prefix of 12 characters or more) read only the chunks of each
 node stream that the attachment index says may mention them (see 'coilctl log index'),
-also for the history -f prints first; the output is that of a full read.
+also for the history -f prints first; the output is that of a full read. They also show
+the pod's or container's fixed-address claims (AddressClaimed, AddressClaimReleased),
+read from the pool streams in full.
 
 --since and --until each take an RFC 3339 time (2030-01-07T14:00:00Z), a duration
 meaning that long ago (2h, 3d, 1d12h) or an etcd revision (a plain integer); both ends
@@ -88,7 +90,7 @@ func (f *eventFlags) add(c *cobra.Command) {
 	fl.StringVar(&f.node, "node", "", "only events of node N: its stream node/N and block events about N in pool streams")
 	fl.StringVar(&f.pool, "pool", "", "only events of pool P: its stream pool/P, address events in P, and P's definition in the cluster stream")
 	fl.StringVar(&f.container, "container", "", "only address events of containers whose ID starts with this")
-	fl.StringVar(&f.pod, "pod", "", "only address events of pod NAMESPACE/NAME (its assignments and their releases)")
+	fl.StringVar(&f.pod, "pod", "", "only address events of pod NAMESPACE/NAME (its assignments and their releases, its fixed-address claims and their ends)")
 	fl.StringVar(&f.since, "since", "", "only events at or after this: RFC 3339 time, duration ago (2h) or revision")
 	fl.StringVar(&f.until, "until", "", "only events at or before this: RFC 3339 time, duration ago (2h) or revision")
 	fl.BoolVarP(&f.follow, "follow", "f", false, "after the history, keep printing new events as they are committed (until interrupted)")

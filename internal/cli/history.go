@@ -19,8 +19,12 @@ func (a *app) historyCommand() *cobra.Command {
 		Short: "Every holder of an address over time, or every address a container or pod had",
 		Long: `Print every holder an address ever had, from the log: container, interface, pod,
 node, when it was assigned (FROM) and released (TO, "-" while still held) and why it
-was released. With --container (a prefix of the container ID) or --pod, print every
-address that container or pod ever had instead.
+was released. The history of an address also shows when it was reserved ('coilctl pool
+reserve': POD says "(reserved by WHO: REASON)", TO and RELEASE REASON are those of the
+unreserve or of the pool's deletion), and marks a pod's fixed address ("(fixed)": it
+claimed the address, with the annotation coil.cybozu.com/ip or the CNI "ips"
+capability, on a node that may not own its block). With --container (a prefix of the
+container ID) or --pod, print every address that container or pod ever had instead.
 
 All node streams are read at one etcd revision. An assignment is paired with the next
 release of the same container and interface on the same node. --pod and --container
@@ -130,7 +134,17 @@ func (a *app) printHistory(hs []*readside.Holding) error {
 				reason = "(none given)"
 			}
 		}
-		t.row(joinAddrs(h.Addrs), fmtTime(h.From), to, h.Node, podName(h.PodNamespace, h.PodName),
+		node, pod := h.Node, podName(h.PodNamespace, h.PodName)
+		switch {
+		case h.Kind == readside.KindReservation:
+			node, pod = "-", "(reserved by "+h.Actor+": "+h.Reason+")"
+			if h.AfterRelease {
+				pod = "(reserved after release by " + h.Actor + ": " + h.Reason + ")"
+			}
+		case h.Fixed:
+			pod += " (fixed)"
+		}
+		t.row(joinAddrs(h.Addrs), fmtTime(h.From), to, node, pod,
 			shortID(h.ContainerID), h.IfName, fmt.Sprintf("%s#%d", h.Pool, h.Block), reason)
 	}
 	return t.flush()

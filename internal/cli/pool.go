@@ -534,10 +534,10 @@ func (a *app) poolListCommand() *cobra.Command {
 			if a.opts.output != "table" {
 				return a.printValue(views)
 			}
-			t := newTable(a.env.Stdout, "NAME", "SUBNETS", "BLOCK SIZE", "BLOCKS USED/TOTAL", "ADDRESSES IN USE")
+			t := newTable(a.env.Stdout, "NAME", "SUBNETS", "BLOCK SIZE", "BLOCKS USED/TOTAL", "ADDRESSES IN USE", "SETTINGS")
 			for _, v := range views {
 				t.row(v.Name, strings.Join(v.Subnets, " "), v.BlockSize,
-					fmt.Sprintf("%d/%d", v.Blocks.Used, v.Blocks.Total), fmt.Sprint(v.AddressesInUse))
+					fmt.Sprintf("%d/%d", v.Blocks.Used, v.Blocks.Total), fmt.Sprint(v.AddressesInUse), poolSettings(v))
 			}
 			return t.flush()
 		}),

@@ -25,13 +25,13 @@ func TestPoolLifecycle(t *testing.T) {
 	}
 
 	list := e.ok("pool", "list")
-	if got := lines(list)[0]; strings.Join(got, " ") != "NAME SUBNETS BLOCK SIZE BLOCKS USED/TOTAL ADDRESSES IN USE" {
+	if got := lines(list)[0]; strings.Join(got, " ") != "NAME SUBNETS BLOCK SIZE BLOCKS USED/TOTAL ADDRESSES IN USE SETTINGS" {
 		t.Fatalf("header = %q", got)
 	}
-	if got := strings.Join(row(t, list, "default"), " "); got != "default 10.0.0.0/16 10.2.0.0/24 32 (/27) 0/2056 0" {
+	if got := strings.Join(row(t, list, "default"), " "); got != "default 10.0.0.0/16 10.2.0.0/24 32 (/27) 0/2056 0 skips network/broadcast" {
 		t.Fatalf("default row = %q\n%s", got, list)
 	}
-	if got := strings.Join(row(t, list, "dual"), " "); got != "dual 10.1.0.0/24,fd00:1::/120 16 (/28,/124) 0/16 0" {
+	if got := strings.Join(row(t, list, "dual"), " "); got != "dual 10.1.0.0/24,fd00:1::/120 16 (/28,/124) 0/16 0 skips network/broadcast" {
 		t.Fatalf("dual row = %q\n%s", got, list)
 	}
 

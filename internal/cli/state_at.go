@@ -93,11 +93,14 @@ type stateView struct {
 	Pools        []*poolView   `json:"pools"`
 	Blocks       []blockView   `json:"blocks"`
 	Addresses    []addressView `json:"addresses"`
+	// Claims are the standing fixed-address claims (coil.cybozu.com/ip, CNI "ips").
+	Claims []readside.PoolClaim `json:"claims"`
 }
 
 func viewState(st *readside.StateAt) *stateView {
 	s := &snapshot{State: &st.State}
-	v := &stateView{Revision: s.Rev, FeatureLevel: st.Cluster.Level, Pools: []*poolView{}, Blocks: s.blocks(filters{}), Addresses: s.addresses(filters{})}
+	v := &stateView{Revision: s.Rev, FeatureLevel: st.Cluster.Level, Pools: []*poolView{}, Blocks: s.blocks(filters{}), Addresses: s.addresses(filters{}),
+		Claims: readside.Claims(st.State.State)}
 	if !st.Time.IsZero() {
 		t := st.Time
 		v.Time = &t
@@ -207,6 +210,14 @@ func (a *app) printState(p readside.Point, st *readside.StateAt) error {
 	t = newTable(w, "ADDRESS", "POOL", "BLOCK", "NODE", "CONTAINER", "IF", "POD", "SINCE")
 	for _, ad := range v.Addresses {
 		t.row(ad.Address.String(), ad.Pool, ad.Block, ad.Node, shortID(ad.ContainerID), ad.IfName, podName(ad.PodNamespace, ad.PodName), fmtTime(ad.Since))
+	}
+	if err := t.flush(); err != nil || len(v.Claims) == 0 {
+		return err
+	}
+	fmt.Fprintln(w, "\nFIXED-ADDRESS CLAIMS")
+	t = newTable(w, "ADDRESS", "POOL", "BLOCK", "NODE", "CONTAINER", "IF", "POD", "SINCE")
+	for _, c := range v.Claims {
+		t.row(joinAddrs(c.Addrs), c.Pool, fmt.Sprint(c.Block), c.Node, shortID(c.ContainerID), c.IfName, podName(c.PodNamespace, c.PodName), fmtTime(c.Since))
 	}
 	return t.flush()
 }
