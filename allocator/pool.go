@@ -224,7 +224,9 @@ func (a *Admin) Cluster(ctx context.Context) (*projection.Cluster, error) {
 type PoolOption func(*poolOptions)
 
 type poolOptions struct {
-	split bool
+	// split: PoolSplit in the same append; splitIfLevel: only when the cluster is at
+	// feature level 1 or can be raised to it.
+	split, splitIfLevel bool
 	// skipNB: PoolNetworkBroadcastSet{Skip: true} in the same append; skipNBIfLevel: only
 	// when the cluster is at feature level 1 or can be raised to it.
 	skipNB, skipNBIfLevel bool
@@ -262,17 +264,26 @@ func WithNodeSelector(selector string) PoolOption {
 
 // BlockStreams makes the pool record each block's owners in a stream of its own,
 // "block/NAME/INDEX" (PoolSplit in the same append as PoolCreated): nodes taking blocks
-// then race only for the block they pick, not for one pool-wide head. Every coild must
-// run a version that knows block streams: an older one stops at the unknown event. Until
-// a cluster-version gate guards that, pools keep the pool-stream layout unless this is
-// given (docs/design.md, "Block streams").
-func BlockStreams() PoolOption { return func(o *poolOptions) { o.split = true } }
+// then race only for the block they pick, not for one pool-wide head. It needs cluster
+// feature level 1 (a coild of an older release stops at PoolSplit): CreatePool raises
+// it when every live coild reads it and fails with ErrLevel otherwise. Without this or
+// BlockStreamsIfLevel, CreatePool makes a pool-stream pool (docs/design.md, "Block
+// streams").
+func BlockStreams() PoolOption { return func(o *poolOptions) { o.split, o.splitIfLevel = true, false } }
+
+// BlockStreamsIfLevel is BlockStreams when the cluster is at feature level 1 or can be
+// raised to it, else nothing (a coild of an older release runs; the pool keeps the
+// pool-stream layout and can be split later): coilctl's default. Read the pool to see
+// which it was.
+func BlockStreamsIfLevel() PoolOption {
+	return func(o *poolOptions) { o.split, o.splitIfLevel = false, true }
+}
 
 // LegacyLayout makes the pool keep every block's ownership in its one pool stream,
-// "pool/NAME", as pools made before block streams do (see SplitPool). It is the default
-// (see BlockStreams). Nodes then race for that one stream's head, which does not scale
+// "pool/NAME", as pools made before block streams do (see SplitPool). It is
+// CreatePool's default without options (coilctl's default is BlockStreamsIfLevel). Nodes then race for that one stream's head, which does not scale
 // past a few hundred nodes.
-func LegacyLayout() PoolOption { return func(o *poolOptions) { o.split = false } }
+func LegacyLayout() PoolOption { return func(o *poolOptions) { o.split, o.splitIfLevel = false, false } }
 
 // CreatePool validates the pool against all others and appends PoolCreated, followed in
 // the same append by PoolSplit (the pool's blocks get a stream each) if BlockStreams is
@@ -284,6 +295,15 @@ func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...P
 	}
 	if o.split {
 		if err := a.RequireLevel(ctx, events.Level1, "a pool with block streams"); err != nil {
+			return err
+		}
+	}
+	if o.splitIfLevel {
+		err := a.RequireLevel(ctx, events.Level1, "a pool with block streams")
+		switch {
+		case err == nil:
+			o.split = true
+		case !errors.Is(err, ErrLevel):
 			return err
 		}
 	}

@@ -21,7 +21,7 @@ func TestClusterVersion(t *testing.T) {
 			t.Errorf("cluster version lacks %q:\n%s", want, out)
 		}
 	}
-	e.ok("pool", "create", "default", "10.0.0.0/24", noSkipNB)
+	e.ok("pool", "create", "default", "10.0.0.0/24", noSkipNB, "--layout", "pool-stream")
 	// An old coild records only its node name in its liveness key.
 	old := allocatortest.Start(t, e.cli, e.log, "n-old", allocatortest.Options{Clock: fixedClock{t0}, AliveValue: "n-old"})
 	t.Cleanup(old.Kill)

@@ -45,6 +45,7 @@ func validName(kind, name string) error {
 const (
 	layoutBlockStreams = "block-streams"
 	layoutPoolStream   = "pool-stream"
+	layoutAuto         = "auto" // block streams if the cluster's level allows, else the pool stream
 )
 
 func (a *app) poolCreateCommand() *cobra.Command {
@@ -60,14 +61,16 @@ func (a *app) poolCreateCommand() *cobra.Command {
 an IPv6 network (fd00::/112) or a dual-stack pair (10.0.0.0/16,fd00::/112); all
 subnets of a pool are of one kind, and no subnet may overlap any other pool's.
 
---layout pool-stream (the default for now) keeps all block owners in the pool's one
-stream, as coil versions before block streams did: nodes taking blocks at once wait for
-each other. --layout block-streams gives each block an ownership stream of its own:
-nodes never wait for each other unless they want the same block. A coild without block
-streams stops at such a pool, so block streams need cluster feature level 1: coilctl
-raises it when every live coild reads it, and refuses (exit 4, naming the coilds that
-hold it back) otherwise (docs/operations.md, "Upgrading"). Move a pool later with
-'coilctl pool split'.
+--layout block-streams gives each block an ownership stream of its own: nodes never
+wait for each other unless they want the same block. --layout pool-stream keeps all
+block owners in the pool's one stream, as coil versions before block streams did: nodes
+taking blocks at once wait for each other (hundreds of nodes booting together take
+minutes). A coild without block streams stops at a block-streams pool, so they need
+cluster feature level 1: coilctl raises it when every live coild reads it, and with
+--layout block-streams refuses (exit 4, naming the coilds that hold it back) otherwise
+(docs/operations.md, "Upgrading"). The default, --layout auto, is block-streams when
+the level is 1 or can be raised, and pool-stream with a warning while an older coild
+holds it back; move such a pool later with 'coilctl pool split'.
 
 A new pool does not hand out the network and broadcast address (the first and the last)
 of its IPv4 subnets (--skip-network-broadcast, default true; change it with 'coilctl
@@ -135,11 +138,13 @@ block streams. Change it later with 'coilctl pool set-node-selector'.`,
 				}
 			}
 			switch layout {
+			case layoutAuto:
+				opts = append(opts, allocator.BlockStreamsIfLevel())
 			case layoutBlockStreams:
 				opts = append(opts, allocator.BlockStreams())
 			case layoutPoolStream:
 			default:
-				return usagef("--layout %q: want %s or %s", layout, layoutBlockStreams, layoutPoolStream)
+				return usagef("--layout %q: want %s, %s or %s", layout, layoutAuto, layoutBlockStreams, layoutPoolStream)
 			}
 			if err := a.connect(); err != nil {
 				return err
@@ -156,7 +161,8 @@ block streams. Change it later with 'coilctl pool set-node-selector'.`,
 	c.Flags().IntVar(&bits, "block-size-bits", allocator.DefaultBlockSizeBits,
 		fmt.Sprintf("block size as a power of two: a block holds 2^N addresses (0-%d; 5 = 32 addresses, a /27)", allocator.MaxBlockSizeBits))
 	c.Flags().StringVar(&selector, "node-selector", "", "only nodes whose labels match this Kubernetes label selector take blocks of the pool (zone=a,rack in (r1,r2)); empty: every node")
-	c.Flags().StringVar(&layout, "layout", layoutPoolStream, "where block owners are recorded: "+layoutPoolStream+" (one stream for the pool, as before block streams) or "+layoutBlockStreams+" (a stream per block; needs cluster feature level 1, raised when every live coild reads it)")
+	c.Flags().StringVar(&layout, "layout", layoutAuto, "where block owners are recorded: "+layoutBlockStreams+" (a stream per block; needs cluster feature level 1, raised when every live coild reads it), "+
+		layoutPoolStream+" (one stream for the pool, as before block streams) or "+layoutAuto+" (block streams if the level allows, else the pool stream)")
 	return c
 }
 
@@ -238,6 +244,11 @@ func (a *app) printPoolResult(cmd *cobra.Command, name, what string) error {
 		return errors.Wrapf(ErrNotFound, "pool %q vanished after the change (deleted meanwhile?)", name)
 	}
 	v := st.poolView(p, false)
+	if what == "created" && v.Layout == layoutPoolStream && !cmd.Flags().Changed("layout") {
+		fmt.Fprintf(a.env.Stderr, "coilctl: warning: pool %q records its block owners in one stream (layout pool-stream): "+
+			"block streams need cluster feature level 1, which a coild of an older release holds back; once every coild is upgraded: "+
+			"coilctl pool split %s\n", name, name)
+	}
 	if what == "created" && len(p.Subnets) > 0 && p.Subnets[0].IPv4.IsValid() && !p.SkipNetworkBroadcast &&
 		!cmd.Flags().Changed("skip-network-broadcast") {
 		fmt.Fprintf(a.env.Stderr, "coilctl: warning: pool %q hands out the network and broadcast addresses of its IPv4 subnets: "+

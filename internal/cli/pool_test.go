@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/allocator/allocatortest"
 	"github.com/coil-net/coil/events"
 )
 
@@ -241,7 +242,7 @@ func TestPoolReservedRangeInOldLog(t *testing.T) {
 // second split is refused, a bad --layout is a usage error.
 func TestPoolLayoutsAndSplit(t *testing.T) {
 	e := newEnv(t)
-	e.fails(2, []string{"pool", "create", "x", "10.8.0.0/24", "--layout", "bogus"}, `--layout "bogus": want block-streams or pool-stream`)
+	e.fails(2, []string{"pool", "create", "x", "10.8.0.0/24", "--layout", "bogus"}, `--layout "bogus": want auto, block-streams or pool-stream`)
 	e.ok("pool", "create", "old", "10.0.0.0/28", "--block-size-bits", "2", "--layout", "pool-stream", noSkipNB) // 4 blocks of 4
 	if out := e.ok("pool", "show", "old"); !strings.Contains(out, "Layout:            pool-stream") {
 		t.Fatalf("pool show:\n%s", out)
@@ -282,20 +283,32 @@ func TestPoolLayoutsAndSplit(t *testing.T) {
 	}
 }
 
-// TestPoolCreateDefaultLayout: until a cluster-version gate exists, pool create writes
-// no event a coild without block streams stops at: the default layout is the pool stream
-// (no PoolSplit), and block streams are only made when asked for.
+// TestPoolCreateDefaultLayout: pool create's default layout (auto) is block streams when
+// the cluster is at feature level 1 or can be raised to it; while a coild of an older
+// release holds the level back, it is the pool stream (no PoolSplit, which that coild
+// would stop at) with a warning that names 'coilctl pool split'. --layout pool-stream
+// makes a pool-stream pool without a warning.
 func TestPoolCreateDefaultLayout(t *testing.T) {
 	e := newEnv(t)
-	e.ok("pool", "create", "plain", "10.0.0.0/24")
+	old := allocatortest.Start(t, e.cli, e.log, "n-old", allocatortest.Options{Clock: fixedClock{t0}, AliveValue: "n-old"})
+	r := e.run("pool", "create", "plain", "10.0.0.0/24")
+	if r.code != 0 || !strings.Contains(r.stderr, `coilctl: warning: pool "plain" records its block owners in one stream (layout pool-stream)`) ||
+		!strings.Contains(r.stderr, "coilctl pool split plain") {
+		t.Fatalf("pool create with an old coild live: exit %d, stderr %q", r.code, r.stderr)
+	}
 	if out := e.ok("pool", "show", "plain"); !strings.Contains(out, "Layout:            pool-stream") {
 		t.Fatalf("pool show:\n%s", out)
 	}
 	if out := e.ok("events", "--type", "PoolSplit", "-o", "json"); strings.Contains(out, "PoolSplit") {
-		t.Fatalf("pool create without --layout wrote PoolSplit: %s", out)
+		t.Fatalf("pool create with an old coild live wrote PoolSplit: %s", out)
 	}
-	e.ok("pool", "create", "split", "10.1.0.0/24", "--layout", "block-streams")
+	e.fails(4, []string{"pool", "create", "split", "10.1.0.0/24", "--layout", "block-streams"}, "a pool with block streams needs cluster feature level 1")
+	old.Kill()
+	e.ok("pool", "create", "split", "10.1.0.0/24")
 	if out := e.ok("pool", "show", "split"); !strings.Contains(out, "Layout:            block-streams") {
 		t.Fatalf("pool show:\n%s", out)
+	}
+	if r := e.run("pool", "create", "legacy", "10.2.0.0/24", "--layout", "pool-stream"); r.code != 0 || strings.Contains(r.stderr, "records its block owners") {
+		t.Fatalf("pool create --layout pool-stream: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

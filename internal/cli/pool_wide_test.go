@@ -15,7 +15,7 @@ import (
 // 2^32, and `events --stream block/POOL/INDEX` and `history` read them.
 func TestPoolWideIPv6(t *testing.T) {
 	e := newEnv(t)
-	out := e.ok("pool", "create", "v6", "fd00:c011::/48", "--block-size-bits", "8")
+	out := e.ok("pool", "create", "v6", "fd00:c011::/48", "--block-size-bits", "8", "--layout", "pool-stream")
 	if want := "pool \"v6\" created: fd00:c011::/48 (288230376151711744 blocks of 256 addresses, /120)\n" +
 		"Note: Coil numbers the first 2^58 blocks of a subnet (fd00:c011::/48 holds 2^72); the addresses beyond them are never handed out.\n"; out != want {
 		t.Fatalf("create said %q, want %q", out, want)
