@@ -283,7 +283,9 @@ func BlockStreamsIfLevel() PoolOption {
 // "pool/NAME", as pools made before block streams do (see SplitPool). It is
 // CreatePool's default without options (coilctl's default is BlockStreamsIfLevel). Nodes then race for that one stream's head, which does not scale
 // past a few hundred nodes.
-func LegacyLayout() PoolOption { return func(o *poolOptions) { o.split, o.splitIfLevel = false, false } }
+func LegacyLayout() PoolOption {
+	return func(o *poolOptions) { o.split, o.splitIfLevel = false, false }
+}
 
 // CreatePool validates the pool against all others and appends PoolCreated, followed in
 // the same append by PoolSplit (the pool's blocks get a stream each) if BlockStreams is
