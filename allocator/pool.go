@@ -281,8 +281,9 @@ func BlockStreamsIfLevel() PoolOption {
 
 // LegacyLayout makes the pool keep every block's ownership in its one pool stream,
 // "pool/NAME", as pools made before block streams do (see SplitPool). It is
-// CreatePool's default without options (coilctl's default is BlockStreamsIfLevel). Nodes then race for that one stream's head, which does not scale
-// past a few hundred nodes.
+// CreatePool's default without options (coilctl's default is BlockStreamsIfLevel).
+// Nodes then race for that one stream's head, which does not scale past a few hundred
+// nodes.
 func LegacyLayout() PoolOption {
 	return func(o *poolOptions) { o.split, o.splitIfLevel = false, false }
 }
