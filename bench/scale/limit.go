@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,12 @@ func (h *harness) limit(ctx context.Context) error {
 	var lat latencies
 	lctx, cancel := context.WithTimeout(ctx, o.limitDur)
 	defer cancel()
+	stopProfile, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
+	etcd0, self0 := h.etcd.cpuSeconds(), procCPU(os.Getpid())
 	t0 := time.Now()
 	for i, n := range h.nodes {
 		for r := range o.limitReqs {
@@ -51,6 +57,8 @@ func (h *harness) limit(ctx context.Context) error {
 	}
 	wg.Wait()
 	el := time.Since(t0).Seconds()
+	stopProfile()
+	h.res.LimitCoilEtcdCPU, h.res.LimitCoilClientCPU = (h.etcd.cpuSeconds()-etcd0)/el, (procCPU(os.Getpid())-self0)/el
 	h.res.CoilAllocsPerS = float64(allocs.Load()) / el
 	h.res.P50ms, h.res.P99ms, h.res.Maxms = lat.quantiles()
 	h.res.Allocs = int(allocs.Load())
@@ -94,6 +102,7 @@ func (h *harness) rawPuts(ctx context.Context, batch, valueBytes int, d time.Dur
 	rctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var wg sync.WaitGroup
+	etcd0, self0 := h.etcd.cpuSeconds(), procCPU(os.Getpid())
 	t0 := time.Now()
 	for i, n := range h.nodes {
 		wg.Add(1)
@@ -136,7 +145,26 @@ func (h *harness) rawPuts(ctx context.Context, batch, valueBytes int, d time.Dur
 	if err, ok := firstErr.Load().(error); ok {
 		return 0, err
 	}
-	rate := float64(puts.Load()) / time.Since(t0).Seconds()
+	el := time.Since(t0).Seconds()
+	h.res.LimitRawEtcdCPU, h.res.LimitRawClientCPU = (h.etcd.cpuSeconds()-etcd0)/el, (procCPU(os.Getpid())-self0)/el
+	rate := float64(puts.Load()) / el
 	fmt.Fprintf(os.Stderr, "limit: etcd %.0f puts/s (batches of %d, %d B values, %d writers)\n", rate, batch, valueBytes, len(h.nodes))
 	return rate, nil
+}
+
+// startCPUProfile writes a CPU profile of this process to path (none when path is
+// empty) until the returned function is called.
+func startCPUProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }

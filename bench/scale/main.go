@@ -67,6 +67,7 @@ type options struct {
 	limitDur   time.Duration
 	limitReqs  int
 	noRawEtcd  bool
+	cpuProfile string
 }
 
 func main() {
@@ -99,6 +100,7 @@ func main() {
 	flag.DurationVar(&o.limitDur, "limit-duration", 20*time.Second, "limit: how long each side runs")
 	flag.IntVar(&o.limitReqs, "limit-requesters", 64, "limit: concurrent requesters per node")
 	flag.BoolVar(&o.noRawEtcd, "limit-no-raw", false, "limit: skip etcd's own put rate")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "limit: write a CPU profile of the harness (the nodes' side) during Coil's run to this file")
 	flag.Parse()
 	if *child != "" {
 		if err := etcdChild(*child, o.members, o.fsync, o.timings); err != nil {
@@ -207,6 +209,12 @@ type result struct {
 	CoilAllocsPerS float64 `json:"coil_allocs_per_s,omitempty"`
 	EtcdPutsPerS   float64 `json:"etcd_puts_per_s,omitempty"`
 	LimitFraction  float64 `json:"limit_fraction,omitempty"`
+	// CPU cores used during each side of the limit scenario (CPU seconds per second):
+	// by the etcd members' process and by the harness (the nodes, or the raw writers).
+	LimitCoilEtcdCPU   float64 `json:"limit_coil_etcd_cpu,omitempty"`
+	LimitCoilClientCPU float64 `json:"limit_coil_client_cpu,omitempty"`
+	LimitRawEtcdCPU    float64 `json:"limit_raw_etcd_cpu,omitempty"`
+	LimitRawClientCPU  float64 `json:"limit_raw_client_cpu,omitempty"`
 	MeanBatch      float64 `json:"mean_batch,omitempty"`
 	MeanValueBytes float64 `json:"mean_value_bytes,omitempty"`
 
