@@ -165,10 +165,31 @@ func TestKubeletRestartKeepsAddresses(t *testing.T) {
 	for _, name := range []string{"a", "b", "c"} {
 		pods = append(pods, createPod(t, c, podSpec(c, "restart", name, n1.Name)))
 	}
-	before, err := c.Coilctl(ctx, "address", "list", "--node", n1.Name, "-o", "json")
-	if err != nil {
-		t.Fatal(err)
+	// This test's addresses only: pods of earlier tests may still be terminating (their
+	// namespaces are deleted in the background) and release theirs meanwhile.
+	held := func() string {
+		t.Helper()
+		out, err := c.Coilctl(ctx, "address", "list", "--node", n1.Name, "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var all []map[string]any
+		if err := json.Unmarshal(out, &all); err != nil {
+			t.Fatalf("address list -o json: %v\n%s", err, out)
+		}
+		var mine []string
+		for _, a := range all {
+			if a["podNamespace"] == "restart" {
+				b, _ := json.Marshal(a)
+				mine = append(mine, string(b))
+			}
+		}
+		if len(mine) != len(pods) {
+			t.Fatalf("%d addresses of namespace restart on %s, want %d:\n%s", len(mine), n1.Name, len(pods), out)
+		}
+		return strings.Join(mine, "\n")
 	}
+	before := held()
 	if err186 := n1.StopKubelet(); err186 != nil {
 		t.Fatal(err186)
 	}
@@ -210,11 +231,7 @@ func TestKubeletRestartKeepsAddresses(t *testing.T) {
 			return true, ""
 		})
 	}
-	after, err := c.Coilctl(ctx, "address", "list", "--node", n1.Name, "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(before) != string(after) {
+	if after := held(); before != after {
 		t.Errorf("n1's addresses changed across the kubelet restart:\nbefore %s\nafter  %s", before, after)
 	}
 }
