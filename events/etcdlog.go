@@ -31,14 +31,18 @@ type EtcdConfig struct {
 	Logger *slog.Logger
 	// ReadChunk is the number of events fetched per request by Read; 0 means DefaultReadChunk.
 	ReadChunk int
+	// WatchResumeFor bounds how long a watch keeps resuming while etcd says "not now"
+	// (see Watch); 0 means DefaultWatchResumeFor.
+	WatchResumeFor time.Duration
 }
 
 // EtcdLog is the Log kept in etcd (key layout: see Keys). It is safe for concurrent use.
 type EtcdLog struct {
-	cli   *clientv3.Client
-	keys  Keys
-	log   *slog.Logger
-	chunk int
+	cli    *clientv3.Client
+	keys   Keys
+	log    *slog.Logger
+	chunk  int
+	resume time.Duration // EtcdConfig.WatchResumeFor
 
 	base  context.Context // cancelled by Close
 	close context.CancelFunc
@@ -58,8 +62,12 @@ func NewEtcdLog(cli *clientv3.Client, cfg EtcdConfig) *EtcdLog {
 	if chunk <= 0 {
 		chunk = DefaultReadChunk
 	}
+	resume := cfg.WatchResumeFor
+	if resume <= 0 {
+		resume = DefaultWatchResumeFor
+	}
 	base, cancel := context.WithCancel(context.Background())
-	return &EtcdLog{cli: cli, keys: NewKeys(cfg.Prefix), log: lg, chunk: chunk, base: base, close: cancel}
+	return &EtcdLog{cli: cli, keys: NewKeys(cfg.Prefix), log: lg, chunk: chunk, resume: resume, base: base, close: cancel}
 }
 
 // Keys returns the key layout the log uses.
@@ -541,7 +549,7 @@ func checkTail(stream Stream, from, next uint64, head, last Version) error {
 // Watch implements Log. An empty Prefixes watches every stream. A stream missing from
 // After counts as 0: the watch delivers it from #1 (reading what came before FromRev), so
 // put every stream the caller already holds in After. While etcd cannot be reached the
-// watch waits for it (clientv3 retries); a member that lost its leader ends the watch.
+// watch waits for it (clientv3 retries).
 //
 // One etcd watch per prefix, all on one gRPC stream and started at FromRev+1; their events
 // are merged in revision order (an event is held until every watch has progressed past its
@@ -549,7 +557,10 @@ func checkTail(stream Stream, from, next uint64, head, last Version) error {
 // below the caller's After[stream] are skipped; a gap in a stream is filled by reading it.
 // When etcd reports the watched revision compacted, the watch re-reads every stream under
 // the prefixes from its last delivered sequence at the current revision and watches again
-// from there. A lost leader or unreachable etcd ends the watch with ErrUnavailable.
+// from there. When etcd ends the watch saying "not now" (a member that lost its leader
+// cancels its watches) the watch resumes the same way, after a short wait (100 ms,
+// doubling to 2 s), for up to EtcdConfig.WatchResumeFor; only then does it end with
+// ErrUnavailable.
 func (l *EtcdLog) Watch(ctx context.Context, req WatchRequest) <-chan WatchBatch {
 	return startWatch(ctx, l.base, &l.wg, req, l.watch)
 }
@@ -582,16 +593,56 @@ func startWatch(ctx, base context.Context, wg *sync.WaitGroup, req WatchRequest,
 // errWatchCompacted signals that the watched revision was compacted away.
 var errWatchCompacted = errors.New("watch revision compacted")
 
+// DefaultWatchResumeFor bounds how long a watch keeps resuming after etcd said "not
+// now" (a member that lost its leader cancels its watches; an unreachable cluster): past
+// it, the watch ends with ErrUnavailable. A coild's session ends sooner anyway if its
+// lease cannot be renewed.
+const DefaultWatchResumeFor = 30 * time.Second
+
+// watchResumeWait is the first wait before a watch resumes; it doubles up to 2 s.
+const watchResumeWait = 100 * time.Millisecond
+
+// watchRan: an etcd watch that lasted this long before it ended had been working (an
+// idle watch gets no responses), so its end is a new interruption with a new bound.
+const watchRan = 5 * time.Second
+
 func (l *EtcdLog) watch(ctx context.Context, w *watchState, rev int64) error {
+	var since time.Time // when etcd first said "not now" since the watch last ran
+	wait := watchResumeWait
+	w.progressed = false
+	started := time.Now()
+	err := l.watchFrom(ctx, w, rev)
 	for {
-		err := l.watchFrom(ctx, w, rev)
-		if !errors.Is(err, errWatchCompacted) {
+		if w.progressed || time.Since(started) >= watchRan { // the watch ran before it ended: a new interruption
+			since, wait = time.Time{}, watchResumeWait
+		}
+		switch {
+		case errors.Is(err, errWatchCompacted):
+			l.log.Info("watch: history compacted, re-reading streams", "fromRevision", rev)
+		case errors.Is(err, ErrUnavailable) && ctx.Err() == nil && (since.IsZero() || time.Since(since) < l.resume):
+			if since.IsZero() {
+				since = time.Now()
+				l.log.Warn("watch interrupted; resuming from the last event delivered", "err", err)
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			wait = min(2*wait, 2*time.Second)
+		default:
 			return err
 		}
-		l.log.Info("watch: history compacted, re-reading streams", "fromRevision", rev)
-		rev, err = w.catchUp(ctx, l.Streams, l.Read)
-		if err != nil {
-			return err
+		w.progressed = false
+		if rev, err = w.catchUp(ctx, l.Streams, l.Read); err != nil {
+			continue // etcd still unavailable (resumed again, within the bound) or another error (returned)
+		}
+		started = time.Now()
+		err = l.watchFrom(ctx, w, rev)
+		if w.progressed && !since.IsZero() {
+			l.log.Info("watch resumed", "interrupted for", time.Since(since).Round(time.Millisecond), "revision", rev)
 		}
 	}
 }
@@ -657,6 +708,9 @@ func (l *EtcdLog) watchFrom(ctx context.Context, w *watchState, rev int64) error
 			resp := it.resp
 			if resp.CompactRevision != 0 {
 				return errWatchCompacted
+			}
+			if resp.Err() == nil {
+				w.progressed = true
 			}
 			if err := resp.Err(); err != nil {
 				if errors.Is(err, rpctypes.ErrCompacted) {
@@ -852,6 +906,9 @@ type watchState struct {
 	after    map[Stream]uint64
 	heads    map[Stream]Hash
 	out      chan<- WatchBatch
+	// progressed: the current etcd watch delivered a response (events or progress)
+	// before it ended; a watch ended without one does not reset the resume bound.
+	progressed bool
 }
 
 func newWatchState(req WatchRequest, out chan<- WatchBatch) *watchState {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,7 +91,13 @@ func TestEtcdLogConformanceSmallChunks(t *testing.T) {
 
 func appendBlocks(t *testing.T, l events.Log, s events.Stream, head events.Version, n int) events.Version {
 	t.Helper()
-	for i := 0; i < n; i++ {
+	return appendBlocksFrom(t, l, s, head, 0, n)
+}
+
+// appendBlocksFrom appends n BlockAssigned events, of blocks from, from+1, ...
+func appendBlocksFrom(t *testing.T, l events.Log, s events.Stream, head events.Version, from, n int) events.Version {
+	t.Helper()
+	for i := from; i < from+n; i++ {
 		h, err := l.Append(context.Background(), events.AppendRequest{Stream: s, Expected: head,
 			Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint64(i), Node: "n"})}})
 		if err != nil {
@@ -230,6 +237,88 @@ func TestEtcdLogWatchSurvivesRestart(t *testing.T) {
 		head = h
 	}
 	recv(6)
+}
+
+// brokenWatcher ends every watch at once (its channel closes, as clientv3's does when
+// etcd cancels a watch) while broken is set.
+type brokenWatcher struct {
+	clientv3.Watcher
+	broken atomic.Bool
+	calls  atomic.Int64
+}
+
+func (w *brokenWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	w.calls.Add(1)
+	if w.broken.Load() {
+		ch := make(chan clientv3.WatchResponse)
+		close(ch)
+		return ch
+	}
+	return w.Watcher.Watch(ctx, key, opts...)
+}
+
+// TestEtcdLogWatchResumes: a watch that etcd ends saying "not now" (a member that lost
+// its leader cancels its watches) resumes from the last event it delivered: the events
+// appended meanwhile come in order, none twice, with no error. One that cannot resume
+// within WatchResumeFor ends with ErrUnavailable.
+func TestEtcdLogWatchResumes(t *testing.T) {
+	c := etcdtest.Start(t)
+	cli := c.Client(t)
+	bw := &brokenWatcher{Watcher: cli.Watcher}
+	cli.Watcher = bw
+	l := events.NewEtcdLog(cli, events.EtcdConfig{WatchResumeFor: time.Minute})
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := events.PoolStream("r")
+	head := appendBlocks(t, l, s, events.Version{}, 2)
+	_, rev, err := l.Head(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw.broken.Store(true)
+	ch := l.Watch(ctx, events.WatchRequest{Prefixes: []string{"pool/"}, FromRev: rev, After: map[events.Stream]uint64{s: 2}})
+	for bw.calls.Load() < 3 { // ended, resumed, ended again...
+		time.Sleep(10 * time.Millisecond)
+	}
+	head = appendBlocksFrom(t, l, s, head, 2, 3) // #3-#5 while etcd keeps ending the watch
+	next := uint64(3)
+	recv := func(upto uint64) {
+		t.Helper()
+		for next <= upto {
+			select {
+			case b := <-ch:
+				if b.Err != nil {
+					t.Fatalf("watch: %+v", b.Err)
+				}
+				for _, e := range b.Events {
+					if e.Seq != next {
+						t.Fatalf("got #%d, want #%d", e.Seq, next)
+					}
+					next++
+				}
+			case <-ctx.Done():
+				t.Fatalf("watch stalled before #%d", next)
+			}
+		}
+	}
+	recv(5) // delivered by a resume's catch-up read
+	bw.broken.Store(false)
+	appendBlocksFrom(t, l, s, head, 5, 2)
+	recv(7)
+
+	short := events.NewEtcdLog(cli, events.EtcdConfig{WatchResumeFor: 300 * time.Millisecond})
+	defer short.Close()
+	bw.broken.Store(true)
+	for b := range short.Watch(ctx, events.WatchRequest{Prefixes: []string{"pool/"}, FromRev: rev}) {
+		if b.Err != nil {
+			if !errors.Is(b.Err, events.ErrUnavailable) {
+				t.Fatalf("watch that cannot resume ended with %v, want ErrUnavailable", b.Err)
+			}
+			return
+		}
+	}
+	t.Fatal("watch that cannot resume ended without an error")
 }
 
 // TestEtcdLogWatchRewritten: a watch notices a stream rewritten under it (the log
