@@ -288,6 +288,22 @@ func LegacyLayout() PoolOption {
 	return func(o *poolOptions) { o.split, o.splitIfLevel = false, false }
 }
 
+// levelOption settles a pool option that needs cluster feature level 1: asked for (*on),
+// the level is required (raised if every live coild reads it, else ErrLevel); asked for
+// only if the level allows (ifLevel), *on becomes whether it does, and only other
+// errors are returned.
+func (a *Admin) levelOption(ctx context.Context, feature string, on *bool, ifLevel bool) error {
+	if !*on && !ifLevel {
+		return nil
+	}
+	err := a.RequireLevel(ctx, events.Level1, feature)
+	if ifLevel && errors.Is(err, ErrLevel) {
+		return nil
+	}
+	*on = err == nil
+	return err
+}
+
 // CreatePool validates the pool against all others and appends PoolCreated, followed in
 // the same append by PoolSplit (the pool's blocks get a stream each) if BlockStreams is
 // given. It retries when another definition raced it, re-validating each time.
@@ -296,19 +312,8 @@ func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...P
 	for _, f := range opts {
 		f(&o)
 	}
-	if o.split {
-		if err := a.RequireLevel(ctx, events.Level1, "a pool with block streams"); err != nil {
-			return err
-		}
-	}
-	if o.splitIfLevel {
-		err := a.RequireLevel(ctx, events.Level1, "a pool with block streams")
-		switch {
-		case err == nil:
-			o.split = true
-		case !errors.Is(err, ErrLevel):
-			return err
-		}
+	if err := a.levelOption(ctx, "a pool with block streams", &o.split, o.splitIfLevel); err != nil {
+		return err
 	}
 	if len(o.reserve) > 0 {
 		if err := a.RequireLevel(ctx, events.Level1, "address reservations"); err != nil {
@@ -319,19 +324,8 @@ func (a *Admin) CreatePool(ctx context.Context, p *events.PoolCreated, opts ...P
 	if !hasV4 {
 		o.skipNB, o.skipNBIfLevel = false, false // nothing to skip in IPv6
 	}
-	if o.skipNB {
-		if err := a.RequireLevel(ctx, events.Level1, "the network/broadcast option"); err != nil {
-			return err
-		}
-	}
-	if o.skipNBIfLevel {
-		err := a.RequireLevel(ctx, events.Level1, "the network/broadcast option")
-		switch {
-		case err == nil:
-			o.skipNB = true
-		case !errors.Is(err, ErrLevel):
-			return err
-		}
+	if err := a.levelOption(ctx, "the network/broadcast option", &o.skipNB, o.skipNBIfLevel); err != nil {
+		return err
 	}
 	if o.selector != "" {
 		if err := a.RequireLevel(ctx, events.Level1, "a pool with a node selector"); err != nil {

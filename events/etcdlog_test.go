@@ -206,8 +206,24 @@ func TestEtcdLogWatchSurvivesRestart(t *testing.T) {
 	}
 	ch := l.Watch(ctx, events.WatchRequest{Prefixes: []string{"pool/"}, FromRev: rev})
 	head := appendBlocks(t, l, s, events.Version{}, 3)
-	next := uint64(1)
-	recv := func(upto uint64) {
+	recv := receiver(ctx, t, ch, 1)
+	recv(3)
+	c.Restart()
+	for i := 0; i < 3; i++ {
+		h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head,
+			Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint64(10 + i), Node: "n"})}})
+		if err != nil {
+			t.Fatalf("append after restart: %+v", err)
+		}
+		head = h
+	}
+	recv(6)
+}
+
+// receiver returns recv(upto): it takes batches from ch until it has had every event up
+// to #upto, checking they come in sequence from #next and without an error.
+func receiver(ctx context.Context, t *testing.T, ch <-chan events.WatchBatch, next uint64) func(upto uint64) {
+	return func(upto uint64) {
 		t.Helper()
 		for next <= upto {
 			select {
@@ -226,17 +242,6 @@ func TestEtcdLogWatchSurvivesRestart(t *testing.T) {
 			}
 		}
 	}
-	recv(3)
-	c.Restart()
-	for i := 0; i < 3; i++ {
-		h, err := l.Append(ctx, events.AppendRequest{Stream: s, Expected: head,
-			Events: []*events.Event{eventstest.SampleEvent(i, &events.BlockAssigned{Index: uint64(10 + i), Node: "n"})}})
-		if err != nil {
-			t.Fatalf("append after restart: %+v", err)
-		}
-		head = h
-	}
-	recv(6)
 }
 
 // brokenWatcher ends every watch at once (its channel closes, as clientv3's does when
@@ -282,26 +287,7 @@ func TestEtcdLogWatchResumes(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	head = appendBlocksFrom(t, l, s, head, 2, 3) // #3-#5 while etcd keeps ending the watch
-	next := uint64(3)
-	recv := func(upto uint64) {
-		t.Helper()
-		for next <= upto {
-			select {
-			case b := <-ch:
-				if b.Err != nil {
-					t.Fatalf("watch: %+v", b.Err)
-				}
-				for _, e := range b.Events {
-					if e.Seq != next {
-						t.Fatalf("got #%d, want #%d", e.Seq, next)
-					}
-					next++
-				}
-			case <-ctx.Done():
-				t.Fatalf("watch stalled before #%d", next)
-			}
-		}
-	}
+	recv := receiver(ctx, t, ch, 3)
 	recv(5) // delivered by a resume's catch-up read
 	bw.broken.Store(false)
 	appendBlocksFrom(t, l, s, head, 5, 2)
