@@ -15,6 +15,7 @@ import (
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/events/eventstest"
 	"github.com/coil-net/coil/internal/etcdtest"
+	"github.com/coil-net/coil/internal/testutil"
 )
 
 // etcdHarness reaches into etcd for the conformance suite.
@@ -223,6 +224,7 @@ func TestEtcdLogWatchSurvivesRestart(t *testing.T) {
 // receiver returns recv(upto): it takes batches from ch until it has had every event up
 // to #upto, checking they come in sequence from #next and without an error.
 func receiver(ctx context.Context, t *testing.T, ch <-chan events.WatchBatch, next uint64) func(upto uint64) {
+	t.Helper()
 	return func(upto uint64) {
 		t.Helper()
 		for next <= upto {
@@ -283,9 +285,7 @@ func TestEtcdLogWatchResumes(t *testing.T) {
 	}
 	bw.broken.Store(true)
 	ch := l.Watch(ctx, events.WatchRequest{Prefixes: []string{"pool/"}, FromRev: rev, After: map[events.Stream]uint64{s: 2}})
-	for bw.calls.Load() < 3 { // ended, resumed, ended again...
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return bw.calls.Load() >= 3 }, "the watch ended, resumed and ended again")
 	head = appendBlocksFrom(t, l, s, head, 2, 3) // #3-#5 while etcd keeps ending the watch
 	recv := receiver(ctx, t, ch, 3)
 	recv(5) // delivered by a resume's catch-up read

@@ -215,8 +215,8 @@ type result struct {
 	LimitCoilClientCPU float64 `json:"limit_coil_client_cpu,omitempty"`
 	LimitRawEtcdCPU    float64 `json:"limit_raw_etcd_cpu,omitempty"`
 	LimitRawClientCPU  float64 `json:"limit_raw_client_cpu,omitempty"`
-	MeanBatch      float64 `json:"mean_batch,omitempty"`
-	MeanValueBytes float64 `json:"mean_value_bytes,omitempty"`
+	MeanBatch          float64 `json:"mean_batch,omitempty"`
+	MeanValueBytes     float64 `json:"mean_value_bytes,omitempty"`
 
 	Date    string `json:"date"`
 	Machine string `json:"machine"`
