@@ -87,11 +87,20 @@ func (h *harness) limit(ctx context.Context) error {
 	if o.noRawEtcd || h.res.MeanBatch == 0 {
 		return nil
 	}
-	rate, err := h.rawPuts(ctx, max(1, int(h.res.MeanBatch+0.5)), int(h.res.MeanValueBytes+0.5), o.limitDur)
+	rate, err := h.rawPuts(ctx, max(1, int(h.res.MeanBatch+0.5)), int(h.res.MeanValueBytes+0.5), o.limitDur, false)
 	if err != nil {
 		return err
 	}
 	h.res.EtcdPutsPerS = rate
+	if o.limitRawWatch {
+		// The same again with each writer watching its own keys, as every node watches
+		// its own stream (and so gets its own events back): what the watches cost etcd.
+		w, err := h.rawPuts(ctx, max(1, int(h.res.MeanBatch+0.5)), int(h.res.MeanValueBytes+0.5), o.limitDur, true)
+		if err != nil {
+			return err
+		}
+		h.res.EtcdPutsWatchedPerS = w
+	}
 	if rate > 0 {
 		h.res.LimitFraction = h.res.CoilAllocsPerS / rate
 	}
@@ -100,7 +109,8 @@ func (h *harness) limit(ctx context.Context) error {
 
 // rawPuts runs one writer per node, each appending batches of size values of valueBytes
 // to its own key range with the transaction shape of an append, and returns values/s.
-func (h *harness) rawPuts(ctx context.Context, batch, valueBytes int, d time.Duration) (float64, error) {
+// With watch, each writer also watches its own key range (and drains it).
+func (h *harness) rawPuts(ctx context.Context, batch, valueBytes int, d time.Duration, watch bool) (float64, error) {
 	val := make([]byte, valueBytes)
 	_, _ = rand.Read(val)
 	head := make([]byte, 34)
@@ -118,7 +128,19 @@ func (h *harness) rawPuts(ctx context.Context, batch, valueBytes int, d time.Dur
 		go func() {
 			defer wg.Done()
 			alive := events.NewKeys("").Alive(n.name)
-			hk := fmt.Sprintf("/raw/head/%d", i)
+			tag := "raw"
+			if watch {
+				tag = "raw-watched"
+			}
+			hk := fmt.Sprintf("/%s/head/%d", tag, i)
+			logKey := fmt.Sprintf("/%s/log/%d/", tag, i)
+			if watch {
+				wch := n.cli.Watch(rctx, logKey, clientv3.WithPrefix())
+				go func() {
+					for range wch { //nolint:revive // drained: etcd sends every put as a node's watch gets its own events
+					}
+				}()
+			}
 			prev := ""
 			for seq := 1; rctx.Err() == nil; {
 				cmps := []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(alive), "=", n.lease)}
@@ -129,7 +151,7 @@ func (h *harness) rawPuts(ctx context.Context, batch, valueBytes int, d time.Dur
 				}
 				ops := make([]clientv3.Op, 0, batch+1)
 				for range batch {
-					ops = append(ops, clientv3.OpPut(fmt.Sprintf("/raw/log/%d/%012d", i, seq), string(val)))
+					ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s%012d", logKey, seq), string(val)))
 					seq++
 				}
 				next := fmt.Sprintf("%012d", seq) + string(head[12:])
@@ -157,9 +179,11 @@ func (h *harness) rawPuts(ctx context.Context, batch, valueBytes int, d time.Dur
 		return 0, err
 	}
 	cpuEl := time.Since(t0).Seconds()
-	h.res.LimitRawEtcdCPU, h.res.LimitRawClientCPU = (h.etcd.cpuSeconds()-etcd0)/cpuEl, (procCPU(os.Getpid())-self0)/cpuEl
+	if !watch {
+		h.res.LimitRawEtcdCPU, h.res.LimitRawClientCPU = (h.etcd.cpuSeconds()-etcd0)/cpuEl, (procCPU(os.Getpid())-self0)/cpuEl
+	}
 	rate := float64(puts.Load()) / d.Seconds()
-	fmt.Fprintf(os.Stderr, "limit: etcd %.0f puts/s (batches of %d, %d B values, %d writers)\n", rate, batch, valueBytes, len(h.nodes))
+	fmt.Fprintf(os.Stderr, "limit: etcd %.0f puts/s (batches of %d, %d B values, %d writers, watched %v)\n", rate, batch, valueBytes, len(h.nodes), watch)
 	return rate, nil
 }
 

@@ -68,6 +68,8 @@ type options struct {
 	limitReqs  int
 	noRawEtcd  bool
 	cpuProfile string
+	// limitRawWatch: measure etcd's own rate a second time with each writer watching its keys.
+	limitRawWatch bool
 }
 
 func main() {
@@ -100,6 +102,7 @@ func main() {
 	flag.DurationVar(&o.limitDur, "limit-duration", 20*time.Second, "limit: how long each side runs")
 	flag.IntVar(&o.limitReqs, "limit-requesters", 64, "limit: concurrent requesters per node")
 	flag.BoolVar(&o.noRawEtcd, "limit-no-raw", false, "limit: skip etcd's own put rate")
+	flag.BoolVar(&o.limitRawWatch, "limit-raw-watch", false, "limit: also measure etcd's own rate with each writer watching its own keys (as a node watches its own stream)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "limit: write a CPU profile of the harness (the nodes' side) during Coil's run to this file")
 	flag.Parse()
 	if *child != "" {
@@ -209,6 +212,8 @@ type result struct {
 	CoilAllocsPerS float64 `json:"coil_allocs_per_s,omitempty"`
 	EtcdPutsPerS   float64 `json:"etcd_puts_per_s,omitempty"`
 	LimitFraction  float64 `json:"limit_fraction,omitempty"`
+	// EtcdPutsWatchedPerS: etcd's own rate with each writer watching its keys (--limit-raw-watch).
+	EtcdPutsWatchedPerS float64 `json:"etcd_puts_watched_per_s,omitempty"`
 	// CPU cores used during each side of the limit scenario (CPU seconds per second):
 	// by the etcd members' process and by the harness (the nodes, or the raw writers).
 	LimitCoilEtcdCPU   float64 `json:"limit_coil_etcd_cpu,omitempty"`

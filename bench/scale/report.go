@@ -48,6 +48,7 @@ func printTable(r *result) {
 			[2]string{"Coil allocations/s", fmt.Sprintf("%.0f (mean batch %.1f, value %.0f B)", r.CoilAllocsPerS, r.MeanBatch, r.MeanValueBytes)},
 			[2]string{"etcd's own puts/s, same shape", fmt.Sprintf("%.0f", r.EtcdPutsPerS)},
 			[2]string{"fraction", fmt.Sprintf("%.2f", r.LimitFraction)},
+			[2]string{"etcd's own puts/s, each writer watching its keys", fmt.Sprintf("%.0f", r.EtcdPutsWatchedPerS)},
 			[2]string{"CPU cores used, Coil's side", fmt.Sprintf("etcd %.2f, nodes %.2f", r.LimitCoilEtcdCPU, r.LimitCoilClientCPU)},
 			[2]string{"CPU cores used, etcd's own side", fmt.Sprintf("etcd %.2f, writers %.2f", r.LimitRawEtcdCPU, r.LimitRawClientCPU)})
 	}
