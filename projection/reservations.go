@@ -172,50 +172,51 @@ func (p *Pool) BlockExcluded(i uint64) bool {
 // reserve folds AddressesReserved: the pool exists, every range is well formed, inside
 // the pool and overlaps no reservation (nor another range of the event).
 func (c *Cluster) reserve(e *events.Event, p *events.AddressesReserved) error {
-	pool, err := c.existing(e, p.Pool)
-	if err != nil {
-		return err
-	}
-	if len(p.Ranges) == 0 {
-		return invalid(e, "no range")
-	}
-	out := append([]Reservation(nil), pool.Reserved...)
-	for _, r := range p.Ranges {
-		if err := pool.CheckRange(r); err != nil {
-			return invalid(e, "%v", err)
-		}
+	return c.editReservations(e, p.Pool, p.Ranges, func(out []Reservation, r events.AddrRange) ([]Reservation, error) {
 		for _, o := range out {
 			if rangesOverlap(o.Range(), r) {
-				return invalid(e, "range %s overlaps reserved range %s", r, o.Range())
+				return nil, invalid(e, "range %s overlaps reserved range %s", r, o.Range())
 			}
 		}
 		out = append(out, Reservation{First: r.First, Last: r.Last, Reason: p.Reason, Actor: e.Actor, Time: e.Time, AfterRelease: p.AfterRelease})
-	}
-	sortReservations(out)
-	pool.Reserved = out
-	return nil
+		sortReservations(out)
+		return out, nil
+	})
 }
 
 // unreserve folds AddressesUnreserved: every address of every range is reserved; the
 // reservations lose those addresses (one partly covered keeps the rest, in one or two
 // pieces with its reason, actor and time).
 func (c *Cluster) unreserve(e *events.Event, p *events.AddressesUnreserved) error {
-	pool, err := c.existing(e, p.Pool)
+	return c.editReservations(e, p.Pool, p.Ranges, func(out []Reservation, r events.AddrRange) ([]Reservation, error) {
+		if a, ok := firstUnreserved(out, r); ok {
+			return nil, invalid(e, "address %s of range %s is not reserved", a, r)
+		}
+		return subtract(out, r), nil
+	})
+}
+
+// editReservations folds an event that changes pool name's reservations: the pool
+// exists, ranges is not empty, each range is well formed and inside the pool, and step
+// folds it into (a copy of) the reservations; the pool's change only if every step
+// succeeds.
+func (c *Cluster) editReservations(e *events.Event, name string, ranges []events.AddrRange,
+	step func([]Reservation, events.AddrRange) ([]Reservation, error)) error {
+	pool, err := c.existing(e, name)
 	if err != nil {
 		return err
 	}
-	if len(p.Ranges) == 0 {
+	if len(ranges) == 0 {
 		return invalid(e, "no range")
 	}
 	out := append([]Reservation(nil), pool.Reserved...)
-	for _, r := range p.Ranges {
-		if err := pool.CheckRange(r); err != nil {
-			return invalid(e, "%v", err)
+	for _, r := range ranges {
+		if cerr := pool.CheckRange(r); cerr != nil {
+			return invalid(e, "%v", cerr)
 		}
-		if a, ok := firstUnreserved(out, r); ok {
-			return invalid(e, "address %s of range %s is not reserved", a, r)
+		if out, err = step(out, r); err != nil {
+			return err
 		}
-		out = subtract(out, r)
 	}
 	if len(out) == 0 {
 		out = nil

@@ -62,6 +62,7 @@ type options struct {
 	churnPods  int
 	churnRate  float64
 	churnLive  int
+	churnRaw   int // churn: transactions of etcd's own baseline after Coil's churn (0: none)
 	reconcile  time.Duration
 	blockGrace time.Duration
 	limitDur   time.Duration
@@ -96,6 +97,7 @@ func main() {
 	flag.StringVar(&o.label, "label", "", "a label recorded with the result (e.g. baseline, new)")
 	flag.IntVar(&o.churnPods, "churn-pods", 100000, "churn: pods started (and stopped)")
 	flag.Float64Var(&o.churnRate, "churn-rate", 500, "churn: pod starts per second (stops follow at the same rate)")
+	flag.IntVar(&o.churnRaw, "churn-raw", 0, "churn: after Coil's churn, this many of etcd's own transactions at 2 x --churn-rate (the latency baseline)")
 	flag.IntVar(&o.churnLive, "churn-live", 20, "churn: pods alive per node in the steady state")
 	flag.DurationVar(&o.reconcile, "reconcile-every", 0, "churn: each node releases empty blocks this often (0: never)")
 	flag.DurationVar(&o.blockGrace, "block-grace", 10*time.Second, "churn: how long a block stays empty before it is released")
@@ -198,9 +200,14 @@ type result struct {
 	LogAddrs   int `json:"log_addresses_held"`
 
 	// churn
-	ChurnRate      float64 `json:"churn_rate,omitempty"`
-	ReleaseP50ms   float64 `json:"release_p50_ms,omitempty"`
-	ReleaseP99ms   float64 `json:"release_p99_ms,omitempty"`
+	ChurnRate    float64 `json:"churn_rate,omitempty"`
+	ReleaseP50ms float64 `json:"release_p50_ms,omitempty"`
+	ReleaseP99ms float64 `json:"release_p99_ms,omitempty"`
+	// etcd's own transaction latency at churn's append rate (--churn-raw).
+	ChurnRawP50ms  float64 `json:"churn_raw_p50_ms,omitempty"`
+	ChurnRawP99ms  float64 `json:"churn_raw_p99_ms,omitempty"`
+	ChurnRawMaxms  float64 `json:"churn_raw_max_ms,omitempty"`
+	ChurnRawFailed int     `json:"churn_raw_failed,omitempty"`
 	ReplayS        float64 `json:"replay_s,omitempty"`
 	ReplayEvents   int64   `json:"replay_events,omitempty"`
 	NewNodeLoadMs  float64 `json:"new_node_load_ms,omitempty"`
@@ -721,6 +728,70 @@ func (h *harness) churn(ctx context.Context) error {
 	h.res.Allocs = len(alloc.d)
 	h.res.FailedAllocs, h.res.FailedReasons = fails.n, fails.by
 	h.res.BlocksReleased = released.Load()
+	if ctx.Err() == nil && o.churnRaw > 0 {
+		return h.churnRaw(ctx)
+	}
+	return ctx.Err()
+}
+
+// churnRaw is churn's baseline: etcd's own transaction latency at the rate Coil's churn
+// appended (a start and a stop per pod: 2 x --churn-rate), on the same members through
+// the same nodes' clients, each op a transaction of an append's shape on a random node:
+// compare the node's lease and its head, put one event-sized value and the new head.
+// A node's ops go one at a time, as its committer's appends do.
+func (h *harness) churnRaw(ctx context.Context) error {
+	o := h.o
+	var lat latencies
+	var fails failures
+	val := make([]byte, 101)
+	type rawNode struct {
+		mu   sync.Mutex
+		seq  int
+		prev string
+	}
+	raws := make([]rawNode, len(h.nodes))
+	interval := time.Duration(float64(time.Second) / (2 * o.churnRate))
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i := 0; i < o.churnRaw && ctx.Err() == nil; i++ {
+		if d := time.Until(t0.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		ni := rand.IntN(len(h.nodes))
+		n, r := h.nodes[ni], &raws[ni]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := time.Now()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			hk := fmt.Sprintf("/rawchurn/head/%d", ni)
+			cmps := []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(events.NewKeys("").Alive(n.name)), "=", n.lease)}
+			if r.prev == "" {
+				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(hk), "=", 0))
+			} else {
+				cmps = append(cmps, clientv3.Compare(clientv3.Value(hk), "=", r.prev))
+			}
+			r.seq++
+			next := fmt.Sprintf("%012d", r.seq)
+			resp, err := n.cli.Txn(ctx).If(cmps...).Then(
+				clientv3.OpPut(fmt.Sprintf("/rawchurn/log/%d/%012d", ni, r.seq), string(val)), clientv3.OpPut(hk, next)).Commit()
+			switch {
+			case err != nil:
+				fails.add(err)
+			case !resp.Succeeded:
+				fails.add(errors.Newf("raw churn on node %d: compare failed", ni))
+			default:
+				r.prev = next
+				lat.add(time.Since(s))
+			}
+		}()
+	}
+	wg.Wait()
+	h.res.ChurnRawP50ms, h.res.ChurnRawP99ms, h.res.ChurnRawMaxms = lat.quantiles()
+	h.res.ChurnRawFailed = fails.n
+	fmt.Fprintf(os.Stderr, "churn: etcd's own transactions at %.0f/s: p50 %.1f p99 %.1f max %.1f ms, %d failed\n",
+		2*o.churnRate, h.res.ChurnRawP50ms, h.res.ChurnRawP99ms, h.res.ChurnRawMaxms, fails.n)
 	return ctx.Err()
 }
 
