@@ -90,7 +90,13 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 	start := time.Now()
 	session := d.sessions.Load()
 	if err := d.notReady(); err != nil {
-		return nil, err
+		// A session that ended (its lease lost, etcd revoked it) is followed by the next
+		// within seconds: an ADD then waits for it rather than failing a pod start. Before
+		// the first session (coild starting) it is refused at once.
+		if session == 0 || !d.awaitReady(ctx, time.Now().Add(sessionRestartWait)) {
+			return nil, err
+		}
+		session = d.sessions.Load()
 	}
 	// Before anything is allocated or created: the pod's namespace must exist and must
 	// not be the node's own (plumbing a "pod" there replaces the node's default route).
@@ -246,6 +252,16 @@ func (d *Daemon) checkLowMTU(ctx context.Context, req *cniproto.Request, mtu mtu
 	return checkMTU(mtu, ipv6, pool)
 }
 
+// sessionRestartWait bounds how long an ADD that arrives between two sessions waits for
+// the next one (see add).
+const sessionRestartWait = 5 * time.Second
+
+// awaitReady waits until coild is ready (a session serving) or deadline passes, and
+// tells which.
+func (d *Daemon) awaitReady(ctx context.Context, deadline time.Time) bool {
+	return d.await(ctx, deadline, d.ready.Load)
+}
+
 // awaitNewSession waits until a session newer than session is ready, or deadline, and
 // says whether one is. An append is fenced when etcd no longer has coild's lease, and
 // etcd can revoke it under coild: in the chaos soak it did, 1.5 s after an etcd leader
@@ -259,12 +275,18 @@ func (d *Daemon) awaitNewSession(ctx context.Context, session uint64, deadline t
 	case d.leaseCheck <- struct{}{}:
 	default:
 	}
-	t := time.NewTicker(50 * time.Millisecond)
+	return d.await(ctx, deadline, func() bool { return d.ready.Load() && d.sessions.Load() > session })
+}
+
+// await polls cond until it holds (true), deadline (or ctx's, if earlier) passes or ctx
+// ends (false).
+func (d *Daemon) await(ctx context.Context, deadline time.Time, cond func() bool) bool {
+	if cd, ok := ctx.Deadline(); ok && cd.Before(deadline) {
+		deadline = cd
+	}
+	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for {
-		if d.ready.Load() && d.sessions.Load() > session {
-			return true
-		}
+	for !cond() {
 		if !time.Now().Before(deadline) {
 			return false
 		}
@@ -274,6 +296,7 @@ func (d *Daemon) awaitNewSession(ctx context.Context, session uint64, deadline t
 		case <-t.C:
 		}
 	}
+	return true
 }
 
 // prepared is the outcome of Plumber.Prepare run beside the allocation.

@@ -451,17 +451,32 @@ func (d *Daemon) acquireLease(ctx context.Context, prev *nodeRecord) (int64, <-c
 	ttl := int64(d.cfg.LeaseTTL / time.Second)
 	deadline := time.Now().Add(2 * d.cfg.LeaseTTL)
 	for {
-		g, err := d.cli.Grant(ctx, ttl)
+		var g *clientv3.LeaseGrantResponse
+		err := d.tryEtcd(ctx, deadline, "grant lease", func(actx context.Context) (err error) {
+			g, err = d.cli.Grant(actx, ttl)
+			return err
+		})
 		if err != nil {
-			return 0, nil, nil, errors.Wrap(err, "grant lease")
+			return 0, nil, nil, err
 		}
-		resp, err := d.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, events.AliveValue(events.AliveInfo{Node: d.cfg.Node, Level: events.CurrentLevel, Build: events.Build()}), clientv3.WithLease(g.ID))).
-			Else(clientv3.OpGet(key)).
-			Commit()
+		// Tried again with the same lease after a try that timed out (it may have been
+		// committed): the key then exists with this lease, which is as good as created.
+		var resp *clientv3.TxnResponse
+		err = d.tryEtcd(ctx, deadline, "create liveness key", func(actx context.Context) (err error) {
+			resp, err = d.cli.Txn(actx).
+				If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+				Then(clientv3.OpPut(key, events.AliveValue(events.AliveInfo{Node: d.cfg.Node, Level: events.CurrentLevel, Build: events.Build()}), clientv3.WithLease(g.ID))).
+				Else(clientv3.OpGet(key)).
+				Commit()
+			return err
+		})
 		if err != nil {
-			return 0, nil, nil, errors.Wrap(err, "create liveness key")
+			return 0, nil, nil, err
+		}
+		if !resp.Succeeded {
+			if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 && kvs[0].Lease == int64(g.ID) {
+				resp.Succeeded = true
+			}
 		}
 		if resp.Succeeded {
 			rec := d.recordFor(prev, resp.Header.ClusterId, int64(g.ID))
@@ -486,6 +501,36 @@ func (d *Daemon) acquireLease(ctx context.Context, prev *nodeRecord) (int64, <-c
 		case <-ctx.Done():
 			return 0, nil, nil, ctx.Err()
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// tryEtcd runs f, each try bounded by leaseAttempt, until it succeeds, fails for good
+// (an error that is not events.Transient), ctx ends or deadline passes (then the last
+// error, wrapped with what). A member that stopped
+// answering without closing its connections (paused, stuck on a disk) costs one try, not
+// the session's start: a call routed to a paused member hung until it resumed (16 s in
+// TestEtcdMemberPausedKeepsSessions), with coild not ready all along.
+func (d *Daemon) tryEtcd(ctx context.Context, deadline time.Time, what string, f func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, leaseAttempt)
+		err := f(actx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return errors.Wrap(ctx.Err(), what)
+		case !events.Transient(err):
+			return errors.Wrap(err, what)
+		case !time.Now().Add(100 * time.Millisecond).Before(deadline):
+			return errors.Wrapf(err, "%s (%d tries)", what, attempt)
+		}
+		d.log.Warn("etcd did not answer; trying again", "what", what, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return errors.Wrap(ctx.Err(), what)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

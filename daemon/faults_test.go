@@ -49,6 +49,39 @@ func TestEtcdDownNotReadyIsTryAgain(t *testing.T) {
 // failed: coild renews at once, learns the lease is gone, starts a new session and
 // allocates the ADD there, within the request's deadline. Before, the ADD failed with
 // "fenced" (code 11) and the session ended only at the next renewal, up to TTL/3 later.
+// TestAddBetweenSessionsWaits: an ADD that arrives after coild's session ended (etcd
+// revoked its lease) and before the next one is ready waits for it and succeeds, instead
+// of failing the pod start with "not ready" (seen in TestEtcdMemberPausedKeepsSessions
+// when etcd revoked the lease under a paused leader).
+func TestAddBetweenSessionsWaits(t *testing.T) {
+	e := newEnv(t)
+	e.defaultPool()
+	ctx := context.Background()
+	cfg := e.config()
+	cfg.LeaseTTL = 3 * time.Second // renewals every second: the revocation is noticed at once
+	e.startDaemon(cfg)
+	c, list := e.cni(), e.netList()
+	status := cniproto.NewClient(e.sock, 5*time.Second)
+	lease := e.aliveLease()
+	if lease == 0 {
+		t.Fatal("no liveness key")
+	}
+	if _, err := e.cli.Revoke(ctx, clientv3.LeaseID(lease)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return status.Status(ctx) != nil }, "coild between sessions (STATUS not ready)")
+	id, path := e.pod("between")
+	if _, err := c.AddNetworkList(ctx, list, podRT(id, path)); err != nil {
+		t.Fatalf("ADD between two sessions: %v", err)
+	}
+	if got := e.aliveLease(); got == 0 || got == lease {
+		t.Errorf("liveness key's lease %x after the ADD, want a new one (old %x)", got, lease)
+	}
+	if held := e.held(); len(held[attachKey{id, "eth0"}]) == 0 {
+		t.Errorf("log holds %v, want the pod's address", held)
+	}
+}
+
 func TestAddFencedByRevokedLeaseSucceeds(t *testing.T) {
 	e := newEnv(t)
 	e.defaultPool()

@@ -115,6 +115,14 @@ func (l *EtcdLog) storeErr(ctx context.Context, err error, format string, args .
 // cluster) or DeadlineExceeded, or the server's "too many requests". Every one of them
 // may be retried: an append is conditioned on the stream head, so a retry after an
 // unknown outcome commits once or conflicts and catches up.
+// Transient reports whether err, from a call to etcd through clientv3 (not one of the
+// log's), is etcd saying "not now" (transientServerError) or a call's deadline passing:
+// the call may be tried again. For callers outside the log that talk to etcd directly
+// (coild's liveness key and lease).
+func Transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || transientServerError(err)
+}
+
 func transientServerError(err error) bool {
 	code := status.Code(errors.UnwrapAll(err))
 	var ee rpctypes.EtcdError

@@ -549,6 +549,7 @@ func TestEtcdMemberPausedKeepsSessions(t *testing.T) {
 	ctx := context.Background()
 	client := cniproto.NewClient(n.Socket, 5*time.Second)
 	var all []*demo.Pod
+	var notReady []string // STATUS refusals, judged at the end
 	for i := range c.Etcd.Members {
 		if err := c.Etcd.Pause(i); err != nil {
 			t.Fatal(err)
@@ -557,7 +558,7 @@ func TestEtcdMemberPausedKeepsSessions(t *testing.T) {
 		k := 0
 		for time.Since(pausedAt) < ttl+4*time.Second {
 			if err := client.Status(ctx); err != nil {
-				t.Errorf("m%d paused for %s: STATUS: %v", i, time.Since(pausedAt).Round(time.Millisecond), err)
+				notReady = append(notReady, fmt.Sprintf("m%d paused for %s: STATUS: %v", i, time.Since(pausedAt).Round(time.Millisecond), err))
 			}
 			p, err := n.TryAddPod(ctx, fmt.Sprintf("p%d-%d", i, k))
 			k++
@@ -585,15 +586,37 @@ func TestEtcdMemberPausedKeepsSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(b), "session ended") {
-		// Every warning and error but the refusals that follow a lost session: the cause.
-		var why []string
-		for _, line := range strings.Split(string(b), "\n") {
-			if (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR")) && !strings.Contains(line, "cniserver: call failed") {
-				why = append(why, line)
-			}
+	// A session may end only because etcd itself revoked the lease ("lease gone": a
+	// paused leader that resumes can expire it, docs/faults.md); coild then starts the
+	// next one and the ADDs in between wait for it. Any other end is a failure, and so is
+	// STATUS not ready without such an end.
+	var why, ends []string
+	revoked := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR")) && !strings.Contains(line, "cniserver: call failed") {
+			why = append(why, line)
 		}
-		t.Errorf("coild lost its session while a member was paused; its warnings and errors:\n%s", strings.Join(why, "\n"))
+		switch {
+		case strings.Contains(line, "msg=\"lease gone\""):
+			revoked++
+		case strings.Contains(line, "session ended"):
+			ends = append(ends, line)
+		}
+	}
+	tolerated := 0
+	for _, l := range ends {
+		if revoked > tolerated && regexp.MustCompile(`err="lease \d+ lost"`).MatchString(l) {
+			tolerated++
+			continue
+		}
+		t.Errorf("coild lost its session while a member was paused, not for a revoked lease; its warnings and errors:\n%s", strings.Join(why, "\n"))
+		break
+	}
+	switch {
+	case tolerated > 0:
+		t.Logf("etcd revoked coild's lease %d time(s) during the pauses (docs/faults.md); the next session took over, STATUS said not ready %d time(s) in between", tolerated, len(notReady))
+	case len(notReady) > 0:
+		t.Errorf("STATUS not ready without a revoked lease:\n%s", strings.Join(notReady, "\n"))
 	}
 	podsAgree(t, c, n, all)
 }
