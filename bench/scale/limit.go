@@ -143,20 +143,13 @@ func (h *harness) rawPuts(ctx context.Context, batch, valueBytes int, d time.Dur
 			}
 			prev := ""
 			for seq := 1; rctx.Err() == nil; {
-				cmps := []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(alive), "=", n.lease)}
-				if prev == "" {
-					cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(hk), "=", 0))
-				} else {
-					cmps = append(cmps, clientv3.Compare(clientv3.Value(hk), "=", prev))
-				}
 				ops := make([]clientv3.Op, 0, batch+1)
 				for range batch {
 					ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s%012d", logKey, seq), string(val)))
 					seq++
 				}
 				next := fmt.Sprintf("%012d", seq) + string(head[12:])
-				ops = append(ops, clientv3.OpPut(hk, next))
-				resp, err := n.cli.Txn(rctx).If(cmps...).Then(ops...).Commit()
+				resp, err := rawAppend(rctx, n.cli, alive, n.lease, hk, prev, next, ops)
 				if err != nil {
 					if rctx.Err() == nil {
 						firstErr.CompareAndSwap(nil, err)
@@ -202,4 +195,18 @@ func startCPUProfile(path string) (func(), error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
+}
+
+// rawAppend is etcd's own transaction of an append's shape: compare the writer's lease
+// (on its liveness key alive) and the head hk (prev; "" for none yet), then run ops and
+// put next as the new head.
+func rawAppend(ctx context.Context, cli *clientv3.Client, alive string, lease clientv3.LeaseID, hk, prev, next string,
+	ops []clientv3.Op) (*clientv3.TxnResponse, error) {
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(alive), "=", lease)}
+	if prev == "" {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(hk), "=", 0))
+	} else {
+		cmps = append(cmps, clientv3.Compare(clientv3.Value(hk), "=", prev))
+	}
+	return cli.Txn(ctx).If(cmps...).Then(append(ops, clientv3.OpPut(hk, next))...).Commit()
 }

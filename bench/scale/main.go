@@ -766,16 +766,10 @@ func (h *harness) churnRaw(ctx context.Context) error {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			hk := fmt.Sprintf("/rawchurn/head/%d", ni)
-			cmps := []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(events.NewKeys("").Alive(n.name)), "=", n.lease)}
-			if r.prev == "" {
-				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(hk), "=", 0))
-			} else {
-				cmps = append(cmps, clientv3.Compare(clientv3.Value(hk), "=", r.prev))
-			}
 			r.seq++
 			next := fmt.Sprintf("%012d", r.seq)
-			resp, err := n.cli.Txn(ctx).If(cmps...).Then(
-				clientv3.OpPut(fmt.Sprintf("/rawchurn/log/%d/%012d", ni, r.seq), string(val)), clientv3.OpPut(hk, next)).Commit()
+			resp, err := rawAppend(ctx, n.cli, events.NewKeys("").Alive(n.name), n.lease, hk, r.prev, next,
+				[]clientv3.Op{clientv3.OpPut(fmt.Sprintf("/rawchurn/log/%d/%012d", ni, r.seq), string(val))})
 			switch {
 			case err != nil:
 				fails.add(err)

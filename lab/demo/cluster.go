@@ -400,7 +400,12 @@ func (n *Node) AddPod(ctx context.Context, name string) (*Pod, error) {
 // AddPodInPool is AddPod with the pool named in the network configuration ("" = coild's
 // default). On failure the pod namespace is removed.
 func (n *Node) AddPodInPool(ctx context.Context, name, pool string) (*Pod, error) {
-	p, err := n.addPod(ctx, name, pool)
+	return n.addPodOrRemove(ctx, name, pool)
+}
+
+// addPodOrRemove is addPod that removes the pod (its namespace) when the ADD fails.
+func (n *Node) addPodOrRemove(ctx context.Context, name, pool string, env ...string) (*Pod, error) {
+	p, err := n.addPod(ctx, name, pool, env...)
 	if err != nil && p != nil {
 		err = errors.CombineErrors(err, n.c.Lab.RemovePodNS(n.Node, name))
 		n.mu.Lock()
@@ -420,17 +425,7 @@ func (n *Node) AddPodWithIPs(ctx context.Context, name string, ips ...string) (*
 	if err != nil {
 		return nil, errors.Wrap(err, "demo: CAP_ARGS")
 	}
-	p, err := n.addPod(ctx, name, "", "CAP_ARGS="+string(b))
-	if err != nil && p != nil {
-		err = errors.CombineErrors(err, n.c.Lab.RemovePodNS(n.Node, name))
-		n.mu.Lock()
-		delete(n.pods, name)
-		n.mu.Unlock()
-	}
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
+	return n.addPodOrRemove(ctx, name, "", "CAP_ARGS="+string(b))
 }
 
 // TryAddPod is AddPod as a container runtime does it: when the ADD fails, the pod stays
