@@ -96,8 +96,16 @@ func TestBurstSyncsExportOncePerBlock(t *testing.T) {
 	if got, want := table(t, e.nodeNS, 119), blockRoutes(pool4, pool6, bits, blocks); join(got) != join(want) {
 		t.Fatalf("export table after the burst:\n got %s\nwant %s", join(got), join(want))
 	}
-	if n := counter.get("add"); n == 0 || n > int64(len(blocks)) {
-		t.Fatalf("%d ADD-triggered export syncs for %d ADDs into %d new blocks; want 1..%d", n, pods, len(blocks), len(blocks))
+	// At most one ADD-triggered sync per new block. The session loop's watch may export
+	// the new blocks first, and then every ADD finds its route present and syncs
+	// nothing: so the lower bound is on the syncs of both triggers (the counter saw the
+	// burst's exports), not on the ADD path's alone.
+	add, watch := counter.get("add"), counter.get("watch")
+	if add > int64(len(blocks)) {
+		t.Fatalf("%d ADD-triggered export syncs for %d ADDs into %d new blocks; want at most %d", add, pods, len(blocks), len(blocks))
 	}
-	t.Logf("%d ADDs, %d blocks, %d ADD-triggered syncs, %d from the session loop", pods, len(blocks), counter.get("add"), counter.get("watch"))
+	if add+watch == 0 {
+		t.Fatalf("no export sync counted for %d ADDs into %d new blocks (neither ADD- nor watch-triggered)", pods, len(blocks))
+	}
+	t.Logf("%d ADDs, %d blocks, %d ADD-triggered syncs, %d from the session loop", pods, len(blocks), add, watch)
 }
