@@ -37,35 +37,19 @@ func (n *Node) storeRetry(ctx context.Context, f func(context.Context) error) er
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.AppendTimeout)
 	defer cancel()
 	start := time.Now()
-	wait := retryFirstWait
-	for attempt := 1; ; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, n.cfg.AttemptTimeout)
-		err := f(actx)
-		acancel()
-		if err == nil {
-			if attempt > 1 {
-				n.log.Info("etcd answered again", "attempts", attempt, "after", time.Since(start).Round(time.Millisecond))
+	tries, err := events.Retry(ctx, events.RetryPolicy{
+		Attempt: n.cfg.AttemptTimeout, FirstWait: retryFirstWait, MaxWait: retryMaxWait,
+		Retryable: func(err error) bool { return errors.Is(err, events.ErrUnavailable) },
+		OnRetry: func(attempt int, err error, left time.Duration) {
+			if attempt == 1 {
+				n.log.Warn("etcd did not answer; retrying until the request's deadline", "deadline", left.Round(time.Millisecond), "err", err)
 			}
-			return nil
-		}
-		if !errors.Is(err, events.ErrUnavailable) {
-			return err
-		}
-		remaining := time.Until(deadlineOf(ctx))
-		if ctx.Err() != nil || remaining <= retryFirstWait {
-			return errors.Wrapf(err, "gave up after %d tries in %s", attempt, time.Since(start).Round(time.Millisecond))
-		}
-		if attempt == 1 {
-			n.log.Warn("etcd did not answer; retrying until the request's deadline", "deadline", remaining.Round(time.Millisecond), "err", err)
-		}
-		t := time.NewTimer(min(wait, remaining/2))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-		wait = min(2*wait, retryMaxWait)
+		},
+	}, f)
+	if err == nil && tries > 1 {
+		n.log.Info("etcd answered again", "attempts", tries, "after", time.Since(start).Round(time.Millisecond))
 	}
+	return err
 }
 
 func deadlineOf(ctx context.Context) time.Time {

@@ -507,32 +507,25 @@ func (d *Daemon) acquireLease(ctx context.Context, prev *nodeRecord) (int64, <-c
 
 // tryEtcd runs f, each try bounded by leaseAttempt, until it succeeds, fails for good
 // (an error that is not events.Transient), ctx ends or deadline passes (then the last
-// error, wrapped with what). A member that stopped
-// answering without closing its connections (paused, stuck on a disk) costs one try, not
-// the session's start: a call routed to a paused member hung until it resumed (16 s in
+// error, wrapped with what). A member that stopped answering without closing its
+// connections (paused, stuck on a disk) costs one try, not the session's start: a call
+// routed to a paused member hung until it resumed (16 s in
 // TestEtcdMemberPausedKeepsSessions), with coild not ready all along.
 func (d *Daemon) tryEtcd(ctx context.Context, deadline time.Time, what string, f func(context.Context) error) error {
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, leaseAttempt)
-		err := f(actx)
-		cancel()
-		switch {
-		case err == nil:
-			return nil
-		case ctx.Err() != nil:
-			return errors.Wrap(ctx.Err(), what)
-		case !events.Transient(err):
-			return errors.Wrap(err, what)
-		case !time.Now().Add(100 * time.Millisecond).Before(deadline):
-			return errors.Wrapf(err, "%s (%d tries)", what, attempt)
-		}
-		d.log.Warn("etcd did not answer; trying again", "what", what, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return errors.Wrap(ctx.Err(), what)
-		case <-time.After(100 * time.Millisecond):
-		}
+	// A call past the deadline still gets its one try (the caller decides what a late
+	// success means: a liveness key still held by another lease is ErrNodeTaken).
+	if first := time.Now().Add(leaseAttempt); deadline.Before(first) {
+		deadline = first
 	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	_, err := events.Retry(ctx, events.RetryPolicy{
+		Attempt: leaseAttempt, FirstWait: 100 * time.Millisecond,
+		OnRetry: func(attempt int, err error, _ time.Duration) {
+			d.log.Warn("etcd did not answer; trying again", "what", what, "attempt", attempt, "err", err)
+		},
+	}, f)
+	return errors.Wrap(err, what)
 }
 
 // revokeOwnLease revokes the lease prev records if, and only if, it is provably this
