@@ -332,58 +332,59 @@ func diffClaims(d *Diff, from, to *StateAt) {
 	key := func(c PoolClaim) string {
 		return fmt.Sprint(c.Pool, c.Addrs, c.Node, c.ContainerID, c.IfName, c.Since.UnixNano())
 	}
-	fc, tc := Claims(from.State.State), Claims(to.State.State)
-	in := func(cs []PoolClaim) map[string]bool {
-		m := map[string]bool{}
-		for _, c := range cs {
-			m[key(c)] = true
+	d.Claims.Added, d.Claims.Removed = setDiff(Claims(from.State.State), Claims(to.State.State), key)
+}
+
+// setDiff returns the items of to whose key is not in from (in to's order) and those of
+// from whose key is not in to (in from's order); empty, not nil, when none.
+func setDiff[T any, K comparable](from, to []T, key func(T) K) (added, removed []T) {
+	in := func(xs []T) map[K]bool {
+		m := make(map[K]bool, len(xs))
+		for _, x := range xs {
+			m[key(x)] = true
 		}
 		return m
 	}
-	fk, tk := in(fc), in(tc)
-	d.Claims.Added, d.Claims.Removed = []PoolClaim{}, []PoolClaim{}
-	for _, c := range tc {
-		if !fk[key(c)] {
-			d.Claims.Added = append(d.Claims.Added, c)
+	fk, tk := in(from), in(to)
+	added, removed = []T{}, []T{}
+	for _, x := range to {
+		if !fk[key(x)] {
+			added = append(added, x)
 		}
 	}
-	for _, c := range fc {
-		if !tk[key(c)] {
-			d.Claims.Removed = append(d.Claims.Removed, c)
+	for _, x := range from {
+		if !tk[key(x)] {
+			removed = append(removed, x)
 		}
 	}
+	return added, removed
 }
 
 // diffReservations fills the reservation and option parts of d.
 func diffReservations(d *Diff, from, to *StateAt) {
-	d.Reservations.Added, d.Reservations.Removed, d.Options = []ReservationChange{}, []ReservationChange{}, []OptionChange{}
-	type key struct {
+	d.Options = []OptionChange{}
+	type poolRes struct {
 		pool string
 		res  projection.Reservation
 	}
-	resOf := func(st *StateAt) map[key]bool {
-		out := map[key]bool{}
+	resOf := func(st *StateAt) []poolRes {
+		var out []poolRes
 		for name, p := range st.Cluster.Pools {
 			for _, r := range p.Reserved {
-				out[key{name, r}] = true
+				out = append(out, poolRes{name, r})
 			}
 		}
 		return out
 	}
-	fr, tr := resOf(from), resOf(to)
-	change := func(k key) ReservationChange {
-		return ReservationChange{Pool: k.pool, Range: k.res.Range().String(), Reason: k.res.Reason}
-	}
-	for k := range tr {
-		if !fr[k] {
-			d.Reservations.Added = append(d.Reservations.Added, change(k))
+	added, removed := setDiff(resOf(from), resOf(to), func(r poolRes) poolRes { return r })
+	change := func(rs []poolRes) []ReservationChange {
+		out := make([]ReservationChange, len(rs))
+		for i, r := range rs {
+			out[i] = ReservationChange{Pool: r.pool, Range: r.res.Range().String(), Reason: r.res.Reason}
 		}
+		return out
 	}
-	for k := range fr {
-		if !tr[k] {
-			d.Reservations.Removed = append(d.Reservations.Removed, change(k))
-		}
-	}
+	d.Reservations.Added, d.Reservations.Removed = change(added), change(removed)
 	sortRes := func(rs []ReservationChange) {
 		sort.Slice(rs, func(i, j int) bool {
 			if rs[i].Pool != rs[j].Pool {
