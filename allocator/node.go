@@ -255,6 +255,17 @@ func (n *Node) WatchPrefixes() []string {
 	return []string{string(events.ClusterStream), "pool/", string(n.stream())}
 }
 
+// WatchRequest is how a node watches the log after Load (rev, after: what Load
+// returned): the streams it follows, each in its own order. The node folds each stream
+// on its own and guards its appends on the heads of the streams it decided from, so it
+// needs no order across them; and its own appends then come back through the watch
+// without etcd being asked for the other watches' progress each time (events.WatchRequest
+// PerStreamOrder; in bench/scale's churn the order across streams cost the allocation
+// p99 about 2x).
+func (n *Node) WatchRequest(rev int64, after map[events.Stream]uint64) events.WatchRequest {
+	return events.WatchRequest{Prefixes: n.WatchPrefixes(), FromRev: rev, After: after, PerStreamOrder: true}
+}
+
 // Register appends NodeRegistered with the node's lease.
 func (n *Node) Register(ctx context.Context) error {
 	n.mu.Lock()

@@ -290,7 +290,7 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 	d.recordLabels(sctx) // before ADDs are served: pools with a node selector match them
 	d.loaded.Store(true)
 	d.requestIndex() // the replay may have passed chunk boundaries
-	watch := d.elog.Watch(sctx, events.WatchRequest{Prefixes: d.node.WatchPrefixes(), FromRev: rev, After: after})
+	watch := d.elog.Watch(sctx, d.node.WatchRequest(rev, after))
 	if err := d.reconcile(sctx, first); err != nil {
 		d.log.Error("reconcile", "err", err)
 	}

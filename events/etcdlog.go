@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -741,6 +742,11 @@ func (l *EtcdLog) watchFrom(ctx context.Context, w *watchState, rev int64) error
 		for _, p := range progress[1:] {
 			through = min(through, p)
 		}
+		if w.perStream {
+			// No other prefix's events to wait for: what came is delivered at once
+			// (one etcd watch's responses come in revision order).
+			through = math.MaxInt64
+		}
 		var ready []*clientv3.Event
 		ready, held = releaseThrough(held, through)
 		raws, err := l.toRaw(ready)
@@ -911,9 +917,11 @@ func (w *watchState) deliverRaw(ctx context.Context, evs []rawEvent, read readFu
 // caller's After) and, once it delivered one, that event's hash.
 type watchState struct {
 	prefixes []string
-	after    map[Stream]uint64
-	heads    map[Stream]Hash
-	out      chan<- WatchBatch
+	// perStream: deliver each etcd watch's events as they come (WatchRequest.PerStreamOrder).
+	perStream bool
+	after     map[Stream]uint64
+	heads     map[Stream]Hash
+	out       chan<- WatchBatch
 	// progressed: the current etcd watch delivered a response (events or progress)
 	// before it ended; a watch ended without one does not reset the resume bound.
 	progressed bool
@@ -921,10 +929,11 @@ type watchState struct {
 
 func newWatchState(req WatchRequest, out chan<- WatchBatch) *watchState {
 	w := &watchState{
-		prefixes: minimalPrefixes(req.Prefixes),
-		after:    make(map[Stream]uint64, len(req.After)),
-		heads:    map[Stream]Hash{},
-		out:      out,
+		prefixes:  minimalPrefixes(req.Prefixes),
+		perStream: req.PerStreamOrder,
+		after:     make(map[Stream]uint64, len(req.After)),
+		heads:     map[Stream]Hash{},
+		out:       out,
 	}
 	for s, seq := range req.After {
 		w.after[s] = seq

@@ -119,7 +119,8 @@ type Log interface {
 	ReadPrefix(ctx context.Context, prefix string, rev int64, fn func(*Event) error) (int64, error)
 
 	// Watch delivers events of the streams whose names start with one of prefixes,
-	// committed after revision fromRev, in revision order. After[stream] is the last
+	// committed after revision fromRev, in revision order (with PerStreamOrder: each
+	// stream's in order, different prefixes' as they come). After[stream] is the last
 	// sequence the caller already has for a stream; the watch never delivers an event at or
 	// below it, and if history was compacted it re-reads from there, so nothing is missed
 	// or delivered twice. The channel closes when ctx ends; a fatal error is delivered as a
@@ -142,6 +143,14 @@ type WatchRequest struct {
 	Prefixes []string
 	FromRev  int64
 	After    map[Stream]uint64
+	// PerStreamOrder relaxes the order to each stream's own: events of one stream still
+	// come in sequence, none missed or twice, but an event of one prefix may come before
+	// an older one of another (and a batch holds one prefix's events of a revision). The
+	// etcd watch then need not hold an event until every prefix's watch has progressed
+	// past it, which costs a progress request per event that arrives alone: for a node's
+	// own appends, one per append. For readers that fold each stream on its own (a
+	// projection.State: node allocators, coild); not for an audit stream.
+	PerStreamOrder bool
 }
 
 // WatchBatch is a group of events committed at one revision, or a terminal error.
