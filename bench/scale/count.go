@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/errors"
 
@@ -18,6 +19,7 @@ type counters struct {
 	events        atomic.Int64 // events committed
 	watchEvents   atomic.Int64 // events delivered by the nodes' watches
 	reads         atomic.Int64 // stream reads (replay, catch-up)
+	appendLat     latencies    // each successful append's etcd round trip (churn reports it)
 }
 
 // countingLog is an events.Log that counts the transactions of its appends. It forwards
@@ -36,9 +38,11 @@ func (l *countingLog) Append(ctx context.Context, req events.AppendRequest) (eve
 	if blocks > 0 {
 		l.c.blockAttempts.Add(1)
 	}
+	start := time.Now()
 	v, err := l.Log.Append(ctx, req)
 	switch {
 	case err == nil:
+		l.c.appendLat.add(time.Since(start))
 		n := int64(len(req.Events))
 		for _, w := range appendParts(req) {
 			n += int64(len(w))

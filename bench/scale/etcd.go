@@ -39,7 +39,7 @@ type etcdCluster struct {
 
 // startEtcd starts the child with members members under a new temporary directory and
 // waits until every member serves clients.
-func startEtcd(ctx context.Context, members int, fsync bool, timings string) (*etcdCluster, error) {
+func startEtcd(ctx context.Context, members int, fsync bool, timings, cpuProfile string) (*etcdCluster, error) {
 	dir, err := os.MkdirTemp("", "coil-scale-")
 	if err != nil {
 		return nil, errors.Wrap(err, "etcd data directory")
@@ -49,7 +49,7 @@ func startEtcd(ctx context.Context, members int, fsync bool, timings string) (*e
 		return nil, errors.Wrap(err, "find this binary")
 	}
 	cmd := exec.CommandContext(ctx, self, "-etcd-child", dir, "-members", strconv.Itoa(members),
-		"-fsync="+strconv.FormatBool(fsync), "-etcd-timings", timings)
+		"-fsync="+strconv.FormatBool(fsync), "-etcd-timings", timings, "-etcd-cpuprofile", cpuProfile)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
@@ -114,7 +114,8 @@ func dbSize(ctx context.Context, cli *clientv3.Client, endpoints []string) (int6
 }
 
 // etcdChild is the child's main: start the members, print READY, wait for stdin to close.
-func etcdChild(dir string, members int, fsync bool, timings string) error {
+// With cpuProfile, it writes a CPU profile of the members from READY until then.
+func etcdChild(dir string, members int, fsync bool, timings, cpuProfile string) error {
 	signal.Ignore(syscall.SIGINT) // the parent stops us by closing stdin
 	sock, err := os.MkdirTemp("", "coilsc")
 	if err != nil {
@@ -179,6 +180,11 @@ func etcdChild(dir string, members int, fsync bool, timings string) error {
 			return errors.Wrapf(err, "member %s", names[i])
 		}
 	}
+	stopProfile, err := startCPUProfile(cpuProfile)
+	if err != nil {
+		return errors.Wrap(err, "etcd CPU profile")
+	}
+	defer stopProfile()
 	fmt.Println("READY " + strings.Join(clients, ","))
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	return nil

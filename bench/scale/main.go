@@ -43,32 +43,36 @@ import (
 )
 
 type options struct {
-	nodes      int
-	scenario   string
-	layout     string
-	design     string
-	members    int
-	fsync      bool
-	timings    string
-	subnet     string
-	blockBits  int
-	startPar   int
-	noWatch    bool
-	leaseTTL   time.Duration
-	retryWait  time.Duration
-	timeout    time.Duration
-	results    string
-	label      string
-	churnPods  int
-	churnRate  float64
-	churnLive  int
-	churnRaw   int // churn: transactions of etcd's own baseline after Coil's churn (0: none)
-	reconcile  time.Duration
-	blockGrace time.Duration
-	limitDur   time.Duration
-	limitReqs  int
-	noRawEtcd  bool
-	cpuProfile string
+	nodes        int
+	scenario     string
+	layout       string
+	design       string
+	members      int
+	fsync        bool
+	timings      string
+	subnet       string
+	blockBits    int
+	startPar     int
+	noWatch      bool
+	watchOrdered bool
+	leaseTTL     time.Duration
+	retryWait    time.Duration
+	timeout      time.Duration
+	results      string
+	label        string
+	churnPods    int
+	churnRate    float64
+	churnLive    int
+	churnRaw     int // churn: transactions of etcd's own baseline after Coil's churn (0: none)
+	// churnRawWatch: run the baseline a second time with each writer watching its keys.
+	churnRawWatch bool
+	reconcile     time.Duration
+	blockGrace    time.Duration
+	limitDur      time.Duration
+	limitReqs     int
+	noRawEtcd     bool
+	cpuProfile    string
+	etcdProfile   string
 	// limitRawWatch: measure etcd's own rate a second time with each writer watching its keys.
 	limitRawWatch bool
 }
@@ -88,6 +92,7 @@ func main() {
 	flag.IntVar(&o.blockBits, "block-bits", 5, "block size in bits")
 	flag.IntVar(&o.startPar, "start-parallel", 32, "nodes started at once during set-up")
 	flag.BoolVar(&o.noWatch, "no-watch", false, "nodes do not watch the log")
+	flag.BoolVar(&o.watchOrdered, "watch-ordered", false, "nodes' watches keep the order across streams (coild's watch before PerStreamOrder: the baseline of that change)")
 	flag.DurationVar(&o.leaseTTL, "lease-ttl", 60*time.Second, "the nodes' lease TTL")
 	flag.DurationVar(&clientKeepAlive, "client-keepalive", 0, "the nodes' gRPC keep-alive ping interval (0: coild's client, 5 s)")
 	flag.DurationVar(&clientKeepAliveTimeout, "client-keepalive-timeout", 20*time.Second, "with --client-keepalive: how long a ping may go unanswered")
@@ -98,6 +103,7 @@ func main() {
 	flag.IntVar(&o.churnPods, "churn-pods", 100000, "churn: pods started (and stopped)")
 	flag.Float64Var(&o.churnRate, "churn-rate", 500, "churn: pod starts per second (stops follow at the same rate)")
 	flag.IntVar(&o.churnRaw, "churn-raw", 0, "churn: after Coil's churn, this many of etcd's own transactions at 2 x --churn-rate (the latency baseline)")
+	flag.BoolVar(&o.churnRawWatch, "churn-raw-watch", false, "churn: with --churn-raw, run the baseline a second time with each writer watching its own keys (as a node watches its own stream)")
 	flag.IntVar(&o.churnLive, "churn-live", 20, "churn: pods alive per node in the steady state")
 	flag.DurationVar(&o.reconcile, "reconcile-every", 0, "churn: each node releases empty blocks this often (0: never)")
 	flag.DurationVar(&o.blockGrace, "block-grace", 10*time.Second, "churn: how long a block stays empty before it is released")
@@ -105,10 +111,11 @@ func main() {
 	flag.IntVar(&o.limitReqs, "limit-requesters", 64, "limit: concurrent requesters per node")
 	flag.BoolVar(&o.noRawEtcd, "limit-no-raw", false, "limit: skip etcd's own put rate")
 	flag.BoolVar(&o.limitRawWatch, "limit-raw-watch", false, "limit: also measure etcd's own rate with each writer watching its own keys (as a node watches its own stream)")
-	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "limit: write a CPU profile of the harness (the nodes' side) during Coil's run to this file")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "limit, churn: write a CPU profile of the harness (the nodes' side) during Coil's run to this file")
+	flag.StringVar(&o.etcdProfile, "etcd-cpuprofile", "", "write a CPU profile of the etcd members (from ready to stop: set-up, scenario and baselines) to this file")
 	flag.Parse()
 	if *child != "" {
-		if err := etcdChild(*child, o.members, o.fsync, o.timings); err != nil {
+		if err := etcdChild(*child, o.members, o.fsync, o.timings, o.etcdProfile); err != nil {
 			fmt.Fprintf(os.Stderr, "etcd child: %+v\n", err)
 			os.Exit(1)
 		}
@@ -203,15 +210,24 @@ type result struct {
 	ChurnRate    float64 `json:"churn_rate,omitempty"`
 	ReleaseP50ms float64 `json:"release_p50_ms,omitempty"`
 	ReleaseP99ms float64 `json:"release_p99_ms,omitempty"`
+	// AppendP50ms, AppendP99ms (churn): the appends' own etcd round trips (a request's
+	// latency is this plus its wait in the node's queue for the append before it).
+	AppendP50ms float64 `json:"append_p50_ms,omitempty"`
+	AppendP99ms float64 `json:"append_p99_ms,omitempty"`
 	// etcd's own transaction latency at churn's append rate (--churn-raw).
 	ChurnRawP50ms  float64 `json:"churn_raw_p50_ms,omitempty"`
 	ChurnRawP99ms  float64 `json:"churn_raw_p99_ms,omitempty"`
 	ChurnRawMaxms  float64 `json:"churn_raw_max_ms,omitempty"`
 	ChurnRawFailed int     `json:"churn_raw_failed,omitempty"`
-	ReplayS        float64 `json:"replay_s,omitempty"`
-	ReplayEvents   int64   `json:"replay_events,omitempty"`
-	NewNodeLoadMs  float64 `json:"new_node_load_ms,omitempty"`
-	BlocksReleased int64   `json:"blocks_released,omitempty"`
+	// The same with each writer watching its keys (--churn-raw-watch).
+	ChurnRawWatchP50ms  float64 `json:"churn_raw_watch_p50_ms,omitempty"`
+	ChurnRawWatchP99ms  float64 `json:"churn_raw_watch_p99_ms,omitempty"`
+	ChurnRawWatchMaxms  float64 `json:"churn_raw_watch_max_ms,omitempty"`
+	ChurnRawWatchFailed int     `json:"churn_raw_watch_failed,omitempty"`
+	ReplayS             float64 `json:"replay_s,omitempty"`
+	ReplayEvents        int64   `json:"replay_events,omitempty"`
+	NewNodeLoadMs       float64 `json:"new_node_load_ms,omitempty"`
+	BlocksReleased      int64   `json:"blocks_released,omitempty"`
 	// exhaustion
 	ExhaustedNodes int `json:"exhausted_nodes,omitempty"`
 	PoolAddresses  int `json:"pool_addresses,omitempty"`
@@ -261,7 +277,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	default:
 		return nil, errors.Newf("--scenario %q: want boot, churn, exhaustion or limit", o.scenario)
 	}
-	ec, err := startEtcd(ctx, o.members, o.fsync, o.timings)
+	ec, err := startEtcd(ctx, o.members, o.fsync, o.timings, o.etcdProfile)
 	if err != nil {
 		return nil, err
 	}
@@ -370,7 +386,7 @@ func nodeName(i int) string { return fmt.Sprintf("node-%05d", i) }
 
 // startNodes starts n simulated nodes, startPar at a time.
 func (h *harness) startNodes(ctx context.Context, n int) error {
-	cfg := simConfig{endpoints: h.etcd.endpoints, leaseTTL: h.o.leaseTTL, c: h.c, noWatch: h.o.noWatch}
+	cfg := simConfig{endpoints: h.etcd.endpoints, leaseTTL: h.o.leaseTTL, c: h.c, noWatch: h.o.noWatch, watchOrdered: h.o.watchOrdered}
 	h.nodes = make([]*simNode, n)
 	sem := make(chan struct{}, h.o.startPar)
 	var wg sync.WaitGroup
@@ -650,6 +666,10 @@ func (h *harness) churn(ctx context.Context) error {
 	var fails failures
 	life := time.Duration(float64(o.churnLive*len(h.nodes)) / o.churnRate * float64(time.Second))
 	h.res.ChurnRate = o.churnRate
+	stopProfile, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		return err
+	}
 	var reconWG sync.WaitGroup
 	rctx, rcancel := context.WithCancel(ctx)
 	var released atomic.Int64
@@ -720,16 +740,23 @@ func (h *harness) churn(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	stopProfile()
 	rcancel()
 	reconWG.Wait()
 	h.res.AllBlockedS = time.Since(t0).Seconds()
 	h.res.P50ms, h.res.P99ms, h.res.Maxms = alloc.quantiles()
 	h.res.ReleaseP50ms, h.res.ReleaseP99ms, _ = rel.quantiles()
+	h.res.AppendP50ms, h.res.AppendP99ms, _ = h.c.appendLat.quantiles()
 	h.res.Allocs = len(alloc.d)
 	h.res.FailedAllocs, h.res.FailedReasons = fails.n, fails.by
 	h.res.BlocksReleased = released.Load()
 	if ctx.Err() == nil && o.churnRaw > 0 {
-		return h.churnRaw(ctx)
+		p50, p99, mx, failed := h.churnRaw(ctx, false)
+		h.res.ChurnRawP50ms, h.res.ChurnRawP99ms, h.res.ChurnRawMaxms, h.res.ChurnRawFailed = p50, p99, mx, failed
+		if ctx.Err() == nil && o.churnRawWatch {
+			p50, p99, mx, failed := h.churnRaw(ctx, true)
+			h.res.ChurnRawWatchP50ms, h.res.ChurnRawWatchP99ms, h.res.ChurnRawWatchMaxms, h.res.ChurnRawWatchFailed = p50, p99, mx, failed
+		}
 	}
 	return ctx.Err()
 }
@@ -738,8 +765,10 @@ func (h *harness) churn(ctx context.Context) error {
 // appended (a start and a stop per pod: 2 x --churn-rate), on the same members through
 // the same nodes' clients, each op a transaction of an append's shape on a random node:
 // compare the node's lease and its head, put one event-sized value and the new head.
-// A node's ops go one at a time, as its committer's appends do.
-func (h *harness) churnRaw(ctx context.Context) error {
+// A node's ops go one at a time, as its committer's appends do. With watch, each node
+// also watches its own keys (and drains the watch). It returns p50, p99, max (ms) and the
+// failed transactions.
+func (h *harness) churnRaw(ctx context.Context, watch bool) (p50, p99, mx float64, failed int) {
 	o := h.o
 	var lat latencies
 	var fails failures
@@ -751,6 +780,19 @@ func (h *harness) churnRaw(ctx context.Context) error {
 	}
 	raws := make([]rawNode, len(h.nodes))
 	interval := time.Duration(float64(time.Second) / (2 * o.churnRate))
+	tag := "rawchurn"
+	if watch {
+		tag = "rawchurn-watched"
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		for ni, n := range h.nodes {
+			wch := n.cli.Watch(wctx, fmt.Sprintf("/%s/log/%d/", tag, ni), clientv3.WithPrefix())
+			go func() {
+				for range wch { //nolint:revive // drained: etcd sends every put as a node's watch gets its own events
+				}
+			}()
+		}
+	}
 	var wg sync.WaitGroup
 	t0 := time.Now()
 	for i := 0; i < o.churnRaw && ctx.Err() == nil; i++ {
@@ -765,11 +807,11 @@ func (h *harness) churnRaw(ctx context.Context) error {
 			s := time.Now()
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			hk := fmt.Sprintf("/rawchurn/head/%d", ni)
+			hk := fmt.Sprintf("/%s/head/%d", tag, ni)
 			r.seq++
 			next := fmt.Sprintf("%012d", r.seq)
 			resp, err := rawAppend(ctx, n.cli, events.NewKeys("").Alive(n.name), n.lease, hk, r.prev, next,
-				[]clientv3.Op{clientv3.OpPut(fmt.Sprintf("/rawchurn/log/%d/%012d", ni, r.seq), string(val))})
+				[]clientv3.Op{clientv3.OpPut(fmt.Sprintf("/%s/log/%d/%012d", tag, ni, r.seq), string(val))})
 			switch {
 			case err != nil:
 				fails.add(err)
@@ -782,11 +824,10 @@ func (h *harness) churnRaw(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	h.res.ChurnRawP50ms, h.res.ChurnRawP99ms, h.res.ChurnRawMaxms = lat.quantiles()
-	h.res.ChurnRawFailed = fails.n
-	fmt.Fprintf(os.Stderr, "churn: etcd's own transactions at %.0f/s: p50 %.1f p99 %.1f max %.1f ms, %d failed\n",
-		2*o.churnRate, h.res.ChurnRawP50ms, h.res.ChurnRawP99ms, h.res.ChurnRawMaxms, fails.n)
-	return ctx.Err()
+	p50, p99, mx = lat.quantiles()
+	fmt.Fprintf(os.Stderr, "churn: etcd's own transactions at %.0f/s (watched %v): p50 %.1f p99 %.1f max %.1f ms, %d failed\n",
+		2*o.churnRate, watch, p50, p99, mx, fails.n)
+	return p50, p99, mx, fails.n
 }
 
 // replay measures, after churn, a full replay of the log (every stream, as coilctl state

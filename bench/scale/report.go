@@ -36,7 +36,9 @@ func printTable(r *result) {
 		rows = append(rows,
 			[2]string{"churn rate (pod starts/s)", fmt.Sprint(r.ChurnRate)},
 			[2]string{"release latency p50 / p99", fmt.Sprintf("%.1f / %.1f ms", r.ReleaseP50ms, r.ReleaseP99ms)},
+			[2]string{"append (etcd round trip) latency p50 / p99", fmt.Sprintf("%.1f / %.1f ms", r.AppendP50ms, r.AppendP99ms)},
 			[2]string{"etcd's own transaction at the same rate p50 / p99 / max", fmt.Sprintf("%.1f / %.1f / %.1f ms (%d failed)", r.ChurnRawP50ms, r.ChurnRawP99ms, r.ChurnRawMaxms, r.ChurnRawFailed)},
+			[2]string{"... with each writer watching its keys p50 / p99 / max", fmt.Sprintf("%.1f / %.1f / %.1f ms (%d failed)", r.ChurnRawWatchP50ms, r.ChurnRawWatchP99ms, r.ChurnRawWatchMaxms, r.ChurnRawWatchFailed)},
 			[2]string{"empty blocks released", fmt.Sprint(r.BlocksReleased)},
 			[2]string{"full replay of the log", fmt.Sprintf("%d events in %.2f s (%.0f events/s)", r.ReplayEvents, r.ReplayS, float64(r.ReplayEvents)/math.Max(r.ReplayS, 1e-9))},
 			[2]string{"a new node's start (client, lease, replay, register)", fmt.Sprintf("%.0f ms", r.NewNodeLoadMs)})

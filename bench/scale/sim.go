@@ -25,11 +25,12 @@ type simNode struct {
 }
 
 type simConfig struct {
-	endpoints []string
-	prefix    string
-	leaseTTL  time.Duration
-	c         *counters
-	noWatch   bool
+	endpoints    []string
+	prefix       string
+	leaseTTL     time.Duration
+	c            *counters
+	noWatch      bool
+	watchOrdered bool
 }
 
 // startNode connects, takes a lease and liveness key, starts the committer, replays,
@@ -66,7 +67,9 @@ func startNode(ctx context.Context, cfg simConfig, name string) (*simNode, error
 	if cfg.noWatch {
 		return n, nil
 	}
-	watch := n.log.Watch(rctx, events.WatchRequest{Prefixes: n.node.WatchPrefixes(), FromRev: rev, After: after})
+	req := n.node.WatchRequest(rev, after)
+	req.PerStreamOrder = !cfg.watchOrdered
+	watch := n.log.Watch(rctx, req)
 	n.watch(watch, cfg.c, func(e *events.Event) error {
 		return errors.Wrapf(n.node.Observe(rctx, e), "apply %s #%d", e.Stream, e.Seq)
 	})
