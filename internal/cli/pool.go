@@ -41,6 +41,15 @@ func validName(kind, name string) error {
 	return nil
 }
 
+// connectForPool checks a pool NAME argument, then connects: a bad name is a usage
+// error before etcd is dialled.
+func (a *app) connectForPool(name string) error {
+	if err := validName("pool", name); err != nil {
+		return err
+	}
+	return a.connect()
+}
+
 // Pool layouts (--layout): where a pool records its blocks' owners.
 const (
 	layoutBlockStreams = "block-streams"
@@ -180,10 +189,7 @@ out addresses from a log it cannot read). There is no way back.`,
 		Args:    argsUsage(1, 1, "NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := validName("pool", name); err != nil {
-				return err
-			}
-			if err := a.connect(); err != nil {
+			if err := a.connectForPool(name); err != nil {
 				return err
 			}
 			if err := a.admin().SplitPool(cmd.Context(), name); err != nil {
@@ -465,10 +471,7 @@ another pool".`,
 		Args:    argsUsage(1, 1, "one pool NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := validName("pool", name); err != nil {
-				return err
-			}
-			if err := a.connect(); err != nil {
+			if err := a.connectForPool(name); err != nil {
 				return err
 			}
 			changed, err := a.admin().DisablePool(cmd.Context(), name, reason)
@@ -494,10 +497,7 @@ func (a *app) poolEnableCommand() *cobra.Command {
 		Args:    argsUsage(1, 1, "one pool NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := validName("pool", name); err != nil {
-				return err
-			}
-			if err := a.connect(); err != nil {
+			if err := a.connectForPool(name); err != nil {
 				return err
 			}
 			changed, err := a.admin().EnablePool(cmd.Context(), name)
@@ -563,10 +563,7 @@ func (a *app) poolShowCommand() *cobra.Command {
 		Args:    argsUsage(1, 1, "one pool NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := validName("pool", name); err != nil {
-				return err
-			}
-			if err := a.connect(); err != nil {
+			if err := a.connectForPool(name); err != nil {
 				return err
 			}
 			st, err := loadState(cmd.Context(), a.log)
