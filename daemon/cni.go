@@ -169,7 +169,10 @@ func (d *Daemon) add(ctx context.Context, req *cniproto.Request) (*cniproto.AddR
 		areq.Fixed, fixedFrom = sel.FixedIPs, "pod annotation "+kube.IPAnnotation
 	}
 	asg, err := d.node.Allocate(ctx, areq)
-	if errors.Is(err, events.ErrFenced) && d.awaitNewSession(ctx, session, start.Add(allocator.DefaultAppendTimeout)) {
+	// The wait is counted from the fence, not from the ADD's start: the first try may
+	// have spent seconds on a paused member, and the next session's start can meet it
+	// again (each call placed there costs a try). The plugin's own timeout bounds the whole.
+	if errors.Is(err, events.ErrFenced) && d.awaitNewSession(ctx, session, time.Now().Add(allocator.DefaultAppendTimeout)) {
 		// Nothing was committed (the append was refused); the new session holds a new
 		// lease and has read the log again.
 		d.log.Info("ADD fenced by a lost lease; allocated again in the new session", "container", req.ContainerID, "after", time.Since(start).Round(time.Millisecond))

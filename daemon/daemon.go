@@ -491,7 +491,9 @@ func (d *Daemon) acquireLease(ctx context.Context, prev *nodeRecord) (int64, <-c
 		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
 			holder = kvs[0].Lease
 		}
-		_, _ = d.cli.Revoke(ctx, g.ID)
+		rctx, cancel := context.WithTimeout(ctx, leaseAttempt) // best effort: it expires anyway
+		_, _ = d.cli.Revoke(rctx, g.ID)
+		cancel()
 		if time.Now().After(deadline) {
 			return 0, nil, nil, errors.Wrapf(ErrNodeTaken, "node %q: liveness key %s is held by lease %x, which this state directory (%s) did not record; is another coild running with --node %s?",
 				d.cfg.Node, key, holder, d.cfg.StateDir, d.cfg.Node)
@@ -537,9 +539,15 @@ func (d *Daemon) revokeOwnLease(ctx context.Context, prev *nodeRecord, key strin
 	if prev == nil {
 		return nil
 	}
-	resp, err := d.cli.Get(ctx, key)
-	if err != nil {
-		return errors.Wrapf(err, "read liveness key %s", key)
+	// Both calls are tried like the lease's grant (tryEtcd): one placed on a paused member
+	// must not hold the session's start until it resumes.
+	deadline := time.Now().Add(2 * d.cfg.LeaseTTL)
+	var resp *clientv3.GetResponse
+	if err := d.tryEtcd(ctx, deadline, "read liveness key "+key, func(actx context.Context) (err error) {
+		resp, err = d.cli.Get(actx, key)
+		return err
+	}); err != nil {
+		return err
 	}
 	var reason string
 	switch {
@@ -559,10 +567,13 @@ func (d *Daemon) revokeOwnLease(ctx context.Context, prev *nodeRecord, key strin
 		return nil
 	}
 	d.log.Info("revoking this state directory's previous lease", "lease", fmt.Sprintf("%x", prev.Lease), "key", key)
-	if _, err := d.cli.Revoke(ctx, clientv3.LeaseID(prev.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return errors.Wrapf(err, "revoke previous lease %x", prev.Lease)
-	}
-	return nil
+	return d.tryEtcd(ctx, deadline, fmt.Sprintf("revoke previous lease %x", prev.Lease), func(actx context.Context) error {
+		_, err := d.cli.Revoke(actx, clientv3.LeaseID(prev.Lease))
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return nil // gone already (expired, or an earlier try that timed out revoked it)
+		}
+		return err
+	})
 }
 
 // sameHome reports whether prev was written by a coild of this state directory for
