@@ -52,11 +52,6 @@ func (n *Node) storeRetry(ctx context.Context, f func(context.Context) error) er
 	return err
 }
 
-func deadlineOf(ctx context.Context) time.Time {
-	d, _ := ctx.Deadline()
-	return d
-}
-
 // expired is the answer to a request that waited in the queue past its deadline.
 func expired(o *op) error {
 	return errors.Mark(errors.Newf("allocator: request not decided within its deadline (%s ago): etcd slow or unreachable; try again",

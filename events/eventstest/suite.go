@@ -576,6 +576,7 @@ func (su suite) testWatchGap(t *testing.T) {
 // stream's in sequence, none twice; with perStream, under WatchRequest.PerStreamOrder
 // (the check is the same: requireDense looks at each stream's order only).
 func (su suite) testWatchLive(t *testing.T, perStream bool) {
+	t.Helper()
 	l, _ := su.newLog(t)
 	ctx := ctxT(t)
 	_, rev, err := l.Head(ctx, events.ClusterStream)
