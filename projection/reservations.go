@@ -178,9 +178,7 @@ func (c *Cluster) reserve(e *events.Event, p *events.AddressesReserved) error {
 				return nil, invalid(e, "range %s overlaps reserved range %s", r, o.Range())
 			}
 		}
-		out = append(out, Reservation{First: r.First, Last: r.Last, Reason: p.Reason, Actor: e.Actor, Time: e.Time, AfterRelease: p.AfterRelease})
-		sortReservations(out)
-		return out, nil
+		return append(out, Reservation{First: r.First, Last: r.Last, Reason: p.Reason, Actor: e.Actor, Time: e.Time, AfterRelease: p.AfterRelease}), nil
 	})
 }
 
@@ -198,8 +196,8 @@ func (c *Cluster) unreserve(e *events.Event, p *events.AddressesUnreserved) erro
 
 // editReservations folds an event that changes pool name's reservations: the pool
 // exists, ranges is not empty, each range is well formed and inside the pool, and step
-// folds it into (a copy of) the reservations; the pool's change only if every step
-// succeeds.
+// folds it into (a copy of) the reservations, sorted by first address at the end; the
+// pool's change only if every step succeeds.
 func (c *Cluster) editReservations(e *events.Event, name string, ranges []events.AddrRange,
 	step func([]Reservation, events.AddrRange) ([]Reservation, error)) error {
 	pool, err := c.existing(e, name)
@@ -218,6 +216,7 @@ func (c *Cluster) editReservations(e *events.Event, name string, ranges []events
 			return err
 		}
 	}
+	sortReservations(out) // once, after every step (subtract keeps the order; reserve appends)
 	if len(out) == 0 {
 		out = nil
 	}
