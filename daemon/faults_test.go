@@ -44,11 +44,6 @@ func TestEtcdDownNotReadyIsTryAgain(t *testing.T) {
 	}
 }
 
-// etcd itself can revoke coild's lease under it (in the chaos soak: an etcd leader paused
-// past the lease's expiry, as it resumed). An ADD whose append is then fenced is not
-// failed: coild renews at once, learns the lease is gone, starts a new session and
-// allocates the ADD there, within the request's deadline. Before, the ADD failed with
-// "fenced" (code 11) and the session ended only at the next renewal, up to TTL/3 later.
 // TestAddBetweenSessionsWaits: an ADD that arrives after coild's session ended (etcd
 // revoked its lease) and before the next one is ready waits for it and succeeds, instead
 // of failing the pod start with "not ready" (seen in TestEtcdMemberPausedKeepsSessions
@@ -82,6 +77,11 @@ func TestAddBetweenSessionsWaits(t *testing.T) {
 	}
 }
 
+// etcd itself can revoke coild's lease under it (in the chaos soak: an etcd leader paused
+// past the lease's expiry, as it resumed). An ADD whose append is then fenced is not
+// failed: coild renews at once, learns the lease is gone, starts a new session and
+// allocates the ADD there, within the request's deadline. Before, the ADD failed with
+// "fenced" (code 11) and the session ended only at the next renewal, up to TTL/3 later.
 func TestAddFencedByRevokedLeaseSucceeds(t *testing.T) {
 	e := newEnv(t)
 	e.defaultPool()

@@ -30,11 +30,12 @@ const (
 // within leaseHedge is sent again beside it (renewLease). A member that stops answering
 // without closing its connections (paused, stuck on a disk) then costs a hedge, not the
 // lease: without hedging, two renewals in a row placed on a paused member (2 s each,
-// against a 6 s TTL in TestEtcdMemberPausedKeepsSessions) lost it. clientv3's KeepAlive keeps a single stream on one member: a paused
-// member held it until gRPC's keep-alive pings gave up (5 s + 3 s) after up to ttl/3
-// without a renewal, and in the lab a 13 s pause of one member, a follower as well,
-// expired the leases of the coilds whose stream went through it (3 pauses in 6): their
-// sessions ended and their ADDs failed (issue 13, the chaos soak).
+// against a 6 s TTL in TestEtcdMemberPausedKeepsSessions) lost it. clientv3's KeepAlive
+// keeps a single stream on one member: a paused member held it until gRPC's keep-alive
+// pings gave up (5 s + 3 s) after up to ttl/3 without a renewal, and in the lab a 13 s
+// pause of one member, a follower as well, expired the leases of the coilds whose stream
+// went through it (3 pauses in 6): their sessions ended and their ADDs failed (issue 13,
+// the chaos soak).
 //
 // An ADD whose append was fenced (the lease is gone from etcd) asks for a renewal at
 // once through d.leaseCheck, so that the session ends and the next one starts without

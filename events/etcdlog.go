@@ -101,12 +101,19 @@ func (l *EtcdLog) storeErr(ctx context.Context, err error, format string, args .
 	case errors.Is(err, context.Canceled) && ctx.Err() == context.Canceled:
 		return err
 	}
-	if errors.Is(err, context.DeadlineExceeded) || transientServerError(err) ||
-		errors.Is(err, clientv3.ErrNoAvailableEndpoints) || errors.Is(err, context.Canceled) {
+	if Transient(err) || errors.Is(err, clientv3.ErrNoAvailableEndpoints) || errors.Is(err, context.Canceled) {
 		return errors.Mark(errors.Wrapf(err, "etcd at %s unreachable (is etcd running? check --etcd-endpoints)",
 			strings.Join(l.cli.Endpoints(), ",")), ErrUnavailable)
 	}
 	return err
+}
+
+// Transient reports whether err, from a call to etcd through clientv3 (not one of the
+// log's), is etcd saying "not now" (transientServerError) or a call's deadline passing:
+// the call may be tried again. For callers outside the log that talk to etcd directly
+// (coild's liveness key and lease).
+func Transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || transientServerError(err)
 }
 
 // transientServerError reports whether err is etcd saying "not now": a gRPC status or
@@ -116,14 +123,6 @@ func (l *EtcdLog) storeErr(ctx context.Context, err error, format string, args .
 // cluster) or DeadlineExceeded, or the server's "too many requests". Every one of them
 // may be retried: an append is conditioned on the stream head, so a retry after an
 // unknown outcome commits once or conflicts and catches up.
-// Transient reports whether err, from a call to etcd through clientv3 (not one of the
-// log's), is etcd saying "not now" (transientServerError) or a call's deadline passing:
-// the call may be tried again. For callers outside the log that talk to etcd directly
-// (coild's liveness key and lease).
-func Transient(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || transientServerError(err)
-}
-
 func transientServerError(err error) bool {
 	code := status.Code(errors.UnwrapAll(err))
 	var ee rpctypes.EtcdError
@@ -562,7 +561,8 @@ func checkTail(stream Stream, from, next uint64, head, last Version) error {
 //
 // One etcd watch per prefix, all on one gRPC stream and started at FromRev+1; their events
 // are merged in revision order (an event is held until every watch has progressed past its
-// revision, asking etcd for progress notifications while something is held). Events at or
+// revision, asking etcd for progress notifications while something is held), or, with
+// PerStreamOrder, delivered as each watch's responses come. Events at or
 // below the caller's After[stream] are skipped; a gap in a stream is filled by reading it.
 // When etcd reports the watched revision compacted, the watch re-reads every stream under
 // the prefixes from its last delivered sequence at the current revision and watches again
