@@ -71,18 +71,18 @@ func modulePackages(t *testing.T, root string) []string {
 			if strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") || name == "testdata" {
 				return filepath.SkipDir
 			}
-			if _, err := os.Stat(filepath.Join(path, "go.mod")); err == nil {
+			if _, statErr := os.Stat(filepath.Join(path, "go.mod")); statErr == nil {
 				return filepath.SkipDir
 			}
 		}
-		goFiles, err := filepath.Glob(filepath.Join(path, "*.go"))
-		if err != nil {
-			return err
+		goFiles, globErr := filepath.Glob(filepath.Join(path, "*.go"))
+		if globErr != nil {
+			return globErr
 		}
 		if len(goFiles) > 0 && path != root {
-			rel, err := filepath.Rel(root, path)
-			if err != nil {
-				return err
+			rel, relErr := filepath.Rel(root, path)
+			if relErr != nil {
+				return relErr
 			}
 			pkgs = append(pkgs, filepath.ToSlash(rel))
 		}
