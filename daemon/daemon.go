@@ -441,15 +441,16 @@ func (d *Daemon) syncExport(ctx context.Context, trigger string) {
 // the previous run is revoked first, so a restart need not wait for it to expire, but
 // only when prev (the state directory's record) proves that lease is this directory's:
 // same node, same etcd cluster and prefix, and the liveness key still held by it
-// (revokeOwnLease). Under any other lease coild waits for it to expire, up to twice the
-// TTL, then fails with ErrNodeTaken. The new lease is recorded at once (rec, returned).
+// (revokeOwnLease). Under any other lease coild waits for it to expire, then fails with
+// ErrNodeTaken. The whole start (revoke included) is bounded by twice the TTL from its
+// first call. The new lease is recorded at once (rec, returned).
 func (d *Daemon) acquireLease(ctx context.Context, prev *nodeRecord) (int64, <-chan struct{}, *nodeRecord, error) {
 	key := d.keys.Alive(d.cfg.Node)
-	if err := d.revokeOwnLease(ctx, prev, key); err != nil {
+	deadline := time.Now().Add(2 * d.cfg.LeaseTTL)
+	if err := d.revokeOwnLease(ctx, deadline, prev, key); err != nil {
 		return 0, nil, nil, err
 	}
 	ttl := int64(d.cfg.LeaseTTL / time.Second)
-	deadline := time.Now().Add(2 * d.cfg.LeaseTTL)
 	for {
 		var g *clientv3.LeaseGrantResponse
 		err := d.tryEtcd(ctx, deadline, "grant lease", func(actx context.Context) (err error) {
@@ -534,14 +535,13 @@ func (d *Daemon) tryEtcd(ctx context.Context, deadline time.Time, what string, f
 // state directory's own: the record is for this node and key prefix, etcd's cluster ID is
 // the recorded one (a lease ID means nothing in another cluster), and the node's liveness
 // key is still held by exactly that lease. Anything else is left alone (and logged): it
-// may be another coild's, which must keep it.
-func (d *Daemon) revokeOwnLease(ctx context.Context, prev *nodeRecord, key string) error {
+// may be another coild's, which must keep it. Both calls are tried like the lease's grant
+// (tryEtcd, until the session start's deadline): one placed on a paused member must not
+// hold the start until it resumes.
+func (d *Daemon) revokeOwnLease(ctx context.Context, deadline time.Time, prev *nodeRecord, key string) error {
 	if prev == nil {
 		return nil
 	}
-	// Both calls are tried like the lease's grant (tryEtcd): one placed on a paused member
-	// must not hold the session's start until it resumes.
-	deadline := time.Now().Add(2 * d.cfg.LeaseTTL)
 	var resp *clientv3.GetResponse
 	if err := d.tryEtcd(ctx, deadline, "read liveness key "+key, func(actx context.Context) (err error) {
 		resp, err = d.cli.Get(actx, key)
