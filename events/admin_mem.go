@@ -92,15 +92,7 @@ func (l *MemLog) ReadRange(ctx context.Context, stream Stream, first, last uint6
 		if m.value == nil || m.rev > rev {
 			break
 		}
-		ev, err := dec.Decode(stream, next, m.value)
-		if err != nil {
-			return Version{}, err
-		}
-		ev.Revision = m.rev
-		if err := chain.Next(ev); err != nil {
-			return Version{}, err
-		}
-		if err := fn(ev); err != nil {
+		if err := chain.deliver(dec, next, m.value, m.rev, fn); err != nil {
 			return Version{}, err
 		}
 		next++

@@ -477,15 +477,7 @@ func (l *EtcdLog) readSeqs(ctx context.Context, stream Stream, from, to uint64, 
 			if seq != next && next == from {
 				return next, errors.Wrapf(ErrCompacted, "%s: events before #%d were archived (read asked from #%d)", stream, seq, from)
 			}
-			ev, err := dec.Decode(stream, seq, kv.Value)
-			if err != nil {
-				return next, err
-			}
-			ev.Revision = kv.ModRevision
-			if err := chain.Next(ev); err != nil {
-				return next, err
-			}
-			if err := fn(ev); err != nil {
+			if err := chain.deliver(dec, seq, kv.Value, kv.ModRevision, fn); err != nil {
 				return next, err
 			}
 			next = seq + 1

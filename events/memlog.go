@@ -358,15 +358,7 @@ func (l *MemLog) Read(ctx context.Context, stream Stream, from uint64, rev int64
 		if m.value == nil || m.rev > rev { // trimmed (Trim), or put after rev
 			return rev, checkTail(stream, from, seq, head, chain.Head())
 		}
-		ev, err := dec.Decode(stream, seq, m.value)
-		if err != nil {
-			return rev, err
-		}
-		ev.Revision = m.rev
-		if err := chain.Next(ev); err != nil {
-			return rev, err
-		}
-		if err := fn(ev); err != nil {
+		if err := chain.deliver(dec, seq, m.value, m.rev, fn); err != nil {
 			return rev, err
 		}
 	}

@@ -78,6 +78,20 @@ func (c *Chain) Next(e *Event) error {
 	return nil
 }
 
+// deliver is one stored event of a read: it decodes value (event seq of c's stream, put
+// at revision rev), checks that the event follows the chain and hands it to fn.
+func (c *Chain) deliver(dec *Decoder, seq uint64, value []byte, rev int64, fn func(*Event) error) error {
+	ev, err := dec.Decode(c.Stream, seq, value)
+	if err != nil {
+		return err
+	}
+	ev.Revision = rev
+	if err := c.Next(ev); err != nil {
+		return err
+	}
+	return fn(ev)
+}
+
 func short(h Hash) string { return h.String()[:12] }
 
 // Conflict builds the error Append returns when the head moved: it matches ErrConflict
