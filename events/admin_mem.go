@@ -153,11 +153,7 @@ func (l *MemLog) PutEvents(ctx context.Context, evs []StoredEvent) error {
 	defer l.mu.Unlock()
 	l.rev++
 	for _, e := range evs {
-		st := l.streams[e.Stream]
-		if st == nil {
-			st = &memStream{}
-			l.streams[e.Stream] = st
-		}
+		st := l.streamLocked(e.Stream)
 		for uint64(len(st.events)) < e.Seq {
 			st.events = append(st.events, memEvent{})
 		}
@@ -186,11 +182,7 @@ func (l *MemLog) InitHeads(ctx context.Context, heads []StreamInit, g BulkGuard)
 		}
 		l.rev++
 		for _, h := range step {
-			st := l.streams[h.Stream]
-			if st == nil {
-				st = &memStream{}
-				l.streams[h.Stream] = st
-			}
+			st := l.streamLocked(h.Stream)
 			st.heads = append(st.heads, memHead{rev: l.rev, v: h.Head})
 			if h.Snapshot > 0 {
 				st.snaps = append(st.snaps, memSnap{rev: l.rev, seq: h.Snapshot})

@@ -168,6 +168,16 @@ func (st *memStream) head() Version {
 	return st.heads[len(st.heads)-1].v
 }
 
+// streamLocked is stream's record, created empty on first use.
+func (l *MemLog) streamLocked(stream Stream) *memStream {
+	st := l.streams[stream]
+	if st == nil {
+		st = &memStream{}
+		l.streams[stream] = st
+	}
+	return st
+}
+
 // revLocked resolves a requested revision (0: latest) like etcd does.
 func (l *MemLog) revLocked(rev int64) (int64, error) {
 	switch {
@@ -257,11 +267,7 @@ func (l *MemLog) Append(ctx context.Context, req AppendRequest) (Version, error)
 	}
 	l.rev++
 	for _, p := range parts {
-		st := l.streams[p.stream]
-		if st == nil {
-			st = &memStream{}
-			l.streams[p.stream] = st
-		}
+		st := l.streamLocked(p.stream)
 		for i, s := range p.sealed {
 			st.events = append(st.events, memEvent{rev: l.rev, value: s.Value})
 			l.history = append(l.history, memPut{rev: l.rev, stream: p.stream, seq: s.Seq})
