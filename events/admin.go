@@ -136,3 +136,14 @@ func checkInits(heads []StreamInit) error {
 	}
 	return nil
 }
+
+// checkTrim checks a Trim's arguments: a valid stream and from < to <= keep, from at least 1.
+func checkTrim(stream Stream, from, to, keep uint64) error {
+	if err := stream.Validate(); err != nil {
+		return err
+	}
+	if from == 0 || to <= from || keep < to {
+		return errors.Newf("events: trim %s #%d-#%d below #%d", stream, from, to, keep)
+	}
+	return nil
+}

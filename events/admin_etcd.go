@@ -121,11 +121,8 @@ func (l *EtcdLog) InitHeads(ctx context.Context, heads []StreamInit, g BulkGuard
 
 // Trim implements Store in one transaction.
 func (l *EtcdLog) Trim(ctx context.Context, stream Stream, from, to, keep uint64, keepRev int64) (int64, error) {
-	if err := stream.Validate(); err != nil {
+	if err := checkTrim(stream, from, to, keep); err != nil {
 		return 0, err
-	}
-	if from == 0 || to <= from || keep < to {
-		return 0, errors.Newf("events: trim %s #%d-#%d below #%d", stream, from, to, keep)
 	}
 	keepKey := l.keys.Event(stream, keep)
 	resp, err := l.cli.Txn(ctx).
