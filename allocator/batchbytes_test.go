@@ -13,7 +13,6 @@ import (
 
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
-	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/internal/testutil"
 )
 
@@ -67,11 +66,7 @@ func submitAll(t *testing.T, n *allocator.Node, reqs []allocator.Request) ([]err
 // carry (events.MaxBatchBytes) are committed in several appends, and every one succeeds
 // (issue 10: five huge ADDs failed 18 of 20 normal ones with "batch too large").
 func TestBatchesSizedByBytes(t *testing.T) {
-	c := etcdtest.Start(t)
-	cli := c.Client(t)
-	log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-	t.Cleanup(func() { _ = log.Close() })
-	admin := &allocator.Admin{Log: log, Clock: events.SystemClock{}, Actor: "test"}
+	cli, log, admin := startEtcdAdmin(t)
 	if err := admin.CreatePool(context.Background(), pool(t, "p", 5, "10.0.0.0/16")); err != nil {
 		t.Fatal(err)
 	}
@@ -101,11 +96,7 @@ func TestBatchesSizedByBytes(t *testing.T) {
 // than an append may be, or not encodable) fails on its own; the requests committed in
 // the same group are not affected.
 func TestUnstorableEventFailsAlone(t *testing.T) {
-	c := etcdtest.Start(t)
-	cli := c.Client(t)
-	log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-	t.Cleanup(func() { _ = log.Close() })
-	admin := &allocator.Admin{Log: log, Clock: events.SystemClock{}, Actor: "test"}
+	cli, log, admin := startEtcdAdmin(t)
 	if err := admin.CreatePool(context.Background(), pool(t, "p", 5, "10.0.0.0/16")); err != nil {
 		t.Fatal(err)
 	}

@@ -137,8 +137,7 @@ func (c *cluster) client(eps ...string) *clientv3.Client {
 // logOn returns an event log on a client of all members.
 func (c *cluster) logOn() (*events.EtcdLog, *clientv3.Client) {
 	cli := c.client(c.clients...)
-	log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-	c.t.Cleanup(func() { _ = log.Close() })
+	log := coilLog(c.t, cli)
 	return log, cli
 }
 

@@ -22,8 +22,7 @@ import (
 func etcdNode(t testing.TB, ctx context.Context, c *etcdtest.Cluster, name string, maxBatch int) (*allocator.Node, events.Log, *clientv3.Client) {
 	t.Helper()
 	cli := c.Client(t)
-	log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-	t.Cleanup(func() { _ = log.Close() }) // runs after the node stopped (cleanups run last-in first-out)
+	log := coilLog(t, cli) // closed after the node stopped (cleanups run last-in first-out)
 	n := allocatortest.Start(t, cli, log, name, allocatortest.Options{Prefix: "/coil/", MaxBatch: maxBatch})
 	return n.Node, log, cli
 }

@@ -30,8 +30,7 @@ type faultyNode struct {
 func startFaultyNode(t *testing.T, c *etcdtest.Cluster, opt allocatortest.Options) *faultyNode {
 	t.Helper()
 	cli := c.Client(t)
-	log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-	t.Cleanup(func() { _ = log.Close() })
+	log := coilLog(t, cli)
 	admin := &allocator.Admin{Log: log, Clock: events.SystemClock{}, Actor: "test"}
 	if err := admin.CreatePool(context.Background(), pool(t, "p", 4, "10.0.0.0/24")); err != nil {
 		t.Fatal(err)

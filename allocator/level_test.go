@@ -11,7 +11,6 @@ import (
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/allocator/allocatortest"
 	"github.com/coil-net/coil/events"
-	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/projection"
 )
 
@@ -21,11 +20,7 @@ import (
 func TestRequireLevel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := etcdtest.Start(t)
-	cli := c.Client(t)
-	log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-	t.Cleanup(func() { _ = log.Close() })
-	admin := &allocator.Admin{Log: log, Clock: events.SystemClock{}, Actor: "test"}
+	cli, log, admin := startEtcdAdmin(t)
 
 	if err := admin.RequireLevel(ctx, events.LevelBase, "pools"); err != nil {
 		t.Fatalf("level 0: %v", err)

@@ -52,8 +52,7 @@ func TestPerNodeCredentials(t *testing.T) {
 	for _, name := range []string{"n1", "n2"} {
 		cli := c.ClientAs(t, "coil-node-"+name)
 		clients[name] = cli
-		log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-		t.Cleanup(func() { _ = log.Close() })
+		log := coilLog(t, cli)
 		n := allocatortest.Start(t, cli, log, name, allocatortest.Options{Prefix: "/coil/"})
 		if _, err := n.Allocate(ctx, allocator.Request{ContainerID: "c-" + name, IfName: "eth0", Pool: "p"}); err != nil {
 			t.Fatalf("%s allocates with its own credentials: %+v", name, err)

@@ -41,8 +41,7 @@ func TestStreamRewrittenUnderNode(t *testing.T) {
 			if tc.saveBeforeNode {
 				saved = allocatortest.SaveLog(t, cli, "/coil/")
 			}
-			log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-			t.Cleanup(func() { _ = log.Close() })
+			log := coilLog(t, cli)
 			an := allocatortest.Start(t, cli, log, "n1", allocatortest.Options{Prefix: "/coil/"})
 			n := an.Node
 			if !tc.saveBeforeNode {

@@ -228,11 +228,7 @@ func TestWidePoolProportional(t *testing.T) {
 func TestWidePoolNeedsLevel1(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := etcdtest.Start(t)
-	cli := c.Client(t)
-	log := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/coil/"})
-	t.Cleanup(func() { _ = log.Close() })
-	admin := &allocator.Admin{Log: log, Clock: events.SystemClock{}, Actor: "test"}
+	cli, log, admin := startEtcdAdmin(t)
 	old := allocatortest.Start(t, cli, log, "n-old", allocatortest.Options{Prefix: "/coil/", AliveValue: "n-old"})
 	t.Cleanup(old.Kill)
 
