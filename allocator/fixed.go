@@ -3,6 +3,7 @@ package allocator
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -91,7 +92,7 @@ func familyName(a netip.Addr) string {
 
 // notInPool says where addr is instead: in another pool (named), or in none.
 func (n *Node) notInPool(pool *projection.Pool, addr netip.Addr) error {
-	for _, name := range sortedKeys(n.st.Cluster.Pools) {
+	for _, name := range slices.Sorted(maps.Keys(n.st.Cluster.Pools)) {
 		other := n.st.Cluster.Pools[name]
 		if name == pool.Name {
 			continue

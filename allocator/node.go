@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -1082,7 +1083,7 @@ func exhausted(pool *projection.Pool, owners map[uint64]projection.Owner) error 
 		per[o.Node]++
 	}
 	var parts []string
-	for _, nd := range sortedKeys(per) {
+	for _, nd := range slices.Sorted(maps.Keys(per)) {
 		parts = append(parts, fmt.Sprintf("%s: %d", nd, per[nd]))
 	}
 	if len(pool.Reserved) > 0 {
@@ -1115,7 +1116,7 @@ func (n *Node) releaseEmptyBlocks(ctx context.Context, grace time.Duration) (int
 	now := n.cfg.Clock.Now()
 	me := n.me()
 	total := 0
-	for _, name := range sortedKeys(n.st.Pools) {
+	for _, name := range slices.Sorted(maps.Keys(n.st.Pools)) {
 		blocks := n.st.Pools[name]
 		poolGrace, reason := n.graceFor(name, grace)
 		var evs []*events.Event

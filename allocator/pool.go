@@ -3,7 +3,9 @@ package allocator
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/cockroachdb/errors"
@@ -172,7 +174,7 @@ func checkSubnet(pool string, first events.Subnet, bits uint8, s events.Subnet, 
 			return errors.Wrapf(ErrOverlap, "pool %q: subnet %s overlaps its own subnet %s", pool, subnetString(s), subnetString(o))
 		}
 	}
-	for _, name := range sortedKeys(existing) {
+	for _, name := range slices.Sorted(maps.Keys(existing)) {
 		for _, o := range existing[name].Subnets {
 			if overlaps(s, o) {
 				return errors.Wrapf(ErrOverlap, "pool %q: subnet %s overlaps subnet %s of pool %q", pool, subnetString(s), subnetString(o), name)
@@ -470,7 +472,7 @@ func (a *Admin) decideDelete(ctx context.Context, c *projection.Cluster, pool st
 			nodes[o.Node]++
 		}
 		var parts []string
-		for _, nd := range sortedKeys(nodes) {
+		for _, nd := range slices.Sorted(maps.Keys(nodes)) {
 			parts = append(parts, fmt.Sprintf("%s: %d", nd, nodes[nd]))
 		}
 		return change{}, errors.Wrapf(ErrPoolInUse, "pool %q: %d blocks are in use (%s); delete its pods first (nodes give a block back once it is empty: after their --block-grace, at once when the pool is disabled with coilctl pool disable)",

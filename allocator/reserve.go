@@ -2,7 +2,9 @@ package allocator
 
 import (
 	"context"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -251,7 +253,7 @@ func (a *Admin) holders(ctx context.Context, p *projection.Pool, ranges []events
 		}
 	}
 	var streams []events.Stream
-	for _, nd := range sortedKeys(nodes) {
+	for _, nd := range slices.Sorted(maps.Keys(nodes)) {
 		streams = append(streams, events.NodeStream(nd))
 	}
 	if err := readStreams(ctx, a.Log, streams, rev, st); err != nil {
@@ -259,7 +261,7 @@ func (a *Admin) holders(ctx context.Context, p *projection.Pool, ranges []events
 	}
 	var out []Holder
 	guards := []events.Guard{{Stream: events.PoolStream(p.Name), Version: st.Head(events.PoolStream(p.Name))}}
-	for _, nd := range sortedKeys(nodes) {
+	for _, nd := range slices.Sorted(maps.Keys(nodes)) {
 		s := events.NodeStream(nd)
 		guards = append(guards, events.Guard{Stream: s, Version: st.Head(s)})
 		n := st.Nodes[nd]

@@ -3,20 +3,10 @@ package allocator
 import (
 	"context"
 	"math/rand/v2"
-	"sort"
 	"time"
 
 	"github.com/cockroachdb/errors"
 )
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
 
 // MaxRetries bounds how often a decision is retried after losing a race.
 const MaxRetries = 32

@@ -1,7 +1,9 @@
 package allocator
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -29,7 +31,7 @@ func (n *Node) Blocks() []BlockInfo {
 	for ref := range n.me().Blocks {
 		names[ref.Pool] = true
 	}
-	for _, name := range sortedKeys(names) {
+	for _, name := range slices.Sorted(maps.Keys(names)) {
 		pool := n.st.Cluster.Pools[name]
 		for _, idx := range n.owned(name) {
 			bi := BlockInfo{Pool: name, Index: idx}

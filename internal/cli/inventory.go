@@ -3,7 +3,9 @@ package cli
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -199,7 +201,7 @@ func (a *app) addressCommand() *cobra.Command {
 
 // whereIs says which pool and block an address belongs to, and whether a node owns it.
 func (s *snapshot) whereIs(addr netip.Addr) string {
-	for _, name := range sortedKeys(s.Cluster.Pools) {
+	for _, name := range slices.Sorted(maps.Keys(s.Cluster.Pools)) {
 		p := s.Cluster.Pools[name]
 		idx, _, ok := p.Locate(addr)
 		if !ok {
@@ -234,7 +236,7 @@ type blockView struct {
 func (s *snapshot) blocks(f filters) []blockView {
 	out := []blockView{}
 	owners := s.AllOwners() // pool streams and block streams
-	for _, pool := range sortedKeys(owners) {
+	for _, pool := range slices.Sorted(maps.Keys(owners)) {
 		if f.pool != "" && pool != f.pool {
 			continue
 		}
@@ -432,7 +434,7 @@ func (s *snapshot) reclaimPlan(node string) string {
 	blocks := 0
 	var per []string
 	all := s.AllOwners()
-	for _, p := range sortedKeys(all) {
+	for _, p := range slices.Sorted(maps.Keys(all)) {
 		k := 0
 		for _, o := range all[p] {
 			if o.Node == node {
@@ -454,7 +456,7 @@ func (s *snapshot) reclaimPlan(node string) string {
 func (a *app) printReclaim(res *allocator.ReclaimResult) error {
 	blocks := 0
 	var per []string
-	for _, p := range sortedKeys(res.Reclaimed) {
+	for _, p := range slices.Sorted(maps.Keys(res.Reclaimed)) {
 		blocks += res.Reclaimed[p]
 		per = append(per, fmt.Sprintf("%s: %d", p, res.Reclaimed[p]))
 	}

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -109,7 +111,7 @@ Exit 0 only when nothing disagrees; 6 when there are findings (the report is on 
 func (a *app) ipamCheck(ctx context.Context, st *snapshot, cs kubernetes.Interface, noKube string, urls map[string]string, port int) *ipamReport {
 	rep := &ipamReport{Findings: []ipamcheck.Finding{}, Skipped: []string{}, Checked: ipamChecked{Pods: -1, Nodes: []string{}}}
 	var held []ipamcheck.Held
-	for _, name := range sortedKeys(st.Nodes) {
+	for _, name := range slices.Sorted(maps.Keys(st.Nodes)) {
 		for key, asg := range st.Nodes[name].Attached {
 			held = append(held, ipamcheck.Held{Node: name, ContainerID: key.ContainerID, IfName: key.IfName, Addrs: asg.Addrs,
 				Pod: ipamcheck.PodRef{Namespace: asg.PodNamespace, Name: asg.PodName, UID: asg.PodUID}})

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -387,7 +389,7 @@ func (s *snapshot) poolView(p *projection.Pool, withNodes bool) *poolView {
 			nv.Prefixes = append(nv.Prefixes, pf.String())
 		}
 	}
-	for _, name := range sortedKeys(byNode) {
+	for _, name := range slices.Sorted(maps.Keys(byNode)) {
 		v.Nodes = append(v.Nodes, *byNode[name])
 	}
 	return v
@@ -515,15 +517,6 @@ func (a *app) poolEnableCommand() *cobra.Command {
 
 func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func (a *app) poolListCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
@@ -539,7 +532,7 @@ func (a *app) poolListCommand() *cobra.Command {
 			}
 			a.warnReserved(st.Cluster.Pools)
 			views := []*poolView{}
-			for _, name := range sortedKeys(st.Cluster.Pools) {
+			for _, name := range slices.Sorted(maps.Keys(st.Cluster.Pools)) {
 				views = append(views, st.poolView(st.Cluster.Pools[name], false))
 			}
 			if a.opts.output != "table" {
@@ -690,7 +683,7 @@ On a terminal coilctl shows the pool and asks for confirmation; in scripts pass 
 // today (projection.CheckUsable): they were defined before the rule, the log still
 // replays them and nodes still serve them, but their pods may be broken.
 func (a *app) warnReserved(pools map[string]*projection.Pool) {
-	for _, name := range sortedKeys(pools) {
+	for _, name := range slices.Sorted(maps.Keys(pools)) {
 		for _, s := range pools[name].Subnets {
 			for _, p := range []netip.Prefix{s.IPv4, s.IPv6} {
 				if err := projection.CheckUsable(p); err != nil {

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,7 +64,7 @@ func (s *snapshot) reservationViews(p *projection.Pool) []reservationView {
 		return out
 	}
 	pending := map[int][]string{}
-	for _, nd := range sortedKeys(s.Nodes) {
+	for _, nd := range slices.Sorted(maps.Keys(s.Nodes)) {
 		n := s.Nodes[nd]
 		for key, asg := range n.Attached {
 			if asg.Pool != p.Name {

@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -105,7 +107,7 @@ func viewState(st *readside.StateAt) *stateView {
 		t := st.Time
 		v.Time = &t
 	}
-	for _, name := range sortedKeys(s.Cluster.Pools) {
+	for _, name := range slices.Sorted(maps.Keys(s.Cluster.Pools)) {
 		v.Pools = append(v.Pools, s.poolView(s.Cluster.Pools[name], false))
 	}
 	return v
