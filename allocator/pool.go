@@ -222,6 +222,24 @@ func (a *Admin) Cluster(ctx context.Context) (*projection.Cluster, error) {
 	return c, nil
 }
 
+// nodeState reads node stream s.
+func (a *Admin) nodeState(ctx context.Context, s events.Stream) (*projection.Node, error) {
+	st := projection.NewNode()
+	if _, err := events.ReadFrom(ctx, a.Log, s, 0, st.Apply); err != nil {
+		return nil, errors.Wrapf(err, "read %s", s)
+	}
+	return st, nil
+}
+
+// poolBlocks reads pool stream s.
+func (a *Admin) poolBlocks(ctx context.Context, s events.Stream) (*projection.Blocks, error) {
+	b := projection.NewBlocks()
+	if _, err := events.ReadFrom(ctx, a.Log, s, 0, b.Apply); err != nil {
+		return nil, errors.Wrapf(err, "read %s", s)
+	}
+	return b, nil
+}
+
 // PoolOption changes how CreatePool makes a pool.
 type PoolOption func(*poolOptions)
 

@@ -39,9 +39,9 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 	stream := events.NodeStream(node)
 	var bo backoff
 	for {
-		st := projection.NewNode()
-		if _, err := events.ReadFrom(ctx, a.Log, stream, 0, st.Apply); err != nil {
-			return nil, errors.Wrapf(err, "read %s", stream)
+		st, err := a.nodeState(ctx, stream)
+		if err != nil {
+			return nil, err
 		}
 		if st.Head().Seq == 0 {
 			break // never registered: nothing on its stream
@@ -61,7 +61,7 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 		if len(evs) > events.MaxBatch {
 			evs = evs[:events.MaxBatch]
 		}
-		_, err := a.Log.Append(ctx, events.AppendRequest{
+		_, err = a.Log.Append(ctx, events.AppendRequest{
 			Stream: stream, Expected: st.Head(), Events: evs, Conditions: cond,
 		})
 		switch {
@@ -95,9 +95,9 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 		_, pool := ps.Kind()
 		bo = backoff{}
 		for {
-			b := projection.NewBlocks()
-			if _, err := events.ReadFrom(ctx, a.Log, ps, 0, b.Apply); err != nil {
-				return nil, errors.Wrapf(err, "read %s", ps)
+			b, err := a.poolBlocks(ctx, ps)
+			if err != nil {
+				return nil, err
 			}
 			owned := b.OwnedBy(node)
 			claims := b.ClaimsBy(node)
@@ -124,7 +124,7 @@ func (a *Admin) Reclaim(ctx context.Context, node, aliveKey, reason string) (*Re
 				evs = append(evs, a.event(&events.BlockReclaimed{Index: idx, Node: node, Reason: reason}))
 				blocks++
 			}
-			_, err := a.Log.Append(ctx, events.AppendRequest{
+			_, err = a.Log.Append(ctx, events.AppendRequest{
 				Stream: ps, Expected: b.Head(), Events: evs, Conditions: cond,
 			})
 			switch {

@@ -36,9 +36,9 @@ func (a *Admin) ReleaseAddress(ctx context.Context, node string, addr netip.Addr
 	stream := events.NodeStream(node)
 	var bo backoff
 	for {
-		st := projection.NewNode()
-		if _, err := events.ReadFrom(ctx, a.Log, stream, 0, st.Apply); err != nil {
-			return nil, errors.Wrapf(err, "read %s", stream)
+		st, err := a.nodeState(ctx, stream)
+		if err != nil {
+			return nil, err
 		}
 		key, ok := st.Held[addr]
 		if !ok {
@@ -54,9 +54,9 @@ func (a *Admin) ReleaseAddress(ctx context.Context, node string, addr netip.Addr
 		})
 		// A fixed address: its claim in the pool stream ends in the same append.
 		ps := events.PoolStream(asg.Pool)
-		pool := projection.NewBlocks()
-		if _, err := events.ReadFrom(ctx, a.Log, ps, 0, pool.Apply); err != nil {
-			return nil, errors.Wrapf(err, "read %s", ps)
+		pool, err := a.poolBlocks(ctx, ps)
+		if err != nil {
+			return nil, err
 		}
 		var parts []events.Part
 		if c, ok := pool.ClaimOf(asg.Addrs[0]); ok && c.Node == node && c.ContainerID == key.ContainerID && c.IfName == key.IfName {
@@ -64,7 +64,7 @@ func (a *Admin) ReleaseAddress(ctx context.Context, node string, addr netip.Addr
 				Addrs: c.Addrs, Block: c.Block, Node: node, ContainerID: key.ContainerID, IfName: key.IfName, Reason: reason,
 			})}}}
 		}
-		_, err := a.Log.Append(ctx, events.AppendRequest{Stream: stream, Expected: st.Head(), Events: []*events.Event{ev}, Parts: parts})
+		_, err = a.Log.Append(ctx, events.AppendRequest{Stream: stream, Expected: st.Head(), Events: []*events.Event{ev}, Parts: parts})
 		switch {
 		case err == nil:
 			return &ReleaseResult{Node: node, AttachKey: key, Assignment: *asg, Reason: reason}, nil
