@@ -99,11 +99,7 @@ func Archive(ctx context.Context, log events.Store, path string, opt ArchiveOpti
 	if err != nil {
 		return ArchiveResult{}, errors.Wrap(err, "list streams")
 	}
-	now := opt.Now
-	if now.IsZero() {
-		now = time.Now()
-	}
-	h := newHeader(KindArchive, log.Prefix(), rev, now)
+	h := newHeader(KindArchive, log.Prefix(), rev, opt.Now)
 	h.Before = opt.Cut.String()
 	keep := map[events.Stream]int64{} // the snapshot kept: its ModRevision
 	for _, s := range sortedStreams(heads) {

@@ -29,11 +29,7 @@ func Export(ctx context.Context, log events.Store, w io.Writer, opt ExportOption
 	if err != nil {
 		return Header{}, errors.Wrap(err, "list streams")
 	}
-	now := opt.Now
-	if now.IsZero() {
-		now = time.Now()
-	}
-	h := newHeader(KindExport, log.Prefix(), rev, now)
+	h := newHeader(KindExport, log.Prefix(), rev, opt.Now)
 	for s, v := range heads {
 		first, _, err := log.OldestStored(ctx, s, rev)
 		if err != nil {

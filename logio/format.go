@@ -84,7 +84,11 @@ func (h *Header) SortedStreams() []events.Stream {
 	return out
 }
 
+// newHeader is the header of a file of kind written at now (zero: time.Now()).
 func newHeader(kind, prefix string, rev int64, now time.Time) Header {
+	if now.IsZero() {
+		now = time.Now()
+	}
 	return Header{Version: FormatVersion, Kind: kind, Prefix: prefix, Revision: rev,
 		Created: now.UTC().Format(time.RFC3339Nano), Streams: map[events.Stream]StreamRange{}}
 }
