@@ -3,8 +3,8 @@ package logio
 import (
 	"bufio"
 	"context"
+	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -200,7 +200,7 @@ func archiveRange(ctx context.Context, log events.Store, s events.Stream, rev in
 	return first, snap, snapRev, nil
 }
 
-// writeArchive writes the archive through path+".tmp", filling in each range's last hash.
+// writeArchive writes the archive (WriteFileAtomic), filling in each range's last hash.
 func writeArchive(ctx context.Context, log events.Store, path string, h *Header, rev int64, p Progress) error {
 	// Each range's last hash is needed in the header before the events: it is the kept
 	// snapshot's previous-hash.
@@ -215,16 +215,13 @@ func writeArchive(ctx context.Context, log events.Store, path string, h *Header,
 		r.LastHash = snap.Prev
 		h.Streams[s] = r
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return errors.Wrap(err, "logio: archive")
-	}
-	defer func() { _ = os.Remove(tmp) }()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	err = writeHeader(bw, h)
-	if err == nil {
+	return WriteFileAtomic(path, func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 1<<20)
+		if err := writeHeader(bw, h); err != nil {
+			return err
+		}
 		ew := newEventWriter(bw, p, h.Total())
+		var err error
 		for _, s := range h.SortedStreams() {
 			r := h.Streams[s]
 			if err = readRange(ctx, log, s, r.First, r.Last, rev, ew.write); err != nil {
@@ -234,25 +231,9 @@ func writeArchive(ctx context.Context, log events.Store, path string, h *Header,
 		if cerr := ew.close(); err == nil {
 			err = cerr
 		}
-	}
-	if err == nil {
-		err = errors.Wrap(bw.Flush(), "logio: archive: write")
-	}
-	if err == nil {
-		err = errors.Wrap(f.Sync(), "logio: archive: sync")
-	}
-	if cerr := f.Close(); err == nil {
-		err = errors.Wrap(cerr, "logio: archive: close")
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return errors.Wrap(err, "logio: archive")
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+		if err != nil {
+			return err
+		}
+		return errors.Wrap(bw.Flush(), "logio: archive: write")
+	})
 }

@@ -69,7 +69,7 @@ A file is written through FILE.tmp and renamed when complete.`,
 				done()
 				return logErr(err)
 			}
-			err = writeFileAtomic(args[0], func(w io.Writer) error {
+			err = logio.WriteFileAtomic(args[0], func(w io.Writer) error {
 				var eerr error
 				h, eerr = logio.Export(cmd.Context(), lg, w, logio.ExportOptions{Now: a.env.Clock.Now(), Progress: p})
 				return eerr
@@ -81,34 +81,6 @@ A file is written through FILE.tmp and renamed when complete.`,
 			return a.printLogSummary("exported", args[0], h)
 		}),
 	}
-}
-
-// writeFileAtomic writes path through path.tmp, synced, renamed when fn succeeds.
-func writeFileAtomic(path string, fn func(io.Writer) error) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return errors.Wrap(err, "create")
-	}
-	defer func() { _ = os.Remove(tmp) }()
-	err = fn(f)
-	if err == nil {
-		err = errors.Wrap(f.Sync(), "sync")
-	}
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = errors.Wrap(cerr, "close")
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return errors.Wrap(err, "rename")
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
 }
 
 // logSummary is the -o json|yaml form of export, import and archive results.
