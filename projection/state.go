@@ -52,16 +52,21 @@ func (s *State) applyBlock(e *events.Event) error {
 	if s.BlockStreams == nil {
 		s.BlockStreams = map[BlockRef]*Blocks{}
 	}
-	b := s.BlockStreams[ref]
-	if b == nil {
-		b = NewBlocks()
-		if err := b.Apply(e); err != nil {
-			return err
-		}
-		s.BlockStreams[ref] = b
-		return nil
+	return applyTo(s.BlockStreams, ref, NewBlocks, e)
+}
+
+// applyTo folds e into m[k], the state of e's stream, or into a new one made by mk that
+// joins m only once e applied (a failed first event leaves no state behind).
+func applyTo[K comparable, P interface{ Apply(*events.Event) error }](m map[K]P, k K, mk func() P, e *events.Event) error {
+	if p, ok := m[k]; ok {
+		return p.Apply(e)
 	}
-	return b.Apply(e)
+	p := mk()
+	if err := p.Apply(e); err != nil {
+		return err
+	}
+	m[k] = p
+	return nil
 }
 
 // Apply folds e into the state of its stream. On error the state is unchanged.
@@ -71,29 +76,11 @@ func (s *State) Apply(e *events.Event) error {
 	case "cluster":
 		return s.Cluster.Apply(e)
 	case "pool":
-		b := s.Pools[name]
-		if b == nil {
-			b = NewBlocks()
-			if err := b.Apply(e); err != nil {
-				return err
-			}
-			s.Pools[name] = b
-			return nil
-		}
-		return b.Apply(e)
+		return applyTo(s.Pools, name, NewBlocks, e)
 	case "block":
 		return s.applyBlock(e)
 	case "node":
-		n := s.Nodes[name]
-		if n == nil {
-			n = NewNode()
-			if err := n.Apply(e); err != nil {
-				return err
-			}
-			s.Nodes[name] = n
-			return nil
-		}
-		return n.Apply(e)
+		return applyTo(s.Nodes, name, NewNode, e)
 	}
 	return errors.Wrapf(events.ErrInvalidStream, "%q", string(e.Stream))
 }
