@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -473,18 +474,9 @@ another pool".`,
 		Args:    argsUsage(1, 1, "one pool NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := a.connectForPool(name); err != nil {
-				return err
-			}
-			changed, err := a.admin().DisablePool(cmd.Context(), name, reason)
-			if err != nil {
-				return poolErr(name, err)
-			}
-			what := "disabled"
-			if !changed {
-				what = "already disabled"
-			}
-			return a.printPoolResult(cmd, name, what)
+			return a.poolSwitch(cmd, name, "disabled", func(ctx context.Context) (bool, error) {
+				return a.admin().DisablePool(ctx, name, reason)
+			})
 		}),
 	}
 	c.Flags().StringVar(&reason, "reason", "", "why, recorded in the log (PoolDisabled) and shown by pool show")
@@ -499,20 +491,27 @@ func (a *app) poolEnableCommand() *cobra.Command {
 		Args:    argsUsage(1, 1, "one pool NAME"),
 		RunE: a.run(func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := a.connectForPool(name); err != nil {
-				return err
-			}
-			changed, err := a.admin().EnablePool(cmd.Context(), name)
-			if err != nil {
-				return poolErr(name, err)
-			}
-			what := "enabled"
-			if !changed {
-				what = "already enabled"
-			}
-			return a.printPoolResult(cmd, name, what)
+			return a.poolSwitch(cmd, name, "enabled", func(ctx context.Context) (bool, error) {
+				return a.admin().EnablePool(ctx, name)
+			})
 		}),
 	}
+}
+
+// poolSwitch runs change, a pool change that is success when it finds nothing to do
+// (disable, enable), and reports the pool as done, or as "already done".
+func (a *app) poolSwitch(cmd *cobra.Command, name, done string, change func(context.Context) (bool, error)) error {
+	if err := a.connectForPool(name); err != nil {
+		return err
+	}
+	changed, err := change(cmd.Context())
+	if err != nil {
+		return poolErr(name, err)
+	}
+	if !changed {
+		done = "already " + done
+	}
+	return a.printPoolResult(cmd, name, done)
 }
 
 func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
