@@ -40,14 +40,23 @@ func diagnoseTLS(tc *tls.Config, cfg Config, eps []string, timeout time.Duration
 	return nil
 }
 
+// dialProbe connects to u's host for a probe, the whole exchange bounded by timeout.
+func dialProbe(u *url.URL, timeout time.Duration) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", u.Host, timeout)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	return conn, nil
+}
+
 // checkTLSEndpoint returns what is wrong with TLS to u ("" if nothing is).
 func checkTLSEndpoint(tc *tls.Config, cfg Config, u *url.URL, timeout time.Duration) string {
-	conn, err := net.DialTimeout("tcp", u.Host, timeout)
+	conn, err := dialProbe(u, timeout)
 	if err != nil {
 		return "" // not there at all: the caller reports it unreachable
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(timeout))
 	c := tc.Clone()
 	c.ServerName = u.Hostname()
 	c.NextProtos = []string{"http/1.1"}
@@ -75,12 +84,11 @@ func checkTLSEndpoint(tc *tls.Config, cfg Config, u *url.URL, timeout time.Durat
 // speaksPlainHTTP reports whether a TLS endpoint answers plain HTTP instead (etcd serving
 // http:// closes a TLS handshake without a word).
 func speaksPlainHTTP(u *url.URL, timeout time.Duration) bool {
-	conn, err := net.DialTimeout("tcp", u.Host, timeout)
+	conn, err := dialProbe(u, timeout)
 	if err != nil {
 		return false
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(timeout))
 	if _, err := fmt.Fprintf(conn, "GET /health HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", u.Host); err != nil {
 		return false
 	}
@@ -90,12 +98,11 @@ func speaksPlainHTTP(u *url.URL, timeout time.Duration) bool {
 
 // speaksTLS reports whether a plain endpoint is in fact a TLS server.
 func speaksTLS(u *url.URL, timeout time.Duration) bool {
-	conn, err := net.DialTimeout("tcp", u.Host, timeout)
+	conn, err := dialProbe(u, timeout)
 	if err != nil {
 		return false
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(timeout))
 	//nolint:gosec // only asks whether the server speaks TLS at all; nothing is sent over it
 	return tls.Client(conn, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}).Handshake() == nil
 }
