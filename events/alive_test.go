@@ -9,17 +9,13 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
-	"github.com/coil-net/coil/internal/etcdtest"
 )
 
 // LiveNodes lists the liveness keys held on leases (with their TTL), and
 // a BulkGuard (through Clear, which deletes only the index here) fails once a coild starts, or restarts on a new lease,
 // after the read, but not because a key expired.
 func TestLiveNodes(t *testing.T) {
-	c := etcdtest.Start(t)
-	cli := c.Client(t)
-	lg := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/p/"})
-	t.Cleanup(func() { _ = lg.Close() })
+	_, cli, lg := startEtcdLog(t, events.EtcdConfig{Prefix: "/p/"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

@@ -79,6 +79,17 @@ func newEtcdLogs(t *testing.T, c *etcdtest.Cluster, cfg events.EtcdConfig) event
 	}
 }
 
+// startEtcdLog starts etcd and opens a log with cfg on a client of it, closed when the
+// test ends; it returns the cluster and the client too.
+func startEtcdLog(t *testing.T, cfg events.EtcdConfig) (*etcdtest.Cluster, *clientv3.Client, *events.EtcdLog) {
+	t.Helper()
+	c := etcdtest.Start(t)
+	cli := c.Client(t)
+	l := events.NewEtcdLog(cli, cfg)
+	t.Cleanup(func() { _ = l.Close() })
+	return c, cli, l
+}
+
 func TestEtcdLogConformance(t *testing.T) {
 	c := etcdtest.Start(t)
 	eventstest.Run(t, newEtcdLogs(t, c, events.EtcdConfig{}))
@@ -110,10 +121,7 @@ func appendBlocksFrom(t *testing.T, l events.Log, s events.Stream, head events.V
 }
 
 func TestEtcdLogArchivedRead(t *testing.T) {
-	c := etcdtest.Start(t)
-	cli := c.Client(t)
-	l := events.NewEtcdLog(cli, events.EtcdConfig{ReadChunk: 2})
-	defer l.Close()
+	_, cli, l := startEtcdLog(t, events.EtcdConfig{ReadChunk: 2})
 	s := events.PoolStream("arch")
 	appendBlocks(t, l, s, events.Version{}, 10)
 	ctx := context.Background()
@@ -137,10 +145,7 @@ func TestEtcdLogArchivedRead(t *testing.T) {
 }
 
 func TestEtcdLogUnavailable(t *testing.T) {
-	c := etcdtest.Start(t)
-	cli := c.Client(t)
-	l := events.NewEtcdLog(cli, events.EtcdConfig{})
-	defer l.Close()
+	c, _, l := startEtcdLog(t, events.EtcdConfig{})
 	s := events.PoolStream("u")
 	head := appendBlocks(t, l, s, events.Version{}, 2)
 	c.Stop()
@@ -194,10 +199,7 @@ func TestEtcdLogCloseEndsWatches(t *testing.T) {
 
 // A watch outlives an etcd restart: clientv3 resumes it from the last revision it saw.
 func TestEtcdLogWatchSurvivesRestart(t *testing.T) {
-	c := etcdtest.Start(t)
-	cli := c.Client(t)
-	l := events.NewEtcdLog(cli, events.EtcdConfig{})
-	defer l.Close()
+	c, _, l := startEtcdLog(t, events.EtcdConfig{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s := events.PoolStream("r")
@@ -351,11 +353,8 @@ func TestEtcdLogWatchRewritten(t *testing.T) {
 		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := etcdtest.Start(t)
-			cli := c.Client(t)
+			_, cli, l := startEtcdLog(t, events.EtcdConfig{})
 			keys := events.NewKeys("")
-			l := events.NewEtcdLog(cli, events.EtcdConfig{})
-			defer l.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			head := appendBlocks(t, l, s, events.Version{}, 1)
@@ -418,10 +417,7 @@ func TestEtcdLogWatchRewritten(t *testing.T) {
 // failure" (a member's proposal lost with its leader) was once returned as a plain
 // error, and a CNI ADD failed with it instead of being retried.
 func TestEtcdLogServerErrorsAreTryAgain(t *testing.T) {
-	c := etcdtest.Start(t)
-	cli := c.Client(t)
-	l := events.NewEtcdLog(cli, events.EtcdConfig{})
-	defer l.Close()
+	_, cli, l := startEtcdLog(t, events.EtcdConfig{})
 	s := events.PoolStream("u")
 	head := appendBlocks(t, l, s, events.Version{}, 1)
 	var inject error

@@ -8,16 +8,13 @@ import (
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/events/eventstest"
-	"github.com/coil-net/coil/internal/etcdtest"
 )
 
 // TestFill: eventstest.Fill's streams read back as the log wrote them: every event in
 // order, the hash chain intact (also where a fill continues a stream appended before),
 // the heads stored and returned.
 func TestFill(t *testing.T) {
-	cli := etcdtest.Start(t).Client(t)
-	lg := events.NewEtcdLog(cli, events.EtcdConfig{})
-	t.Cleanup(func() { _ = lg.Close() })
+	_, cli, lg := startEtcdLog(t, events.EtcdConfig{})
 	ctx := t.Context()
 	ev := func(s events.Stream) func(int) *events.Event {
 		return func(i int) *events.Event {

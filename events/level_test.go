@@ -14,7 +14,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
-	"github.com/coil-net/coil/internal/etcdtest"
 )
 
 // Every type has a level this build supports, and the table is pinned: a type's level
@@ -85,10 +84,7 @@ func TestUnknownTypeCode(t *testing.T) {
 // LiveNodes reads each coild's level from its liveness key; an append conditioned on
 // NoNodeStartedSince fails, naming the node, once a coild started after the read.
 func TestAppendNoNodeStartedSince(t *testing.T) {
-	c := etcdtest.Start(t)
-	cli := c.Client(t)
-	lg := events.NewEtcdLog(cli, events.EtcdConfig{Prefix: "/p/"})
-	t.Cleanup(func() { _ = lg.Close() })
+	_, cli, lg := startEtcdLog(t, events.EtcdConfig{Prefix: "/p/"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	hold := func(node, value string) {
