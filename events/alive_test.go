@@ -11,6 +11,20 @@ import (
 	"github.com/coil-net/coil/events"
 )
 
+// holdAlive puts node's liveness key under /p/, holding value, on a new lease (as a
+// coild does) and returns the lease.
+func holdAlive(ctx context.Context, t *testing.T, cli *clientv3.Client, node, value string) clientv3.LeaseID {
+	t.Helper()
+	g, err := cli.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = cli.Put(ctx, events.AliveKey("/p/", node), value, clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	return g.ID
+}
+
 // LiveNodes lists the liveness keys held on leases (with their TTL), and
 // a BulkGuard (through Clear, which deletes only the index here) fails once a coild starts, or restarts on a new lease,
 // after the read, but not because a key expired.
@@ -23,17 +37,7 @@ func TestLiveNodes(t *testing.T) {
 	if err != nil || len(live) != 0 || rev == 0 {
 		t.Fatalf("empty: %v %d %v", live, rev, err)
 	}
-	hold := func(node string) clientv3.LeaseID {
-		t.Helper()
-		g, gerr := cli.Grant(ctx, 600)
-		if gerr != nil {
-			t.Fatal(gerr)
-		}
-		if _, gerr = cli.Put(ctx, events.AliveKey("/p/", node), node, clientv3.WithLease(g.ID)); gerr != nil {
-			t.Fatal(gerr)
-		}
-		return g.ID
-	}
+	hold := func(node string) clientv3.LeaseID { return holdAlive(ctx, t, cli, node, node) }
 	l2 := hold("n2")
 	l1 := hold("n1")
 	// Another prefix's keys are not this log's.

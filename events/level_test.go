@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/errors"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/events"
 )
@@ -87,18 +86,8 @@ func TestAppendNoNodeStartedSince(t *testing.T) {
 	_, cli, lg := startEtcdLog(t, events.EtcdConfig{Prefix: "/p/"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	hold := func(node, value string) {
-		t.Helper()
-		g, err := cli.Grant(ctx, 600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err = cli.Put(ctx, events.AliveKey("/p/", node), value, clientv3.WithLease(g.ID)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hold("old", "old")
-	hold("new", events.AliveValue(events.AliveInfo{Node: "new", Level: 1, Build: "b1"}))
+	holdAlive(ctx, t, cli, "old", "old")
+	holdAlive(ctx, t, cli, "new", events.AliveValue(events.AliveInfo{Node: "new", Level: 1, Build: "b1"}))
 	live, rev, err := lg.LiveNodes(ctx, false)
 	if err != nil || len(live) != 2 {
 		t.Fatalf("live = %+v, %v", live, err)
@@ -112,7 +101,7 @@ func TestAppendNoNodeStartedSince(t *testing.T) {
 	ev := func() []*events.Event {
 		return []*events.Event{{Time: time.Unix(1, 0), Actor: "t", Payload: &events.ClusterLevelRaised{Level: 1}}}
 	}
-	hold("late", "late")
+	holdAlive(ctx, t, cli, "late", "late")
 	_, err = lg.Append(ctx, events.AppendRequest{Stream: events.ClusterStream, Events: ev(), NoNodeStartedSince: rev})
 	if !errors.Is(err, events.ErrConflict) || !strings.Contains(err.Error(), "node late") {
 		t.Fatalf("append after a coild started: %v", err)
