@@ -53,12 +53,9 @@ func TestParseEndpoints(t *testing.T) {
 }
 
 func TestNewUnixAndTCP(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		opts []etcdtest.Option
-	}{{"unix", nil}, {"tcp", []etcdtest.Option{etcdtest.WithTCP()}}} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := etcdtest.Start(t, tc.opts...)
+	for _, tr := range etcdtest.Transports() {
+		t.Run(tr.Name, func(t *testing.T) {
+			c := etcdtest.Start(t, tr.Opts...)
 			cli, err := etcdclient.New(etcdclient.Config{Endpoints: c.Endpoints(), DialTimeout: 10 * time.Second})
 			if err != nil {
 				t.Fatal(err)

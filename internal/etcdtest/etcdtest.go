@@ -30,6 +30,17 @@ type options struct {
 // WithTCP serves clients on a free loopback TCP port instead of a unix socket.
 func WithTCP() Option { return func(o *options) { o.tcp = true } }
 
+// Transport is a way Start serves clients, for tests that cover each.
+type Transport struct {
+	Name string
+	Opts []Option
+}
+
+// Transports are "unix" (a socket, the default) and "tcp" (WithTCP).
+func Transports() []Transport {
+	return []Transport{{"unix", nil}, {"tcp", []Option{WithTCP()}}}
+}
+
 // TLSFiles are a server certificate and key, and optionally a CA whose client
 // certificates the server requires.
 type TLSFiles struct {

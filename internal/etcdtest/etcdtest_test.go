@@ -13,12 +13,9 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestStartPutGetRestart(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		opts []etcdtest.Option
-	}{{"unix", nil}, {"tcp", []etcdtest.Option{etcdtest.WithTCP()}}} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := etcdtest.Start(t, tc.opts...)
+	for _, tr := range etcdtest.Transports() {
+		t.Run(tr.Name, func(t *testing.T) {
+			c := etcdtest.Start(t, tr.Opts...)
 			cli := c.Client(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
