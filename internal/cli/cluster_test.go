@@ -16,11 +16,7 @@ import (
 func TestClusterVersion(t *testing.T) {
 	e := newEnv(t)
 	out := e.ok("cluster", "version")
-	for _, want := range []string{"Cluster feature level:  0", "This coilctl supports:  1", "possible to 1", "No live coild."} {
-		if !strings.Contains(out, want) {
-			t.Errorf("cluster version lacks %q:\n%s", want, out)
-		}
-	}
+	wantContains(t, "cluster version", out, "Cluster feature level:  0", "This coilctl supports:  1", "possible to 1", "No live coild.")
 	e.ok("pool", "create", "default", "10.0.0.0/24", noSkipNB, "--layout", "pool-stream")
 	// An old coild records only its node name in its liveness key.
 	old := allocatortest.Start(t, e.cli, e.log, "n-old", allocatortest.Options{Clock: fixedClock{t0}, AliveValue: "n-old"})

@@ -57,14 +57,22 @@ func (f *fixture) subst(s string) string {
 	return strings.NewReplacer(r...).Replace(s)
 }
 
+// wantContains is wantContains of wants with their {name}s replaced (subst).
+func (f *fixture) wantContains(t *testing.T, what, out string, wants ...string) {
+	t.Helper()
+	subst := make([]string, len(wants))
+	for i, w := range wants {
+		subst[i] = f.subst(w)
+	}
+	wantContains(t, what, out, subst...)
+}
+
 func TestAddressBlockNodeListings(t *testing.T) {
 	e := cluster2(t)
 
 	addrs := e.ok("address", "list")
 	t.Logf("address list:\n%s", addrs)
-	if got := strings.Join(lines(addrs)[0], " "); got != "ADDRESS POOL BLOCK NODE CONTAINER IF POD SINCE" {
-		t.Fatalf("header = %q", got)
-	}
+	wantHeader(t, addrs, "ADDRESS POOL BLOCK NODE CONTAINER IF POD SINCE")
 	for _, want := range []string{
 		"{c1} default {c1/} n1 c1aaaaaaaaaa.. eth0 ns/web-1 2030-01-02T03:04:05Z",
 		"{c2} default {c2/} n1 c2 eth0 ns/web-2 2030-01-02T03:04:05Z",
@@ -105,12 +113,9 @@ func TestAddressBlockNodeListings(t *testing.T) {
 
 	show := e.ok("address", "show", e.c2.Addrs[0].String())
 	t.Logf("address show:\n%s", show)
-	for _, want := range []string{"Address:     {c2}", "Pool:        default", "Block:       {c2/} (index {c2#})",
-		"Node:        n1", "Container:   c2", "Interface:   eth0", "Pod:         ns/web-2", "Since:       2030-01-02T03:04:05Z"} {
-		if want = e.subst(want); !strings.Contains(show, want) {
-			t.Errorf("address show lacks %q", want)
-		}
-	}
+	e.wantContains(t, "address show", show, "Address:     {c2}", "Pool:        default", "Block:       {c2/} (index {c2#})",
+		"Node:        n1", "Container:   c2", "Interface:   eth0", "Pod:         ns/web-2", "Since:       2030-01-02T03:04:05Z",
+	)
 	if show := e.ok("address", "show", e.c4.Addrs[1].String()); !strings.Contains(show, e.subst("Addresses:   {c4},{c46}")) {
 		t.Errorf("dual address show:\n%s", show)
 	}
@@ -126,9 +131,7 @@ func TestAddressBlockNodeListings(t *testing.T) {
 
 	blocks := e.ok("block", "list")
 	t.Logf("block list:\n%s", blocks)
-	if got := strings.Join(lines(blocks)[0], " "); got != "POOL INDEX PREFIXES NODE SINCE ADDRESSES IN USE" {
-		t.Fatalf("header = %q", got)
-	}
+	wantHeader(t, blocks, "POOL INDEX PREFIXES NODE SINCE ADDRESSES IN USE")
 	want := []string{
 		"default {c1#} {c1/} n1 2030-01-02T03:04:05Z 2",
 		"default {c3#} {c3/} n2 2030-01-02T03:04:05Z 1",
@@ -151,9 +154,7 @@ func TestAddressBlockNodeListings(t *testing.T) {
 
 	nodes := e.ok("node", "list")
 	t.Logf("node list:\n%s", nodes)
-	if got := strings.Join(lines(nodes)[0], " "); got != "NODE REGISTERED LEASE ALIVE BLOCKS ADDRESSES RETIRED" {
-		t.Fatalf("header = %q", got)
-	}
+	wantHeader(t, nodes, "NODE REGISTERED LEASE ALIVE BLOCKS ADDRESSES RETIRED")
 	n1 := row(t, nodes, "n1")
 	if n1[1] != "2030-01-02T03:04:05Z" || n1[2] == "-" || strings.Join(n1[3:], " ") != "yes 1 2 no" {
 		t.Fatalf("n1 row = %q", n1)

@@ -138,6 +138,24 @@ func lines(s string) [][]string {
 	return out
 }
 
+// wantHeader fails the test unless table's first line has the fields of header.
+func wantHeader(t *testing.T, table, header string) {
+	t.Helper()
+	if got := strings.Join(lines(table)[0], " "); got != header {
+		t.Fatalf("header = %q, want %q", got, header)
+	}
+}
+
+// wantContains reports each of wants that out, the output of what, does not contain.
+func wantContains(t *testing.T, what, out string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("%s: no %q in:\n%s", what, want, out)
+		}
+	}
+}
+
 // row finds the table row whose first field is key.
 func row(t *testing.T, out, key string) []string {
 	t.Helper()

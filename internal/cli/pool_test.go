@@ -26,9 +26,7 @@ func TestPoolLifecycle(t *testing.T) {
 	}
 
 	list := e.ok("pool", "list")
-	if got := lines(list)[0]; strings.Join(got, " ") != "NAME SUBNETS BLOCK SIZE BLOCKS USED/TOTAL ADDRESSES IN USE SETTINGS" {
-		t.Fatalf("header = %q", got)
-	}
+	wantHeader(t, list, "NAME SUBNETS BLOCK SIZE BLOCKS USED/TOTAL ADDRESSES IN USE SETTINGS")
 	if got := strings.Join(row(t, list, "default"), " "); got != "default 10.0.0.0/16 10.2.0.0/24 32 (/27) 0/2056 0 skips network/broadcast" {
 		t.Fatalf("default row = %q\n%s", got, list)
 	}
@@ -59,13 +57,10 @@ func TestPoolLifecycle(t *testing.T) {
 	}
 
 	show := e.ok("pool", "show", "default")
-	for _, want := range []string{"Name:              default", "Subnets:           10.0.0.0/16 10.2.0.0/24",
+	wantContains(t, "pool show", show, "Name:              default", "Subnets:           10.0.0.0/16 10.2.0.0/24",
 		"Block size:        32 (/27), 5 bits", "Blocks:            0 used, 2056 free, 2056 total",
-		"Created:           2030-01-02T03:04:05Z", "No node holds a block of this pool."} {
-		if !strings.Contains(show, want) {
-			t.Errorf("pool show lacks %q:\n%s", want, show)
-		}
-	}
+		"Created:           2030-01-02T03:04:05Z", "No node holds a block of this pool.",
+	)
 
 	if out := e.ok("pool", "delete", "dual", "--yes"); out != "pool \"dual\" deleted\n" {
 		t.Fatalf("delete said %q", out)
@@ -134,11 +129,7 @@ func TestPoolDeleteInUse(t *testing.T) {
 	prefix := a.BlockPrefixes[0].String()
 	e.fails(4, []string{"pool", "delete", "busy", "--yes"}, `pool "busy": 1 blocks are in use (n1: 1); delete its pods first`)
 	show := e.ok("pool", "show", "busy")
-	for _, want := range []string{"Blocks:            1 used, 15 free, 16 total", "Addresses in use:  1"} {
-		if !strings.Contains(show, want) {
-			t.Errorf("pool show lacks %q:\n%s", want, show)
-		}
-	}
+	wantContains(t, "pool show", show, "Blocks:            1 used, 15 free, 16 total", "Addresses in use:  1")
 	if got := strings.Join(row(t, show, "n1"), " "); got != "n1 1 1 "+prefix {
 		t.Errorf("node row = %q\n%s", got, show)
 	}
