@@ -16,12 +16,17 @@ import (
 	"github.com/coil-net/coil/internal/testutil"
 )
 
-// queuedNode loads and registers a node allocator fenced on a real etcd lease but does
-// not run its committer: requests queue up until run is called, so a test decides what
-// one group commit holds.
-func queuedNode(t *testing.T, cli *clientv3.Client, log events.Log, name string) (n *allocator.Node, run func()) {
+// queuedNode starts etcd with pool "p" (10.0.0.0/16, blocks of 32), loads and registers
+// node allocator "n1" fenced on a real etcd lease, but does not run its committer:
+// requests queue up until run is called, so a test decides what one group commit holds.
+func queuedNode(t *testing.T) (n *allocator.Node, run func()) {
 	t.Helper()
 	ctx := context.Background()
+	cli, log, admin := startEtcdAdmin(t)
+	if err := admin.CreatePool(ctx, pool(t, "p", 5, "10.0.0.0/16")); err != nil {
+		t.Fatal(err)
+	}
+	const name = "n1"
 	g, err := cli.Grant(ctx, 60)
 	if err != nil {
 		t.Fatal(err)
@@ -66,11 +71,7 @@ func submitAll(t *testing.T, n *allocator.Node, reqs []allocator.Request) ([]err
 // carry (events.MaxBatchBytes) are committed in several appends, and every one succeeds
 // (issue 10: five huge ADDs failed 18 of 20 normal ones with "batch too large").
 func TestBatchesSizedByBytes(t *testing.T) {
-	cli, log, admin := startEtcdAdmin(t)
-	if err := admin.CreatePool(context.Background(), pool(t, "p", 5, "10.0.0.0/16")); err != nil {
-		t.Fatal(err)
-	}
-	n, run := queuedNode(t, cli, log, "n1")
+	n, run := queuedNode(t)
 	var reqs []allocator.Request
 	for i := range 26 {
 		r := allocator.Request{ContainerID: fmt.Sprintf("c%02d", i), IfName: "eth0", Pool: "p", PodNamespace: "ns", PodName: fmt.Sprintf("pod-%d", i)}
@@ -96,11 +97,7 @@ func TestBatchesSizedByBytes(t *testing.T) {
 // than an append may be, or not encodable) fails on its own; the requests committed in
 // the same group are not affected.
 func TestUnstorableEventFailsAlone(t *testing.T) {
-	cli, log, admin := startEtcdAdmin(t)
-	if err := admin.CreatePool(context.Background(), pool(t, "p", 5, "10.0.0.0/16")); err != nil {
-		t.Fatal(err)
-	}
-	n, run := queuedNode(t, cli, log, "n1")
+	n, run := queuedNode(t)
 	var reqs []allocator.Request
 	for i := range 8 {
 		reqs = append(reqs, allocator.Request{ContainerID: fmt.Sprintf("c%02d", i), IfName: "eth0", Pool: "p", PodName: "pod"})
