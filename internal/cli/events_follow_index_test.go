@@ -138,30 +138,24 @@ func (e *env) openAssignment(ns, name string) *events.Event {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	heads, rev, err := e.log.Streams(ctx, "node/", 0)
-	if err != nil {
+	open := map[[3]string]*events.Event{} // by node stream, container and interface
+	if _, err := e.log.ReadPrefix(ctx, "node/", 0, func(ev *events.Event) error {
+		switch p := ev.Payload.(type) {
+		case *events.AddressAssigned:
+			if p.PodNamespace == ns && p.PodName == name {
+				open[[3]string{string(ev.Stream), p.ContainerID, p.IfName}] = ev
+			}
+		case *events.AddressReleased:
+			delete(open, [3]string{string(ev.Stream), p.ContainerID, p.IfName})
+		}
+		return nil
+	}); err != nil {
 		e.t.Fatal(err)
 	}
 	var last *events.Event
-	for s := range heads {
-		open := map[[2]string]*events.Event{}
-		if _, err := e.log.Read(ctx, s, 1, rev, func(ev *events.Event) error {
-			switch p := ev.Payload.(type) {
-			case *events.AddressAssigned:
-				if p.PodNamespace == ns && p.PodName == name {
-					open[[2]string{p.ContainerID, p.IfName}] = ev
-				}
-			case *events.AddressReleased:
-				delete(open, [2]string{p.ContainerID, p.IfName})
-			}
-			return nil
-		}); err != nil {
-			e.t.Fatal(err)
-		}
-		for _, ev := range open {
-			if last == nil || ev.Revision > last.Revision {
-				last = ev
-			}
+	for _, ev := range open {
+		if last == nil || ev.Revision > last.Revision {
+			last = ev
 		}
 	}
 	return last

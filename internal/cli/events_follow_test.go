@@ -77,15 +77,9 @@ func (e *env) logKeys() []string {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	heads, rev, err := e.log.Streams(ctx, "", 0)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	var evs []*events.Event
-	for s := range heads {
-		if _, err := e.log.Read(ctx, s, 1, rev, func(ev *events.Event) error { evs = append(evs, ev); return nil }); err != nil {
-			e.t.Fatal(err)
-		}
+	if _, err := e.log.ReadPrefix(ctx, "", 0, func(ev *events.Event) error { evs = append(evs, ev); return nil }); err != nil {
+		e.t.Fatal(err)
 	}
 	return keysOf(sortByRevision(evs))
 }
