@@ -208,6 +208,22 @@ func (d *Daemon) Close() {
 	}
 }
 
+// every calls f every interval, and at once on each receive from wake (nil: none),
+// until ctx ends. The mtu, leak and metrics loops run on it.
+func every(ctx context.Context, interval time.Duration, wake <-chan struct{}, f func()) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-wake:
+		}
+		f()
+	}
+}
+
 // Run registers the node and serves until ctx ends. A lost lease starts a new session
 // (new lease, reload, re-register) without dropping the CNI socket; meanwhile requests
 // get "try again".

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"strings"
-	"time"
 
 	"github.com/cockroachdb/errors"
 
@@ -51,19 +50,11 @@ func (d *Daemon) runKube(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { defer close(done); d.pods.Run(ctx) }()
 	defer func() { <-done }()
-	tick := time.NewTicker(d.cfg.LeakCheckInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-d.kubeWake:
-		}
+	every(ctx, d.cfg.LeakCheckInterval, d.kubeWake, func() {
 		if d.ready.Load() {
 			d.collectLeaks(ctx)
 		}
-	}
+	})
 }
 
 // collectLeaks releases the addresses of attachments whose pod is confirmed gone

@@ -206,21 +206,16 @@ func (d *Daemon) serveMetrics(ctx context.Context) {
 
 // metricsLoop updates the sampled gauges every MetricsInterval.
 func (d *Daemon) metricsLoop(ctx context.Context) {
-	tick := time.NewTicker(d.cfg.MetricsInterval)
-	defer tick.Stop()
-	for {
+	update := func() {
 		d.updatePoolBlocks()
 		if d.loaded.Load() {
 			if err := d.updateLogLag(ctx); err != nil && ctx.Err() == nil {
 				d.log.Debug("log lag", "err", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
 	}
+	update()
+	every(ctx, d.cfg.MetricsInterval, nil, update)
 }
 
 // updatePoolBlocks sets coil_pool_blocks from the node's projection; series of deleted

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/cockroachdb/errors"
 
@@ -98,14 +97,5 @@ func (d *Daemon) mtuLoop(ctx context.Context) {
 	if d.cfg.MTU != 0 {
 		return
 	}
-	tick := time.NewTicker(d.cfg.ReconcileEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			d.refreshAutoMTU()
-		}
-	}
+	every(ctx, d.cfg.ReconcileEvery, nil, d.refreshAutoMTU)
 }
