@@ -308,12 +308,18 @@ type prepared struct {
 	err error
 }
 
+// observed runs a CNI command (CHECK, DEL, GC) and records its duration and result in
+// the metrics. (Add records its own: it returns a result as well.)
+func (d *Daemon) observed(cmd string, run func() error) error {
+	start := time.Now()
+	err := run()
+	d.metrics.observeCNI(cmd, start, err)
+	return err
+}
+
 // Check verifies the attachment against the log and the kernel.
 func (d *Daemon) Check(ctx context.Context, req *cniproto.Request) error {
-	start := time.Now()
-	err := d.check(ctx, req)
-	d.metrics.observeCNI("CHECK", start, err)
-	return err
+	return d.observed("CHECK", func() error { return d.check(ctx, req) })
 }
 
 func (d *Daemon) check(ctx context.Context, req *cniproto.Request) error {
@@ -367,10 +373,7 @@ func addrList(as []netip.Addr) string {
 // background, in batches: the address is released only once its link is gone. A DEL of
 // an unknown attachment is success.
 func (d *Daemon) Del(ctx context.Context, req *cniproto.Request) error {
-	start := time.Now()
-	err := d.del(ctx, req)
-	d.metrics.observeCNI("DEL", start, err)
-	return err
+	return d.observed("DEL", func() error { return d.del(ctx, req) })
 }
 
 // DEL never looks at CNI_NETNS (a DEL after a refused ADD carries the same, refused
@@ -386,10 +389,7 @@ func (d *Daemon) del(ctx context.Context, req *cniproto.Request) error {
 // GC releases every attachment of this node not in the valid list. With no list (an old
 // runtime, or cnitool gc) it does nothing.
 func (d *Daemon) GC(ctx context.Context, req *cniproto.GCRequest) error {
-	start := time.Now()
-	err := d.gc(ctx, req)
-	d.metrics.observeCNI("GC", start, err)
-	return err
+	return d.observed("GC", func() error { return d.gc(ctx, req) })
 }
 
 func (d *Daemon) gc(ctx context.Context, req *cniproto.GCRequest) error {
