@@ -241,6 +241,21 @@ func (e *env) cni() *libcni.CNIConfig {
 	return libcni.NewCNIConfigWithCacheDir([]string{binDir}, e.t.TempDir(), nil)
 }
 
+// addPods makes a pod namespace for each id and ADDs it through c, failing the test on
+// the first error. It returns the namespaces' paths by id.
+func (e *env) addPods(c *libcni.CNIConfig, list *libcni.NetworkConfigList, ids ...string) map[string]string {
+	e.t.Helper()
+	paths := map[string]string{}
+	for _, id := range ids {
+		_, path := e.pod(id)
+		paths[id] = path
+		if _, err := c.AddNetworkList(context.Background(), list, podRT(id, path)); err != nil {
+			e.t.Fatalf("ADD %s: %v", id, err)
+		}
+	}
+	return paths
+}
+
 func podRT(id, netnsPath string) *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{
 		ContainerID: id, NetNS: netnsPath, IfName: "eth0",

@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"os/exec"
@@ -24,14 +23,7 @@ func TestIPAMCheckKernel(t *testing.T) {
 	cfg.ReconcileEvery = time.Hour // nothing repairs the kernel behind the test's back
 	cfg.MetricsAddr = freeLoopbackAddr(t)
 	e.startDaemon(cfg)
-	ctx := context.Background()
-	c, list := e.cni(), e.netList()
-	for _, id := range []string{"pod00001", "pod00002"} {
-		_, path := e.pod(id)
-		if _, err := c.AddNetworkList(ctx, list, podRT(id, path)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.addPods(e.cni(), e.netList(), "pod00001", "pod00002")
 	url := "http://" + cfg.MetricsAddr
 	e.waitConverged()
 

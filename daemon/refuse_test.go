@@ -120,12 +120,7 @@ func TestGCMalformedListReleasesNothing(t *testing.T) {
 	ctx := context.Background()
 	c, list := e.cni(), e.netList()
 	ids := []string{"aaaa0001", "bbbb0002", "cccc0003"}
-	for _, id := range ids {
-		_, path := e.pod(id[:4])
-		if _, err := c.AddNetworkList(ctx, list, podRT(id, path)); err != nil {
-			t.Fatalf("ADD %s: %v", id, err)
-		}
-	}
+	e.addPods(c, list, ids...)
 	before := e.nodeState()
 	events0 := len(e.nodeEvents())
 	expectNothingReleased := func(what string) {

@@ -116,12 +116,7 @@ func TestSecondCoildSharingStateDir(t *testing.T) {
 	e.waitReady()
 	ctx := context.Background()
 	c, list := e.cni(), e.netList()
-	for _, id := range []string{"keep0001", "keep0002"} {
-		_, path := e.pod(id)
-		if _, err := c.AddNetworkList(ctx, list, podRT(id, path)); err != nil {
-			t.Fatalf("ADD %s: %v", id, err)
-		}
-	}
+	e.addPods(c, list, "keep0001", "keep0002")
 	before := len(e.nodeEvents())
 	lease := e.aliveLease()
 
@@ -172,14 +167,7 @@ func TestCoildInForeignNamespaceKeepsAddresses(t *testing.T) {
 	e.waitReady()
 	ctx := context.Background()
 	c, list := e.cni(), e.netList()
-	paths := map[string]string{}
-	for _, id := range []string{"keep0001", "keep0002"} {
-		_, path := e.pod(id)
-		paths[id] = path
-		if _, err := c.AddNetworkList(ctx, list, podRT(id, path)); err != nil {
-			t.Fatalf("ADD %s: %v", id, err)
-		}
-	}
+	paths := e.addPods(c, list, "keep0001", "keep0002")
 	first.Stop(t)
 
 	otherNS, _ := testutil.NetNS(t, "other")
