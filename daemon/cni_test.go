@@ -57,9 +57,7 @@ type pingError struct{ out string }
 func (e *pingError) Error() string { return "ping failed: " + e.out }
 
 func TestCNILifecycle(t *testing.T) {
-	e := newEnv(t)
-	e.defaultPool()
-	e.startDaemon(e.config())
+	e := newServingEnv(t)
 	ctx := context.Background()
 	c, list := e.cni(), e.netList()
 	podNS, podPath := e.pod("pod")
@@ -157,9 +155,7 @@ func TestCNILifecycle(t *testing.T) {
 // DELs the attachments of its cache that are not valid; coild's GC must find the rest
 // (here one added through another cache, as after a runtime lost its cache).
 func TestCNIGC(t *testing.T) {
-	e := newEnv(t)
-	e.defaultPool()
-	e.startDaemon(e.config())
+	e := newServingEnv(t)
 	ctx := context.Background()
 	c, other, list := e.cni(), e.cni(), e.netList()
 	ids := []string{"aaaa0001", "bbbb0002", "cccc0003"}

@@ -97,6 +97,16 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// newServingEnv is newEnv with the default pool and an in-process coild serving it with
+// e.config(), ready.
+func newServingEnv(t *testing.T) *env {
+	t.Helper()
+	e := newEnv(t)
+	e.defaultPool()
+	e.startDaemon(e.config())
+	return e
+}
+
 // newFakeEnv is a world whose kernel is a fakePlumber: no root, no namespace.
 func newFakeEnv(t *testing.T) *env {
 	t.Helper()

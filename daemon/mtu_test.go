@@ -115,9 +115,7 @@ func TestMTUAuto(t *testing.T) {
 // TestMTUCheck: CHECK verifies both ends' MTU; a changed one fails CHECK with the
 // interface, what it has, what it should have and where that comes from.
 func TestMTUCheck(t *testing.T) {
-	e := newEnv(t)
-	e.defaultPool()
-	e.startDaemon(e.config())
+	e := newServingEnv(t)
 	ctx := context.Background()
 	c, list := e.cni(), e.netListWith(`,"mtu":9000`)
 	podNS, podPath := e.pod("chk")

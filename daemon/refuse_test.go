@@ -114,9 +114,7 @@ func (e *env) nodeUplink() {
 // libcni, the plugin's stdin or straight to coild's socket (issue 10, item 1: such a GC
 // released every pod of the node).
 func TestGCMalformedListReleasesNothing(t *testing.T) {
-	e := newEnv(t)
-	e.defaultPool()
-	e.startDaemon(e.config())
+	e := newServingEnv(t)
 	ctx := context.Background()
 	c, list := e.cni(), e.netList()
 	ids := []string{"aaaa0001", "bbbb0002", "cccc0003"}
@@ -266,9 +264,7 @@ func TestAddIntoCoildOwnNetNSRefused(t *testing.T) {
 // the plugin applies (cniproto.Request.Validate), so a request sent straight to its
 // socket cannot smuggle in what the plugin refuses (issue 10, item 6).
 func TestCoildRefusesInvalidFields(t *testing.T) {
-	e := newEnv(t)
-	e.defaultPool()
-	e.startDaemon(e.config())
+	e := newServingEnv(t)
 	ctx := context.Background()
 	_, podPath := e.pod("inv")
 	before := e.nodeState()
@@ -335,9 +331,7 @@ func TestCoildRefusesInvalidFields(t *testing.T) {
 // ADD succeeds (issue 10, item 6: five huge ADDs failed 18 of 20 normal ones with "batch
 // too large").
 func TestHugeAddsDoNotFailOthers(t *testing.T) {
-	e := newEnv(t)
-	e.defaultPool()
-	e.startDaemon(e.config())
+	e := newServingEnv(t)
 	ctx := context.Background()
 	const normal, huge = 20, 5
 	paths := make([]string, normal+huge)
