@@ -57,21 +57,13 @@ func TestAddBetweenSessionsWaits(t *testing.T) {
 	e.startDaemon(cfg)
 	c, list := e.cni(), e.netList()
 	status := cniproto.NewClient(e.sock, 5*time.Second)
-	lease := e.aliveLease()
-	if lease == 0 {
-		t.Fatal("no liveness key")
-	}
-	if _, err := e.cli.Revoke(ctx, clientv3.LeaseID(lease)); err != nil {
-		t.Fatal(err)
-	}
+	lease := e.revokeAliveLease()
 	testutil.Eventually(t, 30*time.Second, func() bool { return status.Status(ctx) != nil }, "coild between sessions (STATUS not ready)")
 	id, path := e.pod("between")
 	if _, err := c.AddNetworkList(ctx, list, podRT(id, path)); err != nil {
 		t.Fatalf("ADD between two sessions: %v", err)
 	}
-	if got := e.aliveLease(); got == 0 || got == lease {
-		t.Errorf("liveness key's lease %x after the ADD, want a new one (old %x)", got, lease)
-	}
+	e.expectNewLease(lease)
 	if held := e.held(); len(held[attachKey{id, "eth0"}]) == 0 {
 		t.Errorf("log holds %v, want the pod's address", held)
 	}
@@ -94,24 +86,39 @@ func TestAddFencedByRevokedLeaseSucceeds(t *testing.T) {
 	if _, err := c.AddNetworkList(ctx, list, podRT(id0, path0)); err != nil {
 		t.Fatal(err)
 	}
-	lease := e.aliveLease()
-	if lease == 0 {
-		t.Fatal("no liveness key")
-	}
-	if _, err := e.cli.Revoke(ctx, clientv3.LeaseID(lease)); err != nil {
-		t.Fatal(err)
-	}
+	lease := e.revokeAliveLease()
 	id, path := e.pod("fenced")
 	start := time.Now()
 	if _, err := c.AddNetworkList(ctx, list, podRT(id, path)); err != nil {
 		t.Fatalf("ADD right after etcd revoked coild's lease: %v", err)
 	}
 	t.Logf("ADD after the revocation took %s", time.Since(start).Round(time.Millisecond))
-	if got := e.aliveLease(); got == 0 || got == lease {
-		t.Errorf("liveness key's lease %x after the ADD, want a new one (old %x)", got, lease)
-	}
+	e.expectNewLease(lease)
 	held := e.held()
 	if len(held[attachKey{id, "eth0"}]) == 0 || len(held[attachKey{id0, "eth0"}]) == 0 || len(held) != 2 {
 		t.Errorf("log holds %v, want the two pods' addresses", held)
+	}
+}
+
+// revokeAliveLease revokes the lease holding the node's liveness key, as etcd does when
+// the lease expires under a paused leader, and returns it.
+func (e *env) revokeAliveLease() int64 {
+	e.t.Helper()
+	lease := e.aliveLease()
+	if lease == 0 {
+		e.t.Fatal("no liveness key")
+	}
+	if _, err := e.cli.Revoke(context.Background(), clientv3.LeaseID(lease)); err != nil {
+		e.t.Fatal(err)
+	}
+	return lease
+}
+
+// expectNewLease fails the test unless the node's liveness key is held by a lease other
+// than old (a new session's).
+func (e *env) expectNewLease(old int64) {
+	e.t.Helper()
+	if got := e.aliveLease(); got == 0 || got == old {
+		e.t.Errorf("liveness key's lease %x after the ADD, want a new one (old %x)", got, old)
 	}
 }
