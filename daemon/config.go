@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"log/slog"
 	"net"
 	"slices"
@@ -68,45 +69,19 @@ type Config struct {
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
-	if c.EtcdPrefix == "" {
-		c.EtcdPrefix = "/coil/"
-	}
-	if c.Socket == "" {
-		c.Socket = "/run/coild.sock"
-	}
-	if c.StateDir == "" {
-		c.StateDir = "/run/coild"
-	}
-	if c.ExportTable == 0 {
-		c.ExportTable = 119
-	}
-	if c.RouteProtocol == 0 {
-		c.RouteProtocol = 30
-	}
-	if c.DefaultPool == "" {
-		c.DefaultPool = "default"
-	}
-	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 15 * time.Second
-	}
-	if c.ReconcileEvery == 0 {
-		c.ReconcileEvery = 30 * time.Second
-	}
-	if c.BlockGrace == 0 {
-		c.BlockGrace = 5 * time.Minute
-	}
-	if c.LeakGrace == 0 {
-		c.LeakGrace = time.Minute
-	}
-	if c.LeakCheckInterval == 0 {
-		c.LeakCheckInterval = 30 * time.Second
-	}
-	if c.MetricsInterval == 0 {
-		c.MetricsInterval = 10 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.EtcdPrefix = cmp.Or(c.EtcdPrefix, "/coil/")
+	c.Socket = cmp.Or(c.Socket, "/run/coild.sock")
+	c.StateDir = cmp.Or(c.StateDir, "/run/coild")
+	c.ExportTable = cmp.Or(c.ExportTable, 119)
+	c.RouteProtocol = cmp.Or(c.RouteProtocol, 30)
+	c.DefaultPool = cmp.Or(c.DefaultPool, "default")
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, 15*time.Second)
+	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, 30*time.Second)
+	c.BlockGrace = cmp.Or(c.BlockGrace, 5*time.Minute)
+	c.LeakGrace = cmp.Or(c.LeakGrace, time.Minute)
+	c.LeakCheckInterval = cmp.Or(c.LeakCheckInterval, 30*time.Second)
+	c.MetricsInterval = cmp.Or(c.MetricsInterval, 10*time.Second)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 }
 
 // Routing tables coild refuses as its export table: the kernel's own (unspec 0, default

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"time"
@@ -31,24 +32,14 @@ type LeaderConfig struct {
 // context is cancelled when leadership is lost. After a loss it campaigns again. It
 // returns when ctx ends, releasing the Lease if it holds it.
 func RunLeader(ctx context.Context, cfg LeaderConfig, lead func(ctx context.Context)) error {
-	if cfg.Name == "" {
-		cfg.Name = "coil-controller"
-	}
+	cfg.Name = cmp.Or(cfg.Name, "coil-controller")
 	if cfg.Identity == "" || cfg.Namespace == "" {
 		return errors.New("kube: leader election needs a namespace and an identity")
 	}
-	if cfg.LeaseDuration == 0 {
-		cfg.LeaseDuration = 15 * time.Second
-	}
-	if cfg.RenewDeadline == 0 {
-		cfg.RenewDeadline = 10 * time.Second
-	}
-	if cfg.RetryPeriod == 0 {
-		cfg.RetryPeriod = 2 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.LeaseDuration = cmp.Or(cfg.LeaseDuration, 15*time.Second)
+	cfg.RenewDeadline = cmp.Or(cfg.RenewDeadline, 10*time.Second)
+	cfg.RetryPeriod = cmp.Or(cfg.RetryPeriod, 2*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	leader := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "coil_controller_leader", Help: "1 while this coil-controller holds the leader Lease, else 0.",
 	})

@@ -22,6 +22,7 @@
 package soak
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -90,30 +91,16 @@ func (c *Config) defaults() error {
 	if c.Duration <= 0 {
 		c.Duration = 600 * time.Second
 	}
-	if c.Nodes == 0 {
-		c.Nodes = 3
-	}
-	if c.WorkersPerNode == 0 {
-		c.WorkersPerNode = 2
-	}
-	if c.PodsPerWorker == 0 {
-		c.PodsPerWorker = 4
-	}
+	c.Nodes = cmp.Or(c.Nodes, 3)
+	c.WorkersPerNode = cmp.Or(c.WorkersPerNode, 2)
+	c.PodsPerWorker = cmp.Or(c.PodsPerWorker, 4)
 	if c.FaultGap < time.Second {
 		c.FaultGap = 4 * time.Second
 	}
-	if c.ConvergeWithin == 0 {
-		c.ConvergeWithin = 120 * time.Second
-	}
-	if c.Settle == 0 {
-		c.Settle = 3 * time.Second
-	}
-	if c.Seed == 0 {
-		c.Seed = uint64(time.Now().UnixNano())
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	c.ConvergeWithin = cmp.Or(c.ConvergeWithin, 120*time.Second)
+	c.Settle = cmp.Or(c.Settle, 3*time.Second)
+	c.Seed = cmp.Or(c.Seed, uint64(time.Now().UnixNano()))
+	c.Logger = cmp.Or(c.Logger, slog.New(slog.DiscardHandler))
 	return nil
 }
 
