@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -130,12 +129,6 @@ func waitDelsDone(b *testing.B, p *netplumb.Plumber, intents string) {
 	}, "all DELs done")
 }
 
-func p50(d []time.Duration) float64 {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return float64(s[len(s)/2].Microseconds()) / 1000
-}
-
 // BenchmarkAdd measures coild's ADD called in-process (no socket, no plugin exec):
 // allocation with an fsynced etcd append, block export when new, veth and routes.
 // "sequential": one ADD at a time, each followed by an untimed DEL and wait; reported
@@ -172,7 +165,7 @@ func BenchmarkAdd(b *testing.B) {
 				}
 				waitDelsDone(b, p, intents)
 			}
-			b.ReportMetric(p50(took), "add-ms-p50")
+			b.ReportMetric(testutil.MedianMs(took), "add-ms-p50")
 		})
 	}
 	b.Run("burst16", func(b *testing.B) {
@@ -217,7 +210,7 @@ func BenchmarkAdd(b *testing.B) {
 			}
 			waitDelsDone(b, p, intents)
 		}
-		b.ReportMetric(p50(took), "add-ms-p50")
-		b.ReportMetric(p50(walls), "wall-ms-p50")
+		b.ReportMetric(testutil.MedianMs(took), "add-ms-p50")
+		b.ReportMetric(testutil.MedianMs(walls), "wall-ms-p50")
 	})
 }

@@ -4,21 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"testing"
 	"time"
 
+	"github.com/coil-net/coil/internal/testutil"
 	"github.com/coil-net/coil/netplumb"
 )
-
-func median(d []time.Duration) float64 {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return float64(s[len(s)/2].Microseconds()) / 1000
-}
 
 // BenchmarkSetupTeardown measures one dual-stack pod: Setup (veth with the peer born in
 // the pod namespace, addresses, routes on both sides) and Teardown (veth deletion).
@@ -47,8 +38,8 @@ func BenchmarkSetupTeardown(b *testing.B) {
 				setups = append(setups, t1.Sub(t0))
 				teardowns = append(teardowns, t2.Sub(t1))
 			}
-			b.ReportMetric(median(setups), "setup-ms-p50")
-			b.ReportMetric(median(teardowns), "teardown-ms-p50")
+			b.ReportMetric(testutil.MedianMs(setups), "setup-ms-p50")
+			b.ReportMetric(testutil.MedianMs(teardowns), "teardown-ms-p50")
 		})
 	}
 }
@@ -81,8 +72,8 @@ func BenchmarkPrepareFinish(b *testing.B) {
 		preps = append(preps, t1.Sub(t0))
 		finishes = append(finishes, t2.Sub(t1))
 	}
-	b.ReportMetric(median(preps), "prepare-ms-p50")
-	b.ReportMetric(median(finishes), "finish-ms-p50")
+	b.ReportMetric(testutil.MedianMs(preps), "prepare-ms-p50")
+	b.ReportMetric(testutil.MedianMs(finishes), "finish-ms-p50")
 }
 
 // BenchmarkTeardown20 compares deleting 20 host veths one by one (Teardown) with one
@@ -125,8 +116,8 @@ func BenchmarkTeardown20(b *testing.B) {
 				}
 				took = append(took, time.Since(t0))
 			}
-			b.ReportMetric(median(took), "ms-per-20-p50")
-			b.ReportMetric(median(took)/n, "ms-per-link-p50")
+			b.ReportMetric(testutil.MedianMs(took), "ms-per-20-p50")
+			b.ReportMetric(testutil.MedianMs(took)/n, "ms-per-link-p50")
 		})
 	}
 }
