@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/internal/testutil"
 )
 
 // syncCounter is a slog handler that counts export syncs by trigger (every sync, and
@@ -73,20 +74,11 @@ func TestBurstSyncsExportOncePerBlock(t *testing.T) {
 	for i := range paths {
 		_, paths[i] = e.pod(fmt.Sprintf("b%d", i))
 	}
-	var wg sync.WaitGroup
 	errs := make([]error, pods)
-	start := make(chan struct{})
-	for i := range pods {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			_, errs[i] = client.Add(context.Background(), &cniproto.Request{
-				ContainerID: fmt.Sprintf("burst%03d", i), IfName: "eth0", NetNS: paths[i], PodNamespace: "default", PodName: "p"})
-		}()
-	}
-	close(start)
-	wg.Wait()
+	testutil.Burst(pods, func(i int) {
+		_, errs[i] = client.Add(context.Background(), &cniproto.Request{
+			ContainerID: fmt.Sprintf("burst%03d", i), IfName: "eth0", NetNS: paths[i], PodNamespace: "default", PodName: "p"})
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("ADD %d: %v", i, err)

@@ -339,28 +339,19 @@ func TestHugeAddsDoNotFailOthers(t *testing.T) {
 		_, paths[i] = e.pod(fmt.Sprintf("h%02d", i))
 	}
 	cc := cniproto.NewClient(e.sock, 60*time.Second)
-	var wg sync.WaitGroup
 	errs := make([]error, normal)
 	statuses := make([]int, huge)
 	hugeErrs := make([]cniproto.Error, huge)
-	start := make(chan struct{})
-	for i := range normal + huge {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			id := fmt.Sprintf("a%07d", i)
-			if i < normal {
-				_, errs[i] = cc.Add(ctx, &cniproto.Request{ContainerID: id, IfName: "eth0", NetNS: paths[i], PodNamespace: "default", PodName: "web-" + strconv.Itoa(i)})
-				return
-			}
-			body, _ := json.Marshal(cniproto.Request{ContainerID: id, IfName: "eth0", NetNS: paths[i], PodNamespace: "default",
-				PodName: strings.Repeat("x", 300<<10)})
-			statuses[i-normal], hugeErrs[i-normal] = e.rawPost(cniproto.PathAdd, body)
-		}()
-	}
-	close(start)
-	wg.Wait()
+	testutil.Burst(normal+huge, func(i int) {
+		id := fmt.Sprintf("a%07d", i)
+		if i < normal {
+			_, errs[i] = cc.Add(ctx, &cniproto.Request{ContainerID: id, IfName: "eth0", NetNS: paths[i], PodNamespace: "default", PodName: "web-" + strconv.Itoa(i)})
+			return
+		}
+		body, _ := json.Marshal(cniproto.Request{ContainerID: id, IfName: "eth0", NetNS: paths[i], PodNamespace: "default",
+			PodName: strings.Repeat("x", 300<<10)})
+		statuses[i-normal], hugeErrs[i-normal] = e.rawPost(cniproto.PathAdd, body)
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("normal ADD %d: %v", i, err)

@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cockroachdb/errors"
@@ -24,6 +23,7 @@ import (
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
 	"github.com/coil-net/coil/internal/gobuild"
+	"github.com/coil-net/coil/internal/testutil"
 	"github.com/coil-net/coil/lab"
 )
 
@@ -590,22 +590,12 @@ func (b *bench) directBurst(ctx context.Context, r int) (res burstResult, err er
 	run := func(call func(i int) error) (time.Duration, []time.Duration, []error) {
 		each := make([]time.Duration, len(pods))
 		errs := make([]error, len(pods))
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range pods {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				t := time.Now()
-				errs[i] = call(i)
-				each[i] = time.Since(t)
-			}()
-		}
-		t0 := time.Now()
-		close(start)
-		wg.Wait()
-		return time.Since(t0), each, errs
+		wall := testutil.Burst(len(pods), func(i int) {
+			t := time.Now()
+			errs[i] = call(i)
+			each[i] = time.Since(t)
+		})
+		return wall, each, errs
 	}
 	addrs := make([][]netip.Addr, len(pods))
 	veths := make([]string, len(pods))
@@ -655,20 +645,10 @@ func (b *bench) concurrently(ctx context.Context, k *kind, cmd string, pods []st
 	each := make([]time.Duration, len(pods))
 	outs := make([][]byte, len(pods))
 	errs := make([]error, len(pods))
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i, p := range pods {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			each[i], outs[i], errs[i] = b.cni(ctx, k, cmd, p)
-		}()
-	}
-	t0 := time.Now()
-	close(start)
-	wg.Wait()
-	return time.Since(t0), each, outs, errs
+	wall := testutil.Burst(len(pods), func(i int) {
+		each[i], outs[i], errs[i] = b.cni(ctx, k, cmd, pods[i])
+	})
+	return wall, each, outs, errs
 }
 
 func (b *bench) burst(ctx context.Context, k *kind, pods []string) (res burstResult, err error) {

@@ -39,6 +39,7 @@ import (
 	"github.com/coil-net/coil/bench/benchenv"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdclient"
+	"github.com/coil-net/coil/internal/testutil"
 	"github.com/coil-net/coil/readside"
 )
 
@@ -561,38 +562,27 @@ type bootRun struct {
 func bootAll(ctx context.Context, n int, retryWait time.Duration, try func(ctx context.Context, i int) error) *bootRun {
 	r := &bootRun{}
 	var blocked atomic.Int64 // latest success, ns after the start
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			t0 := time.Now()
-			for ctx.Err() == nil {
-				if err := try(ctx, i); err != nil {
-					if ctx.Err() == nil {
-						r.fails.add(err)
-						sleepCtx(ctx, retryWait)
-					}
-					continue
+	r.took = testutil.Burst(n, func(i int) {
+		t0 := time.Now()
+		for ctx.Err() == nil {
+			if err := try(ctx, i); err != nil {
+				if ctx.Err() == nil {
+					r.fails.add(err)
+					sleepCtx(ctx, retryWait)
 				}
-				d := time.Since(t0)
-				r.lat.add(d)
-				for {
-					cur := blocked.Load()
-					if int64(d) <= cur || blocked.CompareAndSwap(cur, int64(d)) {
-						break
-					}
-				}
-				return
+				continue
 			}
-		}()
-	}
-	t0 := time.Now()
-	close(start)
-	wg.Wait()
-	r.took = time.Since(t0)
+			d := time.Since(t0)
+			r.lat.add(d)
+			for {
+				cur := blocked.Load()
+				if int64(d) <= cur || blocked.CompareAndSwap(cur, int64(d)) {
+					break
+				}
+			}
+			return
+		}
+	})
 	r.blocked = time.Duration(blocked.Load())
 	return r
 }
@@ -612,36 +602,27 @@ func (h *harness) exhaustion(ctx context.Context) error {
 	var lat latencies
 	var fails failures
 	var exhausted atomic.Int64
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i, n := range h.nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			for k := 0; ctx.Err() == nil; k++ {
-				req := allocator.Request{ContainerID: containerID(i, k), IfName: "eth0", Pool: h.pool}
-				t0 := time.Now()
-				_, err := n.allocate(ctx, req)
-				if err == nil {
-					lat.add(time.Since(t0))
-					continue
-				}
-				if errors.Is(err, allocator.ErrExhausted) {
-					exhausted.Add(1)
-					return
-				}
-				if ctx.Err() == nil {
-					fails.add(err)
-				}
-				k-- // retry the same pod
+	wall := testutil.Burst(len(h.nodes), func(i int) {
+		n := h.nodes[i]
+		for k := 0; ctx.Err() == nil; k++ {
+			req := allocator.Request{ContainerID: containerID(i, k), IfName: "eth0", Pool: h.pool}
+			t0 := time.Now()
+			_, err := n.allocate(ctx, req)
+			if err == nil {
+				lat.add(time.Since(t0))
+				continue
 			}
-		}()
-	}
-	t0 := time.Now()
-	close(start)
-	wg.Wait()
-	h.res.AllBlockedS = time.Since(t0).Seconds()
+			if errors.Is(err, allocator.ErrExhausted) {
+				exhausted.Add(1)
+				return
+			}
+			if ctx.Err() == nil {
+				fails.add(err)
+			}
+			k-- // retry the same pod
+		}
+	})
+	h.res.AllBlockedS = wall.Seconds()
 	h.res.P50ms, h.res.P99ms, h.res.Maxms = lat.quantiles()
 	h.res.Allocs = len(lat.d)
 	h.res.FailedAllocs, h.res.FailedReasons = fails.n, fails.by
