@@ -299,10 +299,7 @@ func (c *Cluster) CreatePool(ctx context.Context, name, subnet string, bits int)
 // StartCoild starts the node's coild (node 0's with the embedded etcd) and waits until it
 // answers STATUS. Starting a running coild is an error.
 func (n *Node) StartCoild(ctx context.Context) error {
-	n.mu.Lock()
-	running := n.coild != nil && !n.coild.Exited()
-	n.mu.Unlock()
-	if running {
+	if p := n.coildProc(); p != nil && !p.Exited() {
 		return errors.Wrapf(ErrConfig, "coild of %s is running", n.Name)
 	}
 	cfg := n.c.Config
@@ -339,38 +336,37 @@ func (n *Node) waitReady(ctx context.Context, p *lab.Process) error {
 	return nil
 }
 
+// coildProc is the node's current coild process (nil before the first start).
+func (n *Node) coildProc() *lab.Process {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.coild
+}
+
 // StopCoild stops the node's coild (SIGTERM, by PID). Pods stay as they are. Stopping a
 // stopped coild is not an error.
 func (n *Node) StopCoild() error {
-	n.mu.Lock()
-	p := n.coild
-	n.mu.Unlock()
-	if p == nil {
-		return nil
+	if p := n.coildProc(); p != nil {
+		return p.Stop()
 	}
-	return p.Stop()
+	return nil
 }
 
 // KillCoild kills the node's coild with SIGKILL (by PID), as a crash would end it, and
 // waits until it is gone. Pods stay as they are. Killing a stopped coild is not an error.
 func (n *Node) KillCoild() error {
-	n.mu.Lock()
-	p := n.coild
-	n.mu.Unlock()
-	if p == nil {
-		return nil
+	if p := n.coildProc(); p != nil {
+		return p.Kill()
 	}
-	return p.Kill()
+	return nil
 }
 
 // CoildPID is the PID of the node's current coild (0 before the first start).
 func (n *Node) CoildPID() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.coild == nil {
-		return 0
+	if p := n.coildProc(); p != nil {
+		return p.PID()
 	}
-	return n.coild.PID()
+	return 0
 }
 
 // RestartCoild stops and starts the node's coild and waits until it is ready.
@@ -383,12 +379,10 @@ func (n *Node) RestartCoild(ctx context.Context) error {
 
 // CoildLog is the path of the current coild's log file ("" before the first start).
 func (n *Node) CoildLog() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.coild == nil {
-		return ""
+	if p := n.coildProc(); p != nil {
+		return p.LogPath
 	}
-	return n.coild.LogPath
+	return ""
 }
 
 // AddPod creates a pod namespace and adds it to the network through cnitool and the coil
