@@ -266,10 +266,7 @@ func (n *Node) StartContainerd(ctx context.Context) error {
 
 // StartKubelet starts the node's kubelet (it registers the node; waitRegistered).
 func (n *Node) StartKubelet(ctx context.Context) error {
-	n.mu.Lock()
-	running := n.kubelet != nil && !n.kubelet.Exited()
-	n.mu.Unlock()
-	if running {
+	if p := n.kubeletProc(); p != nil && !p.Exited() {
 		return errors.Wrapf(ErrConfig, "kubelet of %s is running", n.Name)
 	}
 	args := []string{n.c.Config.Kit.Kube("kubelet"),
@@ -290,33 +287,39 @@ func (n *Node) StartKubelet(ctx context.Context) error {
 
 // StopKubelet stops the node's kubelet (SIGTERM, by PID). Pods keep running.
 func (n *Node) StopKubelet() error {
-	n.mu.Lock()
-	p := n.kubelet
-	n.mu.Unlock()
-	if p == nil {
-		return nil
+	if p := n.kubeletProc(); p != nil {
+		return p.Stop()
 	}
-	return p.Stop()
+	return nil
+}
+
+// kubeletProc is the node's current kubelet process (nil before the first start).
+func (n *Node) kubeletProc() *lab.Process {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.kubelet
 }
 
 // KubeletLog is the current kubelet's log file.
 func (n *Node) KubeletLog() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.kubelet == nil {
-		return ""
-	}
-	return n.kubelet.LogPath
+	return logPath(n.kubelet)
 }
 
 // ContainerdLog is containerd's log file.
 func (n *Node) ContainerdLog() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.containerd == nil {
+	return logPath(n.containerd)
+}
+
+// logPath is p's log file ("" for no process).
+func logPath(p *lab.Process) string {
+	if p == nil {
 		return ""
 	}
-	return n.containerd.LogPath
+	return p.LogPath
 }
 
 // Shutdown takes the node away as a powered-off machine would leave it: the kubelet
