@@ -235,16 +235,26 @@ func (c *PodCache) CachedPod(namespace, name string) *corev1.Pod {
 // GetPod reads the pod from the API server, not the cache. A missing pod is
 // ErrPodNotFound; any other failure ErrUnavailable.
 func (c *PodCache) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	return getObject(ctx, c.cfg.Timeout, ErrPodNotFound, "pod "+namespace+"/"+name, func(ctx context.Context) (*corev1.Pod, error) {
+		return c.cfg.Client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	})
+}
+
+// getObject reads one object from the API server (get, within timeout). A missing object
+// wraps notFound, any other failure ErrUnavailable; what names the object in the message
+// ("pod NS/NAME"). GetPod, namespace and NodeLabels read through it.
+func getObject[T any](ctx context.Context, timeout time.Duration, notFound error, what string, get func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	p, err := c.cfg.Client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	obj, err := get(ctx)
+	var zero T
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, errors.Wrapf(ErrPodNotFound, "pod %s/%s", namespace, name)
+		return zero, errors.Wrapf(notFound, "%s", what)
 	case err != nil:
-		return nil, errors.Wrapf(ErrUnavailable, "get pod %s/%s: %v", namespace, name, err)
+		return zero, errors.Wrapf(ErrUnavailable, "get %s: %v", what, err)
 	}
-	return p, nil
+	return obj, nil
 }
 
 // pod finds ref: the cache first, the API server when the cache has no pod of that
@@ -268,16 +278,9 @@ func (c *PodCache) namespace(ctx context.Context, name string) (*corev1.Namespac
 	if ns, err := c.nsList.Get(name); err == nil {
 		return ns, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	ns, err := c.cfg.Client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil, errors.Wrapf(ErrNamespaceNotFound, "namespace %s", name)
-	case err != nil:
-		return nil, errors.Wrapf(ErrUnavailable, "get namespace %s: %v", name, err)
-	}
-	return ns, nil
+	return getObject(ctx, c.cfg.Timeout, ErrNamespaceNotFound, "namespace "+name, func(ctx context.Context) (*corev1.Namespace, error) {
+		return c.cfg.Client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	})
 }
 
 // ResolvePool chooses the pool for a CNI ADD (see SelectPool for the order). With no
@@ -308,14 +311,11 @@ func (c *PodCache) ResolvePool(ctx context.Context, ref PodRef, netconfPool, def
 // ClusterRole may get nodes). A missing node is ErrNodeNotFound; any other failure
 // ErrUnavailable.
 func (c *PodCache) NodeLabels(ctx context.Context, name string) (map[string]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	n, err := c.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil, errors.Wrapf(ErrNodeNotFound, "node %s", name)
-	case err != nil:
-		return nil, errors.Wrapf(ErrUnavailable, "get node %s: %v", name, err)
+	n, err := getObject(ctx, c.cfg.Timeout, ErrNodeNotFound, "node "+name, func(ctx context.Context) (*corev1.Node, error) {
+		return c.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return n.Labels, nil
 }
