@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -31,6 +30,20 @@ func requireCgroupV1(t *testing.T) {
 	}
 }
 
+// startCgroupLab starts a one-node IPv4 lab (cgroup v1 needed) and makes node n0's
+// cgroup.
+func startCgroupLab(t *testing.T) (*Lab, *Cgroup) {
+	t.Helper()
+	requireLab(t)
+	requireCgroupV1(t)
+	l := startLab(t, Config{Nodes: 1, DisableIPv6: true})
+	cg, err := l.NewCgroup("n0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, cg
+}
+
 // joinCgroup starts `sleep 1000` in the given cgroup.procs files (a shell that joins them
 // and execs sleep) and returns it.
 func joinCgroup(t *testing.T, procs []string) *exec.Cmd {
@@ -48,13 +61,7 @@ func joinCgroup(t *testing.T, procs []string) *exec.Cmd {
 // A node cgroup holds its processes; Close kills what is left in it (also below it) and
 // removes every cgroup directory it made, in every hierarchy.
 func TestCgroupClose(t *testing.T) {
-	requireLab(t)
-	requireCgroupV1(t)
-	l := startLab(t, Config{Nodes: 1, DisableIPv6: true})
-	cg, err := l.NewCgroup("n0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, cg := startCgroupLab(t)
 	if want := Prefix + l.Name + "-n0"; cg.Name != want {
 		t.Errorf("cgroup name %q, want %q", cg.Name, want)
 	}
@@ -88,21 +95,9 @@ func TestCgroupClose(t *testing.T) {
 // Sweep kills the processes in a crashed lab's cgroups and removes the cgroups, but
 // never a live lab's.
 func TestSweepCgroups(t *testing.T) {
-	requireLab(t)
-	requireCgroupV1(t)
-	live := startLab(t, Config{Nodes: 1, DisableIPv6: true})
-	liveCg, err := live.NewCgroup("n0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := exec.Command("true")
-	if err99 := dead.Run(); err99 != nil {
-		t.Fatal(err99)
-	}
+	live, liveCg := startCgroupLab(t)
 	name := "sc" + live.Name[:6]
-	if err103 := os.WriteFile(OwnerDir+"/"+name, fmt.Appendf(nil, "%d 1\n", dead.Process.Pid), 0o644); err103 != nil {
-		t.Fatal(err103)
-	}
+	fakeDeadOwner(t, name)
 	hs, err := Hierarchies()
 	if err != nil {
 		t.Fatal(err)

@@ -303,6 +303,19 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 }
 
+// fakeDeadOwner writes the owner record of lab name naming a process that has exited, as
+// a crashed run leaves it: Sweep takes that lab for dead.
+func fakeDeadOwner(t *testing.T, name string) {
+	t.Helper()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(OwnerDir+"/"+name, fmt.Appendf(nil, "%d 1\n", dead.Process.Pid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Sweep removes a crashed lab's namespaces (and processes in them) but never a live lab's.
 func TestSweep(t *testing.T) {
 	requireLab(t)
@@ -310,14 +323,8 @@ func TestSweep(t *testing.T) {
 
 	// Fake a crashed lab: an owner record naming a process that has exited, a namespace,
 	// and a process left inside it.
-	dead := exec.Command("true")
-	if err := dead.Run(); err != nil {
-		t.Fatal(err)
-	}
 	name := "sw" + live.Name[:6]
-	if err := os.WriteFile(OwnerDir+"/"+name, fmt.Appendf(nil, "%d 1\n", dead.Process.Pid), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	fakeDeadOwner(t, name)
 	ns := Prefix + name + "-n0"
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("%v: %s", err, out)
