@@ -62,21 +62,8 @@ func benchDaemonLevel(b *testing.B, embedded, viaSocket, raise bool) (*daemon.Da
 		cli = etcd.Client(b)
 		cfg.EtcdEndpoints = etcd.Endpoints()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		if rerr := <-done; rerr != nil {
-			b.Errorf("Run: %v", rerr)
-		}
-		d.Close()
-	})
+	d := runDaemon(b, cfg).d
+	ctx := context.Background()
 	if embedded {
 		cli, err = clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 10 * time.Second})
 		if err != nil {

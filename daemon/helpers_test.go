@@ -195,19 +195,26 @@ func (e *env) startDaemon(cfg daemon.Config) *running {
 // startDaemonNoWait runs coild in-process without waiting for it to be ready.
 func (e *env) startDaemonNoWait(cfg daemon.Config) *running {
 	e.t.Helper()
+	return runDaemon(e.t, cfg)
+}
+
+// runDaemon runs coild in-process with cfg until stopped or the test or benchmark ends;
+// it does not wait for it to be ready.
+func runDaemon(tb testing.TB, cfg daemon.Config) *running {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d, err := daemon.New(ctx, cfg)
 	if err != nil {
 		cancel()
-		e.t.Fatalf("daemon.New: %v", err)
+		tb.Fatalf("daemon.New: %v", err)
 	}
 	r := &running{d: d, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- d.Run(ctx) }()
-	e.t.Cleanup(func() { r.stop(e.t) })
+	tb.Cleanup(func() { r.stop(tb) })
 	return r
 }
 
-func (r *running) stop(t *testing.T) {
+func (r *running) stop(t testing.TB) {
 	t.Helper()
 	r.once.Do(func() {
 		r.cancel()
