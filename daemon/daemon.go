@@ -208,20 +208,34 @@ func (d *Daemon) Close() {
 	}
 }
 
-// every calls f every interval, and at once on each receive from wake (nil: none),
-// until ctx ends. The mtu, leak and metrics loops run on it.
-func every(ctx context.Context, interval time.Duration, wake <-chan struct{}, f func()) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
+// repeat calls f after a wait of first, then again after each wait of what f returned,
+// until ctx ends or f returns 0 (or less). A receive from wake (nil: none) ends a wait
+// early. The lease keep-alive runs on it, and every.
+func repeat(ctx context.Context, first time.Duration, wake <-chan struct{}, f func() time.Duration) {
+	t := time.NewTimer(first)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-t.C:
 		case <-wake:
 		}
-		f()
+		next := f()
+		if next <= 0 {
+			return
+		}
+		t.Reset(next)
 	}
+}
+
+// every calls f interval after its previous call ended, and at once on each receive
+// from wake (nil: none), until ctx ends. The mtu, leak and metrics loops run on it.
+func every(ctx context.Context, interval time.Duration, wake <-chan struct{}, f func()) {
+	repeat(ctx, interval, wake, func() time.Duration {
+		f()
+		return interval
+	})
 }
 
 // Run registers the node and serves until ctx ends. A lost lease starts a new session

@@ -45,34 +45,26 @@ func (d *Daemon) keepLeaseAlive(ctx context.Context, id clientv3.LeaseID, ttl ti
 	go func() {
 		defer close(lost)
 		renewed := time.Now()
-		next := ttl / 3
-		t := time.NewTimer(next)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			case <-d.leaseCheck: // an append was fenced: renew now, to learn whether the lease is gone
-			}
+		// d.leaseCheck: an append was fenced: renew now, to learn whether the lease is gone.
+		repeat(ctx, ttl/3, d.leaseCheck, func() time.Duration {
 			err := d.renewLease(ctx, id)
 			switch {
 			case err == nil:
-				renewed, next = time.Now(), ttl/3
+				renewed = time.Now()
+				return ttl / 3
 			case ctx.Err() != nil:
-				return
+				return 0
 			case errors.Is(err, rpctypes.ErrLeaseNotFound):
 				d.log.Warn("lease gone", "lease", int64(id), "since last renewal", time.Since(renewed).Round(time.Millisecond))
-				return
+				return 0
 			case time.Since(renewed) >= ttl:
 				d.log.Warn("lease not renewed for its TTL", "lease", int64(id), "ttl", ttl, "err", err)
-				return
+				return 0
 			default:
 				d.log.Warn("lease renewal failed; trying again", "lease", int64(id), "since last renewal", time.Since(renewed).Round(time.Millisecond), "err", err)
-				next = 100 * time.Millisecond
+				return 100 * time.Millisecond
 			}
-			t.Reset(next)
-		}
+		})
 	}()
 	return lost
 }
