@@ -659,16 +659,14 @@ func (h *harness) churn(ctx context.Context) error {
 			reconWG.Add(1)
 			go func() {
 				defer reconWG.Done()
-				t := time.NewTicker(o.reconcile + time.Duration(rand.Int64N(int64(o.reconcile))))
-				defer t.Stop()
+				period := o.reconcile + time.Duration(rand.Int64N(int64(o.reconcile)))
 				for {
-					select {
-					case <-rctx.Done():
+					sleepCtx(rctx, period)
+					if rctx.Err() != nil {
 						return
-					case <-t.C:
-						k, _ := n.node.ReleaseEmptyBlocks(rctx, o.blockGrace)
-						released.Add(int64(k))
 					}
+					k, _ := n.node.ReleaseEmptyBlocks(rctx, o.blockGrace)
+					released.Add(int64(k))
 				}
 			}()
 		}
