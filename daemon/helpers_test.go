@@ -230,6 +230,18 @@ func (r *running) stop(t testing.TB) {
 	})
 }
 
+// delIntents lists the DELs coild recorded and has not finished (its state dir's del/).
+func (e *env) delIntents() []os.DirEntry {
+	ents, _ := os.ReadDir(filepath.Join(e.stateDir, "del"))
+	return ents
+}
+
+// waitDelsFinished waits until coild has finished every DEL it recorded.
+func (e *env) waitDelsFinished() {
+	e.t.Helper()
+	waitFor(e.t, func() bool { return len(e.delIntents()) == 0 }, "DELs finished")
+}
+
 // waitReady waits until coild answers STATUS with success.
 func (e *env) waitReady() {
 	e.t.Helper()

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -129,7 +128,7 @@ func TestGCMalformedListReleasesNothing(t *testing.T) {
 		if n := len(e.nodeEvents()); n != events0 {
 			t.Errorf("%s: %d events appended", what, n-events0)
 		}
-		if ents, _ := os.ReadDir(filepath.Join(e.stateDir, "del")); len(ents) != 0 {
+		if ents := e.delIntents(); len(ents) != 0 {
 			t.Errorf("%s: DEL intents recorded: %v", what, ents)
 		}
 		if after := e.nodeState(); after != before {
@@ -217,10 +216,7 @@ func TestAddIntoNodeNetNSRefused(t *testing.T) {
 	if err := cc.Del(ctx, &cniproto.Request{ContainerID: id, IfName: "eth9", NetNS: e.nodePath}); err != nil {
 		t.Errorf("raw DEL: %v", err)
 	}
-	waitFor(t, func() bool {
-		ents, _ := os.ReadDir(filepath.Join(e.stateDir, "del"))
-		return len(ents) == 0
-	}, "DELs finished")
+	e.waitDelsFinished()
 	if after := e.nodeState(); after != before {
 		t.Errorf("the node changed after DEL:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
@@ -248,10 +244,7 @@ func TestAddIntoCoildOwnNetNSRefused(t *testing.T) {
 			t.Errorf("DEL with CNI_NETNS=%s: %v", path, err)
 		}
 	}
-	waitFor(t, func() bool {
-		ents, _ := os.ReadDir(filepath.Join(e.stateDir, "del"))
-		return len(ents) == 0
-	}, "DELs finished")
+	e.waitDelsFinished()
 	if after := e.nodeState(); after != before {
 		t.Errorf("the node changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
@@ -317,7 +310,7 @@ func TestCoildRefusesInvalidFields(t *testing.T) {
 			t.Errorf("an event was appended for a refused request: %s %+v", ev.Payload.EventType(), ev.Payload)
 		}
 	}
-	if ents, _ := os.ReadDir(filepath.Join(e.stateDir, "del")); len(ents) != 0 {
+	if ents := e.delIntents(); len(ents) != 0 {
 		t.Errorf("DEL intents recorded for refused requests: %v", ents)
 	}
 	// The good request itself is served.
