@@ -16,17 +16,7 @@ func TestAllowedUIDsRefused(t *testing.T) {
 		{"1000,bob", `invalid argument "1000,bob" for "--allowed-uids" flag`},
 		{"", `invalid argument "" for "--allowed-uids" flag`},
 	} {
-		cmd := exec.Command(coildBin(t), "--allowed-uids="+tc.value, "--socket=/nonexistent/dir/coild.sock",
-			"--etcd-endpoints=unix:///nonexistent/etcd.sock")
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-			t.Errorf("--allowed-uids=%q: %v, want exit 1\n%s", tc.value, err, out)
-			continue
-		}
-		if !strings.Contains(string(out), tc.want) {
-			t.Errorf("--allowed-uids=%q: output %q lacks %q", tc.value, out, tc.want)
-		}
+		expectFlagRefused(t, "allowed-uids", tc.value, tc.want)
 	}
 }
 
@@ -39,16 +29,23 @@ func TestNodeLabelsRefused(t *testing.T) {
 		{"bad key=a", `--node-labels: node labels "bad key=a": `},
 		{"zone=a/b", `--node-labels: node labels "zone=a/b": `},
 	} {
-		cmd := exec.Command(coildBin(t), "--node-labels="+tc.value, "--socket=/nonexistent/dir/coild.sock",
-			"--etcd-endpoints=unix:///nonexistent/etcd.sock")
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-			t.Errorf("--node-labels=%q: %v, want exit 1\n%s", tc.value, err, out)
-			continue
-		}
-		if !strings.Contains(string(out), tc.want) {
-			t.Errorf("--node-labels=%q: output %q lacks %q", tc.value, out, tc.want)
-		}
+		expectFlagRefused(t, "node-labels", tc.value, tc.want)
+	}
+}
+
+// expectFlagRefused runs coild with --flag=value (its socket and etcd out of reach) and
+// fails the test unless coild exits 1 with want in its output.
+func expectFlagRefused(t *testing.T, flag, value, want string) {
+	t.Helper()
+	cmd := exec.Command(coildBin(t), "--"+flag+"="+value, "--socket=/nonexistent/dir/coild.sock",
+		"--etcd-endpoints=unix:///nonexistent/etcd.sock")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Errorf("--%s=%q: %v, want exit 1\n%s", flag, value, err, out)
+		return
+	}
+	if !strings.Contains(string(out), want) {
+		t.Errorf("--%s=%q: output %q lacks %q", flag, value, out, want)
 	}
 }
