@@ -159,20 +159,12 @@ func (e *env) config() daemon.Config {
 		HostNetNS:      e.nodePath,
 		LeaseTTL:       3 * time.Second,
 		ReconcileEvery: 200 * time.Millisecond,
-		Logger:         slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger:         testutil.Logger(e.t, slog.LevelInfo),
 	}
 	if e.fake != nil {
 		cfg.Plumber = e.fake
 	}
 	return cfg
-}
-
-// testWriter sends log lines to t.Log (shown for failed tests and with -v).
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 // running is an in-process coild.

@@ -36,7 +36,7 @@ func TestControllerMetricsDocumented(t *testing.T) {
 	cmd := exec.Command(bin, "--kubeconfig", s.Kubeconfig, "--etcd-endpoints", strings.Join(s.Etcd.Endpoints(), ","),
 		"--leader-election-namespace", "kube-system", "--identity", "ctl-test", "--metrics-addr", addr,
 		"--leader-election-lease-duration", "3s", "--leader-election-renew-deadline", "2s", "--leader-election-retry-period", "200ms")
-	cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
+	cmd.Stdout, cmd.Stderr = testutil.LogWriter{T: t}, testutil.LogWriter{T: t}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

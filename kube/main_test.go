@@ -1,7 +1,6 @@
 package kube_test
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -19,11 +18,3 @@ func (c *fakeClock) Add(d time.Duration) { c.now = c.now.Add(d) }
 
 func metav1GetOptions() metav1.GetOptions       { return metav1.GetOptions{} }
 func metav1UpdateOptions() metav1.UpdateOptions { return metav1.UpdateOptions{} }
-
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
-}

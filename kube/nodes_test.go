@@ -113,7 +113,7 @@ func TestNodeReclaim(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	rec := kube.NewNodeReclaimer(kube.ReclaimerConfig{
 		Client: cs, Admin: &allocator.Admin{Log: elog, Clock: events.SystemClock{}, Actor: "coil-controller"},
-		RetryEvery: 100 * time.Millisecond, Registerer: reg, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		RetryEvery: 100 * time.Millisecond, Registerer: reg, Logger: testutil.Logger(t, slog.LevelInfo),
 	})
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -121,7 +121,7 @@ func TestNodeReclaim(t *testing.T) {
 		done <- kube.RunLeader(lctx, kube.LeaderConfig{
 			Client: cs, Namespace: "kube-system", Identity: "test-1",
 			LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond,
-			Registerer: reg, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+			Registerer: reg, Logger: testutil.Logger(t, slog.LevelInfo),
 		}, func(ctx context.Context) {
 			if rerr := rec.Run(ctx); rerr != nil {
 				t.Errorf("reclaimer: %v", rerr)

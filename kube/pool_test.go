@@ -18,7 +18,7 @@ import (
 
 func startCache(t *testing.T, s *kubetest.APIServer, node string) *kube.PodCache {
 	t.Helper()
-	c := kube.NewPodCache(kube.PodCacheConfig{Client: s.Client(t), Node: node, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	c := kube.NewPodCache(kube.PodCacheConfig{Client: s.Client(t), Node: node, Logger: testutil.Logger(t, slog.LevelInfo)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()

@@ -28,7 +28,7 @@ func requireLab(t *testing.T) {
 func startLab(t *testing.T, cfg Config) *Lab {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.Logger = testutil.Logger(t, slog.LevelDebug)
 	}
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
@@ -51,14 +51,6 @@ func startLab(t *testing.T, cfg Config) *Lab {
 		assertNoNamespaces(t, l.Name)
 	})
 	return l
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }
 
 func dumpBird(t *testing.T, l *Lab) {

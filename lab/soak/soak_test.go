@@ -3,7 +3,6 @@ package soak_test
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,14 +10,6 @@ import (
 	"github.com/coil-net/coil/lab/demo"
 	"github.com/coil-net/coil/lab/soak"
 )
-
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
-}
 
 // TestSoak is the 60-second chaos soak (`make soak` runs it for 10 minutes): pods
 // churned on 3 nodes through cnitool while coild, BIRD and etcd members are killed and
@@ -38,7 +29,7 @@ func TestSoak(t *testing.T) {
 	}
 	rep, err := soak.Run(ctx, soak.Config{
 		Duration: 60 * time.Second, BinDir: dir,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger: testutil.Logger(t, slog.LevelInfo),
 	})
 	if err != nil {
 		t.Fatalf("%+v", err)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,7 +89,7 @@ func newNode(t *testing.T) *node {
 	startCoild(t, daemon.Config{
 		Node: nodeName, EtcdEndpoints: e.Endpoints(), Socket: n.sock, StateDir: filepath.Join(dir, "state"),
 		HostNetNS: n.path, LeaseTTL: 5 * time.Second, ReconcileEvery: time.Second, DefaultPool: "default",
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger: testutil.Logger(t, slog.LevelInfo),
 	})
 	// The node's CNI directories, as coild's init container fills them: the installed
 	// conflist, with the socket of this coild.
@@ -139,13 +138,6 @@ func startCoild(t *testing.T, cfg daemon.Config) {
 	})
 	c := cniproto.NewClient(cfg.Socket, 2*time.Second)
 	testutil.Eventually(t, 30*time.Second, func() bool { return c.Status(context.Background()) == nil }, "coild ready")
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
 }
 
 // holding returns the addresses the log says containerID holds (nil: none).
