@@ -17,6 +17,7 @@ import (
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/daemon"
+	"github.com/coil-net/coil/daemon/daemontest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/internal/testutil"
@@ -62,7 +63,7 @@ func benchDaemonLevel(b *testing.B, embedded, viaSocket, raise bool) (*daemon.Da
 		cli = etcd.Client(b)
 		cfg.EtcdEndpoints = etcd.Endpoints()
 	}
-	d := runDaemon(b, cfg).d
+	d := daemontest.Start(b, cfg).D
 	ctx := context.Background()
 	if embedded {
 		cli, err = clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 10 * time.Second})

@@ -300,7 +300,7 @@ func TestDelBeforeReady(t *testing.T) {
 	if _, err := c.AddNetworkList(ctx, list, podRT(id, podPath)); err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
-	first.stop(t)
+	first.Stop(t)
 
 	// A state dir without the last lease (as after /run was wiped): the new coild waits
 	// for the old lease to expire before it reads the log, with its socket already open.

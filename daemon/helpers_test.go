@@ -23,8 +23,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/coil-net/coil/allocator"
-	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/daemon"
+	"github.com/coil-net/coil/daemon/daemontest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/internal/gobuild"
@@ -167,17 +167,9 @@ func (e *env) config() daemon.Config {
 	return cfg
 }
 
-// running is an in-process coild.
-type running struct {
-	d      *daemon.Daemon
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-}
-
 // startDaemon runs coild in-process until stopped or the test ends, and waits until it
 // is ready.
-func (e *env) startDaemon(cfg daemon.Config) *running {
+func (e *env) startDaemon(cfg daemon.Config) *daemontest.Coild {
 	e.t.Helper()
 	r := e.startDaemonNoWait(cfg)
 	e.waitReady()
@@ -185,41 +177,9 @@ func (e *env) startDaemon(cfg daemon.Config) *running {
 }
 
 // startDaemonNoWait runs coild in-process without waiting for it to be ready.
-func (e *env) startDaemonNoWait(cfg daemon.Config) *running {
+func (e *env) startDaemonNoWait(cfg daemon.Config) *daemontest.Coild {
 	e.t.Helper()
-	return runDaemon(e.t, cfg)
-}
-
-// runDaemon runs coild in-process with cfg until stopped or the test or benchmark ends;
-// it does not wait for it to be ready.
-func runDaemon(tb testing.TB, cfg daemon.Config) *running {
-	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		tb.Fatalf("daemon.New: %v", err)
-	}
-	r := &running{d: d, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- d.Run(ctx) }()
-	tb.Cleanup(func() { r.stop(tb) })
-	return r
-}
-
-func (r *running) stop(t testing.TB) {
-	t.Helper()
-	r.once.Do(func() {
-		r.cancel()
-		select {
-		case err := <-r.done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("Run did not return within 30s of cancel")
-		}
-		r.d.Close()
-	})
+	return daemontest.Start(e.t, cfg)
 }
 
 // delIntents lists the DELs coild recorded and has not finished (its state dir's del/).
@@ -237,12 +197,7 @@ func (e *env) waitDelsFinished() {
 // waitReady waits until coild answers STATUS with success.
 func (e *env) waitReady() {
 	e.t.Helper()
-	c := cniproto.NewClient(e.sock, 2*time.Second)
-	var last error
-	testutil.Eventually(e.t, 30*time.Second, func() bool {
-		last = c.Status(context.Background())
-		return last == nil
-	}, "coild ready (last STATUS: %v)", &last)
+	daemontest.WaitReady(e.t, e.sock)
 }
 
 // pod makes a pod namespace and returns its name and path.

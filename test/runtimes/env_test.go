@@ -7,13 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coil-net/coil/allocator"
-	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/daemon"
+	"github.com/coil-net/coil/daemon/daemontest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/etcdtest"
 	"github.com/coil-net/coil/internal/gobuild"
@@ -113,31 +112,8 @@ func createPool(t *testing.T, log *events.EtcdLog) {
 
 func startCoild(t *testing.T, cfg daemon.Config) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatalf("daemon.New: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	var once sync.Once
-	t.Cleanup(func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("coild: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Error("coild did not stop within 30s")
-			}
-			d.Close()
-		})
-	})
-	c := cniproto.NewClient(cfg.Socket, 2*time.Second)
-	testutil.Eventually(t, 30*time.Second, func() bool { return c.Status(context.Background()) == nil }, "coild ready")
+	daemontest.Start(t, cfg)
+	daemontest.WaitReady(t, cfg.Socket)
 }
 
 // holding returns the addresses the log says containerID holds (nil: none).
