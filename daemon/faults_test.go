@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/daemon"
 	"github.com/coil-net/coil/internal/testutil"
 )
 
@@ -19,10 +20,8 @@ import (
 // ready (the plugin reports that as 50). coild stays up and, once etcd is back, serves
 // ADDs again by itself.
 func TestEtcdDownNotReadyIsTryAgain(t *testing.T) {
-	e := newEnv(t)
-	e.defaultPool()
+	e := newServingEnv(t)
 	ctx := context.Background()
-	e.startDaemon(e.config())
 	c, list := e.cni(), e.netList()
 	_, path := e.pod("pod")
 	e.etcd.Stop()
@@ -49,12 +48,10 @@ func TestEtcdDownNotReadyIsTryAgain(t *testing.T) {
 // of failing the pod start with "not ready" (seen in TestEtcdMemberPausedKeepsSessions
 // when etcd revoked the lease under a paused leader).
 func TestAddBetweenSessionsWaits(t *testing.T) {
-	e := newEnv(t)
-	e.defaultPool()
+	e := newServingEnvWith(t, func(cfg *daemon.Config) {
+		cfg.LeaseTTL = 3 * time.Second // renewals every second: the revocation is noticed at once
+	})
 	ctx := context.Background()
-	cfg := e.config()
-	cfg.LeaseTTL = 3 * time.Second // renewals every second: the revocation is noticed at once
-	e.startDaemon(cfg)
 	c, list := e.cni(), e.netList()
 	status := cniproto.NewClient(e.sock, 5*time.Second)
 	lease := e.revokeAliveLease()
@@ -75,12 +72,10 @@ func TestAddBetweenSessionsWaits(t *testing.T) {
 // allocates the ADD there, within the request's deadline. Before, the ADD failed with
 // "fenced" (code 11) and the session ended only at the next renewal, up to TTL/3 later.
 func TestAddFencedByRevokedLeaseSucceeds(t *testing.T) {
-	e := newEnv(t)
-	e.defaultPool()
+	e := newServingEnvWith(t, func(cfg *daemon.Config) {
+		cfg.LeaseTTL = 15 * time.Second // renewals every 5 s: the ADD below meets the revoked lease first
+	})
 	ctx := context.Background()
-	cfg := e.config()
-	cfg.LeaseTTL = 15 * time.Second // renewals every 5 s: the ADD below meets the revoked lease first
-	e.startDaemon(cfg)
 	c, list := e.cni(), e.netList()
 	id0, path0 := e.pod("before")
 	if _, err := c.AddNetworkList(ctx, list, podRT(id0, path0)); err != nil {

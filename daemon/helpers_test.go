@@ -101,9 +101,19 @@ func newEnv(t *testing.T) *env {
 // e.config(), ready.
 func newServingEnv(t *testing.T) *env {
 	t.Helper()
+	return newServingEnvWith(t, nil)
+}
+
+// newServingEnvWith is newServingEnv with e.config() changed by edit first.
+func newServingEnvWith(t *testing.T, edit func(*daemon.Config)) *env {
+	t.Helper()
 	e := newEnv(t)
 	e.defaultPool()
-	e.startDaemon(e.config())
+	cfg := e.config()
+	if edit != nil {
+		edit(&cfg)
+	}
+	e.startDaemon(cfg)
 	return e
 }
 

@@ -12,6 +12,7 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/coil-net/coil/cniproto"
+	"github.com/coil-net/coil/daemon"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/testutil"
 )
@@ -67,11 +68,7 @@ func (e *env) uplink(mtu int) {
 // TestMTUNetconfAndFlag: the netconf "mtu" goes on both veth ends; coild's --mtu when the
 // netconf has none; the netconf wins over the flag.
 func TestMTUNetconfAndFlag(t *testing.T) {
-	e := newEnv(t)
-	e.defaultPool()
-	cfg := e.config()
-	cfg.MTU = 1450
-	e.startDaemon(cfg)
+	e := newServingEnvWith(t, func(cfg *daemon.Config) { cfg.MTU = 1450 })
 	e.addMTU("cafe0001", "", 1450)
 	e.addMTU("cafe0002", `,"mtu":9000`, 9000)
 	e.addMTU("cafe0003", `,"mtu":1280`, 1280)
