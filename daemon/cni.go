@@ -274,10 +274,7 @@ func (d *Daemon) awaitReady(ctx context.Context, deadline time.Time) bool {
 // session ends at the next renewal, asked for at once here, and the next one starts
 // about a second later: the ADD is allocated again there instead of failing.
 func (d *Daemon) awaitNewSession(ctx context.Context, session uint64, deadline time.Time) bool {
-	select {
-	case d.leaseCheck <- struct{}{}:
-	default:
-	}
+	wake(d.leaseCheck)
 	return d.await(ctx, deadline, func() bool { return d.ready.Load() && d.sessions.Load() > session })
 }
 

@@ -57,6 +57,8 @@ type Daemon struct {
 	pods     *kube.PodCache
 	leaks    *kube.LeakCollector
 	kubeWake chan struct{}
+	// labelsWake: the Node object's labels changed (its informer); nil without Kubernetes.
+	labelsWake chan struct{}
 
 	// lockFile holds the state directory's flock for the daemon's lifetime.
 	lockFile *os.File
@@ -361,6 +363,8 @@ func (d *Daemon) session(ctx context.Context, first bool) error {
 			if err := d.reconcile(sctx, false); err != nil {
 				d.log.Error("reconcile", "err", err)
 			}
+		case <-d.labelsWake:
+			d.recordLabels(sctx)
 		case <-tick.C:
 			d.recordLabels(sctx)
 			if n, err := d.node.ReleaseEmptyBlocks(sctx, d.cfg.BlockGrace); err != nil {
@@ -384,15 +388,16 @@ func (d *Daemon) noteForeignRelease(e *events.Event) {
 		return
 	}
 	d.log.Info("an address of this node was released by someone else; reconciling", "actor", e.Actor, "seq", e.Seq)
-	select {
-	case d.reconcileReq <- struct{}{}:
-	default:
-	}
+	wake(d.reconcileReq)
 }
 
-func (d *Daemon) requestSync() {
+func (d *Daemon) requestSync() { wake(d.syncReq) }
+
+// wake sends on a wake channel of capacity 1 without blocking: a wake already pending
+// covers this one.
+func wake(ch chan struct{}) {
 	select {
-	case d.syncReq <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }

@@ -7,10 +7,14 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/cniproto"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/testutil"
+	"github.com/coil-net/coil/kube/kubetest"
 )
 
 func (e *env) admin() *allocator.Admin {
@@ -132,5 +136,59 @@ func TestAddDisabledPool(t *testing.T) {
 		"no pool configured after it (default) is enabled; `coilctl pool enable old` enables it, or choose another pool"
 	if code != cniproto.CodePoolDisabled || msg != want {
 		t.Fatalf("ADD with every configured pool disabled: code %d %q\nwant code 7 %q", code, msg, want)
+	}
+}
+
+// TestNodeLabelsWatched: with Kubernetes, a `kubectl label node` is recorded in the
+// node's stream (NodeLabelsSet) at once, through the informer on coild's own Node
+// object, not at the next --reconcile-interval (an hour here); the ADD that the old
+// labels refused is then served.
+func TestNodeLabelsWatched(t *testing.T) {
+	ctx := context.Background()
+	e := newFakeEnv(t)
+	s := kubetest.Start(t)
+	cs := s.Client(t)
+	admin := e.admin()
+	sel, err := allocator.ParseNodeSelector("zone=a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &events.PoolCreated{Name: "zone-a", BlockSizeBits: 4}
+	sub, _ := allocator.ParseSubnet("10.20.0.0/24")
+	p.Subnets = append(p.Subnets, sub)
+	if err = admin.CreatePool(ctx, p, allocator.WithNodeSelector(sel)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{"zone": "b"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.CreateNamespace(t, cs, "plain", nil)
+	pod := kubetest.CreatePod(t, cs, "plain", "p1", nodeName, nil)
+	cfg := e.config()
+	cfg.Kubeconfig = s.Kubeconfig
+	cfg.ReconcileEvery = time.Hour
+	e.startDaemon(cfg)
+	if got := e.nodeLabelsRecorded(); got["zone"] != "b" {
+		t.Fatalf("labels recorded at start: %v, want zone=b", got)
+	}
+	client := cniproto.NewClient(e.sock, 30*time.Second)
+	req := fakeReq("c1")
+	req.Pool, req.PodNamespace, req.PodName, req.PodUID = "zone-a", pod.Namespace, pod.Name, string(pod.UID)
+	if _, err = client.Add(ctx, req); err == nil {
+		t.Fatal("ADD in zone-a on a zone=b node succeeded")
+	}
+
+	n, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Labels["zone"] = "a"
+	if _, err = cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return e.nodeLabelsRecorded()["zone"] == "a" },
+		"the label change recorded before the next reconcile pass")
+	if _, err = client.Add(ctx, req); err != nil {
+		t.Fatalf("ADD in zone-a after labelling the node zone=a: %v", err)
 	}
 }

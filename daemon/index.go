@@ -24,12 +24,7 @@ func newIndexer() indexer {
 }
 
 // requestIndex asks indexLoop to build the missing entries; it never blocks.
-func (d *Daemon) requestIndex() {
-	select {
-	case d.index.req <- struct{}{}:
-	default:
-	}
-}
+func (d *Daemon) requestIndex() { wake(d.index.req) }
 
 // noteIndex asks for a build when e, an event of the node's own stream, completes a chunk.
 // The session loop calls it for every watched event (coild's own appends come back

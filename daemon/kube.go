@@ -27,14 +27,11 @@ func (d *Daemon) setupKube() error {
 		return err
 	}
 	d.kubeWake = make(chan struct{}, 1)
+	d.labelsWake = make(chan struct{}, 1)
 	d.pods = kube.NewPodCache(kube.PodCacheConfig{
 		Client: cs, Node: d.cfg.Node, Logger: d.log,
-		OnPodDeleted: func(kube.PodRef) {
-			select {
-			case d.kubeWake <- struct{}{}:
-			default:
-			}
-		},
+		OnPodDeleted: func(kube.PodRef) { wake(d.kubeWake) },
+		OnNodeLabels: func() { wake(d.labelsWake) }, // the session records them (recordLabels)
 	})
 	d.leaks = kube.NewLeakCollector(kube.LeakConfig{Pods: d.pods, Grace: d.cfg.LeakGrace})
 	d.log.Info("Kubernetes integration on", "server", rc.Host)

@@ -39,7 +39,8 @@ func (d *Daemon) desiredLabels(ctx context.Context) (map[string]string, bool) {
 // recordLabels records the node's labels in its stream when they changed (NodeLabelsSet).
 // Below cluster feature level 1 nothing is recorded (no pool can have a node selector
 // then); each session start and reconcile pass tries again, so labels are recorded soon
-// after the level is raised and after a `kubectl label node`.
+// after the level is raised. A `kubectl label node` is recorded at once: the Node
+// informer wakes the session (labelsWake).
 func (d *Daemon) recordLabels(ctx context.Context) {
 	want, ok := d.desiredLabels(ctx)
 	if !ok {

@@ -62,8 +62,9 @@ func TestManifestsServerDryRun(t *testing.T) {
 	}{
 		{coild, []string{"list", "pods", "-A"}, "yes"},
 		{coild, []string{"watch", "namespaces"}, "yes"},
-		{coild, []string{"get", "nodes"}, "yes"}, // its Node object's labels (pool node selectors)
-		{coild, []string{"list", "nodes"}, "no"},
+		{coild, []string{"get", "nodes"}, "yes"},   // its Node object's labels (pool node selectors)
+		{coild, []string{"watch", "nodes"}, "yes"}, // its informer on its own Node object
+		{coild, []string{"list", "nodes"}, "yes"},
 		{coild, []string{"update", "nodes"}, "no"},
 		{coild, []string{"update", "pods", "-n", "default"}, "no"},
 		{coild, []string{"delete", "pods", "-n", "default"}, "no"},

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -145,24 +146,31 @@ type PodCacheConfig struct {
 	// OnPodDeleted, when set, is called (from the informer's goroutine; do not block)
 	// after a pod of the node is deleted.
 	OnPodDeleted func(PodRef)
+	// OnNodeLabels, when set, is called (from the informer's goroutine; do not block)
+	// when the Node object named Node appears or its labels change.
+	OnNodeLabels func()
 	// Timeout bounds each direct API call (default 5 s).
 	Timeout time.Duration
 	Logger  *slog.Logger
 }
 
-// PodCache is coild's view of Kubernetes: informers on the node's pods and on all
-// namespaces. Reads come from the caches; a pod or namespace missing from a cache (not
-// synced yet, or just created) is read from the API server.
+// PodCache is coild's view of Kubernetes: informers on the node's pods, on all
+// namespaces and on the node's own Node object. Reads come from the caches; a pod,
+// namespace or node missing from a cache (not synced yet, or just created) is read from
+// the API server.
 type PodCache struct {
-	cfg     PodCacheConfig
-	log     *slog.Logger
-	pods    informers.SharedInformerFactory
-	nss     informers.SharedInformerFactory
-	podList corelisters.PodLister
-	nsList  corelisters.NamespaceLister
-	podInf  cache.SharedIndexInformer
-	nsInf   cache.SharedIndexInformer
-	synced  atomic.Bool
+	cfg      PodCacheConfig
+	log      *slog.Logger
+	pods     informers.SharedInformerFactory
+	nss      informers.SharedInformerFactory
+	nodes    informers.SharedInformerFactory
+	podList  corelisters.PodLister
+	nsList   corelisters.NamespaceLister
+	nodeList corelisters.NodeLister
+	podInf   cache.SharedIndexInformer
+	nsInf    cache.SharedIndexInformer
+	nodeInf  cache.SharedIndexInformer
+	synced   atomic.Bool
 }
 
 // NewPodCache prepares the informers; Run starts them.
@@ -182,6 +190,25 @@ func NewPodCache(cfg PodCacheConfig) *PodCache {
 	c.podList = c.pods.Core().V1().Pods().Lister()
 	c.nsInf = c.nss.Core().V1().Namespaces().Informer()
 	c.nsList = c.nss.Core().V1().Namespaces().Lister()
+	// The node's own Node object only (a watch of one object, as the kubelet keeps):
+	// its labels select pools, and a change is seen at once instead of polled.
+	nodeSel := fields.OneTermEqualSelector("metadata.name", cfg.Node).String()
+	c.nodes = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = nodeSel }))
+	c.nodeInf = c.nodes.Core().V1().Nodes().Informer()
+	c.nodeList = c.nodes.Core().V1().Nodes().Lister()
+	if cfg.OnNodeLabels != nil {
+		_, _ = c.nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { cfg.OnNodeLabels() },
+			UpdateFunc: func(old, cur any) {
+				o, ok1 := old.(*corev1.Node)
+				n, ok2 := cur.(*corev1.Node)
+				if !ok1 || !ok2 || !maps.Equal(o.Labels, n.Labels) {
+					cfg.OnNodeLabels()
+				}
+			},
+		})
+	}
 	if cfg.OnPodDeleted != nil {
 		_, _ = c.podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			DeleteFunc: func(obj any) {
@@ -202,6 +229,7 @@ func NewPodCache(cfg PodCacheConfig) *PodCache {
 func (c *PodCache) Run(ctx context.Context) {
 	c.pods.Start(ctx.Done())
 	c.nss.Start(ctx.Done())
+	c.nodes.Start(ctx.Done())
 	if cache.WaitForCacheSync(ctx.Done(), c.podInf.HasSynced, c.nsInf.HasSynced) {
 		c.synced.Store(true)
 		c.log.Info("Kubernetes informers synced", "pods", len(c.podInf.GetStore().ListKeys()), "namespaces", len(c.nsInf.GetStore().ListKeys()))
@@ -209,9 +237,11 @@ func (c *PodCache) Run(ctx context.Context) {
 	<-ctx.Done()
 	c.pods.Shutdown()
 	c.nss.Shutdown()
+	c.nodes.Shutdown()
 }
 
-// Synced reports whether both informers have listed once.
+// Synced reports whether the pod and namespace informers have listed once (the Node
+// informer is not waited for: until it has listed, NodeLabels asks the API server).
 func (c *PodCache) Synced() bool { return c.synced.Load() }
 
 // WaitSynced waits until Synced or ctx ends.
@@ -307,10 +337,16 @@ func (c *PodCache) ResolvePool(ctx context.Context, ref PodRef, netconfPool, def
 	return SelectPool(pod, ns, netconfPool, defaultPool)
 }
 
-// NodeLabels reads the labels of Node object name from the API server (coild's
-// ClusterRole may get nodes). A missing node is ErrNodeNotFound; any other failure
-// ErrUnavailable.
+// NodeLabels returns the labels of Node object name (a copy): the node's own from the
+// Node informer once it has listed, else (not listed yet, another node, or not in its
+// cache) from the API server (coild's ClusterRole may get, list and watch nodes). A
+// missing node is ErrNodeNotFound; any other failure ErrUnavailable.
 func (c *PodCache) NodeLabels(ctx context.Context, name string) (map[string]string, error) {
+	if name == c.cfg.Node && c.nodeInf.HasSynced() {
+		if n, err := c.nodeList.Get(name); err == nil {
+			return maps.Clone(n.Labels), nil
+		}
+	}
 	n, err := getObject(ctx, c.cfg.Timeout, ErrNodeNotFound, "node "+name, func(ctx context.Context) (*corev1.Node, error) {
 		return c.cfg.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	})
