@@ -353,10 +353,7 @@ func TestFlagsDocumented(t *testing.T) {
 			help = append(help, f[1]) // "-x, --long"
 		}
 	}
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
+	root := testutil.Root(t)
 	doc, err := os.ReadFile(filepath.Join(root, "docs", "coild.md"))
 	if err != nil {
 		t.Fatal(err)

@@ -32,10 +32,7 @@ func refusalTable(t *testing.T, root, doc string) []string {
 // refuses and why" table, and every test it names exists (`dir.TestName`, dir relative
 // to the repository).
 func TestRefusalTablesAgree(t *testing.T) {
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
+	root := testutil.Root(t)
 	coild, cni := refusalTable(t, root, "coild.md"), refusalTable(t, root, "cni.md")
 	if strings.Join(coild, "\n") != strings.Join(cni, "\n") {
 		t.Errorf("the refusal tables of docs/coild.md and docs/cni.md differ:\ncoild.md:\n%s\ncni.md:\n%s",

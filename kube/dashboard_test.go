@@ -33,10 +33,7 @@ type dashPanel struct {
 // through its _bucket, _sum and _count series. Every documented metric is on the
 // dashboard, so a new metric gets a panel.
 func TestGrafanaDashboardMetrics(t *testing.T) {
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
+	root := testutil.Root(t)
 	b, err := os.ReadFile(filepath.Join(root, "deploy", "grafana", "coil-dashboard.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -24,10 +24,7 @@ import (
 
 func deployDir(t *testing.T) string {
 	t.Helper()
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
+	root := testutil.Root(t)
 	return filepath.Join(root, "deploy")
 }
 

@@ -447,10 +447,7 @@ func TestRenderBirdConfig(t *testing.T) {
 // The example configuration for real nodes and every rendered lab variant parse in BIRD.
 func TestBirdConfigsParse(t *testing.T) {
 	bird := testutil.RequireCommand(t, "bird")
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("no repository root")
-	}
+	root := testutil.Root(t)
 	files := []string{root + "/examples/bird/bird.conf"}
 	for _, cfg := range []Config{{Nodes: 3}, {Nodes: 3, RouteReflector: true}, {Nodes: 2, DisableIPv6: true}} {
 		if err := cfg.defaults(); err != nil {

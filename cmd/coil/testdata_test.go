@@ -11,10 +11,7 @@ import (
 
 // TestExampleConfigs keeps the examples in testdata/cni valid.
 func TestExampleConfigs(t *testing.T) {
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
+	root := testutil.Root(t)
 	files, err := libcni.ConfFiles(filepath.Join(root, "testdata", "cni"), []string{".conf", ".conflist"})
 	if err != nil {
 		t.Fatal(err)

@@ -72,10 +72,7 @@ const goldenLog = "week.jsonl"
 
 func logsDir(t *testing.T) string {
 	t.Helper()
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
+	root := testutil.Root(t)
 	return filepath.Join(root, "testdata", "logs")
 }
 

@@ -63,6 +63,16 @@ func RepoRoot() (string, bool) {
 	}
 }
 
+// Root is RepoRoot for a test: the repository root, or the test fails.
+func Root(t testing.TB) string {
+	t.Helper()
+	root, ok := RepoRoot()
+	if !ok {
+		t.Fatal("repository root (the directory with go.mod) not found above the working directory")
+	}
+	return root
+}
+
 // NetNS creates a throwaway named network namespace (via `ip netns add`) and removes it
 // when the test ends. It returns the name and the path (/var/run/netns/NAME).
 func NetNS(t testing.TB, prefix string) (name, path string) {

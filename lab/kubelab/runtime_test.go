@@ -17,10 +17,7 @@ import (
 func requireRuntimeKit(t *testing.T) (Kit, Images) {
 	t.Helper()
 	testutil.RequireRoot(t)
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
+	root := testutil.Root(t)
 	kit := DefaultKit(filepath.Join(root, "bin"))
 	err := kit.check(false)
 	var images Images

@@ -19,19 +19,10 @@ import (
 // includes verbatim.
 const runbookScript = "scripts/migrate-pool.sh"
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, ok := testutil.RepoRoot()
-	if !ok {
-		t.Fatal("repository root not found")
-	}
-	return root
-}
-
 // TestRunbookDocMatchesScript: the runbook in docs/operations.md shows the script that
 // TestMigratePoolRunbook runs, unchanged.
 func TestRunbookDocMatchesScript(t *testing.T) {
-	root := repoRoot(t)
+	root := testutil.Root(t)
 	doc, err := os.ReadFile(filepath.Join(root, "docs", "operations.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +74,7 @@ func TestMigratePoolRunbook(t *testing.T) {
 	}
 	waitConverged(t, c)
 
-	script := filepath.Join(repoRoot(t), runbookScript)
+	script := filepath.Join(testutil.Root(t), runbookScript)
 	runScript := func(args ...string) string {
 		t.Helper()
 		cmd := exec.CommandContext(ctx, "sh", append([]string{script}, args...)...)
