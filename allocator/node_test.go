@@ -13,6 +13,7 @@ import (
 	"github.com/cockroachdb/errors"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/allocator/allocatortest"
 	"github.com/coil-net/coil/events"
 )
 
@@ -79,16 +80,7 @@ func (e *env) node(name string, log events.Log) *allocator.Node {
 	lease := leaseIDs.Add(1)
 	e.log.SetLeaseKey(key, lease)
 	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: log, Clock: e.clock, AliveKey: key, Lease: lease})
-	ctx, cancel := context.WithCancel(context.Background())
-	if _, _, err := n.Load(ctx); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := n.Register(ctx); err != nil {
-		e.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { n.Run(ctx); close(done) }()
-	e.stops = append(e.stops, func() { cancel(); <-done })
+	e.stops = append(e.stops, allocatortest.Run(e.t, n))
 	return n
 }
 

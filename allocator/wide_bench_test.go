@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/allocator/allocatortest"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/readside"
 )
@@ -18,16 +19,7 @@ func benchNode(b *testing.B, log *events.MemLog, name string) (*allocator.Node, 
 	lease := leaseIDs.Add(1)
 	log.SetLeaseKey(key, lease)
 	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: log, Clock: events.SystemClock{}, AliveKey: key, Lease: lease})
-	ctx, cancel := context.WithCancel(context.Background())
-	if _, _, err := n.Load(ctx); err != nil {
-		b.Fatal(err)
-	}
-	if err := n.Register(ctx); err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { n.Run(ctx); close(done) }()
-	return n, func() { cancel(); <-done }
+	return n, allocatortest.Run(b, n)
 }
 
 // benchPool creates a pool in the pool-stream layout (coilctl's default); false when this

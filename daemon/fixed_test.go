@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/coil-net/coil/allocator"
+	"github.com/coil-net/coil/allocator/allocatortest"
 	"github.com/coil-net/coil/events"
 )
 
@@ -38,16 +39,7 @@ func withIPs(rt *libcni.RuntimeConf, ips ...string) *libcni.RuntimeConf {
 func (e *env) otherNode(name string) *allocator.Node {
 	e.t.Helper()
 	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: e.log})
-	ctx, cancel := context.WithCancel(context.Background())
-	if _, _, err := n.Load(ctx); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := n.Register(ctx); err != nil {
-		e.t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { n.Run(ctx); close(done) }()
-	e.t.Cleanup(func() { cancel(); <-done })
+	allocatortest.Run(e.t, n)
 	return n
 }
 

@@ -72,22 +72,34 @@ func Start(tb testing.TB, cli *clientv3.Client, log events.Log, name string, opt
 		for range ka {
 		}
 	}()
+	tb.Cleanup(kcancel) // after the allocator's stop (cleanups run last first)
 	n := allocator.NewNode(allocator.NodeConfig{Node: name, Log: log, Clock: opt.Clock, AliveKey: key, Lease: int64(g.ID), MaxBatch: opt.MaxBatch, AppendTimeout: opt.AppendTimeout})
-	if _, _, err = n.Load(ctx); err != nil {
-		kcancel()
-		tb.Fatalf("load %s: %+v", name, err)
-	}
-	if err = n.Register(ctx); err != nil {
-		kcancel()
-		tb.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { n.Run(rctx); close(done) }()
+	stop := Run(tb, n)
 	out := &Node{Node: n, Lease: g.ID, tb: tb, cli: cli}
-	out.stop = func() { cancel(); <-done; kcancel() }
+	out.stop = func() { stop(); kcancel() }
 	tb.Cleanup(out.Stop)
 	return out
+}
+
+// Run loads, registers and runs n as coild's session does, for whatever fencing n's
+// config names (Start's lease, or a MemLog's lease key). It returns the stop (the
+// allocator's Run ended and waited for; idempotent), which also runs when the test ends.
+func Run(tb testing.TB, n *allocator.Node) (stop func()) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	if _, _, err := n.Load(ctx); err != nil {
+		cancel()
+		tb.Fatalf("load: %+v", err)
+	}
+	if err := n.Register(ctx); err != nil {
+		cancel()
+		tb.Fatalf("register: %+v", err)
+	}
+	done := make(chan struct{})
+	go func() { n.Run(ctx); close(done) }()
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	tb.Cleanup(stop)
+	return stop
 }
 
 // Stop stops the allocator and the lease's keep-alive (the lease then expires by its TTL).
