@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"sort"
 	"strings"
 
 	"github.com/cockroachdb/errors"
@@ -95,21 +94,7 @@ func FormatLabels(m map[string]string) string {
 	if len(m) == 0 {
 		return "(none)"
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(m[k])
-	}
-	return b.String()
+	return projection.LabelsString(m)
 }
 
 // Selects reports whether a pool's node selector (canonical, "" = every node) admits a

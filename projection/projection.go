@@ -3,7 +3,9 @@ package projection
 import (
 	"crypto/sha256"
 	"encoding/json"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -615,6 +617,17 @@ type Node struct {
 	// Labels are the node's labels as its coild last recorded them (NodeLabelsSet);
 	// nil before any (left out of the state's JSON, so older states hash as before).
 	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// LabelsString writes labels as "k1=v1,k2=v2" sorted by key ("" for none): how coild's
+// refusals, coilctl and diffs show a node's labels.
+func LabelsString(m map[string]string) string {
+	keys := slices.Sorted(maps.Keys(m))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
 }
 
 // NewNode returns the empty state of a node stream.

@@ -132,15 +132,6 @@ type NodeLabelsChange struct {
 	To   string `json:"to"`
 }
 
-func labelsString(m map[string]string) string {
-	keys := slices.Sorted(maps.Keys(m))
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + m[k]
-	}
-	return strings.Join(parts, ",")
-}
-
 func poolState(p *projection.Pool) string {
 	if p.Disabled {
 		return "disabled"
@@ -224,10 +215,10 @@ func DiffStates(from, to *StateAt) *Diff {
 	for _, name := range slices.Sorted(maps.Keys(nodes)) {
 		var a, b string
 		if n := from.Nodes[name]; n != nil {
-			a = labelsString(n.Labels)
+			a = projection.LabelsString(n.Labels)
 		}
 		if n := to.Nodes[name]; n != nil {
-			b = labelsString(n.Labels)
+			b = projection.LabelsString(n.Labels)
 		}
 		if a != b {
 			d.NodeLabels = append(d.NodeLabels, NodeLabelsChange{Node: name, From: a, To: b})
