@@ -16,6 +16,7 @@ import (
 	"github.com/coil-net/coil/allocator"
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/internal/safetext"
+	"github.com/coil-net/coil/projection"
 )
 
 // filters are --node and --pool of the listings.
@@ -301,6 +302,9 @@ type nodeView struct {
 	Blocks     int       `json:"blocks"`
 	Addresses  int       `json:"addresses"`
 	Retired    bool      `json:"retired"`
+	// Labels are the node's labels as its coild last recorded them (NodeLabelsSet):
+	// what pools' node selectors are matched against.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // aliveNodes lists the nodes whose liveness key exists.
@@ -330,7 +334,7 @@ func (s *snapshot) nodes(alive map[string]bool) []nodeView {
 	for _, name := range sortedSet(names) {
 		v := nodeView{Node: name, Alive: alive[name]}
 		if n := s.Nodes[name]; n != nil {
-			v.Registered, v.Lease, v.Retired, v.Addresses = n.Registered, n.Lease, n.Retired, len(n.Attached)
+			v.Registered, v.Lease, v.Retired, v.Addresses, v.Labels = n.Registered, n.Lease, n.Retired, len(n.Attached), n.Labels
 		}
 		for _, owners := range s.AllOwners() {
 			for _, o := range owners {
@@ -347,7 +351,7 @@ func (s *snapshot) nodes(alive map[string]bool) []nodeView {
 func (a *app) nodeCommand() *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List nodes: registration, lease, liveness, blocks and addresses",
+		Short: "List nodes: registration, lease, liveness, blocks, addresses and recorded labels",
 		Args:  argsUsage(0, 0, "no arguments"),
 		RunE: a.run(func(cmd *cobra.Command, _ []string) error {
 			st, err := a.load(cmd.Context())
@@ -362,13 +366,14 @@ func (a *app) nodeCommand() *cobra.Command {
 			if a.opts.output != "table" {
 				return a.printValue(views)
 			}
-			t := newTable(a.env.Stdout, "NODE", "REGISTERED", "LEASE", "ALIVE", "BLOCKS", "ADDRESSES", "RETIRED")
+			t := newTable(a.env.Stdout, "NODE", "REGISTERED", "LEASE", "ALIVE", "BLOCKS", "ADDRESSES", "RETIRED", "LABELS")
 			for _, v := range views {
 				lease := "-"
 				if v.Lease != 0 {
 					lease = fmt.Sprintf("%x", v.Lease)
 				}
-				t.row(v.Node, fmtTime(v.Registered), lease, yesNo(v.Alive), fmt.Sprint(v.Blocks), fmt.Sprint(v.Addresses), yesNo(v.Retired))
+				t.row(v.Node, fmtTime(v.Registered), lease, yesNo(v.Alive), fmt.Sprint(v.Blocks), fmt.Sprint(v.Addresses), yesNo(v.Retired),
+					projection.LabelsString(v.Labels))
 			}
 			return t.flush()
 		}),

@@ -154,13 +154,49 @@ func TestAddressBlockNodeListings(t *testing.T) {
 
 	nodes := e.ok("node", "list")
 	t.Logf("node list:\n%s", nodes)
-	wantHeader(t, nodes, "NODE REGISTERED LEASE ALIVE BLOCKS ADDRESSES RETIRED")
+	wantHeader(t, nodes, "NODE REGISTERED LEASE ALIVE BLOCKS ADDRESSES RETIRED LABELS")
 	n1 := row(t, nodes, "n1")
-	if n1[1] != "2030-01-02T03:04:05Z" || n1[2] == "-" || strings.Join(n1[3:], " ") != "yes 1 2 no" {
+	if n1[1] != "2030-01-02T03:04:05Z" || n1[2] == "-" || strings.Join(n1[3:], " ") != "yes 1 2 no -" {
 		t.Fatalf("n1 row = %q", n1)
 	}
-	if got := strings.Join(row(t, nodes, "n2")[3:], " "); got != "yes 2 2 no" {
+	if got := strings.Join(row(t, nodes, "n2")[3:], " "); got != "yes 2 2 no -" {
 		t.Fatalf("n2 row = %q", got)
+	}
+}
+
+// node list shows the labels each node's coild last recorded (NodeLabelsSet), sorted,
+// in the table and as a map in JSON; "-" and no key for a node that recorded none.
+func TestNodeListLabels(t *testing.T) {
+	e := newEnv(t)
+	e.ok("pool", "create", "default", "10.0.0.0/24", "--block-size-bits", "4") // raises the level (block streams)
+	n1, _ := e.startNode("n1")
+	e.startNode("n2")
+	if _, err := n1.SetLabels(t.Context(), map[string]string{"zone": "a", "rack": "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	nodes := e.ok("node", "list")
+	if got := row(t, nodes, "n1"); got[len(got)-1] != "rack=r1,zone=a" {
+		t.Errorf("n1 row = %q, want labels rack=r1,zone=a last\n%s", got, nodes)
+	}
+	if got := row(t, nodes, "n2"); got[len(got)-1] != "-" {
+		t.Errorf("n2 row = %q, want labels - last", got)
+	}
+	var views []map[string]any
+	if err := json.Unmarshal([]byte(e.ok("node", "list", "-o", "json")), &views); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range views {
+		lbls, has := v["labels"]
+		switch v["node"] {
+		case "n1":
+			if m, ok := lbls.(map[string]any); !ok || m["zone"] != "a" || m["rack"] != "r1" {
+				t.Errorf("n1 JSON labels = %v", lbls)
+			}
+		case "n2":
+			if has {
+				t.Errorf("n2 JSON has labels %v, want none", lbls)
+			}
+		}
 	}
 }
 
@@ -180,7 +216,7 @@ func TestNodeReclaim(t *testing.T) {
 		t.Fatalf("reclaim said %q", out)
 	}
 	nodes := e.ok("node", "list")
-	if got := strings.Join(row(t, nodes, "n1"), " "); got != "n1 2030-01-02T03:04:05Z - no 0 0 yes" {
+	if got := strings.Join(row(t, nodes, "n1"), " "); got != "n1 2030-01-02T03:04:05Z - no 0 0 yes -" {
 		t.Fatalf("n1 after reclaim = %q\n%s", got, nodes)
 	}
 	if out := e.ok("block", "list", "--node", "n1"); len(lines(out)) != 1 {
