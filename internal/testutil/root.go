@@ -3,9 +3,11 @@ package testutil
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -99,7 +101,9 @@ func NetNS(t testing.TB, prefix string) (name, path string) {
 }
 
 // Eventually polls cond every few milliseconds until it returns true or the deadline
-// passes, then fails with msg. Use it instead of sleeps.
+// passes, then fails with msg formatted with args. Use it instead of sleeps. An arg that
+// is a pointer (other than one to an error or a Stringer) is read when the message is
+// made, so `&last` shows the last value cond saw, not an address.
 func Eventually(t testing.TB, within time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -109,7 +113,7 @@ func Eventually(t testing.TB, within time.Duration, cond func() bool, msg string
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: "+msg, append([]any{within}, args...)...)
+			t.Fatalf("condition not met within %s: "+msg, append([]any{within}, deref(args)...)...)
 		}
 		time.Sleep(delay)
 		if delay < 50*time.Millisecond {
@@ -126,4 +130,21 @@ func Sanitize(s string) string {
 		}
 		return '-'
 	}, strings.ToLower(s))
+}
+
+// deref replaces each non-nil pointer among args by the value it points to, unless the
+// pointer itself formats (an error or a fmt.Stringer).
+func deref(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		out[i] = a
+		switch a.(type) {
+		case error, fmt.Stringer:
+			continue
+		}
+		if v := reflect.ValueOf(a); v.Kind() == reflect.Pointer && !v.IsNil() {
+			out[i] = v.Elem().Interface()
+		}
+	}
+	return out
 }
