@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -730,14 +731,12 @@ func (l *EtcdLog) watchFrom(ctx context.Context, w *watchState, rev int64) error
 				progress[it.i] = max(progress[it.i], resp.Header.Revision)
 			}
 		}
-		through := progress[0]
-		for _, p := range progress[1:] {
-			through = min(through, p)
-		}
-		if w.perStream {
-			// No other prefix's events to wait for: what came is delivered at once
-			// (one etcd watch's responses come in revision order).
-			through = math.MaxInt64
+		// What every watch has progressed past; with PerStreamOrder there is no other
+		// prefix's events to wait for: what came is delivered at once (one etcd watch's
+		// responses come in revision order).
+		through := int64(math.MaxInt64)
+		if !w.perStream {
+			through = slices.Min(progress)
 		}
 		var ready []*clientv3.Event
 		ready, held = releaseThrough(held, through)
