@@ -2,8 +2,9 @@ package readside
 
 import (
 	"context"
+	"maps"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/errors"
@@ -92,12 +93,7 @@ func (s *State) NodeNames() []string {
 			set[o.Node] = true
 		}
 	}
-	out := make([]string, 0, len(set))
-	for k := range set {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(set))
 }
 
 // KnowsNode reports whether the state knows node name (NodeNames).

@@ -331,7 +331,7 @@ func (s *snapshot) nodes(alive map[string]bool) []nodeView {
 		names[n] = true
 	}
 	out := []nodeView{}
-	for _, name := range sortedSet(names) {
+	for _, name := range slices.Sorted(maps.Keys(names)) {
 		v := nodeView{Node: name, Alive: alive[name]}
 		if n := s.Nodes[name]; n != nil {
 			v.Registered, v.Lease, v.Retired, v.Addresses, v.Labels = n.Registered, n.Lease, n.Retired, len(n.Attached), n.Labels

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"sort"
 
 	"github.com/coil-net/coil/events"
 	"github.com/coil-net/coil/readside"
@@ -34,12 +33,3 @@ func (s *snapshot) addressesInUse(pool string) map[uint64]int { return s.Address
 func (s *snapshot) nodeNames() []string { return s.NodeNames() }
 
 func (s *snapshot) knowsNode(name string) bool { return s.KnowsNode(name) }
-
-func sortedSet(set map[string]bool) []string {
-	out := make([]string, 0, len(set))
-	for k := range set {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
